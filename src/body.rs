@@ -1,0 +1,173 @@
+//! Bodies that stream through the gateway.
+//!
+//! Nothing here buffers: each frame is handed on as it arrives, so a 100 MiB upload or download
+//! costs a few frames of memory. [`IdleBody`] cuts a body whose sender stalls for longer than its
+//! idle timeout (a slow-drip client or a hung upstream holds no resources for ever).
+//! [`ResponseBody`] counts the bytes sent and, when the response is done or the client goes
+//! away, closes the request's record: every request ends in exactly one log line.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::telemetry::Finished;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the body stalled for longer than its idle timeout")]
+pub struct IdleTimeout;
+
+/// A body that fails when no frame arrives for `timeout`.
+pub struct IdleBody<B> {
+    inner: B,
+    timeout: Duration,
+    /// Allocated on the first stall only; most bodies never wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl<B> IdleBody<B> {
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+impl<B> Body for IdleBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = Instant::now() + this.timeout;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.armed {
+            timer.as_mut().reset(deadline);
+            this.armed = true;
+        }
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Some(Err(Box::new(IdleTimeout))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+enum Source {
+    Fixed(Option<Bytes>),
+    Upstream(IdleBody<Incoming>),
+}
+
+/// What the gateway sends to the client.
+pub struct ResponseBody {
+    source: Source,
+    sent: u64,
+    ended: bool,
+    finished: Option<Finished>,
+}
+
+impl ResponseBody {
+    pub fn upstream(body: IdleBody<Incoming>) -> Self {
+        Self {
+            source: Source::Upstream(body),
+            sent: 0,
+            ended: false,
+            finished: None,
+        }
+    }
+
+    /// Closes `finished` when this body is done or dropped.
+    pub fn with_record(mut self, finished: Finished) -> Self {
+        self.finished = Some(finished);
+        self
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(bytes: Bytes) -> Self {
+        Self {
+            source: Source::Fixed(Some(bytes)),
+            sent: 0,
+            ended: false,
+            finished: None,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = match &mut this.source {
+            Source::Fixed(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Source::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+        };
+        match &frame {
+            Some(Ok(frame)) => this.sent += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Some(Err(_)) => {
+                if let Some(finished) = &mut this.finished {
+                    finished.upstream_failed_midway();
+                }
+            }
+            None => this.ended = true,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Fixed(bytes) => bytes.is_none(),
+            Source::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Fixed(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Source::Fixed(None) => SizeHint::with_exact(0),
+            Source::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(finished) = self.finished.take() {
+            let complete = self.ended || self.is_end_stream();
+            finished.close(self.sent, complete);
+        }
+    }
+}

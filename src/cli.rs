@@ -1,0 +1,146 @@
+//! The `wardgate` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Loaded};
+use crate::server::Bound;
+use crate::{telemetry, tls};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wardgate",
+    version,
+    about = "Security gateway for healthcare APIs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print warnings about weak settings; binds nothing.
+    CheckConfig {
+        #[arg(long, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+}
+
+/// Exit status when the config is invalid.
+const EXIT_CONFIG: u8 = 2;
+/// Exit status when the config is valid but the gateway cannot start (ports, certificates).
+const EXIT_START: u8 = 1;
+
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    let loaded = match config::load(file) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Err(error) = check_tls_material(&loaded) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!(
+        "{}: ok ({} warning(s))",
+        file.display(),
+        loaded.warnings.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Loads the certificates and keys the config names, without writing or binding anything.
+fn check_tls_material(loaded: &Loaded) -> Result<(), tls::TlsError> {
+    let config = &loaded.config;
+    let (cert, key) = (
+        loaded.resolve(&config.tls.cert),
+        loaded.resolve(&config.tls.key),
+    );
+    if tls::would_generate(&cert, &key, config.tls.dev_self_signed) {
+        eprintln!(
+            "warning: {} is missing: `wardgate run` will generate a self-signed one",
+            cert.display()
+        );
+    } else {
+        tls::server_config(&cert, &key, config.tls.min_version)?;
+    }
+    for upstream in config.upstreams.values() {
+        tls::upstream_client_config(&upstream.value, |p| loaded.resolve(p))?;
+    }
+    Ok(())
+}
+
+fn run(file: &Path) -> ExitCode {
+    let loaded = match config::load(file) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init_logging(&loaded.config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    runtime.block_on(async move {
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let bound = match Bound::bind(&loaded).await {
+            Ok(bound) => bound,
+            Err(error) => {
+                tracing::error!("cannot start: {error}");
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        if let Some(addr) = bound.https_addr() {
+            tracing::info!(https = %addr, admin = ?bound.admin_addr(), redirect = ?bound.redirect_addr(), "wardgate is serving");
+        }
+        bound.serve(shutdown_signal()).await;
+        tracing::info!("wardgate stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,639 @@
+//! `gateway.yaml`: the one file an operator writes.
+//!
+//! The file is read strictly (`deny_unknown_fields` everywhere, `version: 1` required) and fully
+//! validated before any port is bound, so a typo can never start a half-configured gateway.
+//! Every error names the file, the line and column, and the key. Settings that weaken the
+//! gateway are allowed only when written out, and each produces a [`Warning`] that
+//! `wardgate check-config` prints and `wardgate run` logs at start.
+
+mod units;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::route::PathPattern;
+pub use units::{ByteSize, HumanDuration};
+
+/// The only config format version this build understands.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: Spanned<u32>,
+    pub listen: Listen,
+    pub tls: Tls,
+    #[serde(default = "unlocated")]
+    pub server: Spanned<Server>,
+    #[serde(default)]
+    pub forwarding: Forwarding,
+    #[serde(default)]
+    pub log: Log,
+    /// A built-in demo patient API with synthetic data, for first tries only.
+    #[serde(default)]
+    pub demo_backend: Option<DemoBackend>,
+    pub upstreams: BTreeMap<String, Spanned<Upstream>>,
+    pub routes: Spanned<Vec<Route>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub https: SocketAddr,
+    /// Plain-HTTP listener that only answers 308 redirects to HTTPS.
+    #[serde(default)]
+    pub http_redirect: Option<SocketAddr>,
+    /// Health, readiness and metrics. Loopback by default; `null` turns it off.
+    #[serde(default = "default_admin")]
+    pub admin: Option<Spanned<SocketAddr>>,
+}
+
+fn default_admin() -> Option<Spanned<SocketAddr>> {
+    Some(unlocated_value(SocketAddr::from(([127, 0, 0, 1], 9443))))
+}
+
+/// A default value: it has no place in the file.
+fn unlocated_value<T>(value: T) -> Spanned<T> {
+    Spanned::new(
+        value,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn unlocated<T: Default>() -> Spanned<T> {
+    unlocated_value(T::default())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Generate a self-signed localhost certificate when the files are missing. Development only.
+    #[serde(default)]
+    pub dev_self_signed: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// Connection hygiene: what a slow, greedy or hostile client may cost the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub max_connections: usize,
+    pub tls_handshake_timeout: HumanDuration,
+    /// Time allowed for a complete request head, counted from the connection's start or from
+    /// the end of the previous response; it is therefore also the HTTP/1.1 keep-alive idle limit.
+    pub header_read_timeout: HumanDuration,
+    /// HTTP/2: interval of keep-alive pings; a peer that does not answer within it is dropped.
+    pub h2_keep_alive_interval: HumanDuration,
+    pub h2_max_concurrent_streams: u32,
+    pub max_header_size: ByteSize,
+    pub max_headers: usize,
+    /// Client request bodies: longest pause between two chunks.
+    pub body_idle_timeout: HumanDuration,
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            tls_handshake_timeout: HumanDuration(Duration::from_secs(10)),
+            header_read_timeout: HumanDuration(Duration::from_secs(15)),
+            h2_keep_alive_interval: HumanDuration(Duration::from_secs(30)),
+            h2_max_concurrent_streams: 128,
+            max_header_size: ByteSize(16 * 1024),
+            max_headers: 100,
+            body_idle_timeout: HumanDuration(Duration::from_secs(30)),
+            shutdown_grace: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarding {
+    /// Peers whose `X-Forwarded-*`, `Forwarded` and `X-Request-Id` headers are believed.
+    /// Empty by default: nobody is trusted.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// One record per request.
+    pub requests: bool,
+    /// A `tracing` filter such as `info` or `wardgate=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            requests: true,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoBackend {
+    pub listen: Spanned<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub url: UpstreamUrl,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// From the request sent to the upstream's response head.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: HumanDuration,
+    /// Longest pause between two chunks of the upstream's response body.
+    #[serde(default = "default_response_timeout")]
+    pub body_idle_timeout: HumanDuration,
+    /// PEM bundle of CAs that sign the upstream's certificate; the system roots otherwise.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Client certificate for mutual TLS to the upstream.
+    #[serde(default)]
+    pub client_cert: Option<ClientCert>,
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout: HumanDuration,
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_response_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_pool_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `http://` or `https://` host, optional port, optional base path; nothing else.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "String")]
+pub struct UpstreamUrl {
+    pub uri: Uri,
+    pub tls: bool,
+}
+
+impl TryFrom<String> for UpstreamUrl {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let uri: Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(format!(
+                    "`{text}`: upstream URLs start with http:// or https://"
+                ));
+            }
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{text}` has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "`{text}`: credentials in upstream URLs are not allowed"
+            ));
+        }
+        if uri.query().is_some() || text.contains('#') {
+            return Err(format!(
+                "`{text}`: an upstream URL has no query or fragment"
+            ));
+        }
+        Ok(Self { uri, tls })
+    }
+}
+
+impl UpstreamUrl {
+    /// The base path without a trailing slash (`""` for the root).
+    pub fn base_path(&self) -> &str {
+        self.uri.path().trim_end_matches('/')
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Label in logs and metrics; the path pattern by default.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Exact host name (no port), case-insensitive; any host when absent.
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    pub path: Spanned<PathPattern>,
+    pub upstream: Spanned<String>,
+    /// Who may pass. Login arrives with the accounts work; until then the only mode is `none`,
+    /// and it must be written out so that a public route is never public by accident.
+    pub auth: AuthMode,
+    /// Responses carry patient data: `Cache-Control: no-store` unless `cache_no_store` says otherwise.
+    #[serde(default)]
+    pub patient_data: bool,
+    #[serde(default)]
+    pub cache_no_store: Option<bool>,
+    /// Let `Upgrade: websocket` through to the upstream.
+    #[serde(default)]
+    pub websocket: bool,
+    #[serde(default)]
+    pub rewrite: Option<Spanned<Rewrite>>,
+    /// Extra headers set on every response of this route.
+    #[serde(default)]
+    pub response_headers: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    None,
+}
+
+/// Replace a leading literal part of the path before forwarding.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    pub prefix: String,
+    pub to: String,
+}
+
+/// A weak-but-allowed setting, worth an operator's attention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the config: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        file: String,
+        line: u32,
+        column: u32,
+        key: String,
+        message: String,
+    },
+    #[error("{file}: {detail}")]
+    Syntax { file: String, detail: String },
+}
+
+impl ConfigError {
+    fn at<T>(
+        file: &Path,
+        span: &Spanned<T>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            file: file.display().to_string(),
+            line: span.referenced.line() as u32,
+            column: span.referenced.column() as u32,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A loaded, validated config and the warnings it deserves.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Warning>,
+    /// Directory of the config file: relative paths in it are relative to this.
+    pub base_dir: PathBuf,
+}
+
+impl Loaded {
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+}
+
+/// Reads and validates the config file; nothing is bound or written.
+pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.display().to_string(),
+        source,
+    })?;
+    parse(file, &text)
+}
+
+/// Validates config text that came from `file` (named in errors).
+pub fn parse(file: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    let config: Config = serde_saphyr::from_str(text).map_err(|error| match error.location() {
+        Some(location) => ConfigError::Invalid {
+            file: file.display().to_string(),
+            line: location.line() as u32,
+            column: location.column() as u32,
+            key: error_key(&error),
+            message: error_message(&error),
+        },
+        None => ConfigError::Syntax {
+            file: file.display().to_string(),
+            detail: error.to_string(),
+        },
+    })?;
+    let warnings = validate(file, &config)?;
+    let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Loaded {
+        config,
+        warnings,
+        base_dir,
+    })
+}
+
+/// The offending key as serde-saphyr reports it in its rendered message (`routes[0].upstream`).
+fn error_key(error: &serde_saphyr::Error) -> String {
+    let rendered = error.to_string();
+    rendered
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("at path: ").map(str::to_owned))
+        .unwrap_or_else(|| "(document)".to_owned())
+}
+
+fn error_message(error: &serde_saphyr::Error) -> String {
+    let rendered = error.to_string();
+    rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
+    let mut warnings = Vec::new();
+    if config.version.value != VERSION {
+        return Err(ConfigError::at(
+            file,
+            &config.version,
+            "version",
+            format!(
+                "unsupported config version {}; this build reads version {VERSION}",
+                config.version.value
+            ),
+        ));
+    }
+    if config.tls.dev_self_signed {
+        warnings.push(Warning(
+            "tls.dev_self_signed is on: a self-signed certificate is generated when none exists. Never use this in production."
+                .into(),
+        ));
+    }
+    validate_server(file, config)?;
+    if let Some(admin) = &config.listen.admin
+        && !admin.value.ip().is_loopback()
+    {
+        warnings.push(Warning(format!(
+            "listen.admin is {} (not loopback): health and metrics are reachable from the network",
+            admin.value
+        )));
+    }
+    for net in &config.forwarding.trusted_proxies {
+        if net.prefix_len() == 0 {
+            warnings.push(Warning(format!(
+                "forwarding.trusted_proxies contains {net}: every client can forge its address and request id"
+            )));
+        }
+    }
+    if let Some(demo) = &config.demo_backend {
+        warnings.push(Warning(format!(
+            "demo_backend is on at {}: a built-in DEMO patient API with synthetic data, for first tries only",
+            demo.listen.value
+        )));
+        if !demo.listen.value.ip().is_loopback() {
+            return Err(ConfigError::at(
+                file,
+                &demo.listen,
+                "demo_backend.listen",
+                "the demo backend listens on loopback only",
+            ));
+        }
+    }
+    for (name, upstream) in &config.upstreams {
+        let upstream_span = upstream;
+        let upstream = &upstream.value;
+        if !upstream.url.tls {
+            warnings.push(Warning(format!(
+                "upstream `{name}` uses plain http://: traffic to it is not encrypted"
+            )));
+        }
+        if !upstream.url.tls && (upstream.ca_bundle.is_some() || upstream.client_cert.is_some()) {
+            return Err(ConfigError::at(
+                file,
+                upstream_span,
+                format!("upstreams.{name}"),
+                "ca_bundle and client_cert need an https:// url",
+            ));
+        }
+    }
+    validate_routes(file, config, &mut warnings)?;
+    Ok(warnings)
+}
+
+fn validate_server(file: &Path, config: &Config) -> Result<(), ConfigError> {
+    let server = &config.server.value;
+    let problem = if server.max_connections == 0 {
+        Some(("server.max_connections", "must be at least 1".to_owned()))
+    } else if server.max_header_size.0 < 8 * 1024 || server.max_header_size.0 > 1024 * 1024 {
+        Some((
+            "server.max_header_size",
+            "must be between 8KiB and 1MiB".to_owned(),
+        ))
+    } else if server.max_headers == 0 {
+        Some(("server.max_headers", "must be at least 1".to_owned()))
+    } else if server.h2_max_concurrent_streams == 0 {
+        Some((
+            "server.h2_max_concurrent_streams",
+            "must be at least 1".to_owned(),
+        ))
+    } else {
+        [
+            ("server.tls_handshake_timeout", server.tls_handshake_timeout),
+            ("server.header_read_timeout", server.header_read_timeout),
+            (
+                "server.h2_keep_alive_interval",
+                server.h2_keep_alive_interval,
+            ),
+            ("server.body_idle_timeout", server.body_idle_timeout),
+        ]
+        .into_iter()
+        .find(|(_, d)| d.0.is_zero())
+        .map(|(key, _)| (key, "must be longer than zero".to_owned()))
+    };
+    match problem {
+        Some((key, message)) => Err(ConfigError::at(file, &config.server, key, message)),
+        None => Ok(()),
+    }
+}
+
+fn validate_routes(
+    file: &Path,
+    config: &Config,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
+    if config.routes.value.is_empty() {
+        return Err(ConfigError::at(
+            file,
+            &config.routes,
+            "routes",
+            "at least one route is needed",
+        ));
+    }
+    let mut shapes = BTreeSet::new();
+    for (index, route) in config.routes.value.iter().enumerate() {
+        let key = |field: &str| format!("routes[{index}].{field}");
+        if !config.upstreams.contains_key(&route.upstream.value) {
+            return Err(ConfigError::at(
+                file,
+                &route.upstream,
+                key("upstream"),
+                format!(
+                    "no upstream named `{}` under `upstreams`",
+                    route.upstream.value
+                ),
+            ));
+        }
+        if let Some(host) = &route.host
+            && !is_host_name(&host.value)
+        {
+            return Err(ConfigError::at(
+                file,
+                host,
+                key("host"),
+                format!("`{}` is not a host name", host.value),
+            ));
+        }
+        let host = route.host.as_ref().map(|h| h.value.to_ascii_lowercase());
+        if !shapes.insert((host, route.path.value.shape())) {
+            return Err(ConfigError::at(
+                file,
+                &route.path,
+                key("path"),
+                format!(
+                    "`{}` matches exactly what an earlier route matches",
+                    route.path.value
+                ),
+            ));
+        }
+        if let Some(rewrite) = &route.rewrite {
+            if !route.path.value.has_literal_prefix(&rewrite.value.prefix) {
+                return Err(ConfigError::at(
+                    file,
+                    rewrite,
+                    key("rewrite.prefix"),
+                    format!(
+                        "`{}` must be a literal, whole-segment prefix of the path pattern `{}`",
+                        rewrite.value.prefix, route.path.value
+                    ),
+                ));
+            }
+            if !(rewrite.value.to.is_empty() || rewrite.value.to.starts_with('/'))
+                || rewrite.value.to.ends_with('/')
+            {
+                return Err(ConfigError::at(
+                    file,
+                    rewrite,
+                    key("rewrite.to"),
+                    "must be empty or start with `/`, and not end with `/`",
+                ));
+            }
+        }
+        for (name, value) in &route.response_headers {
+            if HeaderName::try_from(name.as_str()).is_err()
+                || HeaderValue::try_from(value.value.as_str()).is_err()
+            {
+                return Err(ConfigError::at(
+                    file,
+                    value,
+                    key(&format!("response_headers.{name}")),
+                    "not a valid header name and value",
+                ));
+            }
+        }
+        if route.auth == AuthMode::None {
+            warnings.push(Warning(format!(
+                "route `{}` has `auth: none`: anyone who reaches the gateway can use it",
+                route.path.value
+            )));
+        }
+        if route.patient_data && route.cache_no_store == Some(false) {
+            warnings.push(Warning(format!(
+                "route `{}` carries patient data but `cache_no_store: false` lets clients keep copies",
+                route.path.value
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A DNS name or IP literal as a route's `host` may name it (no port, no wildcard).
+fn is_host_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}

@@ -1,0 +1,17 @@
+//! Wardgate: a security gateway for healthcare APIs.
+//!
+//! The request path and its phases are in [`pipeline`]; start there.
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod path;
+pub mod pipeline;
+pub mod proxy;
+pub mod refusal;
+pub mod route;
+pub mod server;
+pub mod telemetry;
+pub mod tls;

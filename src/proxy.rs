@@ -1,0 +1,444 @@
+//! Forwarding: the upstream clients and the header rules at the trust boundary.
+//!
+//! Threats: request smuggling through hop-by-hop headers, clients forging their address or the
+//! request id, and upstream responses that advertise server software or ask to be cached.
+//! Rules (RFC 9110 section 7.6.1, RFC 7239): hop-by-hop headers (`Connection` and every header
+//! it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) never
+//! cross the gateway, except `Upgrade: websocket` on routes that allow it; forwarding headers
+//! are written by the gateway and believed only from configured proxies.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+use metrics::SharedString;
+
+use crate::body::IdleBody;
+use crate::config::Upstream;
+use crate::refusal::Refusal;
+use crate::tls::{self, TlsError};
+
+pub type UpstreamRequestBody = IdleBody<Incoming>;
+type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// One upstream: a pooled client and where requests go.
+pub struct UpstreamClient {
+    pub name: SharedString,
+    client: Client<HttpsConnector, UpstreamRequestBody>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    base_path: String,
+    pub response_timeout: Duration,
+    pub body_idle_timeout: Duration,
+}
+
+impl UpstreamClient {
+    pub fn new(
+        name: &str,
+        upstream: &Upstream,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<Self, TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(upstream.connect_timeout.0));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls::upstream_client_config(upstream, resolve)?);
+        let builder = if upstream.url.tls {
+            builder.https_only()
+        } else {
+            builder.https_or_http()
+        };
+        let connector = builder.enable_http1().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(upstream.pool_idle_timeout.0)
+            .pool_max_idle_per_host(upstream.pool_max_idle)
+            .build(connector);
+        let uri = &upstream.url.uri;
+        Ok(Self {
+            name: SharedString::from(name.to_owned()),
+            client,
+            scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
+            authority: uri
+                .authority()
+                .cloned()
+                .ok_or_else(|| TlsError::Identity("upstream URL has no host".into()))?,
+            base_path: upstream.url.base_path().to_owned(),
+            response_timeout: upstream.response_timeout.0,
+            body_idle_timeout: upstream.body_idle_timeout.0,
+        })
+    }
+
+    /// The upstream URI for a forwarded path (already normalized and rewritten) and query.
+    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, Refusal> {
+        let mut path_and_query = String::with_capacity(
+            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        path_and_query.push_str(&self.base_path);
+        path_and_query.push_str(path);
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| Refusal::BadTarget)
+    }
+
+    /// Sends the request; the caller bounds the wait for the response head.
+    pub async fn send(
+        &self,
+        request: Request<UpstreamRequestBody>,
+    ) -> Result<http::Response<Incoming>, Refusal> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Err(_) => Err(Refusal::UpstreamTimeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(classify(&error)),
+        }
+    }
+}
+
+/// Connect timeouts are timeouts; refused, reset and unresolvable are "unavailable"; anything
+/// else the upstream said is a protocol failure.
+fn classify(error: &hyper_util::client::legacy::Error) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return Refusal::UpstreamTimeout;
+        }
+        source = cause.source();
+    }
+    if error.is_connect() {
+        return Refusal::UpstreamUnavailable;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>()
+            && (hyper_error.is_incomplete_message()
+                || hyper_error.is_canceled()
+                || hyper_error.is_closed())
+        {
+            return Refusal::UpstreamUnavailable;
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return Refusal::UpstreamUnavailable;
+        }
+        source = cause.source();
+    }
+    Refusal::UpstreamProtocol
+}
+
+const FIXED_HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// True for a request that asks to become a WebSocket (RFC 6455 section 4.1).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
+    });
+    upgrade && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers. With `keep_websocket`, the upgrade survives as
+/// `Connection: upgrade` + `Upgrade: websocket`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::try_from(t).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in FIXED_HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let proxy_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_headers {
+        headers.remove(name);
+    }
+    if keep_websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Which peers' forwarding headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        Self(nets)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address: the peer, or, behind trusted proxies, the right-most address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse().ok())
+            .collect();
+        hops.into_iter()
+            .rev()
+            .find(|ip| !self.contains(*ip))
+            .unwrap_or(peer)
+    }
+}
+
+/// A request id as a trusted peer may hand it on: visible ASCII, at most 128 bytes.
+pub fn acceptable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// 128 random bits, hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Replaces the forwarding headers. From an untrusted peer, whatever it sent is discarded.
+pub fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    peer_trusted: bool,
+    host: Option<&str>,
+) {
+    let peer_ip = peer.ip().to_canonical();
+    let (prior_for, prior_forwarded) = if peer_trusted {
+        (
+            joined(headers, &X_FORWARDED_FOR),
+            joined(headers, &header::FORWARDED),
+        )
+    } else {
+        headers.remove(X_FORWARDED_PROTO);
+        headers.remove(X_FORWARDED_HOST);
+        (None, None)
+    };
+    let xff = match prior_for {
+        Some(prior) => format!("{prior}, {peer_ip}"),
+        None => peer_ip.to_string(),
+    };
+    let node = match peer_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={node};proto=https");
+    if let Some(host) = host {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
+    }
+    if let Some(prior) = prior_forwarded {
+        forwarded = format!("{prior}, {forwarded}");
+    }
+    set(headers, X_FORWARDED_FOR, &xff);
+    set(headers, header::FORWARDED, &forwarded);
+    if !peer_trusted || !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    }
+    if let Some(host) = host
+        && (!peer_trusted || !headers.contains_key(X_FORWARDED_HOST))
+    {
+        set(headers, X_FORWARDED_HOST, host);
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// Sets a header whose value the gateway composed from validated parts.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(value) => {
+            headers.insert(name, value);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Security headers on every response, whoever produced it.
+pub fn harden_response(headers: &mut HeaderMap) {
+    headers.remove(header::SERVER);
+    headers.remove(HeaderName::from_static("x-powered-by"));
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::try_from(*name).unwrap(),
+                HeaderValue::try_from(*value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_go() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut map, false);
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!(map["x-kept"], "yes");
+    }
+
+    #[test]
+    fn websocket_upgrade_survives_only_when_allowed() {
+        let sent = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_websocket_upgrade(&sent));
+        let mut kept = sent.clone();
+        strip_hop_by_hop(&mut kept, true);
+        assert_eq!(kept["upgrade"], "websocket");
+        assert_eq!(kept["connection"], "upgrade");
+        assert!(!is_websocket_upgrade(&headers(&[("upgrade", "websocket")])));
+        assert!(!is_websocket_upgrade(&headers(&[
+            ("connection", "upgrade"),
+            ("upgrade", "h2c")
+        ])));
+    }
+
+    #[test]
+    fn client_address_only_from_trusted_proxies() {
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let spoof = headers(&[("x-forwarded-for", "1.2.3.4, 10.1.1.1")]);
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(trusted.client_address(outsider, &spoof), outsider);
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            trusted.client_address(proxy, &spoof),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            TrustedProxies::default().client_address(proxy, &spoof),
+            proxy
+        );
+    }
+
+    #[test]
+    fn forwarding_headers_replace_what_an_untrusted_client_sent() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        let peer: SocketAddr = "[2001:db8::7]:5555".parse().unwrap();
+        set_forwarding_headers(&mut map, peer, false, Some("ehr.example.org"));
+        assert_eq!(map["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["x-forwarded-host"], "ehr.example.org");
+        assert_eq!(
+            map["forwarded"],
+            "for=\"[2001:db8::7]\";proto=https;host=\"ehr.example.org\""
+        );
+
+        let mut chained = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
+        set_forwarding_headers(&mut chained, "10.0.0.2:1".parse().unwrap(), true, None);
+        assert_eq!(chained["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
+        assert_eq!(
+            chained["forwarded"],
+            "for=1.2.3.4, for=10.0.0.2;proto=https"
+        );
+    }
+
+    #[test]
+    fn request_ids_from_peers_are_checked() {
+        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static(
+            "has space"
+        )));
+        assert!(!acceptable_request_id(
+            &HeaderValue::from_str(&"x".repeat(129)).unwrap()
+        ));
+        assert_eq!(new_request_id().len(), 32);
+    }
+}

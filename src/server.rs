@@ -1,0 +1,339 @@
+//! Listeners, connections and shutdown (phase 1, "accept").
+//!
+//! Threats: connection floods, slowloris (a head sent a byte at a time), handshake stalls,
+//! oversized heads, HTTP/2 stream floods. Rules: a hard connection limit (excess connections
+//! wait in the kernel backlog), a TLS handshake deadline, a deadline for the complete request
+//! head (which is also the HTTP/1.1 keep-alive idle limit), header size and count limits (431),
+//! HTTP/2 stream limits and pings. On SIGTERM/SIGINT the gateway stops accepting, lets in-flight
+//! requests finish until `server.shutdown_grace`, and exits 0.
+//!
+//! Start-up order: everything that can fail (config, certificates, upstream TLS material) is
+//! checked before the first port is bound, and every port is bound before anything is served.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::ResponseBody;
+use crate::config::{Loaded, Server as Limits};
+use crate::pipeline::Gateway;
+use crate::proxy;
+use crate::refusal::Refusal;
+use crate::telemetry::Telemetry;
+use crate::tls::{self, TlsError};
+use crate::{admin, demo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// A gateway with every port bound, not yet serving.
+pub struct Bound {
+    https: TcpListener,
+    redirect: Option<TcpListener>,
+    admin: Option<TcpListener>,
+    demo: Option<TcpListener>,
+    acceptor: TlsAcceptor,
+    gateway: Arc<Gateway>,
+    limits: Limits,
+    https_port: u16,
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, what, source })
+}
+
+impl Bound {
+    /// Prepares TLS and upstream clients, then binds every listener.
+    pub async fn bind(loaded: &Loaded) -> Result<Self, StartError> {
+        let config = &loaded.config;
+        let cert = loaded.resolve(&config.tls.cert);
+        let key = loaded.resolve(&config.tls.key);
+        if tls::would_generate(&cert, &key, config.tls.dev_self_signed) {
+            tls::generate_dev_certificate(&cert, &key)?;
+            tracing::warn!(
+                cert = %cert.display(),
+                "GENERATED A SELF-SIGNED DEVELOPMENT CERTIFICATE (tls.dev_self_signed). Browsers will warn; never use this in production."
+            );
+        }
+        let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
+        let telemetry = Telemetry::new(config.log.requests);
+        let gateway = Arc::new(Gateway::new(loaded, telemetry)?);
+
+        let https = bind(config.listen.https, "listen.https").await?;
+        let redirect = match config.listen.http_redirect {
+            Some(addr) => Some(bind(addr, "listen.http_redirect").await?),
+            None => None,
+        };
+        let admin = match &config.listen.admin {
+            Some(addr) => Some(bind(addr.value, "listen.admin").await?),
+            None => None,
+        };
+        let demo = match &config.demo_backend {
+            Some(demo) => Some(bind(demo.listen.value, "demo_backend.listen").await?),
+            None => None,
+        };
+        let https_port = https
+            .local_addr()
+            .map_or(config.listen.https.port(), |a| a.port());
+        let limits = config.server.value.clone();
+        Ok(Self {
+            https,
+            redirect,
+            admin,
+            demo,
+            acceptor,
+            gateway,
+            limits,
+            https_port,
+        })
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.local_addr().ok()
+    }
+
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests for at most
+    /// `server.shutdown_grace`.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let ready = Arc::new(AtomicBool::new(true));
+        let telemetry = self.gateway.telemetry().clone();
+        let mut side_tasks = tokio::task::JoinSet::new();
+        if let Some(listener) = self.admin {
+            side_tasks.spawn(admin::serve(listener, telemetry.clone(), ready.clone()));
+        }
+        if let Some(listener) = self.demo {
+            side_tasks.spawn(demo::serve(listener));
+        }
+        if let Some(listener) = self.redirect {
+            side_tasks.spawn(serve_redirects(listener, self.https_port));
+        }
+        side_tasks.spawn(upkeep(telemetry.clone()));
+
+        let graceful = GracefulShutdown::new();
+        let connections = Arc::new(Semaphore::new(self.limits.max_connections));
+        let builders = Arc::new(Builders {
+            h1: http_builder(&self.limits).http1_only(),
+            h2: http_builder(&self.limits).http2_only(),
+        });
+        let handshake_timeout = self.limits.tls_handshake_timeout.0;
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                permit = connections.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { break };
+            let (tcp, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.https.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let watcher = graceful.watcher();
+            let connection = Connection {
+                acceptor: self.acceptor.clone(),
+                gateway: self.gateway.clone(),
+                builders: builders.clone(),
+                handshake_timeout,
+            };
+            tokio::spawn(async move {
+                connection.serve(tcp, peer, watcher).await;
+                drop(permit);
+            });
+        }
+        ready.store(false, Ordering::SeqCst);
+        drop(self.https);
+        tracing::info!(
+            grace_ms = self.limits.shutdown_grace.0.as_millis() as u64,
+            "shutting down: draining in-flight requests"
+        );
+        if tokio::time::timeout(self.limits.shutdown_grace.0, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over: closing the remaining connections");
+        }
+        side_tasks.shutdown().await;
+    }
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let max_header_size = usize::try_from(limits.max_header_size.0).unwrap_or(usize::MAX);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.0)
+        .max_headers(limits.max_headers)
+        .max_buf_size(max_header_size.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(20))
+        .keep_alive_interval(limits.h2_keep_alive_interval.0)
+        .keep_alive_timeout(limits.h2_keep_alive_interval.0);
+    builder
+}
+
+/// One builder per ALPN protocol: the handshake has already decided, so nothing is sniffed.
+struct Builders {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+struct Connection {
+    acceptor: TlsAcceptor,
+    gateway: Arc<Gateway>,
+    builders: Arc<Builders>,
+    handshake_timeout: Duration,
+}
+
+impl Connection {
+    async fn serve(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let telemetry = self.gateway.telemetry().clone();
+        telemetry.connection_opened();
+        // Nagle would hold back small responses waiting for an ACK.
+        let _ = tcp.set_nodelay(true);
+        let tls =
+            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(_)) | Err(_) => {
+                    telemetry.tls_handshake_failed();
+                    telemetry.connection_closed();
+                    return;
+                }
+            };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let gateway = self.gateway;
+        let service = service_fn(move |request: Request<Incoming>| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(peer, request).await) }
+        });
+        let io = TokioIo::new(tls);
+        // ALPN decides the protocol; without ALPN, HTTP/1.1 (RFC 9113 section 3.2).
+        let result = if h2 {
+            watcher
+                .watch(self.builders.h2.serve_connection(io, service).into_owned())
+                .await
+        } else {
+            watcher
+                .watch(
+                    self.builders
+                        .h1
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                )
+                .await
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, error = %error, "connection ended with an error");
+        }
+        telemetry.connection_closed();
+    }
+}
+
+/// Keeps histogram memory flat between scrapes.
+async fn upkeep(telemetry: Arc<Telemetry>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        telemetry.run_upkeep();
+    }
+}
+
+/// The plain-HTTP listener: every request gets a 308 to the same path over HTTPS, nothing is
+/// proxied. Its only job is to move people who typed `http://` onto TLS.
+async fn serve_redirects(listener: TcpListener, https_port: u16) {
+    let builder = Arc::new({
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .keep_alive(false);
+        builder
+    });
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| async move {
+                Ok::<_, Infallible>(redirect_to_https(&request, https_port))
+            });
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+        });
+    }
+}
+
+/// The 308 answer for a plain-HTTP request, or a refusal when it names no valid host.
+pub fn redirect_to_https<B>(request: &Request<B>, https_port: u16) -> Response<ResponseBody> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .filter(|a| !a.as_str().contains('@') && !a.host().is_empty());
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = host.map(|host| match https_port {
+        443 => format!("https://{}{path}", host.host()),
+        port => format!("https://{}:{port}{path}", host.host()),
+    });
+    let mut response = match location.and_then(|l| HeaderValue::try_from(l).ok()) {
+        Some(location) if path.starts_with('/') && request.method() != Method::CONNECT => {
+            let mut response = Response::new(ResponseBody::from(Bytes::new()));
+            *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        _ => Refusal::HttpsRequired.response(),
+    };
+    proxy::harden_response(response.headers_mut());
+    response
+}

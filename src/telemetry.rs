@@ -1,0 +1,253 @@
+//! Request log and Prometheus metrics.
+//!
+//! Every request ends in exactly one record, written when its response body is done or the
+//! client went away: time, request id, client, method, normalized path, route, upstream, status,
+//! bytes, duration and the refusal code if there was one. Records name no secrets: the query
+//! string and headers are never logged. Metrics live in a recorder owned by the gateway (no
+//! global registry), rendered on the admin listener's `/metrics`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::config::{Log, LogFormat};
+
+const REQUESTS: &str = "wardgate_requests_total";
+const DURATION: &str = "wardgate_request_duration_seconds";
+const UPSTREAM_ERRORS: &str = "wardgate_upstream_errors_total";
+const OPEN_CONNECTIONS: &str = "wardgate_open_connections";
+const TLS_FAILURES: &str = "wardgate_tls_handshake_failures_total";
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// The route label of requests that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Installs the process-wide log subscriber. Called once, by the binary.
+pub fn init_logging(log: &Log) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match log.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Metric handles and the request log switch, shared by every connection.
+pub struct Telemetry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    log_requests: bool,
+    open_connections: Gauge,
+    tls_failures: Counter,
+}
+
+impl Telemetry {
+    pub fn new(log_requests: bool) -> Arc<Self> {
+        let builder = PrometheusBuilder::new();
+        // Only a non-empty, finite bucket list is refused; ours is fixed and valid.
+        let builder =
+            match builder.set_buckets_for_metric(Matcher::Full(DURATION.into()), LATENCY_BUCKETS) {
+                Ok(with_buckets) => with_buckets,
+                Err(_) => PrometheusBuilder::new(),
+            };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        recorder.describe_counter(
+            KeyName::from(REQUESTS),
+            None,
+            "Requests answered, by route and status".into(),
+        );
+        recorder.describe_histogram(
+            KeyName::from(DURATION),
+            Some(Unit::Seconds),
+            "Time from request head to the end of the response body, by route".into(),
+        );
+        recorder.describe_counter(
+            KeyName::from(UPSTREAM_ERRORS),
+            None,
+            "Upstream connection, timeout and protocol failures, by upstream and kind".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from(OPEN_CONNECTIONS),
+            None,
+            "Client connections open now".into(),
+        );
+        recorder.describe_counter(
+            KeyName::from(TLS_FAILURES),
+            None,
+            "TLS handshakes that failed or timed out".into(),
+        );
+        let open_connections =
+            recorder.register_gauge(&Key::from_static_name(OPEN_CONNECTIONS), &METADATA);
+        let tls_failures =
+            recorder.register_counter(&Key::from_static_name(TLS_FAILURES), &METADATA);
+        Arc::new(Self {
+            recorder,
+            handle,
+            log_requests,
+            open_connections,
+            tls_failures,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram samples into their buckets; run periodically so memory stays flat when
+    /// nobody scrapes.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.increment(1.0);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.decrement(1.0);
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        self.tls_failures.increment(1);
+    }
+
+    pub fn upstream_error(&self, upstream: &SharedString, kind: &'static str) {
+        let key = Key::from_parts(
+            UPSTREAM_ERRORS,
+            vec![
+                Label::new("upstream", upstream.clone()),
+                Label::new("kind", kind),
+            ],
+        );
+        self.recorder.register_counter(&key, &METADATA).increment(1);
+    }
+
+    /// The latency histogram of one route, registered once when the route table is built.
+    pub fn route_histogram(&self, route: &SharedString) -> Histogram {
+        let key = Key::from_parts(DURATION, vec![Label::new("route", route.clone())]);
+        self.recorder.register_histogram(&key, &METADATA)
+    }
+}
+
+/// Names a route carries into its records and metrics.
+pub struct RouteLabels {
+    pub route: SharedString,
+    pub upstream: SharedString,
+    pub latency: Histogram,
+}
+
+/// What is known of a request while it is served.
+pub struct RequestRecord {
+    pub start: Instant,
+    pub request_id: String,
+    pub client: IpAddr,
+    pub method: http::Method,
+    pub path: String,
+    pub route: Option<Arc<RouteLabels>>,
+    pub status: u16,
+    pub code: Option<&'static str>,
+}
+
+/// An open record, closed exactly once by the response body (see [`crate::body::ResponseBody`]).
+pub struct Finished {
+    telemetry: Arc<Telemetry>,
+    record: Box<RequestRecord>,
+    /// Latency histogram of requests without a route.
+    fallback_latency: Histogram,
+    upstream_failed: bool,
+}
+
+impl Finished {
+    pub fn new(
+        telemetry: Arc<Telemetry>,
+        record: RequestRecord,
+        fallback_latency: Histogram,
+    ) -> Self {
+        Self {
+            telemetry,
+            record: Box::new(record),
+            fallback_latency,
+            upstream_failed: false,
+        }
+    }
+
+    pub fn upstream_failed_midway(&mut self) {
+        if !self.upstream_failed {
+            self.upstream_failed = true;
+            if let Some(labels) = &self.record.route {
+                self.telemetry.upstream_error(&labels.upstream, "body");
+            }
+        }
+    }
+
+    /// Emits the metrics and the log line. `complete` is false when the body was cut short.
+    pub fn close(self, bytes: u64, complete: bool) {
+        #[allow(clippy::disallowed_methods)] // the edge: the record ends now
+        let duration = Instant::now().saturating_duration_since(self.record.start);
+        let record = &self.record;
+        let route = record
+            .route
+            .as_ref()
+            .map_or(SharedString::const_str(NO_ROUTE), |l| l.route.clone());
+        let key = Key::from_parts(
+            REQUESTS,
+            vec![
+                Label::new("route", route),
+                Label::new("status", status_label(record.status)),
+            ],
+        );
+        self.telemetry
+            .recorder
+            .register_counter(&key, &METADATA)
+            .increment(1);
+        match &record.route {
+            Some(labels) => labels.latency.record(duration.as_secs_f64()),
+            None => self.fallback_latency.record(duration.as_secs_f64()),
+        }
+        if self.telemetry.log_requests {
+            log_request(record, bytes, duration, complete);
+        }
+    }
+}
+
+fn status_label(status: u16) -> SharedString {
+    SharedString::from(status.to_string())
+}
+
+fn log_request(record: &RequestRecord, bytes: u64, duration: Duration, complete: bool) {
+    let route = record.route.as_ref();
+    tracing::info!(
+        target: "wardgate::request",
+        request_id = %record.request_id,
+        client = %record.client,
+        method = %record.method,
+        path = %record.path,
+        route = route.map_or(NO_ROUTE, |l| &l.route),
+        upstream = route.map_or("", |l| &l.upstream),
+        status = record.status,
+        bytes,
+        duration_us = duration.as_micros() as u64,
+        code = record.code.unwrap_or(""),
+        complete,
+    );
+}
