@@ -376,12 +376,19 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
 
 /// Validates config text that came from `file` (named in errors).
 pub fn parse(file: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    let config: Config = serde_saphyr::from_str(text).map_err(|error| match error.location() {
+    let mut key = String::new();
+    let parsed = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            key = error.path().to_string();
+            error.into_inner()
+        })
+    });
+    let config: Config = parsed.map_err(|error| match error.location() {
         Some(location) => ConfigError::Invalid {
             file: file.display().to_string(),
             line: location.line() as u32,
             column: location.column() as u32,
-            key: error_key(&error),
+            key: readable_key(&key),
             message: error_message(&error),
         },
         None => ConfigError::Syntax {
@@ -398,23 +405,26 @@ pub fn parse(file: &Path, text: &str) -> Result<Loaded, ConfigError> {
     })
 }
 
-/// The offending key as serde-saphyr reports it in its rendered message (`routes[0].upstream`).
-fn error_key(error: &serde_saphyr::Error) -> String {
-    let rendered = error.to_string();
-    rendered
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("at path: ").map(str::to_owned))
-        .unwrap_or_else(|| "(document)".to_owned())
+/// The dotted key path, without the `.value` steps that location-tracking wrappers add.
+fn readable_key(path: &str) -> String {
+    let key = path.replace(".value[", "[").replace(".value.", ".");
+    let key = key.strip_suffix(".value").unwrap_or(&key);
+    if key.is_empty() || key == "." {
+        "(document)".to_owned()
+    } else {
+        key.to_owned()
+    }
 }
 
+/// serde-saphyr's first line, without its own `error: line L column C:` prefix (we print ours).
 fn error_message(error: &serde_saphyr::Error) -> String {
     let rendered = error.to_string();
-    rendered
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
+    let first = rendered.lines().next().unwrap_or_default().trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.split_once(": ") {
+        Some((position, rest)) if position.starts_with("line ") => rest.to_owned(),
+        _ => first.to_owned(),
+    }
 }
 
 fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {

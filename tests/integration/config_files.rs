@@ -1,0 +1,224 @@
+//! The config file: every YAML in the repo passes `check-config`; errors name line and key.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wardgate::config::{self, ConfigError};
+
+fn repo_yaml_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    dirs.push(path);
+                }
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn check_config_passes_on_every_yaml_file_in_the_repo() {
+    let files = repo_yaml_files();
+    assert!(
+        files.iter().any(|f| f.ends_with("gateway.yaml")),
+        "{files:?}"
+    );
+    for file in files {
+        let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_config_fails_with_a_non_zero_status_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    // Port 1 would need root to bind; check-config must not even try.
+    std::fs::write(
+        &file,
+        crate::harness::simple_config("http://127.0.0.1:1").replace("127.0.0.1:0", "127.0.0.1:1")
+            + "surprise: 1\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.yaml:15:1: surprise: unknown field `surprise`"),
+        "{stderr}"
+    );
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, crate::harness::simple_config("http://127.0.0.1:1")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: tls.dev_self_signed"), "{stderr}");
+    assert!(stderr.contains("auth: none"), "{stderr}");
+    assert!(
+        !good.with_file_name("gateway.crt").exists(),
+        "check-config wrote a certificate"
+    );
+}
+
+fn error_for(text: &str) -> ConfigError {
+    config::parse(Path::new("gw.yaml"), text)
+        .err()
+        .unwrap_or_else(|| panic!("accepted:\n{text}"))
+}
+
+fn base() -> String {
+    crate::harness::simple_config("http://127.0.0.1:9000")
+}
+
+/// Each case: the config text, the line the error must name, and the key it must name.
+#[test]
+fn errors_name_the_file_line_column_and_key() {
+    let cases: Vec<(String, u32, &str)> = vec![
+        (base().replace("version: 1", "version: 2"), 1, "version"),
+        (
+            base().replace(
+                "  cert: gateway.crt",
+                "  cert: gateway.crt\n  certificate: x",
+            ),
+            7,
+            "tls.certificate",
+        ),
+        (
+            base().replace(
+                "log:\n  requests: false",
+                "log:\n  requests: false\n  colour: true",
+            ),
+            11,
+            "log.colour",
+        ),
+        (
+            base().replace("upstream: backend", "upstream: nowhere"),
+            14,
+            "routes[0].upstream",
+        ),
+        (
+            base().replace("path: /**", "path: /a/**/b"),
+            14,
+            "routes[0].path",
+        ),
+        (
+            base().replace("\"http://127.0.0.1:9000\"", "\"ftp://127.0.0.1:9000\""),
+            12,
+            "upstreams.backend.url",
+        ),
+        (
+            base() + "server:\n  header_read_timeout: 15\n",
+            16,
+            "server.header_read_timeout",
+        ),
+        (
+            base() + "server:\n  max_header_size: 16kb\n",
+            16,
+            "server.max_header_size",
+        ),
+        (
+            base() + "server:\n  max_header_size: 1KiB\n",
+            16,
+            "server.max_header_size",
+        ),
+        (
+            base().replace("https: \"127.0.0.1:0\"", "https: \"localhost:99999\""),
+            3,
+            "listen.https",
+        ),
+        (
+            base().replace("auth: none", "auth: maybe"),
+            14,
+            "routes[0].auth",
+        ),
+        (
+            base()
+                + "  - { path: \"/{other}\", upstream: backend, auth: none }\n  - { path: /*, upstream: backend, auth: none }\n",
+            16,
+            "routes[2].path",
+        ),
+    ];
+    for (text, line, key) in cases {
+        let error = error_for(&text);
+        let message = error.to_string();
+        match &error {
+            ConfigError::Invalid {
+                line: got,
+                column,
+                key: got_key,
+                ..
+            } => {
+                assert_eq!(*got, line, "wrong line for {key}: {message}\n{text}");
+                assert!(*column > 0, "{message}");
+                assert_eq!(got_key, key, "{message}");
+            }
+            other => panic!("not located: {other}"),
+        }
+        assert!(message.starts_with("gw.yaml:"), "{message}");
+        assert!(message.contains(key), "key {key} not named: {message}");
+    }
+}
+
+#[test]
+fn weak_settings_are_warned_about() {
+    let text = base()
+        + "forwarding:\n  trusted_proxies: [\"0.0.0.0/0\"]\n"
+        + "demo_backend:\n  listen: \"127.0.0.1:9001\"\n";
+    let loaded = config::parse(
+        Path::new("gw.yaml"),
+        &text.replace("127.0.0.1:0\"\ntls", "0.0.0.0:9443\"\ntls"),
+    )
+    .unwrap();
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    for expected in [
+        "dev_self_signed",
+        "0.0.0.0/0",
+        "DEMO",
+        "plain http://",
+        "auth: none",
+        "not loopback",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(expected)),
+            "no warning about {expected}: {warnings:?}"
+        );
+    }
+    let public_demo = base() + "demo_backend:\n  listen: \"0.0.0.0:9001\"\n";
+    assert!(
+        error_for(&public_demo)
+            .to_string()
+            .contains("demo_backend.listen")
+    );
+}

@@ -1,0 +1,316 @@
+//! Test harness: a real gateway over real TLS, in-process mock upstreams, real clients.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// What a mock upstream saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// An HTTP/1.1 upstream on loopback that records requests and answers with `respond`.
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl MockUpstream {
+    /// Answers every request with 200 and `body`, after reading the whole request body.
+    pub async fn ok(body: &'static str) -> Self {
+        Self::start(move |_req: Request<Incoming>| async move {
+            let mut response = Response::new(full(body));
+            response
+                .headers_mut()
+                .insert("server", "legacy-ehr/1.0".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("x-powered-by", "PHP/5.2".parse().unwrap());
+            response
+        })
+        .await
+    }
+
+    /// `respond` gets the request with its body unread (streaming tests read it themselves);
+    /// requests it leaves unread are recorded with an empty body.
+    pub async fn start<F, Fut>(respond: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send,
+    {
+        Self::start_recording(respond, false).await
+    }
+
+    /// Like [`MockUpstream::start`], but records the whole request body first and hands the
+    /// handler the request with its body already consumed.
+    pub async fn recording() -> Self {
+        Self::start_recording(
+            |_req: Request<Incoming>| async move { Response::new(full("recorded")) },
+            true,
+        )
+        .await
+    }
+
+    async fn start_recording<F, Fut>(respond: F, read_body: bool) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (respond, recorded) = (respond.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let (respond, recorded) = (respond.clone(), recorded.clone());
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let (request, bytes) = if read_body {
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|c| c.to_bytes())
+                                    .unwrap_or_default();
+                                (None, bytes)
+                            } else {
+                                (Some(Request::from_parts(parts.clone(), body)), Bytes::new())
+                            };
+                            recorded.lock().unwrap().push(Seen {
+                                method: parts.method.clone(),
+                                uri: parts.uri.clone(),
+                                headers: parts.headers.clone(),
+                                body: bytes,
+                            });
+                            let response = match request {
+                                Some(request) => respond(request).await,
+                                None => Response::new(full("recorded")),
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A gateway started from config text in a temporary directory, on ephemeral ports.
+pub struct TestGateway {
+    pub https: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub redirect: Option<SocketAddr>,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The config every test starts from; `extra` is appended at the top level.
+pub fn config_with(upstreams: &str, routes: &str, extra: &str) -> String {
+    format!(
+        r#"version: 1
+listen:
+  https: "127.0.0.1:0"
+  admin: "127.0.0.1:0"
+tls:
+  cert: gateway.crt
+  key: gateway.key
+  dev_self_signed: true
+log:
+  requests: false
+upstreams:
+{upstreams}
+routes:
+{routes}
+{extra}"#
+    )
+}
+
+/// One upstream `backend` at `url`, one route for every path to it.
+pub fn simple_config(url: &str) -> String {
+    config_with(
+        &format!("  backend: {{ url: \"{url}\" }}"),
+        "  - { path: /**, upstream: backend, auth: none }",
+        "",
+    )
+}
+
+impl TestGateway {
+    pub async fn start(config: &str) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), config).await
+    }
+
+    /// Starts from `config` written into `dir`, next to files the test put there.
+    pub async fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        let file = dir.path().join("gateway.yaml");
+        std::fs::write(&file, config).unwrap();
+        let loaded = wardgate::config::load(&file).unwrap();
+        let bound = wardgate::server::Bound::bind(&loaded).await.unwrap();
+        let https = bound.https_addr().unwrap();
+        let admin = bound.admin_addr();
+        let redirect = bound.redirect_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(bound.serve(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            https,
+            admin,
+            redirect,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Starts the drain and returns the task that ends when the gateway has stopped.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap()
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.crt")
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("https://localhost:{}{path_and_query}", self.https.port())
+    }
+
+    /// A pooled hyper client that trusts the gateway's generated certificate.
+    pub fn client(
+        &self,
+        http2: bool,
+    ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, TestBody> {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls(&self.cert_path()))
+            .https_only();
+        let connector = if http2 {
+            builder.enable_http2().build()
+        } else {
+            builder.enable_http1().build()
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client.http2_only(http2);
+        client.build(connector)
+    }
+
+    /// A raw TLS connection for requests no well-behaved client would send.
+    pub async fn raw_tls(&self) -> TlsStream<TcpStream> {
+        let mut config = client_tls(&self.cert_path());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(self.https).await.unwrap();
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.unwrap())
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn client_tls(cert: &Path) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A plain HTTP/1.1 client (admin listener, redirect listener).
+pub fn plain_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub fn get(url: &str) -> Request<TestBody> {
+    Request::get(url).body(full(Bytes::new())).unwrap()
+}
+
+pub async fn body_text(response: Response<Incoming>) -> String {
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+/// Sends raw bytes on a fresh TLS connection and reads until the server closes it.
+pub async fn raw_exchange(gateway: &TestGateway, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = gateway.raw_tls().await;
+    tls.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real gateway over real TLS with real clients, against in-process
+//! mock upstreams. One test binary, several modules.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod config_files;
+mod harness;
+mod hygiene;
+mod proxying;
+mod upstream_tls;
