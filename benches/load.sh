@@ -312,6 +312,22 @@ cpu_core_jiffies() {
     awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat
 }
 
+# Other work on the machine (a parallel build, say) shifts every number; sample all CPUs for a
+# second before starting and say so in the report rather than silently measuring noise.
+BUSY_BEFORE=""
+check_idle() {
+    local before after
+    before="$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)"
+    sleep 1
+    after="$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)"
+    BUSY_BEFORE="$(awk -v b="$before" -v a="$after" 'BEGIN {
+        split(b, x, " "); split(a, y, " ")
+        printf "%.0f", (y[2] > x[2]) ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0 }')"
+    if ((BUSY_BEFORE > 10)); then
+        log "WARNING: the machine is ${BUSY_BEFORE}% busy before the benchmark; results will be noisy"
+    fi
+}
+
 # wrk prints latencies as 123.45us, 1.23ms or 1.02s; normalize to milliseconds (nothing when
 # unreadable: the caller fails on that).
 to_ms() {
@@ -411,7 +427,8 @@ report() {
     cpu_model="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "## Wardgate vs nginx: TLS reverse proxy load benchmark"
     echo
-    echo "- Machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -sr)"
+    echo "- Machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -sr);" \
+        "${BUSY_BEFORE}% busy in the second before the start (should be ~0)"
     echo "- Proxy under test pinned to CPU ${PROXY_CPU}; wrk (1 thread) and the back end" \
         "(nginx, fixed JSON) on CPU ${LOAD_CPU}"
     echo "- $("$WARDGATE_BIN" --version 2>/dev/null || echo wardgate); nginx $(nginx_version)" \
@@ -459,6 +476,7 @@ main() {
     # Nothing else of ours may listen on the ports while measuring (the admin one included, so
     # a leftover Wardgate is caught).
     require_free_port "$WARDGATE_ADMIN_PORT"
+    check_idle
     start_backend
 
     local conns config

@@ -594,3 +594,45 @@ async fn the_request_log_counts_in_metrics_by_route_and_status() {
     );
     assert!(metrics.contains("wardgate_open_connections"), "{metrics}");
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_off() {
+    let upstream = MockUpstream::start(|_request: Request<Incoming>| async move {
+        let (mut sender, body) = http_body_util::channel::Channel::<
+            Bytes,
+            Box<dyn std::error::Error + Send + Sync>,
+        >::new(1);
+        tokio::spawn(async move {
+            sender
+                .send_data(Bytes::from_static(b"first part, then nothing"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(sender);
+        });
+        Response::new(body.boxed())
+    })
+    .await;
+    let config = config_with(
+        &format!(
+            "  backend: {{ url: \"{}\", body_idle_timeout: 200ms }}",
+            upstream.url()
+        ),
+        "  - { path: /**, upstream: backend, auth: none }",
+        "",
+    );
+    let gateway = TestGateway::start(&config).await;
+    let response = gateway
+        .client(false)
+        .request(get(&gateway.url("/stall")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = tokio::time::timeout(Duration::from_secs(20), response.into_body().collect())
+        .await
+        .unwrap();
+    assert!(
+        body.is_err(),
+        "a stalled body must end in an error, not look complete"
+    );
+}
