@@ -4,16 +4,12 @@
 //! `/healthz` answers while the process runs; `/readyz` turns 503 as soon as shutdown starts, so
 //! a load balancer stops sending new work before the drain.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::body::ResponseBody;
@@ -21,24 +17,10 @@ use crate::refusal::Refusal;
 use crate::telemetry::Telemetry;
 
 pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>, ready: Arc<AtomicBool>) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    let builder = Arc::new(builder);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let (builder, telemetry, ready) = (builder.clone(), telemetry.clone(), ready.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = answer(&request, &telemetry, ready.load(Ordering::SeqCst));
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-        });
-    }
+    crate::server::serve_http1(listener, move |request| {
+        answer(&request, &telemetry, ready.load(Ordering::SeqCst))
+    })
+    .await;
 }
 
 fn text(

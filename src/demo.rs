@@ -3,38 +3,15 @@
 //! section, listens on loopback only, and every answer says `"demo": true`. No real person's
 //! data is in here.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
 pub async fn serve(listener: TcpListener) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    let builder = Arc::new(builder);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let service = service_fn(|request: Request<Incoming>| async move {
-                Ok::<_, Infallible>(answer(&request))
-            });
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-        });
-    }
+    crate::server::serve_http1(listener, |request| answer(&request)).await;
 }
 
 const PATIENTS: [(&str, &str, &str); 3] = [

@@ -138,7 +138,11 @@ impl Bound {
             side_tasks.spawn(demo::serve(listener));
         }
         if let Some(listener) = self.redirect {
-            side_tasks.spawn(serve_redirects(listener, self.https_port));
+            // Plain HTTP only moves people who typed `http://` onto TLS: nothing is proxied.
+            let https_port = self.https_port;
+            side_tasks.spawn(serve_http1(listener, move |request| {
+                redirect_to_https(&request, https_port)
+            }));
         }
         side_tasks.spawn(upkeep(telemetry.clone()));
 
@@ -288,25 +292,29 @@ async fn upkeep(telemetry: Arc<Telemetry>) {
     }
 }
 
-/// The plain-HTTP listener: every request gets a 308 to the same path over HTTPS, nothing is
-/// proxied. Its only job is to move people who typed `http://` onto TLS.
-async fn serve_redirects(listener: TcpListener, https_port: u16) {
-    let builder = Arc::new({
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .keep_alive(false);
-        builder
-    });
+/// Serves plain HTTP/1.1 on a side listener (admin, redirects, demo back end): each request is
+/// answered by `answer` alone, with a 10 s head deadline against idle or slow clients.
+pub(crate) async fn serve_http1<F, B>(listener: TcpListener, answer: F)
+where
+    F: Fn(Request<Incoming>) -> Response<B> + Clone + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<crate::body::BoxError>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let builder = builder.clone();
+        let _ = tcp.set_nodelay(true);
+        let (builder, answer) = (builder.clone(), answer.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| async move {
-                Ok::<_, Infallible>(redirect_to_https(&request, https_port))
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = answer(request);
+                async move { Ok::<_, Infallible>(response) }
             });
             let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         });
