@@ -4,12 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use wardgate::path;
-use wardgate::proxy::{self, TrustedProxies};
+use wardgate::proxy::{self, Peer, TrustedProxies};
 use wardgate::route::{PathPattern, RouteTable};
 
 /// A route table the size of a hospital's API front door.
@@ -89,17 +88,19 @@ fn browser_like_headers() -> HeaderMap {
 
 fn headers(c: &mut Criterion) {
     let trusted = TrustedProxies::default();
-    let peer: SocketAddr = "198.51.100.20:51234".parse().unwrap();
+    let peer = Peer::new("198.51.100.20:51234".parse().unwrap(), &trusted);
+    let host = HeaderValue::from_static("ehr.example.org");
     let template = browser_like_headers();
     let mut group = c.benchmark_group("headers");
     group.bench_function("request_rewrite", |b| {
         b.iter_batched_ref(
             || template.clone(),
             |headers| {
-                let client = trusted.client_address(peer.ip(), headers);
+                let client = trusted.client_address(peer.addr.ip(), headers);
                 proxy::strip_hop_by_hop(headers, false);
                 headers.remove(http::header::HOST);
-                proxy::set_forwarding_headers(headers, peer, false, Some("ehr.example.org"));
+                peer.set_forwarding_headers(headers, Some(host.clone()));
+                headers.insert(proxy::X_REQUEST_ID, proxy::new_request_id());
                 black_box(client)
             },
             criterion::BatchSize::SmallInput,

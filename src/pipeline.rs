@@ -35,12 +35,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use metrics::{Histogram, SharedString};
+use metrics::SharedString;
 
 use crate::body::{IdleBody, ResponseBody};
 use crate::config::Loaded;
 use crate::path;
-use crate::proxy::{self, TrustedProxies, UpstreamClient, X_REQUEST_ID};
+use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient, X_REQUEST_ID};
 use crate::refusal::Refusal;
 use crate::route::RouteTable;
 use crate::telemetry::{Finished, NO_ROUTE, RequestRecord, RouteLabels, Telemetry};
@@ -77,7 +77,7 @@ pub struct Gateway {
     routes: RouteTable<RouteTarget>,
     trusted: TrustedProxies,
     telemetry: Arc<Telemetry>,
-    no_route_latency: Histogram,
+    unrouted: Arc<RouteLabels>,
     body_idle_timeout: Duration,
 }
 
@@ -115,11 +115,7 @@ impl Gateway {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
             let target = RouteTarget {
-                labels: Arc::new(RouteLabels {
-                    latency: telemetry.route_histogram(&name),
-                    route: name,
-                    upstream: upstream.name.clone(),
-                }),
+                labels: Arc::new(telemetry.route_labels(name, upstream.name.clone())),
                 upstream: upstream.clone(),
                 rewrite: route
                     .rewrite
@@ -137,7 +133,10 @@ impl Gateway {
         Ok(Self {
             routes: RouteTable::new(targets),
             trusted: TrustedProxies::new(config.forwarding.trusted_proxies.clone()),
-            no_route_latency: telemetry.route_histogram(&SharedString::const_str(NO_ROUTE)),
+            unrouted: Arc::new(telemetry.route_labels(
+                SharedString::const_str(NO_ROUTE),
+                SharedString::const_str(""),
+            )),
             telemetry,
             body_idle_timeout: config.server.value.body_idle_timeout.0,
         })
@@ -147,35 +146,39 @@ impl Gateway {
         &self.telemetry
     }
 
+    /// The connection's peer, with the forwarding values it earns.
+    pub fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+        Arc::new(Peer::new(addr, &self.trusted))
+    }
+
     /// Serves one request from `peer`; never fails: every outcome is a response.
     pub async fn handle(
         self: Arc<Self>,
-        peer: SocketAddr,
+        peer: Arc<Peer>,
         request: Request<Incoming>,
     ) -> Response<ResponseBody> {
         #[allow(clippy::disallowed_methods)] // the edge: the request starts now
         let start = Instant::now();
 
         // 2. early
-        let peer_trusted = self.trusted.contains(peer.ip());
         let request_id = match request.headers().get(X_REQUEST_ID) {
-            Some(id) if peer_trusted && proxy::acceptable_request_id(id) => {
-                String::from_utf8_lossy(id.as_bytes()).into_owned()
-            }
+            Some(id) if peer.trusted && proxy::acceptable_request_id(id) => id.clone(),
             _ => proxy::new_request_id(),
         };
         let mut record = RequestRecord {
             start,
             request_id,
-            client: self.trusted.client_address(peer.ip(), request.headers()),
+            client: self
+                .trusted
+                .client_address(peer.addr.ip(), request.headers()),
             method: request.method().clone(),
-            path: String::new(),
+            path: None,
             route: None,
             status: 0,
             code: None,
         };
 
-        let mut response = match self.forward(request, peer, peer_trusted, &mut record).await {
+        let mut response = match self.forward(request, &peer, &mut record).await {
             Ok(response) => response,
             Err(refusal) => {
                 record.code = Some(refusal.code());
@@ -189,17 +192,13 @@ impl Gateway {
 
         // 10. response
         proxy::harden_response(response.headers_mut());
-        if let Ok(id) = HeaderValue::from_str(&record.request_id) {
-            response.headers_mut().insert(X_REQUEST_ID, id);
-        }
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, record.request_id.clone());
         record.status = response.status().as_u16();
 
         // 11. record
-        let finished = Finished::new(
-            self.telemetry.clone(),
-            record,
-            self.no_route_latency.clone(),
-        );
+        let finished = Finished::new(self.telemetry.clone(), record, self.unrouted.clone());
         response.map(|body| body.with_record(finished))
     }
 
@@ -207,13 +206,14 @@ impl Gateway {
     async fn forward(
         &self,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
-        peer_trusted: bool,
+        peer: &Peer,
         record: &mut RequestRecord,
     ) -> Result<Response<ResponseBody>, Refusal> {
         // 3. sanitize
         let path = path::normalize(request.uri().path()).map_err(|_| Refusal::BadTarget)?;
-        record.path = path.to_string();
+        if self.telemetry.logs_requests() {
+            record.path = Some(path.to_string());
+        }
         let authority = request_authority(&request).ok_or(Refusal::BadHost)?;
         let host = authority.host().to_ascii_lowercase();
 
@@ -234,16 +234,15 @@ impl Gateway {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         proxy::strip_hop_by_hop(&mut parts.headers, websocket);
-        parts.headers.remove(header::HOST);
-        proxy::set_forwarding_headers(
-            &mut parts.headers,
-            peer,
-            peer_trusted,
-            Some(authority.as_str()),
-        );
-        if let Ok(id) = HeaderValue::from_str(&record.request_id) {
-            parts.headers.insert(X_REQUEST_ID, id);
-        }
+        // The client's Host becomes X-Forwarded-Host; the upstream gets its own.
+        let host = match parts.headers.remove(header::HOST) {
+            Some(host) => Some(host),
+            None => HeaderValue::from_str(authority.as_str()).ok(),
+        };
+        peer.set_forwarding_headers(&mut parts.headers, host);
+        parts
+            .headers
+            .insert(X_REQUEST_ID, record.request_id.clone());
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let outbound = Request::from_parts(parts, IdleBody::new(body, self.body_idle_timeout));
@@ -308,11 +307,10 @@ mod tests {
     #[test]
     fn rewrite_keeps_segment_boundaries() {
         let target = |prefix: &str, to: &str| RouteTarget {
-            labels: Arc::new(RouteLabels {
-                route: SharedString::const_str("r"),
-                upstream: SharedString::const_str("u"),
-                latency: Histogram::noop(),
-            }),
+            labels: Arc::new(
+                Telemetry::new(false)
+                    .route_labels(SharedString::const_str("r"), SharedString::const_str("u")),
+            ),
             upstream: Arc::new(
                 UpstreamClient::new(
                     "u",

@@ -177,22 +177,26 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes hop-by-hop headers. With `keep_websocket`, the upgrade survives as
 /// `Connection: upgrade` + `Upgrade: websocket`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::try_from(t).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::try_from(t).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     for name in FIXED_HOP_BY_HOP {
         headers.remove(name);
     }
-    let proxy_headers: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy_headers {
-        headers.remove(name);
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy_headers: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy_headers {
+            headers.remove(name);
+        }
     }
     if keep_websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -246,76 +250,88 @@ pub fn acceptable_request_id(value: &HeaderValue) -> bool {
 }
 
 /// 128 random bits, hex.
-pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>().to_be_bytes();
+    let mut text = [0u8; 32];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(bits) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// Replaces the forwarding headers. From an untrusted peer, whatever it sent is discarded.
-pub fn set_forwarding_headers(
-    headers: &mut HeaderMap,
-    peer: SocketAddr,
-    peer_trusted: bool,
-    host: Option<&str>,
-) {
-    let peer_ip = peer.ip().to_canonical();
-    let (prior_for, prior_forwarded) = if peer_trusted {
-        (
-            joined(headers, &X_FORWARDED_FOR),
-            joined(headers, &header::FORWARDED),
-        )
-    } else {
-        headers.remove(X_FORWARDED_PROTO);
-        headers.remove(X_FORWARDED_HOST);
-        (None, None)
-    };
-    let xff = match prior_for {
-        Some(prior) => format!("{prior}, {peer_ip}"),
-        None => peer_ip.to_string(),
-    };
-    let node = match peer_ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut forwarded = format!("for={node};proto=https");
-    if let Some(host) = host {
-        forwarded.push_str(";host=\"");
-        forwarded.push_str(host);
-        forwarded.push('"');
+/// The direct peer of a connection and the forwarding values it earns, worked out once per
+/// connection rather than once per request.
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub trusted: bool,
+    /// `X-Forwarded-For` entry: the peer's address.
+    node: HeaderValue,
+    /// `Forwarded` element (RFC 7239): `for=<peer>;proto=https`.
+    forwarded: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, trusted_proxies: &TrustedProxies) -> Self {
+        let ip = addr.ip().to_canonical();
+        let for_node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        Self {
+            addr,
+            trusted: trusted_proxies.contains(ip),
+            node: header_value(&ip.to_string()),
+            forwarded: header_value(&format!("for={for_node};proto=https")),
+        }
     }
-    if let Some(prior) = prior_forwarded {
-        forwarded = format!("{prior}, {forwarded}");
-    }
-    set(headers, X_FORWARDED_FOR, &xff);
-    set(headers, header::FORWARDED, &forwarded);
-    if !peer_trusted || !headers.contains_key(X_FORWARDED_PROTO) {
+
+    /// Replaces the forwarding headers; `host` is the authority the client addressed. From an
+    /// untrusted peer whatever it sent is discarded; behind a trusted proxy the gateway appends.
+    pub fn set_forwarding_headers(&self, headers: &mut HeaderMap, host: Option<HeaderValue>) {
+        if self.trusted {
+            append_hop(headers, X_FORWARDED_FOR, &self.node);
+            append_hop(headers, header::FORWARDED, &self.forwarded);
+            if !headers.contains_key(X_FORWARDED_PROTO) {
+                headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            }
+            if let Some(host) = host
+                && !headers.contains_key(X_FORWARDED_HOST)
+            {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
+            return;
+        }
+        headers.insert(X_FORWARDED_FOR, self.node.clone());
+        headers.insert(header::FORWARDED, self.forwarded.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    }
-    if let Some(host) = host
-        && (!peer_trusted || !headers.contains_key(X_FORWARDED_HOST))
-    {
-        set(headers, X_FORWARDED_HOST, host);
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
     }
 }
 
-fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(name)
+/// `prior, ours` as one header value, for a list-valued forwarding header.
+fn append_hop(headers: &mut HeaderMap, name: HeaderName, ours: &HeaderValue) {
+    let prior: Vec<&str> = headers
+        .get_all(&name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    (!values.is_empty()).then(|| values.join(", "))
+    let value = match (prior.is_empty(), ours.to_str()) {
+        (false, Ok(ours)) => header_value(&format!("{}, {ours}", prior.join(", "))),
+        _ => ours.clone(),
+    };
+    headers.insert(name, value);
 }
 
-/// Sets a header whose value the gateway composed from validated parts.
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
-        Ok(value) => {
-            headers.insert(name, value);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
-    }
+/// A header value the gateway composed from addresses and fixed text; such text is always
+/// visible ASCII, so the fallback (an empty value) is never used.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Security headers on every response, whoever produced it.
@@ -411,23 +427,30 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "for=1.2.3.4"),
         ]);
-        let peer: SocketAddr = "[2001:db8::7]:5555".parse().unwrap();
-        set_forwarding_headers(&mut map, peer, false, Some("ehr.example.org"));
+        let peer = Peer::new(
+            "[2001:db8::7]:5555".parse().unwrap(),
+            &TrustedProxies::default(),
+        );
+        peer.set_forwarding_headers(&mut map, Some(HeaderValue::from_static("ehr.example.org")));
         assert_eq!(map["x-forwarded-for"], "2001:db8::7");
         assert_eq!(map["x-forwarded-proto"], "https");
         assert_eq!(map["x-forwarded-host"], "ehr.example.org");
-        assert_eq!(
-            map["forwarded"],
-            "for=\"[2001:db8::7]\";proto=https;host=\"ehr.example.org\""
-        );
+        assert_eq!(map["forwarded"], "for=\"[2001:db8::7]\";proto=https");
 
-        let mut chained = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
-        set_forwarding_headers(&mut chained, "10.0.0.2:1".parse().unwrap(), true, None);
+        let mut chained = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-host", "public.example.org"),
+        ]);
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let proxy = Peer::new("10.0.0.2:1".parse().unwrap(), &trusted);
+        proxy.set_forwarding_headers(&mut chained, Some(HeaderValue::from_static("inner")));
         assert_eq!(chained["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
         assert_eq!(
             chained["forwarded"],
             "for=1.2.3.4, for=10.0.0.2;proto=https"
         );
+        assert_eq!(chained["x-forwarded-host"], "public.example.org");
     }
 
     #[test]

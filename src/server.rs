@@ -238,7 +238,7 @@ impl Connection {
     async fn serve(
         self,
         tcp: TcpStream,
-        peer: SocketAddr,
+        addr: SocketAddr,
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let telemetry = self.gateway.telemetry().clone();
@@ -256,8 +256,9 @@ impl Connection {
             };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let gateway = self.gateway;
+        let peer = gateway.peer(addr);
         let service = service_fn(move |request: Request<Incoming>| {
-            let gateway = gateway.clone();
+            let (gateway, peer) = (gateway.clone(), peer.clone());
             async move { Ok::<_, Infallible>(gateway.handle(peer, request).await) }
         });
         let io = TokioIo::new(tls);
@@ -277,7 +278,7 @@ impl Connection {
                 .await
         };
         if let Err(error) = result {
-            tracing::debug!(%peer, error = %error, "connection ended with an error");
+            tracing::debug!(peer = %addr, error = %error, "connection ended with an error");
         }
         telemetry.connection_closed();
     }

@@ -7,9 +7,10 @@
 //! global registry), rendered on the admin listener's `/metrics`.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
 };
@@ -108,6 +109,11 @@ impl Telemetry {
         })
     }
 
+    /// Whether requests are logged (the record then keeps the path).
+    pub fn logs_requests(&self) -> bool {
+        self.log_requests
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         self.handle.render()
@@ -142,27 +148,56 @@ impl Telemetry {
         self.recorder.register_counter(&key, &METADATA).increment(1);
     }
 
-    /// The latency histogram of one route, registered once when the route table is built.
-    pub fn route_histogram(&self, route: &SharedString) -> Histogram {
+    /// The metric handles of one route, registered once when the route table is built.
+    pub fn route_labels(&self, route: SharedString, upstream: SharedString) -> RouteLabels {
         let key = Key::from_parts(DURATION, vec![Label::new("route", route.clone())]);
-        self.recorder.register_histogram(&key, &METADATA)
+        RouteLabels {
+            latency: self.recorder.register_histogram(&key, &METADATA),
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            route,
+            upstream,
+        }
     }
 }
 
-/// Names a route carries into its records and metrics.
+/// Statuses whose request counters each route keeps at hand; others are looked up.
+const COMMON_STATUSES: [u16; 16] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 413, 429, 502, 504,
+];
+
+/// Names a route carries into its records, and its metric handles.
 pub struct RouteLabels {
     pub route: SharedString,
     pub upstream: SharedString,
-    pub latency: Histogram,
+    latency: Histogram,
+    /// Created on first use, so `/metrics` lists only statuses that happened.
+    requests: [OnceLock<Counter>; COMMON_STATUSES.len()],
+}
+
+impl RouteLabels {
+    fn count(&self, recorder: &PrometheusRecorder, status: u16) {
+        let register = || {
+            let labels = vec![
+                Label::new("route", self.route.clone()),
+                Label::new("status", status.to_string()),
+            ];
+            recorder.register_counter(&Key::from_parts(REQUESTS, labels), &METADATA)
+        };
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(slot) => self.requests[slot].get_or_init(register).increment(1),
+            None => register().increment(1),
+        }
+    }
 }
 
 /// What is known of a request while it is served.
 pub struct RequestRecord {
     pub start: Instant,
-    pub request_id: String,
+    pub request_id: HeaderValue,
     pub client: IpAddr,
     pub method: http::Method,
-    pub path: String,
+    /// The normalized path, kept only when requests are logged.
+    pub path: Option<String>,
     pub route: Option<Arc<RouteLabels>>,
     pub status: u16,
     pub code: Option<&'static str>,
@@ -172,8 +207,8 @@ pub struct RequestRecord {
 pub struct Finished {
     telemetry: Arc<Telemetry>,
     record: Box<RequestRecord>,
-    /// Latency histogram of requests without a route.
-    fallback_latency: Histogram,
+    /// Labels of requests that matched no route.
+    unrouted: Arc<RouteLabels>,
     upstream_failed: bool,
 }
 
@@ -181,12 +216,12 @@ impl Finished {
     pub fn new(
         telemetry: Arc<Telemetry>,
         record: RequestRecord,
-        fallback_latency: Histogram,
+        unrouted: Arc<RouteLabels>,
     ) -> Self {
         Self {
             telemetry,
             record: Box::new(record),
-            fallback_latency,
+            unrouted,
             upstream_failed: false,
         }
     }
@@ -205,45 +240,30 @@ impl Finished {
         #[allow(clippy::disallowed_methods)] // the edge: the record ends now
         let duration = Instant::now().saturating_duration_since(self.record.start);
         let record = &self.record;
-        let route = record
-            .route
-            .as_ref()
-            .map_or(SharedString::const_str(NO_ROUTE), |l| l.route.clone());
-        let key = Key::from_parts(
-            REQUESTS,
-            vec![
-                Label::new("route", route),
-                Label::new("status", status_label(record.status)),
-            ],
-        );
-        self.telemetry
-            .recorder
-            .register_counter(&key, &METADATA)
-            .increment(1);
-        match &record.route {
-            Some(labels) => labels.latency.record(duration.as_secs_f64()),
-            None => self.fallback_latency.record(duration.as_secs_f64()),
-        }
+        let labels = record.route.as_ref().unwrap_or(&self.unrouted);
+        labels.count(&self.telemetry.recorder, record.status);
+        labels.latency.record(duration.as_secs_f64());
         if self.telemetry.log_requests {
-            log_request(record, bytes, duration, complete);
+            log_request(record, labels, bytes, duration, complete);
         }
     }
 }
 
-fn status_label(status: u16) -> SharedString {
-    SharedString::from(status.to_string())
-}
-
-fn log_request(record: &RequestRecord, bytes: u64, duration: Duration, complete: bool) {
-    let route = record.route.as_ref();
+fn log_request(
+    record: &RequestRecord,
+    labels: &RouteLabels,
+    bytes: u64,
+    duration: Duration,
+    complete: bool,
+) {
     tracing::info!(
         target: "wardgate::request",
-        request_id = %record.request_id,
+        request_id = record.request_id.to_str().unwrap_or_default(),
         client = %record.client,
         method = %record.method,
-        path = %record.path,
-        route = route.map_or(NO_ROUTE, |l| &l.route),
-        upstream = route.map_or("", |l| &l.upstream),
+        path = record.path.as_deref().unwrap_or_default(),
+        route = &*labels.route,
+        upstream = &*labels.upstream,
         status = record.status,
         bytes,
         duration_us = duration.as_micros() as u64,

@@ -222,7 +222,7 @@ async fn plain_http_only_redirects() {
         )
     );
     let mut tcp = TcpStream::connect(redirect).await.unwrap();
-    tcp.write_all(b"GET /x HTTP/1.1\r\nHost: a@b\r\n\r\n")
+    tcp.write_all(b"GET /x HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = String::new();
