@@ -335,22 +335,26 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 /// Security headers on every response, whoever produced it.
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+];
+
+/// Removes what upstreams say about their software and sets [`SECURITY_HEADERS`].
 pub fn harden_response(headers: &mut HeaderMap) {
     headers.remove(header::SERVER);
     headers.remove(HeaderName::from_static("x-powered-by"));
-    headers.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
 }
 
 #[cfg(test)]

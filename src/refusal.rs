@@ -67,11 +67,7 @@ impl Refusal {
 
     /// The fixed JSON body: `{"error":"WG-…","message":"…"}`.
     pub fn body(self) -> Bytes {
-        Bytes::from(format!(
-            r#"{{"error":"{}","message":"{}"}}"#,
-            self.code(),
-            self.reason()
-        ))
+        json_body(self.code(), self.reason())
     }
 
     /// A complete response (status, body, content type) for `body`'s type.
@@ -84,6 +80,34 @@ impl Refusal {
         );
         response
     }
+}
+
+/// The refusal body for a code and a one-line reason (both fixed text of the gateway's own).
+pub fn json_body(code: &str, reason: &str) -> Bytes {
+    Bytes::from(format!(r#"{{"error":"{code}","message":"{reason}"}}"#))
+}
+
+/// A whole HTTP/1.1 refusal as bytes, for the layers below hyper that must answer on the raw
+/// connection: the same body and security headers as every other refusal, then the connection
+/// closes.
+pub fn http1_bytes(status: StatusCode, code: &str, reason: &str) -> Vec<u8> {
+    let body = json_body(code, reason);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\ncache-control: no-store\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    for (name, value) in crate::proxy::SECURITY_HEADERS {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes
 }
 
 #[cfg(test)]
@@ -108,5 +132,17 @@ mod tests {
             let body: serde_json::Value = serde_json::from_slice(&refusal.body()).unwrap();
             assert_eq!(body["error"], refusal.code());
         }
+    }
+
+    #[test]
+    fn raw_refusals_are_complete_http_responses() {
+        let raw =
+            String::from_utf8(http1_bytes(StatusCode::BAD_REQUEST, "WG-X-001", "bad")).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(head.contains("\r\nconnection: close"));
+        assert!(head.contains("\r\nx-content-type-options: nosniff"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert_eq!(body, r#"{"error":"WG-X-001","message":"bad"}"#);
     }
 }
