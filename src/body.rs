@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::refusal::Refusal;
 use crate::telemetry::Finished;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -79,6 +80,77 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the route allows")]
+pub struct TooLarge;
+
+/// What the gateway sends upstream: the client's body streamed and counted against the route's
+/// limit, or a body that was read whole to be checked.
+pub enum RequestBody {
+    Streamed {
+        inner: IdleBody<Incoming>,
+        left: u64,
+    },
+    Buffered(Option<Bytes>),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Streamed { inner, left } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    let size = data.map_or(0, |d| d.len() as u64);
+                    if size > *left {
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    *left -= size;
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Buffered(bytes) => bytes.is_none(),
+            RequestBody::Streamed { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Buffered(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            RequestBody::Buffered(None) => SizeHint::with_exact(0),
+            RequestBody::Streamed { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// Reads a whole client body of at most `limit` bytes (for checks that need all of it).
+pub async fn read_limited(mut body: IdleBody<Incoming>, limit: u64) -> Result<Bytes, Refusal> {
+    use http_body_util::BodyExt;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        // A stall, or the client went away mid-body (then nobody reads the answer anyway).
+        let frame = frame.map_err(|_| Refusal::BodyTimeout)?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() as u64 + data.len() as u64 > limit {
+                return Err(Refusal::BodyTooLarge);
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(collected.freeze())
 }
 
 enum Source {

@@ -33,16 +33,19 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use metrics::SharedString;
 
-use crate::body::{IdleBody, ResponseBody};
+use crate::body::{self, IdleBody, RequestBody, ResponseBody};
 use crate::config::Loaded;
 use crate::path;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient, X_REQUEST_ID};
 use crate::refusal::Refusal;
 use crate::route::RouteTable;
+use crate::sanitize;
+use crate::sanitize::request::{BodyPlan, RouteRules};
 use crate::telemetry::{Finished, NO_ROUTE, RequestRecord, RouteLabels, Telemetry};
 use crate::tls::TlsError;
 
@@ -53,6 +56,7 @@ pub struct RouteTarget {
     rewrite: Option<(String, String)>,
     websocket: bool,
     response_headers: HeaderMap,
+    rules: RouteRules,
 }
 
 impl RouteTarget {
@@ -79,6 +83,8 @@ pub struct Gateway {
     telemetry: Arc<Telemetry>,
     unrouted: Arc<RouteLabels>,
     body_idle_timeout: Duration,
+    server_names: Vec<String>,
+    allow_encoded_slash: bool,
 }
 
 impl Gateway {
@@ -123,6 +129,7 @@ impl Gateway {
                     .map(|r| (r.value.prefix.clone(), r.value.to.clone())),
                 websocket: route.websocket,
                 response_headers,
+                rules: RouteRules::new(&config.sanitize.value, &route.sanitize),
             };
             targets.push((
                 route.host.as_ref().map(|h| h.value.clone()),
@@ -139,6 +146,14 @@ impl Gateway {
             )),
             telemetry,
             body_idle_timeout: config.server.value.body_idle_timeout.0,
+            server_names: config
+                .sanitize
+                .value
+                .server_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+            allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
         })
     }
 
@@ -180,12 +195,14 @@ impl Gateway {
 
         let mut response = match self.forward(request, &peer, &mut record).await {
             Ok(response) => response,
-            Err(refusal) => {
+            Err(Refused { refusal, allow }) => {
                 record.code = Some(refusal.code());
                 let mut response: Response<ResponseBody> = refusal.response();
-                response
-                    .headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                let headers = response.headers_mut();
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                if let Some(allow) = allow {
+                    headers.insert(header::ALLOW, allow);
+                }
                 response
             }
         };
@@ -208,14 +225,22 @@ impl Gateway {
         mut request: Request<Incoming>,
         peer: &Peer,
         record: &mut RequestRecord,
-    ) -> Result<Response<ResponseBody>, Refusal> {
+    ) -> Result<Response<ResponseBody>, Refused> {
         // 3. sanitize
-        let path = path::normalize(request.uri().path()).map_err(|_| Refusal::BadTarget)?;
-        if self.telemetry.logs_requests() {
+        let raw_path = request.uri().path();
+        let logs = self.telemetry.logs_requests();
+        if logs {
+            // A refused path is logged as sent; a passed one as normalized (below).
+            record.path = Some(raw_path.to_owned());
+        }
+        sanitize::request::check_path(raw_path, self.allow_encoded_slash)?;
+        let path = path::normalize(raw_path).map_err(|_| Refusal::BadTarget)?;
+        if logs && path != raw_path {
             record.path = Some(path.to_string());
         }
         let authority = request_authority(&request).ok_or(Refusal::BadHost)?;
         let host = authority.host().to_ascii_lowercase();
+        sanitize::request::check_host(&host, &self.server_names)?;
 
         // 4. route
         let target = self
@@ -224,6 +249,15 @@ impl Gateway {
             .ok_or(Refusal::NoRoute)?
             .clone();
         record.route = Some(target.labels.clone());
+        let has_body = !request.body().is_end_stream();
+        let plan = target
+            .rules
+            .check_head(request.method(), request.headers(), has_body)
+            .map_err(|refusal| Refused {
+                refusal,
+                allow: (refusal == Refusal::MethodNotAllowed)
+                    .then(|| target.rules.allow_header().clone()),
+            })?;
 
         // 9. upstream
         let upstream = &target.upstream;
@@ -245,7 +279,26 @@ impl Gateway {
             .insert(X_REQUEST_ID, record.request_id.clone());
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let outbound = Request::from_parts(parts, IdleBody::new(body, self.body_idle_timeout));
+        let body = IdleBody::new(body, self.body_idle_timeout);
+        let body = match plan {
+            BodyPlan::Empty => RequestBody::Streamed {
+                inner: body,
+                left: 0,
+            },
+            BodyPlan::Stream { limit } => RequestBody::Streamed {
+                inner: body,
+                left: limit,
+            },
+            BodyPlan::Inspect { kind, limit } => {
+                let bytes = body::read_limited(body, limit).await?;
+                target.rules.check_body(kind, &bytes)?;
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                RequestBody::Buffered(Some(bytes))
+            }
+        };
+        let outbound = Request::from_parts(parts, body);
 
         let mut response = upstream.send(outbound).await.inspect_err(|refusal| {
             self.telemetry
@@ -260,7 +313,7 @@ impl Gateway {
             (true, None) => {
                 self.telemetry
                     .upstream_error(&upstream.name, Refusal::UpstreamProtocol.code());
-                return Err(Refusal::UpstreamProtocol);
+                return Err(Refusal::UpstreamProtocol.into());
             }
             (false, _) => {}
         }
@@ -275,6 +328,21 @@ impl Gateway {
             parts,
             ResponseBody::upstream(IdleBody::new(body, upstream.body_idle_timeout)),
         ))
+    }
+}
+
+/// A refusal, with the `Allow` header a 405 carries.
+struct Refused {
+    refusal: Refusal,
+    allow: Option<HeaderValue>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            refusal,
+            allow: None,
+        }
     }
 }
 
@@ -322,6 +390,7 @@ mod tests {
             rewrite: Some((prefix.to_owned(), to.to_owned())),
             websocket: false,
             response_headers: HeaderMap::new(),
+            rules: RouteRules::new(&Default::default(), &Default::default()),
         };
         assert_eq!(
             target("/api", "").forwarded_path("/api/patients/1"),

@@ -20,12 +20,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 use metrics::SharedString;
 
-use crate::body::IdleBody;
+use crate::body::{IdleTimeout, RequestBody, TooLarge};
 use crate::config::Upstream;
 use crate::refusal::Refusal;
 use crate::tls::{self, TlsError};
 
-pub type UpstreamRequestBody = IdleBody<Incoming>;
+pub type UpstreamRequestBody = RequestBody;
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// One upstream: a pooled client and where requests go.
@@ -115,6 +115,13 @@ impl UpstreamClient {
 fn classify(error: &hyper_util::client::legacy::Error) -> Refusal {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = source {
+        // The client's side of the exchange failed first: its body broke a rule.
+        if cause.is::<TooLarge>() {
+            return Refusal::BodyTooLarge;
+        }
+        if cause.is::<IdleTimeout>() {
+            return Refusal::BodyTimeout;
+        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {

@@ -9,10 +9,33 @@ use http::{HeaderValue, StatusCode, header};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The request target is not an absolute path, or its percent-encoding is broken.
+    /// The request target is not an absolute path.
     BadTarget,
     /// No usable `Host` / `:authority`.
     BadHost,
+    /// The URI is longer than `server.max_request_line` (HTTP/2; HTTP/1 is checked below hyper).
+    UriTooLong,
+    /// A method outside the route's (or the gateway's) allow list.
+    MethodNotAllowed,
+    /// `Host` / `:authority` is not one of `sanitize.server_names`.
+    UnknownHost,
+    /// Path rules (`sanitize::request`): broken percent-encoding, encoded separators, control
+    /// characters, invalid UTF-8, dot-segments, double encoding.
+    PathBadEncoding,
+    PathEncodedSeparator,
+    PathControlCharacter,
+    PathInvalidUtf8,
+    PathDotSegment,
+    PathDoubleEncoding,
+    /// Body over the route's limit (announced or counted while streaming).
+    BodyTooLarge,
+    /// `Content-Type` outside the route's allow list.
+    UnsupportedMediaType,
+    MalformedJson,
+    JsonTooDeep,
+    MalformedForm,
+    /// The client stopped sending its body for longer than `server.body_idle_timeout`.
+    BodyTimeout,
     /// No route matches the host and normalized path.
     NoRoute,
     /// The upstream refused or reset the connection, or could not be resolved.
@@ -28,41 +51,106 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn status(self) -> StatusCode {
+    /// Status, stable code and one-line reason, in one table.
+    fn spec(self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
         match self {
-            Refusal::BadTarget | Refusal::BadHost | Refusal::HttpsRequired => {
-                StatusCode::BAD_REQUEST
+            Refusal::BadTarget => (
+                S::BAD_REQUEST,
+                "WG-REQ-001",
+                "the request path is malformed",
+            ),
+            Refusal::BadHost => (
+                S::BAD_REQUEST,
+                "WG-REQ-002",
+                "the request has no valid host",
+            ),
+            Refusal::HttpsRequired => (S::BAD_REQUEST, "WG-REQ-003", "use https"),
+            Refusal::UriTooLong => (S::URI_TOO_LONG, "WG-REQ-004", "the request URI is too long"),
+            Refusal::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "WG-METHOD-001",
+                "this method is not allowed here",
+            ),
+            Refusal::UnknownHost => (
+                S::BAD_REQUEST,
+                "WG-HOST-001",
+                "this host is not served here",
+            ),
+            Refusal::PathBadEncoding => (
+                S::BAD_REQUEST,
+                "WG-PATH-001",
+                "the path has broken percent-encoding",
+            ),
+            Refusal::PathEncodedSeparator => (
+                S::BAD_REQUEST,
+                "WG-PATH-002",
+                "the path has an encoded or backslash separator",
+            ),
+            Refusal::PathControlCharacter => (
+                S::BAD_REQUEST,
+                "WG-PATH-003",
+                "the path has a control character",
+            ),
+            Refusal::PathInvalidUtf8 => {
+                (S::BAD_REQUEST, "WG-PATH-004", "the path is not valid UTF-8")
             }
-            Refusal::NoRoute | Refusal::AdminNotFound => StatusCode::NOT_FOUND,
-            Refusal::UpstreamUnavailable | Refusal::UpstreamProtocol => StatusCode::BAD_GATEWAY,
-            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::PathDotSegment => (S::BAD_REQUEST, "WG-PATH-005", "the path has dot-segments"),
+            Refusal::PathDoubleEncoding => {
+                (S::BAD_REQUEST, "WG-PATH-006", "the path is encoded twice")
+            }
+            Refusal::BodyTooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "WG-BODY-001",
+                "the request body is too large",
+            ),
+            Refusal::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "WG-BODY-002",
+                "this content type is not accepted here",
+            ),
+            Refusal::MalformedJson => (S::BAD_REQUEST, "WG-BODY-003", "the JSON body is malformed"),
+            Refusal::JsonTooDeep => (
+                S::BAD_REQUEST,
+                "WG-BODY-004",
+                "the JSON body is nested too deeply",
+            ),
+            Refusal::MalformedForm => (S::BAD_REQUEST, "WG-BODY-005", "the form body is malformed"),
+            Refusal::BodyTimeout => (
+                S::REQUEST_TIMEOUT,
+                "WG-BODY-006",
+                "the request body stopped arriving",
+            ),
+            Refusal::NoRoute => (S::NOT_FOUND, "WG-ROUTE-001", "no such resource"),
+            Refusal::UpstreamUnavailable => (
+                S::BAD_GATEWAY,
+                "WG-UP-001",
+                "the service behind the gateway is unavailable",
+            ),
+            Refusal::UpstreamTimeout => (
+                S::GATEWAY_TIMEOUT,
+                "WG-UP-002",
+                "the service behind the gateway did not answer in time",
+            ),
+            Refusal::UpstreamProtocol => (
+                S::BAD_GATEWAY,
+                "WG-UP-003",
+                "the service behind the gateway sent an invalid answer",
+            ),
+            Refusal::AdminNotFound => (S::NOT_FOUND, "WG-ADMIN-001", "no such admin resource"),
         }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.spec().0
     }
 
     pub fn code(self) -> &'static str {
-        match self {
-            Refusal::BadTarget => "WG-REQ-001",
-            Refusal::BadHost => "WG-REQ-002",
-            Refusal::HttpsRequired => "WG-REQ-003",
-            Refusal::NoRoute => "WG-ROUTE-001",
-            Refusal::UpstreamUnavailable => "WG-UP-001",
-            Refusal::UpstreamTimeout => "WG-UP-002",
-            Refusal::UpstreamProtocol => "WG-UP-003",
-            Refusal::AdminNotFound => "WG-ADMIN-001",
-        }
+        self.spec().1
     }
 
     pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::BadTarget => "the request path is malformed",
-            Refusal::BadHost => "the request has no valid host",
-            Refusal::HttpsRequired => "use https",
-            Refusal::NoRoute => "no such resource",
-            Refusal::UpstreamUnavailable => "the service behind the gateway is unavailable",
-            Refusal::UpstreamTimeout => "the service behind the gateway did not answer in time",
-            Refusal::UpstreamProtocol => "the service behind the gateway sent an invalid answer",
-            Refusal::AdminNotFound => "no such admin resource",
-        }
+        self.spec().2
     }
 
     /// The fixed JSON body: `{"error":"WG-…","message":"…"}`.
@@ -119,6 +207,21 @@ mod tests {
         let all = [
             Refusal::BadTarget,
             Refusal::BadHost,
+            Refusal::UriTooLong,
+            Refusal::MethodNotAllowed,
+            Refusal::UnknownHost,
+            Refusal::PathBadEncoding,
+            Refusal::PathEncodedSeparator,
+            Refusal::PathControlCharacter,
+            Refusal::PathInvalidUtf8,
+            Refusal::PathDotSegment,
+            Refusal::PathDoubleEncoding,
+            Refusal::BodyTooLarge,
+            Refusal::UnsupportedMediaType,
+            Refusal::MalformedJson,
+            Refusal::JsonTooDeep,
+            Refusal::MalformedForm,
+            Refusal::BodyTimeout,
             Refusal::NoRoute,
             Refusal::UpstreamUnavailable,
             Refusal::UpstreamTimeout,

@@ -36,6 +36,9 @@ pub struct Config {
     pub forwarding: Forwarding,
     #[serde(default)]
     pub log: Log,
+    /// Request rules applied before anything is forwarded; routes may override parts.
+    #[serde(default = "unlocated")]
+    pub sanitize: Spanned<Sanitize>,
     /// A built-in demo patient API with synthetic data, for first tries only.
     #[serde(default)]
     pub demo_backend: Option<DemoBackend>,
@@ -288,6 +291,131 @@ pub struct Route {
     /// Extra headers set on every response of this route.
     #[serde(default)]
     pub response_headers: BTreeMap<String, Spanned<String>>,
+    /// Overrides of the global `sanitize` rules for this route.
+    #[serde(default)]
+    pub sanitize: RouteSanitize,
+}
+
+/// Request rules (see `sanitize::request`). Defaults are the safe choice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sanitize {
+    /// Host names (no port) the gateway answers for; empty accepts any, with a warning.
+    pub server_names: Vec<String>,
+    /// Methods allowed unless a route says otherwise. `TRACE` and `CONNECT` only if listed.
+    pub methods: Vec<MethodName>,
+    pub max_body_size: ByteSize,
+    /// `Content-Type` allow list (media types, no parameters); empty accepts any.
+    pub content_types: Vec<String>,
+    pub json: JsonLimits,
+    /// Accept `%2F` / `%5C` in paths (some FHIR servers need it); refused by default.
+    pub allow_encoded_slash: bool,
+    pub injection: Injection,
+}
+
+impl Default for Sanitize {
+    fn default() -> Self {
+        Self {
+            server_names: Vec::new(),
+            methods: [
+                http::Method::GET,
+                http::Method::HEAD,
+                http::Method::POST,
+                http::Method::PUT,
+                http::Method::PATCH,
+                http::Method::DELETE,
+                http::Method::OPTIONS,
+            ]
+            .into_iter()
+            .map(MethodName)
+            .collect(),
+            max_body_size: ByteSize(10 << 20),
+            content_types: Vec::new(),
+            json: JsonLimits::default(),
+            allow_encoded_slash: false,
+            injection: Injection::default(),
+        }
+    }
+}
+
+/// JSON bodies are read whole (up to `max_size`) and must parse, nested at most `max_depth`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonLimits {
+    pub max_depth: usize,
+    pub max_size: ByteSize,
+}
+
+impl Default for JsonLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 32,
+            max_size: ByteSize(1 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Injection {
+    pub mode: InjectionMode,
+    /// Fields whose values are not scanned: JSON paths (`text.div` matches any path ending in
+    /// it) and query or form parameter names.
+    pub allow_fields: Vec<String>,
+}
+
+impl Default for Injection {
+    fn default() -> Self {
+        Self {
+            mode: InjectionMode::Block,
+            allow_fields: vec!["text.div".to_owned()],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InjectionMode {
+    Off,
+    Log,
+    #[default]
+    Block,
+}
+
+/// Per-route overrides; anything absent comes from the global `sanitize` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSanitize {
+    #[serde(default)]
+    pub methods: Option<Vec<MethodName>>,
+    #[serde(default)]
+    pub max_body_size: Option<ByteSize>,
+    #[serde(default)]
+    pub content_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub json: Option<JsonLimits>,
+    #[serde(default)]
+    pub injection: Option<Injection>,
+}
+
+/// An HTTP method name as written in the config (`GET`, `PROPFIND`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MethodName(pub http::Method);
+
+impl TryFrom<String> for MethodName {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "`{text}` is not a method name (upper-case letters, e.g. GET)"
+            ));
+        }
+        http::Method::from_bytes(text.as_bytes())
+            .map(Self)
+            .map_err(|_| format!("`{text}` is not a method name"))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -493,6 +621,7 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
             ));
         }
     }
+    validate_sanitize(file, config, &mut warnings)?;
     validate_routes(file, config, &mut warnings)?;
     Ok(warnings)
 }
@@ -531,6 +660,83 @@ fn validate_server(file: &Path, config: &Config) -> Result<(), ConfigError> {
         Some((key, message)) => Err(ConfigError::at(file, &config.server, key, message)),
         None => Ok(()),
     }
+}
+
+fn validate_sanitize(
+    file: &Path,
+    config: &Config,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
+    let sanitize = &config.sanitize.value;
+    if sanitize.server_names.is_empty() {
+        warnings.push(Warning(
+            "sanitize.server_names is empty: requests for any Host are accepted".into(),
+        ));
+    }
+    if let Some(bad) = sanitize.server_names.iter().find(|n| !is_host_name(n)) {
+        return Err(ConfigError::at(
+            file,
+            &config.sanitize,
+            "sanitize.server_names",
+            format!("`{bad}` is not a host name"),
+        ));
+    }
+    if sanitize.allow_encoded_slash {
+        warnings.push(Warning(
+            "sanitize.allow_encoded_slash is on: %2F and %5C reach upstreams, which may decode them as separators".into(),
+        ));
+    }
+    let methods = std::iter::once(&sanitize.methods).chain(
+        config
+            .routes
+            .value
+            .iter()
+            .filter_map(|r| r.sanitize.methods.as_ref()),
+    );
+    for method in methods.flatten() {
+        if method.0 == http::Method::TRACE || method.0 == http::Method::CONNECT {
+            warnings.push(Warning(format!(
+                "{} is allowed: it is refused by default",
+                method.0
+            )));
+        }
+    }
+    let injections = std::iter::once((None, &sanitize.injection)).chain(
+        config.routes.value.iter().filter_map(|r| {
+            r.sanitize
+                .injection
+                .as_ref()
+                .map(|i| (Some(&r.path.value), i))
+        }),
+    );
+    for (route, injection) in injections {
+        if injection.mode != InjectionMode::Block {
+            let place = route.map_or("sanitize.injection".to_owned(), |p| format!("route `{p}`"));
+            warnings.push(Warning(format!(
+                "{place}: injection detection does not block (mode {:?})",
+                injection.mode
+            )));
+        }
+    }
+    let json_limits = std::iter::once(&sanitize.json).chain(
+        config
+            .routes
+            .value
+            .iter()
+            .filter_map(|r| r.sanitize.json.as_ref()),
+    );
+    if json_limits
+        .into_iter()
+        .any(|j| j.max_depth == 0 || j.max_size.0 == 0)
+    {
+        return Err(ConfigError::at(
+            file,
+            &config.sanitize,
+            "sanitize.json",
+            "max_depth and max_size must be above zero",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_routes(

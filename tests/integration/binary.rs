@@ -79,7 +79,7 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
         .request(get(&format!("https://localhost:{https}/nothing/../here")))
         .await
         .unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     drop(client);
 
     let status = Command::new("kill")
@@ -118,9 +118,9 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     assert!(ok["duration_us"].as_u64().is_some());
     assert!(ok["timestamp"].is_string());
     let refused = &records[1];
-    assert_eq!(refused["path"], "/here");
-    assert_eq!(refused["status"], 404);
-    assert_eq!(refused["code"], "WG-ROUTE-001");
+    assert_eq!(refused["path"], "/nothing/../here");
+    assert_eq!(refused["status"], 400);
+    assert_eq!(refused["code"], "WG-PATH-005");
     let all = lines.join("\n");
     assert!(
         !all.contains("token123"),

@@ -1,0 +1,479 @@
+//! Rules on the parsed request: host, method, path, body size, content type and body shape.
+//!
+//! Threat: legacy back ends that trust their input, and path tricks that a back end decodes
+//! differently from the gateway. Rules (OWASP ASVS 5 V1 and V4, RFC 3986, RFC 9110):
+//!
+//! ```text
+//!  before routing   Host in sanitize.server_names            else 400 WG-HOST-001
+//!                   path: valid %XX, no %2F/%5C/backslash,   else 400 WG-PATH-00x
+//!                   no control chars, valid UTF-8, no dot-segments, no %25XX
+//!  after routing    method in the route's list               else 405 WG-METHOD-001 + Allow
+//!                   Content-Type in the route's list          else 415 WG-BODY-002
+//!                   Content-Length within max_body_size       else 413 WG-BODY-001 (and counted
+//!                                                              while streaming, never buffered)
+//!                   JSON / form bodies: read whole up to json.max_size, must parse, JSON nested
+//!                   at most json.max_depth                    else 400 WG-BODY-003/4/5, 413
+//! ```
+//!
+//! A browser or API client never sends dot-segments, encoded separators or double encoding in
+//! a path: they exist to make two parsers disagree, so they are refused rather than repaired.
+
+use http::Method;
+use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::config::{JsonLimits, MethodName, RouteSanitize, Sanitize};
+use crate::refusal::Refusal;
+
+/// The host, lower-case and without port, must be one of `names` (any when `names` is empty).
+pub fn check_host(host: &str, names: &[String]) -> Result<(), Refusal> {
+    if names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+        Ok(())
+    } else {
+        Err(Refusal::UnknownHost)
+    }
+}
+
+fn hex(byte: u8) -> Option<u8> {
+    char::from(byte)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// Checks the raw request path (before normalization).
+pub fn check_path(raw: &str, allow_encoded_slash: bool) -> Result<(), Refusal> {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        let value = if byte == b'%' {
+            let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            ) else {
+                return Err(Refusal::PathBadEncoding);
+            };
+            let value = hi << 4 | lo;
+            if value == b'%'
+                && bytes.get(i + 3).and_then(|b| hex(*b)).is_some()
+                && bytes.get(i + 4).and_then(|b| hex(*b)).is_some()
+            {
+                return Err(Refusal::PathDoubleEncoding);
+            }
+            if (value == b'/' || value == b'\\') && !allow_encoded_slash {
+                return Err(Refusal::PathEncodedSeparator);
+            }
+            i += 3;
+            value
+        } else {
+            if byte == b'\\' {
+                return Err(Refusal::PathEncodedSeparator);
+            }
+            i += 1;
+            byte
+        };
+        if value < 0x20 || value == 0x7f {
+            return Err(Refusal::PathControlCharacter);
+        }
+        decoded.push(value);
+    }
+    let decoded = std::str::from_utf8(&decoded).map_err(|_| Refusal::PathInvalidUtf8)?;
+    if decoded
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(Refusal::PathDotSegment);
+    }
+    Ok(())
+}
+
+/// What happens to a request body on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// No body: nothing to read or count.
+    Empty,
+    /// Streamed through, cut at `limit` bytes.
+    Stream { limit: u64 },
+    /// Read whole (at most `limit` bytes), checked, then forwarded.
+    Inspect { kind: BodyKind, limit: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+}
+
+/// One route's rules, the global `sanitize` section with the route's overrides applied.
+#[derive(Debug)]
+pub struct RouteRules {
+    methods: Vec<Method>,
+    allow: HeaderValue,
+    max_body: u64,
+    content_types: Vec<String>,
+    json: JsonLimits,
+}
+
+impl RouteRules {
+    pub fn new(global: &Sanitize, route: &RouteSanitize) -> Self {
+        let methods: Vec<Method> = route
+            .methods
+            .as_ref()
+            .unwrap_or(&global.methods)
+            .iter()
+            .map(|MethodName(m)| m.clone())
+            .collect();
+        let allow = methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            allow: HeaderValue::from_str(&allow).unwrap_or_else(|_| HeaderValue::from_static("")),
+            methods,
+            max_body: route.max_body_size.unwrap_or(global.max_body_size).0,
+            content_types: route
+                .content_types
+                .as_ref()
+                .unwrap_or(&global.content_types)
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
+            json: route.json.unwrap_or(global.json),
+        }
+    }
+
+    /// The `Allow` header of a 405 on this route.
+    pub fn allow_header(&self) -> &HeaderValue {
+        &self.allow
+    }
+
+    /// Decides from the head alone; `has_body` is false when the request announces no body.
+    pub fn check_head(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        has_body: bool,
+    ) -> Result<BodyPlan, Refusal> {
+        if !self.methods.contains(method) {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        if !has_body {
+            return Ok(BodyPlan::Empty);
+        }
+        let announced = match headers.get(header::CONTENT_LENGTH) {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or(Refusal::BodyTooLarge)?,
+            ),
+            None => None,
+        };
+        if announced.is_some_and(|length| length > self.max_body) {
+            return Err(Refusal::BodyTooLarge);
+        }
+        let media_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        if !self.content_types.is_empty()
+            && !media_type
+                .as_ref()
+                .is_some_and(|t| self.content_types.contains(t))
+        {
+            return Err(Refusal::UnsupportedMediaType);
+        }
+        let kind = match media_type.as_deref() {
+            Some(t) if t == "application/json" || t.ends_with("+json") => Some(BodyKind::Json),
+            Some("application/x-www-form-urlencoded") => Some(BodyKind::Form),
+            _ => None,
+        };
+        Ok(match kind {
+            Some(BodyKind::Json) => {
+                let limit = self.max_body.min(self.json.max_size.0);
+                if announced.is_some_and(|length| length > limit) {
+                    return Err(Refusal::BodyTooLarge);
+                }
+                BodyPlan::Inspect {
+                    kind: BodyKind::Json,
+                    limit,
+                }
+            }
+            Some(kind) => BodyPlan::Inspect {
+                kind,
+                limit: self.max_body,
+            },
+            None => BodyPlan::Stream {
+                limit: self.max_body,
+            },
+        })
+    }
+
+    /// Checks a body read whole under [`BodyPlan::Inspect`].
+    pub fn check_body(&self, kind: BodyKind, body: &[u8]) -> Result<(), Refusal> {
+        match kind {
+            BodyKind::Json => {
+                if json_depth(body) > self.json.max_depth {
+                    return Err(Refusal::JsonTooDeep);
+                }
+                serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                    .map_err(|_| Refusal::MalformedJson)?;
+                Ok(())
+            }
+            BodyKind::Form => check_form(body),
+        }
+    }
+}
+
+/// The deepest nesting of arrays and objects, found without parsing (strings are skipped), so
+/// that a hostile depth never reaches the recursive parser.
+fn json_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// `application/x-www-form-urlencoded`: `name=value` pairs joined by `&`, valid percent-encoding
+/// and UTF-8 once decoded.
+fn check_form(body: &[u8]) -> Result<(), Refusal> {
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    body.get(i + 1).and_then(|b| hex(*b)),
+                    body.get(i + 2).and_then(|b| hex(*b)),
+                ) else {
+                    return Err(Refusal::MalformedForm);
+                };
+                decoded.push(hi << 4 | lo);
+                i += 3;
+            }
+            byte if byte.is_ascii_control() || byte == b' ' || !byte.is_ascii() => {
+                return Err(Refusal::MalformedForm);
+            }
+            byte => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded)
+        .map(|_| ())
+        .map_err(|_| Refusal::MalformedForm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_rules() {
+        assert_eq!(check_path("/api/patients/7", false), Ok(()));
+        assert_eq!(check_path("/api/caf%C3%A9/%7Euser/a.b/..c", false), Ok(()));
+        for (path, refusal) in [
+            ("/a%2", Refusal::PathBadEncoding),
+            ("/a%zz", Refusal::PathBadEncoding),
+            ("/a%2fb", Refusal::PathEncodedSeparator),
+            ("/a%5Cb", Refusal::PathEncodedSeparator),
+            ("/a\\b", Refusal::PathEncodedSeparator),
+            ("/a%00b", Refusal::PathControlCharacter),
+            ("/a%0d%0aSet-Cookie:x", Refusal::PathControlCharacter),
+            ("/a%7f", Refusal::PathControlCharacter),
+            ("/a%C0%AE%C0%AE/etc", Refusal::PathInvalidUtf8),
+            ("/a%ff", Refusal::PathInvalidUtf8),
+            ("/public/../admin", Refusal::PathDotSegment),
+            ("/public/%2e%2e/admin", Refusal::PathDotSegment),
+            ("/public/./x", Refusal::PathDotSegment),
+            ("/a/..", Refusal::PathDotSegment),
+            ("/%252e%252e/admin", Refusal::PathDoubleEncoding),
+            ("/a%252fb", Refusal::PathDoubleEncoding),
+        ] {
+            assert_eq!(check_path(path, false), Err(refusal), "{path}");
+        }
+        assert_eq!(check_path("/Patient/a%2Fb", true), Ok(()));
+    }
+
+    #[test]
+    fn hosts() {
+        let names = vec!["ehr.example.org".to_owned()];
+        assert_eq!(check_host("ehr.example.org", &names), Ok(()));
+        assert_eq!(check_host("EHR.example.org", &names), Ok(()));
+        assert_eq!(
+            check_host("evil.example", &names),
+            Err(Refusal::UnknownHost)
+        );
+        assert_eq!(check_host("anything", &[]), Ok(()));
+    }
+
+    fn rules(route: RouteSanitize) -> RouteRules {
+        RouteRules::new(&Sanitize::default(), &route)
+    }
+
+    fn head(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    header::HeaderName::try_from(*n).unwrap(),
+                    HeaderValue::try_from(*v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn methods_sizes_and_types() {
+        let default = rules(RouteSanitize::default());
+        assert_eq!(
+            default.check_head(&Method::TRACE, &HeaderMap::new(), false),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(
+            default.check_head(&Method::CONNECT, &HeaderMap::new(), false),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(
+            default.check_head(&Method::GET, &HeaderMap::new(), false),
+            Ok(BodyPlan::Empty)
+        );
+        assert_eq!(
+            default.allow_header(),
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+        );
+
+        let strict = rules(RouteSanitize {
+            methods: Some(vec![MethodName(Method::GET), MethodName(Method::POST)]),
+            max_body_size: Some(crate::config::ByteSize(100)),
+            content_types: Some(vec!["application/fhir+json".into()]),
+            ..RouteSanitize::default()
+        });
+        assert_eq!(
+            strict.check_head(&Method::DELETE, &HeaderMap::new(), false),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(strict.allow_header(), "GET, POST");
+        let fhir = head(&[
+            ("content-type", "application/fhir+json; charset=utf-8"),
+            ("content-length", "50"),
+        ]);
+        assert_eq!(
+            strict.check_head(&Method::POST, &fhir, true),
+            Ok(BodyPlan::Inspect {
+                kind: BodyKind::Json,
+                limit: 100
+            })
+        );
+        let big = head(&[
+            ("content-type", "application/fhir+json"),
+            ("content-length", "101"),
+        ]);
+        assert_eq!(
+            strict.check_head(&Method::POST, &big, true),
+            Err(Refusal::BodyTooLarge)
+        );
+        let xml = head(&[("content-type", "application/fhir+xml")]);
+        assert_eq!(
+            strict.check_head(&Method::POST, &xml, true),
+            Err(Refusal::UnsupportedMediaType)
+        );
+        assert_eq!(
+            strict.check_head(&Method::POST, &HeaderMap::new(), true),
+            Err(Refusal::UnsupportedMediaType)
+        );
+
+        let octets = head(&[("content-type", "application/octet-stream")]);
+        assert_eq!(
+            default.check_head(&Method::PUT, &octets, true),
+            Ok(BodyPlan::Stream { limit: 10 << 20 })
+        );
+        let form = head(&[("content-type", "application/x-www-form-urlencoded")]);
+        assert_eq!(
+            default.check_head(&Method::POST, &form, true),
+            Ok(BodyPlan::Inspect {
+                kind: BodyKind::Form,
+                limit: 10 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn json_and_form_bodies() {
+        let default = rules(RouteSanitize::default());
+        assert_eq!(
+            default.check_body(
+                BodyKind::Json,
+                br#"{"resourceType":"Patient","name":[{"family":"O'Brien"}]}"#
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            default.check_body(BodyKind::Json, br#"{"a": [1, 2,]}"#),
+            Err(Refusal::MalformedJson)
+        );
+        assert_eq!(
+            default.check_body(BodyKind::Json, br#"{"a": "unterminated}"#),
+            Err(Refusal::MalformedJson)
+        );
+        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        assert_eq!(
+            default.check_body(BodyKind::Json, deep.as_bytes()),
+            Err(Refusal::JsonTooDeep)
+        );
+        let hostile = "[".repeat(100_000);
+        assert_eq!(
+            default.check_body(BodyKind::Json, hostile.as_bytes()),
+            Err(Refusal::JsonTooDeep)
+        );
+        let brackets_in_strings = format!(r#"{{"note":"{}"}}"#, "[".repeat(100));
+        assert_eq!(
+            default.check_body(BodyKind::Json, brackets_in_strings.as_bytes()),
+            Ok(())
+        );
+
+        assert_eq!(
+            default.check_body(BodyKind::Form, b"name=O%27Brien&dose=5+mg"),
+            Ok(())
+        );
+        assert_eq!(
+            default.check_body(BodyKind::Form, b"name=%zz"),
+            Err(Refusal::MalformedForm)
+        );
+        assert_eq!(
+            default.check_body(BodyKind::Form, b"name=%ff"),
+            Err(Refusal::MalformedForm)
+        );
+        assert_eq!(
+            default.check_body(BodyKind::Form, b"name=a b"),
+            Err(Refusal::MalformedForm)
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Request rules after parsing: hosts, methods, content types, body sizes and shapes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::harness::*;
+
+fn config(url: &str, sanitize: &str, route_extra: &str) -> String {
+    config_with(
+        &format!("  backend: {{ url: \"{url}\" }}"),
+        &format!("  - path: /**\n    upstream: backend\n    auth: none\n{route_extra}"),
+        &format!("sanitize:\n{sanitize}"),
+    )
+}
+
+async fn refusal(
+    gateway: &TestGateway,
+    request: Request<TestBody>,
+) -> (StatusCode, http::HeaderMap, String) {
+    let response = gateway.client(false).request(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, body_text(response).await)
+}
+
+#[tokio::test]
+async fn only_configured_host_names_are_served() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(
+        &upstream.url(),
+        "  server_names: [localhost]\n",
+        "",
+    ))
+    .await;
+    let ok = raw_exchange(
+        &gateway,
+        b"GET /a HTTP/1.1\r\nHost: LOCALHOST:8443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let other = raw_exchange(
+        &gateway,
+        b"GET /a HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(other.starts_with("HTTP/1.1 400"), "{other}");
+    assert!(other.contains("WG-HOST-001"), "{other}");
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn methods_outside_the_allow_list_get_405_with_allow() {
+    let upstream = MockUpstream::recording().await;
+    let gateway =
+        TestGateway::start(&config(&upstream.url(), "  methods: [GET, POST]\n", "")).await;
+    for method in ["TRACE", "CONNECT", "DELETE", "PROPFIND"] {
+        let raw = format!("{method} /a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(&gateway, raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{method}: {answer}");
+        assert!(answer.contains("WG-METHOD-001"), "{method}: {answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("allow: get, post"),
+            "{method}: {answer}"
+        );
+    }
+    assert!(upstream.seen().is_empty());
+
+    // A route can narrow the list further.
+    let narrow = TestGateway::start(&config(
+        &upstream.url(),
+        "  methods: [GET, POST]\n",
+        "    sanitize: { methods: [GET] }\n",
+    ))
+    .await;
+    let (status, headers, body) = refusal(
+        &narrow,
+        Request::post(narrow.url("/a")).body(full("x")).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert_eq!(headers["allow"], "GET");
+}
+
+#[tokio::test]
+async fn content_types_sizes_and_body_shapes_are_checked() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(
+        &upstream.url(),
+        "  max_body_size: 1KiB\n  json: { max_depth: 4, max_size: 512B }\n",
+        "    sanitize: { content_types: [application/fhir+json, application/json, application/x-www-form-urlencoded, text/plain] }\n",
+    ))
+    .await;
+    let post = |content_type: &str, body: Vec<u8>| {
+        Request::post(gateway.url("/Observation"))
+            .header("content-type", content_type)
+            .body(full(body))
+            .unwrap()
+    };
+    let cases = [
+        (
+            post("application/fhir+xml", b"<Patient/>".to_vec()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "WG-BODY-002",
+        ),
+        (
+            post("text/plain", vec![b'a'; 2048]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "WG-BODY-001",
+        ),
+        (
+            post("application/json", vec![b' '; 600]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "WG-BODY-001",
+        ),
+        (
+            post("application/json", br#"{"a": [1, 2,]}"#.to_vec()),
+            StatusCode::BAD_REQUEST,
+            "WG-BODY-003",
+        ),
+        (
+            post(
+                "application/fhir+json",
+                br#"{"a":{"b":{"c":{"d":{"e":1}}}}}"#.to_vec(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "WG-BODY-004",
+        ),
+        (
+            post("application/x-www-form-urlencoded", b"name=%zz".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "WG-BODY-005",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got, _, body) = refusal(&gateway, request).await;
+        assert_eq!(got, status, "{body}");
+        assert!(body.contains(code), "{code}: {body}");
+    }
+    let no_type = Request::post(gateway.url("/x")).body(full("data")).unwrap();
+    assert_eq!(
+        refusal(&gateway, no_type).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+
+    // Well-formed bodies arrive byte for byte, with their length.
+    let resource = br#"{"resourceType":"Patient","name":[{"family":"O'Brien"}],"text":{"div":"<div>x</div>"}}"#;
+    let response = gateway
+        .client(false)
+        .request(post("application/fhir+json", resource.to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = upstream.seen();
+    assert_eq!(seen[0].body, Bytes::from_static(resource));
+    assert_eq!(
+        seen[0].headers["content-length"],
+        resource.len().to_string()
+    );
+}
+
+/// A body over the limit is cut off as soon as the limit is passed, without being buffered:
+/// the refusal arrives while the client still holds most of its 100 MiB.
+#[tokio::test]
+async fn a_100_mib_body_over_the_limit_is_cut_off_early() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url(), "  max_body_size: 1MiB\n", "")).await;
+
+    // Announced length: refused from the head alone.
+    let announced = "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 104857600\r\nContent-Type: application/octet-stream\r\n\r\n";
+    let answer = raw_exchange(&gateway, announced.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("WG-BODY-001"), "{answer}");
+
+    // Chunked, no length: counted while streaming.
+    let (mut sender, body) =
+        http_body_util::channel::Channel::<Bytes, Box<dyn std::error::Error + Send + Sync>>::new(1);
+    let request = Request::post(gateway.url("/upload"))
+        .header("content-type", "application/octet-stream")
+        .body(body.boxed())
+        .unwrap();
+    let response = tokio::spawn(gateway.client(false).request(request));
+    let sent = tokio::spawn(async move {
+        let chunk = Bytes::from(vec![7u8; 1 << 20]);
+        let mut sent = 0usize;
+        while sent < 100 && sender.send_data(chunk.clone()).await.is_ok() {
+            sent += 1;
+        }
+        sent
+    });
+    let response = tokio::time::timeout(Duration::from_secs(30), response)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body_text(response).await.contains("WG-BODY-001"));
+    let sent = tokio::time::timeout(Duration::from_secs(30), sent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        sent < 100,
+        "the client pushed all {sent} MiB: the gateway kept reading"
+    );
+    for seen in upstream.seen() {
+        assert!(
+            seen.body.len() <= 1 << 20,
+            "the upstream got {} bytes",
+            seen.body.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(
+        &(config(&upstream.url(), "  max_body_size: 1KiB\n", "")
+            + "server:\n  body_idle_timeout: 200ms\n"),
+    )
+    .await;
+    let stalled = "POST /a HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"partial\":";
+    let answer = raw_exchange(&gateway, stalled.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("WG-BODY-006"), "{answer}");
+    assert!(upstream.seen().is_empty());
+}
