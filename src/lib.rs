@@ -10,6 +10,7 @@ pub mod demo;
 pub mod path;
 pub mod pipeline;
 pub mod proxy;
+pub mod ratelimit;
 pub mod refusal;
 pub mod route;
 pub mod sanitize;
