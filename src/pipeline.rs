@@ -42,12 +42,13 @@ use crate::body::{self, IdleBody, RequestBody, ResponseBody};
 use crate::config::Loaded;
 use crate::path;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient, X_REQUEST_ID};
+use crate::ratelimit::{Decision, DenyCause, Limiter, LocalLimiter, Stage, Subject};
 use crate::refusal::Refusal;
 use crate::route::RouteTable;
 use crate::sanitize;
 use crate::sanitize::request::{BodyPlan, RouteRules};
+use crate::server::StartError;
 use crate::telemetry::{Finished, NO_ROUTE, RequestRecord, RouteLabels, Telemetry};
-use crate::tls::TlsError;
 
 /// Everything a matched route decides.
 pub struct RouteTarget {
@@ -85,11 +86,20 @@ pub struct Gateway {
     body_idle_timeout: Duration,
     server_names: Vec<String>,
     allow_encoded_slash: bool,
+    limiter: Arc<dyn Limiter>,
 }
 
 impl Gateway {
-    pub fn new(loaded: &Loaded, telemetry: Arc<Telemetry>) -> Result<Self, TlsError> {
+    pub fn new(loaded: &Loaded, telemetry: Arc<Telemetry>) -> Result<Self, StartError> {
         let config = &loaded.config;
+        let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();
+        let limiter = LocalLimiter::new(
+            &config.rate_limits,
+            labels
+                .iter()
+                .map(String::as_str)
+                .zip(config.routes.value.iter().map(|r| &r.rate_limit)),
+        )?;
         let mut upstreams = std::collections::BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let client = UpstreamClient::new(name, &upstream.value, |p| loaded.resolve(p))?;
@@ -101,12 +111,7 @@ impl Gateway {
                 // `config::load` refuses routes that name an unknown upstream.
                 continue;
             };
-            let name = SharedString::from(
-                route
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| route.path.value.to_string()),
-            );
+            let name = SharedString::from(route.label());
             let mut response_headers = HeaderMap::new();
             for (header_name, value) in &route.response_headers {
                 if let (Ok(n), Ok(v)) = (
@@ -154,11 +159,16 @@ impl Gateway {
                 .map(|n| n.to_ascii_lowercase())
                 .collect(),
             allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
+            limiter: Arc::new(limiter),
         })
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    pub fn limiter(&self) -> &Arc<dyn Limiter> {
+        &self.limiter
     }
 
     /// The connection's peer, with the forwarding values it earns.
@@ -195,14 +205,13 @@ impl Gateway {
 
         let mut response = match self.forward(request, &peer, &mut record).await {
             Ok(response) => response,
-            Err(Refused { refusal, allow }) => {
+            Err(Refused { refusal, headers }) => {
                 record.code = Some(refusal.code());
                 let mut response: Response<ResponseBody> = refusal.response();
-                let headers = response.headers_mut();
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                if let Some(allow) = allow {
-                    headers.insert(header::ALLOW, allow);
-                }
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response.headers_mut().extend(headers);
                 response
             }
         };
@@ -255,9 +264,39 @@ impl Gateway {
             .check_head(request.method(), request.headers(), has_body)
             .map_err(|refusal| Refused {
                 refusal,
-                allow: (refusal == Refusal::MethodNotAllowed)
-                    .then(|| target.rules.allow_header().clone()),
+                headers: match refusal {
+                    Refusal::MethodNotAllowed => {
+                        vec![(header::ALLOW, target.rules.allow_header().clone())]
+                    }
+                    _ => Vec::new(),
+                },
             })?;
+
+        // 5. rate limit (anonymous): per client address, before any body is read.
+        // 6, 7. authenticate, authorize: not built yet (every route is `auth: none`).
+        // 8. rate limit (per identity): no identity yet, so per route.
+        let mut subject = Subject {
+            stage: Stage::Anonymous,
+            route: &target.labels.route,
+            client: record.client,
+            user: None,
+        };
+        let anonymous = self.limiter.check(&subject);
+        subject.stage = Stage::Identified;
+        let decision = if anonymous.is_allowed() {
+            anonymous.stricter(self.limiter.check(&subject))
+        } else {
+            anonymous
+        };
+        if let Decision::Deny { cause, .. } = decision {
+            return Err(Refused {
+                refusal: match cause {
+                    DenyCause::Exhausted => Refusal::RateLimited,
+                    DenyCause::TooManyKeys => Refusal::RateLimitFull,
+                },
+                headers: decision.headers(),
+            });
+        }
 
         // 9. upstream
         let upstream = &target.upstream;
@@ -331,17 +370,18 @@ impl Gateway {
     }
 }
 
-/// A refusal, with the `Allow` header a 405 carries.
+/// A refusal, with the headers some carry (`Allow` on a 405, `Retry-After` and the
+/// `RateLimit` headers on a 429).
 struct Refused {
     refusal: Refusal,
-    allow: Option<HeaderValue>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl From<Refusal> for Refused {
     fn from(refusal: Refusal) -> Self {
         Self {
             refusal,
-            allow: None,
+            headers: Vec::new(),
         }
     }
 }

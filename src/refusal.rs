@@ -36,6 +36,10 @@ pub enum Refusal {
     MalformedForm,
     /// The client stopped sending its body for longer than `server.body_idle_timeout`.
     BodyTimeout,
+    /// A rate limit has no capacity left for this client, user or route.
+    RateLimited,
+    /// A rate limit holds as many keys as it may: new clients wait until idle ones are evicted.
+    RateLimitFull,
     /// No route matches the host and normalized path.
     NoRoute,
     /// The upstream refused or reset the connection, or could not be resolved.
@@ -120,6 +124,16 @@ impl Refusal {
                 S::REQUEST_TIMEOUT,
                 "WG-BODY-006",
                 "the request body stopped arriving",
+            ),
+            Refusal::RateLimited => (
+                S::TOO_MANY_REQUESTS,
+                "WG-RATE-001",
+                "too many requests: retry later",
+            ),
+            Refusal::RateLimitFull => (
+                S::TOO_MANY_REQUESTS,
+                "WG-RATE-002",
+                "the gateway is busy: retry later",
             ),
             Refusal::NoRoute => (S::NOT_FOUND, "WG-ROUTE-001", "no such resource"),
             Refusal::UpstreamUnavailable => (
@@ -222,6 +236,8 @@ mod tests {
             Refusal::JsonTooDeep,
             Refusal::MalformedForm,
             Refusal::BodyTimeout,
+            Refusal::RateLimited,
+            Refusal::RateLimitFull,
             Refusal::NoRoute,
             Refusal::UpstreamUnavailable,
             Refusal::UpstreamTimeout,

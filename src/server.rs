@@ -41,6 +41,8 @@ use crate::{admin, demo};
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    RateLimit(#[from] crate::ratelimit::RateLimitError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -145,6 +147,10 @@ impl Bound {
             }));
         }
         side_tasks.spawn(upkeep(telemetry.clone()));
+        side_tasks.spawn(crate::ratelimit::run_eviction(
+            self.gateway.limiter().clone(),
+            Duration::from_secs(60),
+        ));
 
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(self.limits.max_connections));

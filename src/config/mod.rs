@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::ratelimit::{RateLimits, RouteRateLimit};
 use crate::route::PathPattern;
 pub use units::{ByteSize, HumanDuration};
 
@@ -39,6 +40,9 @@ pub struct Config {
     /// Request rules applied before anything is forwarded; routes may override parts.
     #[serde(default = "unlocated")]
     pub sanitize: Spanned<Sanitize>,
+    /// Keyed GCRA limits (see `ratelimit`); routes may override them.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
     /// A built-in demo patient API with synthetic data, for first tries only.
     #[serde(default)]
     pub demo_backend: Option<DemoBackend>,
@@ -294,6 +298,18 @@ pub struct Route {
     /// Overrides of the global `sanitize` rules for this route.
     #[serde(default)]
     pub sanitize: RouteSanitize,
+    /// Overrides of the global `rate_limits` for this route.
+    #[serde(default)]
+    pub rate_limit: RouteRateLimit,
+}
+
+impl Route {
+    /// The label of logs, metrics and rate limits: `name`, or the path pattern.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.path.value.to_string())
+    }
 }
 
 /// Request rules (see `sanitize::request`). Defaults are the safe choice.
@@ -622,6 +638,7 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
         }
     }
     validate_sanitize(file, config, &mut warnings)?;
+    warnings.extend(config.rate_limits.warnings());
     validate_routes(file, config, &mut warnings)?;
     Ok(warnings)
 }
@@ -753,8 +770,20 @@ fn validate_routes(
         ));
     }
     let mut shapes = BTreeSet::new();
+    let mut labels = BTreeSet::new();
     for (index, route) in config.routes.value.iter().enumerate() {
         let key = |field: &str| format!("routes[{index}].{field}");
+        if !labels.insert(route.label()) {
+            return Err(ConfigError::at(
+                file,
+                &route.path,
+                key("name"),
+                format!(
+                    "another route is already labelled `{}`: give each route a unique `name`",
+                    route.label()
+                ),
+            ));
+        }
         if !config.upstreams.contains_key(&route.upstream.value) {
             return Err(ConfigError::at(
                 file,
