@@ -8,5 +8,6 @@ mod binary;
 mod config_files;
 mod harness;
 mod hygiene;
+mod injection;
 mod proxying;
 mod upstream_tls;

@@ -1,0 +1,3 @@
+//! Request sanitization: values checked before they reach a back end.
+
+pub mod injection;
