@@ -8,6 +8,7 @@ mod binary;
 mod config_files;
 mod harness;
 mod hygiene;
+mod injection;
 mod proxying;
 mod sanitizing;
 mod upstream_tls;
