@@ -46,6 +46,7 @@ use crate::ratelimit::{Decision, DenyCause, Limiter, LocalLimiter, Stage, Subjec
 use crate::refusal::Refusal;
 use crate::route::RouteTable;
 use crate::sanitize;
+use crate::sanitize::injection::Finding;
 use crate::sanitize::request::{BodyPlan, RouteRules};
 use crate::server::StartError;
 use crate::telemetry::{Finished, NO_ROUTE, RequestRecord, RouteLabels, Telemetry};
@@ -272,6 +273,12 @@ impl Gateway {
                 },
             })?;
 
+        if let Some(query) = request.uri().query()
+            && let Some(finding) = target.rules.check_query(query)?
+        {
+            log_finding(&record.request_id, &finding);
+        }
+
         // 5. rate limit (anonymous): per client address, before any body is read.
         // 6, 7. authenticate, authorize: not built yet (every route is `auth: none`).
         // 8. rate limit (per identity): no identity yet, so per route.
@@ -330,7 +337,9 @@ impl Gateway {
             },
             BodyPlan::Inspect { kind, limit } => {
                 let bytes = body::read_limited(body, limit).await?;
-                target.rules.check_body(kind, &bytes)?;
+                if let Some(finding) = target.rules.check_body(kind, &bytes)? {
+                    log_finding(&record.request_id, &finding);
+                }
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -368,6 +377,17 @@ impl Gateway {
             ResponseBody::upstream(IdleBody::new(body, upstream.body_idle_timeout)),
         ))
     }
+}
+
+/// An injection finding on a route in `log` mode: the field is named, its value never is.
+fn log_finding(request_id: &HeaderValue, finding: &Finding) {
+    tracing::warn!(
+        target: "wardgate::security",
+        request_id = request_id.to_str().unwrap_or_default(),
+        code = finding.attack.code(),
+        field = %finding.field,
+        "injection pattern let through (injection.mode: log)"
+    );
 }
 
 /// A refusal, with the headers some carry (`Allow` on a 405, `Retry-After` and the

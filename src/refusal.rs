@@ -7,6 +7,8 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 
+use crate::sanitize::injection::Attack;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The request target is not an absolute path.
@@ -36,6 +38,8 @@ pub enum Refusal {
     MalformedForm,
     /// The client stopped sending its body for longer than `server.body_idle_timeout`.
     BodyTimeout,
+    /// A query, form or JSON value carries an injection attack (`sanitize::injection`).
+    Injection(Attack),
     /// A rate limit has no capacity left for this client, user or route.
     RateLimited,
     /// A rate limit holds as many keys as it may: new clients wait until idle ones are evicted.
@@ -125,6 +129,7 @@ impl Refusal {
                 "WG-BODY-006",
                 "the request body stopped arriving",
             ),
+            Refusal::Injection(attack) => (S::BAD_REQUEST, attack.code(), attack.reason()),
             Refusal::RateLimited => (
                 S::TOO_MANY_REQUESTS,
                 "WG-RATE-001",
@@ -236,6 +241,10 @@ mod tests {
             Refusal::JsonTooDeep,
             Refusal::MalformedForm,
             Refusal::BodyTimeout,
+            Refusal::Injection(Attack::SqlInjection),
+            Refusal::Injection(Attack::CrossSiteScripting),
+            Refusal::Injection(Attack::PathTraversal),
+            Refusal::Injection(Attack::CommandInjection),
             Refusal::RateLimited,
             Refusal::RateLimitFull,
             Refusal::NoRoute,

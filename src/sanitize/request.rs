@@ -13,7 +13,11 @@
 //!                                                              while streaming, never buffered)
 //!                   JSON / form bodies: read whole up to json.max_size, must parse, JSON nested
 //!                   at most json.max_depth                    else 400 WG-BODY-003/4/5, 413
+//!                   query, form and JSON values: no injection  else 400 WG-INJ-00x (mode block)
 //! ```
+//!
+//! Other bodies (XML, binary, plain text) stream through unscanned: XML markup would look like
+//! XSS to a value scanner, so content types are the control for them.
 //!
 //! A browser or API client never sends dot-segments, encoded separators or double encoding in
 //! a path: they exist to make two parsers disagree, so they are refused rather than repaired.
@@ -21,8 +25,9 @@
 use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::config::{JsonLimits, MethodName, RouteSanitize, Sanitize};
+use crate::config::{InjectionMode, JsonLimits, MethodName, RouteSanitize, Sanitize};
 use crate::refusal::Refusal;
+use crate::sanitize::injection::{self, FieldAllowList, Finding};
 
 /// The host, lower-case and without port, must be one of `names` (any when `names` is empty).
 pub fn check_host(host: &str, names: &[String]) -> Result<(), Refusal> {
@@ -112,6 +117,8 @@ pub struct RouteRules {
     max_body: u64,
     content_types: Vec<String>,
     json: JsonLimits,
+    injection: InjectionMode,
+    allow_fields: FieldAllowList,
 }
 
 impl RouteRules {
@@ -140,7 +147,33 @@ impl RouteRules {
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
             json: route.json.unwrap_or(global.json),
+            injection: route.injection.as_ref().unwrap_or(&global.injection).mode,
+            allow_fields: FieldAllowList::new(
+                route
+                    .injection
+                    .as_ref()
+                    .unwrap_or(&global.injection)
+                    .allow_fields
+                    .iter()
+                    .cloned(),
+            ),
         }
+    }
+
+    /// A finding refuses the request in `block` mode and is handed back to be logged in `log`.
+    fn judge(&self, finding: Option<Finding>) -> Result<Option<Finding>, Refusal> {
+        match (finding, self.injection) {
+            (Some(finding), InjectionMode::Block) => Err(Refusal::Injection(finding.attack)),
+            (finding, _) => Ok(finding),
+        }
+    }
+
+    /// Scans the query string's names and values.
+    pub fn check_query(&self, query: &str) -> Result<Option<Finding>, Refusal> {
+        if self.injection == InjectionMode::Off {
+            return Ok(None);
+        }
+        self.judge(injection::scan_query(query, &self.allow_fields))
     }
 
     /// The `Allow` header of a 405 on this route.
@@ -217,19 +250,26 @@ impl RouteRules {
         })
     }
 
-    /// Checks a body read whole under [`BodyPlan::Inspect`].
-    pub fn check_body(&self, kind: BodyKind, body: &[u8]) -> Result<(), Refusal> {
-        match kind {
+    /// Checks a body read whole under [`BodyPlan::Inspect`]: its shape, then its values.
+    pub fn check_body(&self, kind: BodyKind, body: &[u8]) -> Result<Option<Finding>, Refusal> {
+        let scan = self.injection != InjectionMode::Off;
+        let finding = match kind {
             BodyKind::Json => {
                 if json_depth(body) > self.json.max_depth {
                     return Err(Refusal::JsonTooDeep);
                 }
-                serde_json::from_slice::<serde::de::IgnoredAny>(body)
-                    .map_err(|_| Refusal::MalformedJson)?;
-                Ok(())
+                let value: serde_json::Value =
+                    serde_json::from_slice(body).map_err(|_| Refusal::MalformedJson)?;
+                scan.then(|| injection::scan_json(&value, &self.allow_fields))
+                    .flatten()
             }
-            BodyKind::Form => check_form(body),
-        }
+            BodyKind::Form => {
+                let finding = injection::scan_form(body, &self.allow_fields)
+                    .map_err(|_| Refusal::MalformedForm)?;
+                finding.filter(|_| scan)
+            }
+        };
+        self.judge(finding)
     }
 }
 
@@ -258,37 +298,6 @@ fn json_depth(body: &[u8]) -> usize {
         }
     }
     deepest
-}
-
-/// `application/x-www-form-urlencoded`: `name=value` pairs joined by `&`, valid percent-encoding
-/// and UTF-8 once decoded.
-fn check_form(body: &[u8]) -> Result<(), Refusal> {
-    let mut decoded = Vec::new();
-    let mut i = 0;
-    while i < body.len() {
-        match body[i] {
-            b'%' => {
-                let (Some(hi), Some(lo)) = (
-                    body.get(i + 1).and_then(|b| hex(*b)),
-                    body.get(i + 2).and_then(|b| hex(*b)),
-                ) else {
-                    return Err(Refusal::MalformedForm);
-                };
-                decoded.push(hi << 4 | lo);
-                i += 3;
-            }
-            byte if byte.is_ascii_control() || byte == b' ' || !byte.is_ascii() => {
-                return Err(Refusal::MalformedForm);
-            }
-            byte => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    std::str::from_utf8(&decoded)
-        .map(|_| ())
-        .map_err(|_| Refusal::MalformedForm)
 }
 
 #[cfg(test)]
@@ -428,21 +437,15 @@ mod tests {
     #[test]
     fn json_and_form_bodies() {
         let default = rules(RouteSanitize::default());
-        assert_eq!(
-            default.check_body(
-                BodyKind::Json,
-                br#"{"resourceType":"Patient","name":[{"family":"O'Brien"}]}"#
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            default.check_body(BodyKind::Json, br#"{"a": [1, 2,]}"#),
-            Err(Refusal::MalformedJson)
-        );
-        assert_eq!(
-            default.check_body(BodyKind::Json, br#"{"a": "unterminated}"#),
-            Err(Refusal::MalformedJson)
-        );
+        let patient = br#"{"resourceType":"Patient","name":[{"family":"O'Brien"}],"text":{"div":"<div><b>x</b></div>"}}"#;
+        assert_eq!(default.check_body(BodyKind::Json, patient), Ok(None));
+        let malformed: [&[u8]; 2] = [br#"{"a": [1, 2,]}"#, br#"{"a": "unterminated}"#];
+        for body in malformed {
+            assert_eq!(
+                default.check_body(BodyKind::Json, body),
+                Err(Refusal::MalformedJson)
+            );
+        }
         let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         assert_eq!(
             default.check_body(BodyKind::Json, deep.as_bytes()),
@@ -456,12 +459,12 @@ mod tests {
         let brackets_in_strings = format!(r#"{{"note":"{}"}}"#, "[".repeat(100));
         assert_eq!(
             default.check_body(BodyKind::Json, brackets_in_strings.as_bytes()),
-            Ok(())
+            Ok(None)
         );
 
         assert_eq!(
             default.check_body(BodyKind::Form, b"name=O%27Brien&dose=5+mg"),
-            Ok(())
+            Ok(None)
         );
         assert_eq!(
             default.check_body(BodyKind::Form, b"name=%zz"),
@@ -471,9 +474,40 @@ mod tests {
             default.check_body(BodyKind::Form, b"name=%ff"),
             Err(Refusal::MalformedForm)
         );
+    }
+
+    #[test]
+    fn injection_modes() {
+        let attack = br#"{"note":"1' OR '1'='1"}"#;
+        let block = rules(RouteSanitize::default());
         assert_eq!(
-            default.check_body(BodyKind::Form, b"name=a b"),
-            Err(Refusal::MalformedForm)
+            block.check_body(BodyKind::Json, attack),
+            Err(Refusal::Injection(injection::Attack::SqlInjection))
+        );
+        assert_eq!(
+            block.check_query("q=%3Cscript%3Ealert(1)%3C/script%3E"),
+            Err(Refusal::Injection(injection::Attack::CrossSiteScripting))
+        );
+        assert_eq!(block.check_query("family=O%27Brien&_count=10"), Ok(None));
+        let mode = |mode| RouteSanitize {
+            injection: Some(crate::config::Injection {
+                mode,
+                allow_fields: Vec::new(),
+            }),
+            ..RouteSanitize::default()
+        };
+        let logged = rules(mode(InjectionMode::Log))
+            .check_body(BodyKind::Json, attack)
+            .unwrap()
+            .unwrap();
+        assert_eq!(logged.field, "json:note");
+        assert_eq!(
+            rules(mode(InjectionMode::Off)).check_body(BodyKind::Json, attack),
+            Ok(None)
+        );
+        assert_eq!(
+            rules(mode(InjectionMode::Off)).check_query("q=<script>alert(1)</script>"),
+            Ok(None)
         );
     }
 }

@@ -228,3 +228,108 @@ async fn a_body_that_stops_arriving_gets_408() {
     assert!(answer.contains("WG-BODY-006"), "{answer}");
     assert!(upstream.seen().is_empty());
 }
+
+#[tokio::test]
+async fn injection_attempts_are_refused_and_clinical_text_passes() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(
+        &upstream.url(),
+        "  server_names: [localhost]\n",
+        "",
+    ))
+    .await;
+    let json = |body: &'static str| {
+        Request::post(gateway.url("/Observation"))
+            .header("content-type", "application/fhir+json")
+            .body(full(body))
+            .unwrap()
+    };
+    let cases = [
+        (
+            Request::get(gateway.url("/Patient?name=x%27%20OR%20%271%27%3D%271"))
+                .body(full(""))
+                .unwrap(),
+            "WG-INJ-001",
+        ),
+        (
+            json(r#"{"note":{"text":"<img src=x onerror=alert(1)>"}}"#),
+            "WG-INJ-002",
+        ),
+        (
+            Request::get(gateway.url("/files?name=..%2F..%2Fetc%2Fpasswd"))
+                .body(full(""))
+                .unwrap(),
+            "WG-INJ-003",
+        ),
+        (
+            Request::post(gateway.url("/lab"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(full("sample=1%3B%20cat%20%2Fetc%2Fpasswd"))
+                .unwrap(),
+            "WG-INJ-004",
+        ),
+    ];
+    for (request, code) in cases {
+        let (status, _, body) = refusal(&gateway, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains(code), "{code}: {body}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+
+    let narrative = r#"{"resourceType":"Condition","note":[{"text":"Mrs O'Brien: select the drop-down; 5 < 7"}],"text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\"><b>Allergy</b> to penicillin <script>x</script></div>"}}"#;
+    let response = gateway
+        .client(false)
+        .request(json(narrative))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let search = gateway
+        .client(false)
+        .request(get(&gateway.url("/Patient?family=O%27Brien&_count=10")))
+        .await
+        .unwrap();
+    assert_eq!(search.status(), StatusCode::OK);
+    assert_eq!(upstream.seen().len(), 2);
+
+    // In `log` mode the same attack is forwarded (and logged).
+    let logging =
+        TestGateway::start(&config(&upstream.url(), "  injection: { mode: log }\n", "")).await;
+    let response = logging
+        .client(false)
+        .request(get(&logging.url("/Patient?name=x%27%20OR%20%271%27%3D%271")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_and_policy_headers() {
+    let upstream = MockUpstream::recording().await;
+    let text = config(&upstream.url(), "  server_names: [localhost]\n", "")
+        + "rate_limits:\n  per_client: { requests: 1, per: 60s, burst: 2 }\n";
+    let gateway = TestGateway::start(&text).await;
+    let client = gateway.client(false);
+    for _ in 0..2 {
+        let response = client.request(get(&gateway.url("/a"))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = client.request(get(&gateway.url("/a"))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let headers = response.headers().clone();
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(headers["ratelimit-policy"], "\"client\";q=1;w=60");
+    assert!(
+        headers["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"client\";r=0;t="),
+        "{headers:?}"
+    );
+    assert!(body_text(response).await.contains("WG-RATE-001"));
+    assert_eq!(
+        upstream.seen().len(),
+        2,
+        "the refused request reached the upstream"
+    );
+}
