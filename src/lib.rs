@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod refusal;
 pub mod route;
+pub mod sanitize;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
