@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  1 accept        server.rs   TLS (ALPN h2 / http/1.1), connection limit, handshake and
-//!                              header-read timeouts, header size and count limits
+//!                              header-read timeouts, header size and count limits; HTTP/1.x
+//!                              framing guard below hyper (sanitize/framing.rs)
 //!  2 early         here        request id (kept only from a trusted proxy), client address
 //!                              (forwarded headers believed only from trusted proxies)
 //!  3 sanitize      here        path normalized once (path.rs): malformed paths end here (400)
@@ -43,6 +44,7 @@ use crate::path;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient, X_REQUEST_ID};
 use crate::refusal::Refusal;
 use crate::route::RouteTable;
+use crate::sanitize::framing::TunnelSwitch;
 use crate::telemetry::{Finished, NO_ROUTE, RequestRecord, RouteLabels, Telemetry};
 use crate::tls::TlsError;
 
@@ -232,6 +234,7 @@ impl Gateway {
             && request.version() == Version::HTTP_11
             && proxy::is_websocket_upgrade(request.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+        let switch = request.extensions().get::<TunnelSwitch>().cloned();
         let (mut parts, body) = request.into_parts();
         proxy::strip_hop_by_hop(&mut parts.headers, websocket);
         // The client's Host becomes X-Forwarded-Host; the upstream gets its own.
@@ -255,6 +258,10 @@ impl Gateway {
         match (switching, client_upgrade) {
             (true, Some(client_upgrade)) => {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
+                // Before hyper writes the 101: the client sends WebSocket frames only after it.
+                if let Some(switch) = switch {
+                    switch.open();
+                }
                 tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
             }
             (true, None) => {

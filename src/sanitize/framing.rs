@@ -52,9 +52,10 @@
 //! - *Between messages* (in a head, or in the first chunk line of a held head): hyper has seen
 //!   nothing of the bad request, so to hyper the client simply stopped sending. It finishes the
 //!   response it is writing, if any, and shuts the connection down; the refusal is written in
-//!   `poll_shutdown`, just before the TLS close. hyper treats end-of-file as the client leaving
-//!   and always either shuts down or drops the connection, so nothing hangs; if it drops it
-//!   after an I/O error, the socket closes without a refusal.
+//!   `poll_shutdown`, just before the TLS close. This needs hyper's HTTP/1 `half_close(true)`
+//!   (set in `server.rs`): otherwise hyper takes end-of-file during an in-flight request as the
+//!   client leaving and drops that response. Nothing hangs: at end-of-file hyper either shuts
+//!   down or, after an I/O error, drops the connection (which then closes without a refusal).
 //! - *Inside a body* (the request is half-forwarded): hyper's later writes for it would be a
 //!   502 or a parser error of its own, so they are swallowed (reported as written) from the
 //!   moment of the violation, and the refusal is written at the first chance: hyper's next
@@ -469,19 +470,16 @@ impl FramingGuard {
             }
             _ => {
                 self.line.push(byte);
-                let limits = &self.limits;
+                let long = self.line.len();
                 match self.state {
-                    State::Head if self.section.lines == 0 => {
-                        if self.line.len() > limits.max_request_line {
-                            return Err(Violation::RequestLineTooLong);
-                        }
+                    State::Head
+                        if self.section.lines == 0 && long > self.limits.max_request_line =>
+                    {
+                        Err(Violation::RequestLineTooLong)
                     }
-                    State::ChunkSize if self.line.len() > MAX_CHUNK_LINE => {
-                        return Err(Violation::ChunkLineTooLong);
-                    }
-                    _ => {}
+                    State::ChunkSize if long > MAX_CHUNK_LINE => Err(Violation::ChunkLineTooLong),
+                    _ => Ok(false),
                 }
-                Ok(false)
             }
         }
     }
@@ -580,9 +578,7 @@ impl FramingGuard {
             {
                 return Err(Violation::BadContentLength);
             }
-            let length = value
-                .iter()
-                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            let length = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
             self.section.content_length = Some(length);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if self.section.http10 {
@@ -1040,11 +1036,26 @@ mod tests {
     #[test]
     fn line_endings_are_crlf_only() {
         use Violation::*;
-        assert_eq!(refused("GET / HTTP/1.1\nHost: a\r\n\r\n"), Some(BareLineFeed));
-        assert_eq!(refused("GET / HTTP/1.1\r\nHost: a\n\r\n"), Some(BareLineFeed));
-        assert_eq!(refused("GET / HTTP/1.1\r\nHost: a\r\n\n"), Some(BareLineFeed));
-        assert_eq!(refused("GET / HTTP/1.1\rHost: a\r\n\r\n"), Some(BareCarriageReturn));
-        assert_eq!(refused("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"), Some(BareCarriageReturn));
+        assert_eq!(
+            refused("GET / HTTP/1.1\nHost: a\r\n\r\n"),
+            Some(BareLineFeed)
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: a\n\r\n"),
+            Some(BareLineFeed)
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: a\r\n\n"),
+            Some(BareLineFeed)
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\rHost: a\r\n\r\n"),
+            Some(BareCarriageReturn)
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"),
+            Some(BareCarriageReturn)
+        );
         assert_eq!(refused(&format!("\r\n{GET}")), Some(EmptyLineBeforeRequest));
     }
 
@@ -1066,8 +1077,16 @@ mod tests {
                 "{bad:?}"
             );
         }
-        for bad in ["GET /\x00 HTTP/1.1", "GET /\u{e9} HTTP/1.1", "GET /a\tb HTTP/1.1"] {
-            assert_eq!(refused(&format!("{bad}\r\n\r\n")), Some(BadRequestTarget), "{bad:?}");
+        for bad in [
+            "GET /\x00 HTTP/1.1",
+            "GET /\u{e9} HTTP/1.1",
+            "GET /a\tb HTTP/1.1",
+        ] {
+            assert_eq!(
+                refused(&format!("{bad}\r\n\r\n")),
+                Some(BadRequestTarget),
+                "{bad:?}"
+            );
         }
         for bad in ["HTTP/1.2", "HTTP/2.0", "http/1.1", "HTTP/1.1x"] {
             assert_eq!(
@@ -1087,7 +1106,10 @@ mod tests {
         let head = |fields: &str| format!("GET / HTTP/1.1\r\n{fields}\r\n");
         assert_eq!(refused(&head("Host: a\r\n x\r\n")), Some(ObsFold));
         assert_eq!(refused(&head("\tHost: a\r\n")), Some(ObsFold));
-        assert_eq!(refused(&head("Transfer-Encoding : chunked\r\n")), Some(MalformedField));
+        assert_eq!(
+            refused(&head("Transfer-Encoding : chunked\r\n")),
+            Some(MalformedField)
+        );
         assert_eq!(refused(&head("No colon\r\n")), Some(MalformedField));
         assert_eq!(refused(&head(": empty name\r\n")), Some(MalformedField));
         assert_eq!(refused(&head("X: a\x00b\r\n")), Some(BadFieldValue));
@@ -1097,14 +1119,26 @@ mod tests {
         assert_eq!(refused(&head(&many)), Some(TooManyFields));
         let big = format!("X: {}\r\n", "v".repeat(250));
         assert_eq!(refused(&head(&big)), Some(HeadTooLarge));
-        assert_eq!(HeadTooLarge.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            HeadTooLarge.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
     }
 
     #[test]
     fn framing_fields_leave_one_reading() {
         use Violation::*;
         let head = |fields: &str| format!("POST / HTTP/1.1\r\n{fields}\r\n");
-        for bad in ["1,2", "+5", " 5 6", "", "-1", "0x10", "1234567890123456789", "5;"] {
+        for bad in [
+            "1,2",
+            "+5",
+            " 5 6",
+            "",
+            "-1",
+            "0x10",
+            "1234567890123456789",
+            "5;",
+        ] {
             assert_eq!(
                 refused(&head(&format!("Content-Length: {bad}\r\n"))),
                 Some(BadContentLength),
@@ -1115,16 +1149,29 @@ mod tests {
             refused(&head("Content-Length: 1\r\nContent-Length: 1\r\n")),
             Some(DuplicateContentLength)
         );
-        for bad in ["xchunked", "chunked, identity", "identity", "chunked;x", "chunked,", "gzip, chunked", ""] {
+        for bad in [
+            "xchunked",
+            "chunked, identity",
+            "identity",
+            "chunked;x",
+            "chunked,",
+            "gzip, chunked",
+            "",
+        ] {
             assert_eq!(
                 refused(&head(&format!("Transfer-Encoding: {bad}\r\n"))),
                 Some(UnsupportedTransferEncoding),
                 "{bad:?}"
             );
         }
-        assert_eq!(UnsupportedTransferEncoding.status(), StatusCode::NOT_IMPLEMENTED);
         assert_eq!(
-            refused(&head("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n")),
+            UnsupportedTransferEncoding.status(),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(
+            refused(&head(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
+            )),
             Some(DuplicateTransferEncoding)
         );
         assert_eq!(
@@ -1139,15 +1186,16 @@ mod tests {
             refused(&head("Transfer-Encoding: chunked\r\nContent-Length: 6\r\n")),
             Some(ContentLengthWithTransferEncoding)
         );
-        passes(&head("content-length:  018 \r\n").replace("\r\n\r\n", "\r\n\r\n012345678901234567"));
+        passes(
+            &head("content-length:  018 \r\n").replace("\r\n\r\n", "\r\n\r\n012345678901234567"),
+        );
     }
 
     #[test]
     fn chunks_are_strict() {
         use Violation::*;
-        let chunked = |body: &str| {
-            format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
-        };
+        let chunked =
+            |body: &str| format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
         for bad in ["0x0", "+5", "-1", " 5", "5 ", "", "g", "12345678901234567"] {
             assert_eq!(
                 refused(&chunked(&format!("{bad}\r\n"))),
@@ -1156,9 +1204,21 @@ mod tests {
             );
         }
         for bad in ["5 ;ext", "5\t;ext"] {
-            assert_eq!(refused(&chunked(&format!("{bad}\r\n"))), Some(BadChunkSize), "{bad:?}");
+            assert_eq!(
+                refused(&chunked(&format!("{bad}\r\n"))),
+                Some(BadChunkSize),
+                "{bad:?}"
+            );
         }
-        for bad in ["5;", "5; a", "5;a =b", "5;a=", "5;a=\"x", "5;a=b c", "5;a=\"\x01\""] {
+        for bad in [
+            "5;",
+            "5; a",
+            "5;a =b",
+            "5;a=",
+            "5;a=\"x",
+            "5;a=b c",
+            "5;a=\"\x01\"",
+        ] {
             assert_eq!(
                 refused(&chunked(&format!("{bad}\r\n"))),
                 Some(BadChunkExtension),
@@ -1167,10 +1227,22 @@ mod tests {
         }
         let long = format!("1;a={}\r\n", "x".repeat(MAX_CHUNK_LINE));
         assert_eq!(refused(&chunked(&long)), Some(ChunkLineTooLong));
-        assert_eq!(refused(&chunked("3\r\nabcd\r\n")), Some(MissingChunkTerminator));
-        assert_eq!(refused(&chunked("3\r\nabc\n")), Some(MissingChunkTerminator));
-        assert_eq!(refused(&chunked("3\r\nabc\r\r")), Some(MissingChunkTerminator));
-        assert_eq!(refused(&chunked("0\r\nX: a\nb\r\n\r\n")), Some(BareLineFeed));
+        assert_eq!(
+            refused(&chunked("3\r\nabcd\r\n")),
+            Some(MissingChunkTerminator)
+        );
+        assert_eq!(
+            refused(&chunked("3\r\nabc\n")),
+            Some(MissingChunkTerminator)
+        );
+        assert_eq!(
+            refused(&chunked("3\r\nabc\r\r")),
+            Some(MissingChunkTerminator)
+        );
+        assert_eq!(
+            refused(&chunked("0\r\nX: a\nb\r\n\r\n")),
+            Some(BareLineFeed)
+        );
         assert_eq!(refused(&chunked("0\r\n x\r\n\r\n")), Some(ObsFold));
         assert_eq!(
             refused(&chunked("0\r\nContent-Length: 5\r\n\r\n")),
@@ -1188,7 +1260,10 @@ mod tests {
         let first = "POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
         let second = "POST /x HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n";
         let (released, violation) = run(format!("{first}{second}").as_bytes());
-        assert_eq!(violation, Some(Violation::ContentLengthWithTransferEncoding));
+        assert_eq!(
+            violation,
+            Some(Violation::ContentLengthWithTransferEncoding)
+        );
         assert_eq!(released, first.as_bytes());
     }
 
@@ -1213,7 +1288,8 @@ mod tests {
 
     #[test]
     fn codes_are_unique_and_reasons_fit_in_json() {
-        let codes: std::collections::BTreeSet<_> = Violation::ALL.iter().map(|v| v.code()).collect();
+        let codes: std::collections::BTreeSet<_> =
+            Violation::ALL.iter().map(|v| v.code()).collect();
         assert_eq!(codes.len(), Violation::ALL.len());
         for (i, v) in Violation::ALL.iter().enumerate() {
             assert_eq!(v.code(), format!("WG-FRAME-{:03}", i + 1));
@@ -1242,8 +1318,7 @@ mod tests {
                     r
                 }),
                 proptest::collection::vec(body, 0..4).prop_map(|chunks| {
-                    let mut r =
-                        b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                    let mut r = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
                     for chunk in chunks.iter().filter(|c| !c.is_empty()) {
                         r.extend(format!("{:x};n=v\r\n", chunk.len()).into_bytes());
                         r.extend(chunk);

@@ -9,4 +9,5 @@ mod config_files;
 mod harness;
 mod hygiene;
 mod proxying;
+mod smuggling;
 mod upstream_tls;
