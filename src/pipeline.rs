@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  1 accept        server.rs   TLS (ALPN h2 / http/1.1), connection limit, handshake and
-//!                              header-read timeouts, header size and count limits
+//!                              header-read timeouts, header size and count limits; HTTP/1.x
+//!                              framing guard below hyper (sanitize/framing.rs)
 //!  2 early         here        request id (kept only from a trusted proxy), client address
 //!                              (forwarded headers believed only from trusted proxies)
 //!  3 sanitize      here        path normalized once (path.rs): malformed paths end here (400)
@@ -46,6 +47,7 @@ use crate::ratelimit::{Decision, DenyCause, Limiter, LocalLimiter, Stage, Subjec
 use crate::refusal::Refusal;
 use crate::route::RouteTable;
 use crate::sanitize;
+use crate::sanitize::framing::TunnelSwitch;
 use crate::sanitize::injection::Finding;
 use crate::sanitize::request::{BodyPlan, RouteRules};
 use crate::server::StartError;
@@ -88,6 +90,7 @@ pub struct Gateway {
     server_names: Vec<String>,
     allow_encoded_slash: bool,
     limiter: Arc<dyn Limiter>,
+    max_request_line: u64,
 }
 
 impl Gateway {
@@ -161,6 +164,7 @@ impl Gateway {
                 .collect(),
             allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
             limiter: Arc::new(limiter),
+            max_request_line: config.server.value.max_request_line.0,
         })
     }
 
@@ -237,6 +241,14 @@ impl Gateway {
         record: &mut RequestRecord,
     ) -> Result<Response<ResponseBody>, Refused> {
         // 3. sanitize
+        // HTTP/1 request lines are measured below hyper (sanitize::framing); HTTP/2 ones here.
+        let uri_length = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |p| p.as_str().len());
+        if uri_length as u64 > self.max_request_line {
+            return Err(Refusal::UriTooLong.into());
+        }
         let raw_path = request.uri().path();
         let logs = self.telemetry.logs_requests();
         if logs {
@@ -312,6 +324,7 @@ impl Gateway {
             && request.version() == Version::HTTP_11
             && proxy::is_websocket_upgrade(request.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+        let switch = request.extensions().get::<TunnelSwitch>().cloned();
         let (mut parts, body) = request.into_parts();
         proxy::strip_hop_by_hop(&mut parts.headers, websocket);
         // The client's Host becomes X-Forwarded-Host; the upstream gets its own.
@@ -356,6 +369,10 @@ impl Gateway {
         match (switching, client_upgrade) {
             (true, Some(client_upgrade)) => {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
+                // Before hyper writes the 101: the client sends WebSocket frames only after it.
+                if let Some(switch) = switch {
+                    switch.open();
+                }
                 tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
             }
             (true, None) => {

@@ -1,10 +1,12 @@
 //! Listeners, connections and shutdown (phase 1, "accept").
 //!
 //! Threats: connection floods, slowloris (a head sent a byte at a time), handshake stalls,
-//! oversized heads, HTTP/2 stream floods. Rules: a hard connection limit (excess connections
-//! wait in the kernel backlog), a TLS handshake deadline, a deadline for the complete request
-//! head (which is also the HTTP/1.1 keep-alive idle limit), header size and count limits (431),
-//! HTTP/2 stream limits and pings. On SIGTERM/SIGINT the gateway stops accepting, lets in-flight
+//! oversized heads, HTTP/1.1 request smuggling, HTTP/2 stream floods. Rules: a hard connection
+//! limit (excess connections wait in the kernel backlog), a TLS handshake deadline, a deadline
+//! for the complete request head (which is also the HTTP/1.1 keep-alive idle limit), the strict
+//! HTTP/1.x framing guard between TLS and hyper ([`crate::sanitize::framing`], `WG-FRAME-…`),
+//! header size and count limits (431, also kept in hyper as a second line), HTTP/2 stream
+//! limits and pings. On SIGTERM/SIGINT the gateway stops accepting, lets in-flight
 //! requests finish until `server.shutdown_grace`, and exits 0.
 //!
 //! Start-up order: everything that can fail (config, certificates, upstream TLS material) is
@@ -20,12 +22,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::ResponseBody;
@@ -33,6 +36,7 @@ use crate::config::{Loaded, Server as Limits};
 use crate::pipeline::Gateway;
 use crate::proxy;
 use crate::refusal::Refusal;
+use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
 use crate::telemetry::Telemetry;
 use crate::tls::{self, TlsError};
 use crate::{admin, demo};
@@ -155,10 +159,12 @@ impl Bound {
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(self.limits.max_connections));
         let builders = Arc::new(Builders {
-            h1: http_builder(&self.limits).http1_only(),
-            h2: http_builder(&self.limits).http2_only(),
+            h1: h1_builder(&self.limits),
+            h2: h2_builder(&self.limits),
         });
         let handshake_timeout = self.limits.tls_handshake_timeout.0;
+        let framing = framing_limits(&self.limits);
+        let (drain, draining) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -184,6 +190,8 @@ impl Bound {
                 gateway: self.gateway.clone(),
                 builders: builders.clone(),
                 handshake_timeout,
+                framing,
+                draining: draining.clone(),
             };
             tokio::spawn(async move {
                 connection.serve(tcp, peer, watcher).await;
@@ -191,6 +199,7 @@ impl Bound {
             });
         }
         ready.store(false, Ordering::SeqCst);
+        drain.send_replace(true);
         drop(self.https);
         tracing::info!(
             grace_ms = self.limits.shutdown_grace.0.as_millis() as u64,
@@ -206,30 +215,52 @@ impl Bound {
     }
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let max_header_size = usize::try_from(limits.max_header_size.0).unwrap_or(usize::MAX);
+/// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening
+/// bytes to sniff for HTTP/2, outside hyper's header-read deadline, and the framing guard holds
+/// those bytes back until the head is complete, so a slowloris client would never be cut off.
+fn h1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout.0)
         .max_headers(limits.max_headers)
-        .max_buf_size(max_header_size.max(8192))
+        .max_buf_size(max_header_size(limits).max(8192))
+        // The framing guard ends a refused stream with end-of-file; without half-close hyper
+        // would take that as the client leaving and drop the response to the valid request
+        // before it, instead of finishing it and then closing (which sends the refusal).
+        .half_close(true)
         .keep_alive(true);
+    builder
+}
+
+fn h2_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(max_header_size(limits)).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(Some(20))
         .keep_alive_interval(limits.h2_keep_alive_interval.0)
         .keep_alive_timeout(limits.h2_keep_alive_interval.0);
-    builder
+    builder.http2_only()
+}
+
+fn max_header_size(limits: &Limits) -> usize {
+    usize::try_from(limits.max_header_size.0).unwrap_or(usize::MAX)
+}
+
+fn framing_limits(limits: &Limits) -> FramingLimits {
+    FramingLimits {
+        max_request_line: usize::try_from(limits.max_request_line.0).unwrap_or(usize::MAX),
+        max_header_bytes: usize::try_from(limits.max_header_size.0).unwrap_or(usize::MAX),
+        max_headers: limits.max_headers,
+    }
 }
 
 /// One builder per ALPN protocol: the handshake has already decided, so nothing is sniffed.
 struct Builders {
-    h1: auto::Builder<TokioExecutor>,
+    h1: http1::Builder,
     h2: auto::Builder<TokioExecutor>,
 }
 
@@ -238,6 +269,9 @@ struct Connection {
     gateway: Arc<Gateway>,
     builders: Arc<Builders>,
     handshake_timeout: Duration,
+    framing: FramingLimits,
+    /// Turns true when the drain begins.
+    draining: watch::Receiver<bool>,
 }
 
 impl Connection {
@@ -263,25 +297,54 @@ impl Connection {
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let gateway = self.gateway;
         let peer = gateway.peer(addr);
-        let service = service_fn(move |request: Request<Incoming>| {
-            let (gateway, peer) = (gateway.clone(), peer.clone());
-            async move { Ok::<_, Infallible>(gateway.handle(peer, request).await) }
-        });
-        let io = TokioIo::new(tls);
+        let service = |tunnel: Option<TunnelSwitch>| {
+            service_fn(move |mut request: Request<Incoming>| {
+                if let Some(tunnel) = &tunnel {
+                    request.extensions_mut().insert(tunnel.clone());
+                }
+                let (gateway, peer) = (gateway.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(gateway.handle(peer, request).await) }
+            })
+        };
         // ALPN decides the protocol; without ALPN, HTTP/1.1 (RFC 9113 section 3.2).
         let result = if h2 {
-            watcher
-                .watch(self.builders.h2.serve_connection(io, service).into_owned())
-                .await
-        } else {
+            // HTTP/2 frames every message itself: there is no length to smuggle.
+            let io = TokioIo::new(tls);
             watcher
                 .watch(
                     self.builders
-                        .h1
-                        .serve_connection_with_upgrades(io, service)
+                        .h2
+                        .serve_connection(io, service(None))
                         .into_owned(),
                 )
                 .await
+        } else {
+            // Below hyper, so that hyper (and every upstream) only reads unambiguous requests.
+            let refused = telemetry.clone();
+            let guarded = GuardedIo::new(
+                tls,
+                self.framing,
+                Box::new(move |violation| refused.framing_refused(addr.ip(), violation)),
+            );
+            let tunnel = guarded.tunnel_switch();
+            let conn = self
+                .builders
+                .h1
+                .serve_connection(TokioIo::new(guarded), service(Some(tunnel)))
+                .with_upgrades();
+            // `Watcher::watch` does not take an HTTP/1 connection with upgrades: the drain is
+            // followed by hand, and the watcher held so that the drain waits for this one too.
+            let _watcher = watcher;
+            let mut draining = self.draining;
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = async { drop(draining.wait_for(|draining| *draining).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            result.map_err(Into::into)
         };
         if let Err(error) = result {
             tracing::debug!(peer = %addr, error = %error, "connection ended with an error");

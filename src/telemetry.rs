@@ -19,12 +19,14 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::config::{Log, LogFormat};
+use crate::sanitize::framing::Violation;
 
 const REQUESTS: &str = "wardgate_requests_total";
 const DURATION: &str = "wardgate_request_duration_seconds";
 const UPSTREAM_ERRORS: &str = "wardgate_upstream_errors_total";
 const OPEN_CONNECTIONS: &str = "wardgate_open_connections";
 const TLS_FAILURES: &str = "wardgate_tls_handshake_failures_total";
+const REFUSALS: &str = "wardgate_refusals_total";
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -96,6 +98,11 @@ impl Telemetry {
             None,
             "TLS handshakes that failed or timed out".into(),
         );
+        recorder.describe_counter(
+            KeyName::from(REFUSALS),
+            None,
+            "Connections refused below the HTTP layer (framing guard), by code".into(),
+        );
         let open_connections =
             recorder.register_gauge(&Key::from_static_name(OPEN_CONNECTIONS), &METADATA);
         let tls_failures =
@@ -135,6 +142,22 @@ impl Telemetry {
 
     pub fn tls_handshake_failed(&self) {
         self.tls_failures.increment(1);
+    }
+
+    /// A connection the framing guard refused: counted by code and, with request logging on,
+    /// one record in place of the request record it never became.
+    pub fn framing_refused(&self, client: IpAddr, violation: Violation) {
+        let key = Key::from_parts(REFUSALS, vec![Label::new("code", violation.code())]);
+        self.recorder.register_counter(&key, &METADATA).increment(1);
+        if self.log_requests {
+            tracing::warn!(
+                target: "wardgate::request",
+                client = %client,
+                status = violation.status().as_u16(),
+                code = violation.code(),
+                "request refused by the framing guard",
+            );
+        }
     }
 
     pub fn upstream_error(&self, upstream: &SharedString, kind: &'static str) {

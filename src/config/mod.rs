@@ -114,6 +114,8 @@ pub struct Server {
     pub h2_max_concurrent_streams: u32,
     pub max_header_size: ByteSize,
     pub max_headers: usize,
+    /// HTTP/1.x request line (method, target, version); longer: 414 from the framing guard.
+    pub max_request_line: ByteSize,
     /// Client request bodies: longest pause between two chunks.
     pub body_idle_timeout: HumanDuration,
     /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
@@ -130,6 +132,7 @@ impl Default for Server {
             h2_max_concurrent_streams: 128,
             max_header_size: ByteSize(16 * 1024),
             max_headers: 100,
+            max_request_line: ByteSize(8 * 1024),
             body_idle_timeout: HumanDuration(Duration::from_secs(30)),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
         }
@@ -654,6 +657,13 @@ fn validate_server(file: &Path, config: &Config) -> Result<(), ConfigError> {
         ))
     } else if server.max_headers == 0 {
         Some(("server.max_headers", "must be at least 1".to_owned()))
+    } else if server.max_request_line.0 < 1024
+        || server.max_request_line.0 > server.max_header_size.0
+    {
+        Some((
+            "server.max_request_line",
+            "must be between 1KiB and server.max_header_size".to_owned(),
+        ))
     } else if server.h2_max_concurrent_streams == 0 {
         Some((
             "server.h2_max_concurrent_streams",

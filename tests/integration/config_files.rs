@@ -154,6 +154,11 @@ fn errors_name_the_file_line_column_and_key() {
             "server.max_header_size",
         ),
         (
+            base() + "server:\n  max_request_line: 32KiB\n",
+            16,
+            "server.max_request_line",
+        ),
+        (
             base().replace("https: \"127.0.0.1:0\"", "https: \"localhost:99999\""),
             3,
             "listen.https",

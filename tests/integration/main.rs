@@ -11,4 +11,5 @@ mod hygiene;
 mod injection;
 mod proxying;
 mod sanitizing;
+mod smuggling;
 mod upstream_tls;

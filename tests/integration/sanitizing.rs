@@ -333,3 +333,22 @@ async fn rate_limits_answer_429_with_retry_after_and_policy_headers() {
         "the refused request reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn an_http2_uri_over_the_request_line_limit_gets_414() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(
+        &(simple_config(&upstream.url()) + "server:\n  max_request_line: 1KiB\n"),
+    )
+    .await;
+    let long = format!("/a?q={}", "x".repeat(2000));
+    let response = gateway
+        .client(true)
+        .request(get(&gateway.url(&long)))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::URI_TOO_LONG);
+    assert!(body_text(response).await.contains("WG-REQ-004"));
+    assert!(upstream.seen().is_empty());
+}
