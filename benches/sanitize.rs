@@ -43,11 +43,13 @@ fn sanitize(c: &mut Criterion) {
         ..Sanitize::default()
     };
     let rules = RouteRules::new(&global, &RouteSanitize::default());
-    let limiter = LocalLimiter::new(
-        &RateLimits::default(),
-        [("patients", &RouteRateLimit::default())],
-    )
-    .unwrap();
+    // A limit high enough that every iteration takes the "allowed" path.
+    let spec = LimitSpec::new(1_000_000, Duration::from_secs(1), 1_000_000).unwrap();
+    let limits = RateLimits {
+        per_client: Some(spec),
+        ..RateLimits::default()
+    };
+    let limiter = LocalLimiter::new(&limits, [("patients", &RouteRateLimit::default())]).unwrap();
     let client: IpAddr = "198.51.100.20".parse().unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("accept", HeaderValue::from_static("application/fhir+json"));
@@ -60,7 +62,7 @@ fn sanitize(c: &mut Criterion) {
             request::check_host(black_box("ehr.example.org"), &global.server_names).unwrap();
             rules.check_head(&Method::GET, &headers, false).unwrap();
             rules
-                .check_query(black_box("_count=10&family=O%27Brien&date=ge2024-01-01"))
+                .check_query(black_box("patient=123&_count=10&date=ge2024-01-01"))
                 .unwrap();
             let subject = Subject {
                 stage: Stage::Anonymous,
@@ -69,6 +71,24 @@ fn sanitize(c: &mut Criterion) {
                 user: None,
             };
             black_box((normalized, limiter.check(&subject)))
+        })
+    });
+    group.bench_function("query_scan_free_text", |b| {
+        b.iter(|| {
+            rules
+                .check_query(black_box("_count=10&family=O%27Brien&date=ge2024-01-01"))
+                .unwrap()
+        })
+    });
+    group.bench_function("rate_limit_check", |b| {
+        b.iter(|| {
+            let subject = Subject {
+                stage: Stage::Anonymous,
+                route: "patients",
+                client,
+                user: None,
+            };
+            black_box(limiter.check(&subject))
         })
     });
     let bundle = fhir_bundle();
