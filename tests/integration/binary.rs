@@ -8,6 +8,18 @@ use http::StatusCode;
 
 use crate::harness::*;
 
+/// Kills the gateway if the test fails before it stopped it.
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -33,13 +45,16 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     .replace("  requests: false", "  requests: true\n  format: json");
     let file = dir.path().join("gateway.yaml");
     std::fs::write(&file, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .args(["run", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(Some(
+        Command::new(env!("CARGO_BIN_EXE_wardgate"))
+            .args(["run", "--config"])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let pid = child.0.as_ref().unwrap().id();
 
     let admin_client = plain_client();
     let mut healthy = false;
@@ -83,11 +98,12 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     drop(client);
 
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let exit = tokio::task::spawn_blocking(move || {
+        let mut child = child.0.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let lines: Vec<String> = BufReader::new(stdout).lines().map(|l| l.unwrap()).collect();
         (child.wait().unwrap(), lines)
