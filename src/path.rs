@@ -183,4 +183,23 @@ mod tests {
             assert_eq!(n(&once), once, "{sample}");
         }
     }
+
+    proptest::proptest! {
+        /// Any path of URI characters: no panic, and a second normalization changes nothing.
+        #[test]
+        fn normalization_is_idempotent(path in "/[a-zA-Z0-9._~%/!$&'()*+,;=:@-]{0,64}") {
+            if let Ok(once) = normalize(&path) {
+                let twice = normalize(&once).unwrap();
+                proptest::prop_assert_eq!(twice.as_ref(), once.as_ref());
+            }
+        }
+
+        /// The path rules never panic, and whatever they let through normalizes.
+        #[test]
+        fn accepted_paths_normalize(path in "/[a-zA-Z0-9._~%/\\\\\x00-\x1f\u{80}-\u{10ffff}-]{0,64}") {
+            if crate::sanitize::request::check_path(&path, false).is_ok() {
+                proptest::prop_assert!(normalize(&path).is_ok());
+            }
+        }
+    }
 }

@@ -146,9 +146,14 @@ impl Telemetry {
 
     /// A connection the framing guard refused: counted by code and, with request logging on,
     /// one record in place of the request record it never became.
-    pub fn framing_refused(&self, client: IpAddr, violation: Violation) {
-        let key = Key::from_parts(REFUSALS, vec![Label::new("code", violation.code())]);
+    /// Counts a refusal by its stable code (`wardgate_refusals_total{code}`).
+    fn refused(&self, code: &'static str) {
+        let key = Key::from_parts(REFUSALS, vec![Label::new("code", code)]);
         self.recorder.register_counter(&key, &METADATA).increment(1);
+    }
+
+    pub fn framing_refused(&self, client: IpAddr, violation: Violation) {
+        self.refused(violation.code());
         if self.log_requests {
             tracing::warn!(
                 target: "wardgate::request",
@@ -265,6 +270,9 @@ impl Finished {
         let record = &self.record;
         let labels = record.route.as_ref().unwrap_or(&self.unrouted);
         labels.count(&self.telemetry.recorder, record.status);
+        if let Some(code) = record.code {
+            self.telemetry.refused(code);
+        }
         labels.latency.record(duration.as_secs_f64());
         if self.telemetry.log_requests {
             log_request(record, labels, bytes, duration, complete);

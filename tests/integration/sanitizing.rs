@@ -352,3 +352,47 @@ async fn an_http2_uri_over_the_request_line_limit_gets_414() {
     assert!(body_text(response).await.contains("WG-REQ-004"));
     assert!(upstream.seen().is_empty());
 }
+
+#[tokio::test]
+async fn refusals_are_counted_by_code() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(
+        &upstream.url(),
+        "  server_names: [localhost]\n",
+        "",
+    ))
+    .await;
+    raw_exchange(
+        &gateway,
+        b"GET /a/../b HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    raw_exchange(
+        &gateway,
+        b"GET /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+    )
+    .await;
+    let admin = plain_client();
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = body_text(
+            admin
+                .request(get(&gateway.admin_url("/metrics")))
+                .await
+                .unwrap(),
+        )
+        .await;
+        if metrics.contains(r#"wardgate_refusals_total{code="WG-PATH-005"} 1"#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        metrics.contains(r#"wardgate_refusals_total{code="WG-PATH-005"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"wardgate_refusals_total{code="WG-FRAME-014"} 1"#),
+        "{metrics}"
+    );
+}
