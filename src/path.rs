@@ -34,6 +34,14 @@ fn hex_value(byte: u8) -> Option<u8> {
     }
 }
 
+/// The byte that a `%XX` escape starting at `at` encodes; `None` if there is no valid escape.
+pub(crate) fn escape_at(bytes: &[u8], at: usize) -> Option<u8> {
+    match bytes.get(at..at + 3)? {
+        [b'%', high, low] => Some(hex_value(*high)? << 4 | hex_value(*low)?),
+        _ => None,
+    }
+}
+
 /// True when `path` is already in normal form: nothing to decode, no empty or dot segments.
 fn is_normal(path: &[u8]) -> bool {
     !path.contains(&b'%')
@@ -69,18 +77,12 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
             i += 1;
             continue;
         }
-        let (hi, lo) = match (
-            bytes.get(i + 1).copied().and_then(hex_value),
-            bytes.get(i + 2).copied().and_then(hex_value),
-        ) {
-            (Some(hi), Some(lo)) => (hi, lo),
-            _ => return Err(PathError::BadPercentEncoding),
-        };
-        let value = hi << 4 | lo;
+        let value = escape_at(bytes, i).ok_or(PathError::BadPercentEncoding)?;
         if is_unreserved(value) {
             out.push(value);
         } else {
-            out.extend_from_slice(&[b'%', HEX_UPPER[usize::from(hi)], HEX_UPPER[usize::from(lo)]]);
+            let (hi, lo) = (usize::from(value >> 4), usize::from(value & 0xf));
+            out.extend_from_slice(&[b'%', HEX_UPPER[hi], HEX_UPPER[lo]]);
         }
         i += 3;
     }

@@ -54,6 +54,8 @@
 
 use serde_json::Value;
 
+use crate::path::escape_at;
+
 /// The kind of attack a value carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attack {
@@ -275,22 +277,6 @@ fn scan_once(value: &str) -> Option<Attack> {
 
 // ---------------------------------------------------------------------------------------------
 // Decoding
-
-fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn escape_at(bytes: &[u8], at: usize) -> Option<u8> {
-    match bytes.get(at..at + 3)? {
-        [b'%', high, low] => Some(hex_value(*high)? << 4 | hex_value(*low)?),
-        _ => None,
-    }
-}
 
 fn has_percent_escape(bytes: &[u8]) -> bool {
     (0..bytes.len()).any(|at| escape_at(bytes, at).is_some())

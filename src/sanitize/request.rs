@@ -26,6 +26,7 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::config::{InjectionMode, JsonLimits, MethodName, RouteSanitize, Sanitize};
+use crate::path::escape_at;
 use crate::refusal::Refusal;
 use crate::sanitize::injection::{self, FieldAllowList, Finding};
 
@@ -38,12 +39,6 @@ pub fn check_host(host: &str, names: &[String]) -> Result<(), Refusal> {
     }
 }
 
-fn hex(byte: u8) -> Option<u8> {
-    char::from(byte)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
-}
-
 /// Checks the raw request path (before normalization).
 pub fn check_path(raw: &str, allow_encoded_slash: bool) -> Result<(), Refusal> {
     let bytes = raw.as_bytes();
@@ -52,16 +47,10 @@ pub fn check_path(raw: &str, allow_encoded_slash: bool) -> Result<(), Refusal> {
     while i < bytes.len() {
         let byte = bytes[i];
         let value = if byte == b'%' {
-            let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).and_then(|b| hex(*b)),
-                bytes.get(i + 2).and_then(|b| hex(*b)),
-            ) else {
-                return Err(Refusal::PathBadEncoding);
-            };
-            let value = hi << 4 | lo;
+            let value = escape_at(bytes, i).ok_or(Refusal::PathBadEncoding)?;
             if value == b'%'
-                && bytes.get(i + 3).and_then(|b| hex(*b)).is_some()
-                && bytes.get(i + 4).and_then(|b| hex(*b)).is_some()
+                && bytes.get(i + 3).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 4).is_some_and(u8::is_ascii_hexdigit)
             {
                 return Err(Refusal::PathDoubleEncoding);
             }

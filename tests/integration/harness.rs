@@ -314,3 +314,24 @@ pub async fn raw_exchange(gateway: &TestGateway, request: &[u8]) -> String {
     .await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The admin listener's metrics once they contain `expected` (records close when a response
+/// body ends, a moment after the client has read it); the last scrape otherwise.
+pub async fn metrics_containing(gateway: &TestGateway, expected: &str) -> String {
+    let admin = plain_client();
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = body_text(
+            admin
+                .request(get(&gateway.admin_url("/metrics")))
+                .await
+                .unwrap(),
+        )
+        .await;
+        if metrics.contains(expected) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    metrics
+}

@@ -583,21 +583,11 @@ async fn the_request_log_counts_in_metrics_by_route_and_status() {
         body_text(response).await;
     }
     // The record closes when the body is done; give the connection task a moment to drop it.
-    let admin = plain_client();
-    let mut metrics = String::new();
-    for _ in 0..50 {
-        metrics = body_text(
-            admin
-                .request(get(&gateway.admin_url("/metrics")))
-                .await
-                .unwrap(),
-        )
-        .await;
-        if metrics.contains(r#"wardgate_requests_total{route="/**",status="200"} 3"#) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics = metrics_containing(
+        &gateway,
+        r#"wardgate_requests_total{route="/**",status="200"} 3"#,
+    )
+    .await;
     assert!(
         metrics.contains(r#"wardgate_requests_total{route="/**",status="200"} 3"#),
         "{metrics}"

@@ -372,21 +372,8 @@ async fn refusals_are_counted_by_code() {
         b"GET /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
     )
     .await;
-    let admin = plain_client();
-    let mut metrics = String::new();
-    for _ in 0..50 {
-        metrics = body_text(
-            admin
-                .request(get(&gateway.admin_url("/metrics")))
-                .await
-                .unwrap(),
-        )
-        .await;
-        if metrics.contains(r#"wardgate_refusals_total{code="WG-PATH-005"} 1"#) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics =
+        metrics_containing(&gateway, r#"wardgate_refusals_total{code="WG-PATH-005"} 1"#).await;
     assert!(
         metrics.contains(r#"wardgate_refusals_total{code="WG-PATH-005"} 1"#),
         "{metrics}"

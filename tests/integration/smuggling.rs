@@ -1,11 +1,7 @@
 //! Request smuggling and desync attempts against the real gateway over real TLS: each gets the
 //! framing guard's fixed refusal, and the upstream never sees a smuggled or altered request.
 
-use std::time::Duration;
-
-use crate::harness::{
-    MockUpstream, TestGateway, body_text, get, plain_client, raw_exchange, simple_config,
-};
+use crate::harness::{MockUpstream, TestGateway, metrics_containing, raw_exchange, simple_config};
 
 /// Sends `raw`, expects exactly one answer: `status` with `code`; the upstream saw nothing.
 async fn refused(
@@ -204,21 +200,11 @@ async fn a_smuggling_attempt_behind_a_valid_request_reaches_nobody() {
     assert_eq!(&seen[0].body[..], b"hello");
 
     // Metrics count the refusal by code.
-    let admin = plain_client();
-    let mut metrics = String::new();
-    for _ in 0..50 {
-        metrics = body_text(
-            admin
-                .request(get(&gateway.admin_url("/metrics")))
-                .await
-                .unwrap(),
-        )
-        .await;
-        if metrics.contains(r#"wardgate_refusals_total{code="WG-FRAME-018"} 1"#) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics = metrics_containing(
+        &gateway,
+        r#"wardgate_refusals_total{code="WG-FRAME-018"} 1"#,
+    )
+    .await;
     assert!(
         metrics.contains(r#"wardgate_refusals_total{code="WG-FRAME-018"} 1"#),
         "{metrics}"
