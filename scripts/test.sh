@@ -14,6 +14,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
+# The TOTP tests check Wardgate's codes against an independent generator, oathtool.
+if ! command -v oathtool >/dev/null 2>&1; then
+    echo "== installing oathtool"
+    apt-get install -y oathtool || { apt-get update && apt-get install -y oathtool; }
+fi
+
 echo "== cargo test"
 cargo test --all-targets --locked
 

@@ -12,4 +12,5 @@ mod injection;
 mod proxying;
 mod sanitizing;
 mod smuggling;
+mod totp;
 mod upstream_tls;

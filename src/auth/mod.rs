@@ -1,0 +1,4 @@
+//! Authentication: second factors and brute-force protection.
+
+pub mod lockout;
+pub mod totp;
