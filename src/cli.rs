@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded};
 use crate::server::Bound;
-use crate::{telemetry, tls};
+use crate::{identity, telemetry, tls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +32,20 @@ pub enum Command {
         #[arg(long, default_value = "gateway.yaml")]
         config: PathBuf,
     },
+    /// Manage the master keys that seal secrets in the identity store.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new master key and re-seal every stored secret under it. Stop the gateway first.
+    Rotate {
+        #[arg(long, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
 }
 
 /// Exit status when the config is invalid.
@@ -43,6 +57,50 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
+        Command::Keys {
+            command: KeysCommand::Rotate { config },
+        } => rotate_keys(&config),
+    }
+}
+
+fn rotate_keys(file: &Path) -> ExitCode {
+    let loaded = match config::load(file) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if std::env::var_os(identity::MASTER_KEY_ENV).is_some() {
+        eprintln!(
+            "error: the master keys come from {}: rotation rewrites a key file; unset it and rotate with the key file, or manage that variable's keys yourself",
+            identity::MASTER_KEY_ENV
+        );
+        return ExitCode::from(EXIT_START);
+    }
+    let store = &loaded.config.store;
+    let (dir, key_file) = (
+        loaded.resolve(&store.path),
+        loaded.resolve(&store.key_file()),
+    );
+    match identity::rotate_master_key(&dir, &key_file, &mut rand::rng()) {
+        Ok(rotation) => {
+            println!(
+                "{}: key {} is now current; {} secret(s) re-sealed",
+                key_file.display(),
+                rotation.new_key_id,
+                rotation.resealed
+            );
+            println!(
+                "older keys {:?} stay in the file to open older backups: delete their lines once no backup needs them",
+                rotation.older_key_ids
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_START)
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod identity;
 pub mod path;
 pub mod pipeline;
 pub mod proxy;

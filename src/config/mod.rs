@@ -46,6 +46,9 @@ pub struct Config {
     /// A built-in demo patient API with synthetic data, for first tries only.
     #[serde(default)]
     pub demo_backend: Option<DemoBackend>,
+    /// Where accounts and their sealed secrets live, and the master key that seals them.
+    #[serde(default)]
+    pub store: Store,
     pub upstreams: BTreeMap<String, Spanned<Upstream>>,
     pub routes: Spanned<Vec<Route>>,
 }
@@ -179,6 +182,48 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct DemoBackend {
     pub listen: Spanned<SocketAddr>,
+}
+
+/// The identity store (see `identity`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    pub kind: StoreKind,
+    /// Data directory; created with mode 0700.
+    pub path: PathBuf,
+    /// Master key file (mode 0600); `<path>/master.key` by default. `WARDGATE_MASTER_KEY`
+    /// overrides it.
+    pub key_file: Option<PathBuf>,
+    /// Generate the key file when it is missing. Development only.
+    pub dev_generate_key: bool,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Embedded,
+            path: PathBuf::from("data/"),
+            key_file: None,
+            dev_generate_key: false,
+        }
+    }
+}
+
+impl Store {
+    /// The key file as written, or its default inside the data directory.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.path.join("master.key"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One redb file in the data directory.
+    #[default]
+    Embedded,
 }
 
 #[derive(Debug, Deserialize)]
@@ -593,6 +638,12 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
                 .into(),
         ));
     }
+    if config.store.dev_generate_key {
+        warnings.push(Warning(format!(
+            "store.dev_generate_key is on: a master key is generated in {} when missing, and secrets sealed under a lost key are lost. Never use this in production.",
+            config.store.key_file().display()
+        )));
+    }
     validate_server(file, config)?;
     if let Some(admin) = &config.listen.admin
         && !admin.value.ip().is_loopback()
@@ -891,4 +942,61 @@ fn is_host_name(text: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_store(store: &str) -> Result<Loaded, ConfigError> {
+        let text = format!(
+            "version: 1\nlisten: {{ https: \"127.0.0.1:0\" }}\ntls: {{ cert: c.crt, key: c.key }}\n\
+             {store}upstreams:\n  b: {{ url: \"https://127.0.0.1:1\" }}\n\
+             routes:\n  - {{ path: /**, upstream: b, auth: none }}\n"
+        );
+        parse(Path::new("gateway.yaml"), &text)
+    }
+
+    fn store_warnings(loaded: &Loaded) -> Vec<&Warning> {
+        loaded
+            .warnings
+            .iter()
+            .filter(|w| w.0.contains("store."))
+            .collect()
+    }
+
+    #[test]
+    fn the_store_section_has_safe_defaults() {
+        let loaded = with_store("").unwrap();
+        let store = &loaded.config.store;
+        assert_eq!(store.kind, StoreKind::Embedded);
+        assert_eq!(store.path, Path::new("data/"));
+        assert_eq!(store.key_file(), Path::new("data/master.key"));
+        assert!(!store.dev_generate_key);
+        assert!(store_warnings(&loaded).is_empty());
+
+        let loaded = with_store("store: { path: /var/lib/wardgate }\n").unwrap();
+        assert_eq!(
+            loaded.config.store.key_file(),
+            Path::new("/var/lib/wardgate/master.key")
+        );
+        let loaded = with_store("store: { kind: embedded, key_file: /etc/wg.key }\n").unwrap();
+        assert_eq!(loaded.config.store.key_file(), Path::new("/etc/wg.key"));
+    }
+
+    #[test]
+    fn unknown_store_keys_and_kinds_are_refused() {
+        let error = with_store("store: { path: data/, passphrase: x }\n").unwrap_err();
+        assert!(error.to_string().contains("passphrase"), "{error}");
+        let error = with_store("store: { kind: postgres }\n").unwrap_err();
+        assert!(error.to_string().contains("store.kind"), "{error}");
+    }
+
+    #[test]
+    fn generating_a_key_is_warned_about() {
+        let loaded = with_store("store: { dev_generate_key: true }\n").unwrap();
+        let warnings = store_warnings(&loaded);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].0.contains("data/master.key"), "{}", warnings[0]);
+    }
 }

@@ -1,0 +1,285 @@
+//! The identity store's contract: what the login work may ask of any backend.
+//!
+//! **Threat.** A read of the store (backup, disk, SQL injection elsewhere, a curious DBA) must not
+//! yield anything that logs a user in, and a replayed TOTP code, a reused recovery code or a reused
+//! enrollment link must not work twice even when two requests race.
+//!
+//! **Rule.** Backends receive and return plaintext secrets but keep only sealed values (see
+//! [`super::seal`]) and keyed hashes of bearer tokens. Every "use once" operation (TOTP step,
+//! recovery code, enrollment token) is a single atomic check-and-set inside the backend. Time is
+//! a parameter (`now`, unix seconds): no method reads the clock.
+//!
+//! **Standard.** NIST SP 800-63B 5.1.2 (recovery codes used once), 5.1.4.2 (OTP not accepted twice),
+//! OWASP ASVS 5 V6 (authentication) and V11.
+//!
+//! The methods are synchronous: the embedded backend (redb) is. Async callers run them inside
+//! `tokio::task::spawn_blocking`. A PostgreSQL backend implements the same trait; callers hold a
+//! `dyn IdentityStore` and never learn which backend they talk to.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::CryptoRng;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::seal::{SealError, hex_decode, hex_encode_into};
+
+/// A user's id: 128 random bits.
+///
+/// Random rather than sequential: ids appear in URLs, logs and audit records, and a random id
+/// reveals neither how many accounts exist nor their order, cannot be guessed from a neighbour,
+/// and needs no coordination between gateway replicas sharing one PostgreSQL store.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct UserId([u8; 16]);
+
+impl UserId {
+    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = [0u8; 16];
+        rng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::with_capacity(32);
+        hex_encode_into(&self.0, &mut text);
+        f.write_str(&text)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({self})")
+    }
+}
+
+impl FromStr for UserId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut bytes = [0u8; 16];
+        if hex_decode(text, &mut bytes) {
+            Ok(Self(bytes))
+        } else {
+            Err(format!("`{text}` is not a user id (32 hex digits)"))
+        }
+    }
+}
+
+impl From<UserId> for String {
+    fn from(id: UserId) -> String {
+        id.to_string()
+    }
+}
+
+impl TryFrom<String> for UserId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+/// An account. The password hash is a PHC string (argon2id); `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub id: UserId,
+    /// Unique, compared case-insensitively (after NFKC normalization).
+    pub name: String,
+    pub email: Option<String>,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub password_hash: Option<String>,
+    /// The user must enroll a second factor at the next login.
+    pub mfa_required_enrollment: bool,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+impl User {
+    /// An enabled user with no roles, no password and no MFA requirement yet.
+    pub fn new(id: UserId, name: impl Into<String>, now: u64) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            email: None,
+            roles: Vec::new(),
+            disabled: false,
+            password_hash: None,
+            mfa_required_enrollment: false,
+            created: now,
+        }
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("email", &self.email)
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("mfa_required_enrollment", &self.mfa_required_enrollment)
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
+/// A user's TOTP secret, opened. The seed is zeroized on drop and never printed.
+pub struct Totp {
+    pub seed: Zeroizing<Vec<u8>>,
+    /// The last time step a code was accepted for; codes of this step or older are replays.
+    pub last_used_step: u64,
+}
+
+impl fmt::Debug for Totp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Totp")
+            .field("last_used_step", &self.last_used_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A WebAuthn credential: the library's serialized credential (sealed at rest, opened here)
+/// and the public facts an operator may list.
+#[derive(Clone)]
+pub struct WebAuthnCredential {
+    pub credential_id: Vec<u8>,
+    /// Opaque to the store: whatever the WebAuthn library needs to verify assertions.
+    pub credential: Zeroizing<Vec<u8>>,
+    /// Unix seconds.
+    pub created: u64,
+    pub last_used: Option<u64>,
+    pub sign_count: u32,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+}
+
+impl fmt::Debug for WebAuthnCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebAuthnCredential")
+            .field("credential_id", &self.credential_id)
+            .field("created", &self.created)
+            .field("last_used", &self.last_used)
+            .field("sign_count", &self.sign_count)
+            .field("backup_eligible", &self.backup_eligible)
+            .field("backup_state", &self.backup_state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an assertion changes on a credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebAuthnUse {
+    pub sign_count: u32,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+}
+
+/// One recovery code: its hash (never the code) and whether it was spent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryCode {
+    pub hash: String,
+    pub used: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("identity store record is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(
+        "{0}: the identity store is open in another process; stop the gateway first, or manage accounts through the running gateway's admin listener"
+    )]
+    Locked(String),
+    #[error("identity store: {0}")]
+    Storage(String),
+}
+
+/// Users, their credentials and single-use tokens. See the module docs for the contract.
+pub trait IdentityStore: Send + Sync {
+    /// Refuses with `Conflict` when the id or the (case-insensitive) name is taken.
+    fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    fn user(&self, id: UserId) -> Result<User, StoreError>;
+    /// Case-insensitive, like the uniqueness rule.
+    fn user_by_name(&self, name: &str) -> Result<User, StoreError>;
+    /// Every user, ordered by id.
+    fn users(&self) -> Result<Vec<User>, StoreError>;
+    fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError>;
+    fn set_roles(&self, id: UserId, roles: &[String]) -> Result<(), StoreError>;
+    /// `phc` is a PHC string (`$argon2id$...`), never a password.
+    fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError>;
+    fn set_mfa_required_enrollment(&self, id: UserId, required: bool) -> Result<(), StoreError>;
+
+    /// Stores (or replaces) the user's TOTP seed, sealed.
+    fn set_totp(&self, id: UserId, seed: &[u8], last_used_step: u64) -> Result<(), StoreError>;
+    fn totp(&self, id: UserId) -> Result<Option<Totp>, StoreError>;
+    /// Records that a code for `step` was accepted, only if `step` is newer than the last one:
+    /// true when recorded, false for a replay. Atomic, so two racing logins cannot both win.
+    fn advance_totp_step(&self, id: UserId, step: u64) -> Result<bool, StoreError>;
+    /// `NotFound` when the user has no TOTP seed.
+    fn delete_totp(&self, id: UserId) -> Result<(), StoreError>;
+
+    /// Refuses with `Conflict` when the user already has this credential id.
+    fn add_webauthn(&self, id: UserId, credential: &WebAuthnCredential) -> Result<(), StoreError>;
+    fn webauthn_credentials(&self, id: UserId) -> Result<Vec<WebAuthnCredential>, StoreError>;
+    /// After a verified assertion: new counter and backup flags, `last_used = now`.
+    fn record_webauthn_use(
+        &self,
+        id: UserId,
+        credential_id: &[u8],
+        used: WebAuthnUse,
+        now: u64,
+    ) -> Result<(), StoreError>;
+    fn delete_webauthn(&self, id: UserId, credential_id: &[u8]) -> Result<(), StoreError>;
+
+    /// Replaces the user's recovery codes with these hashes, all unused.
+    fn set_recovery_codes(&self, id: UserId, hashes: &[String]) -> Result<(), StoreError>;
+    fn recovery_codes(&self, id: UserId) -> Result<Vec<RecoveryCode>, StoreError>;
+    /// Marks the code with this hash used: true if it was unused, false if already spent.
+    /// `NotFound` when the user has no such code.
+    fn use_recovery_code(&self, id: UserId, hash: &str) -> Result<bool, StoreError>;
+
+    /// Stores a keyed hash of `token` (never the token) for `id`, valid until `expires`.
+    fn create_enrollment_token(
+        &self,
+        id: UserId,
+        token: &[u8],
+        expires: u64,
+    ) -> Result<(), StoreError>;
+    /// The token's user, once: the token is gone afterwards. `None` for an unknown, used or
+    /// expired (`now >= expires`) token, deliberately alike.
+    fn consume_enrollment_token(
+        &self,
+        token: &[u8],
+        now: u64,
+    ) -> Result<Option<UserId>, StoreError>;
+
+    /// Re-seals every sealed value not under the keyring's current key, in one transaction;
+    /// returns how many were re-sealed. Enrollment-token hashes cannot be re-keyed (the store
+    /// does not know the tokens): they stay valid while their key stays in the keyring.
+    fn reseal_all(&self) -> Result<usize, StoreError>;
+}
