@@ -33,6 +33,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::ResponseBody;
 use crate::config::{Loaded, Server as Limits};
+use crate::identity::{EmbeddedStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError};
 use crate::pipeline::Gateway;
 use crate::proxy;
 use crate::refusal::Refusal;
@@ -47,6 +48,10 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     RateLimit(#[from] crate::ratelimit::RateLimitError),
+    #[error("master key: {0}")]
+    Key(#[from] KeyError),
+    #[error("identity store: {0}")]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -57,6 +62,9 @@ pub enum StartError {
 
 /// A gateway with every port bound, not yet serving.
 pub struct Bound {
+    /// Held for the gateway's lifetime: the store's file lock keeps a second process (a stray
+    /// `wardgate keys rotate`) from writing under the running gateway.
+    _identity: EmbeddedStore,
     https: TcpListener,
     redirect: Option<TcpListener>,
     admin: Option<TcpListener>,
@@ -87,6 +95,7 @@ impl Bound {
             );
         }
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
+        let identity = open_identity_store(loaded)?;
         let telemetry = Telemetry::new(config.log.requests);
         let gateway = Arc::new(Gateway::new(loaded, telemetry)?);
 
@@ -108,6 +117,7 @@ impl Bound {
             .map_or(config.listen.https.port(), |a| a.port());
         let limits = config.server.value.clone();
         Ok(Self {
+            _identity: identity,
             https,
             redirect,
             admin,
@@ -218,6 +228,30 @@ impl Bound {
 /// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening
 /// bytes to sniff for HTTP/2, outside hyper's header-read deadline, and the framing guard holds
 /// those bytes back until the head is complete, so a slowloris client would never be cut off.
+/// Loads the master key (generating it in development mode, loudly) and opens the identity
+/// store: a missing key or an unreadable store stops the start before any port is bound.
+fn open_identity_store(loaded: &Loaded) -> Result<EmbeddedStore, StartError> {
+    let store = &loaded.config.store;
+    let key_file = loaded.resolve(&store.key_file());
+    let from_env = std::env::var(MASTER_KEY_ENV).ok();
+    let (keyring, origin) = Keyring::load(
+        &key_file,
+        from_env.as_deref(),
+        store.dev_generate_key,
+        &mut rand::rng(),
+    )?;
+    if let KeyOrigin::Generated(path) = &origin {
+        tracing::warn!(
+            key_file = %path.display(),
+            "GENERATED A NEW MASTER KEY (store.dev_generate_key). Back it up: without it the sealed secrets in the identity store cannot be read. Never use this in production."
+        );
+    }
+    Ok(EmbeddedStore::open(
+        &loaded.resolve(&store.path),
+        Arc::new(keyring),
+    )?)
+}
+
 fn h1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder

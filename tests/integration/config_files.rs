@@ -67,7 +67,7 @@ fn check_config_fails_with_a_non_zero_status_and_binds_nothing() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("bad.yaml:15:1: surprise: unknown field `surprise`"),
+        stderr.contains("bad.yaml:17:1: surprise: unknown field `surprise`"),
         "{stderr}"
     );
 
@@ -125,37 +125,37 @@ fn errors_name_the_file_line_column_and_key() {
         ),
         (
             base().replace("upstream: backend", "upstream: nowhere"),
-            14,
+            16,
             "routes[0].upstream",
         ),
         (
             base().replace("path: /**", "path: /a/**/b"),
-            14,
+            16,
             "routes[0].path",
         ),
         (
             base().replace("\"http://127.0.0.1:9000\"", "\"ftp://127.0.0.1:9000\""),
-            12,
+            14,
             "upstreams.backend.url",
         ),
         (
             base() + "server:\n  header_read_timeout: 15\n",
-            16,
+            18,
             "server.header_read_timeout",
         ),
         (
             base() + "server:\n  max_header_size: 16kb\n",
-            16,
+            18,
             "server.max_header_size",
         ),
         (
             base() + "server:\n  max_header_size: 1KiB\n",
-            16,
+            18,
             "server.max_header_size",
         ),
         (
             base() + "server:\n  max_request_line: 32KiB\n",
-            16,
+            18,
             "server.max_request_line",
         ),
         (
@@ -165,13 +165,13 @@ fn errors_name_the_file_line_column_and_key() {
         ),
         (
             base().replace("auth: none", "auth: maybe"),
-            14,
+            16,
             "routes[0].auth",
         ),
         (
             base()
                 + "  - { path: \"/{other}\", upstream: backend, auth: none }\n  - { path: /*, upstream: backend, auth: none }\n",
-            16,
+            18,
             "routes[2].path",
         ),
     ];

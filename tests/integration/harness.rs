@@ -165,6 +165,8 @@ tls:
   dev_self_signed: true
 log:
   requests: false
+store:
+  dev_generate_key: true
 upstreams:
 {upstreams}
 routes:

@@ -362,3 +362,37 @@ async fn missing_certificates_stop_the_start_without_dev_mode() {
         .to_string();
     assert!(error.contains("gateway.crt"), "{error}");
 }
+
+#[tokio::test]
+async fn a_missing_master_key_stops_the_start_without_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let config =
+        simple_config("http://127.0.0.1:1").replace("store:\n  dev_generate_key: true\n", "");
+    std::fs::write(&file, config).unwrap();
+    let loaded = wardgate::config::load(&file).unwrap();
+    let error = wardgate::server::Bound::bind(&loaded)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("master.key"), "{error}");
+    assert!(!dir.path().join("data/master.key").exists());
+}
+
+#[tokio::test]
+async fn dev_mode_generates_a_private_master_key_and_a_private_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let mode = |path: &str| {
+        std::fs::metadata(gateway.dir.path().join(path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("data/master.key"), 0o600);
+    assert_eq!(mode("data"), 0o700);
+    assert_eq!(mode("data/identity.redb"), 0o600);
+}
