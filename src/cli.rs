@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded};
+use crate::identity::{KeyError, Keyring, MASTER_KEY_ENV};
 use crate::server::Bound;
 use crate::{identity, telemetry, tls};
 
@@ -119,6 +120,10 @@ fn check_config(file: &Path) -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Err(error) = check_master_key(&loaded) {
+        eprintln!("error: master key: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     println!(
         "{}: ok ({} warning(s))",
         file.display(),
@@ -146,6 +151,22 @@ fn check_tls_material(loaded: &Loaded) -> Result<(), tls::TlsError> {
         tls::upstream_client_config(&upstream.value, |p| loaded.resolve(p))?;
     }
     Ok(())
+}
+
+/// Reads the master key the gateway would use (its file's permissions included), writing
+/// nothing; a key that `wardgate run` would generate is only announced.
+fn check_master_key(loaded: &Loaded) -> Result<(), KeyError> {
+    let store = &loaded.config.store;
+    let key_file = loaded.resolve(&store.key_file());
+    let from_env = std::env::var(MASTER_KEY_ENV).ok();
+    if from_env.is_none() && store.dev_generate_key && !key_file.exists() {
+        eprintln!(
+            "warning: {} is missing: `wardgate run` will generate one",
+            key_file.display()
+        );
+        return Ok(());
+    }
+    Keyring::load(&key_file, from_env.as_deref(), false, &mut rand::rng()).map(|_| ())
 }
 
 fn run(file: &Path) -> ExitCode {

@@ -227,3 +227,24 @@ fn weak_settings_are_warned_about() {
             .contains("demo_backend.listen")
     );
 }
+
+#[test]
+fn check_config_refuses_a_missing_master_key_outside_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let config = crate::harness::simple_config("http://127.0.0.1:1")
+        .replace("store:\n  dev_generate_key: true\n", "");
+    std::fs::write(&file, config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("master.key"), "{stderr}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "check-config wrote the data directory"
+    );
+}
