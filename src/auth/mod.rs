@@ -1,0 +1,3 @@
+//! Authentication: who may pass, and how they prove it.
+
+pub mod password;
