@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::auth::password::PasswordConfig;
 use crate::ratelimit::{RateLimits, RouteRateLimit};
 use crate::route::PathPattern;
 pub use units::{ByteSize, HumanDuration};
@@ -43,6 +44,9 @@ pub struct Config {
     /// Keyed GCRA limits (see `ratelimit`); routes may override them.
     #[serde(default)]
     pub rate_limits: RateLimits,
+    /// Accounts and login: password rules and hashing.
+    #[serde(default)]
+    pub auth: Auth,
     /// A built-in demo patient API with synthetic data, for first tries only.
     #[serde(default)]
     pub demo_backend: Option<DemoBackend>,
@@ -140,6 +144,14 @@ impl Default for Server {
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
         }
     }
+}
+
+/// `auth:` in gateway.yaml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Password rules and hashing (see `auth::password`).
+    pub password: PasswordConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
