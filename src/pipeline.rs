@@ -327,10 +327,18 @@ impl Gateway {
         let switch = request.extensions().get::<TunnelSwitch>().cloned();
         let (mut parts, body) = request.into_parts();
         proxy::strip_hop_by_hop(&mut parts.headers, websocket);
-        // The client's Host becomes X-Forwarded-Host; the upstream gets its own.
+        // The authority that was checked becomes X-Forwarded-Host (a `Host` that disagrees with
+        // an absolute-form target or `:authority` is ignored, RFC 9112 3.2.2); the upstream
+        // gets its own Host.
         let host = match parts.headers.remove(header::HOST) {
-            Some(host) => Some(host),
-            None => HeaderValue::from_str(authority.as_str()).ok(),
+            Some(host)
+                if host
+                    .as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+            {
+                Some(host)
+            }
+            _ => HeaderValue::from_str(authority.as_str()).ok(),
         };
         peer.set_forwarding_headers(&mut parts.headers, host);
         parts

@@ -383,3 +383,24 @@ async fn refusals_are_counted_by_code() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_host_header_that_disagrees_with_the_target_is_not_forwarded() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(
+        &upstream.url(),
+        "  server_names: [localhost]\n",
+        "",
+    ))
+    .await;
+    let raw =
+        b"GET https://localhost/a HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(&gateway, raw).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(upstream.seen()[0].headers["x-forwarded-host"], "localhost");
+    let raw =
+        b"GET https://evil.example/a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(&gateway, raw).await;
+    assert!(answer.contains("WG-HOST-001"), "{answer}");
+    assert_eq!(upstream.seen().len(), 1);
+}
