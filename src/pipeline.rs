@@ -10,22 +10,26 @@
 //!                              framing guard below hyper (sanitize/framing.rs)
 //!  2 early         here        request id (kept only from a trusted proxy), client address
 //!                              (forwarded headers believed only from trusted proxies)
-//!  3 sanitize      here        path normalized once (path.rs): malformed paths end here (400)
-//!  4 route         route.rs    host + normalized path (never the query) -> route, or 404
-//!  5 rate limit    -           anonymous, per client address        (issue: rate limiting)
+//!  3 sanitize      sanitize/   URI length, path rules, then the path normalized once (path.rs),
+//!                              host in server_names: refusals 400/414
+//!  4 route         route.rs    host + normalized path (never the query) -> route, or 404; the
+//!                              route's rules (sanitize/request.rs): method 405, content type
+//!                              415, announced size 413, query injection 400
+//!  5 rate limit    ratelimit   per client address, before any body is read: 429
 //!  6 authenticate  -           session / bearer token, MFA          (issue: accounts, sessions)
 //!  7 authorize     -           role x data category x patient       (issue: policy)
-//!  8 rate limit    -           per identity                         (issue: rate limiting)
-//!  9 upstream      proxy.rs    hop-by-hop and forwarding headers rewritten, request streamed
-//!                              to the pooled client; connect/response timeouts -> 502/504
+//!  8 rate limit    ratelimit   per route now; per user once there are users: 429
+//!  9 upstream      proxy.rs    body streamed with its size limit, or read whole and checked
+//!                              (JSON/form shape and injection); hop-by-hop and forwarding
+//!                              headers rewritten; pooled client; timeouts -> 502/504
 //! 10 response      here        security headers, route headers, no-store on patient data,
 //!                              upstream Server/X-Powered-By removed, X-Request-Id returned
 //! 11 record        telemetry   one log line and metrics when the response body ends or the
 //!                              client leaves (the audit trail will hang off this point)
 //! ```
 //!
-//! Phases 5 to 8 are not built yet: today every route must say `auth: none`, and no request is
-//! rate-limited. They will slot in between `route` and `upstream` below.
+//! Phases 6 and 7 are not built yet: today every route must say `auth: none`. They will slot in
+//! between the two rate-limit checks below.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
