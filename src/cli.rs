@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::cli_user::UserCommand;
 use crate::config::{self, Loaded};
 use crate::identity::{KeyError, Keyring, MASTER_KEY_ENV};
 use crate::server::Bound;
@@ -38,6 +39,13 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage accounts through the running gateway.
+    User {
+        #[arg(long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +69,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate { config },
         } => rotate_keys(&config),
+        Command::User { config, command } => crate::cli_user::run(&config, &command),
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 pub async fn serve(listener: TcpListener) {
-    crate::server::serve_http1(listener, |request| answer(&request)).await;
+    crate::server::serve_http1(listener, |request| std::future::ready(answer(&request))).await;
 }
 
 const PATIENTS: [(&str, &str, &str); 3] = [

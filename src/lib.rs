@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cli;
+mod cli_user;
 pub mod config;
 pub mod demo;
 pub mod identity;

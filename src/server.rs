@@ -31,9 +31,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::{Admin, AdminToken};
 use crate::body::ResponseBody;
 use crate::config::{Loaded, Server as Limits};
-use crate::identity::{EmbeddedStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError};
+use crate::identity::{
+    EmbeddedStore, IdentityStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError,
+};
 use crate::pipeline::Gateway;
 use crate::proxy;
 use crate::refusal::Refusal;
@@ -52,6 +55,11 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("identity store: {0}")]
     Store(#[from] StoreError),
+    #[error("{dir}: cannot read or create the admin token: {source}")]
+    AdminToken {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -64,7 +72,9 @@ pub enum StartError {
 pub struct Bound {
     /// Held for the gateway's lifetime: the store's file lock keeps a second process (a stray
     /// `wardgate keys rotate`) from writing under the running gateway.
-    _identity: EmbeddedStore,
+    identity: Arc<dyn IdentityStore>,
+    admin_token: Option<AdminToken>,
+    enrollment_ttl: Duration,
     https: TcpListener,
     redirect: Option<TcpListener>,
     admin: Option<TcpListener>,
@@ -95,7 +105,7 @@ impl Bound {
             );
         }
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
-        let identity = open_identity_store(loaded)?;
+        let (identity, admin_token) = open_identity_store(loaded)?;
         let telemetry = Telemetry::new(config.log.requests);
         let gateway = Arc::new(Gateway::new(loaded, telemetry)?);
 
@@ -117,7 +127,9 @@ impl Bound {
             .map_or(config.listen.https.port(), |a| a.port());
         let limits = config.server.value.clone();
         Ok(Self {
-            _identity: identity,
+            identity,
+            admin_token,
+            enrollment_ttl: config.auth.enrollment_ttl.0,
             https,
             redirect,
             admin,
@@ -148,7 +160,16 @@ impl Bound {
         let telemetry = self.gateway.telemetry().clone();
         let mut side_tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.admin {
-            side_tasks.spawn(admin::serve(listener, telemetry.clone(), ready.clone()));
+            if let Some(token) = self.admin_token {
+                let admin = Admin {
+                    telemetry: telemetry.clone(),
+                    ready: ready.clone(),
+                    store: self.identity.clone(),
+                    token,
+                    enrollment_ttl: self.enrollment_ttl,
+                };
+                side_tasks.spawn(admin::serve(listener, Arc::new(admin)));
+            }
         }
         if let Some(listener) = self.demo {
             side_tasks.spawn(demo::serve(listener));
@@ -157,7 +178,7 @@ impl Bound {
             // Plain HTTP only moves people who typed `http://` onto TLS: nothing is proxied.
             let https_port = self.https_port;
             side_tasks.spawn(serve_http1(listener, move |request| {
-                redirect_to_https(&request, https_port)
+                std::future::ready(redirect_to_https(&request, https_port))
             }));
         }
         side_tasks.spawn(upkeep(telemetry.clone()));
@@ -228,9 +249,12 @@ impl Bound {
 /// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening
 /// bytes to sniff for HTTP/2, outside hyper's header-read deadline, and the framing guard holds
 /// those bytes back until the head is complete, so a slowloris client would never be cut off.
-/// Loads the master key (generating it in development mode, loudly) and opens the identity
-/// store: a missing key or an unreadable store stops the start before any port is bound.
-fn open_identity_store(loaded: &Loaded) -> Result<EmbeddedStore, StartError> {
+/// Loads the master key (generating it in development mode, loudly), opens the identity store
+/// and, when there is an admin listener, its token: a missing key or an unreadable store stops
+/// the start before any port is bound.
+fn open_identity_store(
+    loaded: &Loaded,
+) -> Result<(Arc<dyn IdentityStore>, Option<AdminToken>), StartError> {
     let store = &loaded.config.store;
     let key_file = loaded.resolve(&store.key_file());
     let from_env = std::env::var(MASTER_KEY_ENV).ok();
@@ -246,10 +270,26 @@ fn open_identity_store(loaded: &Loaded) -> Result<EmbeddedStore, StartError> {
             "GENERATED A NEW MASTER KEY (store.dev_generate_key). Back it up: without it the sealed secrets in the identity store cannot be read. Never use this in production."
         );
     }
-    Ok(EmbeddedStore::open(
-        &loaded.resolve(&store.path),
-        Arc::new(keyring),
-    )?)
+    let dir = loaded.resolve(&store.path);
+    let identity: Arc<dyn IdentityStore> = Arc::new(EmbeddedStore::open(&dir, Arc::new(keyring))?);
+    let token = match &loaded.config.listen.admin {
+        Some(_) => {
+            Some(
+                AdminToken::load_or_create(&dir).map_err(|source| StartError::AdminToken {
+                    dir: dir.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    if identity.users()?.is_empty() {
+        tracing::warn!(
+            "no accounts yet: create the first with `wardgate user add <name> --role <role> --config {}`",
+            loaded.file.display()
+        );
+    }
+    Ok((identity, token))
 }
 
 fn h1_builder(limits: &Limits) -> http1::Builder {
@@ -398,9 +438,10 @@ async fn upkeep(telemetry: Arc<Telemetry>) {
 
 /// Serves plain HTTP/1.1 on a side listener (admin, redirects, demo back end): each request is
 /// answered by `answer` alone, with a 10 s head deadline against idle or slow clients.
-pub(crate) async fn serve_http1<F, B>(listener: TcpListener, answer: F)
+pub(crate) async fn serve_http1<F, Fut, B>(listener: TcpListener, answer: F)
 where
-    F: Fn(Request<Incoming>) -> Response<B> + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<crate::body::BoxError>,
 {
@@ -418,7 +459,7 @@ where
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let response = answer(request);
-                async move { Ok::<_, Infallible>(response) }
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         });

@@ -146,12 +146,23 @@ impl Default for Server {
     }
 }
 
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            password: PasswordConfig::default(),
+            enrollment_ttl: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
 /// `auth:` in gateway.yaml.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     /// Password rules and hashing (see `auth::password`).
     pub password: PasswordConfig,
+    /// How long a new account's (or a password reset's) enrollment token stays valid.
+    pub enrollment_ttl: HumanDuration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -558,6 +569,8 @@ impl ConfigError {
 #[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
+    /// The file it came from.
+    pub file: PathBuf,
     pub warnings: Vec<Warning>,
     /// Directory of the config file: relative paths in it are relative to this.
     pub base_dir: PathBuf,
@@ -606,6 +619,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Loaded, ConfigError> {
         config,
         warnings,
         base_dir,
+        file: file.to_path_buf(),
     })
 }
 

@@ -248,8 +248,8 @@ impl IdentityStore for EmbeddedStore {
         self.update_user(id, |user| user.roles = roles.to_vec())
     }
 
-    fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError> {
-        self.update_user(id, |user| user.password_hash = Some(phc.to_owned()))
+    fn set_password_hash(&self, id: UserId, phc: Option<&str>) -> Result<(), StoreError> {
+        self.update_user(id, |user| user.password_hash = phc.map(str::to_owned))
     }
 
     fn set_mfa_required_enrollment(&self, id: UserId, required: bool) -> Result<(), StoreError> {
@@ -648,7 +648,7 @@ mod tests {
         store.set_disabled(alice.id, true).unwrap();
         store.set_roles(alice.id, &["physician".into()]).unwrap();
         store
-            .set_password_hash(alice.id, "$argon2id$v=19$x")
+            .set_password_hash(alice.id, Some("$argon2id$v=19$x"))
             .unwrap();
         store.set_mfa_required_enrollment(alice.id, true).unwrap();
         let changed = store.user(alice.id).unwrap();

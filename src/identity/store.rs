@@ -230,8 +230,9 @@ pub trait IdentityStore: Send + Sync {
     fn users(&self) -> Result<Vec<User>, StoreError>;
     fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError>;
     fn set_roles(&self, id: UserId, roles: &[String]) -> Result<(), StoreError>;
-    /// `phc` is a PHC string (`$argon2id$...`), never a password.
-    fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError>;
+    /// `phc` is a PHC string (`$argon2id$...`), never a password; `None` removes the password
+    /// (a reset: the user sets a new one through an enrollment link).
+    fn set_password_hash(&self, id: UserId, phc: Option<&str>) -> Result<(), StoreError>;
     fn set_mfa_required_enrollment(&self, id: UserId, required: bool) -> Result<(), StoreError>;
 
     /// Stores (or replaces) the user's TOTP seed, sealed.

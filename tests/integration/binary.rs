@@ -70,6 +70,40 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     }
     assert!(healthy, "the gateway did not come up");
 
+    // Accounts are managed through the running gateway.
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, added, errors) = cli(&[
+        "user",
+        "add",
+        "bob",
+        "--role",
+        "nurse",
+        "--email",
+        "bob@example.org",
+    ]);
+    assert_eq!(code, Some(0), "{errors}");
+    let added: serde_json::Value = serde_json::from_str(&added).unwrap();
+    assert_eq!(added["user"]["name"], "bob");
+    assert_eq!(added["enrollment"]["token"].as_str().unwrap().len(), 64);
+    let (code, listed, _) = cli(&["user", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(listed.contains("\"bob\""), "{listed}");
+    let (code, _, errors) = cli(&["user", "show", "nobody"]);
+    assert_eq!(code, Some(1));
+    assert!(errors.contains("WG-ADMIN-004"), "{errors}");
+
     let config = client_tls(&dir.path().join("gateway.crt"));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)

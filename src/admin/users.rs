@@ -1,0 +1,250 @@
+//! Account management on the admin listener, for operators and `wardgate user …`.
+//!
+//! Threat: account changes made behind the running gateway's back (file-lock fights, stale
+//! caches), operators choosing users' passwords, and an admin API open to anyone who reaches
+//! the loopback address. Rules: the running gateway is the only writer of its identity store,
+//! so every change goes through it; every call carries the admin token (`<store.path>/admin.token`,
+//! mode 0600, compared in constant time); a new account gets no password, only a one-time
+//! enrollment token with a short expiry (`auth.enrollment_ttl`), from which the user sets their
+//! own password and second factor; answers never carry password hashes or secrets.
+//! Standard: OWASP ASVS 5 V6.4 (credential lifecycle) and V8.2 (administrative functions).
+//!
+//! ```text
+//!  GET    /admin/users                      list
+//!  POST   /admin/users                      {"name","email"?,"roles"[]} -> user + enrollment
+//!  GET    /admin/users/{name}               show
+//!  POST   /admin/users/{name}/disable       refuse the account (and, with sessions, at once)
+//!  POST   /admin/users/{name}/enable
+//!  PUT    /admin/users/{name}/roles         {"roles"[]}
+//!  POST   /admin/users/{name}/reset-mfa     remove every second factor; enrollment required
+//!  POST   /admin/users/{name}/reset-password remove the password; a new enrollment token
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::identity::{IdentityStore, StoreError, User, UserId};
+
+/// Why an admin call failed; each has a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminError {
+    BadRequest,
+    Unauthorized,
+    NoSuchUser,
+    NameTaken,
+    Store,
+}
+
+impl AdminError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            AdminError::BadRequest => StatusCode::BAD_REQUEST,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::NoSuchUser => StatusCode::NOT_FOUND,
+            AdminError::NameTaken => StatusCode::CONFLICT,
+            AdminError::Store => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            AdminError::BadRequest => "WG-ADMIN-002",
+            AdminError::Unauthorized => "WG-ADMIN-003",
+            AdminError::NoSuchUser => "WG-ADMIN-004",
+            AdminError::NameTaken => "WG-ADMIN-005",
+            AdminError::Store => "WG-ADMIN-006",
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            AdminError::BadRequest => "the request is malformed",
+            AdminError::Unauthorized => "the admin token is missing or wrong",
+            AdminError::NoSuchUser => "no such user",
+            AdminError::NameTaken => "this user name is taken",
+            AdminError::Store => "the identity store failed; see the gateway's log",
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(_) => AdminError::NoSuchUser,
+            StoreError::Conflict(_) => AdminError::NameTaken,
+            other => {
+                tracing::error!(error = %other, "identity store");
+                AdminError::Store
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Roles {
+    roles: Vec<String>,
+}
+
+/// User names: letters, digits and `._-@`, 1 to 64 characters (they appear in logs and URLs).
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+fn valid_roles(roles: &[String]) -> bool {
+    roles.iter().all(|r| {
+        (1..=64).contains(&r.len())
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// Everything an operator may see of an account: never a hash or a secret.
+fn describe(store: &dyn IdentityStore, user: &User) -> Result<Value, AdminError> {
+    let totp = store.totp(user.id)?.is_some();
+    let webauthn = store.webauthn_credentials(user.id)?.len();
+    let recovery_left = store
+        .recovery_codes(user.id)?
+        .iter()
+        .filter(|c| !c.used)
+        .count();
+    Ok(json!({
+        "id": user.id.to_string(),
+        "name": user.name,
+        "email": user.email,
+        "roles": user.roles,
+        "disabled": user.disabled,
+        "password_set": user.password_hash.is_some(),
+        "mfa": {
+            "enrollment_required": user.mfa_required_enrollment,
+            "totp": totp,
+            "webauthn_credentials": webauthn,
+            "recovery_codes_left": recovery_left,
+        },
+        "created": user.created,
+    }))
+}
+
+/// A one-time enrollment token: 256 random bits, hex; the store keeps only its keyed hash.
+fn enrollment(
+    store: &dyn IdentityStore,
+    id: UserId,
+    now: u64,
+    ttl: Duration,
+) -> Result<Value, AdminError> {
+    let bits: [u8; 32] = rand::random();
+    let token: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
+    let expires = now + ttl.as_secs();
+    store.create_enrollment_token(id, token.as_bytes(), expires)?;
+    Ok(json!({ "token": token, "expires": expires }))
+}
+
+/// One admin call on the user API. `path` is below `/admin/users`; `now` is unix seconds.
+pub fn handle(
+    store: &Arc<dyn IdentityStore>,
+    method: &Method,
+    path: &str,
+    body: &Bytes,
+    now: u64,
+    enrollment_ttl: Duration,
+) -> Result<(StatusCode, Value), AdminError> {
+    let store = store.as_ref();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, []) => {
+            let users: Result<Vec<Value>, AdminError> =
+                store.users()?.iter().map(|u| describe(store, u)).collect();
+            Ok((StatusCode::OK, json!({ "users": users? })))
+        }
+        (&Method::POST, []) => {
+            let new: NewUser = serde_json::from_slice(body).map_err(|_| AdminError::BadRequest)?;
+            if !valid_name(&new.name) || !valid_roles(&new.roles) {
+                return Err(AdminError::BadRequest);
+            }
+            let mut user = User::new(UserId::random(&mut rand::rng()), new.name, now);
+            user.email = new.email;
+            user.roles = new.roles;
+            user.mfa_required_enrollment = true;
+            store.create_user(&user)?;
+            let enrollment = enrollment(store, user.id, now, enrollment_ttl)?;
+            tracing::info!(target: "wardgate::security", event = "account_created", user = %user.name);
+            Ok((
+                StatusCode::CREATED,
+                json!({ "user": describe(store, &user)?, "enrollment": enrollment }),
+            ))
+        }
+        (&Method::GET, [name]) => {
+            let user = store.user_by_name(name)?;
+            Ok((StatusCode::OK, json!({ "user": describe(store, &user)? })))
+        }
+        (
+            &Method::POST,
+            [
+                name,
+                action @ ("disable" | "enable" | "reset-mfa" | "reset-password"),
+            ],
+        ) => {
+            let user = store.user_by_name(name)?;
+            let mut answer = json!({});
+            match *action {
+                "disable" => store.set_disabled(user.id, true)?,
+                "enable" => store.set_disabled(user.id, false)?,
+                "reset-mfa" => {
+                    if store.totp(user.id)?.is_some() {
+                        store.delete_totp(user.id)?;
+                    }
+                    for credential in store.webauthn_credentials(user.id)? {
+                        store.delete_webauthn(user.id, &credential.credential_id)?;
+                    }
+                    store.set_recovery_codes(user.id, &[])?;
+                    store.set_mfa_required_enrollment(user.id, true)?;
+                }
+                _ => {
+                    store.set_password_hash(user.id, None)?;
+                    answer =
+                        json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl)? });
+                }
+            }
+            tracing::info!(target: "wardgate::security", event = %action, user = %user.name);
+            let user = store.user(user.id)?;
+            answer["user"] = describe(store, &user)?;
+            Ok((StatusCode::OK, answer))
+        }
+        (&Method::PUT, [name, "roles"]) => {
+            let roles: Roles = serde_json::from_slice(body).map_err(|_| AdminError::BadRequest)?;
+            if !valid_roles(&roles.roles) {
+                return Err(AdminError::BadRequest);
+            }
+            let user = store.user_by_name(name)?;
+            store.set_roles(user.id, &roles.roles)?;
+            tracing::info!(target: "wardgate::security", event = "roles_set", user = %user.name);
+            Ok((
+                StatusCode::OK,
+                json!({ "user": describe(store, &store.user(user.id)?)? }),
+            ))
+        }
+        _ => Err(AdminError::BadRequest),
+    }
+}
