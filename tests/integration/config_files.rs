@@ -5,6 +5,15 @@ use std::process::Command;
 
 use wardgate::config::{self, ConfigError};
 
+/// Runs `wardgate check-config --config <file>`.
+fn check_config(file: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["check-config", "--config"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 fn repo_yaml_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
@@ -33,11 +42,7 @@ fn check_config_passes_on_every_yaml_file_in_the_repo() {
         "{files:?}"
     );
     for file in files {
-        let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-            .args(["check-config", "--config"])
-            .arg(&file)
-            .output()
-            .unwrap();
+        let output = check_config(&file);
         assert!(
             output.status.success(),
             "{}: {}{}",
@@ -59,11 +64,7 @@ fn check_config_fails_with_a_non_zero_status_and_binds_nothing() {
             + "surprise: 1\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let output = check_config(&file);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -73,11 +74,7 @@ fn check_config_fails_with_a_non_zero_status_and_binds_nothing() {
 
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, crate::harness::simple_config("http://127.0.0.1:1")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .args(["check-config", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let output = check_config(&good);
     assert!(
         output.status.success(),
         "{}",
@@ -235,11 +232,7 @@ fn check_config_refuses_a_missing_master_key_outside_dev_mode() {
     let config = crate::harness::simple_config("http://127.0.0.1:1")
         .replace("store:\n  dev_generate_key: true\n", "");
     std::fs::write(&file, config).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let output = check_config(&file);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("master.key"), "{stderr}");
