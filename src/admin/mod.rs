@@ -37,11 +37,22 @@ pub struct AdminToken(String);
 
 impl AdminToken {
     /// Reads `<dir>/admin.token`, creating it (256 random bits, mode 0600) when it is missing.
+    /// A token file that anyone but its owner can read is refused: it is an operator's key.
     pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = token_path(dir);
         match std::fs::read_to_string(&path) {
-            Ok(text) => return Ok(Self(text.trim().to_owned())),
+            Ok(text) => {
+                let mode = std::fs::metadata(&path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    return Err(std::io::Error::other(format!(
+                        "{} has mode {:04o}; it must be readable by its owner only (chmod 600)",
+                        path.display(),
+                        mode & 0o777
+                    )));
+                }
+                return Ok(Self(text.trim().to_owned()));
+            }
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
             Err(_) => {}
         }

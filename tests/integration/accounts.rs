@@ -156,3 +156,23 @@ async fn operators_manage_accounts_with_the_admin_token() {
         assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
     }
 }
+
+#[tokio::test]
+async fn an_admin_token_readable_by_others_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let token = dir.path().join("data/admin.token");
+    std::fs::write(&token, "0123").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, simple_config("http://127.0.0.1:1")).unwrap();
+    let loaded = wardgate::config::load(&file).unwrap();
+    let error = wardgate::server::Bound::bind(&loaded)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("admin.token"), "{error}");
+    assert!(error.contains("0644"), "{error}");
+}
