@@ -12,6 +12,9 @@
 //!                              (forwarded headers believed only from trusted proxies)
 //!  3 sanitize      sanitize/   URI length, path rules, then the path normalized once (path.rs),
 //!                              host in server_names: refusals 400/414
+//!  3a own API      auth/enrollment.rs  paths under /.wardgate/ are the gateway's own: per-client
+//!                              rate limit (route label /.wardgate/), then answered here, never
+//!                              routed or proxied; unknown paths 404 WG-AUTH-006
 //!  4 route         route.rs    host + normalized path (never the query) -> route, or 404; the
 //!                              route's rules (sanitize/request.rs): method 405, content type
 //!                              415, announced size 413, query injection 400
@@ -34,7 +37,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -43,8 +46,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use metrics::SharedString;
 
+use bytes::Bytes;
+
+use crate::auth::enrollment::{self, Enrollment};
+use crate::auth::password::{HashPool, Hasher};
 use crate::body::{self, IdleBody, RequestBody, ResponseBody};
 use crate::config::Loaded;
+use crate::identity::IdentityStore;
 use crate::path;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient, X_REQUEST_ID};
 use crate::ratelimit::{Decision, DenyCause, Limiter, LocalLimiter, Stage, Subject};
@@ -95,11 +103,33 @@ pub struct Gateway {
     allow_encoded_slash: bool,
     limiter: Arc<dyn Limiter>,
     max_request_line: u64,
+    enrollment: Enrollment,
+    /// Labels for the gateway's own API in logs and metrics.
+    own_api: Arc<RouteLabels>,
 }
 
 impl Gateway {
-    pub fn new(loaded: &Loaded, telemetry: Arc<Telemetry>) -> Result<Self, StartError> {
+    pub fn new(
+        loaded: &Loaded,
+        telemetry: Arc<Telemetry>,
+        store: Arc<dyn IdentityStore>,
+    ) -> Result<Self, StartError> {
         let config = &loaded.config;
+        let hashing = &config.auth.password.hashing;
+        let pool = HashPool::new(
+            Hasher::new(hashing.params.clone())?,
+            hashing.threads(),
+            hashing.queue,
+        )
+        .map_err(StartError::HashPool)?;
+        // Checked here, before a port is bound: an enrollment must not fail on a bad setting.
+        config.auth.totp.params()?;
+        let enrollment = Enrollment::new(
+            store,
+            pool,
+            config.auth.password.policy,
+            config.auth.totp.clone(),
+        );
         let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();
         let limiter = LocalLimiter::new(
             &config.rate_limits,
@@ -157,6 +187,10 @@ impl Gateway {
                 SharedString::const_str(NO_ROUTE),
                 SharedString::const_str(""),
             )),
+            own_api: Arc::new(telemetry.route_labels(
+                SharedString::const_str(enrollment::PREFIX),
+                SharedString::const_str(""),
+            )),
             telemetry,
             body_idle_timeout: config.server.value.body_idle_timeout.0,
             server_names: config
@@ -169,6 +203,7 @@ impl Gateway {
             allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
             limiter: Arc::new(limiter),
             max_request_line: config.server.value.max_request_line.0,
+            enrollment,
         })
     }
 
@@ -193,6 +228,10 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         #[allow(clippy::disallowed_methods)] // the edge: the request starts now
         let start = Instant::now();
+        #[allow(clippy::disallowed_methods)] // the edge: unix seconds for expiry checks below
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
 
         // 2. early
         let request_id = match request.headers().get(X_REQUEST_ID) {
@@ -212,11 +251,18 @@ impl Gateway {
             code: None,
         };
 
-        let mut response = match self.forward(request, &peer, &mut record).await {
+        let mut response = match self.forward(request, &peer, &mut record, now).await {
             Ok(response) => response,
-            Err(Refused { refusal, headers }) => {
+            Err(Refused {
+                refusal,
+                headers,
+                body,
+            }) => {
                 record.code = Some(refusal.code());
                 let mut response: Response<ResponseBody> = refusal.response();
+                if let Some(body) = body {
+                    *response.body_mut() = ResponseBody::from(body);
+                }
                 response
                     .headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -237,12 +283,13 @@ impl Gateway {
         response.map(|body| body.with_record(finished))
     }
 
-    /// Phases 3, 4 and 9: sanitize, route, upstream.
+    /// Phases 3, 3a, 4 and 9: sanitize, the own API, route, upstream; `now` is unix seconds.
     async fn forward(
         &self,
         mut request: Request<Incoming>,
         peer: &Peer,
         record: &mut RequestRecord,
+        now: u64,
     ) -> Result<Response<ResponseBody>, Refused> {
         // 3. sanitize
         // HTTP/1 request lines are measured below hyper (sanitize::framing); HTTP/2 ones here.
@@ -268,6 +315,23 @@ impl Gateway {
         let host = authority.host().to_ascii_lowercase();
         sanitize::request::check_host(&host, &self.server_names)?;
 
+        // 3a. the gateway's own API: never routed, never proxied.
+        if enrollment::is_reserved(&path) {
+            record.route = Some(self.own_api.clone());
+            let decision = self.limiter.check(&Subject {
+                stage: Stage::Anonymous,
+                route: enrollment::PREFIX,
+                client: record.client,
+                user: None,
+            });
+            deny(&decision)?;
+            let path = path.into_owned();
+            return self
+                .enrollment
+                .handle(request, &path, self.body_idle_timeout, now)
+                .await;
+        }
+
         // 4. route
         let target = self
             .routes
@@ -279,14 +343,13 @@ impl Gateway {
         let plan = target
             .rules
             .check_head(request.method(), request.headers(), has_body)
-            .map_err(|refusal| Refused {
-                refusal,
-                headers: match refusal {
-                    Refusal::MethodNotAllowed => {
-                        vec![(header::ALLOW, target.rules.allow_header().clone())]
-                    }
-                    _ => Vec::new(),
-                },
+            .map_err(|refusal| match refusal {
+                Refusal::MethodNotAllowed => Refused::with_header(
+                    refusal,
+                    header::ALLOW,
+                    target.rules.allow_header().clone(),
+                ),
+                _ => refusal.into(),
             })?;
 
         if let Some(query) = request.uri().query()
@@ -311,15 +374,7 @@ impl Gateway {
         } else {
             anonymous
         };
-        if let Decision::Deny { cause, .. } = decision {
-            return Err(Refused {
-                refusal: match cause {
-                    DenyCause::Exhausted => Refusal::RateLimited,
-                    DenyCause::TooManyKeys => Refusal::RateLimitFull,
-                },
-                headers: decision.headers(),
-            });
-        }
+        deny(&decision)?;
 
         // 9. upstream
         let upstream = &target.upstream;
@@ -419,11 +474,53 @@ fn log_finding(request_id: &HeaderValue, finding: &Finding) {
     );
 }
 
+/// A rate-limit denial as a refusal, with its `Retry-After` and `RateLimit` headers.
+fn deny(decision: &Decision) -> Result<(), Refused> {
+    match decision {
+        Decision::Deny { cause, .. } => Err(Refused {
+            refusal: match cause {
+                DenyCause::Exhausted => Refusal::RateLimited,
+                DenyCause::TooManyKeys => Refusal::RateLimitFull,
+            },
+            headers: decision.headers(),
+            body: None,
+        }),
+        Decision::Allow { .. } => Ok(()),
+    }
+}
+
 /// A refusal, with the headers some carry (`Allow` on a 405, `Retry-After` and the
-/// `RateLimit` headers on a 429).
-struct Refused {
+/// `RateLimit` headers on a 429) and, rarely, a body with more than the fixed reason (the
+/// password rules a refused password failed).
+pub struct Refused {
     refusal: Refusal,
     headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<Bytes>,
+}
+
+impl Refused {
+    pub fn with_header(refusal: Refusal, name: HeaderName, value: HeaderValue) -> Self {
+        Self {
+            refusal,
+            headers: vec![(name, value)],
+            body: None,
+        }
+    }
+
+    /// The refusal and its extra headers, for tests of the modules that refuse.
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> (Refusal, &[(HeaderName, HeaderValue)]) {
+        (self.refusal, &self.headers)
+    }
+
+    /// `body` replaces the fixed one; it must be JSON carrying the refusal's code.
+    pub fn with_body(refusal: Refusal, body: Bytes) -> Self {
+        Self {
+            refusal,
+            headers: Vec::new(),
+            body: Some(body),
+        }
+    }
 }
 
 impl From<Refusal> for Refused {
@@ -431,6 +528,7 @@ impl From<Refusal> for Refused {
         Self {
             refusal,
             headers: Vec::new(),
+            body: None,
         }
     }
 }

@@ -56,6 +56,22 @@ pub enum Refusal {
     HttpsRequired,
     /// Admin listener: unknown path or method.
     AdminNotFound,
+    /// Enrollment: the token is unknown, used or expired (alike on purpose).
+    EnrollmentLinkInvalid,
+    /// Enrollment: the password fails the policy; the answer lists every failed rule.
+    PasswordRefused,
+    /// Password hashing has no capacity left (`PoolError::Busy`): retry in a second.
+    HashingBusy,
+    /// Enrollment: the ceremony id is unknown, expired, or dropped after too many wrong codes.
+    EnrollmentUnknown,
+    /// Enrollment: the authenticator code is wrong or not a code.
+    TotpCodeWrong,
+    /// Nothing is served at this path under the gateway's own `/.wardgate/` prefix.
+    GatewayPathNotFound,
+    /// A body for the gateway's own API is not the JSON it expects.
+    MalformedApiRequest,
+    /// The identity store or the hashing threads failed (logged).
+    AuthUnavailable,
 }
 
 impl Refusal {
@@ -157,6 +173,42 @@ impl Refusal {
                 "the service behind the gateway sent an invalid answer",
             ),
             Refusal::AdminNotFound => (S::NOT_FOUND, "WG-ADMIN-001", "no such admin resource"),
+            Refusal::EnrollmentLinkInvalid => (
+                S::BAD_REQUEST,
+                "WG-AUTH-001",
+                "this enrollment link is invalid or has expired",
+            ),
+            Refusal::PasswordRefused => (
+                S::BAD_REQUEST,
+                "WG-AUTH-002",
+                "this password is not accepted",
+            ),
+            Refusal::HashingBusy => (
+                S::SERVICE_UNAVAILABLE,
+                "WG-AUTH-003",
+                "the gateway is busy: retry in a second",
+            ),
+            Refusal::EnrollmentUnknown => (
+                S::BAD_REQUEST,
+                "WG-AUTH-004",
+                "this enrollment is unknown or has expired: start again from the link",
+            ),
+            Refusal::TotpCodeWrong => (
+                S::BAD_REQUEST,
+                "WG-AUTH-005",
+                "the code from the authenticator app is wrong",
+            ),
+            Refusal::GatewayPathNotFound => (S::NOT_FOUND, "WG-AUTH-006", "no such resource"),
+            Refusal::MalformedApiRequest => (
+                S::BAD_REQUEST,
+                "WG-AUTH-007",
+                "the request body is not the JSON this call expects",
+            ),
+            Refusal::AuthUnavailable => (
+                S::INTERNAL_SERVER_ERROR,
+                "WG-AUTH-008",
+                "enrollment is unavailable; see the gateway's log",
+            ),
         }
     }
 
@@ -253,6 +305,14 @@ mod tests {
             Refusal::UpstreamProtocol,
             Refusal::HttpsRequired,
             Refusal::AdminNotFound,
+            Refusal::EnrollmentLinkInvalid,
+            Refusal::PasswordRefused,
+            Refusal::HashingBusy,
+            Refusal::EnrollmentUnknown,
+            Refusal::TotpCodeWrong,
+            Refusal::GatewayPathNotFound,
+            Refusal::MalformedApiRequest,
+            Refusal::AuthUnavailable,
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), all.len());

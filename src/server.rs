@@ -55,6 +55,12 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("identity store: {0}")]
     Store(#[from] StoreError),
+    #[error("auth.password.hashing: {0}")]
+    Hashing(#[from] crate::auth::password::HashError),
+    #[error("cannot start the password hashing threads: {0}")]
+    HashPool(std::io::Error),
+    #[error("auth.totp: {0}")]
+    Totp(#[from] crate::auth::totp::TotpError),
     #[error("{dir}: cannot read or create the admin token: {source}")]
     AdminToken {
         dir: std::path::PathBuf,
@@ -107,7 +113,7 @@ impl Bound {
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
         let (identity, admin_token) = open_identity_store(loaded)?;
         let telemetry = Telemetry::new(config.log.requests);
-        let gateway = Arc::new(Gateway::new(loaded, telemetry)?);
+        let gateway = Arc::new(Gateway::new(loaded, telemetry, identity.clone())?);
 
         let https = bind(config.listen.https, "listen.https").await?;
         let redirect = match config.listen.http_redirect {

@@ -243,6 +243,12 @@ impl PendingTotp {
         self.totp.secret().to_base32()
     }
 
+    /// The code an authenticator app shows at `now`, for tests of the callers.
+    #[cfg(test)]
+    pub(crate) fn code_at(&self, now: u64) -> String {
+        self.totp.generate(now).to_string()
+    }
+
     /// Confirms the enrollment with the first code from the app. On success the factor is active
     /// and the returned step is the caller's first `last_used_step`, so that the enrollment code
     /// cannot be replayed at login. A wrong code leaves `self` pending for another try.

@@ -151,6 +151,7 @@ impl Default for Auth {
         Self {
             password: PasswordConfig::default(),
             enrollment_ttl: HumanDuration(Duration::from_secs(3600)),
+            totp: crate::auth::totp::TotpConfig::default(),
         }
     }
 }
@@ -163,6 +164,9 @@ pub struct Auth {
     pub password: PasswordConfig,
     /// How long a new account's (or a password reset's) enrollment token stays valid.
     pub enrollment_ttl: HumanDuration,
+    /// Authenticator-app codes: issuer shown in the app, algorithm, digits, period.
+    #[serde(default)]
+    pub totp: crate::auth::totp::TotpConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]

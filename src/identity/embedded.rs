@@ -458,6 +458,18 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
+    fn enrollment_token_user(&self, token: &[u8], now: u64) -> Result<Option<UserId>, StoreError> {
+        let tx = self.read()?;
+        let table = tx.open_table(TOKENS)?;
+        for hash in self.keyring.token_hashes(token) {
+            if let Some(value) = table.get(hash.as_slice())? {
+                let record: TokenRecord = decode("enrollment_tokens", value.value())?;
+                return Ok((now < record.expires).then_some(record.user));
+            }
+        }
+        Ok(None)
+    }
+
     fn consume_enrollment_token(
         &self,
         token: &[u8],
@@ -790,6 +802,32 @@ mod tests {
             None
         );
         assert_eq!(store.consume_enrollment_token(b"unknown", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn looking_a_token_up_leaves_it_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
+        let alice = user(&store, "alice");
+        store
+            .create_enrollment_token(alice.id, b"token-1", 1_000)
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                store.enrollment_token_user(b"token-1", 999).unwrap(),
+                Some(alice.id)
+            );
+        }
+        assert_eq!(
+            store.enrollment_token_user(b"token-1", 1_000).unwrap(),
+            None
+        );
+        assert_eq!(store.enrollment_token_user(b"unknown", 0).unwrap(), None);
+        assert_eq!(
+            store.consume_enrollment_token(b"token-1", 999).unwrap(),
+            Some(alice.id)
+        );
+        assert_eq!(store.enrollment_token_user(b"token-1", 999).unwrap(), None);
     }
 
     #[test]

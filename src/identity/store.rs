@@ -271,6 +271,10 @@ pub trait IdentityStore: Send + Sync {
         token: &[u8],
         expires: u64,
     ) -> Result<(), StoreError>;
+    /// The token's user, without using the token up: a check before work that may still be
+    /// refused (a password the policy rejects must not burn the link). `None` for an unknown or
+    /// expired (`now >= expires`) token, alike. Only [`Self::consume_enrollment_token`] decides.
+    fn enrollment_token_user(&self, token: &[u8], now: u64) -> Result<Option<UserId>, StoreError>;
     /// The token's user, once: the token is gone afterwards. `None` for an unknown, used or
     /// expired (`now >= expires`) token, deliberately alike.
     fn consume_enrollment_token(

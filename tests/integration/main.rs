@@ -7,6 +7,7 @@
 mod accounts;
 mod binary;
 mod config_files;
+mod enrollment;
 mod harness;
 mod hygiene;
 mod injection;

@@ -101,9 +101,33 @@ fn work(jobs: &Mutex<Receiver<Job>>, hasher: &Hasher) {
 }
 
 #[cfg(test)]
+impl HashPool {
+    /// Occupies one thread until the returned sender is used or dropped.
+    pub(crate) fn hold_a_thread(&self) -> (std::sync::mpsc::Sender<()>, oneshot::Receiver<()>) {
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let held = self
+            .submit(move |_| {
+                let _ = started.send(());
+                let _ = wait_release.recv();
+            })
+            .unwrap();
+        wait_started.recv().unwrap();
+        (release, held)
+    }
+
+    /// Makes a pool of one thread busy until the returned sender is used or dropped: the thread
+    /// is held and the queue filled.
+    pub(crate) fn saturate(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, _) = self.hold_a_thread();
+        while self.submit(|_| ()).is_ok() {}
+        release
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc;
 
     use super::*;
     use crate::auth::password::HashParams;
@@ -117,20 +141,6 @@ mod tests {
     fn pool(threads: usize, queue: usize) -> HashPool {
         let hasher = Hasher::new(HashParams::OWASP_MINIMUM).unwrap();
         HashPool::new(hasher, NonZeroUsize::new(threads).unwrap(), queue).unwrap()
-    }
-
-    /// Occupies one thread until the returned sender is used or dropped.
-    fn hold_a_thread(pool: &HashPool) -> (mpsc::Sender<()>, oneshot::Receiver<()>) {
-        let (started, wait_started) = mpsc::channel();
-        let (release, wait_release) = mpsc::channel::<()>();
-        let held = pool
-            .submit(move |_| {
-                started.send(()).unwrap();
-                let _ = wait_release.recv();
-            })
-            .unwrap();
-        wait_started.recv().unwrap();
-        (release, held)
     }
 
     #[tokio::test]
@@ -155,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_at_once_and_recovers() {
         let pool = pool(1, 1);
-        let (release, held) = hold_a_thread(&pool);
+        let (release, held) = pool.hold_a_thread();
         // The only thread is busy; this fills the queue of one.
         let queued = pool.submit(|hasher| hasher.hash(&secret())).unwrap();
 
@@ -184,7 +194,7 @@ mod tests {
     #[tokio::test]
     async fn work_whose_caller_has_gone_is_skipped() {
         let pool = pool(1, 2);
-        let (release, held) = hold_a_thread(&pool);
+        let (release, held) = pool.hold_a_thread();
         let ran = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&ran);
         drop(

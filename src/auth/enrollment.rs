@@ -1,0 +1,569 @@
+//! Enrollment: the JSON API that turns the one-time token from `wardgate user add` into a
+//! password, an authenticator app and recovery codes.
+//!
+//! **The threat.** An enrollment link that works twice (forwarded mail, browser history), a
+//! link burnt by a typo so that the user must call the help desk, a second factor that was never
+//! proven to work, a ceremony left open for others to finish, guessing of the confirmation code,
+//! and secrets that end up in logs.
+//!
+//! **The rule.**
+//!
+//! ```text
+//!  POST /.wardgate/api/enroll/password {token, password}
+//!     │  token looked up, not used up ─── unknown / expired: WG-AUTH-001
+//!     │  Policy::check (name, e-mail) ─── refused: WG-AUTH-002 + every reason; link still good
+//!     │  HashPool ─────────────────────── busy: WG-AUTH-003 (503, Retry-After: 1)
+//!     │  token consumed (atomic) ──────── used meanwhile: WG-AUTH-001
+//!     ▼  password stored; PendingTotp kept here, in memory, under a random 256-bit id
+//!  {enrollment, totp: {otpauth, secret}}
+//!     │
+//!  POST /.wardgate/api/enroll/totp {enrollment, code}
+//!     │  unknown / expired (10 min) / dropped ───────── WG-AUTH-004
+//!     │  wrong or malformed code ─────────────────────── WG-AUTH-005; the 5th drops the ceremony
+//!     ▼  seed + last step stored, 10 recovery codes (80 random bits each, only SHA-256 kept),
+//!        enrollment no longer required
+//!  {recovery_codes: [...]}   shown once
+//! ```
+//!
+//! The password is hashed before the token is consumed, so a refused or busy attempt leaves the
+//! link usable; the consume is the one atomic decision, so two racing requests cannot both set a
+//! password. The ceremony map is bounded ([`MAX_CEREMONIES`]); expired entries go on every access.
+//! Confirming a code and ending the ceremony happen under one lock: a code works once. Codes,
+//! secrets and passwords are never logged.
+//!
+//! **The standard.** NIST SP 800-63B-4 (3.1.1.2 password verifiers, 3.1.4 OTP authenticators,
+//! 4.1 enrollment binding of authenticators; recovery codes: 3.1.2 look-up secrets of at least
+//! 64 bits), RFC 6238, OWASP ASVS 5 V6.4 (authenticator lifecycle).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
+use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
+use crate::body::{self, IdleBody, ResponseBody};
+use crate::identity::{IdentityStore, StoreError, UserId};
+use crate::pipeline::Refused;
+use crate::refusal::Refusal;
+
+/// Paths under this prefix are the gateway's own: never routed, never proxied.
+pub const PREFIX: &str = "/.wardgate/";
+const PASSWORD_PATH: &str = "/.wardgate/api/enroll/password";
+const TOTP_PATH: &str = "/.wardgate/api/enroll/totp";
+
+/// Bodies of this API are a token, a password (at most 128 characters) or a code.
+const BODY_LIMIT: u64 = 8 * 1024;
+/// How long a user has from the password step to the first authenticator code.
+const CEREMONY_TTL_SECS: u64 = 10 * 60;
+/// Open ceremonies kept at most; one more is refused as busy.
+pub const MAX_CEREMONIES: usize = 10_000;
+/// Wrong codes a ceremony survives; the next one drops it.
+const MAX_WRONG_CODES: u32 = 5;
+const RECOVERY_CODES: usize = 10;
+/// 80 random bits: 16 base32 characters.
+const RECOVERY_CODE_BYTES: usize = 10;
+
+/// Whether `path` (normalized) is the gateway's own.
+pub fn is_reserved(path: &str) -> bool {
+    path.starts_with(PREFIX) || path == PREFIX.trim_end_matches('/')
+}
+
+/// The enrollment API's state: built once at start.
+pub struct Enrollment {
+    store: Arc<dyn IdentityStore>,
+    pool: HashPool,
+    policy: Policy,
+    totp: TotpConfig,
+    ceremonies: Mutex<Ceremonies>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordStep {
+    token: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpStep {
+    enrollment: String,
+    code: String,
+}
+
+impl Enrollment {
+    pub fn new(
+        store: Arc<dyn IdentityStore>,
+        pool: HashPool,
+        policy: Policy,
+        totp: TotpConfig,
+    ) -> Self {
+        Self {
+            store,
+            pool,
+            policy,
+            totp,
+            ceremonies: Mutex::new(Ceremonies::new(MAX_CEREMONIES)),
+        }
+    }
+
+    /// Serves one request under [`PREFIX`]; `now` is unix seconds.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        path: &str,
+        idle: std::time::Duration,
+        now: u64,
+    ) -> Result<Response<ResponseBody>, Refused> {
+        if path != PASSWORD_PATH && path != TOTP_PATH {
+            return Err(Refusal::GatewayPathNotFound.into());
+        }
+        if request.method() != Method::POST {
+            return Err(Refused::with_header(
+                Refusal::MethodNotAllowed,
+                header::ALLOW,
+                HeaderValue::from_static("POST"),
+            ));
+        }
+        let bytes =
+            body::read_limited(IdleBody::new(request.into_body(), idle), BODY_LIMIT).await?;
+        if path == PASSWORD_PATH {
+            self.password(parse(&bytes)?, now).await
+        } else {
+            self.confirm_totp(parse(&bytes)?, now).await
+        }
+    }
+
+    async fn password(
+        &self,
+        step: PasswordStep,
+        now: u64,
+    ) -> Result<Response<ResponseBody>, Refused> {
+        let token = Bytes::from(step.token.into_bytes());
+        let lookup = token.clone();
+        let user = self
+            .blocking(
+                move |store| match store.enrollment_token_user(&lookup, now)? {
+                    Some(id) => store.user(id).map(Some),
+                    None => Ok(None),
+                },
+            )
+            .await?
+            .ok_or(Refusal::EnrollmentLinkInvalid)?;
+
+        let password = Secret::new(step.password);
+        let owner = Owner {
+            user_name: &user.name,
+            email: user.email.as_deref(),
+        };
+        if let Err(reasons) = self.policy.check(&password, &owner) {
+            return Err(policy_refusal(&reasons));
+        }
+        let phc = self
+            .pool
+            .hash(password)
+            .await
+            .map_err(|error| match error {
+                PoolError::Busy => busy(),
+                other => unavailable(&other),
+            })?;
+        let pending = PendingTotp::new(&self.totp, &user.name, &mut rand::rng())
+            .map_err(|e| unavailable(&e))?;
+        let mut answer = json!({
+            "totp": {
+                "otpauth": pending.otpauth_uri().map_err(|e| unavailable(&e))?,
+                "secret": pending.secret_base32(),
+            },
+        });
+        // The ceremony is reserved before the token is spent: a full map must not burn the link.
+        let enrollment = self
+            .lock()
+            .start(user.id, user.name.clone(), pending, now)
+            .ok_or_else(busy)?;
+        let id = user.id;
+        let consumed = self
+            .blocking(move |store| {
+                if store.consume_enrollment_token(&token, now)? != Some(id) {
+                    return Ok(false);
+                }
+                store.set_password_hash(id, Some(&phc))?;
+                Ok(true)
+            })
+            .await;
+        if !matches!(consumed, Ok(true)) {
+            self.lock().remove(&enrollment);
+            consumed?;
+            return Err(Refusal::EnrollmentLinkInvalid.into());
+        }
+        tracing::info!(target: "wardgate::security", event = "enrollment_password_set", user = %user.name);
+        answer["enrollment"] = json!(enrollment);
+        Ok(ok(&answer))
+    }
+
+    async fn confirm_totp(
+        &self,
+        step: TotpStep,
+        now: u64,
+    ) -> Result<Response<ResponseBody>, Refused> {
+        let (user, name, active, last_step) =
+            self.lock().confirm(&step.enrollment, &step.code, now)?;
+        let codes = recovery_codes(&mut rand::rng());
+        let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
+        self.blocking(move |store| {
+            store.set_totp(user, active.secret_bytes(), last_step)?;
+            store.set_recovery_codes(user, &hashes)?;
+            store.set_mfa_required_enrollment(user, false)
+        })
+        .await?;
+        tracing::info!(target: "wardgate::security", event = "enrollment_completed", user = %name);
+        Ok(ok(&json!({ "recovery_codes": codes })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ceremonies> {
+        // A panic while holding the lock cannot leave the map half-changed in a harmful way.
+        self.ceremonies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs synchronous store work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Refused> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(unavailable(&error)),
+            Err(error) => Err(unavailable(&error)),
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refused> {
+    serde_json::from_slice(bytes).map_err(|_| Refusal::MalformedApiRequest.into())
+}
+
+/// `WG-AUTH-003`: no capacity left now; one second is about a queue's worth of hashing.
+fn busy() -> Refused {
+    Refused::with_header(
+        Refusal::HashingBusy,
+        header::RETRY_AFTER,
+        HeaderValue::from_static("1"),
+    )
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> Refused {
+    tracing::error!(%error, "enrollment");
+    Refusal::AuthUnavailable.into()
+}
+
+/// `WG-AUTH-002` with every failed rule, in words for the user.
+fn policy_refusal(reasons: &[Reason]) -> Refused {
+    let refusal = Refusal::PasswordRefused;
+    let messages: Vec<String> = reasons.iter().map(Reason::message).collect();
+    let body = json!({
+        "error": refusal.code(),
+        "message": refusal.reason(),
+        "reasons": messages,
+    });
+    Refused::with_body(refusal, Bytes::from(body.to_string()))
+}
+
+/// A 200 JSON answer; never cached (it carries secrets shown once).
+fn ok(value: &serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(Bytes::from(value.to_string())));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Ten recovery codes, `ABCD-EFGH-IJKL-MNOP`: 80 random bits each, base32 (RFC 4648).
+fn recovery_codes(rng: &mut impl rand::CryptoRng) -> Vec<String> {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..RECOVERY_CODES)
+        .map(|_| {
+            let mut bytes = [0u8; 16];
+            rng.fill_bytes(&mut bytes[..RECOVERY_CODE_BYTES]);
+            let bits = u128::from_be_bytes(bytes) >> 48;
+            let mut code = String::with_capacity(19);
+            for index in 0..16 {
+                if index > 0 && index % 4 == 0 {
+                    code.push('-');
+                }
+                let digit = (bits >> (75 - 5 * index)) & 0x1f;
+                code.push(char::from(ALPHABET[digit as usize]));
+            }
+            code
+        })
+        .collect()
+}
+
+/// The stored form of a recovery code: SHA-256 (hex) of the code without separators, upper
+/// case, so that `abcd efgh …` typed at login matches. A fast hash suffices for 80 random bits.
+pub fn recovery_code_hash(code: &str) -> String {
+    let normalized: String = code
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    Sha256::digest(normalized.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// One open enrollment: the password is set, the authenticator not yet confirmed.
+struct Ceremony {
+    user: UserId,
+    name: String,
+    totp: PendingTotp,
+    wrong_codes: u32,
+    expires: u64,
+}
+
+/// The open ceremonies, by id; time is a parameter.
+struct Ceremonies {
+    open: HashMap<String, Ceremony>,
+    capacity: usize,
+}
+
+impl Ceremonies {
+    fn new(capacity: usize) -> Self {
+        Self {
+            open: HashMap::new(),
+            capacity,
+        }
+    }
+
+    fn prune(&mut self, now: u64) {
+        self.open.retain(|_, ceremony| now < ceremony.expires);
+    }
+
+    /// Opens a ceremony under a fresh random id, or `None` when the map is full.
+    fn start(&mut self, user: UserId, name: String, totp: PendingTotp, now: u64) -> Option<String> {
+        self.prune(now);
+        if self.open.len() >= self.capacity {
+            return None;
+        }
+        let bits: [u8; 32] = rand::random();
+        let id: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
+        self.open.insert(
+            id.clone(),
+            Ceremony {
+                user,
+                name,
+                totp,
+                wrong_codes: 0,
+                expires: now + CEREMONY_TTL_SECS,
+            },
+        );
+        Some(id)
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.open.remove(id);
+    }
+
+    /// Checks `code`; a right one ends the ceremony and hands back the active factor and its
+    /// step, a wrong one counts and the last allowed one drops the ceremony.
+    fn confirm(
+        &mut self,
+        id: &str,
+        code: &str,
+        now: u64,
+    ) -> Result<(UserId, String, ActiveTotp, u64), Refusal> {
+        self.prune(now);
+        let ceremony = self.open.get_mut(id).ok_or(Refusal::EnrollmentUnknown)?;
+        match ceremony.totp.activate(code, now) {
+            Ok((active, step)) => {
+                let ceremony = self.open.remove(id).ok_or(Refusal::EnrollmentUnknown)?;
+                Ok((ceremony.user, ceremony.name, active, step))
+            }
+            Err(_) => {
+                ceremony.wrong_codes += 1;
+                if ceremony.wrong_codes >= MAX_WRONG_CODES {
+                    self.open.remove(id);
+                }
+                Err(Refusal::TotpCodeWrong)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn pending() -> PendingTotp {
+        PendingTotp::new(&TotpConfig::default(), "alice", &mut rand::rng()).unwrap()
+    }
+
+    #[test]
+    fn a_right_code_ends_the_ceremony_once() {
+        let mut ceremonies = Ceremonies::new(4);
+        let totp = pending();
+        let code = totp.code_at(NOW);
+        let id = ceremonies
+            .start(UserId::from_bytes([1; 16]), "alice".into(), totp, NOW)
+            .unwrap();
+        assert_eq!(id.len(), 64);
+        let (user, name, _, step) = ceremonies.confirm(&id, &code, NOW).unwrap();
+        assert_eq!(
+            (user, name.as_str(), step),
+            (UserId::from_bytes([1; 16]), "alice", NOW / 30)
+        );
+        assert_eq!(
+            ceremonies.confirm(&id, &code, NOW).err(),
+            Some(Refusal::EnrollmentUnknown)
+        );
+    }
+
+    #[test]
+    fn the_fifth_wrong_code_drops_the_ceremony() {
+        let mut ceremonies = Ceremonies::new(4);
+        let totp = pending();
+        let code = totp.code_at(NOW);
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let id = ceremonies
+            .start(UserId::from_bytes([1; 16]), "alice".into(), totp, NOW)
+            .unwrap();
+        for bad in ["12345", "abcdef", wrong, wrong, wrong] {
+            assert_eq!(
+                ceremonies.confirm(&id, bad, NOW).err(),
+                Some(Refusal::TotpCodeWrong),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            ceremonies.confirm(&id, &code, NOW).err(),
+            Some(Refusal::EnrollmentUnknown)
+        );
+    }
+
+    #[test]
+    fn ceremonies_expire_and_are_bounded() {
+        let mut ceremonies = Ceremonies::new(2);
+        let totp = pending();
+        let late = NOW + CEREMONY_TTL_SECS;
+        let code = totp.code_at(late);
+        let first = ceremonies
+            .start(UserId::from_bytes([1; 16]), "a".into(), totp, NOW)
+            .unwrap();
+        ceremonies
+            .start(UserId::from_bytes([2; 16]), "b".into(), pending(), NOW + 1)
+            .unwrap();
+        assert!(
+            ceremonies
+                .start(UserId::from_bytes([3; 16]), "c".into(), pending(), NOW + 1)
+                .is_none()
+        );
+        assert_eq!(
+            ceremonies.confirm(&first, &code, late).err(),
+            Some(Refusal::EnrollmentUnknown)
+        );
+        // The expired one was pruned: room for another.
+        assert!(
+            ceremonies
+                .start(UserId::from_bytes([3; 16]), "c".into(), pending(), late)
+                .is_some()
+        );
+        assert!(
+            ceremonies
+                .start(UserId::from_bytes([4; 16]), "d".into(), pending(), late)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn recovery_codes_are_random_base32_in_groups_and_hash_as_typed() {
+        let codes = recovery_codes(&mut rand::rng());
+        assert_eq!(codes.len(), RECOVERY_CODES);
+        let distinct: std::collections::BTreeSet<_> = codes.iter().collect();
+        assert_eq!(distinct.len(), RECOVERY_CODES);
+        for code in &codes {
+            let groups: Vec<&str> = code.split('-').collect();
+            assert_eq!(groups.len(), 4, "{code}");
+            assert!(groups.iter().all(|g| {
+                g.len() == 4
+                    && g.bytes()
+                        .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+            }));
+        }
+        let code = &codes[0];
+        let typed = code.to_ascii_lowercase().replace('-', " ");
+        assert_eq!(recovery_code_hash(code), recovery_code_hash(&typed));
+        assert_eq!(recovery_code_hash(code).len(), 64);
+        assert_ne!(recovery_code_hash(code), recovery_code_hash(&codes[1]));
+    }
+
+    #[tokio::test]
+    async fn busy_hashing_answers_503_and_keeps_the_link() {
+        use crate::auth::password::{HashParams, Hasher};
+        use crate::identity::{EmbeddedStore, Keyring, MasterKey, User};
+
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
+        let store: Arc<dyn IdentityStore> =
+            Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
+        let user = User::new(UserId::from_bytes([1; 16]), "alice", NOW);
+        store.create_user(&user).unwrap();
+        store
+            .create_enrollment_token(user.id, b"token", NOW + 60)
+            .unwrap();
+        let pool = HashPool::new(
+            Hasher::new(HashParams::OWASP_MINIMUM).unwrap(),
+            std::num::NonZeroUsize::MIN,
+            1,
+        )
+        .unwrap();
+        let _release = pool.saturate();
+        let enrollment = Enrollment::new(
+            store.clone(),
+            pool,
+            Policy::default(),
+            TotpConfig::default(),
+        );
+        let step = PasswordStep {
+            token: "token".into(),
+            password: "Violet lanterns hum 7 quiet tunes!".into(),
+        };
+        let refused = enrollment.password(step, NOW).await.err().unwrap();
+        let (refusal, headers) = refused.parts();
+        assert_eq!(refusal, Refusal::HashingBusy);
+        assert_eq!(refusal.code(), "WG-AUTH-003");
+        assert_eq!(
+            headers,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))]
+        );
+        assert_eq!(
+            store.enrollment_token_user(b"token", NOW).unwrap(),
+            Some(user.id)
+        );
+        assert!(enrollment.lock().open.is_empty());
+    }
+
+    #[test]
+    fn only_the_prefix_is_reserved() {
+        assert!(is_reserved("/.wardgate/api/enroll/password"));
+        assert!(is_reserved("/.wardgate/"));
+        assert!(is_reserved("/.wardgate"));
+        assert!(!is_reserved("/.wardgatex"));
+        assert!(!is_reserved("/api/.wardgate/"));
+    }
+}
