@@ -157,6 +157,8 @@ impl Enrollment {
                 },
             )
             .await?
+            // A disabled account cannot be enrolled: its link is as good as expired.
+            .filter(|user| !user.disabled)
             .ok_or(Refusal::EnrollmentLinkInvalid)?;
 
         let password = Secret::new(step.password);

@@ -308,3 +308,21 @@ async fn a_bad_totp_setting_stops_the_start_before_a_port_is_bound() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_disabled_account_cannot_enroll() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let token = add_user(&gateway, "mallory").await;
+    admin(&gateway, Method::POST, "/admin/users/mallory/disable", "").await;
+    let answer = post(
+        &gateway,
+        "/.wardgate/api/enroll/password",
+        json!({ "token": token, "password": "correct horse battery staple 42" }),
+    )
+    .await;
+    assert_refused(&answer, StatusCode::BAD_REQUEST, "WG-AUTH-001");
+    let shown = admin(&gateway, Method::GET, "/admin/users/mallory", "").await;
+    assert_eq!(shown["user"]["password_set"], false);
+    assert!(upstream.seen().is_empty());
+}
