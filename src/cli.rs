@@ -133,6 +133,10 @@ fn check_config(file: &Path) -> ExitCode {
         eprintln!("error: master key: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Err(error) = loaded.config.auth.totp.params() {
+        eprintln!("error: auth.totp: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     println!(
         "{}: ok ({} warning(s))",
         file.display(),

@@ -167,12 +167,7 @@ async fn an_admin_token_readable_by_others_stops_the_start() {
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
     let file = dir.path().join("gateway.yaml");
     std::fs::write(&file, simple_config("http://127.0.0.1:1")).unwrap();
-    let loaded = wardgate::config::load(&file).unwrap();
-    let error = wardgate::server::Bound::bind(&loaded)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let error = start_error(&file).await;
     assert!(error.contains("admin.token"), "{error}");
     assert!(error.contains("0644"), "{error}");
 }

@@ -298,15 +298,18 @@ async fn a_bad_totp_setting_stops_the_start_before_a_port_is_bound() {
         "auth:\n  totp:\n    period: 7s\n",
     );
     std::fs::write(&file, config).unwrap();
-    let loaded = wardgate::config::load(&file).unwrap();
-    let error = wardgate::server::Bound::bind(&loaded)
-        .await
-        .err()
-        .expect("a 7 s TOTP period is refused");
+    let error = start_error(&file).await;
     assert!(
-        error.to_string().starts_with("auth.totp: ") && error.to_string().contains("period"),
+        error.starts_with("auth.totp: ") && error.contains("period"),
         "{error}"
     );
+    let checked = Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(checked.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&checked.stderr).contains("auth.totp"));
 }
 
 #[tokio::test]

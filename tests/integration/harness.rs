@@ -337,3 +337,12 @@ pub async fn metrics_containing(gateway: &TestGateway, expected: &str) -> String
     }
     metrics
 }
+
+/// Why the gateway configured by `file` refuses to start (the test fails if it starts).
+pub async fn start_error(file: &Path) -> String {
+    let loaded = wardgate::config::load(file).unwrap();
+    match wardgate::server::Bound::bind(&loaded).await {
+        Ok(_) => panic!("{} started", file.display()),
+        Err(error) => error.to_string(),
+    }
+}

@@ -344,22 +344,13 @@ async fn missing_certificates_stop_the_start_without_dev_mode() {
         simple_config("http://127.0.0.1:1").replace("  dev_self_signed: true\n", ""),
     )
     .unwrap();
-    let loaded = wardgate::config::load(&file).unwrap();
-    let error = wardgate::server::Bound::bind(&loaded)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let error = start_error(&file).await;
     assert!(error.contains("gateway.crt"), "{error}");
     assert!(!dir.path().join("gateway.crt").exists());
 
     std::fs::write(dir.path().join("gateway.crt"), "not a certificate").unwrap();
     std::fs::write(dir.path().join("gateway.key"), "not a key").unwrap();
-    let error = wardgate::server::Bound::bind(&loaded)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let error = start_error(&file).await;
     assert!(error.contains("gateway.crt"), "{error}");
 }
 
@@ -370,12 +361,7 @@ async fn a_missing_master_key_stops_the_start_without_dev_mode() {
     let config =
         simple_config("http://127.0.0.1:1").replace("store:\n  dev_generate_key: true\n", "");
     std::fs::write(&file, config).unwrap();
-    let loaded = wardgate::config::load(&file).unwrap();
-    let error = wardgate::server::Bound::bind(&loaded)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let error = start_error(&file).await;
     assert!(error.contains("master.key"), "{error}");
     assert!(!dir.path().join("data/master.key").exists());
 }
