@@ -314,11 +314,11 @@ async fn responses_are_hardened() {
 
 #[tokio::test]
 async fn upstream_failures_answer_502_and_504_without_detail() {
-    // A port with nobody listening.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port held bound but never listening: connections to it are refused, and
+    // no other test can take it while this one runs.
+    let closed_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    closed_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = closed_socket.local_addr().unwrap();
     let silent = MockUpstream::start(|_request: Request<Incoming>| async move {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Response::new(full(""))
