@@ -18,5 +18,6 @@ pub mod refusal;
 pub mod route;
 pub mod sanitize;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 pub mod tls;

@@ -28,7 +28,8 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::seal::{Keyring, Purpose};
 use super::store::{
-    IdentityStore, RecoveryCode, StoreError, Totp, User, UserId, WebAuthnCredential, WebAuthnUse,
+    IdentityStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId,
+    WebAuthnCredential, WebAuthnUse,
 };
 
 /// The store's file name inside the data directory.
@@ -46,6 +47,8 @@ const WEBAUTHN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("webauthn")
 const RECOVERY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("recovery_codes");
 /// keyed token hash -> `TokenRecord`
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("enrollment_tokens");
+/// keyed token hash -> sealed `SessionRecord`
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +132,7 @@ impl EmbeddedStore {
             tx.open_table(WEBAUTHN)?;
             tx.open_table(RECOVERY)?;
             tx.open_table(TOKENS)?;
+            tx.open_table(SESSIONS)?;
             Ok(())
         })?;
         Ok(store)
@@ -165,6 +169,17 @@ impl EmbeddedStore {
             users.insert(id.as_bytes().as_slice(), encode(&user)?.as_slice())?;
             Ok(())
         })
+    }
+
+    fn seal_session(&self, key: SessionKey, record: &SessionRecord) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .keyring
+            .seal(Purpose::Session, &key.0, &encode(record)?)?)
+    }
+
+    fn open_session(&self, key: SessionKey, sealed: &[u8]) -> Result<SessionRecord, StoreError> {
+        let plain = self.keyring.open(Purpose::Session, &key.0, sealed)?;
+        decode("sessions", &plain)
     }
 
     fn open_webauthn(
@@ -489,6 +504,96 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
+    fn create_session(
+        &self,
+        token: &[u8],
+        record: &SessionRecord,
+    ) -> Result<SessionKey, StoreError> {
+        let key = SessionKey(self.keyring.token_hash(token));
+        let sealed = self.seal_session(key, record)?;
+        self.write(|tx| {
+            require_user(tx, record.user)?;
+            let mut table = tx.open_table(SESSIONS)?;
+            if table.get(key.0.as_slice())?.is_some() {
+                return Err(StoreError::Conflict("session".into()));
+            }
+            table.insert(key.0.as_slice(), sealed.as_slice())?;
+            Ok(key)
+        })
+    }
+
+    fn session(&self, token: &[u8]) -> Result<Option<(SessionKey, SessionRecord)>, StoreError> {
+        let found = {
+            let tx = self.read()?;
+            let table = tx.open_table(SESSIONS)?;
+            let mut found = None;
+            for hash in self.keyring.token_hashes(token) {
+                if let Some(value) = table.get(hash.as_slice())? {
+                    found = Some((SessionKey(hash), value.value().to_vec()));
+                    break;
+                }
+            }
+            found
+        };
+        match found {
+            Some((key, sealed)) => Ok(Some((key, self.open_session(key, &sealed)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn touch_session(&self, key: SessionKey, last_seen: u64) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(SESSIONS)?;
+            let mut record = match table.get(key.0.as_slice())? {
+                Some(value) => self.open_session(key, value.value())?,
+                None => return Ok(false),
+            };
+            if last_seen > record.last_seen {
+                record.last_seen = last_seen;
+                let sealed = self.seal_session(key, &record)?;
+                table.insert(key.0.as_slice(), sealed.as_slice())?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn delete_session(&self, key: SessionKey) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(SESSIONS)?;
+            Ok(table.remove(key.0.as_slice())?.is_some())
+        })
+    }
+
+    fn delete_user_sessions(&self, user: UserId) -> Result<Vec<SessionKey>, StoreError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(SESSIONS)?;
+            let mut ended = Vec::new();
+            for entry in table.iter()? {
+                let (key, value) = entry?;
+                let key = session_key_from(key.value())?;
+                if self.open_session(key, value.value())?.user == user {
+                    ended.push(key);
+                }
+            }
+            for key in &ended {
+                table.remove(key.0.as_slice())?;
+            }
+            Ok(ended)
+        })
+    }
+
+    fn sessions(&self) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError> {
+        let tx = self.read()?;
+        let table = tx.open_table(SESSIONS)?;
+        let mut sessions = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let key = session_key_from(key.value())?;
+            sessions.push((key, self.open_session(key, value.value())?));
+        }
+        Ok(sessions)
+    }
+
     fn reseal_all(&self) -> Result<usize, StoreError> {
         let keyring = &self.keyring;
         self.write(|tx| {
@@ -522,8 +627,21 @@ impl IdentityStore for EmbeddedStore {
                 }
             }
             count += changed.len();
-            for (key, value) in changed {
+            for (key, value) in changed.drain(..) {
                 webauthn.insert(key.as_slice(), value.as_slice())?;
+            }
+            let mut sessions = tx.open_table(SESSIONS)?;
+            for entry in sessions.iter()? {
+                let (key, value) = entry?;
+                if let Some(sealed) =
+                    keyring.reseal(Purpose::Session, key.value(), value.value())?
+                {
+                    changed.push((key.value().to_vec(), sealed));
+                }
+            }
+            count += changed.len();
+            for (key, value) in changed {
+                sessions.insert(key.as_slice(), value.as_slice())?;
             }
             Ok(count)
         })
@@ -549,6 +667,12 @@ fn require_user(tx: &WriteTransaction, id: UserId) -> Result<(), StoreError> {
         Some(_) => Ok(()),
         None => Err(StoreError::NotFound("user")),
     }
+}
+
+fn session_key_from(bytes: &[u8]) -> Result<SessionKey, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(SessionKey)
+        .map_err(|_| StoreError::Corrupt("sessions: key is not 32 bytes".into()))
 }
 
 fn user_id_from(table: &str, bytes: &[u8]) -> Result<UserId, StoreError> {
@@ -850,12 +974,78 @@ mod tests {
         assert_eq!(mode(store.path()), 0o600);
     }
 
+    fn session(user: UserId) -> SessionRecord {
+        SessionRecord {
+            user,
+            created: 100,
+            last_seen: 100,
+            auth_time: 100,
+            client: "192.0.2.7".into(),
+            user_agent: "test".into(),
+        }
+    }
+
+    #[test]
+    fn sessions_are_found_by_token_touched_listed_and_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
+        let (alice, bob) = (user(&store, "alice"), user(&store, "bob"));
+        let a1 = store.create_session(b"a1", &session(alice.id)).unwrap();
+        let a2 = store.create_session(b"a2", &session(alice.id)).unwrap();
+        let b1 = store.create_session(b"b1", &session(bob.id)).unwrap();
+        assert!(matches!(
+            store.create_session(b"a1", &session(alice.id)),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.create_session(b"x", &session(UserId::from_bytes([9; 16]))),
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.session(b"a1").unwrap().unwrap().0, a1);
+        assert!(store.session(b"a3").unwrap().is_none());
+
+        assert!(store.touch_session(a1, 160).unwrap());
+        assert!(store.touch_session(a1, 120).unwrap(), "never moved back");
+        assert_eq!(store.session(b"a1").unwrap().unwrap().1.last_seen, 160);
+
+        assert_eq!(store.sessions().unwrap().len(), 3);
+        let mut ended = store.delete_user_sessions(alice.id).unwrap();
+        ended.sort_by_key(|k| k.0);
+        let mut expected = vec![a1, a2];
+        expected.sort_by_key(|k| k.0);
+        assert_eq!(ended, expected);
+        assert!(store.session(b"a2").unwrap().is_none());
+        assert!(!store.touch_session(a1, 200).unwrap());
+        assert!(store.delete_session(b1).unwrap());
+        assert!(!store.delete_session(b1).unwrap());
+        assert!(store.sessions().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sessions_survive_a_key_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = {
+            let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
+            let alice = user(&store, "alice");
+            store.create_session(b"tok", &session(alice.id)).unwrap();
+            alice
+        };
+        let ring =
+            Keyring::new(MasterKey::new(2, [2; 32]), vec![MasterKey::new(1, [1; 32])]).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Arc::new(ring)).unwrap();
+        assert_eq!(store.reseal_all().unwrap(), 1);
+        let (_, record) = store.session(b"tok").unwrap().unwrap();
+        assert_eq!(record.user, alice.id);
+    }
+
     #[test]
     fn the_raw_store_file_holds_no_plaintext_secret() {
         let dir = tempfile::tempdir().unwrap();
         let seed = b"SEED-SEED-SEED-SEED-1234".to_vec();
         let blob = b"WEBAUTHN-CREDENTIAL-BLOB-5678".to_vec();
         let token = b"ENROLLMENT-TOKEN-9012".to_vec();
+        let session_token = b"SESSION-TOKEN-3456".to_vec();
+        let user_agent = b"Mozilla/5.0 UNIQUE-AGENT".to_vec();
         {
             let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
             let alice = user(&store, "alice");
@@ -864,11 +1054,14 @@ mod tests {
                 .add_webauthn(alice.id, &credential(b"cred", &blob))
                 .unwrap();
             store.create_enrollment_token(alice.id, &token, 10).unwrap();
+            let mut record = session(alice.id);
+            record.user_agent = String::from_utf8(user_agent.clone()).unwrap();
+            store.create_session(&session_token, &record).unwrap();
         }
         let raw = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         let contains = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
         assert!(contains(b"alice"), "the test reads the right file");
-        for secret in [&seed, &blob, &token] {
+        for secret in [&seed, &blob, &token, &session_token, &user_agent] {
             let mut hex = String::new();
             hex_encode_into(secret, &mut hex);
             let base32 = totp_rs::Secret::from(secret.clone()).to_base32();

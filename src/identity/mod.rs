@@ -35,7 +35,8 @@ use rand::CryptoRng;
 pub use embedded::EmbeddedStore;
 pub use seal::{KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, MasterKey, Purpose, SealError};
 pub use store::{
-    IdentityStore, RecoveryCode, StoreError, Totp, User, UserId, WebAuthnCredential, WebAuthnUse,
+    IdentityStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId,
+    WebAuthnCredential, WebAuthnUse,
 };
 
 /// The outcome of a key rotation.

@@ -57,6 +57,7 @@ const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
 pub enum Purpose {
     TotpSeed,
     WebAuthnCredential,
+    Session,
 }
 
 impl Purpose {
@@ -64,6 +65,7 @@ impl Purpose {
         match self {
             Self::TotpSeed => b"totp-seed",
             Self::WebAuthnCredential => b"webauthn-credential",
+            Self::Session => b"session",
         }
     }
 }

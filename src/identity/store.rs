@@ -201,6 +201,54 @@ pub struct RecoveryCode {
     pub used: bool,
 }
 
+/// A live session as the store keeps it, under the keyed hash of its token (the token itself
+/// is never stored). Sealed at rest: it names a person, an address and a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRecord {
+    pub user: UserId,
+    /// Unix seconds: when the login that made this session finished.
+    pub created: u64,
+    /// Unix seconds: the last request seen (written back at most once a minute).
+    pub last_seen: u64,
+    /// Unix seconds: the last proof of a second factor (login or step-up).
+    pub auth_time: u64,
+    pub client: String,
+    pub user_agent: String,
+}
+
+/// The name a session is stored under: the keyed hash of its token. Safe to show an operator
+/// or put in a log: it cannot be turned back into the token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey(pub [u8; 32]);
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::with_capacity(64);
+        hex_encode_into(&self.0, &mut text);
+        f.write_str(&text)
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey({self})")
+    }
+}
+
+impl FromStr for SessionKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut bytes = [0u8; 32];
+        if hex_decode(text, &mut bytes) {
+            Ok(Self(bytes))
+        } else {
+            Err(format!("`{text}` is not a session id (64 hex digits)"))
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
@@ -282,6 +330,24 @@ pub trait IdentityStore: Send + Sync {
         token: &[u8],
         now: u64,
     ) -> Result<Option<UserId>, StoreError>;
+
+    /// Stores a new session under the keyed hash of `token` (never the token); returns its key.
+    fn create_session(
+        &self,
+        token: &[u8],
+        record: &SessionRecord,
+    ) -> Result<SessionKey, StoreError>;
+    /// The session of `token` (found under any key of the ring, so sessions outlive a key
+    /// rotation), or `None`.
+    fn session(&self, token: &[u8]) -> Result<Option<(SessionKey, SessionRecord)>, StoreError>;
+    /// Moves `last_seen` forward (never back); `false` when the session is gone.
+    fn touch_session(&self, key: SessionKey, last_seen: u64) -> Result<bool, StoreError>;
+    /// `false` when there was no such session.
+    fn delete_session(&self, key: SessionKey) -> Result<bool, StoreError>;
+    /// Ends every session of `user`; returns their keys.
+    fn delete_user_sessions(&self, user: UserId) -> Result<Vec<SessionKey>, StoreError>;
+    /// Every stored session, dead or alive: the caller decides with its lifetimes.
+    fn sessions(&self) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError>;
 
     /// Re-seals every sealed value not under the keyring's current key, in one transaction;
     /// returns how many were re-sealed. Enrollment-token hashes cannot be re-keyed (the store

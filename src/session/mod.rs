@@ -1,0 +1,1009 @@
+//! Sessions: the only thing that lets a request through after login.
+//!
+//! **The threat.** A session token that can be guessed, forged, read from a copy of the store,
+//! fixed by an attacker before login, stretched forever by activity, or that survives a logout,
+//! a disabled account or a stolen phone reported to the help desk.
+//!
+//! **The rule.**
+//!
+//! - A token is 256 bits from the operating system's CSPRNG, written `wgs_` + 64 hex digits; it
+//!   carries no data. The store keeps only its keyed BLAKE2b hash ([`SessionKey`]), so a copy of
+//!   the store yields no usable session; the hash lookup is the comparison, and the cache is keyed
+//!   by the same hash.
+//! - Browsers carry it in the `__Host-wardgate-session` cookie (`Secure; HttpOnly;
+//!   SameSite=Strict; Path=/`, no `Domain`, no `Expires`: it dies with the browser), API clients
+//!   in `Authorization: Bearer`. Both are removed before a request goes upstream.
+//! - Every check takes `now` and enforces, in this order:
+//!
+//! ```text
+//!   token ── malformed / unknown / revoked ────────────────────────► Missing   WG-SESSION-001
+//!     │  now >= created + absolute_timeout (activity never extends) ► Absolute  WG-SESSION-003
+//!     │  now >= last_seen + idle_timeout ─────────────────────────► Idle      WG-SESSION-002
+//!     │  route's reauth_within < now - auth_time ────────────────► StepUp    WG-SESSION-004
+//!     ▼
+//!   live: last_seen = now (written back to the store at most once a minute)
+//! ```
+//!
+//!   A global cap that fails ends the session for good; a route's stricter cap (or its
+//!   `reauth_within`) only refuses that route.
+//! - A new token at every login and step-up ([`Sessions::rotate`] ends the old one at once); a
+//!   token presented before login is never promoted, because login always mints a new one.
+//! - Logout, logout everywhere, operator revocation, a disabled account, a password reset and an
+//!   MFA reset delete the sessions from the store and the cache at once. A revocation counter
+//!   keeps a store read that raced with a revocation from putting the session back in the cache.
+//!
+//! **Storage.** Sessions live in the identity store (sealed), so they survive a restart; a
+//! `moka` cache in front answers the per-request check without touching the disk. `last_seen`
+//! may be up to [`TOUCH_INTERVAL`] old in the store after a restart: the session then looks
+//! idle for longer than it was, which errs on the side of ending it.
+//!
+//! **The standard.** NIST SP 800-63B-4 section 5 (session management: reauthentication after
+//! idle time and at a fixed overall limit, 12 hours at most at AAL2/AAL3), OWASP ASVS 5 V7
+//! (session management) and the OWASP Session Management Cheat Sheet, RFC 6265bis (`__Host-`
+//! prefix), RFC 6750 (bearer tokens).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::{self, HeaderValue};
+use moka::sync::Cache;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::config::HumanDuration;
+use crate::identity::{
+    IdentityStore, Keyring, SessionKey, SessionRecord, StoreError, User, UserId,
+};
+
+/// The browser carrier. `__Host-`: only set over HTTPS, for this host, on `/`.
+pub const COOKIE: &str = "__Host-wardgate-session";
+/// Every token starts with this, so that the gateway recognises (and strips) its own tokens.
+pub const TOKEN_PREFIX: &str = "wgs_";
+const TOKEN_BYTES: usize = 32;
+/// How stale `last_seen` may be in the store; the cache holds the exact value.
+pub const TOUCH_INTERVAL: u64 = 60;
+/// NIST SP 800-63B-4: reauthentication at least every 12 hours at AAL2 and AAL3.
+pub const MAX_ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
+/// A user agent is kept for operators to recognise a device, not in full.
+const USER_AGENT_CHARS: usize = 200;
+
+/// The `session:` section of the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Ends a session after this long without a request.
+    pub idle_timeout: HumanDuration,
+    /// Ends every session this long after login, however active.
+    pub absolute_timeout: HumanDuration,
+    /// Allows `absolute_timeout` above 12 hours (NIST's bound); warned about at start.
+    pub allow_long_sessions: bool,
+    /// Sessions kept in memory; more are read from the store when used.
+    pub cache_capacity: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: HumanDuration(Duration::from_secs(15 * 60)),
+            absolute_timeout: HumanDuration(Duration::from_secs(3600)),
+            allow_long_sessions: false,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Refuses what is unsafe; returns warnings for what is allowed but weak.
+    pub fn check(&self) -> Result<Vec<String>, String> {
+        let (idle, absolute) = (self.idle_timeout.0, self.absolute_timeout.0);
+        if idle.as_secs() == 0 || absolute.as_secs() == 0 {
+            return Err("session lifetimes must be at least one second".into());
+        }
+        let mut warnings = Vec::new();
+        if absolute > MAX_ABSOLUTE {
+            if !self.allow_long_sessions {
+                return Err(format!(
+                    "absolute_timeout {}s is above 12h, the NIST SP 800-63B-4 bound; set `allow_long_sessions: true` to accept it anyway",
+                    absolute.as_secs()
+                ));
+            }
+            warnings.push(format!(
+                "session.absolute_timeout is {}s, above the 12h NIST SP 800-63B-4 bound (allow_long_sessions)",
+                absolute.as_secs()
+            ));
+        }
+        if idle > absolute {
+            warnings.push(
+                "session.idle_timeout is longer than absolute_timeout: the idle timeout never applies"
+                    .into(),
+            );
+        }
+        Ok(warnings)
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            idle: self.idle_timeout.0.as_secs(),
+            absolute: self.absolute_timeout.0.as_secs(),
+            reauth_within: None,
+        }
+    }
+}
+
+/// The caps that apply to one request, in seconds: the global ones, or a route's stricter ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub idle: u64,
+    pub absolute: u64,
+    /// The last second-factor proof must be younger than this (step-up).
+    pub reauth_within: Option<u64>,
+}
+
+impl Lifetimes {
+    /// These caps tightened by a route's own settings (a route can only shorten them).
+    pub fn narrowed(
+        self,
+        idle: Option<Duration>,
+        absolute: Option<Duration>,
+        reauth_within: Option<Duration>,
+    ) -> Self {
+        Self {
+            idle: idle.map_or(self.idle, |d| d.as_secs().min(self.idle)),
+            absolute: absolute.map_or(self.absolute, |d| d.as_secs().min(self.absolute)),
+            reauth_within: reauth_within.map(|d| d.as_secs()),
+        }
+    }
+}
+
+/// Why a request has no live session. Each has a stable code; the client learns which cap
+/// ended its session so that an app can say so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// No token, a malformed one, or one the store does not know (forged, revoked, logged out).
+    Missing,
+    Idle,
+    Absolute,
+    /// Live, but the route wants a fresher second-factor proof.
+    StepUp,
+}
+
+impl Ended {
+    /// The `reason` query value of a login redirect and the JSON `reason` field.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ended::Missing => "login",
+            Ended::Idle => "idle",
+            Ended::Absolute => "absolute",
+            Ended::StepUp => "step-up",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(String),
+    #[error("a blocking task failed: {0}")]
+    Task(String),
+}
+
+/// A fresh session token. Zeroized on drop; `Debug` does not print it.
+pub struct Token(Zeroizing<String>);
+
+impl Token {
+    fn generate() -> Result<Self, SessionError> {
+        let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
+        OsRng
+            .try_fill_bytes(bytes.as_mut())
+            .map_err(|e| SessionError::Random(e.to_string()))?;
+        let mut text = Zeroizing::new(String::with_capacity(TOKEN_PREFIX.len() + 2 * TOKEN_BYTES));
+        text.push_str(TOKEN_PREFIX);
+        for byte in bytes.iter() {
+            text.push(char::from(HEX[usize::from(byte >> 4)]));
+            text.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `Set-Cookie` value that hands this token to a browser.
+    pub fn cookie(&self) -> HeaderValue {
+        let value = format!(
+            "{COOKIE}={}; Secure; HttpOnly; SameSite=Strict; Path=/",
+            self.as_str()
+        );
+        // A prefix and hex digits: always a valid header value.
+        HeaderValue::from_str(&value).unwrap_or_else(|_| clear_cookie())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The `Set-Cookie` value that removes the session cookie from a browser.
+pub fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Host-wardgate-session=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+    )
+}
+
+/// Whether `text` has the shape of a token: checked before any hashing or lookup, so garbage
+/// costs nothing and never reaches the store.
+fn well_formed(text: &str) -> bool {
+    text.len() == TOKEN_PREFIX.len() + 2 * TOKEN_BYTES
+        && text.starts_with(TOKEN_PREFIX)
+        && text[TOKEN_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// How the client presented its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    Cookie,
+    Bearer,
+}
+
+/// The session token the request presents, if any: `Authorization: Bearer` first, then the
+/// session cookie. The value is returned as sent; [`Sessions::check`] judges it.
+pub fn presented(headers: &HeaderMap) -> Option<(Carrier, &str)> {
+    for value in headers.get_all(header::AUTHORIZATION) {
+        if let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            return Some((Carrier::Bearer, token.trim()));
+        }
+    }
+    cookie_value(headers, COOKIE).map(|token| (Carrier::Cookie, token))
+}
+
+/// The value of the cookie `name` in the request's `Cookie` headers.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// Removes the gateway's own credentials from a request about to go upstream: its session
+/// cookie (other cookies stay) and an `Authorization: Bearer` carrying one of its tokens.
+pub fn strip_credentials(headers: &mut HeaderMap) {
+    let bearer_is_ours = headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|token| token.trim().starts_with(TOKEN_PREFIX))
+    });
+    if bearer_is_ours {
+        headers.remove(header::AUTHORIZATION);
+    }
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            !pair.is_empty()
+                && pair
+                    .split_once('=')
+                    .is_none_or(|(key, _)| !key.starts_with("__Host-wardgate-"))
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// A live session, as the request path sees it.
+#[derive(Debug)]
+pub struct Live {
+    pub key: SessionKey,
+    pub user: UserId,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub created: u64,
+    pub auth_time: u64,
+    last_seen: AtomicU64,
+    /// The `last_seen` the store holds.
+    persisted: AtomicU64,
+}
+
+impl Live {
+    fn new(key: SessionKey, record: &SessionRecord, user: &User) -> Self {
+        Self {
+            key,
+            user: record.user,
+            name: user.name.clone(),
+            roles: user.roles.clone(),
+            created: record.created,
+            auth_time: record.auth_time,
+            last_seen: AtomicU64::new(record.last_seen),
+            persisted: AtomicU64::new(record.last_seen),
+        }
+    }
+
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Seconds until the earlier of the idle and the absolute expiry, counted from `now`.
+    pub fn remaining(&self, lifetimes: &Lifetimes, now: u64) -> u64 {
+        let idle_end = self.last_seen().saturating_add(lifetimes.idle);
+        let absolute_end = self.created.saturating_add(lifetimes.absolute);
+        idle_end.min(absolute_end).saturating_sub(now)
+    }
+
+    /// Which cap, if any, this session breaks at `now` under `lifetimes`.
+    fn judge(&self, lifetimes: &Lifetimes, now: u64) -> Option<Ended> {
+        if now >= self.created.saturating_add(lifetimes.absolute) {
+            Some(Ended::Absolute)
+        } else if now >= self.last_seen().saturating_add(lifetimes.idle) {
+            Some(Ended::Idle)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a session is created for: who, from where, and the proof's time.
+pub struct NewSession<'a> {
+    pub user: &'a User,
+    pub client: IpAddr,
+    pub user_agent: &'a str,
+}
+
+/// One row of an operator's session list: never a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: SessionKey,
+    pub record: SessionRecord,
+}
+
+/// Live sessions: the store, a cache in front of it and the global lifetimes.
+pub struct Sessions {
+    store: Arc<dyn IdentityStore>,
+    keyring: Arc<Keyring>,
+    cache: Cache<[u8; 32], Arc<Live>>,
+    lifetimes: Lifetimes,
+    /// Bumped by every revocation: a store read that started before it must not fill the cache.
+    revocations: AtomicU64,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn IdentityStore>,
+        keyring: Arc<Keyring>,
+        config: &SessionConfig,
+    ) -> Self {
+        let lifetimes = config.lifetimes();
+        Self {
+            store,
+            keyring,
+            cache: Cache::builder()
+                .max_capacity(config.cache_capacity)
+                // Only memory management: expiry is decided by `Live::judge` with `now`.
+                .time_to_idle(Duration::from_secs(lifetimes.idle))
+                .build(),
+            lifetimes,
+            revocations: AtomicU64::new(0),
+        }
+    }
+
+    /// The global caps.
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// A new session for a user who has just proven a password and a second factor at `now`.
+    pub async fn create(
+        &self,
+        new: NewSession<'_>,
+        now: u64,
+    ) -> Result<(Token, Arc<Live>), SessionError> {
+        self.create_with(new, now, now).await
+    }
+
+    /// Step-up: a new token with a fresh `auth_time`; the old session ends at once. The
+    /// absolute cap still counts from the original login.
+    pub async fn rotate(
+        &self,
+        old: &Live,
+        new: NewSession<'_>,
+        now: u64,
+    ) -> Result<(Token, Arc<Live>), SessionError> {
+        let created = self.create_with(new, old.created, now).await?;
+        self.end(old.key).await?;
+        Ok(created)
+    }
+
+    async fn create_with(
+        &self,
+        new: NewSession<'_>,
+        created: u64,
+        now: u64,
+    ) -> Result<(Token, Arc<Live>), SessionError> {
+        let token = Token::generate()?;
+        let record = SessionRecord {
+            user: new.user.id,
+            created,
+            last_seen: now,
+            auth_time: now,
+            client: new.client.to_string(),
+            user_agent: new.user_agent.chars().take(USER_AGENT_CHARS).collect(),
+        };
+        let store = self.store.clone();
+        let bytes = Zeroizing::new(token.as_str().as_bytes().to_vec());
+        let stored = record.clone();
+        let key = blocking(move || store.create_session(&bytes, &stored)).await?;
+        let live = Arc::new(Live::new(key, &record, new.user));
+        self.cache.insert(
+            self.keyring.token_hash(token.as_str().as_bytes()),
+            live.clone(),
+        );
+        Ok((token, live))
+    }
+
+    /// The live session of `token` under `lifetimes` at `now`, or why there is none.
+    pub async fn check(
+        &self,
+        token: &str,
+        lifetimes: &Lifetimes,
+        now: u64,
+    ) -> Result<Result<Arc<Live>, Ended>, SessionError> {
+        if !well_formed(token) {
+            return Ok(Err(Ended::Missing));
+        }
+        let cache_key = self.keyring.token_hash(token.as_bytes());
+        let live = match self.cache.get(&cache_key) {
+            Some(live) => live,
+            None => match self.load(token, cache_key).await? {
+                Some(live) => live,
+                None => return Ok(Err(Ended::Missing)),
+            },
+        };
+        if let Some(ended) = live.judge(&self.lifetimes, now) {
+            self.end(live.key).await?;
+            return Ok(Err(ended));
+        }
+        if let Some(ended) = live.judge(lifetimes, now) {
+            return Ok(Err(ended));
+        }
+        if lifetimes
+            .reauth_within
+            .is_some_and(|within| now.saturating_sub(live.auth_time) > within)
+        {
+            return Ok(Err(Ended::StepUp));
+        }
+        live.last_seen.fetch_max(now, Ordering::Relaxed);
+        let persisted = live.persisted.load(Ordering::Relaxed);
+        if now.saturating_sub(persisted) >= TOUCH_INTERVAL
+            && live
+                .persisted
+                .compare_exchange(persisted, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let (store, key) = (self.store.clone(), live.key);
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = store.touch_session(key, now) {
+                    tracing::warn!(%error, "could not record session activity");
+                }
+            });
+        }
+        Ok(Ok(live))
+    }
+
+    /// A cache miss: the store's record and its user, cached unless a revocation raced with us.
+    async fn load(
+        &self,
+        token: &str,
+        cache_key: [u8; 32],
+    ) -> Result<Option<Arc<Live>>, SessionError> {
+        let epoch = self.revocations.load(Ordering::SeqCst);
+        let store = self.store.clone();
+        let bytes = Zeroizing::new(token.as_bytes().to_vec());
+        let found = blocking(move || match store.session(&bytes)? {
+            Some((key, record)) => {
+                let user = store.user(record.user)?;
+                Ok(Some((key, record, user)))
+            }
+            None => Ok(None),
+        })
+        .await?;
+        let Some((key, record, user)) = found else {
+            return Ok(None);
+        };
+        if user.disabled {
+            self.end(key).await?;
+            return Ok(None);
+        }
+        let live = Arc::new(Live::new(key, &record, &user));
+        if self.revocations.load(Ordering::SeqCst) == epoch {
+            self.cache.insert(cache_key, live.clone());
+        }
+        Ok(Some(live))
+    }
+
+    /// Ends one session (logout, operator revocation); `false` when there was none.
+    pub async fn end(&self, key: SessionKey) -> Result<bool, SessionError> {
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        self.forget(|live| live.key == key);
+        let store = self.store.clone();
+        Ok(blocking(move || store.delete_session(key)).await?)
+    }
+
+    /// Ends every session of `user` (logout everywhere, disabled account, credential resets);
+    /// returns how many there were.
+    pub async fn end_user(&self, user: UserId) -> Result<usize, SessionError> {
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        self.forget(|live| live.user == user);
+        let store = self.store.clone();
+        let ended = blocking(move || store.delete_user_sessions(user)).await?;
+        // A check that read the store before the delete may have cached meanwhile.
+        self.forget(|live| live.user == user);
+        Ok(ended.len())
+    }
+
+    /// Drops `user`'s cached sessions so that the next request reads the account again (after
+    /// a change of roles, say); the sessions stay valid.
+    pub fn refresh_user(&self, user: UserId) {
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        self.forget(|live| live.user == user);
+    }
+
+    fn forget(&self, which: impl Fn(&Live) -> bool) {
+        for (cache_key, live) in &self.cache {
+            if which(&live) {
+                self.cache.invalidate(cache_key.as_ref());
+            }
+        }
+    }
+
+    /// Every session still alive at `now` under the global caps, oldest first, optionally of
+    /// one user. Cached activity is more recent than the store's and wins.
+    pub async fn list(&self, user: Option<UserId>, now: u64) -> Result<Vec<Listed>, SessionError> {
+        let store = self.store.clone();
+        let mut sessions = blocking(move || store.sessions()).await?;
+        let recent: std::collections::HashMap<SessionKey, u64> = self
+            .cache
+            .iter()
+            .map(|(_, live)| (live.key, live.last_seen()))
+            .collect();
+        let lifetimes = self.lifetimes;
+        sessions.retain(|(key, record)| {
+            let last_seen = recent.get(key).copied().unwrap_or(record.last_seen);
+            user.is_none_or(|u| u == record.user)
+                && now < record.created.saturating_add(lifetimes.absolute)
+                && now
+                    < last_seen
+                        .max(record.last_seen)
+                        .saturating_add(lifetimes.idle)
+        });
+        let mut listed: Vec<Listed> = sessions
+            .into_iter()
+            .map(|(key, mut record)| {
+                if let Some(seen) = recent.get(&key) {
+                    record.last_seen = record.last_seen.max(*seen);
+                }
+                Listed { key, record }
+            })
+            .collect();
+        listed.sort_by_key(|l| (l.record.created, l.key.0));
+        Ok(listed)
+    }
+
+    /// Deletes the sessions that are dead at `now` from the store; returns how many.
+    pub async fn prune(&self, now: u64) -> Result<usize, SessionError> {
+        let store = self.store.clone();
+        let lifetimes = self.lifetimes;
+        blocking(move || {
+            let mut pruned = 0;
+            for (key, record) in store.sessions()? {
+                let dead = now >= record.created.saturating_add(lifetimes.absolute)
+                    || now >= record.last_seen.saturating_add(lifetimes.idle);
+                if dead && store.delete_session(key)? {
+                    pruned += 1;
+                }
+            }
+            Ok(pruned)
+        })
+        .await
+    }
+
+    /// Sessions in the cache (for the memory measurement).
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+/// Store work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, SessionError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => Ok(result?),
+        Err(error) => Err(SessionError::Task(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{EmbeddedStore, MasterKey};
+
+    const T0: u64 = 1_800_000_000;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn IdentityStore>,
+        sessions: Sessions,
+        alice: User,
+    }
+
+    fn fixture(config: &SessionConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
+        let store: Arc<dyn IdentityStore> =
+            Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
+        let mut alice = User::new(UserId::random(&mut rand::rng()), "alice", T0);
+        alice.roles = vec!["physician".into()];
+        store.create_user(&alice).unwrap();
+        let sessions = Sessions::new(store.clone(), keyring, config);
+        Fixture {
+            _dir: dir,
+            store,
+            sessions,
+            alice,
+        }
+    }
+
+    fn new_session(user: &User) -> NewSession<'_> {
+        NewSession {
+            user,
+            client: IpAddr::from([192, 0, 2, 1]),
+            user_agent: "test agent",
+        }
+    }
+
+    impl Fixture {
+        async fn login(&self, now: u64) -> Token {
+            self.sessions
+                .create(new_session(&self.alice), now)
+                .await
+                .unwrap()
+                .0
+        }
+
+        async fn check(&self, token: &Token, now: u64) -> Result<Arc<Live>, Ended> {
+            let lifetimes = self.sessions.lifetimes();
+            self.check_with(token.as_str(), &lifetimes, now).await
+        }
+
+        async fn check_with(
+            &self,
+            token: &str,
+            lifetimes: &Lifetimes,
+            now: u64,
+        ) -> Result<Arc<Live>, Ended> {
+            self.sessions.check(token, lifetimes, now).await.unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_256_random_bits_and_the_store_keeps_only_their_hash() {
+        let f = fixture(&SessionConfig::default());
+        let a = f.login(T0).await;
+        let b = f.login(T0).await;
+        assert_ne!(a.as_str(), b.as_str());
+        assert!(well_formed(a.as_str()), "{}", a.as_str());
+        assert_eq!(a.as_str().len(), 4 + 64);
+        assert!(!format!("{a:?}").contains(&a.as_str()[4..]));
+        for (key, _) in f.store.sessions().unwrap() {
+            assert!(!key.to_string().contains(&a.as_str()[4..]));
+        }
+        let live = f.check(&a, T0 + 1).await.unwrap();
+        assert_eq!((live.name.as_str(), live.roles.len()), ("alice", 1));
+    }
+
+    #[tokio::test]
+    async fn forged_truncated_and_garbage_tokens_are_missing() {
+        let f = fixture(&SessionConfig::default());
+        let real = f.login(T0).await;
+        let lifetimes = f.sessions.lifetimes();
+        let mut flipped = real.as_str().to_owned();
+        let last = flipped.pop().unwrap();
+        flipped.push(if last == '0' { '1' } else { '0' });
+        for token in [
+            "",
+            "wgs_",
+            &real.as_str()[..40],
+            &flipped,
+            &real.as_str().to_uppercase(),
+            "wgs_zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            "\u{0}\u{1}garbage",
+        ] {
+            assert_eq!(
+                f.check_with(token, &lifetimes, T0).await.unwrap_err(),
+                Ended::Missing,
+                "{token:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_ends_a_quiet_session_and_activity_resets_it() {
+        let f = fixture(&SessionConfig::default());
+        let token = f.login(T0).await;
+        f.check(&token, T0 + 14 * 60).await.unwrap();
+        f.check(&token, T0 + 28 * 60).await.unwrap();
+        assert_eq!(
+            f.check(&token, T0 + 43 * 60).await.unwrap_err(),
+            Ended::Idle
+        );
+        // Ended for good: the store no longer has it.
+        assert_eq!(
+            f.check(&token, T0 + 43 * 60 + 1).await.unwrap_err(),
+            Ended::Missing
+        );
+        assert!(f.store.sessions().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_absolute_cap_ends_a_session_however_active() {
+        let f = fixture(&SessionConfig::default());
+        let token = f.login(T0).await;
+        for minute in (10..60).step_by(10) {
+            let live = f.check(&token, T0 + minute * 60).await.unwrap();
+            assert_eq!(
+                live.remaining(&f.sessions.lifetimes(), T0 + minute * 60),
+                (15 * 60).min((60 - minute) * 60)
+            );
+        }
+        assert_eq!(
+            f.check(&token, T0 + 3600).await.unwrap_err(),
+            Ended::Absolute
+        );
+    }
+
+    #[tokio::test]
+    async fn remaining_is_the_earlier_of_idle_and_absolute() {
+        let f = fixture(&SessionConfig::default());
+        let token = f.login(T0).await;
+        let live = f.check(&token, T0 + 60).await.unwrap();
+        assert_eq!(live.remaining(&f.sessions.lifetimes(), T0 + 60), 15 * 60);
+        assert_eq!(live.remaining(&f.sessions.lifetimes(), T0 + 50 * 60), 0);
+    }
+
+    #[tokio::test]
+    async fn a_route_can_only_narrow_the_caps_and_its_refusal_keeps_the_session() {
+        let f = fixture(&SessionConfig::default());
+        let token = f.login(T0).await;
+        let strict = f.sessions.lifetimes().narrowed(
+            Some(Duration::from_secs(60)),
+            Some(Duration::from_secs(24 * 3600)),
+            Some(Duration::from_secs(600)),
+        );
+        assert_eq!(strict.absolute, 3600, "a route cannot lengthen the cap");
+        assert_eq!(
+            f.check_with(token.as_str(), &strict, T0 + 120)
+                .await
+                .unwrap_err(),
+            Ended::Idle
+        );
+        f.check(&token, T0 + 121).await.unwrap();
+        f.check_with(token.as_str(), &strict, T0 + 150)
+            .await
+            .unwrap();
+        f.check(&token, T0 + 590).await.unwrap();
+        assert_eq!(
+            f.check_with(token.as_str(), &strict, T0 + 601)
+                .await
+                .unwrap_err(),
+            Ended::StepUp
+        );
+        f.check(&token, T0 + 602).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn step_up_rotates_the_token_and_keeps_the_absolute_cap() {
+        let f = fixture(&SessionConfig::default());
+        let old = f.login(T0).await;
+        let live = f.check(&old, T0 + 800).await.unwrap();
+        let (new, rotated) = f
+            .sessions
+            .rotate(&live, new_session(&f.alice), T0 + 901)
+            .await
+            .unwrap();
+        assert_eq!(
+            f.check(&old, T0 + 902).await.unwrap_err(),
+            Ended::Missing,
+            "the old token dies at once"
+        );
+        assert_eq!((rotated.created, rotated.auth_time), (T0, T0 + 901));
+        f.check(&new, T0 + 902).await.unwrap();
+        assert_eq!(f.check(&new, T0 + 3600).await.unwrap_err(), Ended::Absolute);
+    }
+
+    #[tokio::test]
+    async fn sessions_survive_a_restart_and_ended_ones_stay_ended() {
+        let f = fixture(&SessionConfig::default());
+        let kept = f.login(T0).await;
+        let ended = f.login(T0).await;
+        let live = f.check(&ended, T0 + 1).await.unwrap();
+        assert!(f.sessions.end(live.key).await.unwrap());
+        f.check(&kept, T0 + 5 * 60).await.unwrap();
+
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
+        let restarted = Sessions::new(f.store.clone(), keyring, &SessionConfig::default());
+        let lifetimes = restarted.lifetimes();
+        let live = restarted
+            .check(kept.as_str(), &lifetimes, T0 + 10 * 60)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.name, "alice");
+        assert_eq!(
+            restarted
+                .check(ended.as_str(), &lifetimes, T0 + 10 * 60)
+                .await
+                .unwrap()
+                .unwrap_err(),
+            Ended::Missing
+        );
+    }
+
+    #[tokio::test]
+    async fn activity_is_written_back_at_most_once_a_minute() {
+        let f = fixture(&SessionConfig::default());
+        let token = f.login(T0).await;
+        f.check(&token, T0 + 30).await.unwrap();
+        f.check(&token, T0 + 61).await.unwrap();
+        for _ in 0..100 {
+            let stored = f.store.sessions().unwrap()[0].1.last_seen;
+            if stored == T0 + 61 {
+                return;
+            }
+            assert_eq!(stored, T0);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("last_seen was not written back");
+    }
+
+    #[tokio::test]
+    async fn ending_a_users_sessions_and_disabling_work_at_once() {
+        let f = fixture(&SessionConfig::default());
+        let (a, b) = (f.login(T0).await, f.login(T0).await);
+        f.check(&a, T0 + 1).await.unwrap();
+        assert_eq!(f.sessions.end_user(f.alice.id).await.unwrap(), 2);
+        for token in [&a, &b] {
+            assert_eq!(f.check(token, T0 + 2).await.unwrap_err(), Ended::Missing);
+        }
+
+        let c = f.login(T0).await;
+        f.store.set_disabled(f.alice.id, true).unwrap();
+        f.sessions.refresh_user(f.alice.id);
+        assert_eq!(f.check(&c, T0 + 3).await.unwrap_err(), Ended::Missing);
+        assert!(f.store.sessions().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_role_change_reaches_cached_sessions() {
+        let f = fixture(&SessionConfig::default());
+        let token = f.login(T0).await;
+        assert_eq!(f.check(&token, T0 + 1).await.unwrap().roles, ["physician"]);
+        f.store
+            .set_roles(f.alice.id, &["nurse".to_owned()])
+            .unwrap();
+        f.sessions.refresh_user(f.alice.id);
+        assert_eq!(f.check(&token, T0 + 2).await.unwrap().roles, ["nurse"]);
+    }
+
+    #[tokio::test]
+    async fn operators_list_live_sessions_and_prune_dead_ones() {
+        let f = fixture(&SessionConfig::default());
+        let early = f.login(T0).await;
+        f.login(T0 + 30 * 60).await;
+        f.check(&early, T0 + 10 * 60).await.unwrap();
+        let listed = f
+            .sessions
+            .list(Some(f.alice.id), T0 + 31 * 60)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1, "the early one is idle by now");
+        assert_eq!(listed[0].record.user_agent, "test agent");
+        assert_eq!(listed[0].record.client, "192.0.2.1");
+        assert_eq!(f.sessions.prune(T0 + 31 * 60).await.unwrap(), 1);
+        assert_eq!(f.store.sessions().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn config_refuses_caps_above_twelve_hours_unless_overridden() {
+        let mut config = SessionConfig {
+            absolute_timeout: HumanDuration(Duration::from_secs(13 * 3600)),
+            ..SessionConfig::default()
+        };
+        assert!(config.check().unwrap_err().contains("12h"));
+        config.allow_long_sessions = true;
+        assert_eq!(config.check().unwrap().len(), 1);
+        assert!(SessionConfig::default().check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_cookie_has_exactly_the_safe_attributes() {
+        let token = Token::generate().unwrap();
+        let cookie = token.cookie();
+        assert_eq!(
+            cookie.to_str().unwrap(),
+            format!(
+                "__Host-wardgate-session={}; Secure; HttpOnly; SameSite=Strict; Path=/",
+                token.as_str()
+            )
+        );
+        assert!(cookie.len() < 4096);
+    }
+
+    #[test]
+    fn the_gateways_credentials_never_go_upstream() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-wardgate-session=wgs_x; b=2"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-wardgate-csrf=c"),
+        );
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer wgs_abc"),
+        );
+        assert_eq!(presented(&headers), Some((Carrier::Bearer, "wgs_abc")));
+        strip_credentials(&mut headers);
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+        assert!(!headers.contains_key(header::AUTHORIZATION));
+
+        let mut theirs = HeaderMap::new();
+        theirs.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer upstream-token"),
+        );
+        theirs.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-wardgate-session=x"),
+        );
+        assert_eq!(
+            presented(&theirs),
+            Some((Carrier::Bearer, "upstream-token"))
+        );
+        strip_credentials(&mut theirs);
+        assert_eq!(theirs[header::AUTHORIZATION], "Bearer upstream-token");
+        assert!(!theirs.contains_key(header::COOKIE));
+    }
+}
