@@ -3,6 +3,7 @@
 //! The request path and its phases are in [`pipeline`]; start there.
 
 pub mod admin;
+pub mod assertion;
 pub mod auth;
 pub mod body;
 pub mod cli;
