@@ -72,6 +72,20 @@ pub enum Refusal {
     MalformedApiRequest,
     /// The identity store or the hashing threads failed (logged).
     AuthUnavailable,
+    /// Unknown user, wrong password, locked or disabled account: deliberately one answer.
+    LoginFailed,
+    /// The login challenge is unknown, expired, used up or for another step.
+    LoginChallengeInvalid,
+    /// A wrong, malformed or replayed second factor (or a locked one: the same answer).
+    SecondFactorWrong,
+    /// The account has no usable second factor yet: it must be enrolled first.
+    EnrollmentRequired,
+    /// A protected route and no live session.
+    SessionMissing,
+    SessionIdle,
+    SessionAbsolute,
+    /// The route wants a fresher second-factor proof.
+    StepUpRequired,
 }
 
 impl Refusal {
@@ -207,7 +221,43 @@ impl Refusal {
             Refusal::AuthUnavailable => (
                 S::INTERNAL_SERVER_ERROR,
                 "WG-AUTH-008",
-                "enrollment is unavailable; see the gateway's log",
+                "login is unavailable; see the gateway's log",
+            ),
+            Refusal::LoginFailed => (
+                S::UNAUTHORIZED,
+                "WG-AUTH-009",
+                "the user name or password is wrong, or the account cannot log in now",
+            ),
+            Refusal::LoginChallengeInvalid => (
+                S::UNAUTHORIZED,
+                "WG-AUTH-010",
+                "this login has expired or is unknown: start again",
+            ),
+            Refusal::SecondFactorWrong => (
+                S::UNAUTHORIZED,
+                "WG-AUTH-011",
+                "the second factor was not accepted",
+            ),
+            Refusal::EnrollmentRequired => (
+                S::FORBIDDEN,
+                "WG-AUTH-012",
+                "a second factor must be set up first: use the enrollment link from your administrator",
+            ),
+            Refusal::SessionMissing => (S::UNAUTHORIZED, "WG-SESSION-001", "log in to continue"),
+            Refusal::SessionIdle => (
+                S::UNAUTHORIZED,
+                "WG-SESSION-002",
+                "the session ended after a time without activity: log in again",
+            ),
+            Refusal::SessionAbsolute => (
+                S::UNAUTHORIZED,
+                "WG-SESSION-003",
+                "the session reached its maximum length: log in again",
+            ),
+            Refusal::StepUpRequired => (
+                S::UNAUTHORIZED,
+                "WG-SESSION-004",
+                "confirm it is you with your second factor to continue",
             ),
         }
     }
@@ -313,6 +363,14 @@ mod tests {
             Refusal::GatewayPathNotFound,
             Refusal::MalformedApiRequest,
             Refusal::AuthUnavailable,
+            Refusal::LoginFailed,
+            Refusal::LoginChallengeInvalid,
+            Refusal::SecondFactorWrong,
+            Refusal::EnrollmentRequired,
+            Refusal::SessionMissing,
+            Refusal::SessionIdle,
+            Refusal::SessionAbsolute,
+            Refusal::StepUpRequired,
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), all.len());

@@ -40,17 +40,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::auth::api::{self, busy, parse, unavailable};
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
 use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
-use crate::body::{self, IdleBody, ResponseBody};
-use crate::identity::{IdentityStore, StoreError, UserId};
+use crate::body::ResponseBody;
+use crate::identity::{IdentityStore, UserId};
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
 
@@ -59,8 +59,6 @@ pub const PREFIX: &str = "/.wardgate/";
 const PASSWORD_PATH: &str = "/.wardgate/api/enroll/password";
 const TOTP_PATH: &str = "/.wardgate/api/enroll/totp";
 
-/// Bodies of this API are a token, a password (at most 128 characters) or a code.
-const BODY_LIMIT: u64 = 8 * 1024;
 /// How long a user has from the password step to the first authenticator code.
 const CEREMONY_TTL_SECS: u64 = 10 * 60;
 /// Open ceremonies kept at most; one more is refused as busy.
@@ -133,8 +131,7 @@ impl Enrollment {
                 HeaderValue::from_static("POST"),
             ));
         }
-        let bytes =
-            body::read_limited(IdleBody::new(request.into_body(), idle), BODY_LIMIT).await?;
+        let bytes = api::json_body(request, idle).await?;
         if path == PASSWORD_PATH {
             self.password(parse(&bytes)?, now).await
         } else {
@@ -149,17 +146,16 @@ impl Enrollment {
     ) -> Result<Response<ResponseBody>, Refused> {
         let token = Bytes::from(step.token.into_bytes());
         let lookup = token.clone();
-        let user = self
-            .blocking(
-                move |store| match store.enrollment_token_user(&lookup, now)? {
-                    Some(id) => store.user(id).map(Some),
-                    None => Ok(None),
-                },
-            )
-            .await?
-            // A disabled account cannot be enrolled: its link is as good as expired.
-            .filter(|user| !user.disabled)
-            .ok_or(Refusal::EnrollmentLinkInvalid)?;
+        let user = api::blocking(&self.store, move |store| {
+            match store.enrollment_token_user(&lookup, now)? {
+                Some(id) => store.user(id).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await?
+        // A disabled account cannot be enrolled: its link is as good as expired.
+        .filter(|user| !user.disabled)
+        .ok_or(Refusal::EnrollmentLinkInvalid)?;
 
         let password = Secret::new(step.password);
         let owner = Owner {
@@ -191,15 +187,14 @@ impl Enrollment {
             .start(user.id, user.name.clone(), pending, now)
             .ok_or_else(busy)?;
         let id = user.id;
-        let consumed = self
-            .blocking(move |store| {
-                if store.consume_enrollment_token(&token, now)? != Some(id) {
-                    return Ok(false);
-                }
-                store.set_password_hash(id, Some(&phc))?;
-                Ok(true)
-            })
-            .await;
+        let consumed = api::blocking(&self.store, move |store| {
+            if store.consume_enrollment_token(&token, now)? != Some(id) {
+                return Ok(false);
+            }
+            store.set_password_hash(id, Some(&phc))?;
+            Ok(true)
+        })
+        .await;
         if !matches!(consumed, Ok(true)) {
             self.lock().remove(&enrollment);
             consumed?;
@@ -207,7 +202,7 @@ impl Enrollment {
         }
         tracing::info!(target: "wardgate::security", event = "enrollment_password_set", user = %user.name);
         answer["enrollment"] = json!(enrollment);
-        Ok(ok(&answer))
+        Ok(api::ok(&answer))
     }
 
     async fn confirm_totp(
@@ -219,14 +214,14 @@ impl Enrollment {
             self.lock().confirm(&step.enrollment, &step.code, now)?;
         let codes = recovery_codes(&mut rand::rng());
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
-        self.blocking(move |store| {
+        api::blocking(&self.store, move |store| {
             store.set_totp(user, active.secret_bytes(), last_step)?;
             store.set_recovery_codes(user, &hashes)?;
             store.set_mfa_required_enrollment(user, false)
         })
         .await?;
         tracing::info!(target: "wardgate::security", event = "enrollment_completed", user = %name);
-        Ok(ok(&json!({ "recovery_codes": codes })))
+        Ok(api::ok(&json!({ "recovery_codes": codes })))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ceremonies> {
@@ -235,37 +230,6 @@ impl Enrollment {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// Runs synchronous store work off the async runtime.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, Refused> {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(unavailable(&error)),
-            Err(error) => Err(unavailable(&error)),
-        }
-    }
-}
-
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refused> {
-    serde_json::from_slice(bytes).map_err(|_| Refusal::MalformedApiRequest.into())
-}
-
-/// `WG-AUTH-003`: no capacity left now; one second is about a queue's worth of hashing.
-fn busy() -> Refused {
-    Refused::with_header(
-        Refusal::HashingBusy,
-        header::RETRY_AFTER,
-        HeaderValue::from_static("1"),
-    )
-}
-
-fn unavailable(error: &dyn std::fmt::Display) -> Refused {
-    tracing::error!(%error, "enrollment");
-    Refusal::AuthUnavailable.into()
 }
 
 /// `WG-AUTH-002` with every failed rule, in words for the user.
@@ -278,19 +242,6 @@ fn policy_refusal(reasons: &[Reason]) -> Refused {
         "reasons": messages,
     });
     Refused::with_body(refusal, Bytes::from(body.to_string()))
-}
-
-/// A 200 JSON answer; never cached (it carries secrets shown once).
-fn ok(value: &serde_json::Value) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::from(Bytes::from(value.to_string())));
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 /// Ten recovery codes, `ABCD-EFGH-IJKL-MNOP`: 80 random bits each, base32 (RFC 4648).

@@ -6,9 +6,14 @@
 //! - [`enrollment`]: the JSON API where a new user turns the enrollment token into a password,
 //!   an authenticator app and recovery codes.
 //!
-//! The login flows that use them (browser pages, JSON API, WebAuthn) are the next step.
+//! - [`login`]: password, then second factor, then a session; step-up and logout.
+//! - [`events`]: the one channel for security events.
+//! - [`api`]: what the JSON endpoints share.
 
+pub mod api;
 pub mod enrollment;
+pub mod events;
 pub mod lockout;
+pub mod login;
 pub mod password;
 pub mod totp;

@@ -53,6 +53,9 @@ pub struct Config {
     /// Where accounts and their sealed secrets live, and the master key that seals them.
     #[serde(default)]
     pub store: Store,
+    /// Session lifetimes (see `session`); routes may narrow them.
+    #[serde(default = "unlocated")]
+    pub session: Spanned<crate::session::SessionConfig>,
     pub upstreams: BTreeMap<String, Spanned<Upstream>>,
     pub routes: Spanned<Vec<Route>>,
 }
@@ -176,6 +179,10 @@ pub struct Forwarding {
     /// Empty by default: nobody is trusted.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// More identity headers to remove from every request, besides the built-in list
+    /// (`X-Wardgate-*`, `X-Forwarded-User`, `X-Remote-User`, `X-Auth-Request-*`).
+    #[serde(default)]
+    pub strip_headers: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,9 +361,19 @@ pub struct Route {
     pub host: Option<Spanned<String>>,
     pub path: Spanned<PathPattern>,
     pub upstream: Spanned<String>,
-    /// Who may pass. Login arrives with the accounts work; until then the only mode is `none`,
-    /// and it must be written out so that a public route is never public by accident.
+    /// Who may pass: `session` (a logged-in person with a live session) or `none`. Always
+    /// written out, so that a public route is never public by accident.
     pub auth: AuthMode,
+    /// Step-up: the last second-factor proof must be younger than this, or the user proves it
+    /// again and comes back to the same request.
+    #[serde(default)]
+    pub reauth_within: Option<HumanDuration>,
+    /// Stricter session caps on this route (they can only shorten the global ones).
+    #[serde(default)]
+    pub session: RouteSession,
+    /// What the upstream learns about the user; nothing unless asked for (least privilege).
+    #[serde(default)]
+    pub identity: Option<Spanned<RouteIdentity>>,
     /// Responses carry patient data: `Cache-Control: no-store` unless `cache_no_store` says otherwise.
     #[serde(default)]
     pub patient_data: bool,
@@ -513,6 +530,41 @@ impl TryFrom<String> for MethodName {
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     None,
+    Session,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSession {
+    #[serde(default)]
+    pub idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub absolute_timeout: Option<HumanDuration>,
+}
+
+/// A fact about the user that a route may pass upstream.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityField {
+    /// The account id (128 random bits, hex): `X-Wardgate-User-Id`.
+    Id,
+    /// The user name: `X-Wardgate-User`.
+    Name,
+    /// The roles, comma-separated: `X-Wardgate-Roles`.
+    Roles,
+}
+
+/// `identity:` of a route.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteIdentity {
+    /// Plain headers, for upstreams on a trusted network.
+    #[serde(default)]
+    pub headers: Vec<IdentityField>,
+    /// A signed JWT (`X-Wardgate-Assertion`, EdDSA) with `sub`, `aud` = the route name,
+    /// `auth_time`, `sid`, plus these fields; absent: no assertion.
+    #[serde(default)]
+    pub assertion: Option<Vec<IdentityField>>,
 }
 
 /// Replace a leading literal part of the path before forwarding.
@@ -675,6 +727,20 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
         )));
     }
     validate_server(file, config)?;
+    match config.session.value.check() {
+        Ok(more) => warnings.extend(more.into_iter().map(Warning)),
+        Err(message) => return Err(ConfigError::at(file, &config.session, "session", message)),
+    }
+    for name in &config.forwarding.strip_headers {
+        if HeaderName::try_from(name.value.as_str()).is_err() {
+            return Err(ConfigError::at(
+                file,
+                name,
+                "forwarding.strip_headers",
+                format!("`{}` is not a header name", name.value),
+            ));
+        }
+    }
     if let Some(admin) = &config.listen.admin
         && !admin.value.ip().is_loopback()
     {
@@ -944,6 +1010,25 @@ fn validate_routes(
             }
         }
         if route.auth == AuthMode::None {
+            let needs_session = if route.reauth_within.is_some() {
+                Some("reauth_within")
+            } else if route.session.idle_timeout.is_some()
+                || route.session.absolute_timeout.is_some()
+            {
+                Some("session")
+            } else if route.identity.is_some() {
+                Some("identity")
+            } else {
+                None
+            };
+            if let Some(field) = needs_session {
+                return Err(ConfigError::at(
+                    file,
+                    &route.path,
+                    key(field),
+                    "needs `auth: session`: a public route has no user",
+                ));
+            }
             warnings.push(Warning(format!(
                 "route `{}` has `auth: none`: anyone who reaches the gateway can use it",
                 route.path.value

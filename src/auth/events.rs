@@ -1,0 +1,174 @@
+//! Security events: the one channel through which login, lockout, enrollment, recovery-code use,
+//! password changes and session ends are reported.
+//!
+//! **The threat.** An attack nobody sees: a password-spraying run, a lockout storm, a recovery
+//! code spent by someone else, scattered across ad-hoc log lines or missing from them.
+//! **The rule.** Every such event is a typed [`SecurityEvent`], emitted through
+//! [`SecurityEvents::emit`], which writes it to the log (target `wardgate::security`, one JSON
+//! record) and hands it to subscribers (the audit trail will be one). Events never carry a
+//! password, a code, a token or a secret; a user name typed at login is recorded only when it
+//! names an existing account, so a password typed into the user field never reaches the log.
+//! **The standard.** OWASP ASVS 5 V16 (security logging), NIST SP 800-92, HIPAA 164.312(b)
+//! (audit controls).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+/// Which second factor was proven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Factor {
+    Totp,
+    WebAuthn,
+    RecoveryCode,
+}
+
+impl Factor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Factor::Totp => "totp",
+            Factor::WebAuthn => "webauthn",
+            Factor::RecoveryCode => "recovery_code",
+        }
+    }
+}
+
+/// What was locked out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Locked {
+    Account(String),
+    Address(IpAddr),
+    SecondFactor(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecurityEvent {
+    LoginSucceeded {
+        user: String,
+        factor: Factor,
+        client: IpAddr,
+    },
+    /// `user` is `None` when the name given is not an account.
+    LoginFailed {
+        user: Option<String>,
+        client: IpAddr,
+        stage: &'static str,
+    },
+    LockedOut {
+        what: Locked,
+        /// Unix seconds.
+        until: u64,
+    },
+    RecoveryCodeUsed {
+        user: String,
+        client: IpAddr,
+        left: usize,
+    },
+    StepUp {
+        user: String,
+        factor: Factor,
+    },
+    EnrollmentCompleted {
+        user: String,
+    },
+    PasswordSet {
+        user: String,
+    },
+    /// Logout, logout everywhere, or an operator's action.
+    SessionsEnded {
+        user: String,
+        reason: &'static str,
+        count: usize,
+    },
+}
+
+impl SecurityEvent {
+    /// The stable event name in the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SecurityEvent::LoginSucceeded { .. } => "login_succeeded",
+            SecurityEvent::LoginFailed { .. } => "login_failed",
+            SecurityEvent::LockedOut { .. } => "locked_out",
+            SecurityEvent::RecoveryCodeUsed { .. } => "recovery_code_used",
+            SecurityEvent::StepUp { .. } => "step_up",
+            SecurityEvent::EnrollmentCompleted { .. } => "enrollment_completed",
+            SecurityEvent::PasswordSet { .. } => "password_set",
+            SecurityEvent::SessionsEnded { .. } => "sessions_ended",
+        }
+    }
+
+    /// The event's fields as JSON (what the log record and the audit trail carry).
+    pub fn fields(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            SecurityEvent::LoginSucceeded {
+                user,
+                factor,
+                client,
+            } => json!({ "user": user, "factor": factor.name(), "client": client.to_string() }),
+            SecurityEvent::LoginFailed {
+                user,
+                client,
+                stage,
+            } => json!({ "user": user, "client": client.to_string(), "stage": stage }),
+            SecurityEvent::LockedOut { what, until } => {
+                let (kind, subject) = match what {
+                    Locked::Account(user) => ("account", user.clone()),
+                    Locked::Address(ip) => ("address", ip.to_string()),
+                    Locked::SecondFactor(user) => ("second_factor", user.clone()),
+                };
+                json!({ "kind": kind, "subject": subject, "until": until })
+            }
+            SecurityEvent::RecoveryCodeUsed { user, client, left } => {
+                json!({ "user": user, "client": client.to_string(), "codes_left": left })
+            }
+            SecurityEvent::StepUp { user, factor } => {
+                json!({ "user": user, "factor": factor.name() })
+            }
+            SecurityEvent::EnrollmentCompleted { user } | SecurityEvent::PasswordSet { user } => {
+                json!({ "user": user })
+            }
+            SecurityEvent::SessionsEnded {
+                user,
+                reason,
+                count,
+            } => json!({ "user": user, "reason": reason, "count": count }),
+        }
+    }
+}
+
+/// The channel. Cheap to clone; built once at start.
+#[derive(Clone)]
+pub struct SecurityEvents {
+    subscribers: broadcast::Sender<Arc<SecurityEvent>>,
+}
+
+impl Default for SecurityEvents {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SecurityEvents {
+    pub fn new() -> Self {
+        Self {
+            subscribers: broadcast::channel(1024).0,
+        }
+    }
+
+    /// Logs the event and hands it to every subscriber. Never blocks: a subscriber that falls
+    /// more than 1024 events behind loses the oldest (and learns it from the channel).
+    pub fn emit(&self, event: SecurityEvent) {
+        tracing::info!(
+            target: "wardgate::security",
+            event = event.name(),
+            fields = %event.fields(),
+        );
+        let _ = self.subscribers.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SecurityEvent>> {
+        self.subscribers.subscribe()
+    }
+}

@@ -1,0 +1,658 @@
+//! Login: a password, then a second factor, then a session. And step-up, logout, and the
+//! session's own description.
+//!
+//! **The threat.** Online guessing of passwords (one account, or many accounts from one address),
+//! guessing of six-digit codes, user enumeration through different answers or timings, a
+//! half-finished login finished by someone else, and a session that outlives a logout.
+//!
+//! **The rule.**
+//!
+//! ```text
+//!  POST /.wardgate/api/login {user, password}
+//!     │  address locked? account locked? unknown user? disabled? no password yet? wrong?
+//!     │    ── all alike: one argon2id verification (a dummy hash when there is no account),
+//!     │       then 401 WG-AUTH-009; failures counted per account and per address (/64)
+//!     │  right password, no second factor enrolled ───────────── 403 WG-AUTH-012
+//!     ▼  challenge: 256 random bits, 5 minutes, bound to the user, single use
+//!  {challenge, factors: [totp, webauthn, recovery_code], expires_in}
+//!     │
+//!  POST /.wardgate/api/login/totp      {challenge, code}
+//!  POST /.wardgate/api/login/recovery  {challenge, code}
+//!  POST /.wardgate/api/login/webauthn/{start,finish}
+//!     │  unknown / expired challenge ───────────────────────────── 401 WG-AUTH-010
+//!     │  second-factor lock, wrong, malformed or replayed code ──── 401 WG-AUTH-011
+//!     │    (5 wrong answers drop the challenge; failures counted per user)
+//!     ▼  a NEW session token (never one the client brought)
+//!  {token, token_type: Bearer, expires_in, session_expires_at}
+//! ```
+//!
+//! `POST /.wardgate/api/step-up` (with a session) opens a challenge for the same user without a
+//! password; finishing it rotates the token and refreshes the proof time. `POST
+//! /.wardgate/api/logout` ends this session, `/.wardgate/api/logout-all` every session of the
+//! user; `GET /.wardgate/api/session` describes the session.
+//!
+//! Every outcome is a [`SecurityEvent`]. POST bodies must be `application/json`: a cross-site
+//! form cannot send that without a CORS preflight, which the gateway never grants.
+//!
+//! **The standard.** NIST SP 800-63B-4 (3.1.1.2 password verification, rate limiting of
+//! authentication attempts; 4.2/4.3 multi-factor at AAL2/AAL3; 5.1 session binding), OWASP
+//! ASVS 5 V6.2/V6.3 (no enumeration, brute-force defence), RFC 6238 5.2, RFC 6750.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::api::{self, busy, parse, unavailable};
+use crate::auth::enrollment::recovery_code_hash;
+use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
+use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy};
+use crate::auth::password::{HashPool, PoolError, Secret, Verification};
+use crate::auth::totp::{ActiveTotp, TotpParams};
+use crate::body::ResponseBody;
+use crate::identity::{IdentityStore, StoreError, User, UserId};
+use crate::pipeline::Refused;
+use crate::ratelimit::ClientKey;
+use crate::refusal::Refusal;
+use crate::session::{self, Ended, Live, NewSession, Sessions, Token};
+
+pub const LOGIN_PATH: &str = "/.wardgate/api/login";
+pub const TOTP_PATH: &str = "/.wardgate/api/login/totp";
+pub const RECOVERY_PATH: &str = "/.wardgate/api/login/recovery";
+pub const STEP_UP_PATH: &str = "/.wardgate/api/step-up";
+pub const LOGOUT_PATH: &str = "/.wardgate/api/logout";
+pub const LOGOUT_ALL_PATH: &str = "/.wardgate/api/logout-all";
+pub const SESSION_PATH: &str = "/.wardgate/api/session";
+
+/// How long a user has between the password and the second factor.
+const CHALLENGE_TTL_SECS: u64 = 5 * 60;
+/// Open challenges kept at most; one more is refused as busy.
+const MAX_CHALLENGES: usize = 100_000;
+/// Wrong second factors a challenge survives; the next one drops it.
+const MAX_WRONG_FACTORS: u32 = 5;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordStep {
+    user: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeStep {
+    challenge: String,
+    code: String,
+}
+
+/// What the challenge leads to.
+#[derive(Clone)]
+enum Purpose {
+    Login,
+    /// Step-up of this live session: its token is replaced.
+    StepUp(Arc<Live>),
+}
+
+struct Challenge {
+    user: UserId,
+    name: String,
+    expires: u64,
+    purpose: Purpose,
+    wrong: u32,
+}
+
+/// The first step passed: what the client may prove next.
+#[derive(Debug)]
+pub struct Started {
+    pub challenge: String,
+    pub factors: Vec<Factor>,
+    pub expires_in: u64,
+}
+
+/// A proof of the second factor, as the client sent it.
+pub enum Proof<'a> {
+    Totp(&'a str),
+    RecoveryCode(&'a str),
+}
+
+/// A finished login or step-up.
+pub struct Completed {
+    pub token: Token,
+    pub live: Arc<Live>,
+    pub factor: Factor,
+    /// After a recovery code: how many are left (the user should enroll again).
+    pub recovery_codes_left: Option<usize>,
+}
+
+/// Where the request comes from, for lockouts, events and the session record.
+#[derive(Clone, Copy)]
+pub struct Client<'a> {
+    pub address: IpAddr,
+    pub user_agent: &'a str,
+}
+
+/// The login state: built once at start.
+pub struct Login {
+    store: Arc<dyn IdentityStore>,
+    pool: Arc<HashPool>,
+    sessions: Arc<Sessions>,
+    events: SecurityEvents,
+    totp: TotpParams,
+    accounts: Lockout<UserId>,
+    addresses: Lockout<ClientKey>,
+    factors: Lockout<UserId>,
+    challenges: Mutex<HashMap<String, Challenge>>,
+}
+
+impl Login {
+    pub fn new(
+        store: Arc<dyn IdentityStore>,
+        pool: Arc<HashPool>,
+        sessions: Arc<Sessions>,
+        events: SecurityEvents,
+        totp: TotpParams,
+        lockout: LockoutPolicy,
+    ) -> Self {
+        Self {
+            store,
+            pool,
+            sessions,
+            events,
+            totp,
+            accounts: Lockout::new(lockout),
+            addresses: Lockout::new(lockout),
+            factors: Lockout::new(lockout),
+            challenges: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// Forgets lockout entries and challenges that have nothing left to say.
+    pub fn prune(&self, now: u64) {
+        self.accounts.prune(now);
+        self.addresses.prune(now);
+        self.factors.prune(now);
+        self.lock().retain(|_, c| c.expires > now);
+    }
+
+    /// The password step. Every failure is the same [`Refusal::LoginFailed`] after the same
+    /// amount of hashing work.
+    pub async fn password(
+        &self,
+        name: &str,
+        typed: String,
+        client: Client<'_>,
+        now: u64,
+    ) -> Result<Started, Refused> {
+        let address = ClientKey::from(client.address);
+        let lookup = name.to_owned();
+        let user = api::blocking(&self.store, move |store| {
+            match store.user_by_name(&lookup) {
+                Ok(user) => Ok(Some(user)),
+                Err(StoreError::NotFound(_)) => Ok(None),
+                Err(other) => Err(other),
+            }
+        })
+        .await?;
+        let rehash = Secret::new(typed.clone());
+        let password = Secret::new(typed);
+        let address_locked = self.addresses.check(&address, now).is_err();
+        let usable = user.filter(|user| {
+            !address_locked && !user.disabled && self.accounts.check(&user.id, now).is_ok()
+        });
+        let verification = match usable.as_ref().and_then(|u| u.password_hash.clone()) {
+            Some(phc) => self.pool.verify(password, phc).await,
+            None => self.pool.dummy_verify(password).await,
+        }
+        .map_err(pool_refusal)?;
+        let Some(user) = usable.filter(|_| verification != Verification::Invalid) else {
+            self.password_failed(name, client.address, address_locked, now)
+                .await;
+            return Err(Refusal::LoginFailed.into());
+        };
+        self.accounts.record_success(&user.id, now);
+        if verification == Verification::ValidNeedsRehash {
+            self.rehash(&user, rehash).await;
+        }
+        let factors = self.factors_of(&user).await?;
+        if user.mfa_required_enrollment || factors.is_empty() {
+            return Err(Refusal::EnrollmentRequired.into());
+        }
+        self.open_challenge(&user, Purpose::Login, factors, now)
+    }
+
+    /// Counts a failed password (unless the address was already locked: attempts during a lock
+    /// are not verified and teach nothing) and reports it.
+    async fn password_failed(&self, name: &str, client: IpAddr, address_locked: bool, now: u64) {
+        let lookup = name.to_owned();
+        let known = api::blocking(&self.store, move |store| {
+            Ok(store.user_by_name(&lookup).ok())
+        })
+        .await
+        .ok()
+        .flatten();
+        self.events.emit(SecurityEvent::LoginFailed {
+            user: known.as_ref().map(|u| u.name.clone()),
+            client,
+            stage: "password",
+        });
+        if address_locked {
+            return;
+        }
+        if let Some(lock) = self.addresses.record_failure(&ClientKey::from(client), now) {
+            self.report_lock(Locked::Address(client), &lock);
+        }
+        if let Some(user) = known
+            && let Some(lock) = self.accounts.record_failure(&user.id, now)
+        {
+            self.report_lock(Locked::Account(user.name), &lock);
+        }
+    }
+
+    fn report_lock<K>(&self, what: Locked, lock: &LockEvent<K>) {
+        self.events.emit(SecurityEvent::LockedOut {
+            what,
+            until: lock.until,
+        });
+    }
+
+    /// Stores a hash under the current parameters; a failure only leaves the old hash.
+    async fn rehash(&self, user: &User, password: Secret) {
+        let Ok(phc) = self.pool.hash(password).await else {
+            return;
+        };
+        let id = user.id;
+        // A failure is logged by `blocking` and leaves the old hash, which still verifies.
+        let _ = api::blocking(&self.store, move |store| {
+            store.set_password_hash(id, Some(&phc))
+        })
+        .await;
+    }
+
+    async fn factors_of(&self, user: &User) -> Result<Vec<Factor>, Refused> {
+        let id = user.id;
+        api::blocking(&self.store, move |store| {
+            let mut factors = Vec::new();
+            if store.totp(id)?.is_some() {
+                factors.push(Factor::Totp);
+            }
+            if !store.webauthn_credentials(id)?.is_empty() {
+                factors.push(Factor::WebAuthn);
+            }
+            if store.recovery_codes(id)?.iter().any(|c| !c.used) {
+                factors.push(Factor::RecoveryCode);
+            }
+            Ok(factors)
+        })
+        .await
+    }
+
+    fn open_challenge(
+        &self,
+        user: &User,
+        purpose: Purpose,
+        factors: Vec<Factor>,
+        now: u64,
+    ) -> Result<Started, Refused> {
+        let mut challenges = self.lock();
+        challenges.retain(|_, c| c.expires > now);
+        if challenges.len() >= MAX_CHALLENGES {
+            return Err(busy());
+        }
+        let bits: [u8; 32] = rand::random();
+        let id: String = bits.iter().map(|b| format!("{b:02x}")).collect();
+        challenges.insert(
+            id.clone(),
+            Challenge {
+                user: user.id,
+                name: user.name.clone(),
+                expires: now + CHALLENGE_TTL_SECS,
+                purpose,
+                wrong: 0,
+            },
+        );
+        Ok(Started {
+            challenge: id,
+            factors,
+            expires_in: CHALLENGE_TTL_SECS,
+        })
+    }
+
+    /// Step-up for a live session: a challenge without a password.
+    pub async fn step_up(&self, live: Arc<Live>, now: u64) -> Result<Started, Refused> {
+        let user = self.user(live.user).await?;
+        let factors: Vec<Factor> = self
+            .factors_of(&user)
+            .await?
+            .into_iter()
+            .filter(|f| *f != Factor::RecoveryCode)
+            .collect();
+        if factors.is_empty() {
+            return Err(Refusal::EnrollmentRequired.into());
+        }
+        self.open_challenge(&user, Purpose::StepUp(live), factors, now)
+    }
+
+    async fn user(&self, id: UserId) -> Result<User, Refused> {
+        api::blocking(&self.store, move |store| store.user(id)).await
+    }
+
+    /// The second step. The challenge is taken out while the proof is checked, so two racing
+    /// requests cannot both finish it; a wrong proof puts it back until it has failed too often.
+    pub async fn second_factor(
+        &self,
+        challenge_id: &str,
+        proof: Proof<'_>,
+        client: Client<'_>,
+        now: u64,
+    ) -> Result<Completed, Refused> {
+        let challenge = {
+            let mut challenges = self.lock();
+            challenges.retain(|_, c| c.expires > now);
+            challenges
+                .remove(challenge_id)
+                .ok_or(Refusal::LoginChallengeInvalid)?
+        };
+        if let Purpose::StepUp(_) = challenge.purpose
+            && matches!(proof, Proof::RecoveryCode(_))
+        {
+            self.lock().insert(challenge_id.to_owned(), challenge);
+            return Err(Refusal::SecondFactorWrong.into());
+        }
+        let locked = self.factors.check(&challenge.user, now).is_err();
+        let verified = if locked {
+            None
+        } else {
+            self.verify(challenge.user, &proof, now).await?
+        };
+        let Some((factor, recovery_codes_left)) = verified else {
+            self.second_factor_failed(challenge_id, challenge, client.address, locked, now);
+            return Err(Refusal::SecondFactorWrong.into());
+        };
+        self.factors.record_success(&challenge.user, now);
+        self.finish(challenge, factor, recovery_codes_left, client, now)
+            .await
+    }
+
+    /// Checks the proof: `Some((factor, codes left after a recovery code))` when it holds.
+    async fn verify(
+        &self,
+        user: UserId,
+        proof: &Proof<'_>,
+        now: u64,
+    ) -> Result<Option<(Factor, Option<usize>)>, Refused> {
+        match *proof {
+            Proof::Totp(code) => {
+                let code = code.to_owned();
+                let params = self.totp;
+                api::blocking(&self.store, move |store| {
+                    let Some(stored) = store.totp(user)? else {
+                        return Ok(None);
+                    };
+                    let Ok(totp) = ActiveTotp::restore(params, &stored.seed) else {
+                        return Ok(None);
+                    };
+                    let Ok(step) = totp.verify(&code, stored.last_used_step, now) else {
+                        return Ok(None);
+                    };
+                    // Atomic: of two requests with the same code, one wins.
+                    Ok(store
+                        .advance_totp_step(user, step)?
+                        .then_some((Factor::Totp, None)))
+                })
+                .await
+            }
+            Proof::RecoveryCode(code) => {
+                let hash = recovery_code_hash(code);
+                api::blocking(&self.store, move |store| {
+                    match store.use_recovery_code(user, &hash) {
+                        Ok(true) => {
+                            let left = store
+                                .recovery_codes(user)?
+                                .iter()
+                                .filter(|c| !c.used)
+                                .count();
+                            Ok(Some((Factor::RecoveryCode, Some(left))))
+                        }
+                        Ok(false) | Err(StoreError::NotFound(_)) => Ok(None),
+                        Err(other) => Err(other),
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    fn second_factor_failed(
+        &self,
+        id: &str,
+        mut challenge: Challenge,
+        client: IpAddr,
+        locked: bool,
+        now: u64,
+    ) {
+        self.events.emit(SecurityEvent::LoginFailed {
+            user: Some(challenge.name.clone()),
+            client,
+            stage: "second_factor",
+        });
+        if !locked && let Some(lock) = self.factors.record_failure(&challenge.user, now) {
+            self.report_lock(Locked::SecondFactor(challenge.name.clone()), &lock);
+        }
+        challenge.wrong += 1;
+        if challenge.wrong < MAX_WRONG_FACTORS {
+            self.lock().insert(id.to_owned(), challenge);
+        }
+    }
+
+    async fn finish(
+        &self,
+        challenge: Challenge,
+        factor: Factor,
+        recovery_codes_left: Option<usize>,
+        client: Client<'_>,
+        now: u64,
+    ) -> Result<Completed, Refused> {
+        let user = self.user(challenge.user).await?;
+        if user.disabled {
+            return Err(Refusal::LoginFailed.into());
+        }
+        let new = NewSession {
+            user: &user,
+            client: client.address,
+            user_agent: client.user_agent,
+        };
+        let created = match &challenge.purpose {
+            Purpose::Login => self.sessions.create(new, now).await,
+            Purpose::StepUp(old) => self.sessions.rotate(old, new, now).await,
+        };
+        let (token, live) = created.map_err(|e| unavailable(&e))?;
+        self.events.emit(match challenge.purpose {
+            Purpose::Login => SecurityEvent::LoginSucceeded {
+                user: user.name.clone(),
+                factor,
+                client: client.address,
+            },
+            Purpose::StepUp(_) => SecurityEvent::StepUp {
+                user: user.name.clone(),
+                factor,
+            },
+        });
+        if let Some(left) = recovery_codes_left {
+            self.events.emit(SecurityEvent::RecoveryCodeUsed {
+                user: user.name,
+                client: client.address,
+                left,
+            });
+        }
+        Ok(Completed {
+            token,
+            live,
+            factor,
+            recovery_codes_left,
+        })
+    }
+
+    /// The live session the request carries (cookie or bearer), under the global caps.
+    pub async fn current(&self, headers: &http::HeaderMap, now: u64) -> Result<Arc<Live>, Refused> {
+        let Some((_, token)) = session::presented(headers) else {
+            return Err(Refusal::SessionMissing.into());
+        };
+        let lifetimes = self.sessions.lifetimes();
+        match self.sessions.check(token, &lifetimes, now).await {
+            Ok(Ok(live)) => Ok(live),
+            Ok(Err(ended)) => Err(ended_refusal(ended).into()),
+            Err(error) => Err(unavailable(&error)),
+        }
+    }
+
+    /// Ends this session, or every session of its user.
+    pub async fn logout(&self, live: &Live, everywhere: bool) -> Result<usize, Refused> {
+        let count = if everywhere {
+            self.sessions.end_user(live.user).await
+        } else {
+            self.sessions.end(live.key).await.map(usize::from)
+        }
+        .map_err(|e| unavailable(&e))?;
+        self.events.emit(SecurityEvent::SessionsEnded {
+            user: live.name.clone(),
+            reason: if everywhere { "logout_all" } else { "logout" },
+            count,
+        });
+        Ok(count)
+    }
+
+    /// Serves the JSON API under `/.wardgate/api/`.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        path: &str,
+        client: IpAddr,
+        idle: std::time::Duration,
+        now: u64,
+    ) -> Result<Response<ResponseBody>, Refused> {
+        let allowed = if path == SESSION_PATH { "GET" } else { "POST" };
+        if request.method().as_str() != allowed {
+            return Err(Refused::with_header(
+                Refusal::MethodNotAllowed,
+                header::ALLOW,
+                HeaderValue::from_static(allowed),
+            ));
+        }
+        let user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let client = Client {
+            address: client,
+            user_agent: &user_agent,
+        };
+        match path {
+            SESSION_PATH => {
+                let live = self.current(request.headers(), now).await?;
+                let lifetimes = self.sessions.lifetimes();
+                Ok(api::ok(&json!({
+                    "user": live.name,
+                    "roles": live.roles,
+                    "created": live.created,
+                    "auth_time": live.auth_time,
+                    "expires_in": live.remaining(&lifetimes, now),
+                })))
+            }
+            LOGOUT_PATH | LOGOUT_ALL_PATH => {
+                let live = self.current(request.headers(), now).await?;
+                let ended = self.logout(&live, path == LOGOUT_ALL_PATH).await?;
+                let mut response = api::ok(&json!({ "ended": ended }));
+                response
+                    .headers_mut()
+                    .insert(header::SET_COOKIE, session::clear_cookie());
+                Ok(response)
+            }
+            STEP_UP_PATH => {
+                let live = self.current(request.headers(), now).await?;
+                let started = self.step_up(live, now).await?;
+                Ok(api::ok(&started_json(&started)))
+            }
+            LOGIN_PATH => {
+                let step: PasswordStep = parse(&api::json_body(request, idle).await?)?;
+                let started = self
+                    .password(&step.user, step.password, client, now)
+                    .await?;
+                Ok(api::ok(&started_json(&started)))
+            }
+            TOTP_PATH | RECOVERY_PATH => {
+                let step: CodeStep = parse(&api::json_body(request, idle).await?)?;
+                let proof = if path == TOTP_PATH {
+                    Proof::Totp(&step.code)
+                } else {
+                    Proof::RecoveryCode(&step.code)
+                };
+                let completed = self
+                    .second_factor(&step.challenge, proof, client, now)
+                    .await?;
+                Ok(api::ok(&self.completed_json(&completed, now)))
+            }
+            _ => Err(Refusal::GatewayPathNotFound.into()),
+        }
+    }
+
+    /// The answer to a finished login: the bearer token and when the session ends.
+    pub fn completed_json(&self, completed: &Completed, now: u64) -> serde_json::Value {
+        let lifetimes = self.sessions.lifetimes();
+        let mut answer = json!({
+            "token": completed.token.as_str(),
+            "token_type": "Bearer",
+            "expires_in": completed.live.remaining(&lifetimes, now),
+            "session_expires_at": completed.live.created + lifetimes.absolute,
+            "factor": completed.factor.name(),
+        });
+        if let Some(left) = completed.recovery_codes_left {
+            answer["recovery_codes_left"] = json!(left);
+            answer["reenroll"] = json!(true);
+        }
+        answer
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Challenge>> {
+        // A panic while holding the lock cannot leave the map half-changed in a harmful way.
+        self.challenges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn started_json(started: &Started) -> serde_json::Value {
+    let factors: Vec<&str> = started.factors.iter().map(|f| f.name()).collect();
+    json!({
+        "challenge": started.challenge,
+        "factors": factors,
+        "expires_in": started.expires_in,
+    })
+}
+
+fn pool_refusal(error: PoolError) -> Refused {
+    match error {
+        PoolError::Busy => busy(),
+        other => unavailable(&other),
+    }
+}
+
+/// The refusal that says which cap ended a session.
+pub fn ended_refusal(ended: Ended) -> Refusal {
+    match ended {
+        Ended::Missing => Refusal::SessionMissing,
+        Ended::Idle => Refusal::SessionIdle,
+        Ended::Absolute => Refusal::SessionAbsolute,
+        Ended::StepUp => Refusal::StepUpRequired,
+    }
+}
