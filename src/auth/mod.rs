@@ -5,6 +5,8 @@
 //! - [`lockout`]: brute-force protection (soft lock with growing back-off).
 //! - [`enrollment`]: the JSON API where a new user turns the enrollment token into a password,
 //!   an authenticator app and recovery codes.
+//! - [`webauthn`]: the WebAuthn second factor (passkeys, security keys): registration and
+//!   login ceremonies, user verification required, cloned-authenticator detection.
 //!
 //! The login flows that use them (browser pages, JSON API, WebAuthn) are the next step.
 
@@ -12,3 +14,4 @@ pub mod enrollment;
 pub mod lockout;
 pub mod password;
 pub mod totp;
+pub mod webauthn;
