@@ -5,6 +5,8 @@
 //! - [`lockout`]: brute-force protection (soft lock with growing back-off).
 //! - [`enrollment`]: the JSON API where a new user turns the enrollment token into a password,
 //!   an authenticator app and recovery codes.
+//! - [`webauthn`]: the WebAuthn second factor (passkeys, security keys): registration and
+//!   login ceremonies, user verification required, cloned-authenticator detection.
 //!
 //! - [`login`]: password, then second factor, then a session; step-up and logout.
 //! - [`events`]: the one channel for security events.
@@ -17,3 +19,4 @@ pub mod lockout;
 pub mod login;
 pub mod password;
 pub mod totp;
+pub mod webauthn;

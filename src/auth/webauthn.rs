@@ -1,0 +1,1196 @@
+//! WebAuthn second factor: passkeys and security keys.
+//!
+//! **The threat.** A TOTP code can be phished: a look-alike site asks for it and relays it to the
+//! gateway within its 30 s step. A stolen authenticator can be cloned, a response recorded and
+//! replayed, a ceremony started for one account finished for another.
+//!
+//! **The rule.** The browser's authenticator signs a fresh server challenge together with the
+//! origin it sees, with a key bound to the relying party id: a phishing site on another origin
+//! gets a signature the gateway refuses. Every ceremony is held here, in memory, for at most
+//! [`CEREMONY_TTL_SECS`]: it is bound to the user it was started for, answered once (success or
+//! failure ends it) and its state never leaves the server, so a recorded response cannot be
+//! replayed. User verification (PIN or biometric on the authenticator) is **required** at
+//! registration and at every login. At login the signature counter must grow when either side
+//! reports one (a counter that does not grow betrays a cloned authenticator), and the backup
+//! eligibility of a credential must not change. The open ceremonies are bounded
+//! ([`MAX_CEREMONIES`]); a full map refuses new ones as busy instead of growing.
+//!
+//! ```text
+//!  registration                                  authentication
+//!  ────────────                                  ──────────────
+//!  start_registration(user, existing, now)       start_authentication(user, credentials, now)
+//!    │ ceremony id + creationOptions JSON          │ ceremony id + requestOptions JSON
+//!    ▼                                             ▼
+//!  browser: navigator.credentials.create()       browser: navigator.credentials.get()
+//!    │ RegisterPublicKeyCredential JSON            │ PublicKeyCredential JSON
+//!    ▼                                             ▼
+//!  finish_registration(id, user, json, now)      finish_authentication(id, user, json, creds, now)
+//!    │ ceremony removed (ok or not)                │ ceremony removed (ok or not)
+//!    ▼                                             ▼
+//!  WebAuthnCredential ─▶ IdentityStore::         (credential id, WebAuthnUse) ─▶ IdentityStore::
+//!                        add_webauthn                                   record_webauthn_use
+//! ```
+//!
+//! **The standard.** W3C Web Authentication Level 2 and 3 (sections 7.1 and 7.2: registration
+//! and assertion verification, 6.1.1: signature counter), NIST SP 800-63B-4 (phishing-resistant,
+//! verifier-impersonation-resistant multi-factor cryptographic authenticators), OWASP ASVS 5 V6.
+//!
+//! The cryptography is webauthn-rs (pure Rust, RustCrypto). Time is a parameter (`now`, unix
+//! seconds); this module never reads the clock. Stored credential blobs and ceremony state never
+//! appear in errors or `Debug` output.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Deserialize;
+use webauthn_rs::prelude::{
+    CredentialID, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
+};
+
+use crate::identity::{User, UserId, WebAuthnCredential, WebAuthnUse};
+
+/// How long a started ceremony may be finished: the user must find, touch and unlock the
+/// authenticator. The options sent to the browser carry the same timeout.
+pub const CEREMONY_TTL_SECS: u64 = 5 * 60;
+
+/// Open ceremonies at most, all users together: a flood of starts costs bounded memory.
+pub const MAX_CEREMONIES: usize = 10_000;
+
+/// Why a ceremony did not succeed. Each variant maps to one fixed refusal; the text is for logs
+/// and never carries key material, challenges or stored blobs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebAuthnError {
+    /// Unknown, expired, already used, of the other kind, or started for another user: alike
+    /// on purpose, so a probe learns nothing about other ceremonies.
+    #[error("unknown or expired WebAuthn ceremony")]
+    UnknownCeremony,
+    /// The response parsed but did not verify. The reason is a fixed phrase for the audit log.
+    #[error("WebAuthn response rejected: {0}")]
+    Rejected(&'static str),
+    /// The response is not the JSON the browser sends.
+    #[error("WebAuthn response is not well-formed JSON of the expected shape")]
+    Malformed,
+    /// The user has no WebAuthn credential to authenticate with.
+    #[error("the user has no WebAuthn credentials")]
+    NoCredentials,
+    /// Too many ceremonies are open; try again shortly.
+    #[error("too many WebAuthn ceremonies are open")]
+    Busy,
+    /// A library or serialization failure on our side (a corrupt stored credential, a bug).
+    #[error("WebAuthn internal error: {0}")]
+    Internal(String),
+}
+
+/// A setting the operator must fix: `key` names it within the WebAuthn config section.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct WebAuthnConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn config_error(key: &'static str, message: impl Into<String>) -> WebAuthnConfigError {
+    WebAuthnConfigError {
+        key,
+        message: message.into(),
+    }
+}
+
+fn default_rp_name() -> String {
+    "Wardgate".to_owned()
+}
+
+/// The relying party, as the operator writes it in the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebAuthnConfig {
+    /// The domain credentials are bound to, e.g. `gateway.example.org` or `localhost`. Changing
+    /// it later orphans every registered credential.
+    pub rp_id: String,
+    /// The exact origin users open, e.g. `https://gateway.example.org:8443`.
+    pub origin: String,
+    /// Shown by the browser and the authenticator during registration.
+    #[serde(default = "default_rp_name")]
+    pub rp_name: String,
+}
+
+impl WebAuthnConfig {
+    /// Checks the settings and returns the parsed origin. The messages tell the operator what
+    /// to write instead.
+    pub fn validate(&self) -> Result<Url, WebAuthnConfigError> {
+        let rp_id = self.rp_id.as_str();
+        if rp_id.is_empty() {
+            return Err(config_error(
+                "rp_id",
+                "must be the gateway's domain name, e.g. `gateway.example.org` or `localhost`",
+            ));
+        }
+        if rp_id.contains(['/', ':', '@', ' ']) || rp_id.starts_with('.') || rp_id.ends_with('.') {
+            return Err(config_error(
+                "rp_id",
+                format!(
+                    "`{rp_id}` is not a domain name: write the host only (no scheme, port or path), e.g. `gateway.example.org`"
+                ),
+            ));
+        }
+        if rp_id != rp_id.to_ascii_lowercase() {
+            return Err(config_error(
+                "rp_id",
+                format!("`{rp_id}` must be written in lower case"),
+            ));
+        }
+        if rp_id.parse::<std::net::IpAddr>().is_ok() {
+            return Err(config_error(
+                "rp_id",
+                format!(
+                    "`{rp_id}` is an IP address; WebAuthn needs a domain name (browsers refuse IP addresses as relying party id)"
+                ),
+            ));
+        }
+        if self.rp_name.trim().is_empty() {
+            return Err(config_error(
+                "rp_name",
+                "must not be empty (it is shown to users)",
+            ));
+        }
+
+        let origin = Url::parse(&self.origin).map_err(|_| {
+            config_error(
+                "origin",
+                format!(
+                    "`{}` is not a URL; write the origin users open, e.g. `https://{rp_id}:8443`",
+                    self.origin
+                ),
+            )
+        })?;
+        let Some(host) = origin.host_str() else {
+            return Err(config_error(
+                "origin",
+                format!("`{}` has no host", self.origin),
+            ));
+        };
+        let is_localhost = host == "localhost";
+        match origin.scheme() {
+            "https" => {}
+            "http" if is_localhost => {}
+            _ => {
+                return Err(config_error(
+                    "origin",
+                    format!(
+                        "`{}` must use https (browsers allow WebAuthn over plain http only on localhost)",
+                        self.origin
+                    ),
+                ));
+            }
+        }
+        if !origin.username().is_empty()
+            || origin.password().is_some()
+            || origin.path() != "/"
+            || origin.query().is_some()
+            || origin.fragment().is_some()
+        {
+            return Err(config_error(
+                "origin",
+                format!(
+                    "`{}` must be an origin only: scheme, host and optional port, no path, query or user",
+                    self.origin
+                ),
+            ));
+        }
+        if origin.domain().is_none() {
+            return Err(config_error(
+                "origin",
+                format!(
+                    "`{}` uses an IP address; WebAuthn needs a domain name",
+                    self.origin
+                ),
+            ));
+        }
+        if host != rp_id && !host.ends_with(&format!(".{rp_id}")) {
+            return Err(config_error(
+                "origin",
+                format!(
+                    "the host `{host}` is neither rp_id `{rp_id}` nor a subdomain of it; browsers would refuse every passkey"
+                ),
+            ));
+        }
+        Ok(origin)
+    }
+}
+
+/// The WebAuthn relying party: built once at start, shared by reference across requests.
+pub struct Passkeys {
+    webauthn: Webauthn,
+    ceremonies: Mutex<Ceremonies>,
+}
+
+impl fmt::Debug for Passkeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Passkeys").finish_non_exhaustive()
+    }
+}
+
+impl Passkeys {
+    /// Validates the config and builds the relying party.
+    pub fn new(config: &WebAuthnConfig) -> Result<Self, WebAuthnConfigError> {
+        Self::with_capacity(config, MAX_CEREMONIES)
+    }
+
+    fn with_capacity(
+        config: &WebAuthnConfig,
+        capacity: usize,
+    ) -> Result<Self, WebAuthnConfigError> {
+        let origin = config.validate()?;
+        let webauthn = WebauthnBuilder::new(&config.rp_id, &origin)
+            .map(|builder| {
+                builder
+                    .rp_name(&config.rp_name)
+                    .timeout(Duration::from_secs(CEREMONY_TTL_SECS))
+            })
+            .and_then(|builder| builder.build())
+            .map_err(|error| config_error("origin", format!("refused by WebAuthn: {error}")))?;
+        Ok(Self {
+            webauthn,
+            ceremonies: Mutex::new(Ceremonies::new(capacity)),
+        })
+    }
+
+    /// Starts enrolling a new authenticator for `user`. The credentials the user already has
+    /// are excluded, so the same authenticator is not registered twice. Returns the ceremony id
+    /// and the options for `navigator.credentials.create()` (a `CreationChallengeResponse`:
+    /// `{"publicKey": {...}}`, binary fields base64url).
+    pub fn start_registration(
+        &self,
+        user: &User,
+        existing: &[WebAuthnCredential],
+        now: u64,
+    ) -> Result<(String, serde_json::Value), WebAuthnError> {
+        let exclude: Vec<CredentialID> = existing
+            .iter()
+            .map(|credential| credential.credential_id.clone())
+            .collect();
+        // The passkey flow requires user verification (UV "required") at registration and at
+        // every assertion, and asks for credProtect "userVerificationRequired".
+        let (options, state) = self
+            .webauthn
+            .start_passkey_registration(
+                Uuid::from_bytes(*user.id.as_bytes()),
+                &user.name,
+                &user.name,
+                (!exclude.is_empty()).then_some(exclude),
+            )
+            .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
+        let json = serde_json::to_value(&options)
+            .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
+        let id = self
+            .lock()
+            .start(user.id, State::Registration(Box::new(state)), now)?;
+        Ok((id, json))
+    }
+
+    /// Verifies the browser's answer to a registration ceremony and returns the credential to
+    /// store with [`crate::identity::IdentityStore::add_webauthn`]. The ceremony ends here,
+    /// whatever the outcome.
+    pub fn finish_registration(
+        &self,
+        ceremony: &str,
+        user: UserId,
+        response: &[u8],
+        now: u64,
+    ) -> Result<WebAuthnCredential, WebAuthnError> {
+        let State::Registration(state) = self.lock().take(ceremony, user, now)? else {
+            return Err(WebAuthnError::UnknownCeremony);
+        };
+        let response: RegisterPublicKeyCredential =
+            serde_json::from_slice(response).map_err(|_| WebAuthnError::Malformed)?;
+        let passkey = self
+            .webauthn
+            .finish_passkey_registration(&response, &state)
+            .map_err(|error| WebAuthnError::Rejected(rejection(&error)))?;
+        let blob = serde_json::to_vec(&passkey)
+            .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
+        let facts = PasskeyFacts::read(&blob)?;
+        Ok(WebAuthnCredential {
+            credential_id: passkey.cred_id().clone(),
+            credential: blob.into(),
+            created: now,
+            last_used: None,
+            sign_count: facts.cred.counter,
+            backup_eligible: facts.cred.backup_eligible,
+            backup_state: facts.cred.backup_state,
+        })
+    }
+
+    /// Starts a login with one of `credentials` (the user's, from the store). Returns the
+    /// ceremony id and the options for `navigator.credentials.get()` (a
+    /// `RequestChallengeResponse`: `{"publicKey": {...}}`, binary fields base64url).
+    pub fn start_authentication(
+        &self,
+        user: UserId,
+        credentials: &[WebAuthnCredential],
+        now: u64,
+    ) -> Result<(String, serde_json::Value), WebAuthnError> {
+        if credentials.is_empty() {
+            return Err(WebAuthnError::NoCredentials);
+        }
+        let passkeys = credentials
+            .iter()
+            .map(|credential| {
+                serde_json::from_slice::<Passkey>(&credential.credential).map_err(|_| {
+                    WebAuthnError::Internal("a stored WebAuthn credential is unreadable".into())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (options, state) = self
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
+        let json = serde_json::to_value(&options)
+            .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
+        let id = self
+            .lock()
+            .start(user, State::Authentication(Box::new(state)), now)?;
+        Ok((id, json))
+    }
+
+    /// Verifies the browser's answer to a login ceremony. `credentials` are the user's as the
+    /// store holds them now: their counter and backup flags are what the answer is checked
+    /// against. Returns the id of the credential used and what to record with
+    /// [`crate::identity::IdentityStore::record_webauthn_use`]. The ceremony ends here,
+    /// whatever the outcome.
+    pub fn finish_authentication(
+        &self,
+        ceremony: &str,
+        user: UserId,
+        response: &[u8],
+        credentials: &[WebAuthnCredential],
+        now: u64,
+    ) -> Result<(Vec<u8>, WebAuthnUse), WebAuthnError> {
+        let State::Authentication(state) = self.lock().take(ceremony, user, now)? else {
+            return Err(WebAuthnError::UnknownCeremony);
+        };
+        let response: PublicKeyCredential =
+            serde_json::from_slice(response).map_err(|_| WebAuthnError::Malformed)?;
+        let result = self
+            .webauthn
+            .finish_passkey_authentication(&response, &state)
+            .map_err(|error| WebAuthnError::Rejected(rejection(&error)))?;
+        // The library checks against the credential as it was at registration; the store holds
+        // the current counter and flags, so the decisive checks are made here.
+        let stored = credentials
+            .iter()
+            .find(|credential| credential.credential_id.as_slice() == result.cred_id().as_slice())
+            .ok_or(WebAuthnError::Rejected(
+                "the credential is no longer registered",
+            ))?;
+        if !result.user_verified() {
+            return Err(WebAuthnError::Rejected("user verification missing"));
+        }
+        let counter = result.counter();
+        // W3C WebAuthn 6.1.1: once either side has a counter, it must grow with every use.
+        if (counter > 0 || stored.sign_count > 0) && counter <= stored.sign_count {
+            return Err(WebAuthnError::Rejected(
+                "the signature counter did not grow: possibly a cloned authenticator",
+            ));
+        }
+        // W3C WebAuthn Level 3 7.2 step 18: backup eligibility is fixed at creation.
+        if result.backup_eligible() != stored.backup_eligible {
+            return Err(WebAuthnError::Rejected("the backup eligibility changed"));
+        }
+        Ok((
+            stored.credential_id.clone(),
+            WebAuthnUse {
+                sign_count: counter,
+                backup_eligible: result.backup_eligible(),
+                backup_state: result.backup_state(),
+            },
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ceremonies> {
+        // A panic while holding the lock cannot leave the map half-updated (every operation is
+        // one insert or one remove), so a poisoned lock is still safe to use.
+        self.ceremonies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A fixed phrase for the audit log: why the library refused a response.
+fn rejection(error: &webauthn_rs::prelude::WebauthnError) -> &'static str {
+    use webauthn_rs::prelude::WebauthnError as E;
+    match error {
+        E::MismatchedChallenge => "the challenge does not match",
+        E::InvalidClientDataType => "the client data type is wrong",
+        E::InvalidRPOrigin => "the origin is not the gateway's",
+        E::CredentialCrossOrigin => "the response came from a cross-origin frame",
+        E::InvalidRPIDHash => "the relying party id does not match",
+        E::UserNotPresent => "user presence missing",
+        E::UserNotVerified => "user verification missing",
+        E::CredentialPossibleCompromise => {
+            "the signature counter did not grow: possibly a cloned authenticator"
+        }
+        E::CredentialBackupEligibilityInconsistent | E::CredentialMayNotBeHardwareBound => {
+            "the backup flags are inconsistent"
+        }
+        E::CredentialExcludedFromRequest => "the authenticator is already registered",
+        E::CredentialAlteredAlgFromRequest | E::CredentialInsecureCryptography => {
+            "the credential uses an algorithm that was not offered"
+        }
+        E::CredentialNotFound => "the credential was not offered for this login",
+        E::AuthenticationFailure | E::SignatureInvalid => "the signature does not verify",
+        _ => "the response does not verify",
+    }
+}
+
+/// The counter and backup flags of a serialized `Passkey`, which the library keeps private.
+#[derive(Deserialize)]
+struct PasskeyFacts {
+    cred: CredentialFacts,
+}
+
+#[derive(Deserialize)]
+struct CredentialFacts {
+    counter: u32,
+    backup_eligible: bool,
+    backup_state: bool,
+}
+
+impl PasskeyFacts {
+    fn read(blob: &[u8]) -> Result<Self, WebAuthnError> {
+        serde_json::from_slice(blob).map_err(|_| {
+            WebAuthnError::Internal("the WebAuthn credential format is not the expected one".into())
+        })
+    }
+}
+
+/// The server half of a ceremony. Boxed: the two states differ much in size.
+enum State {
+    Registration(Box<PasskeyRegistration>),
+    Authentication(Box<PasskeyAuthentication>),
+}
+
+struct Ceremony {
+    user: UserId,
+    state: State,
+    expires: u64,
+}
+
+/// The open ceremonies, by id; time is a parameter.
+struct Ceremonies {
+    open: HashMap<String, Ceremony>,
+    capacity: usize,
+}
+
+impl Ceremonies {
+    fn new(capacity: usize) -> Self {
+        Self {
+            open: HashMap::new(),
+            capacity,
+        }
+    }
+
+    fn prune(&mut self, now: u64) {
+        self.open.retain(|_, ceremony| now < ceremony.expires);
+    }
+
+    /// Opens a ceremony under a fresh 256-bit random id (hex).
+    fn start(&mut self, user: UserId, state: State, now: u64) -> Result<String, WebAuthnError> {
+        self.prune(now);
+        if self.open.len() >= self.capacity {
+            return Err(WebAuthnError::Busy);
+        }
+        let bits: [u8; 32] = rand::random();
+        let id: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
+        self.open.insert(
+            id.clone(),
+            Ceremony {
+                user,
+                state,
+                expires: now.saturating_add(CEREMONY_TTL_SECS),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Removes the ceremony and hands back its state when it is open and was started for
+    /// `user`. Removed in every case: a ceremony is answered once.
+    fn take(&mut self, id: &str, user: UserId, now: u64) -> Result<State, WebAuthnError> {
+        self.prune(now);
+        match self.open.remove(id) {
+            Some(ceremony) if ceremony.user == user => Ok(ceremony.state),
+            _ => Err(WebAuthnError::UnknownCeremony),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer;
+    use p256::ecdsa::{DerSignature, SigningKey};
+    use serde_json::{Value, json};
+    use sha2::{Digest, Sha256};
+
+    const NOW: u64 = 1_800_000_000;
+    const ORIGIN: &str = "https://localhost:8443";
+
+    fn config(rp_id: &str, origin: &str) -> WebAuthnConfig {
+        WebAuthnConfig {
+            rp_id: rp_id.into(),
+            origin: origin.into(),
+            rp_name: default_rp_name(),
+        }
+    }
+
+    fn passkeys() -> Passkeys {
+        Passkeys::new(&config("localhost", ORIGIN)).unwrap()
+    }
+
+    fn user(name: &str) -> User {
+        User::new(UserId::random(&mut rand::rng()), name, NOW)
+    }
+
+    fn b64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut text = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, byte)| n | (u32::from(*byte) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                text.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            }
+        }
+        text
+    }
+
+    /// CBOR byte string (major type 2), short forms only.
+    fn cbor_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+        match bytes.len() {
+            len @ 0..=23 => out.push(0x40 | len as u8),
+            len @ 24..=255 => out.extend([0x58, len as u8]),
+            len => {
+                out.push(0x59);
+                out.extend((len as u16).to_be_bytes());
+            }
+        }
+        out.extend(bytes);
+    }
+
+    /// CBOR text string (major type 3), under 24 bytes.
+    fn cbor_text(out: &mut Vec<u8>, text: &str) {
+        out.push(0x60 | text.len() as u8);
+        out.extend(text.as_bytes());
+    }
+
+    /// A software authenticator: one P-256 key, "none" attestation, flags under test control.
+    struct SoftKey {
+        key: SigningKey,
+        credential_id: Vec<u8>,
+        counter: u32,
+        user_verified: bool,
+        backup_eligible: bool,
+        backup_state: bool,
+        origin: String,
+    }
+
+    impl SoftKey {
+        fn new() -> Self {
+            let seed: [u8; 32] = rand::random();
+            Self {
+                key: SigningKey::from_slice(&seed).unwrap(),
+                credential_id: rand::random::<[u8; 16]>().to_vec(),
+                counter: 0,
+                user_verified: true,
+                backup_eligible: false,
+                backup_state: false,
+                origin: ORIGIN.into(),
+            }
+        }
+
+        fn authenticator_data(&self, rp_id: &str, attested: Option<&[u8]>) -> Vec<u8> {
+            let mut flags = 0x01; // user present
+            if self.user_verified {
+                flags |= 0x04;
+            }
+            if self.backup_eligible {
+                flags |= 0x08;
+            }
+            if self.backup_state {
+                flags |= 0x10;
+            }
+            if attested.is_some() {
+                flags |= 0x40;
+            }
+            let mut data = Sha256::digest(rp_id.as_bytes()).to_vec();
+            data.push(flags);
+            data.extend(self.counter.to_be_bytes());
+            if let Some(attested) = attested {
+                data.extend(attested);
+            }
+            data
+        }
+
+        fn client_data(&self, kind: &str, options: &Value) -> Vec<u8> {
+            json!({
+                "type": kind,
+                "challenge": options["publicKey"]["challenge"],
+                "origin": self.origin,
+                "crossOrigin": false,
+            })
+            .to_string()
+            .into_bytes()
+        }
+
+        /// What `navigator.credentials.create()` answers, as `PublicKeyCredential.toJSON()`.
+        fn create(&self, options: &Value) -> Vec<u8> {
+            let rp_id = options["publicKey"]["rp"]["id"].as_str().unwrap();
+            let point = self.key.verifying_key().to_sec1_point(false);
+            let xy = &point.as_bytes()[1..];
+            // COSE_Key {1: 2 (EC2), 3: -7 (ES256), -1: 1 (P-256), -2: x, -3: y}
+            let mut cose = vec![0xa5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21];
+            cbor_bytes(&mut cose, &xy[..32]);
+            cose.push(0x22);
+            cbor_bytes(&mut cose, &xy[32..]);
+            let mut attested = vec![0u8; 16]; // AAGUID
+            attested.extend((self.credential_id.len() as u16).to_be_bytes());
+            attested.extend(&self.credential_id);
+            attested.extend(cose);
+            let auth_data = self.authenticator_data(rp_id, Some(&attested));
+            let mut object = vec![0xa3];
+            cbor_text(&mut object, "fmt");
+            cbor_text(&mut object, "none");
+            cbor_text(&mut object, "attStmt");
+            object.push(0xa0);
+            cbor_text(&mut object, "authData");
+            cbor_bytes(&mut object, &auth_data);
+            json!({
+                "id": b64url(&self.credential_id),
+                "rawId": b64url(&self.credential_id),
+                "type": "public-key",
+                "response": {
+                    "clientDataJSON": b64url(&self.client_data("webauthn.create", options)),
+                    "attestationObject": b64url(&object),
+                    "transports": ["usb"],
+                },
+                "clientExtensionResults": {},
+                "authenticatorAttachment": "cross-platform",
+            })
+            .to_string()
+            .into_bytes()
+        }
+
+        /// What `navigator.credentials.get()` answers, as `PublicKeyCredential.toJSON()`.
+        fn get(&mut self, options: &Value) -> Vec<u8> {
+            let rp_id = options["publicKey"]["rpId"].as_str().unwrap();
+            let auth_data = self.authenticator_data(rp_id, None);
+            let client_data = self.client_data("webauthn.get", options);
+            let mut signed = auth_data.clone();
+            signed.extend(Sha256::digest(&client_data));
+            let signature: DerSignature = self.key.sign(&signed);
+            json!({
+                "id": b64url(&self.credential_id),
+                "rawId": b64url(&self.credential_id),
+                "type": "public-key",
+                "response": {
+                    "clientDataJSON": b64url(&client_data),
+                    "authenticatorData": b64url(&auth_data),
+                    "signature": b64url(signature.as_bytes()),
+                },
+                "clientExtensionResults": {},
+            })
+            .to_string()
+            .into_bytes()
+        }
+    }
+
+    /// Registers `key` for `alice` and returns the stored credential.
+    fn register(passkeys: &Passkeys, alice: &User, key: &SoftKey) -> WebAuthnCredential {
+        let (id, options) = passkeys.start_registration(alice, &[], NOW).unwrap();
+        passkeys
+            .finish_registration(&id, alice.id, &key.create(&options), NOW + 1)
+            .unwrap()
+    }
+
+    #[test]
+    fn passkeys_are_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Passkeys>();
+    }
+
+    #[test]
+    fn config_accepts_localhost_and_subdomains() {
+        for (rp_id, origin) in [
+            ("localhost", "https://localhost:8443"),
+            ("localhost", "http://localhost:8080"),
+            ("example.org", "https://gateway.example.org"),
+            ("gateway.example.org", "https://gateway.example.org:8443/"),
+        ] {
+            assert!(config(rp_id, origin).validate().is_ok(), "{rp_id} {origin}");
+            assert!(
+                Passkeys::new(&config(rp_id, origin)).is_ok(),
+                "{rp_id} {origin}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_refuses_what_browsers_would_refuse() {
+        for (rp_id, origin, key, words) in [
+            (
+                "example.org",
+                "http://gateway.example.org",
+                "origin",
+                "https",
+            ),
+            (
+                "example.org",
+                "https://gateway.example.com",
+                "origin",
+                "subdomain",
+            ),
+            (
+                "example.org",
+                "https://badexample.org",
+                "origin",
+                "subdomain",
+            ),
+            (
+                "example.org",
+                "https://example.org/login",
+                "origin",
+                "no path",
+            ),
+            ("example.org", "gateway.example.org", "origin", "not a URL"),
+            ("127.0.0.1", "https://127.0.0.1:8443", "rp_id", "IP address"),
+            (
+                "localhost",
+                "https://127.0.0.1:8443",
+                "origin",
+                "IP address",
+            ),
+            (
+                "https://example.org",
+                "https://example.org",
+                "rp_id",
+                "host only",
+            ),
+            (
+                "example.org:8443",
+                "https://example.org:8443",
+                "rp_id",
+                "host only",
+            ),
+            ("Example.org", "https://example.org", "rp_id", "lower case"),
+            ("", "https://example.org", "rp_id", "domain name"),
+        ] {
+            let error = config(rp_id, origin).validate().unwrap_err();
+            assert_eq!(error.key, key, "{rp_id} {origin}: {error}");
+            assert!(error.message.contains(words), "{rp_id} {origin}: {error}");
+        }
+        let mut nameless = config("localhost", ORIGIN);
+        nameless.rp_name = " ".into();
+        assert_eq!(nameless.validate().unwrap_err().key, "rp_name");
+    }
+
+    #[test]
+    fn config_is_strict_and_names_the_gateway_by_default() {
+        let parsed: WebAuthnConfig =
+            serde_json::from_str(r#"{"rp_id": "localhost", "origin": "https://localhost"}"#)
+                .unwrap();
+        assert_eq!(parsed.rp_name, "Wardgate");
+        assert!(
+            serde_json::from_str::<WebAuthnConfig>(
+                r#"{"rp_id": "localhost", "origin": "https://localhost", "rpid": "x"}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn registration_options_require_verification_and_exclude_existing() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let existing = register(&passkeys, &alice, &SoftKey::new());
+        let (id, options) = passkeys
+            .start_registration(&alice, std::slice::from_ref(&existing), NOW)
+            .unwrap();
+        assert_eq!(id.len(), 64);
+        let public_key = &options["publicKey"];
+        assert_eq!(public_key["rp"]["id"], "localhost");
+        assert_eq!(public_key["rp"]["name"], "Wardgate");
+        assert_eq!(public_key["user"]["name"], "alice");
+        assert_eq!(public_key["user"]["id"], b64url(alice.id.as_bytes()));
+        assert_eq!(
+            public_key["authenticatorSelection"]["userVerification"],
+            "required"
+        );
+        assert_eq!(public_key["timeout"], CEREMONY_TTL_SECS * 1000);
+        assert_eq!(
+            public_key["excludeCredentials"][0]["id"],
+            b64url(&existing.credential_id)
+        );
+        assert!(public_key["challenge"].as_str().unwrap().len() >= 43);
+    }
+
+    #[test]
+    fn a_registered_key_logs_in_and_its_counter_must_grow() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let mut key = SoftKey::new();
+        key.counter = 1;
+        let stored = register(&passkeys, &alice, &key);
+        assert_eq!(stored.credential_id, key.credential_id);
+        assert_eq!(stored.created, NOW + 1);
+        assert_eq!(stored.sign_count, 1);
+        assert!(!stored.backup_eligible && !stored.backup_state);
+
+        let (id, options) = passkeys
+            .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        assert_eq!(options["publicKey"]["userVerification"], "required");
+        assert_eq!(options["publicKey"]["rpId"], "localhost");
+        assert_eq!(
+            options["publicKey"]["allowCredentials"][0]["id"],
+            b64url(&key.credential_id)
+        );
+        key.counter = 5;
+        let response = key.get(&options);
+        let (used, update) = passkeys
+            .finish_authentication(&id, alice.id, &response, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        assert_eq!(used, key.credential_id);
+        assert_eq!(
+            update,
+            WebAuthnUse {
+                sign_count: 5,
+                backup_eligible: false,
+                backup_state: false
+            }
+        );
+
+        // The same response again: the ceremony is gone.
+        assert_eq!(
+            passkeys.finish_authentication(
+                &id,
+                alice.id,
+                &response,
+                std::slice::from_ref(&stored),
+                NOW
+            ),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+
+        // The store now says 5; a clone still at 5 (or behind) is refused.
+        let mut current = stored.clone();
+        current.sign_count = 5;
+        for counter in [5, 3] {
+            key.counter = counter;
+            let (id, options) = passkeys
+                .start_authentication(alice.id, std::slice::from_ref(&current), NOW)
+                .unwrap();
+            let error = passkeys
+                .finish_authentication(&id, alice.id, &key.get(&options), &[current.clone()], NOW)
+                .unwrap_err();
+            assert!(
+                matches!(error, WebAuthnError::Rejected(reason) if reason.contains("counter")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn counterless_synced_passkeys_log_in_and_report_backup_state() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let mut key = SoftKey::new();
+        key.backup_eligible = true;
+        let stored = register(&passkeys, &alice, &key);
+        assert!(stored.backup_eligible && !stored.backup_state);
+        assert_eq!(stored.sign_count, 0);
+
+        key.backup_state = true;
+        let (id, options) = passkeys
+            .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        let (_, update) = passkeys
+            .finish_authentication(
+                &id,
+                alice.id,
+                &key.get(&options),
+                std::slice::from_ref(&stored),
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(
+            update,
+            WebAuthnUse {
+                sign_count: 0,
+                backup_eligible: true,
+                backup_state: true
+            }
+        );
+
+        // Backup eligibility may not change once registered.
+        key.backup_eligible = false;
+        key.backup_state = false;
+        let (id, options) = passkeys
+            .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        assert!(matches!(
+            passkeys.finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW),
+            Err(WebAuthnError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn a_backup_eligibility_upgrade_is_refused() {
+        // webauthn-rs would allow false -> true; Wardgate follows W3C Level 3 and refuses.
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let mut key = SoftKey::new();
+        let stored = register(&passkeys, &alice, &key);
+        key.backup_eligible = true;
+        let (id, options) = passkeys
+            .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        assert_eq!(
+            passkeys.finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW),
+            Err(WebAuthnError::Rejected("the backup eligibility changed"))
+        );
+    }
+
+    #[test]
+    fn user_verification_is_required_at_registration_and_login() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let mut key = SoftKey::new();
+        key.user_verified = false;
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, alice.id, &key.create(&options), NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::Rejected("user verification missing"))
+        );
+
+        key.user_verified = true;
+        let stored = register(&passkeys, &alice, &key);
+        key.user_verified = false;
+        let (id, options) = passkeys
+            .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        assert_eq!(
+            passkeys.finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW),
+            Err(WebAuthnError::Rejected("user verification missing"))
+        );
+    }
+
+    #[test]
+    fn a_phishing_origin_or_a_foreign_key_is_rejected() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let mut key = SoftKey::new();
+        key.origin = "https://localhost.evil.example".into();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, alice.id, &key.create(&options), NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::Rejected("the origin is not the gateway's"))
+        );
+
+        // A key that was never registered signs a login for a registered one's id.
+        let stored = register(&passkeys, &alice, &SoftKey::new());
+        let mut impostor = SoftKey::new();
+        impostor.credential_id = stored.credential_id.clone();
+        let (id, options) = passkeys
+            .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        assert!(matches!(
+            passkeys.finish_authentication(&id, alice.id, &impostor.get(&options), &[stored], NOW),
+            Err(WebAuthnError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn a_response_to_another_ceremony_is_rejected() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let key = SoftKey::new();
+        let (_, first) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (second, _) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        assert_eq!(
+            passkeys
+                .finish_registration(&second, alice.id, &key.create(&first), NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::Rejected("the challenge does not match"))
+        );
+        assert_eq!(
+            passkeys
+                .finish_registration(&second, alice.id, &key.create(&first), NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+    }
+
+    #[test]
+    fn a_ceremony_is_used_once_even_when_it_fails() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let key = SoftKey::new();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, alice.id, b"{not json", NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::Malformed)
+        );
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, alice.id, &key.create(&options), NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let response = key.create(&options);
+        passkeys
+            .finish_registration(&id, alice.id, &response, NOW)
+            .unwrap();
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, alice.id, &response, NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+    }
+
+    #[test]
+    fn well_formed_json_of_the_wrong_shape_is_malformed() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let stored = register(&passkeys, &alice, &SoftKey::new());
+        let (id, _) = passkeys
+            .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        assert_eq!(
+            passkeys.finish_authentication(
+                &id,
+                alice.id,
+                br#"{"id": 1}"#,
+                std::slice::from_ref(&stored),
+                NOW
+            ),
+            Err(WebAuthnError::Malformed)
+        );
+        assert_eq!(
+            passkeys.finish_authentication(&id, alice.id, b"{}", &[stored], NOW),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+    }
+
+    #[test]
+    fn a_ceremony_started_for_alice_cannot_be_finished_for_bob() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let bob = user("bob");
+        let key = SoftKey::new();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let response = key.create(&options);
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, bob.id, &response, NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+        // The attempt burned it: alice must start again.
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, alice.id, &response, NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+    }
+
+    #[test]
+    fn kinds_do_not_mix() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let stored = register(&passkeys, &alice, &SoftKey::new());
+        let (id, _) = passkeys
+            .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .unwrap();
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, alice.id, b"{}", NOW)
+                .map(|_| ()),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+    }
+
+    #[test]
+    fn ceremonies_expire_after_the_ttl() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let key = SoftKey::new();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let response = key.create(&options);
+        assert_eq!(
+            passkeys
+                .finish_registration(&id, alice.id, &response, NOW + CEREMONY_TTL_SECS)
+                .map(|_| ()),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let response = key.create(&options);
+        assert!(
+            passkeys
+                .finish_registration(&id, alice.id, &response, NOW + CEREMONY_TTL_SECS - 1)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn no_credentials_no_login() {
+        assert_eq!(
+            passkeys().start_authentication(user("alice").id, &[], NOW),
+            Err(WebAuthnError::NoCredentials)
+        );
+    }
+
+    #[test]
+    fn a_corrupt_stored_credential_is_an_internal_error() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let mut stored = register(&passkeys, &alice, &SoftKey::new());
+        stored.credential = b"not a passkey".to_vec().into();
+        assert!(matches!(
+            passkeys.start_authentication(alice.id, &[stored], NOW),
+            Err(WebAuthnError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn the_map_is_bounded_and_expired_ceremonies_make_room() {
+        let passkeys = Passkeys::with_capacity(&config("localhost", ORIGIN), 2).unwrap();
+        let alice = user("alice");
+        passkeys.start_registration(&alice, &[], NOW).unwrap();
+        passkeys.start_registration(&alice, &[], NOW + 1).unwrap();
+        assert_eq!(
+            passkeys
+                .start_registration(&alice, &[], NOW + 2)
+                .map(|_| ()),
+            Err(WebAuthnError::Busy)
+        );
+        passkeys
+            .start_registration(&alice, &[], NOW + CEREMONY_TTL_SECS)
+            .unwrap();
+    }
+}
