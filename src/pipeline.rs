@@ -48,11 +48,16 @@ use metrics::SharedString;
 
 use bytes::Bytes;
 
+use crate::assertion::{self, AssertionKey, Claims};
 use crate::auth::enrollment::{self, Enrollment};
+use crate::auth::events::SecurityEvents;
+use crate::auth::login::{self, Login};
 use crate::auth::password::{HashPool, Hasher};
 use crate::body::{self, IdleBody, RequestBody, ResponseBody};
 use crate::config::Loaded;
+use crate::config::{AuthMode, IdentityField};
 use crate::identity::IdentityStore;
+use crate::identity::Keyring;
 use crate::path;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient, X_REQUEST_ID};
 use crate::ratelimit::{Decision, DenyCause, Limiter, LocalLimiter, Stage, Subject};
@@ -63,10 +68,19 @@ use crate::sanitize::framing::TunnelSwitch;
 use crate::sanitize::injection::Finding;
 use crate::sanitize::request::{BodyPlan, RouteRules};
 use crate::server::StartError;
+use crate::session::{self, Lifetimes, Live, Sessions};
 use crate::telemetry::{Finished, NO_ROUTE, RequestRecord, RouteLabels, Telemetry};
+
+/// What a protected route asks of the session and tells the upstream.
+struct RouteAuth {
+    lifetimes: Lifetimes,
+    headers: Vec<IdentityField>,
+    assertion: Option<Vec<IdentityField>>,
+}
 
 /// Everything a matched route decides.
 pub struct RouteTarget {
+    auth: Option<RouteAuth>,
     labels: Arc<RouteLabels>,
     upstream: Arc<UpstreamClient>,
     rewrite: Option<(String, String)>,
@@ -104,31 +118,59 @@ pub struct Gateway {
     limiter: Arc<dyn Limiter>,
     max_request_line: u64,
     enrollment: Enrollment,
+    login: Login,
+    assertion: AssertionKey,
+    /// Identity headers removed from every request besides the built-in ones.
+    strip_headers: Vec<HeaderName>,
     /// Labels for the gateway's own API in logs and metrics.
     own_api: Arc<RouteLabels>,
+}
+
+/// The account side of the gateway, opened before it is built.
+pub struct Accounts {
+    pub store: Arc<dyn IdentityStore>,
+    pub keyring: Arc<Keyring>,
+    pub assertion: AssertionKey,
+    pub events: SecurityEvents,
 }
 
 impl Gateway {
     pub fn new(
         loaded: &Loaded,
         telemetry: Arc<Telemetry>,
-        store: Arc<dyn IdentityStore>,
+        accounts: Accounts,
     ) -> Result<Self, StartError> {
         let config = &loaded.config;
         let hashing = &config.auth.password.hashing;
-        let pool = HashPool::new(
-            Hasher::new(hashing.params.clone())?,
-            hashing.threads(),
-            hashing.queue,
-        )
-        .map_err(StartError::HashPool)?;
-        // Checked here, before a port is bound: an enrollment must not fail on a bad setting.
-        config.auth.totp.params()?;
+        let pool = Arc::new(
+            HashPool::new(
+                Hasher::new(hashing.params.clone())?,
+                hashing.threads(),
+                hashing.queue,
+            )
+            .map_err(StartError::HashPool)?,
+        );
+        // Checked here, before a port is bound: a login must not fail on a bad setting.
+        let totp = config.auth.totp.params()?;
+        let lockout = config.auth.lockout.policy()?;
         let enrollment = Enrollment::new(
-            store,
-            pool,
+            accounts.store.clone(),
+            pool.clone(),
             config.auth.password.policy,
             config.auth.totp.clone(),
+        );
+        let sessions = Arc::new(Sessions::new(
+            accounts.store.clone(),
+            accounts.keyring,
+            &config.session.value,
+        ));
+        let login = Login::new(
+            accounts.store,
+            pool,
+            sessions,
+            accounts.events,
+            totp,
+            lockout,
         );
         let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();
         let limiter = LocalLimiter::new(
@@ -136,8 +178,10 @@ impl Gateway {
             labels
                 .iter()
                 .map(String::as_str)
-                .zip(config.routes.value.iter().map(|r| &r.rate_limit)),
+                .zip(config.routes.value.iter().map(|r| &r.rate_limit))
+                .chain([(enrollment::PREFIX, &config.auth.login_rate_limit)]),
         )?;
+        let global_lifetimes = config.session.value.lifetimes();
         let mut upstreams = std::collections::BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let client = UpstreamClient::new(name, &upstream.value, |p| loaded.resolve(p))?;
@@ -163,7 +207,23 @@ impl Gateway {
                 response_headers
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
+            let auth = (route.auth == AuthMode::Session).then(|| {
+                let identity = route.identity.as_ref().map(|i| i.value.clone());
+                RouteAuth {
+                    lifetimes: global_lifetimes.narrowed(
+                        route.session.idle_timeout.map(|d| d.0),
+                        route.session.absolute_timeout.map(|d| d.0),
+                        route.reauth_within.map(|d| d.0),
+                    ),
+                    headers: identity
+                        .as_ref()
+                        .map(|i| i.headers.clone())
+                        .unwrap_or_default(),
+                    assertion: identity.and_then(|i| i.assertion),
+                }
+            });
             let target = RouteTarget {
+                auth,
                 labels: Arc::new(telemetry.route_labels(name, upstream.name.clone())),
                 upstream: upstream.clone(),
                 rewrite: route
@@ -204,7 +264,19 @@ impl Gateway {
             limiter: Arc::new(limiter),
             max_request_line: config.server.value.max_request_line.0,
             enrollment,
+            login,
+            assertion: accounts.assertion,
+            strip_headers: config
+                .forwarding
+                .strip_headers
+                .iter()
+                .filter_map(|name| HeaderName::try_from(name.value.as_str()).ok())
+                .collect(),
         })
+    }
+
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        self.login.sessions()
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -257,11 +329,16 @@ impl Gateway {
                 refusal,
                 headers,
                 body,
+                redirect,
             }) => {
                 record.code = Some(refusal.code());
                 let mut response: Response<ResponseBody> = refusal.response();
                 if let Some(body) = body {
                     *response.body_mut() = ResponseBody::from(body);
+                }
+                if let Some(location) = redirect {
+                    *response.status_mut() = StatusCode::SEE_OTHER;
+                    response.headers_mut().insert(header::LOCATION, location);
                 }
                 response
                     .headers_mut()
@@ -326,10 +403,7 @@ impl Gateway {
             });
             deny(&decision)?;
             let path = path.into_owned();
-            return self
-                .enrollment
-                .handle(request, &path, self.body_idle_timeout, now)
-                .await;
+            return self.own_api(request, &path, record.client, now).await;
         }
 
         // 4. route
@@ -359,22 +433,25 @@ impl Gateway {
         }
 
         // 5. rate limit (anonymous): per client address, before any body is read.
-        // 6, 7. authenticate, authorize: not built yet (every route is `auth: none`).
-        // 8. rate limit (per identity): no identity yet, so per route.
         let mut subject = Subject {
             stage: Stage::Anonymous,
             route: &target.labels.route,
             client: record.client,
             user: None,
         };
-        let anonymous = self.limiter.check(&subject);
-        subject.stage = Stage::Identified;
-        let decision = if anonymous.is_allowed() {
-            anonymous.stricter(self.limiter.check(&subject))
-        } else {
-            anonymous
+        deny(&self.limiter.check(&subject))?;
+
+        // 6. authenticate: a live session on protected routes.
+        let live = match &target.auth {
+            Some(auth) => Some(self.authenticate(&request, auth, now).await?),
+            None => None,
         };
-        deny(&decision)?;
+        // 7. authorize: not built yet (issue: policy).
+        // 8. rate limit (per identity): per user, per route, per user and route.
+        let user_id = live.as_ref().map(|live| live.user.to_string());
+        subject.user = user_id.as_deref();
+        subject.stage = Stage::Identified;
+        deny(&self.limiter.check(&subject))?;
 
         // 9. upstream
         let upstream = &target.upstream;
@@ -386,6 +463,11 @@ impl Gateway {
         let switch = request.extensions().get::<TunnelSwitch>().cloned();
         let (mut parts, body) = request.into_parts();
         proxy::strip_hop_by_hop(&mut parts.headers, websocket);
+        proxy::strip_identity_headers(&mut parts.headers, &self.strip_headers);
+        session::strip_credentials(&mut parts.headers);
+        if let (Some(live), Some(auth)) = (&live, &target.auth) {
+            self.add_identity(&mut parts.headers, live, auth, &target.labels.route, now);
+        }
         // The authority that was checked becomes X-Forwarded-Host (a `Host` that disagrees with
         // an absolute-form target or `:authority` is ignored, RFC 9112 3.2.2); the upstream
         // gets its own Host.
@@ -456,6 +538,12 @@ impl Gateway {
         for (name, value) in &target.response_headers {
             parts.headers.insert(name, value.clone());
         }
+        if let (Some(live), Some(auth)) = (&live, &target.auth) {
+            parts.headers.insert(
+                SESSION_EXPIRES_IN,
+                HeaderValue::from(live.remaining(&auth.lifetimes, now)),
+            );
+        }
         Ok(Response::from_parts(
             parts,
             ResponseBody::upstream(IdleBody::new(body, upstream.body_idle_timeout)),
@@ -464,6 +552,145 @@ impl Gateway {
 }
 
 /// An injection finding on a route in `log` mode: the field is named, its value never is.
+/// On every response to an authenticated request: seconds until the session ends (the earlier
+/// of its idle and absolute expiry under the route's caps), so apps can warn before it does.
+pub const SESSION_EXPIRES_IN: HeaderName = HeaderName::from_static("wardgate-session-expires-in");
+
+impl Gateway {
+    /// The gateway's own endpoints under `/.wardgate/`.
+    async fn own_api(
+        &self,
+        request: Request<Incoming>,
+        path: &str,
+        client: std::net::IpAddr,
+        now: u64,
+    ) -> Result<Response<ResponseBody>, Refused> {
+        let idle = self.body_idle_timeout;
+        if path == assertion::JWKS_PATH {
+            return Ok(crate::auth::api::ok(&self.assertion.jwks()));
+        }
+        if path.starts_with(enrollment::API_PREFIX) {
+            return self.enrollment.handle(request, path, idle, now).await;
+        }
+        self.login.handle(request, path, client, idle, now).await
+    }
+
+    /// Phase 6: the live session of a protected route, or the refusal that says why not.
+    /// Browsers asking for a page are sent to the login page with the original target.
+    async fn authenticate(
+        &self,
+        request: &Request<Incoming>,
+        auth: &RouteAuth,
+        now: u64,
+    ) -> Result<Arc<Live>, Refused> {
+        let presented = session::presented(request.headers());
+        let ended = match presented {
+            Some((_, token)) => match self.sessions().check(token, &auth.lifetimes, now).await {
+                Ok(Ok(live)) => return Ok(live),
+                Ok(Err(ended)) => ended,
+                Err(error) => return Err(crate::auth::api::unavailable(&error)),
+            },
+            None => session::Ended::Missing,
+        };
+        let refusal = login::ended_refusal(ended);
+        if wants_html(request) {
+            let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            let location = format!(
+                "{}?return_to={}&reason={}",
+                login::LOGIN_PAGE,
+                percent_encode(target),
+                ended.reason()
+            );
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                return Err(Refused::redirect(refusal, location));
+            }
+        }
+        let challenge = match (presented, ended) {
+            (None, _) => r#"Bearer realm="wardgate""#.to_owned(),
+            (Some(_), session::Ended::StepUp) => format!(
+                r#"Bearer realm="wardgate", error="insufficient_user_authentication", error_description="{}""#,
+                ended.reason()
+            ),
+            (Some(_), _) => format!(
+                r#"Bearer realm="wardgate", error="invalid_token", error_description="{}""#,
+                ended.reason()
+            ),
+        };
+        Err(Refused::with_header(
+            refusal,
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&challenge)
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+        ))
+    }
+
+    /// Phase 9: what the route asked to tell the upstream about the user, and nothing more.
+    fn add_identity(
+        &self,
+        headers: &mut HeaderMap,
+        live: &Live,
+        auth: &RouteAuth,
+        route: &str,
+        now: u64,
+    ) {
+        for field in &auth.headers {
+            let (name, value) = match field {
+                IdentityField::Id => ("x-wardgate-user-id", live.user.to_string()),
+                IdentityField::Name => ("x-wardgate-user", live.name.clone()),
+                IdentityField::Roles => ("x-wardgate-roles", live.roles.join(",")),
+            };
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        if let Some(fields) = &auth.assertion {
+            use sha2::Digest;
+            let session_hash = sha2::Sha256::digest(live.key.0);
+            let mut claims = Claims::new(
+                live.user.to_string(),
+                route,
+                now,
+                assertion::DEFAULT_TTL,
+                live.auth_time,
+                &session_hash,
+                rand::random(),
+            );
+            if fields.contains(&IdentityField::Name) {
+                claims = claims.with_name(live.name.clone());
+            }
+            if fields.contains(&IdentityField::Roles) {
+                claims = claims.with_roles(live.roles.clone());
+            }
+            if let Ok(value) = HeaderValue::from_str(&self.assertion.sign(&claims)) {
+                headers.insert(HeaderName::from_static(assertion::HEADER), value);
+            }
+        }
+    }
+}
+
+/// A browser navigating to a page (not a script or an API client).
+fn wants_html(request: &Request<Incoming>) -> bool {
+    (request.method() == http::Method::GET || request.method() == http::Method::HEAD)
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// Percent-encodes everything but unreserved characters and `/`, for a query value.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn log_finding(request_id: &HeaderValue, finding: &Finding) {
     tracing::warn!(
         target: "wardgate::security",
@@ -484,6 +711,7 @@ fn deny(decision: &Decision) -> Result<(), Refused> {
             },
             headers: decision.headers(),
             body: None,
+            redirect: None,
         }),
         Decision::Allow { .. } => Ok(()),
     }
@@ -496,6 +724,8 @@ pub struct Refused {
     refusal: Refusal,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Option<Bytes>,
+    /// A browser is sent here (303) instead of reading the refusal.
+    redirect: Option<HeaderValue>,
 }
 
 impl Refused {
@@ -504,6 +734,7 @@ impl Refused {
             refusal,
             headers: vec![(name, value)],
             body: None,
+            redirect: None,
         }
     }
 
@@ -519,6 +750,17 @@ impl Refused {
             refusal,
             headers: Vec::new(),
             body: Some(body),
+            redirect: None,
+        }
+    }
+
+    /// A browser asked for a page it may not see yet: it is sent to `location` (303).
+    pub fn redirect(refusal: Refusal, location: HeaderValue) -> Self {
+        Self {
+            refusal,
+            headers: Vec::new(),
+            body: None,
+            redirect: Some(location),
         }
     }
 }
@@ -529,6 +771,7 @@ impl From<Refusal> for Refused {
             refusal,
             headers: Vec::new(),
             body: None,
+            redirect: None,
         }
     }
 }
@@ -562,6 +805,7 @@ mod tests {
     #[test]
     fn rewrite_keeps_segment_boundaries() {
         let target = |prefix: &str, to: &str| RouteTarget {
+            auth: None,
             labels: Arc::new(
                 Telemetry::new(false)
                     .route_labels(SharedString::const_str("r"), SharedString::const_str("u")),

@@ -211,6 +211,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) {
     }
 }
 
+/// Removes every header through which a client could claim an identity: `X-Wardgate-*` (the
+/// gateway's own), the usual auth-proxy names, and the `extra` ones the config lists. Only the
+/// gateway, after authentication, may set identity for the upstream.
+pub fn strip_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let claimed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with("x-wardgate-")
+                || name.starts_with("x-auth-request-")
+                || name == "x-forwarded-user"
+                || name == "x-remote-user"
+                || extra.iter().any(|e| e.as_str() == name)
+        })
+        .cloned()
+        .collect();
+    for name in claimed {
+        headers.remove(name);
+    }
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

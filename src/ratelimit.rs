@@ -180,6 +180,23 @@ pub struct RouteRateLimit {
     pub per_user_route: Option<LimitSpec>,
 }
 
+impl RouteRateLimit {
+    /// The gateway's own login and enrollment endpoints (`auth.login_rate_limit`): 60 requests
+    /// a minute per address, bursts of 30. A login takes a handful of requests, so a ward
+    /// behind one NAT address can log in together, while a guessing script gets about one try
+    /// a second, before the lockouts (`auth.lockout`) stop it on the account.
+    pub fn login_default() -> Self {
+        Self {
+            per_client: Some(LimitSpec {
+                requests: nonzero(60),
+                per: Duration::from_secs(60),
+                burst: nonzero(30),
+            }),
+            ..Self::default()
+        }
+    }
+}
+
 /// `{ requests: 200, per: 1s, burst: 400 }`, validated: see [`LimitSpec::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "LimitSpecFile")]

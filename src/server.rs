@@ -61,6 +61,10 @@ pub enum StartError {
     HashPool(std::io::Error),
     #[error("auth.totp: {0}")]
     Totp(#[from] crate::auth::totp::TotpError),
+    #[error(transparent)]
+    Lockout(#[from] crate::auth::lockout::LockoutConfigError),
+    #[error("identity assertion key: {0}")]
+    AssertionKey(#[from] crate::assertion::AssertionKeyError),
     #[error("{dir}: cannot read or create the admin token: {source}")]
     AdminToken {
         dir: std::path::PathBuf,
@@ -111,9 +115,27 @@ impl Bound {
             );
         }
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
-        let (identity, admin_token) = open_identity_store(loaded)?;
+        let (identity, keyring, admin_token) = open_identity_store(loaded)?;
+        let key_file = loaded
+            .resolve(&config.store.path)
+            .join(crate::assertion::KEY_FILE);
+        let (assertion, created) = crate::assertion::AssertionKey::load_or_create(&key_file)?;
+        if created {
+            tracing::warn!(
+                key_file = %key_file.display(),
+                kid = assertion.kid(),
+                "created a new identity assertion key: upstreams that verify assertions need the new JWKS ({})",
+                crate::assertion::JWKS_PATH
+            );
+        }
         let telemetry = Telemetry::new(config.log.requests);
-        let gateway = Arc::new(Gateway::new(loaded, telemetry, identity.clone())?);
+        let accounts = crate::pipeline::Accounts {
+            store: identity.clone(),
+            keyring,
+            assertion,
+            events: crate::auth::events::SecurityEvents::new(),
+        };
+        let gateway = Arc::new(Gateway::new(loaded, telemetry, accounts)?);
 
         let https = bind(config.listen.https, "listen.https").await?;
         let redirect = match config.listen.http_redirect {
@@ -165,17 +187,16 @@ impl Bound {
         let ready = Arc::new(AtomicBool::new(true));
         let telemetry = self.gateway.telemetry().clone();
         let mut side_tasks = tokio::task::JoinSet::new();
-        if let Some(listener) = self.admin {
-            if let Some(token) = self.admin_token {
-                let admin = Admin {
-                    telemetry: telemetry.clone(),
-                    ready: ready.clone(),
-                    store: self.identity.clone(),
-                    token,
-                    enrollment_ttl: self.enrollment_ttl,
-                };
-                side_tasks.spawn(admin::serve(listener, Arc::new(admin)));
-            }
+        if let (Some(listener), Some(token)) = (self.admin, self.admin_token) {
+            let admin = Admin {
+                telemetry: telemetry.clone(),
+                ready: ready.clone(),
+                store: self.identity.clone(),
+                sessions: self.gateway.sessions().clone(),
+                token,
+                enrollment_ttl: self.enrollment_ttl,
+            };
+            side_tasks.spawn(admin::serve(listener, Arc::new(admin)));
         }
         if let Some(listener) = self.demo {
             side_tasks.spawn(demo::serve(listener));
@@ -258,9 +279,10 @@ impl Bound {
 /// Loads the master key (generating it in development mode, loudly), opens the identity store
 /// and, when there is an admin listener, its token: a missing key or an unreadable store stops
 /// the start before any port is bound.
-fn open_identity_store(
-    loaded: &Loaded,
-) -> Result<(Arc<dyn IdentityStore>, Option<AdminToken>), StartError> {
+/// The store, the keyring that seals it, and the admin token (when there is an admin listener).
+type OpenedStore = (Arc<dyn IdentityStore>, Arc<Keyring>, Option<AdminToken>);
+
+fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
     let store = &loaded.config.store;
     let key_file = loaded.resolve(&store.key_file());
     let from_env = std::env::var(MASTER_KEY_ENV).ok();
@@ -277,7 +299,8 @@ fn open_identity_store(
         );
     }
     let dir = loaded.resolve(&store.path);
-    let identity: Arc<dyn IdentityStore> = Arc::new(EmbeddedStore::open(&dir, Arc::new(keyring))?);
+    let keyring = Arc::new(keyring);
+    let identity: Arc<dyn IdentityStore> = Arc::new(EmbeddedStore::open(&dir, keyring.clone())?);
     let token = match &loaded.config.listen.admin {
         Some(_) => {
             Some(
@@ -295,7 +318,7 @@ fn open_identity_store(
             loaded.file.display()
         );
     }
-    Ok((identity, token))
+    Ok((identity, keyring, token))
 }
 
 fn h1_builder(limits: &Limits) -> http1::Builder {

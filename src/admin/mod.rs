@@ -87,6 +87,7 @@ pub struct Admin {
     pub telemetry: Arc<Telemetry>,
     pub ready: Arc<AtomicBool>,
     pub store: Arc<dyn IdentityStore>,
+    pub sessions: Arc<crate::session::Sessions>,
     pub token: AdminToken,
     pub enrollment_ttl: Duration,
 }
@@ -129,6 +130,13 @@ fn admin_error(error: AdminError) -> Response<ResponseBody> {
 impl Admin {
     async fn answer(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
         let path = request.uri().path().to_owned();
+        let query = request.uri().query().map(str::to_owned);
+        if let Some(rest) = path.strip_prefix("/admin/sessions") {
+            return match self.session_call(request, rest, query.as_deref()).await {
+                Ok((status, value)) => text(status, "application/json", value.to_string()),
+                Err(error) => admin_error(error),
+            };
+        }
         if let Some(rest) = path.strip_prefix("/admin/users") {
             return match self.users(request, rest.to_owned()).await {
                 Ok((status, value)) => text(status, "application/json", value.to_string()),
@@ -157,20 +165,93 @@ impl Admin {
         }
     }
 
-    async fn users(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        rest: String,
-    ) -> Result<(StatusCode, serde_json::Value), AdminError> {
+    fn authorize(&self, request: &Request<Incoming>) -> Result<(), AdminError> {
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
-        if !self.token.matches(&presented) {
-            return Err(AdminError::Unauthorized);
+        if self.token.matches(&presented) {
+            Ok(())
+        } else {
+            Err(AdminError::Unauthorized)
         }
+    }
+
+    /// `GET /admin/sessions[?user=name]`, `DELETE /admin/sessions/{id}`.
+    async fn session_call(
+        &self,
+        request: Request<Incoming>,
+        rest: &str,
+        query: Option<&str>,
+    ) -> Result<(StatusCode, serde_json::Value), AdminError> {
+        self.authorize(&request)?;
+        let now = unix_now();
+        let fail = |error: crate::session::SessionError| {
+            tracing::error!(%error, "admin sessions");
+            AdminError::Store
+        };
+        match (request.method(), rest.trim_matches('/')) {
+            (&Method::GET, "") => {
+                let user = match query.and_then(|q| q.strip_prefix("user=")) {
+                    Some(name) => {
+                        let (store, name) = (self.store.clone(), name.to_owned());
+                        let user = tokio::task::spawn_blocking(move || store.user_by_name(&name))
+                            .await
+                            .map_err(|_| AdminError::Store)??;
+                        Some(user.id)
+                    }
+                    None => None,
+                };
+                let listed = self.sessions.list(user, now).await.map_err(fail)?;
+                let names = self.user_names().await?;
+                let sessions: Vec<serde_json::Value> = listed
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({
+                            "id": l.key.to_string(),
+                            "user": names.get(&l.record.user).cloned().unwrap_or_default(),
+                            "created": l.record.created,
+                            "last_seen": l.record.last_seen,
+                            "auth_time": l.record.auth_time,
+                            "client": l.record.client,
+                            "user_agent": l.record.user_agent,
+                        })
+                    })
+                    .collect();
+                Ok((StatusCode::OK, serde_json::json!({ "sessions": sessions })))
+            }
+            (&Method::DELETE, id) => {
+                let key: crate::identity::SessionKey =
+                    id.parse().map_err(|_| AdminError::BadRequest)?;
+                if self.sessions.end(key).await.map_err(fail)? {
+                    tracing::info!(target: "wardgate::security", event = "session_revoked", session = %key);
+                    Ok((StatusCode::OK, serde_json::json!({ "ended": 1 })))
+                } else {
+                    Err(AdminError::NoSuchSession)
+                }
+            }
+            _ => Err(AdminError::BadRequest),
+        }
+    }
+
+    async fn user_names(
+        &self,
+    ) -> Result<std::collections::HashMap<crate::identity::UserId, String>, AdminError> {
+        let store = self.store.clone();
+        let users = tokio::task::spawn_blocking(move || store.users())
+            .await
+            .map_err(|_| AdminError::Store)??;
+        Ok(users.into_iter().map(|u| (u.id, u.name)).collect())
+    }
+
+    async fn users(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        rest: String,
+    ) -> Result<(StatusCode, serde_json::Value), AdminError> {
+        self.authorize(&request)?;
         let method = request.method().clone();
         let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
         let body = limited
@@ -178,13 +259,10 @@ impl Admin {
             .await
             .map_err(|_| AdminError::BadRequest)?
             .to_bytes();
-        #[allow(clippy::disallowed_methods)] // the edge: an admin call happens now
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = unix_now();
         // The store is synchronous (redb): keep it off the runtime's worker threads.
         let admin = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let (status, mut value, effect) = tokio::task::spawn_blocking(move || {
             users::handle(
                 &admin.store,
                 &method,
@@ -195,6 +273,27 @@ impl Admin {
             )
         })
         .await
-        .map_err(|_| AdminError::Store)?
+        .map_err(|_| AdminError::Store)??;
+        match effect {
+            users::SessionEffect::None => {}
+            users::SessionEffect::Refresh(user) => self.sessions.refresh_user(user),
+            users::SessionEffect::End(user, reason) => {
+                let ended = self.sessions.end_user(user).await.map_err(|error| {
+                    tracing::error!(%error, "ending sessions");
+                    AdminError::Store
+                })?;
+                tracing::info!(target: "wardgate::security", event = "sessions_ended", reason, count = ended);
+                value["sessions_ended"] = serde_json::json!(ended);
+            }
+        }
+        Ok((status, value))
     }
+}
+
+/// The clock, read at the edge: an admin call happens now.
+fn unix_now() -> u64 {
+    #[allow(clippy::disallowed_methods)]
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

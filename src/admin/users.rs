@@ -18,7 +18,13 @@
 //!  PUT    /admin/users/{name}/roles         {"roles"[]}
 //!  POST   /admin/users/{name}/reset-mfa     remove every second factor; enrollment required
 //!  POST   /admin/users/{name}/reset-password remove the password; a new enrollment token
+//!  POST   /admin/users/{name}/logout        end every session of the user
+//!  GET    /admin/sessions[?user={name}]     live sessions (never a token)
+//!  DELETE /admin/sessions/{id}              end one session
 //! ```
+//!
+//! Disabling an account, resetting its password or its second factors end its sessions at once;
+//! a change of roles reaches its live sessions at their next request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +43,7 @@ pub enum AdminError {
     Unauthorized,
     NoSuchUser,
     NameTaken,
+    NoSuchSession,
     Store,
 }
 
@@ -47,6 +54,7 @@ impl AdminError {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::NoSuchUser => StatusCode::NOT_FOUND,
             AdminError::NameTaken => StatusCode::CONFLICT,
+            AdminError::NoSuchSession => StatusCode::NOT_FOUND,
             AdminError::Store => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +66,7 @@ impl AdminError {
             AdminError::NoSuchUser => "WG-ADMIN-004",
             AdminError::NameTaken => "WG-ADMIN-005",
             AdminError::Store => "WG-ADMIN-006",
+            AdminError::NoSuchSession => "WG-ADMIN-007",
         }
     }
 
@@ -68,6 +77,7 @@ impl AdminError {
             AdminError::NoSuchUser => "no such user",
             AdminError::NameTaken => "this user name is taken",
             AdminError::Store => "the identity store failed; see the gateway's log",
+            AdminError::NoSuchSession => "no such session",
         }
     }
 }
@@ -157,6 +167,16 @@ fn enrollment(
     Ok(json!({ "token": token, "expires": expires }))
 }
 
+/// What an account change means for the user's live sessions; applied by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEffect {
+    None,
+    /// End them all; the reason goes to the security log.
+    End(UserId, &'static str),
+    /// Keep them, but read the account again.
+    Refresh(UserId),
+}
+
 /// One admin call on the user API. `path` is below `/admin/users`; `now` is unix seconds.
 pub fn handle(
     store: &Arc<dyn IdentityStore>,
@@ -165,7 +185,7 @@ pub fn handle(
     body: &Bytes,
     now: u64,
     enrollment_ttl: Duration,
-) -> Result<(StatusCode, Value), AdminError> {
+) -> Result<(StatusCode, Value, SessionEffect), AdminError> {
     let store = store.as_ref();
     let segments: Vec<&str> = path
         .trim_matches('/')
@@ -176,7 +196,11 @@ pub fn handle(
         (&Method::GET, []) => {
             let users: Result<Vec<Value>, AdminError> =
                 store.users()?.iter().map(|u| describe(store, u)).collect();
-            Ok((StatusCode::OK, json!({ "users": users? })))
+            Ok((
+                StatusCode::OK,
+                json!({ "users": users? }),
+                SessionEffect::None,
+            ))
         }
         (&Method::POST, []) => {
             let new: NewUser = serde_json::from_slice(body).map_err(|_| AdminError::BadRequest)?;
@@ -193,22 +217,35 @@ pub fn handle(
             Ok((
                 StatusCode::CREATED,
                 json!({ "user": describe(store, &user)?, "enrollment": enrollment }),
+                SessionEffect::None,
             ))
         }
         (&Method::GET, [name]) => {
             let user = store.user_by_name(name)?;
-            Ok((StatusCode::OK, json!({ "user": describe(store, &user)? })))
+            Ok((
+                StatusCode::OK,
+                json!({ "user": describe(store, &user)? }),
+                SessionEffect::None,
+            ))
         }
         (
             &Method::POST,
             [
                 name,
-                action @ ("disable" | "enable" | "reset-mfa" | "reset-password"),
+                action @ ("disable" | "enable" | "reset-mfa" | "reset-password" | "logout"),
             ],
         ) => {
             let user = store.user_by_name(name)?;
             let mut answer = json!({});
+            let effect = match *action {
+                "enable" => SessionEffect::None,
+                "disable" => SessionEffect::End(user.id, "account_disabled"),
+                "reset-mfa" => SessionEffect::End(user.id, "mfa_reset"),
+                "reset-password" => SessionEffect::End(user.id, "password_reset"),
+                _ => SessionEffect::End(user.id, "operator_logout"),
+            };
             match *action {
+                "logout" => {}
                 "disable" => store.set_disabled(user.id, true)?,
                 "enable" => store.set_disabled(user.id, false)?,
                 "reset-mfa" => {
@@ -230,7 +267,7 @@ pub fn handle(
             tracing::info!(target: "wardgate::security", event = %action, user = %user.name);
             let user = store.user(user.id)?;
             answer["user"] = describe(store, &user)?;
-            Ok((StatusCode::OK, answer))
+            Ok((StatusCode::OK, answer, effect))
         }
         (&Method::PUT, [name, "roles"]) => {
             let roles: Roles = serde_json::from_slice(body).map_err(|_| AdminError::BadRequest)?;
@@ -243,6 +280,7 @@ pub fn handle(
             Ok((
                 StatusCode::OK,
                 json!({ "user": describe(store, &store.user(user.id)?)? }),
+                SessionEffect::Refresh(user.id),
             ))
         }
         _ => Err(AdminError::BadRequest),

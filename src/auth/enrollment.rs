@@ -56,6 +56,8 @@ use crate::refusal::Refusal;
 
 /// Paths under this prefix are the gateway's own: never routed, never proxied.
 pub const PREFIX: &str = "/.wardgate/";
+/// The enrollment API's own paths.
+pub const API_PREFIX: &str = "/.wardgate/api/enroll/";
 const PASSWORD_PATH: &str = "/.wardgate/api/enroll/password";
 const TOTP_PATH: &str = "/.wardgate/api/enroll/totp";
 
@@ -77,7 +79,7 @@ pub fn is_reserved(path: &str) -> bool {
 /// The enrollment API's state: built once at start.
 pub struct Enrollment {
     store: Arc<dyn IdentityStore>,
-    pool: HashPool,
+    pool: Arc<HashPool>,
     policy: Policy,
     totp: TotpConfig,
     ceremonies: Mutex<Ceremonies>,
@@ -100,7 +102,7 @@ struct TotpStep {
 impl Enrollment {
     pub fn new(
         store: Arc<dyn IdentityStore>,
-        pool: HashPool,
+        pool: Arc<HashPool>,
         policy: Policy,
         totp: TotpConfig,
     ) -> Self {
@@ -488,7 +490,7 @@ mod tests {
         let _release = pool.saturate();
         let enrollment = Enrollment::new(
             store.clone(),
-            pool,
+            Arc::new(pool),
             Policy::default(),
             TotpConfig::default(),
         );

@@ -68,6 +68,8 @@ pub const STEP_UP_PATH: &str = "/.wardgate/api/step-up";
 pub const LOGOUT_PATH: &str = "/.wardgate/api/logout";
 pub const LOGOUT_ALL_PATH: &str = "/.wardgate/api/logout-all";
 pub const SESSION_PATH: &str = "/.wardgate/api/session";
+/// The browser login page; protected pages send browsers here with `return_to`.
+pub const LOGIN_PAGE: &str = "/.wardgate/login";
 
 /// How long a user has between the password and the second factor.
 const CHALLENGE_TTL_SECS: u64 = 5 * 60;

@@ -155,6 +155,9 @@ impl Default for Auth {
             password: PasswordConfig::default(),
             enrollment_ttl: HumanDuration(Duration::from_secs(3600)),
             totp: crate::auth::totp::TotpConfig::default(),
+            lockout: crate::auth::lockout::LockoutConfig::default(),
+            webauthn: None,
+            login_rate_limit: crate::ratelimit::RouteRateLimit::login_default(),
         }
     }
 }
@@ -170,6 +173,12 @@ pub struct Auth {
     /// Authenticator-app codes: issuer shown in the app, algorithm, digits, period.
     #[serde(default)]
     pub totp: crate::auth::totp::TotpConfig,
+    /// Brute-force protection: failures per account, per address and per second factor.
+    pub lockout: crate::auth::lockout::LockoutConfig,
+    /// Passkeys and security keys; off when absent (the relying party must be named).
+    pub webauthn: Option<Spanned<crate::auth::webauthn::WebAuthnConfig>>,
+    /// Limits on the gateway's own login and enrollment endpoints, stricter than any route's.
+    pub login_rate_limit: crate::ratelimit::RouteRateLimit,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -602,6 +611,8 @@ pub enum ConfigError {
     },
     #[error("{file}: {detail}")]
     Syntax { file: String, detail: String },
+    #[error("{file}: {message}")]
+    Semantic { file: String, message: String },
 }
 
 impl ConfigError {
@@ -727,6 +738,22 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
         )));
     }
     validate_server(file, config)?;
+    if let Err(error) = config.auth.lockout.policy() {
+        return Err(ConfigError::Semantic {
+            file: file.display().to_string(),
+            message: error.to_string(),
+        });
+    }
+    if let Some(webauthn) = &config.auth.webauthn
+        && let Err(error) = webauthn.value.validate()
+    {
+        return Err(ConfigError::at(
+            file,
+            webauthn,
+            format!("auth.webauthn.{}", error.key),
+            error.message,
+        ));
+    }
     match config.session.value.check() {
         Ok(more) => warnings.extend(more.into_iter().map(Warning)),
         Err(message) => return Err(ConfigError::at(file, &config.session, "session", message)),

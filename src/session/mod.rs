@@ -554,7 +554,7 @@ impl Sessions {
         self.revocations.fetch_add(1, Ordering::SeqCst);
         self.forget(|live| live.key == key);
         let store = self.store.clone();
-        Ok(blocking(move || store.delete_session(key)).await?)
+        blocking(move || store.delete_session(key)).await
     }
 
     /// Ends every session of `user` (logout everywhere, disabled account, credential resets);
