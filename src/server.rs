@@ -165,17 +165,17 @@ impl Bound {
         let ready = Arc::new(AtomicBool::new(true));
         let telemetry = self.gateway.telemetry().clone();
         let mut side_tasks = tokio::task::JoinSet::new();
-        if let Some(listener) = self.admin {
-            if let Some(token) = self.admin_token {
-                let admin = Admin {
-                    telemetry: telemetry.clone(),
-                    ready: ready.clone(),
-                    store: self.identity.clone(),
-                    token,
-                    enrollment_ttl: self.enrollment_ttl,
-                };
-                side_tasks.spawn(admin::serve(listener, Arc::new(admin)));
-            }
+        if let Some(listener) = self.admin
+            && let Some(token) = self.admin_token
+        {
+            let admin = Admin {
+                telemetry: telemetry.clone(),
+                ready: ready.clone(),
+                store: self.identity.clone(),
+                token,
+                enrollment_ttl: self.enrollment_ttl,
+            };
+            side_tasks.spawn(admin::serve(listener, Arc::new(admin)));
         }
         if let Some(listener) = self.demo {
             side_tasks.spawn(demo::serve(listener));

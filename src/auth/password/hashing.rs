@@ -32,7 +32,7 @@ impl HashParams {
 
     /// Refuses anything below OWASP's floor, and what argon2 itself refuses.
     pub fn new(memory: ByteSize, iterations: u32, parallelism: u32) -> Result<Self, String> {
-        if memory.0 % 1024 != 0 {
+        if !memory.0.is_multiple_of(1024) {
             return Err(format!(
                 "memory {}B is not a whole number of KiB: argon2 counts memory in KiB",
                 memory.0
