@@ -72,6 +72,8 @@ pub enum Refusal {
     MalformedApiRequest,
     /// The identity store or the hashing threads failed (logged).
     AuthUnavailable,
+    /// A form post failed the CSRF checks (`auth::csrf`): token, `Origin` or fetch metadata.
+    FormNotVerified,
 }
 
 impl Refusal {
@@ -209,6 +211,11 @@ impl Refusal {
                 "WG-AUTH-008",
                 "enrollment is unavailable; see the gateway's log",
             ),
+            Refusal::FormNotVerified => (
+                S::FORBIDDEN,
+                "WG-AUTH-020",
+                "the form could not be verified; reload the page and try again",
+            ),
         }
     }
 
@@ -313,6 +320,7 @@ mod tests {
             Refusal::GatewayPathNotFound,
             Refusal::MalformedApiRequest,
             Refusal::AuthUnavailable,
+            Refusal::FormNotVerified,
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), all.len());
