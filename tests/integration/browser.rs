@@ -147,12 +147,7 @@ async fn a_new_user_enrolls_in_chromium() {
     }
 
     // The enrollment really happened.
-    let shown = admin(&gateway, Method::GET, "/admin/users/alice", "").await;
-    let user = &shown["user"];
-    assert_eq!(user["password_set"], true);
-    assert_eq!(user["mfa"]["totp"], true);
-    assert_eq!(user["mfa"]["recovery_codes_left"], 10);
-    assert_eq!(user["mfa"]["enrollment_required"], false);
+    assert_enrolled(&gateway, "alice").await;
     assert!(upstream.seen().is_empty());
 }
 

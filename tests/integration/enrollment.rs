@@ -157,12 +157,7 @@ async fn a_new_user_enrolls_a_password_an_authenticator_and_recovery_codes() {
     .await;
     assert_refused(&answer, StatusCode::BAD_REQUEST, "WG-AUTH-004");
 
-    let shown = admin(&gateway, Method::GET, "/admin/users/alice", "").await;
-    let user = &shown["user"];
-    assert_eq!(user["password_set"], true);
-    assert_eq!(user["mfa"]["totp"], true);
-    assert_eq!(user["mfa"]["recovery_codes_left"], 10);
-    assert_eq!(user["mfa"]["enrollment_required"], false);
+    assert_enrolled(&gateway, "alice").await;
     assert!(upstream.seen().is_empty());
 }
 

@@ -365,6 +365,17 @@ pub async fn add_user(gateway: &TestGateway, name: &str) -> String {
     created["enrollment"]["token"].as_str().unwrap().to_owned()
 }
 
+/// Asserts, through the admin API, that `name` has a password, an authenticator and 10
+/// recovery codes, and needs no more enrollment.
+pub async fn assert_enrolled(gateway: &TestGateway, name: &str) {
+    let shown = admin(gateway, Method::GET, &format!("/admin/users/{name}"), "").await;
+    let user = &shown["user"];
+    assert_eq!(user["password_set"], true, "{shown}");
+    assert_eq!(user["mfa"]["totp"], true, "{shown}");
+    assert_eq!(user["mfa"]["recovery_codes_left"], 10, "{shown}");
+    assert_eq!(user["mfa"]["enrollment_required"], false, "{shown}");
+}
+
 /// The strings of a JSON array.
 pub fn strings(list: &Value) -> Vec<&str> {
     list.as_array()
