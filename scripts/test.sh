@@ -14,11 +14,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
-# The TOTP tests check Wardgate's codes against an independent generator, oathtool.
-if ! command -v oathtool >/dev/null 2>&1; then
-    echo "== installing oathtool"
-    apt-get install -y oathtool || { apt-get update && apt-get install -y oathtool; }
-fi
+# Chromium, oathtool and playwright-core for the browser and TOTP tests: one place installs them.
+scripts/browser-deps.sh
 
 echo "== cargo test"
 cargo test --all-targets --locked

@@ -11,6 +11,7 @@ mod cli_user;
 pub mod config;
 pub mod demo;
 pub mod identity;
+pub mod pages;
 pub mod path;
 pub mod pipeline;
 pub mod proxy;

@@ -13,8 +13,9 @@
 //!  3 sanitize      sanitize/   URI length, path rules, then the path normalized once (path.rs),
 //!                              host in server_names: refusals 400/414
 //!  3a own API      auth/enrollment.rs  paths under /.wardgate/ are the gateway's own: per-client
-//!                              rate limit (route label /.wardgate/), then answered here, never
-//!                              routed or proxied; unknown paths 404 WG-AUTH-006
+//!                  pages/      rate limit (route label /.wardgate/), then answered here, never
+//!                              routed or proxied: /.wardgate/api/ as JSON, the rest as HTML
+//!                              pages (refusals too); unknown paths 404 WG-AUTH-006
 //!  4 route         route.rs    host + normalized path (never the query) -> route, or 404; the
 //!                              route's rules (sanitize/request.rs): method 405, content type
 //!                              415, announced size 413, query injection 400
@@ -58,6 +59,7 @@ use crate::config::Loaded;
 use crate::config::{AuthMode, IdentityField};
 use crate::identity::IdentityStore;
 use crate::identity::Keyring;
+use crate::pages::{self, PageRequest};
 use crate::path;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient, X_REQUEST_ID};
 use crate::ratelimit::{Decision, DenyCause, Limiter, LocalLimiter, Stage, Subject};
@@ -325,26 +327,9 @@ impl Gateway {
 
         let mut response = match self.forward(request, &peer, &mut record, now).await {
             Ok(response) => response,
-            Err(Refused {
-                refusal,
-                headers,
-                body,
-                redirect,
-            }) => {
-                record.code = Some(refusal.code());
-                let mut response: Response<ResponseBody> = refusal.response();
-                if let Some(body) = body {
-                    *response.body_mut() = ResponseBody::from(body);
-                }
-                if let Some(location) = redirect {
-                    *response.status_mut() = StatusCode::SEE_OTHER;
-                    response.headers_mut().insert(header::LOCATION, location);
-                }
-                response
-                    .headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                response.headers_mut().extend(headers);
-                response
+            Err(refused) => {
+                record.code = Some(refused.refusal.code());
+                refused.into_response()
             }
         };
 
@@ -401,8 +386,17 @@ impl Gateway {
                 client: record.client,
                 user: None,
             });
-            deny(&decision)?;
             let path = path.into_owned();
+            // Pages answer refusals as pages, the JSON API as JSON, the rate limit's included.
+            if pages::is_page(&path) {
+                let page = PageRequest::new(request, &authority, self.body_idle_timeout, now);
+                return match deny(&decision) {
+                    Ok(()) => pages::handle(&self.enrollment, page, &path).await,
+                    Err(refused) => Err(refused),
+                }
+                .map_err(Refused::in_html);
+            }
+            deny(&decision)?;
             return self.own_api(request, &path, record.client, now).await;
         }
 
@@ -712,6 +706,7 @@ fn deny(decision: &Decision) -> Result<(), Refused> {
             headers: decision.headers(),
             body: None,
             redirect: None,
+            html: false,
         }),
         Decision::Allow { .. } => Ok(()),
     }
@@ -719,13 +714,15 @@ fn deny(decision: &Decision) -> Result<(), Refused> {
 
 /// A refusal, with the headers some carry (`Allow` on a 405, `Retry-After` and the
 /// `RateLimit` headers on a 429) and, rarely, a body with more than the fixed reason (the
-/// password rules a refused password failed).
+/// password rules a refused password failed, or the form again with its errors). Refusals on
+/// the gateway's own pages are HTML pages; all others are JSON.
 pub struct Refused {
     refusal: Refusal,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Option<Bytes>,
     /// A browser is sent here (303) instead of reading the refusal.
     redirect: Option<HeaderValue>,
+    html: bool,
 }
 
 impl Refused {
@@ -735,7 +732,61 @@ impl Refused {
             headers: vec![(name, value)],
             body: None,
             redirect: None,
+            html: false,
         }
+    }
+
+    /// 405 with the methods that are allowed.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self::with_header(
+            Refusal::MethodNotAllowed,
+            header::ALLOW,
+            HeaderValue::from_static(allow),
+        )
+    }
+
+    pub fn refusal(&self) -> Refusal {
+        self.refusal
+    }
+
+    /// The refusal with `html` as its page (a form shown again with its errors).
+    pub fn page(refusal: Refusal, html: Bytes) -> Self {
+        Self {
+            refusal,
+            headers: Vec::new(),
+            body: Some(html),
+            redirect: None,
+            html: true,
+        }
+    }
+
+    /// Answered as an HTML page: the fixed refusal page unless it already has one.
+    pub fn in_html(mut self) -> Self {
+        self.html = true;
+        self
+    }
+
+    /// The one place a refusal becomes a response: status, body, `no-store`, its headers.
+    fn into_response(self) -> Response<ResponseBody> {
+        let mut response: Response<ResponseBody> = if self.html {
+            pages::refusal_response(self.refusal, self.body)
+        } else {
+            let mut response = self.refusal.response();
+            if let Some(body) = self.body {
+                *response.body_mut() = ResponseBody::from(body);
+            }
+            response
+        };
+        if let Some(location) = self.redirect {
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        response
     }
 
     /// The refusal and its extra headers, for tests of the modules that refuse.
@@ -751,6 +802,7 @@ impl Refused {
             headers: Vec::new(),
             body: Some(body),
             redirect: None,
+            html: false,
         }
     }
 
@@ -761,6 +813,7 @@ impl Refused {
             headers: Vec::new(),
             body: None,
             redirect: Some(location),
+            html: false,
         }
     }
 }
@@ -772,6 +825,7 @@ impl From<Refusal> for Refused {
             headers: Vec::new(),
             body: None,
             redirect: None,
+            html: false,
         }
     }
 }

@@ -86,6 +86,8 @@ pub enum Refusal {
     SessionAbsolute,
     /// The route wants a fresher second-factor proof.
     StepUpRequired,
+    /// A form post failed the CSRF checks (`auth::csrf`): token, `Origin` or fetch metadata.
+    FormNotVerified,
 }
 
 impl Refusal {
@@ -259,6 +261,11 @@ impl Refusal {
                 "WG-SESSION-004",
                 "confirm it is you with your second factor to continue",
             ),
+            Refusal::FormNotVerified => (
+                S::FORBIDDEN,
+                "WG-AUTH-020",
+                "the form could not be verified; reload the page and try again",
+            ),
         }
     }
 
@@ -371,6 +378,7 @@ mod tests {
             Refusal::SessionIdle,
             Refusal::SessionAbsolute,
             Refusal::StepUpRequired,
+            Refusal::FormNotVerified,
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), all.len());

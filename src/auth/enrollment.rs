@@ -1,5 +1,7 @@
-//! Enrollment: the JSON API that turns the one-time token from `wardgate user add` into a
-//! password, an authenticator app and recovery codes.
+//! Enrollment: the steps that turn the one-time token from `wardgate user add` into a
+//! password, an authenticator app and recovery codes, and the JSON API over them. The browser
+//! pages (`crate::pages`, `/.wardgate/enroll`) walk the same steps: [`Enrollment::set_password`]
+//! and [`Enrollment::confirm_totp`] return typed results that each side renders its own way.
 //!
 //! **The threat.** An enrollment link that works twice (forwarded mail, browser history), a
 //! link burnt by a typo so that the user must call the help desk, a second factor that was never
@@ -39,7 +41,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -50,7 +51,7 @@ use crate::auth::api::{self, busy, parse, unavailable};
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
 use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
 use crate::body::ResponseBody;
-use crate::identity::{IdentityStore, UserId};
+use crate::identity::{IdentityStore, User, UserId};
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
 
@@ -99,6 +100,28 @@ struct TotpStep {
     code: String,
 }
 
+/// The password step succeeded: the ceremony's id and the authenticator to show.
+pub struct TotpStarted {
+    pub enrollment: String,
+    pub totp: PendingTotp,
+}
+
+/// Why the password step failed: the policy (shown with every reason, link still usable), or
+/// a refusal.
+pub enum PasswordError {
+    Policy {
+        reasons: Vec<Reason>,
+        user_name: String,
+    },
+    Refused(Refused),
+}
+
+impl From<Refused> for PasswordError {
+    fn from(refused: Refused) -> Self {
+        Self::Refused(refused)
+    }
+}
+
 impl Enrollment {
     pub fn new(
         store: Arc<dyn IdentityStore>,
@@ -115,7 +138,7 @@ impl Enrollment {
         }
     }
 
-    /// Serves one request under [`PREFIX`]; `now` is unix seconds.
+    /// Serves one request of the JSON API (`/.wardgate/api/enroll/…`); `now` is unix seconds.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
@@ -127,29 +150,43 @@ impl Enrollment {
             return Err(Refusal::GatewayPathNotFound.into());
         }
         if request.method() != Method::POST {
-            return Err(Refused::with_header(
-                Refusal::MethodNotAllowed,
-                header::ALLOW,
-                HeaderValue::from_static("POST"),
-            ));
+            return Err(Refused::method_not_allowed("POST"));
         }
         let bytes = api::json_body(request, idle).await?;
         if path == PASSWORD_PATH {
-            self.password(parse(&bytes)?, now).await
+            let step: PasswordStep = parse(&bytes)?;
+            let started = self
+                .set_password(&step.token, step.password, now)
+                .await
+                .map_err(|error| match error {
+                    PasswordError::Policy { reasons, .. } => policy_refusal(&reasons),
+                    PasswordError::Refused(refused) => refused,
+                })?;
+            let answer = json!({
+                "enrollment": started.enrollment,
+                "totp": {
+                    "otpauth": started.totp.otpauth_uri().map_err(|e| unavailable(&e))?,
+                    "secret": started.totp.secret_base32(),
+                },
+            });
+            Ok(api::ok(&answer))
         } else {
-            self.confirm_totp(parse(&bytes)?, now).await
+            let step: TotpStep = parse(&bytes)?;
+            let codes = self.confirm_totp(&step.enrollment, &step.code, now).await?;
+            Ok(api::ok(&json!({ "recovery_codes": codes })))
         }
     }
 
-    async fn password(
-        &self,
-        step: PasswordStep,
-        now: u64,
-    ) -> Result<Response<ResponseBody>, Refused> {
-        let token = Bytes::from(step.token.into_bytes());
-        let lookup = token.clone();
-        let user = api::blocking(&self.store, move |store| {
-            match store.enrollment_token_user(&lookup, now)? {
+    /// The rules a new password must meet.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The account an enrollment link belongs to, without using the link up.
+    pub async fn link_user(&self, token: &str, now: u64) -> Result<User, Refused> {
+        let token = Bytes::from(token.as_bytes().to_vec());
+        api::blocking(&self.store, move |store| {
+            match store.enrollment_token_user(&token, now)? {
                 Some(id) => store.user(id).map(Some),
                 None => Ok(None),
             }
@@ -157,15 +194,28 @@ impl Enrollment {
         .await?
         // A disabled account cannot be enrolled: its link is as good as expired.
         .filter(|user| !user.disabled)
-        .ok_or(Refusal::EnrollmentLinkInvalid)?;
+        .ok_or_else(|| Refusal::EnrollmentLinkInvalid.into())
+    }
 
-        let password = Secret::new(step.password);
+    /// Step 1: the link's password is checked, hashed and stored, the link used up, and an
+    /// authenticator ceremony opened.
+    pub async fn set_password(
+        &self,
+        token: &str,
+        password: String,
+        now: u64,
+    ) -> Result<TotpStarted, PasswordError> {
+        let user = self.link_user(token, now).await?;
+        let password = Secret::new(password);
         let owner = Owner {
             user_name: &user.name,
             email: user.email.as_deref(),
         };
         if let Err(reasons) = self.policy.check(&password, &owner) {
-            return Err(policy_refusal(&reasons));
+            return Err(PasswordError::Policy {
+                reasons,
+                user_name: user.name,
+            });
         }
         let phc = self
             .pool
@@ -177,18 +227,13 @@ impl Enrollment {
             })?;
         let pending = PendingTotp::new(&self.totp, &user.name, &mut rand::rng())
             .map_err(|e| unavailable(&e))?;
-        let mut answer = json!({
-            "totp": {
-                "otpauth": pending.otpauth_uri().map_err(|e| unavailable(&e))?,
-                "secret": pending.secret_base32(),
-            },
-        });
         // The ceremony is reserved before the token is spent: a full map must not burn the link.
         let enrollment = self
             .lock()
-            .start(user.id, user.name.clone(), pending, now)
+            .start(user.id, user.name.clone(), pending.clone(), now)
             .ok_or_else(busy)?;
         let id = user.id;
+        let token = Bytes::from(token.as_bytes().to_vec());
         let consumed = api::blocking(&self.store, move |store| {
             if store.consume_enrollment_token(&token, now)? != Some(id) {
                 return Ok(false);
@@ -200,20 +245,30 @@ impl Enrollment {
         if !matches!(consumed, Ok(true)) {
             self.lock().remove(&enrollment);
             consumed?;
-            return Err(Refusal::EnrollmentLinkInvalid.into());
+            return Err(Refused::from(Refusal::EnrollmentLinkInvalid).into());
         }
         tracing::info!(target: "wardgate::security", event = "enrollment_password_set", user = %user.name);
-        answer["enrollment"] = json!(enrollment);
-        Ok(api::ok(&answer))
+        Ok(TotpStarted {
+            enrollment,
+            totp: pending,
+        })
     }
 
-    async fn confirm_totp(
+    /// The authenticator of an open ceremony, to show again after a wrong code.
+    pub fn pending_totp(&self, enrollment: &str, now: u64) -> Option<PendingTotp> {
+        let mut ceremonies = self.lock();
+        ceremonies.prune(now);
+        ceremonies.open.get(enrollment).map(|c| c.totp.clone())
+    }
+
+    /// Step 2: the first code from the app; returns the recovery codes, shown once.
+    pub async fn confirm_totp(
         &self,
-        step: TotpStep,
+        enrollment: &str,
+        code: &str,
         now: u64,
-    ) -> Result<Response<ResponseBody>, Refused> {
-        let (user, name, active, last_step) =
-            self.lock().confirm(&step.enrollment, &step.code, now)?;
+    ) -> Result<Vec<String>, Refused> {
+        let (user, name, active, last_step) = self.lock().confirm(enrollment, code, now)?;
         let codes = recovery_codes(&mut rand::rng());
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
         api::blocking(&self.store, move |store| {
@@ -223,7 +278,7 @@ impl Enrollment {
         })
         .await?;
         tracing::info!(target: "wardgate::security", event = "enrollment_completed", user = %name);
-        Ok(api::ok(&json!({ "recovery_codes": codes })))
+        Ok(codes)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ceremonies> {
@@ -494,17 +549,21 @@ mod tests {
             Policy::default(),
             TotpConfig::default(),
         );
-        let step = PasswordStep {
-            token: "token".into(),
-            password: "Violet lanterns hum 7 quiet tunes!".into(),
+        let Err(PasswordError::Refused(refused)) = enrollment
+            .set_password("token", "Violet lanterns hum 7 quiet tunes!".into(), NOW)
+            .await
+        else {
+            panic!("hashing was not busy");
         };
-        let refused = enrollment.password(step, NOW).await.err().unwrap();
         let (refusal, headers) = refused.parts();
         assert_eq!(refusal, Refusal::HashingBusy);
         assert_eq!(refusal.code(), "WG-AUTH-003");
         assert_eq!(
             headers,
-            [(header::RETRY_AFTER, HeaderValue::from_static("1"))]
+            [(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1")
+            )]
         );
         assert_eq!(
             store.enrollment_token_user(b"token", NOW).unwrap(),

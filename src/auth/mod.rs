@@ -7,16 +7,22 @@
 //!   an authenticator app and recovery codes.
 //! - [`webauthn`]: the WebAuthn second factor (passkeys, security keys): registration and
 //!   login ceremonies, user verification required, cloned-authenticator detection.
+//! - [`enrollment`]: where a new user turns the enrollment token into a password, an
+//!   authenticator app and recovery codes (the JSON API here; the pages in [`crate::pages`]).
+//! - [`csrf`]: the anti-forgery checks of every form the gateway serves.
+//! - [`return_to`]: which targets a browser may be sent to after logging in.
 //!
 //! - [`login`]: password, then second factor, then a session; step-up and logout.
 //! - [`events`]: the one channel for security events.
 //! - [`api`]: what the JSON endpoints share.
 
 pub mod api;
+pub mod csrf;
 pub mod enrollment;
 pub mod events;
 pub mod lockout;
 pub mod login;
 pub mod password;
+pub mod return_to;
 pub mod totp;
 pub mod webauthn;

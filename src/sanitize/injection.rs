@@ -175,18 +175,27 @@ pub fn scan_query(raw_query: &str, allow: &FieldAllowList) -> Option<Finding> {
 
 /// Scans every name and value of an `application/x-www-form-urlencoded` body.
 pub fn scan_form(body: &[u8], allow: &FieldAllowList) -> Result<Option<Finding>, MalformedForm> {
-    for pair in body.split(|&b| b == b'&') {
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(at) => (&pair[..at], &pair[at + 1..]),
-            None => (pair, &[][..]),
-        };
-        let name = decode_strict(name)?;
-        let value = decode_strict(value)?;
+    for pair in form_pairs(body) {
+        let (name, value) = pair?;
         if let Some(finding) = scan_pair("form", &name, &value, allow) {
             return Ok(Some(finding));
         }
     }
     Ok(None)
+}
+
+/// The decoded `(name, value)` pairs of an `application/x-www-form-urlencoded` body, in order;
+/// a pair with a stray `%` or bytes that are not UTF-8 is an error, never guessed at.
+pub fn form_pairs(
+    body: &[u8],
+) -> impl Iterator<Item = Result<(String, String), MalformedForm>> + '_ {
+    body.split(|&b| b == b'&').map(|pair| {
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &[][..]),
+        };
+        Ok((decode_strict(name)?, decode_strict(value)?))
+    })
 }
 
 /// Scans every string value and object key of a JSON document, with its path.
@@ -283,7 +292,8 @@ fn has_percent_escape(bytes: &[u8]) -> bool {
 }
 
 /// Decodes `%XX` (and `+` as space when `plus_is_space`); a `%` without two hex digits stays.
-fn percent_decode_lenient(bytes: &[u8], plus_is_space: bool) -> Vec<u8> {
+/// Decodes every valid `%XX`; a stray `%` stays as it is.
+pub(crate) fn percent_decode_lenient(bytes: &[u8], plus_is_space: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
     while let Some(&byte) = bytes.get(at) {
@@ -302,12 +312,16 @@ fn percent_decode_lenient(bytes: &[u8], plus_is_space: bool) -> Vec<u8> {
     out
 }
 
-fn decode_strict(bytes: &[u8]) -> Result<String, MalformedForm> {
-    let stray_percent = bytes
+/// Whether a `%` in `bytes` is not followed by two hex digits.
+pub(crate) fn has_stray_percent(bytes: &[u8]) -> bool {
+    bytes
         .iter()
         .enumerate()
-        .any(|(at, &b)| b == b'%' && escape_at(bytes, at).is_none());
-    if stray_percent {
+        .any(|(at, &b)| b == b'%' && escape_at(bytes, at).is_none())
+}
+
+fn decode_strict(bytes: &[u8]) -> Result<String, MalformedForm> {
+    if has_stray_percent(bytes) {
         return Err(MalformedForm::BadPercentEncoding);
     }
     String::from_utf8(percent_decode_lenient(bytes, true)).map_err(|_| MalformedForm::NotUtf8)

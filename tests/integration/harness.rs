@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
@@ -336,6 +337,60 @@ pub async fn metrics_containing(gateway: &TestGateway, expected: &str) -> String
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     metrics
+}
+
+/// An admin API call with the admin token; the answer as JSON.
+pub async fn admin(gateway: &TestGateway, method: Method, path: &str, body: &str) -> Value {
+    let token = std::fs::read_to_string(gateway.dir.path().join("data/admin.token")).unwrap();
+    let request = Request::builder()
+        .method(method)
+        .uri(gateway.admin_url(path))
+        .header("authorization", format!("Bearer {}", token.trim()))
+        .body(full(body.to_owned()))
+        .unwrap();
+    let response = plain_client().request(request).await.unwrap();
+    serde_json::from_str(&body_text(response).await).unwrap()
+}
+
+/// Creates `name` through the admin API and returns its enrollment token.
+pub async fn add_user(gateway: &TestGateway, name: &str) -> String {
+    let created = admin(
+        gateway,
+        Method::POST,
+        "/admin/users",
+        &json!({ "name": name, "email": format!("{name}@example.org"), "roles": ["physician"] })
+            .to_string(),
+    )
+    .await;
+    created["enrollment"]["token"].as_str().unwrap().to_owned()
+}
+
+/// Asserts, through the admin API, that `name` has a password, an authenticator and 10
+/// recovery codes, and needs no more enrollment.
+pub async fn assert_enrolled(gateway: &TestGateway, name: &str) {
+    let shown = admin(gateway, Method::GET, &format!("/admin/users/{name}"), "").await;
+    let user = &shown["user"];
+    assert_eq!(user["password_set"], true, "{shown}");
+    assert_eq!(user["mfa"]["totp"], true, "{shown}");
+    assert_eq!(user["mfa"]["recovery_codes_left"], 10, "{shown}");
+    assert_eq!(user["mfa"]["enrollment_required"], false, "{shown}");
+}
+
+/// The strings of a JSON array.
+pub fn strings(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|item| item.as_str().unwrap())
+        .collect()
+}
+
+/// Asserts that the JSON array `list` holds every string of `expected`.
+pub fn assert_lists_all(list: &Value, expected: &[&str]) {
+    let list = strings(list);
+    for item in expected {
+        assert!(list.contains(item), "{item:?} missing from {list:?}");
+    }
 }
 
 /// Why the gateway configured by `file` refuses to start (the test fails if it starts).

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod binary;
+mod browser;
 mod config_files;
 mod enrollment;
 mod harness;

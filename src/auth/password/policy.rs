@@ -142,6 +142,24 @@ impl Policy {
         self.min_length
     }
 
+    /// The rules in words, for the page where a password is chosen (the same rules
+    /// [`Policy::check`] enforces).
+    pub fn rules(&self) -> Vec<String> {
+        let mut rules = vec![format!(
+            "At least {} and at most {MAX_LENGTH} characters.",
+            self.min_length
+        )];
+        if self.preset == Preset::Complexity {
+            rules.push(
+                "A lower-case letter, an upper-case letter, a digit and a symbol (a space counts)."
+                    .into(),
+            );
+        }
+        rules.push("Not your user name or e-mail address.".into());
+        rules.push("Not a common or easily guessed password: a short sentence of unrelated words works well.".into());
+        rules
+    }
+
     /// Every rule `password` fails, or `Ok` when it passes them all.
     pub fn check(&self, password: &Secret, owner: &Owner<'_>) -> Result<(), Vec<Reason>> {
         let password = password.expose();
@@ -225,6 +243,17 @@ mod tests {
 
     fn check(policy: Policy, password: &str) -> Result<(), Vec<Reason>> {
         policy.check(&Secret::new(password.to_owned()), &ALICE)
+    }
+
+    #[test]
+    fn the_rules_in_words_follow_the_preset() {
+        let rules = Policy::new(Preset::Complexity, Some(14)).unwrap().rules();
+        assert_eq!(rules[0], "At least 14 and at most 128 characters.");
+        assert!(rules[1].starts_with("A lower-case letter"));
+        assert_eq!(rules.len(), 4);
+        let rules = nist().rules();
+        assert_eq!(rules[0], "At least 15 and at most 128 characters.");
+        assert_eq!(rules.len(), 3);
     }
 
     #[test]

@@ -1,0 +1,164 @@
+//! Enrollment in the browser: the same steps as the JSON API ([`Enrollment`]), as pages.
+//!
+//! ```text
+//!  GET  /.wardgate/enroll?token=…  password form (the policy's rules; hidden token and csrf)
+//!                                  unknown / used / expired link: WG-AUTH-001 page
+//!  POST /.wardgate/enroll          refused password: the form again with every reason (400
+//!                                  WG-AUTH-002), the link still good; else the authenticator
+//!                                  page: QR code, secret as text, otpauth:// link, code form
+//!  POST /.wardgate/enroll/totp     wrong code: the authenticator page again (400 WG-AUTH-005);
+//!                                  else the recovery codes, shown once
+//! ```
+
+use askama::Template;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+
+use super::{PageRequest, html, page, render};
+use crate::auth::api::unavailable;
+use crate::auth::csrf::FormToken;
+use crate::auth::enrollment::{Enrollment, PasswordError};
+use crate::auth::totp::PendingTotp;
+use crate::body::ResponseBody;
+use crate::pipeline::Refused;
+use crate::refusal::Refusal;
+
+pub const PASSWORD_PATH: &str = "/.wardgate/enroll";
+pub const TOTP_PATH: &str = "/.wardgate/enroll/totp";
+
+#[derive(Template)]
+#[template(path = "enroll_password.html")]
+struct PasswordPage<'a> {
+    csrf: &'a str,
+    token: &'a str,
+    user_name: &'a str,
+    rules: &'a [String],
+    errors: &'a [String],
+}
+
+#[derive(Template)]
+#[template(path = "enroll_totp.html")]
+struct TotpPage<'a> {
+    csrf: &'a str,
+    enrollment: &'a str,
+    secret: &'a str,
+    otpauth: &'a str,
+    qr_png_base64: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "enroll_done.html")]
+struct DonePage<'a> {
+    codes: &'a [String],
+}
+
+/// `/.wardgate/enroll`: the password form (GET) and the password step (POST).
+pub async fn password(
+    enrollment: &Enrollment,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    match *request.method() {
+        Method::GET => password_form(enrollment, request).await,
+        Method::POST => set_password(enrollment, request).await,
+        _ => Err(Refused::method_not_allowed("GET, POST")),
+    }
+}
+
+async fn password_form(
+    enrollment: &Enrollment,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    let token = request
+        .query("token")
+        .ok_or(Refusal::EnrollmentLinkInvalid)?;
+    let user = enrollment.link_user(&token, request.now).await?;
+    let csrf = request.form_token();
+    let form = PasswordPage {
+        csrf: csrf.token.as_str(),
+        token: &token,
+        user_name: &user.name,
+        rules: &enrollment.policy().rules(),
+        errors: &[],
+    };
+    page(StatusCode::OK, &form, Some(&csrf))
+}
+
+async fn set_password(
+    enrollment: &Enrollment,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    let now = request.now;
+    let form = request.form().await?;
+    let csrf = form.csrf.clone();
+    let [token, password] = form.take(["token", "password"])?;
+    match enrollment.set_password(&token, password, now).await {
+        Ok(started) => Ok(html(
+            StatusCode::OK,
+            totp_html(&csrf, &started.enrollment, &started.totp, None)?,
+            None,
+        )),
+        Err(PasswordError::Policy { reasons, user_name }) => {
+            let errors: Vec<String> = reasons.iter().map(|r| r.message()).collect();
+            let form = PasswordPage {
+                csrf: csrf.token.as_str(),
+                token: &token,
+                user_name: &user_name,
+                rules: &enrollment.policy().rules(),
+                errors: &errors,
+            };
+            Err(Refused::page(Refusal::PasswordRefused, render(&form)?))
+        }
+        Err(PasswordError::Refused(refused)) => Err(refused),
+    }
+}
+
+/// `/.wardgate/enroll/totp`: the first code from the app (POST).
+pub async fn totp(
+    enrollment: &Enrollment,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    if request.method() != Method::POST {
+        return Err(Refused::method_not_allowed("POST"));
+    }
+    let now = request.now;
+    let form = request.form().await?;
+    let csrf = form.csrf.clone();
+    let [id, code] = form.take(["enrollment", "code"])?;
+    match enrollment.confirm_totp(&id, &code, now).await {
+        Ok(codes) => page(StatusCode::OK, &DonePage { codes: &codes }, None),
+        Err(refused) if refused.refusal() == Refusal::TotpCodeWrong => {
+            // Shown again while the ceremony lasts; after the last wrong code it is gone.
+            match enrollment.pending_totp(&id, now) {
+                Some(totp) => {
+                    let reason = Refusal::TotpCodeWrong.reason();
+                    let html = totp_html(&csrf, &id, &totp, Some(reason))?;
+                    Err(Refused::page(Refusal::TotpCodeWrong, html))
+                }
+                None => Err(refused),
+            }
+        }
+        Err(refused) => Err(refused),
+    }
+}
+
+/// The authenticator page: QR code, secret, `otpauth://` link and the code form.
+fn totp_html(
+    csrf: &FormToken,
+    enrollment: &str,
+    totp: &PendingTotp,
+    error: Option<&str>,
+) -> Result<Bytes, Refused> {
+    let otpauth = totp.otpauth_uri().map_err(|e| unavailable(&e))?;
+    let qr = STANDARD.encode(totp.qr_png().map_err(|e| unavailable(&e))?);
+    render(&TotpPage {
+        csrf: csrf.token.as_str(),
+        enrollment,
+        secret: &totp.secret_base32(),
+        otpauth: &otpauth,
+        qr_png_base64: &qr,
+        error,
+    })
+}
