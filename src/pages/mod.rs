@@ -72,7 +72,9 @@ const FORM_LIMIT: u64 = 8 * 1024;
 
 /// Whether `path` (normalized) is a page: under `/.wardgate/` but not its JSON API.
 pub fn is_page(path: &str) -> bool {
-    enrollment::is_reserved(path) && !path.starts_with("/.wardgate/api/")
+    enrollment::is_reserved(path)
+        && !path.starts_with("/.wardgate/api/")
+        && path != crate::assertion::JWKS_PATH
 }
 
 /// Serves one page request; every refusal becomes an HTML page in the pipeline.

@@ -9,17 +9,22 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-const PASSWORD: &str = "/.wardgate/api/enroll/password";
-const TOTP: &str = "/.wardgate/api/enroll/totp";
-const STRONG: &str = "Violet lanterns hum 7 quiet tunes!";
+pub(crate) const PASSWORD: &str = "/.wardgate/api/enroll/password";
+pub(crate) const TOTP: &str = "/.wardgate/api/enroll/totp";
+pub(crate) const STRONG: &str = "Violet lanterns hum 7 quiet tunes!";
 
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Value,
 }
 
-async fn send(gateway: &TestGateway, method: Method, path: &str, body: String) -> Answer {
+pub(crate) async fn send(
+    gateway: &TestGateway,
+    method: Method,
+    path: &str,
+    body: String,
+) -> Answer {
     let request = Request::builder()
         .method(method)
         .uri(gateway.url(path))
@@ -37,11 +42,11 @@ async fn send(gateway: &TestGateway, method: Method, path: &str, body: String) -
     }
 }
 
-async fn post(gateway: &TestGateway, path: &str, body: Value) -> Answer {
+pub(crate) async fn post(gateway: &TestGateway, path: &str, body: Value) -> Answer {
     send(gateway, Method::POST, path, body.to_string()).await
 }
 
-fn assert_refused(answer: &Answer, status: StatusCode, code: &str) {
+pub(crate) fn assert_refused(answer: &Answer, status: StatusCode, code: &str) {
     assert_eq!(
         (answer.status, answer.body["error"].as_str()),
         (status, Some(code)),
@@ -52,7 +57,7 @@ fn assert_refused(answer: &Answer, status: StatusCode, code: &str) {
 }
 
 /// The code an authenticator app shows now.
-fn oathtool(secret: &str) -> String {
+pub(crate) fn oathtool(secret: &str) -> String {
     let output = Command::new("oathtool")
         .args(["--totp", "--base32", secret])
         .output()

@@ -14,6 +14,7 @@ mod hygiene;
 mod injection;
 mod proxying;
 mod sanitizing;
+mod sessions;
 mod smuggling;
 mod totp;
 mod upstream_tls;

@@ -1,0 +1,341 @@
+//! Login through the JSON API, then sessions on protected routes, over real TLS: bearer tokens,
+//! uniform failures, the identity the upstream gets (and the one it must never get), the signed
+//! assertion checked against the served JWKS, logout and revocation.
+
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, oathtool, post};
+use crate::harness::*;
+
+const LOGIN: &str = "/.wardgate/api/login";
+
+fn config(upstream: &str) -> String {
+    config_with(
+        &format!("  backend: {{ url: \"{upstream}\" }}"),
+        "  - name: records\n    path: /api/**\n    upstream: backend\n    auth: session\n    identity: { headers: [id, name, roles], assertion: [roles] }\n  - { path: /public/**, upstream: backend, auth: none }",
+        "",
+    )
+}
+
+/// The wall clock, as the gateway under test reads it.
+#[allow(clippy::disallowed_methods)]
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The code of the authenticator's next time step: the current one was spent at enrollment.
+fn next_code(secret: &str) -> String {
+    let later = unix_now() + 30;
+    let output = Command::new("oathtool")
+        .args(["--totp", "--base32", secret, "-N", &format!("@{later}")])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Enrolls `name` through the API; returns the TOTP secret and the recovery codes.
+async fn enroll(gateway: &TestGateway, name: &str) -> (String, Vec<String>) {
+    let token = add_user(gateway, name).await;
+    let answer = post(
+        gateway,
+        PASSWORD,
+        json!({ "token": token, "password": STRONG }),
+    )
+    .await;
+    let secret = answer.body["totp"]["secret"].as_str().unwrap().to_owned();
+    let enrollment = answer.body["enrollment"].clone();
+    let answer = post(
+        gateway,
+        TOTP,
+        json!({ "enrollment": enrollment, "code": oathtool(&secret) }),
+    )
+    .await;
+    let codes = strings(&answer.body["recovery_codes"])
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    (secret, codes)
+}
+
+async fn call(
+    gateway: &TestGateway,
+    path: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(gateway.url(path));
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let response = gateway
+        .client(false)
+        .request(request.body(full("")).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, body_text(response).await)
+}
+
+async fn post_with(gateway: &TestGateway, path: &str, token: &str) -> Answer {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(gateway.url(path))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full("{}"))
+        .unwrap();
+    let response = gateway.client(false).request(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn a_json_login_opens_protected_routes_until_logout() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let (secret, codes) = enroll(&gateway, "alice").await;
+
+    // No session: 401 with a Bearer challenge for API clients, a redirect for browsers.
+    let (status, headers, body) = call(&gateway, "/api/records/7?full=1", None, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("WG-SESSION-001"), "{body}");
+    assert_eq!(
+        headers[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="wardgate""#
+    );
+    let (status, headers, _) = call(
+        &gateway,
+        "/api/records/7?full=1",
+        None,
+        &[("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers[header::LOCATION],
+        "/.wardgate/login?return_to=/api/records/7%3Ffull%3D1&reason=login"
+    );
+
+    // Wrong password and unknown user: the same answer, byte for byte.
+    let wrong = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "alice", "password": "Wrong password 1!" }),
+    )
+    .await;
+    let unknown = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "nobody", "password": STRONG }),
+    )
+    .await;
+    assert_refused(&wrong, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    assert_eq!((wrong.status, &wrong.body), (unknown.status, &unknown.body));
+
+    // Password, then a second factor: a recovery code first (spent once), then TOTP.
+    let started = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "alice", "password": STRONG }),
+    )
+    .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert_lists_all(&started.body["factors"], &["totp", "recovery_code"]);
+    let challenge = started.body["challenge"].clone();
+    let answer = post(
+        &gateway,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": challenge, "code": "12345" }),
+    )
+    .await;
+    assert_refused(&answer, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
+    let answer = post(
+        &gateway,
+        "/.wardgate/api/login/recovery",
+        json!({ "challenge": challenge, "code": codes[0] }),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        (
+            answer.body["recovery_codes_left"].as_u64(),
+            answer.body["reenroll"].as_bool()
+        ),
+        (Some(9), Some(true))
+    );
+    let token = answer.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(answer.body["token_type"], "Bearer");
+    assert!(token.starts_with("wgs_") && token.len() == 68, "{token}");
+    // The challenge is used up.
+    let again = post(
+        &gateway,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": challenge, "code": next_code(&secret) }),
+    )
+    .await;
+    assert_refused(&again, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+
+    // Through the proxy: the upstream gets the identity the route asks for, nothing spoofed,
+    // never the gateway's token; the client learns when its session ends.
+    let spoofed = [
+        ("x-wardgate-user", "mallory"),
+        ("x-remote-user", "root"),
+        ("x-forwarded-user", "root"),
+        ("x-auth-request-email", "root@example.org"),
+    ];
+    let (status, headers, body) = call(&gateway, "/api/records/7", Some(&token), &spoofed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expires_in: u64 = headers["wardgate-session-expires-in"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((890..=900).contains(&expires_in), "{expires_in}");
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.headers["x-wardgate-user"], "alice");
+    assert_eq!(seen.headers["x-wardgate-roles"], "physician");
+    assert_eq!(seen.headers["x-wardgate-user-id"].len(), 32);
+    for absent in [
+        "x-remote-user",
+        "x-forwarded-user",
+        "x-auth-request-email",
+        "authorization",
+    ] {
+        assert!(
+            !seen.headers.contains_key(absent),
+            "{absent} reached the upstream"
+        );
+    }
+    // The assertion verifies with the served JWKS, for this route only, and not once tampered.
+    let (_, _, jwks) = call(&gateway, "/.wardgate/jwks.json", None, &[]).await;
+    let jwks: Value = serde_json::from_str(&jwks).unwrap();
+    let assertion = seen.headers["x-wardgate-assertion"].to_str().unwrap();
+    let now = unix_now();
+    let claims = wardgate::assertion::verify(&jwks, assertion, "records", now).unwrap();
+    assert_eq!(
+        claims["sub"],
+        seen.headers["x-wardgate-user-id"].to_str().unwrap()
+    );
+    assert_eq!(claims["roles"], json!(["physician"]));
+    assert!(
+        claims.get("name").is_none(),
+        "only the fields the route asks for"
+    );
+    assert!(wardgate::assertion::verify(&jwks, assertion, "other-route", now).is_err());
+    let mut tampered = assertion.to_owned();
+    tampered.insert(assertion.find('.').unwrap() + 5, 'A');
+    assert!(wardgate::assertion::verify(&jwks, &tampered, "records", now).is_err());
+
+    // Public routes still get no identity, and a spoofed one is removed there too.
+    call(&gateway, "/public/x", Some(&token), &spoofed).await;
+    let seen = upstream.seen().pop().unwrap();
+    assert!(!seen.headers.contains_key("x-wardgate-user"));
+    assert!(!seen.headers.contains_key("x-remote-user"));
+    assert!(
+        !seen.headers.contains_key("authorization"),
+        "the gateway's token stays home"
+    );
+
+    // The session describes itself; operators see it without its token.
+    let (_, _, body) = call(&gateway, "/.wardgate/api/session", Some(&token), &[]).await;
+    let described: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(described["user"], "alice");
+    let listed = admin(&gateway, Method::GET, "/admin/sessions?user=alice", "").await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["sessions"][0]["client"], "127.0.0.1");
+    assert!(!listed.to_string().contains(&token[4..]));
+
+    // Forged, truncated and garbage tokens: 401, never 500.
+    let forged = format!("wgs_{}", "0".repeat(64));
+    for bad in [forged.as_str(), &token[..40], "garbage", "wgs_!!!!"] {
+        let (status, headers, _) = call(&gateway, "/api/records/7", Some(bad), &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+    }
+
+    // Logout ends it at once.
+    let answer = post_with(&gateway, "/.wardgate/api/logout", &token).await;
+    assert_eq!(
+        (answer.status, answer.body["ended"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (status, _, body) = call(&gateway, "/api/records/7", Some(&token), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // A TOTP login; then disabling the account ends the session before its next request.
+    let started = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "alice", "password": STRONG }),
+    )
+    .await;
+    let answer = post(
+        &gateway,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": started.body["challenge"], "code": next_code(&secret) }),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let token = answer.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(&gateway, "/api/records/7", Some(&token), &[]).await.0,
+        StatusCode::OK
+    );
+    let disabled = admin(&gateway, Method::POST, "/admin/users/alice/disable", "").await;
+    assert_eq!(disabled["sessions_ended"], 1, "{disabled}");
+    assert_eq!(
+        call(&gateway, "/api/records/7", Some(&token), &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // And a disabled account cannot log in: the same answer as a wrong password.
+    let answer = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "alice", "password": STRONG }),
+    )
+    .await;
+    assert_eq!((answer.status, &answer.body), (wrong.status, &wrong.body));
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_with_the_same_answer() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    enroll(&gateway, "bob").await;
+    let wrong = json!({ "user": "bob", "password": "Not the password 9!" });
+    let first = post(&gateway, LOGIN, wrong.clone()).await;
+    for _ in 0..5 {
+        post(&gateway, LOGIN, wrong.clone()).await;
+    }
+    // Locked now: even the right password gets the very same refusal.
+    let right = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "bob", "password": STRONG }),
+    )
+    .await;
+    assert_refused(&right, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    assert_eq!((right.status, &right.body), (first.status, &first.body));
+}
