@@ -55,6 +55,7 @@ use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy};
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::totp::{ActiveTotp, TotpParams};
 use crate::body::ResponseBody;
+use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
 use crate::pipeline::Refused;
 use crate::ratelimit::ClientKey;
@@ -310,7 +311,8 @@ impl Login {
             return Err(busy());
         }
         let bits: [u8; 32] = rand::random();
-        let id: String = bits.iter().map(|b| format!("{b:02x}")).collect();
+        let mut id = String::with_capacity(64);
+        hex_encode_into(&bits, &mut id);
         challenges.insert(
             id.clone(),
             Challenge {

@@ -56,6 +56,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::config::HumanDuration;
+use crate::identity::seal::hex_encode_into;
 use crate::identity::{
     IdentityStore, Keyring, SessionKey, SessionRecord, StoreError, User, UserId,
 };
@@ -205,10 +206,7 @@ impl Token {
             .map_err(|e| SessionError::Random(e.to_string()))?;
         let mut text = Zeroizing::new(String::with_capacity(TOKEN_PREFIX.len() + 2 * TOKEN_BYTES));
         text.push_str(TOKEN_PREFIX);
-        for byte in bytes.iter() {
-            text.push(char::from(HEX[usize::from(byte >> 4)]));
-            text.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
+        hex_encode_into(bytes.as_ref(), &mut text);
         Ok(Self(text))
     }
 
@@ -232,8 +230,6 @@ impl std::fmt::Debug for Token {
         f.write_str("Token(<redacted>)")
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The `Set-Cookie` value that removes the session cookie from a browser.
 pub fn clear_cookie() -> HeaderValue {

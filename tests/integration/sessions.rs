@@ -133,6 +133,17 @@ async fn a_json_login_opens_protected_routes_until_logout() {
         "/.wardgate/login?return_to=/api/records/7%3Ffull%3D1&reason=login"
     );
 
+    // The JSON API takes JSON only: a cross-site form cannot post to it.
+    let form = Request::builder()
+        .method(Method::POST)
+        .uri(gateway.url(LOGIN))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(full(format!("user=alice&password={STRONG}")))
+        .unwrap();
+    let response = gateway.client(false).request(form).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(body_text(response).await.contains("WG-BODY-002"));
+
     // Wrong password and unknown user: the same answer, byte for byte.
     let wrong = post(
         &gateway,
