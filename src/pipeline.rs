@@ -38,7 +38,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -54,7 +54,9 @@ use crate::auth::enrollment::{self, Enrollment};
 use crate::auth::events::SecurityEvents;
 use crate::auth::login::{self, Login};
 use crate::auth::password::{HashPool, Hasher};
+use crate::auth::webauthn::Passkeys;
 use crate::body::{self, IdleBody, RequestBody, ResponseBody};
+use crate::clock::Clock;
 use crate::config::Loaded;
 use crate::config::{AuthMode, IdentityField};
 use crate::identity::IdentityStore;
@@ -126,6 +128,7 @@ pub struct Gateway {
     strip_headers: Vec<HeaderName>,
     /// Labels for the gateway's own API in logs and metrics.
     own_api: Arc<RouteLabels>,
+    clock: Clock,
 }
 
 /// The account side of the gateway, opened before it is built.
@@ -141,6 +144,7 @@ impl Gateway {
         loaded: &Loaded,
         telemetry: Arc<Telemetry>,
         accounts: Accounts,
+        clock: Clock,
     ) -> Result<Self, StartError> {
         let config = &loaded.config;
         let hashing = &config.auth.password.hashing;
@@ -155,11 +159,16 @@ impl Gateway {
         // Checked here, before a port is bound: a login must not fail on a bad setting.
         let totp = config.auth.totp.params()?;
         let lockout = config.auth.lockout.policy()?;
+        let passkeys = match &config.auth.webauthn {
+            Some(webauthn) => Some(Arc::new(Passkeys::new(&webauthn.value)?)),
+            None => None,
+        };
         let enrollment = Enrollment::new(
             accounts.store.clone(),
             pool.clone(),
             config.auth.password.policy,
             config.auth.totp.clone(),
+            passkeys.clone(),
         );
         let sessions = Arc::new(Sessions::new(
             accounts.store.clone(),
@@ -172,6 +181,7 @@ impl Gateway {
             sessions,
             accounts.events,
             totp,
+            passkeys,
             lockout,
         );
         let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();
@@ -274,6 +284,7 @@ impl Gateway {
                 .iter()
                 .filter_map(|name| HeaderName::try_from(name.value.as_str()).ok())
                 .collect(),
+            clock,
         })
     }
 
@@ -302,10 +313,8 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         #[allow(clippy::disallowed_methods)] // the edge: the request starts now
         let start = Instant::now();
-        #[allow(clippy::disallowed_methods)] // the edge: unix seconds for expiry checks below
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        // The edge: unix seconds for every expiry check below.
+        let now = (self.clock)();
 
         // 2. early
         let request_id = match request.headers().get(X_REQUEST_ID) {
@@ -389,9 +398,15 @@ impl Gateway {
             let path = path.into_owned();
             // Pages answer refusals as pages, the JSON API as JSON, the rate limit's included.
             if pages::is_page(&path) {
-                let page = PageRequest::new(request, &authority, self.body_idle_timeout, now);
+                let page = PageRequest::new(
+                    request,
+                    &authority,
+                    self.body_idle_timeout,
+                    now,
+                    record.client,
+                );
                 return match deny(&decision) {
-                    Ok(()) => pages::handle(&self.enrollment, page, &path).await,
+                    Ok(()) => pages::handle(&self.enrollment, &self.login, page, &path).await,
                     Err(refused) => Err(refused),
                 }
                 .map_err(Refused::in_html);

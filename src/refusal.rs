@@ -80,6 +80,9 @@ pub enum Refusal {
     SecondFactorWrong,
     /// The account has no usable second factor yet: it must be enrolled first.
     EnrollmentRequired,
+    /// A passkey or security key could not be registered (refused attestation, unknown or
+    /// expired WebAuthn ceremony, a method the account's roles do not allow).
+    FactorNotRegistered,
     /// A protected route and no live session.
     SessionMissing,
     SessionIdle,
@@ -245,6 +248,11 @@ impl Refusal {
                 "WG-AUTH-012",
                 "a second factor must be set up first: use the enrollment link from your administrator",
             ),
+            Refusal::FactorNotRegistered => (
+                S::BAD_REQUEST,
+                "WG-AUTH-013",
+                "this second factor could not be set up: try again or choose another",
+            ),
             Refusal::SessionMissing => (S::UNAUTHORIZED, "WG-SESSION-001", "log in to continue"),
             Refusal::SessionIdle => (
                 S::UNAUTHORIZED,
@@ -374,6 +382,7 @@ mod tests {
             Refusal::LoginChallengeInvalid,
             Refusal::SecondFactorWrong,
             Refusal::EnrollmentRequired,
+            Refusal::FactorNotRegistered,
             Refusal::SessionMissing,
             Refusal::SessionIdle,
             Refusal::SessionAbsolute,

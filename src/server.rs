@@ -33,6 +33,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{Admin, AdminToken};
 use crate::body::ResponseBody;
+use crate::clock::Clock;
 use crate::config::{Loaded, Server as Limits};
 use crate::identity::{
     EmbeddedStore, IdentityStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError,
@@ -63,6 +64,8 @@ pub enum StartError {
     Totp(#[from] crate::auth::totp::TotpError),
     #[error(transparent)]
     Lockout(#[from] crate::auth::lockout::LockoutConfigError),
+    #[error("auth.webauthn.{0}")]
+    WebAuthn(#[from] crate::auth::webauthn::WebAuthnConfigError),
     #[error("identity assertion key: {0}")]
     AssertionKey(#[from] crate::assertion::AssertionKeyError),
     #[error("{dir}: cannot read or create the admin token: {source}")]
@@ -93,6 +96,7 @@ pub struct Bound {
     gateway: Arc<Gateway>,
     limits: Limits,
     https_port: u16,
+    clock: Clock,
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
@@ -104,6 +108,11 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Start
 impl Bound {
     /// Prepares TLS and upstream clients, then binds every listener.
     pub async fn bind(loaded: &Loaded) -> Result<Self, StartError> {
+        Self::bind_with_clock(loaded, crate::clock::system()).await
+    }
+
+    /// [`Bound::bind`] with the clock the gateway reads at its edges.
+    pub async fn bind_with_clock(loaded: &Loaded, clock: Clock) -> Result<Self, StartError> {
         let config = &loaded.config;
         let cert = loaded.resolve(&config.tls.cert);
         let key = loaded.resolve(&config.tls.key);
@@ -135,7 +144,7 @@ impl Bound {
             assertion,
             events: crate::auth::events::SecurityEvents::new(),
         };
-        let gateway = Arc::new(Gateway::new(loaded, telemetry, accounts)?);
+        let gateway = Arc::new(Gateway::new(loaded, telemetry, accounts, clock.clone())?);
 
         let https = bind(config.listen.https, "listen.https").await?;
         let redirect = match config.listen.http_redirect {
@@ -166,6 +175,7 @@ impl Bound {
             gateway,
             limits,
             https_port,
+            clock,
         })
     }
 
@@ -195,6 +205,7 @@ impl Bound {
                 sessions: self.gateway.sessions().clone(),
                 token,
                 enrollment_ttl: self.enrollment_ttl,
+                clock: self.clock.clone(),
             };
             side_tasks.spawn(admin::serve(listener, Arc::new(admin)));
         }

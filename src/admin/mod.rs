@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -90,6 +90,7 @@ pub struct Admin {
     pub sessions: Arc<crate::session::Sessions>,
     pub token: AdminToken,
     pub enrollment_ttl: Duration,
+    pub clock: crate::clock::Clock,
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
@@ -187,7 +188,7 @@ impl Admin {
         query: Option<&str>,
     ) -> Result<(StatusCode, serde_json::Value), AdminError> {
         self.authorize(&request)?;
-        let now = unix_now();
+        let now = (self.clock)();
         let fail = |error: crate::session::SessionError| {
             tracing::error!(%error, "admin sessions");
             AdminError::Store
@@ -259,7 +260,7 @@ impl Admin {
             .await
             .map_err(|_| AdminError::BadRequest)?
             .to_bytes();
-        let now = unix_now();
+        let now = (self.clock)();
         // The store is synchronous (redb): keep it off the runtime's worker threads.
         let admin = self.clone();
         let (status, mut value, effect) = tokio::task::spawn_blocking(move || {
@@ -288,12 +289,4 @@ impl Admin {
         }
         Ok((status, value))
     }
-}
-
-/// The clock, read at the edge: an admin call happens now.
-fn unix_now() -> u64 {
-    #[allow(clippy::disallowed_methods)]
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

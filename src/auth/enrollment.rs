@@ -25,6 +25,14 @@
 //!     ▼  seed + last step stored, 10 recovery codes (80 random bits each, only SHA-256 kept),
 //!        enrollment no longer required
 //!  {recovery_codes: [...]}   shown once
+//!
+//!  instead of the app, a passkey or security key (when `auth.webauthn` is configured):
+//!  POST /.wardgate/api/enroll/webauthn/start  {enrollment} -> {ceremony, options}
+//!     │  browser: navigator.credentials.create(options)
+//!  POST /.wardgate/api/enroll/webauthn/finish {enrollment, ceremony, credential}
+//!     │  refused attestation, unknown / expired ceremony ─ WG-AUTH-013; the enrollment stays open
+//!     ▼  credential stored, 10 recovery codes, enrollment no longer required
+//!  {recovery_codes: [...]}
 //! ```
 //!
 //! The password is hashed before the token is consumed, so a refused or busy attempt leaves the
@@ -48,10 +56,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::auth::api::{self, busy, parse, unavailable};
+use crate::auth::events::Factor;
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
 use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
+use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::body::ResponseBody;
-use crate::identity::{IdentityStore, User, UserId};
+use crate::identity::seal::hex_encode_into;
+use crate::identity::{IdentityStore, StoreError, User, UserId};
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
 
@@ -61,6 +72,8 @@ pub const PREFIX: &str = "/.wardgate/";
 pub const API_PREFIX: &str = "/.wardgate/api/enroll/";
 const PASSWORD_PATH: &str = "/.wardgate/api/enroll/password";
 const TOTP_PATH: &str = "/.wardgate/api/enroll/totp";
+const WEBAUTHN_START_PATH: &str = "/.wardgate/api/enroll/webauthn/start";
+const WEBAUTHN_FINISH_PATH: &str = "/.wardgate/api/enroll/webauthn/finish";
 
 /// How long a user has from the password step to the first authenticator code.
 const CEREMONY_TTL_SECS: u64 = 10 * 60;
@@ -83,6 +96,8 @@ pub struct Enrollment {
     pool: Arc<HashPool>,
     policy: Policy,
     totp: TotpConfig,
+    /// WebAuthn's relying party; `None` when `auth.webauthn` is not configured.
+    passkeys: Option<Arc<Passkeys>>,
     ceremonies: Mutex<Ceremonies>,
 }
 
@@ -98,6 +113,21 @@ struct PasswordStep {
 struct TotpStep {
     enrollment: String,
     code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebAuthnStart {
+    enrollment: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebAuthnFinish {
+    enrollment: String,
+    ceremony: String,
+    /// What the browser's `navigator.credentials.create()` returned, as JSON.
+    credential: serde_json::Value,
 }
 
 /// The password step succeeded: the ceremony's id and the authenticator to show.
@@ -128,12 +158,14 @@ impl Enrollment {
         pool: Arc<HashPool>,
         policy: Policy,
         totp: TotpConfig,
+        passkeys: Option<Arc<Passkeys>>,
     ) -> Self {
         Self {
             store,
             pool,
             policy,
             totp,
+            passkeys,
             ceremonies: Mutex::new(Ceremonies::new(MAX_CEREMONIES)),
         }
     }
@@ -146,14 +178,34 @@ impl Enrollment {
         idle: std::time::Duration,
         now: u64,
     ) -> Result<Response<ResponseBody>, Refused> {
-        if path != PASSWORD_PATH && path != TOTP_PATH {
+        if ![
+            PASSWORD_PATH,
+            TOTP_PATH,
+            WEBAUTHN_START_PATH,
+            WEBAUTHN_FINISH_PATH,
+        ]
+        .contains(&path)
+        {
             return Err(Refusal::GatewayPathNotFound.into());
         }
         if request.method() != Method::POST {
             return Err(Refused::method_not_allowed("POST"));
         }
         let bytes = api::json_body(request, idle).await?;
-        if path == PASSWORD_PATH {
+        if path == WEBAUTHN_START_PATH {
+            let step: WebAuthnStart = parse(&bytes)?;
+            let (ceremony, options) = self.webauthn_options(&step.enrollment, now).await?;
+            Ok(api::ok(
+                &json!({ "ceremony": ceremony, "options": options }),
+            ))
+        } else if path == WEBAUTHN_FINISH_PATH {
+            let step: WebAuthnFinish = parse(&bytes)?;
+            let credential = step.credential.to_string();
+            let codes = self
+                .confirm_webauthn(&step.enrollment, &step.ceremony, credential.as_bytes(), now)
+                .await?;
+            Ok(api::ok(&json!({ "recovery_codes": codes })))
+        } else if path == PASSWORD_PATH {
             let step: PasswordStep = parse(&bytes)?;
             let started = self
                 .set_password(&step.token, step.password, now)
@@ -269,15 +321,91 @@ impl Enrollment {
         now: u64,
     ) -> Result<Vec<String>, Refused> {
         let (user, name, active, last_step) = self.lock().confirm(enrollment, code, now)?;
+        self.complete(user, &name, Factor::Totp, move |store| {
+            store.set_totp(user, active.secret_bytes(), last_step)
+        })
+        .await
+    }
+
+    /// Whether a passkey can be enrolled instead of the app.
+    pub fn offers_webauthn(&self) -> bool {
+        self.passkeys.is_some()
+    }
+
+    /// A passkey instead of the app: opens the WebAuthn registration ceremony for the user of
+    /// an open enrollment; the options go to `navigator.credentials.create()`.
+    pub async fn webauthn_options(
+        &self,
+        enrollment: &str,
+        now: u64,
+    ) -> Result<(String, serde_json::Value), Refused> {
+        let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
+        let (id, _) = self.open_user(enrollment, now)?;
+        let (user, existing) = api::blocking(&self.store, move |store| {
+            Ok((store.user(id)?, store.webauthn_credentials(id)?))
+        })
+        .await?;
+        passkeys
+            .start_registration(&user, &existing, now)
+            .map_err(webauthn_refusal)
+    }
+
+    /// The browser's answer to the registration ceremony: a verified credential ends the
+    /// enrollment like a first app code does; a refused one leaves the enrollment open.
+    pub async fn confirm_webauthn(
+        &self,
+        enrollment: &str,
+        ceremony: &str,
+        credential: &[u8],
+        now: u64,
+    ) -> Result<Vec<String>, Refused> {
+        let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
+        let (user, _) = self.open_user(enrollment, now)?;
+        let credential = passkeys
+            .finish_registration(ceremony, user, credential, now)
+            .map_err(webauthn_refusal)?;
+        // Of two racing finishes, the one that closes the enrollment stores its credential.
+        let name = self
+            .lock()
+            .open
+            .remove(enrollment)
+            .map(|c| c.name)
+            .ok_or(Refusal::EnrollmentUnknown)?;
+        self.complete(user, &name, Factor::WebAuthn, move |store| {
+            store.add_webauthn(user, &credential)
+        })
+        .await
+    }
+
+    /// The user of an open enrollment.
+    fn open_user(&self, enrollment: &str, now: u64) -> Result<(UserId, String), Refusal> {
+        let mut ceremonies = self.lock();
+        ceremonies.prune(now);
+        ceremonies
+            .open
+            .get(enrollment)
+            .map(|c| (c.user, c.name.clone()))
+            .ok_or(Refusal::EnrollmentUnknown)
+    }
+
+    /// Stores the proven factor with fresh recovery codes and ends the enrollment requirement;
+    /// returns the codes, shown once.
+    async fn complete(
+        &self,
+        user: UserId,
+        name: &str,
+        factor: Factor,
+        store_factor: impl FnOnce(&dyn IdentityStore) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<Vec<String>, Refused> {
         let codes = recovery_codes(&mut rand::rng());
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
         api::blocking(&self.store, move |store| {
-            store.set_totp(user, active.secret_bytes(), last_step)?;
+            store_factor(store)?;
             store.set_recovery_codes(user, &hashes)?;
             store.set_mfa_required_enrollment(user, false)
         })
         .await?;
-        tracing::info!(target: "wardgate::security", event = "enrollment_completed", user = %name);
+        tracing::info!(target: "wardgate::security", event = "enrollment_completed", user = %name, factor = factor.name());
         Ok(codes)
     }
 
@@ -286,6 +414,19 @@ impl Enrollment {
         self.ceremonies
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A ceremony that did not succeed: busy and internal failures as such, every other outcome
+/// (unknown ceremony, refused or malformed answer) as `WG-AUTH-013`.
+fn webauthn_refusal(error: WebAuthnError) -> Refused {
+    match error {
+        WebAuthnError::Busy => busy(),
+        WebAuthnError::Internal(_) => unavailable(&error),
+        other => {
+            tracing::info!(target: "wardgate::security", reason = %other, "WebAuthn registration refused");
+            Refusal::FactorNotRegistered.into()
+        }
     }
 }
 
@@ -370,7 +511,8 @@ impl Ceremonies {
             return None;
         }
         let bits: [u8; 32] = rand::random();
-        let id: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
+        let mut id = String::with_capacity(64);
+        hex_encode_into(&bits, &mut id);
         self.open.insert(
             id.clone(),
             Ceremony {
@@ -548,6 +690,7 @@ mod tests {
             Arc::new(pool),
             Policy::default(),
             TotpConfig::default(),
+            None,
         );
         let Err(PasswordError::Refused(refused)) = enrollment
             .set_password("token", "Violet lanterns hum 7 quiet tunes!".into(), NOW)

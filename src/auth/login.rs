@@ -18,9 +18,11 @@
 //!     │
 //!  POST /.wardgate/api/login/totp      {challenge, code}
 //!  POST /.wardgate/api/login/recovery  {challenge, code}
-//!  POST /.wardgate/api/login/webauthn/{start,finish}
+//!  POST /.wardgate/api/login/webauthn/start   {challenge} -> {ceremony, options}
+//!  POST /.wardgate/api/login/webauthn/finish  {challenge, ceremony, credential}
 //!     │  unknown / expired challenge ───────────────────────────── 401 WG-AUTH-010
-//!     │  second-factor lock, wrong, malformed or replayed code ──── 401 WG-AUTH-011
+//!     │  a factor the challenge did not offer, second-factor lock,
+//!     │  wrong, malformed or replayed code, refused assertion ───── 401 WG-AUTH-011
 //!     │    (5 wrong answers drop the challenge; failures counted per user)
 //!     ▼  a NEW session token (never one the client brought)
 //!  {token, token_type: Bearer, expires_in, session_expires_at}
@@ -54,6 +56,7 @@ use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
 use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy};
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::totp::{ActiveTotp, TotpParams};
+use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::body::ResponseBody;
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
@@ -65,6 +68,8 @@ use crate::session::{self, Ended, Live, NewSession, Sessions, Token};
 pub const LOGIN_PATH: &str = "/.wardgate/api/login";
 pub const TOTP_PATH: &str = "/.wardgate/api/login/totp";
 pub const RECOVERY_PATH: &str = "/.wardgate/api/login/recovery";
+pub const WEBAUTHN_START_PATH: &str = "/.wardgate/api/login/webauthn/start";
+pub const WEBAUTHN_FINISH_PATH: &str = "/.wardgate/api/login/webauthn/finish";
 pub const STEP_UP_PATH: &str = "/.wardgate/api/step-up";
 pub const LOGOUT_PATH: &str = "/.wardgate/api/logout";
 pub const LOGOUT_ALL_PATH: &str = "/.wardgate/api/logout-all";
@@ -93,6 +98,21 @@ struct CodeStep {
     code: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebAuthnStart {
+    challenge: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebAuthnFinish {
+    challenge: String,
+    ceremony: String,
+    /// What the browser's `navigator.credentials.get()` returned, as JSON.
+    credential: serde_json::Value,
+}
+
 /// What the challenge leads to.
 #[derive(Clone)]
 enum Purpose {
@@ -106,6 +126,8 @@ struct Challenge {
     name: String,
     expires: u64,
     purpose: Purpose,
+    /// The factors offered: the only ones this challenge accepts.
+    factors: Vec<Factor>,
     wrong: u32,
 }
 
@@ -121,6 +143,21 @@ pub struct Started {
 pub enum Proof<'a> {
     Totp(&'a str),
     RecoveryCode(&'a str),
+    /// The answer to the WebAuthn ceremony `ceremony` (a `PublicKeyCredential`, JSON).
+    WebAuthn {
+        ceremony: &'a str,
+        credential: &'a [u8],
+    },
+}
+
+impl Proof<'_> {
+    fn factor(&self) -> Factor {
+        match self {
+            Proof::Totp(_) => Factor::Totp,
+            Proof::RecoveryCode(_) => Factor::RecoveryCode,
+            Proof::WebAuthn { .. } => Factor::WebAuthn,
+        }
+    }
 }
 
 /// A finished login or step-up.
@@ -146,6 +183,8 @@ pub struct Login {
     sessions: Arc<Sessions>,
     events: SecurityEvents,
     totp: TotpParams,
+    /// WebAuthn's relying party; `None` when `auth.webauthn` is not configured.
+    passkeys: Option<Arc<Passkeys>>,
     accounts: Lockout<UserId>,
     addresses: Lockout<ClientKey>,
     factors: Lockout<UserId>,
@@ -159,6 +198,7 @@ impl Login {
         sessions: Arc<Sessions>,
         events: SecurityEvents,
         totp: TotpParams,
+        passkeys: Option<Arc<Passkeys>>,
         lockout: LockoutPolicy,
     ) -> Self {
         Self {
@@ -167,6 +207,7 @@ impl Login {
             sessions,
             events,
             totp,
+            passkeys,
             accounts: Lockout::new(lockout),
             addresses: Lockout::new(lockout),
             factors: Lockout::new(lockout),
@@ -282,12 +323,13 @@ impl Login {
 
     async fn factors_of(&self, user: &User) -> Result<Vec<Factor>, Refused> {
         let id = user.id;
+        let webauthn = self.passkeys.is_some();
         api::blocking(&self.store, move |store| {
             let mut factors = Vec::new();
             if store.totp(id)?.is_some() {
                 factors.push(Factor::Totp);
             }
-            if !store.webauthn_credentials(id)?.is_empty() {
+            if webauthn && !store.webauthn_credentials(id)?.is_empty() {
                 factors.push(Factor::WebAuthn);
             }
             if store.recovery_codes(id)?.iter().any(|c| !c.used) {
@@ -320,6 +362,7 @@ impl Login {
                 name: user.name.clone(),
                 expires: now + CHALLENGE_TTL_SECS,
                 purpose,
+                factors: factors.clone(),
                 wrong: 0,
             },
         );
@@ -328,6 +371,14 @@ impl Login {
             factors,
             expires_in: CHALLENGE_TTL_SECS,
         })
+    }
+
+    /// The factors an open challenge still accepts: `None` once it has expired or was dropped.
+    pub fn open_factors(&self, challenge_id: &str, now: u64) -> Option<Vec<Factor>> {
+        self.lock()
+            .get(challenge_id)
+            .filter(|c| c.expires > now)
+            .map(|c| c.factors.clone())
     }
 
     /// Step-up for a live session: a challenge without a password.
@@ -365,9 +416,7 @@ impl Login {
                 .remove(challenge_id)
                 .ok_or(Refusal::LoginChallengeInvalid)?
         };
-        if let Purpose::StepUp(_) = challenge.purpose
-            && matches!(proof, Proof::RecoveryCode(_))
-        {
+        if !challenge.factors.contains(&proof.factor()) {
             self.lock().insert(challenge_id.to_owned(), challenge);
             return Err(Refusal::SecondFactorWrong.into());
         }
@@ -432,7 +481,66 @@ impl Login {
                 })
                 .await
             }
+            Proof::WebAuthn {
+                ceremony,
+                credential,
+            } => {
+                let Some(passkeys) = self.passkeys.clone() else {
+                    return Ok(None);
+                };
+                let (ceremony, credential) = (ceremony.to_owned(), credential.to_vec());
+                api::blocking(&self.store, move |store| {
+                    let stored = store.webauthn_credentials(user)?;
+                    let verified =
+                        passkeys.finish_authentication(&ceremony, user, &credential, &stored, now);
+                    let (id, used) = match verified {
+                        Ok(verified) => verified,
+                        Err(WebAuthnError::Internal(detail)) => {
+                            return Err(StoreError::Corrupt(detail));
+                        }
+                        Err(refused) => {
+                            tracing::info!(target: "wardgate::security", reason = %refused, "WebAuthn assertion refused");
+                            return Ok(None);
+                        }
+                    };
+                    // Atomic: of two racing uses of one signature, one wins.
+                    Ok(store
+                        .record_webauthn_use(user, &id, used, now)?
+                        .then_some((Factor::WebAuthn, None)))
+                })
+                .await
+            }
         }
+    }
+
+    /// Opens the WebAuthn ceremony of a login (or step-up) challenge that offers WebAuthn:
+    /// the ceremony id and the options for `navigator.credentials.get()`.
+    pub async fn webauthn_options(
+        &self,
+        challenge_id: &str,
+        now: u64,
+    ) -> Result<(String, serde_json::Value), Refused> {
+        let user = {
+            let mut challenges = self.lock();
+            challenges.retain(|_, c| c.expires > now);
+            challenges
+                .get(challenge_id)
+                .filter(|c| c.factors.contains(&Factor::WebAuthn))
+                .map(|c| c.user)
+                .ok_or(Refusal::LoginChallengeInvalid)?
+        };
+        let passkeys = self
+            .passkeys
+            .clone()
+            .ok_or(Refusal::LoginChallengeInvalid)?;
+        let credentials =
+            api::blocking(&self.store, move |store| store.webauthn_credentials(user)).await?;
+        passkeys
+            .start_authentication(user, &credentials, now)
+            .map_err(|error| match error {
+                WebAuthnError::Busy => busy(),
+                other => unavailable(&other),
+            })
     }
 
     fn second_factor_failed(
@@ -600,6 +708,25 @@ impl Login {
                     Proof::Totp(&step.code)
                 } else {
                     Proof::RecoveryCode(&step.code)
+                };
+                let completed = self
+                    .second_factor(&step.challenge, proof, client, now)
+                    .await?;
+                Ok(api::ok(&self.completed_json(&completed, now)))
+            }
+            WEBAUTHN_START_PATH => {
+                let step: WebAuthnStart = parse(&api::json_body(request, idle).await?)?;
+                let (ceremony, options) = self.webauthn_options(&step.challenge, now).await?;
+                Ok(api::ok(
+                    &json!({ "ceremony": ceremony, "options": options }),
+                ))
+            }
+            WEBAUTHN_FINISH_PATH => {
+                let step: WebAuthnFinish = parse(&api::json_body(request, idle).await?)?;
+                let credential = step.credential.to_string();
+                let proof = Proof::WebAuthn {
+                    ceremony: &step.ceremony,
+                    credential: credential.as_bytes(),
                 };
                 let completed = self
                     .second_factor(&step.challenge, proof, client, now)

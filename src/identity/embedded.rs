@@ -381,7 +381,7 @@ impl IdentityStore for EmbeddedStore {
         credential_id: &[u8],
         used: WebAuthnUse,
         now: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let key = webauthn_key(id, credential_id);
         self.write(|tx| {
             let mut table = tx.open_table(WEBAUTHN)?;
@@ -389,12 +389,17 @@ impl IdentityStore for EmbeddedStore {
                 Some(value) => decode("webauthn", value.value())?,
                 None => return Err(StoreError::NotFound("WebAuthn credential")),
             };
+            if (used.sign_count > 0 || record.sign_count > 0)
+                && used.sign_count <= record.sign_count
+            {
+                return Ok(false);
+            }
             record.sign_count = used.sign_count;
             record.backup_eligible = used.backup_eligible;
             record.backup_state = used.backup_state;
             record.last_used = Some(now);
             table.insert(key.as_slice(), encode(&record)?.as_slice())?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -854,9 +859,17 @@ mod tests {
             backup_eligible: true,
             backup_state: true,
         };
-        store
-            .record_webauthn_use(alice.id, b"c2", used, 99)
-            .unwrap();
+        assert!(
+            store
+                .record_webauthn_use(alice.id, b"c2", used, 99)
+                .unwrap()
+        );
+        // The same counter again (a racing login with the same signature) is not recorded.
+        assert!(
+            !store
+                .record_webauthn_use(alice.id, b"c2", used, 100)
+                .unwrap()
+        );
         let listed = store.webauthn_credentials(alice.id).unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].credential.as_slice(), b"blob-1");

@@ -295,14 +295,17 @@ pub trait IdentityStore: Send + Sync {
     /// Refuses with `Conflict` when the user already has this credential id.
     fn add_webauthn(&self, id: UserId, credential: &WebAuthnCredential) -> Result<(), StoreError>;
     fn webauthn_credentials(&self, id: UserId) -> Result<Vec<WebAuthnCredential>, StoreError>;
-    /// After a verified assertion: new counter and backup flags, `last_used = now`.
+    /// After a verified assertion: new counter and backup flags, `last_used = now`. Atomic
+    /// compare-and-set: false (nothing written) when the stored counter has meanwhile reached
+    /// the new one (two logins racing with one signature, or a cloned authenticator); a counter
+    /// that both sides leave at 0 always passes (authenticators without counters).
     fn record_webauthn_use(
         &self,
         id: UserId,
         credential_id: &[u8],
         used: WebAuthnUse,
         now: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     fn delete_webauthn(&self, id: UserId, credential_id: &[u8]) -> Result<(), StoreError>;
 
     /// Replaces the user's recovery codes with these hashes, all unused.

@@ -4,10 +4,13 @@
 //!  GET  /.wardgate/enroll?token=…  password form (the policy's rules; hidden token and csrf)
 //!                                  unknown / used / expired link: WG-AUTH-001 page
 //!  POST /.wardgate/enroll          refused password: the form again with every reason (400
-//!                                  WG-AUTH-002), the link still good; else the authenticator
-//!                                  page: QR code, secret as text, otpauth:// link, code form
-//!  POST /.wardgate/enroll/totp     wrong code: the authenticator page again (400 WG-AUTH-005);
+//!                                  WG-AUTH-002), the link still good; else the second-factor
+//!                                  page: a passkey button (when WebAuthn is configured) and the
+//!                                  app: QR code, secret as text, otpauth:// link, code form
+//!  POST /.wardgate/enroll/totp     wrong code: the second-factor page again (400 WG-AUTH-005);
 //!                                  else the recovery codes, shown once
+//!  POST /.wardgate/enroll/webauthn the new passkey (webauthn.js fills the form): refused, the
+//!                                  second-factor page again (400 WG-AUTH-013); else the codes
 //! ```
 
 use askama::Template;
@@ -27,6 +30,7 @@ use crate::refusal::Refusal;
 
 pub const PASSWORD_PATH: &str = "/.wardgate/enroll";
 pub const TOTP_PATH: &str = "/.wardgate/enroll/totp";
+pub const WEBAUTHN_PATH: &str = "/.wardgate/enroll/webauthn";
 
 #[derive(Template)]
 #[template(path = "enroll_password.html")]
@@ -46,6 +50,7 @@ struct TotpPage<'a> {
     secret: &'a str,
     otpauth: &'a str,
     qr_png_base64: &'a str,
+    webauthn: bool,
     error: Option<&'a str>,
 }
 
@@ -97,7 +102,7 @@ async fn set_password(
     match enrollment.set_password(&token, password, now).await {
         Ok(started) => Ok(html(
             StatusCode::OK,
-            totp_html(&csrf, &started.enrollment, &started.totp, None)?,
+            factor_html(enrollment, &csrf, &started.enrollment, &started.totp, None)?,
             None,
         )),
         Err(PasswordError::Policy { reasons, user_name }) => {
@@ -115,10 +120,12 @@ async fn set_password(
     }
 }
 
-/// `/.wardgate/enroll/totp`: the first code from the app (POST).
-pub async fn totp(
+/// `/.wardgate/enroll/totp` (the first code from the app) and `/.wardgate/enroll/webauthn`
+/// (the new passkey, as `webauthn.js` posts it): POST.
+pub async fn second_factor(
     enrollment: &Enrollment,
     request: PageRequest<'_>,
+    path: &str,
 ) -> Result<Response<ResponseBody>, Refused> {
     if request.method() != Method::POST {
         return Err(Refused::method_not_allowed("POST"));
@@ -126,28 +133,49 @@ pub async fn totp(
     let now = request.now;
     let form = request.form().await?;
     let csrf = form.csrf.clone();
-    let [id, code] = form.take(["enrollment", "code"])?;
-    match enrollment.confirm_totp(&id, &code, now).await {
+    let (id, confirmed, retry) = if path == WEBAUTHN_PATH {
+        let [id, ceremony, credential] = form.take(["enrollment", "ceremony", "credential"])?;
+        let confirmed = enrollment
+            .confirm_webauthn(&id, &ceremony, credential.as_bytes(), now)
+            .await;
+        (id, confirmed, Refusal::FactorNotRegistered)
+    } else {
+        let [id, code] = form.take(["enrollment", "code"])?;
+        let confirmed = enrollment.confirm_totp(&id, &code, now).await;
+        (id, confirmed, Refusal::TotpCodeWrong)
+    };
+    finished(enrollment, confirmed, &csrf, &id, retry, now)
+}
+
+/// The recovery codes after a proven factor; after a refused one (`retry`), the second-factor
+/// page again while the enrollment lasts (after the last wrong code it is gone).
+fn finished(
+    enrollment: &Enrollment,
+    confirmed: Result<Vec<String>, Refused>,
+    csrf: &FormToken,
+    id: &str,
+    retry: Refusal,
+    now: u64,
+) -> Result<Response<ResponseBody>, Refused> {
+    match confirmed {
         Ok(codes) => page(StatusCode::OK, &DonePage { codes: &codes }, None),
-        Err(refused) if refused.refusal() == Refusal::TotpCodeWrong => {
-            // Shown again while the ceremony lasts; after the last wrong code it is gone.
-            match enrollment.pending_totp(&id, now) {
-                Some(totp) => {
-                    let reason = Refusal::TotpCodeWrong.reason();
-                    let html = totp_html(&csrf, &id, &totp, Some(reason))?;
-                    Err(Refused::page(Refusal::TotpCodeWrong, html))
-                }
-                None => Err(refused),
+        Err(refused) if refused.refusal() == retry => match enrollment.pending_totp(id, now) {
+            Some(totp) => {
+                let html = factor_html(enrollment, csrf, id, &totp, Some(retry.reason()))?;
+                Err(Refused::page(retry, html))
             }
-        }
+            None => Err(refused),
+        },
         Err(refused) => Err(refused),
     }
 }
 
-/// The authenticator page: QR code, secret, `otpauth://` link and the code form.
-fn totp_html(
+/// The second-factor page: the passkey button (when offered) and the app's QR code, secret,
+/// `otpauth://` link and code form.
+fn factor_html(
+    enrollment: &Enrollment,
     csrf: &FormToken,
-    enrollment: &str,
+    id: &str,
     totp: &PendingTotp,
     error: Option<&str>,
 ) -> Result<Bytes, Refused> {
@@ -155,10 +183,11 @@ fn totp_html(
     let qr = STANDARD.encode(totp.qr_png().map_err(|e| unavailable(&e))?);
     render(&TotpPage {
         csrf: csrf.token.as_str(),
-        enrollment,
+        enrollment: id,
         secret: &totp.secret_base32(),
         otpauth: &otpauth,
         qr_png_base64: &qr,
+        webauthn: enrollment.offers_webauthn(),
         error,
     })
 }

@@ -19,9 +19,11 @@
 //! stable code as its JSON twin, in fixed words, never with detail.
 //!
 //! ```text
-//!  pipeline 3a ── /.wardgate/api/…  JSON API (auth::enrollment)
-//!              └─ /.wardgate/…      handle() here ── ASSETS (GET)
-//!                                                 ├─ enroll: /enroll, /enroll/totp
+//!  pipeline 3a ── /.wardgate/api/…  JSON API (auth::enrollment, auth::login)
+//!              └─ /.wardgate/…      handle() here ── ASSETS (GET): style.css, webauthn.js
+//!                                                 ├─ enroll: /enroll, /enroll/totp, /enroll/webauthn
+//!                                                 ├─ login: /login, /login/{totp,recovery,webauthn}
+//!                                                 ├─ home and logout: /, /logout
 //!                                                 └─ anything else: 404 WG-AUTH-006 (HTML)
 //!
 //!  GET a form page:  request.form_token()  ->  page(status, &Template { csrf, … }, Some(&token))
@@ -35,7 +37,9 @@
 //! (labels on every input, `autocomplete` purposes, a viewport for phones).
 
 mod enroll;
+mod login;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use askama::Template;
@@ -47,28 +51,39 @@ use hyper::body::Incoming;
 
 use crate::auth::csrf::{self, FormToken};
 use crate::auth::enrollment::{self, Enrollment};
+use crate::auth::login::Login;
 use crate::body::{self, IdleBody, ResponseBody};
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
 use crate::sanitize::injection::form_pairs;
 
 /// The Content-Security-Policy of every page: the gateway's own styles, images (and `data:` for
-/// the QR code) and scripts only; forms post only here; never framed; no `<base>`.
+/// the QR code), scripts and API calls (the WebAuthn step) only; forms post only here; never
+/// framed; no `<base>`.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-     script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
 
 const HTML: &str = "text/html; charset=utf-8";
 
-/// The gateway's own static files: path, content type, contents (compiled in). Scripts for the
-/// WebAuthn pages belong here too, so that `script-src 'self'` covers them.
-const ASSETS: [(&str, &str, &str); 1] = [(
-    "/.wardgate/assets/style.css",
-    "text/css; charset=utf-8",
-    include_str!("assets/style.css"),
-)];
+/// The gateway's own static files: path, content type, contents (compiled in). The WebAuthn
+/// script is one of them, so that `script-src 'self'` covers it and nothing else runs.
+const ASSETS: [(&str, &str, &str); 2] = [
+    (
+        "/.wardgate/assets/style.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/style.css"),
+    ),
+    (
+        "/.wardgate/assets/webauthn.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/webauthn.js"),
+    ),
+];
 
-/// Form bodies are a few short fields: a token, a password (at most 128 characters), a code.
-const FORM_LIMIT: u64 = 8 * 1024;
+/// Form bodies are a few short fields: a token, a password (at most 128 characters), a code,
+/// or a WebAuthn answer (a few hundred bytes of base64url, percent-encoded once more).
+const FORM_LIMIT: u64 = 16 * 1024;
 
 /// Whether `path` (normalized) is a page: under `/.wardgate/` but not its JSON API.
 pub fn is_page(path: &str) -> bool {
@@ -80,6 +95,7 @@ pub fn is_page(path: &str) -> bool {
 /// Serves one page request; every refusal becomes an HTML page in the pipeline.
 pub async fn handle(
     enrollment: &Enrollment,
+    login: &Login,
     request: PageRequest<'_>,
     path: &str,
 ) -> Result<Response<ResponseBody>, Refused> {
@@ -95,7 +111,15 @@ pub async fn handle(
     }
     match path {
         enroll::PASSWORD_PATH => enroll::password(enrollment, request).await,
-        enroll::TOTP_PATH => enroll::totp(enrollment, request).await,
+        enroll::TOTP_PATH | enroll::WEBAUTHN_PATH => {
+            enroll::second_factor(enrollment, request, path).await
+        }
+        login::LOGIN_PATH => login::password(login, request).await,
+        login::TOTP_PATH | login::RECOVERY_PATH | login::WEBAUTHN_PATH => {
+            login::second_factor(login, request, path).await
+        }
+        login::HOME_PATH => login::home(login, request).await,
+        login::LOGOUT_PATH => login::logout(login, request).await,
         _ => Err(Refusal::GatewayPathNotFound.into()),
     }
 }
@@ -110,6 +134,8 @@ pub struct PageRequest<'a> {
     idle: Duration,
     /// Unix seconds.
     pub now: u64,
+    /// The client's address, as the forwarding rules established it.
+    pub client: IpAddr,
 }
 
 impl<'a> PageRequest<'a> {
@@ -118,6 +144,7 @@ impl<'a> PageRequest<'a> {
         authority: &'a http::uri::Authority,
         idle: Duration,
         now: u64,
+        client: IpAddr,
     ) -> Self {
         let (parts, body) = request.into_parts();
         Self {
@@ -126,7 +153,18 @@ impl<'a> PageRequest<'a> {
             authority: authority.as_str(),
             idle,
             now,
+            client,
         }
+    }
+
+    /// The `User-Agent`, for the session record; empty when absent or not text.
+    pub fn user_agent(&self) -> String {
+        self.parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
     }
 
     pub fn method(&self) -> &Method {
@@ -337,7 +375,7 @@ mod tests {
         assert_eq!(
             CSP,
             "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         );
     }
 

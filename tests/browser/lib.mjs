@@ -1,8 +1,10 @@
 // Shared helpers for Wardgate's browser tests: the system's Chromium, headless, driven by
 // playwright-core (no browser download; scripts/browser-deps.sh installs both).
 
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
@@ -64,6 +66,35 @@ export function fail(message) {
   throw new Error(message);
 }
 
+/** The environment variable `name`; the run fails when it is not set. */
+export function env(name) {
+  return process.env[name] || fail(`${name} is not set`);
+}
+
+/**
+ * Runs `main({ page, context, observed, shot })` in a fresh headless Chromium page; `shot(name)`
+ * saves a screenshot into `observed.screenshots`. A failure saves `failure.png` first. At the
+ * end prints `observed` as one JSON line (the test's result) and exits.
+ */
+export function inBrowser(main) {
+  run(async () => {
+    const observed = { screenshots: [] };
+    const browser = await launch();
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    const shot = async (name) => observed.screenshots.push(await screenshot(page, name));
+    try {
+      await main({ page, context, observed, shot });
+    } catch (error) {
+      await screenshot(page, 'failure');
+      throw error;
+    } finally {
+      await browser.close();
+    }
+    console.log(JSON.stringify(observed));
+  });
+}
+
 /** Runs `main`; on any error prints it and exits non-zero. */
 export function run(main) {
   main().then(
@@ -73,4 +104,36 @@ export function run(main) {
       process.exit(1);
     },
   );
+}
+
+let clockLines;
+let clockSkew = 0;
+
+/**
+ * Moves the gateway's clock forward by `seconds`: prints `{"advance_clock": seconds}` for the
+ * Rust test that runs this script and waits for its `ok` on stdin. Nothing sleeps.
+ */
+export async function advanceClock(seconds) {
+  clockLines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  console.log(JSON.stringify({ advance_clock: seconds }));
+  const { value, done } = await clockLines.next();
+  if (done || value.trim() !== 'ok') fail('the test did not move the gateway clock');
+  clockSkew += seconds;
+}
+
+/**
+ * The TOTP code for `secret` from oathtool (an independent generator), at the gateway's time
+ * plus `ahead` seconds: one step ahead keeps a code from repeating the step spent at enrollment.
+ */
+export function totp(secret, ahead = 30) {
+  const at = Math.floor(Date.now() / 1000) + clockSkew + ahead;
+  return execFileSync('oathtool', ['--totp', '--base32', secret, '-N', `@${at}`], {
+    encoding: 'utf8',
+  }).trim();
+}
+
+/** Clicks `selector` and waits for the navigation it causes; returns the main response. */
+export async function submit(page, selector) {
+  const [response] = await Promise.all([page.waitForNavigation(), page.click(selector)]);
+  return response;
 }

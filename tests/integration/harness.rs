@@ -149,6 +149,8 @@ pub struct TestGateway {
     pub admin: Option<SocketAddr>,
     pub redirect: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
+    /// Seconds added to the wall clock the gateway reads: moved by [`TestGateway::advance`].
+    skew: Arc<std::sync::atomic::AtomicU64>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -195,7 +197,14 @@ impl TestGateway {
         let file = dir.path().join("gateway.yaml");
         std::fs::write(&file, config).unwrap();
         let loaded = wardgate::config::load(&file).unwrap();
-        let bound = wardgate::server::Bound::bind(&loaded).await.unwrap();
+        let skew = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let wall = wardgate::clock::system();
+        let read = skew.clone();
+        let clock: wardgate::clock::Clock =
+            Arc::new(move || wall() + read.load(std::sync::atomic::Ordering::SeqCst));
+        let bound = wardgate::server::Bound::bind_with_clock(&loaded, clock)
+            .await
+            .unwrap();
         let https = bound.https_addr().unwrap();
         let admin = bound.admin_addr();
         let redirect = bound.redirect_addr();
@@ -208,9 +217,16 @@ impl TestGateway {
             admin,
             redirect,
             dir,
+            skew,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Moves the gateway's clock forward: sessions, links and lockouts age without sleeping.
+    pub fn advance(&self, seconds: u64) {
+        self.skew
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Starts the drain and returns the task that ends when the gateway has stopped.

@@ -41,7 +41,7 @@ fn next_code(secret: &str) -> String {
 }
 
 /// Enrolls `name` through the API; returns the TOTP secret and the recovery codes.
-async fn enroll(gateway: &TestGateway, name: &str) -> (String, Vec<String>) {
+pub(crate) async fn enroll(gateway: &TestGateway, name: &str) -> (String, Vec<String>) {
     let token = add_user(gateway, name).await;
     let answer = post(
         gateway,

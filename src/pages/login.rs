@@ -1,0 +1,318 @@
+//! Login in the browser: the same steps as the JSON API ([`Login`]), as pages, ending in the
+//! session cookie instead of a bearer token.
+//!
+//! ```text
+//!  GET  /.wardgate/login?return_to=…&reason=…
+//!         reason=step-up and a live session: the second-factor page for a step-up
+//!         else: the password form (a notice says why: idle, absolute, step-up, logout)
+//!  POST /.wardgate/login            wrong: the form again, 401 WG-AUTH-009 (one answer for all)
+//!                                   else: the second-factor page (the challenge's factors)
+//!  POST /.wardgate/login/totp       a code from the app
+//!  POST /.wardgate/login/recovery   a recovery code
+//!  POST /.wardgate/login/webauthn   the passkey's answer (webauthn.js fills the form)
+//!         wrong: the second-factor page again, 401 WG-AUTH-011, while the challenge lasts
+//!         right: Set-Cookie (a NEW token) and 303 to return_to when it is a safe same-origin
+//!                path (auth::return_to), else to /.wardgate/; after a recovery code a page
+//!                that says how many are left and to ask for a new enrollment
+//!  GET  /.wardgate/                 who is logged in, until when; logout buttons
+//!  POST /.wardgate/logout           scope=this|everywhere: sessions ended, cookie cleared
+//! ```
+//!
+//! `return_to` travels as a hidden field and is validated where it is used, so a forged value
+//! can only ever lead to the gateway's own home page.
+
+use askama::Template;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::{PageRequest, html, page, render};
+use crate::auth::csrf::FormToken;
+use crate::auth::events::Factor;
+use crate::auth::login::{self, Client, Completed, Login, Proof, Started};
+use crate::auth::return_to::safe_return_target;
+use crate::body::ResponseBody;
+use crate::pipeline::Refused;
+use crate::refusal::Refusal;
+use crate::session;
+
+pub const LOGIN_PATH: &str = login::LOGIN_PAGE;
+pub const TOTP_PATH: &str = "/.wardgate/login/totp";
+pub const RECOVERY_PATH: &str = "/.wardgate/login/recovery";
+pub const WEBAUTHN_PATH: &str = "/.wardgate/login/webauthn";
+pub const HOME_PATH: &str = "/.wardgate/";
+pub const LOGOUT_PATH: &str = "/.wardgate/logout";
+
+#[derive(Template)]
+#[template(path = "login_password.html")]
+struct PasswordPage<'a> {
+    csrf: &'a str,
+    return_to: &'a str,
+    user: &'a str,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "login_factor.html")]
+struct FactorPage<'a> {
+    csrf: &'a str,
+    challenge: &'a str,
+    return_to: &'a str,
+    totp: bool,
+    webauthn: bool,
+    recovery: bool,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "login_recovery_used.html")]
+struct RecoveryUsedPage<'a> {
+    left: usize,
+    next: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage<'a> {
+    csrf: &'a str,
+    user: &'a str,
+    ends_in_minutes: u64,
+}
+
+/// `/.wardgate/login`: the form (GET) and the password step (POST).
+pub async fn password(
+    login: &Login,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    match *request.method() {
+        Method::GET => form(login, request).await,
+        Method::POST => check_password(login, request).await,
+        _ => Err(Refused::method_not_allowed("GET, POST")),
+    }
+}
+
+async fn form(login: &Login, request: PageRequest<'_>) -> Result<Response<ResponseBody>, Refused> {
+    let csrf = request.form_token();
+    let return_to = request
+        .query("return_to")
+        .and_then(|raw| safe_return_target(&raw))
+        .unwrap_or_default();
+    let reason = request.query("reason");
+    if reason.as_deref() == Some(session::Ended::StepUp.reason())
+        && let Ok(live) = login.current(&request.parts.headers, request.now).await
+    {
+        let started = login.step_up(live, request.now).await?;
+        let body = render(&FactorPage {
+            notice: Some(Refusal::StepUpRequired.reason()),
+            ..factor_page(
+                &csrf,
+                &started.challenge,
+                &started.factors,
+                &return_to,
+                None,
+            )
+        })?;
+        return Ok(html(StatusCode::OK, body, Some(&csrf)));
+    }
+    let notice = match reason.as_deref() {
+        Some("idle") => Some(Refusal::SessionIdle.reason()),
+        Some("absolute") => Some(Refusal::SessionAbsolute.reason()),
+        Some("step-up") => Some(Refusal::StepUpRequired.reason()),
+        Some("logout") => Some("you have logged out"),
+        _ => None,
+    };
+    let form = PasswordPage {
+        csrf: csrf.token.as_str(),
+        return_to: &return_to,
+        user: "",
+        notice,
+        error: None,
+    };
+    page(StatusCode::OK, &form, Some(&csrf))
+}
+
+async fn check_password(
+    login: &Login,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    let (now, address, agent) = (request.now, request.client, request.user_agent());
+    let form = request.form().await?;
+    let csrf = form.csrf.clone();
+    let [user, password, return_to] = form.take(["user", "password", "return_to"])?;
+    let client = Client {
+        address,
+        user_agent: &agent,
+    };
+    match login.password(&user, password, client, now).await {
+        Ok(Started {
+            challenge, factors, ..
+        }) => Ok(html(
+            StatusCode::OK,
+            render(&factor_page(&csrf, &challenge, &factors, &return_to, None))?,
+            None,
+        )),
+        Err(refused) if refused.refusal() == Refusal::LoginFailed => {
+            let form = PasswordPage {
+                csrf: csrf.token.as_str(),
+                return_to: &return_to,
+                user: &user,
+                notice: None,
+                error: Some(Refusal::LoginFailed.reason()),
+            };
+            Err(Refused::page(Refusal::LoginFailed, render(&form)?))
+        }
+        Err(refused) => Err(refused),
+    }
+}
+
+/// `/.wardgate/login/{totp,recovery,webauthn}`: the second factor (POST).
+pub async fn second_factor(
+    login: &Login,
+    request: PageRequest<'_>,
+    path: &str,
+) -> Result<Response<ResponseBody>, Refused> {
+    if request.method() != Method::POST {
+        return Err(Refused::method_not_allowed("POST"));
+    }
+    let (now, address, agent) = (request.now, request.client, request.user_agent());
+    let client = Client {
+        address,
+        user_agent: &agent,
+    };
+    let form = request.form().await?;
+    let csrf = form.csrf.clone();
+    let (challenge, return_to, answer) = if path == WEBAUTHN_PATH {
+        let [challenge, return_to, ceremony, credential] =
+            form.take(["challenge", "return_to", "ceremony", "credential"])?;
+        (challenge, return_to, (Some(ceremony), credential))
+    } else {
+        let [challenge, return_to, code] = form.take(["challenge", "return_to", "code"])?;
+        (challenge, return_to, (None, code))
+    };
+    let proof = match (&answer, path) {
+        ((Some(ceremony), credential), _) => Proof::WebAuthn {
+            ceremony,
+            credential: credential.as_bytes(),
+        },
+        ((None, code), TOTP_PATH) => Proof::Totp(code),
+        ((None, code), _) => Proof::RecoveryCode(code),
+    };
+    match login.second_factor(&challenge, proof, client, now).await {
+        Ok(completed) => signed_in(login, &completed, &return_to, now),
+        Err(refused) if refused.refusal() == Refusal::SecondFactorWrong => {
+            // Shown again while the challenge lasts; after the last wrong answer it is gone.
+            let Some(factors) = login.open_factors(&challenge, now) else {
+                return Err(refused);
+            };
+            let error = Some(Refusal::SecondFactorWrong.reason());
+            let body = render(&factor_page(&csrf, &challenge, &factors, &return_to, error))?;
+            Err(Refused::page(Refusal::SecondFactorWrong, body))
+        }
+        Err(refused) => Err(refused),
+    }
+}
+
+/// The answer to a finished login: the session cookie, then the page first asked for.
+fn signed_in(
+    login: &Login,
+    completed: &Completed,
+    return_to: &str,
+    now: u64,
+) -> Result<Response<ResponseBody>, Refused> {
+    let next = safe_return_target(return_to).unwrap_or_else(|| HOME_PATH.to_owned());
+    let mut response = match completed.recovery_codes_left {
+        Some(left) => page(
+            StatusCode::OK,
+            &RecoveryUsedPage { left, next: &next },
+            None,
+        )?,
+        None => see_other(&next),
+    };
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, completed.token.cookie());
+    let lifetimes = login.sessions().lifetimes();
+    response.headers_mut().insert(
+        crate::pipeline::SESSION_EXPIRES_IN,
+        HeaderValue::from(completed.live.remaining(&lifetimes, now)),
+    );
+    Ok(response)
+}
+
+/// A `303 See Other` to `location`, a path the gateway chose or validated.
+fn see_other(location: &str) -> Response<ResponseBody> {
+    let mut response = html(StatusCode::SEE_OTHER, Bytes::new(), None);
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// The second-factor page for a challenge: a section for each factor it offers.
+fn factor_page<'a>(
+    csrf: &'a FormToken,
+    challenge: &'a str,
+    factors: &[Factor],
+    return_to: &'a str,
+    error: Option<&'a str>,
+) -> FactorPage<'a> {
+    FactorPage {
+        csrf: csrf.token.as_str(),
+        challenge,
+        return_to,
+        totp: factors.contains(&Factor::Totp),
+        webauthn: factors.contains(&Factor::WebAuthn),
+        recovery: factors.contains(&Factor::RecoveryCode),
+        notice: None,
+        error,
+    }
+}
+
+/// `/.wardgate/`: who is logged in and until when (GET); without a session, the login page.
+pub async fn home(
+    login: &Login,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    if request.method() != Method::GET {
+        return Err(Refused::method_not_allowed("GET"));
+    }
+    let Ok(live) = login.current(&request.parts.headers, request.now).await else {
+        return Ok(see_other(LOGIN_PATH));
+    };
+    let csrf = request.form_token();
+    let lifetimes = login.sessions().lifetimes();
+    let home = HomePage {
+        csrf: csrf.token.as_str(),
+        user: &live.name,
+        ends_in_minutes: live.remaining(&lifetimes, request.now).div_ceil(60),
+    };
+    page(StatusCode::OK, &home, Some(&csrf))
+}
+
+/// `/.wardgate/logout` (POST, `scope=this|everywhere`): ends the session(s), clears the cookie
+/// and shows the login page.
+pub async fn logout(
+    login: &Login,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    if request.method() != Method::POST {
+        return Err(Refused::method_not_allowed("POST"));
+    }
+    let now = request.now;
+    let headers = request.parts.headers.clone();
+    let [scope] = request.form().await?.take(["scope"])?;
+    let everywhere = match scope.as_str() {
+        "this" => false,
+        "everywhere" => true,
+        _ => return Err(Refusal::MalformedForm.into()),
+    };
+    let live = login.current(&headers, now).await?;
+    login.logout(&live, everywhere).await?;
+    let mut response = see_other(&format!("{LOGIN_PATH}?reason=logout"));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session::clear_cookie());
+    Ok(response)
+}

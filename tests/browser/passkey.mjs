@@ -1,0 +1,53 @@
+// Passkeys in a real browser: Chromium's virtual authenticator (DevTools protocol, CTAP2,
+// internal transport, resident key, user verification) registers a passkey on the enrollment
+// page, then signs in with it on the login page and reaches a protected page through the proxy.
+// The gateway's own webauthn.js runs under the pages' strict CSP.
+//
+// env: GATEWAY_URL (https://localhost:PORT), ENROLL_TOKEN, USER_NAME, PASSWORD, ARTIFACTS
+// stdout: one JSON line with what was observed; exit status non-zero on any failure.
+
+import { env, inBrowser, submit, virtualAuthenticator } from './lib.mjs';
+
+inBrowser(async ({ page, observed, shot }) => {
+  const gateway = env('GATEWAY_URL');
+  const token = env('ENROLL_TOKEN');
+  const user = env('USER_NAME');
+  const password = env('PASSWORD');
+  const { cdp, authenticatorId } = await virtualAuthenticator(page);
+
+  // Enrollment: the password, then a passkey instead of the app.
+  await page.goto(`${gateway}/.wardgate/enroll?token=${encodeURIComponent(token)}`);
+  await page.fill('#password', password);
+  await submit(page, 'button[type=submit]');
+  await shot('1-second-factor-choice');
+  const enrolled = await submit(page, '#webauthn-button');
+  observed.enrolled = {
+    status: enrolled.status(),
+    recovery_codes: await page.locator('.recovery-code').count(),
+  };
+  const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+  observed.credentials = credentials.map((c) => ({
+    resident: c.isResidentCredential,
+    rp: c.rpId,
+    sign_count: c.signCount,
+  }));
+  await shot('2-recovery-codes');
+
+  // Login: password, then the passkey, then back to the protected page.
+  const target = `${gateway}/api/records/9`;
+  await page.goto(target);
+  observed.login_url = page.url();
+  await page.fill('#user', user);
+  await page.fill('#password', password);
+  await submit(page, 'button[type=submit]');
+  observed.factor_page = {
+    webauthn: await page.locator('#webauthn-button').count(),
+    totp: await page.locator('#code').count(),
+  };
+  await shot('3-passkey-login');
+  const back = await submit(page, '#webauthn-button');
+  observed.after_login = { url: page.url(), status: back.status(), body: await page.textContent('body') };
+  const after = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+  observed.sign_count_after = after.credentials.map((c) => c.signCount);
+  await shot('4-protected-page');
+});
