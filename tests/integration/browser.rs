@@ -447,13 +447,14 @@ fn assert_refusal_page(page: &Page, status: StatusCode, code: &str) {
     );
 }
 
-/// The password form: its CSRF cookie (`name=value`) and hidden field.
+/// The enrollment password form: its CSRF cookie (`name=value`) and hidden field.
 async fn password_form(gateway: &TestGateway, token: &str) -> (Page, String, String) {
-    let page = fetch(
-        gateway,
-        get(&gateway.url(&format!("/.wardgate/enroll?token={token}"))),
-    )
-    .await;
+    form_page(gateway, &format!("/.wardgate/enroll?token={token}")).await
+}
+
+/// A page with a form, fetched without cookies: its CSRF cookie (`name=value`) and hidden field.
+async fn form_page(gateway: &TestGateway, path_and_query: &str) -> (Page, String, String) {
+    let page = fetch(gateway, get(&gateway.url(path_and_query))).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.html);
     let set_cookie = page.headers[header::SET_COOKIE]
         .to_str()
@@ -754,4 +755,152 @@ async fn a_wrong_code_shows_the_authenticator_page_again() {
     assert!(page.html.contains(r#"id="totp-error""#), "{}", page.html);
     assert_eq!(secret(&page.html), first_secret);
     assert_eq!(hidden(&page.html, "enrollment"), enrollment);
+}
+
+/// Posts a login-page form with the CSRF cookie and field and a same-origin `Origin`.
+async fn post_page(
+    gateway: &TestGateway,
+    path: &str,
+    cookies: &str,
+    csrf: &str,
+    fields: &[(&str, &str)],
+) -> Page {
+    let origin = format!("https://localhost:{}", gateway.https.port());
+    let mut body = format!("csrf={}", encode(csrf));
+    for (name, value) in fields {
+        body.push_str(&format!("&{name}={}", encode(value)));
+    }
+    let headers = [("cookie", cookies), ("origin", origin.as_str())];
+    fetch(gateway, form_post(gateway, path, &headers, body)).await
+}
+
+#[tokio::test]
+async fn login_pages_refuse_bad_input_with_fixed_pages() {
+    let (upstream, gateway) = login_gateway().await;
+    let (secret, _) = crate::sessions::enroll(&gateway, "finn").await;
+    let (form, cookie, csrf) =
+        form_page(&gateway, "/.wardgate/login?return_to=//evil.example/x").await;
+    assert_page_headers(&form);
+    // An unsafe target is never put into the form.
+    assert_eq!(hidden(&form.html, "return_to"), "");
+    for input in [
+        r#"autocomplete="username""#,
+        r#"autocomplete="current-password""#,
+        r#"<label for="user">"#,
+        r#"<label for="password">"#,
+    ] {
+        assert!(form.html.contains(input), "{input}: {}", form.html);
+    }
+
+    // No CSRF cookie, a field too many, an unknown challenge, a method, a logout without session.
+    let forged = fetch(
+        &gateway,
+        form_post(
+            &gateway,
+            "/.wardgate/login",
+            &[],
+            format!(
+                "csrf={}&user=finn&password={}&return_to=",
+                encode(&csrf),
+                encode(STRONG)
+            ),
+        ),
+    )
+    .await;
+    assert_refusal_page(&forged, StatusCode::FORBIDDEN, "WG-AUTH-020");
+    let extra = [
+        ("user", "finn"),
+        ("password", STRONG),
+        ("return_to", ""),
+        ("admin", "1"),
+    ];
+    let page = post_page(&gateway, "/.wardgate/login", &cookie, &csrf, &extra).await;
+    assert_refusal_page(&page, StatusCode::BAD_REQUEST, "WG-BODY-005");
+    let nobody = "0".repeat(64);
+    let unknown = [
+        ("challenge", nobody.as_str()),
+        ("return_to", ""),
+        ("code", "123456"),
+    ];
+    let page = post_page(&gateway, "/.wardgate/login/totp", &cookie, &csrf, &unknown).await;
+    assert_refusal_page(&page, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    let page = fetch(&gateway, get(&gateway.url("/.wardgate/login/totp"))).await;
+    assert_refusal_page(&page, StatusCode::METHOD_NOT_ALLOWED, "WG-METHOD-001");
+    let page = post_page(
+        &gateway,
+        "/.wardgate/logout",
+        &cookie,
+        &csrf,
+        &[("scope", "this")],
+    )
+    .await;
+    assert_refusal_page(&page, StatusCode::UNAUTHORIZED, "WG-SESSION-001");
+    let home = fetch(&gateway, get(&gateway.url("/.wardgate/"))).await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER);
+    assert_eq!(home.headers[header::LOCATION], "/.wardgate/login");
+
+    // The password step, then a forged `return_to` after the second factor: home, not evil.
+    let fields = [
+        ("user", "finn"),
+        ("password", STRONG),
+        ("return_to", "//evil.example/x"),
+    ];
+    let factor = post_page(&gateway, "/.wardgate/login", &cookie, &csrf, &fields).await;
+    assert_eq!(factor.status, StatusCode::OK, "{}", factor.html);
+    assert_page_headers(&factor);
+    let challenge = hidden(&factor.html, "challenge");
+    assert!(
+        !factor.html.contains("webauthn.js"),
+        "no passkey, no script"
+    );
+    let code = crate::sessions::next_code(&secret);
+    let fields = [
+        ("challenge", challenge.as_str()),
+        ("return_to", "//evil.example/x"),
+        ("code", code.as_str()),
+    ];
+    let done = post_page(&gateway, "/.wardgate/login/totp", &cookie, &csrf, &fields).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.html);
+    assert_eq!(done.headers[header::LOCATION], "/.wardgate/");
+    let session = done.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        session.starts_with("__Host-wardgate-session=wgs_"),
+        "{session}"
+    );
+    assert!(done.headers.contains_key("wardgate-session-expires-in"));
+
+    // Logout with a scope that is neither `this` nor `everywhere`.
+    let both = format!("{cookie}; {}", session.split(';').next().unwrap());
+    let page = post_page(
+        &gateway,
+        "/.wardgate/logout",
+        &both,
+        &csrf,
+        &[("scope", "all")],
+    )
+    .await;
+    assert_refusal_page(&page, StatusCode::BAD_REQUEST, "WG-BODY-005");
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_right_password_without_a_second_factor_is_sent_to_enrollment() {
+    let (_upstream, gateway) = login_gateway().await;
+    let token = add_user(&gateway, "gus").await;
+    let set = crate::enrollment::post(
+        &gateway,
+        crate::enrollment::PASSWORD,
+        serde_json::json!({ "token": token, "password": STRONG }),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK);
+    let (_, cookie, csrf) = form_page(&gateway, "/.wardgate/login").await;
+    let fields = [("user", "gus"), ("password", STRONG), ("return_to", "")];
+    let page = post_page(&gateway, "/.wardgate/login", &cookie, &csrf, &fields).await;
+    assert_refusal_page(&page, StatusCode::FORBIDDEN, "WG-AUTH-012");
+    assert!(
+        page.html.contains("use the enrollment link"),
+        "{}",
+        page.html
+    );
 }

@@ -17,7 +17,7 @@ fn config(upstream: &str) -> String {
     config_with(
         &format!("  backend: {{ url: \"{upstream}\" }}"),
         "  - name: records\n    path: /api/**\n    upstream: backend\n    auth: session\n    identity: { headers: [id, name, roles], assertion: [roles] }\n  - { path: /public/**, upstream: backend, auth: none }",
-        "",
+        "auth:\n  webauthn: { rp_id: localhost, origin: \"https://localhost:8443\" }\n",
     )
 }
 
@@ -31,8 +31,13 @@ fn unix_now() -> u64 {
 }
 
 /// The code of the authenticator's next time step: the current one was spent at enrollment.
-fn next_code(secret: &str) -> String {
-    let later = unix_now() + 30;
+pub(crate) fn next_code(secret: &str) -> String {
+    code_at(secret, 30)
+}
+
+/// The authenticator's code `ahead` seconds from now.
+fn code_at(secret: &str, ahead: u64) -> String {
+    let later = unix_now() + ahead;
     let output = Command::new("oathtool")
         .args(["--totp", "--base32", secret, "-N", &format!("@{later}")])
         .output()
@@ -349,4 +354,125 @@ async fn repeated_failures_lock_the_account_with_the_same_answer() {
     .await;
     assert_refused(&right, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
     assert_eq!((right.status, &right.body), (first.status, &first.body));
+}
+
+const WEBAUTHN_START: &str = "/.wardgate/api/login/webauthn/start";
+const WEBAUTHN_FINISH: &str = "/.wardgate/api/login/webauthn/finish";
+
+#[tokio::test]
+async fn a_challenge_accepts_only_the_factors_it_offered_and_step_up_rotates_the_token() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let (secret, codes) = enroll(&gateway, "hana").await;
+
+    let unknown = post(&gateway, WEBAUTHN_START, json!({ "challenge": "nope" })).await;
+    assert_refused(&unknown, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    let started = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "hana", "password": STRONG }),
+    )
+    .await;
+    assert_eq!(strings(&started.body["factors"]), ["totp", "recovery_code"]);
+    let challenge = started.body["challenge"].clone();
+
+    // No passkey enrolled: the WebAuthn calls are refused, and the challenge survives them.
+    let start = post(&gateway, WEBAUTHN_START, json!({ "challenge": challenge })).await;
+    assert_refused(&start, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    let forged = json!({ "challenge": challenge, "ceremony": "x", "credential": { "id": "AAAA" } });
+    let finish = post(&gateway, WEBAUTHN_FINISH, forged).await;
+    assert_refused(&finish, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
+    let partial = post(&gateway, WEBAUTHN_FINISH, json!({ "challenge": challenge })).await;
+    assert_refused(&partial, StatusCode::BAD_REQUEST, "WG-AUTH-007");
+    let done = post(
+        &gateway,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": challenge, "code": next_code(&secret) }),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let token = done.body["token"].as_str().unwrap().to_owned();
+
+    // Step-up over the API: the app only (a recovery code is not a fresh proof), a new token.
+    let up = post_with(&gateway, "/.wardgate/api/step-up", &token).await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    assert_eq!(strings(&up.body["factors"]), ["totp"]);
+    let challenge = up.body["challenge"].clone();
+    let recovery = post(
+        &gateway,
+        "/.wardgate/api/login/recovery",
+        json!({ "challenge": challenge, "code": codes[0] }),
+    )
+    .await;
+    assert_refused(&recovery, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
+    // One time step later on the gateway's clock, so the code is a new one.
+    gateway.advance(30);
+    let stepped = post(
+        &gateway,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": challenge, "code": code_at(&secret, 60) }),
+    )
+    .await;
+    assert_eq!(stepped.status, StatusCode::OK, "{}", stepped.body);
+    let rotated = stepped.body["token"].as_str().unwrap();
+    assert_ne!(rotated, token);
+    let (status, _, _) = call(&gateway, "/api/records/1", Some(&token), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = call(&gateway, "/api/records/1", Some(rotated), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn passkey_enrollment_calls_refuse_unknown_enrollments_and_bad_credentials() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let start_path = "/.wardgate/api/enroll/webauthn/start";
+    let finish_path = "/.wardgate/api/enroll/webauthn/finish";
+    let unknown = post(&gateway, start_path, json!({ "enrollment": "nope" })).await;
+    assert_refused(&unknown, StatusCode::BAD_REQUEST, "WG-AUTH-004");
+
+    let token = add_user(&gateway, "ivy").await;
+    let set = post(
+        &gateway,
+        PASSWORD,
+        json!({ "token": token, "password": STRONG }),
+    )
+    .await;
+    let enrollment = set.body["enrollment"].clone();
+    let started = post(&gateway, start_path, json!({ "enrollment": enrollment })).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let options = &started.body["options"]["publicKey"];
+    assert_eq!(options["rp"]["id"], "localhost");
+    assert_eq!(options["user"]["name"], "ivy");
+    assert_eq!(
+        options["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    let ceremony = started.body["ceremony"].clone();
+    let forged = json!({
+        "enrollment": enrollment,
+        "ceremony": ceremony,
+        "credential": {
+            "id": "AAAA", "rawId": "AAAA", "type": "public-key",
+            "response": { "attestationObject": "AAAA", "clientDataJSON": "AAAA" }
+        }
+    });
+    let refused = post(&gateway, finish_path, forged.clone()).await;
+    assert_refused(&refused, StatusCode::BAD_REQUEST, "WG-AUTH-013");
+    // The ceremony ended with the refusal; the enrollment itself is still open.
+    let again = post(&gateway, finish_path, forged).await;
+    assert_refused(&again, StatusCode::BAD_REQUEST, "WG-AUTH-013");
+    let secret = set.body["totp"]["secret"].as_str().unwrap();
+    let done = post(
+        &gateway,
+        TOTP,
+        json!({ "enrollment": enrollment, "code": oathtool(secret) }),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+
+    // Without `auth.webauthn` the calls do not exist.
+    let plain = TestGateway::start(&simple_config(&upstream.url())).await;
+    let off = post(&plain, start_path, json!({ "enrollment": "x" })).await;
+    assert_refused(&off, StatusCode::NOT_FOUND, "WG-AUTH-006");
 }
