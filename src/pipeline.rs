@@ -52,7 +52,7 @@ use bytes::Bytes;
 use crate::assertion::{self, AssertionKey, Claims};
 use crate::auth::enrollment::{self, Enrollment};
 use crate::auth::events::SecurityEvents;
-use crate::auth::login::{self, Login};
+use crate::auth::login::{self, Login, SecondFactors};
 use crate::auth::password::{HashPool, Hasher};
 use crate::auth::webauthn::Passkeys;
 use crate::body::{self, IdleBody, RequestBody, ResponseBody};
@@ -169,6 +169,7 @@ impl Gateway {
             config.auth.password.policy,
             config.auth.totp.clone(),
             passkeys.clone(),
+            config.auth.mfa.clone(),
         );
         let sessions = Arc::new(Sessions::new(
             accounts.store.clone(),
@@ -180,8 +181,11 @@ impl Gateway {
             pool,
             sessions,
             accounts.events,
-            totp,
-            passkeys,
+            SecondFactors {
+                totp,
+                passkeys,
+                mfa: config.auth.mfa.clone(),
+            },
             lockout,
         );
         let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();

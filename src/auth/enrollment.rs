@@ -57,6 +57,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::api::{self, busy, parse, unavailable};
 use crate::auth::events::Factor;
+use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
 use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
@@ -98,6 +99,7 @@ pub struct Enrollment {
     totp: TotpConfig,
     /// WebAuthn's relying party; `None` when `auth.webauthn` is not configured.
     passkeys: Option<Arc<Passkeys>>,
+    mfa: MfaConfig,
     ceremonies: Mutex<Ceremonies>,
 }
 
@@ -130,10 +132,20 @@ struct WebAuthnFinish {
     credential: serde_json::Value,
 }
 
-/// The password step succeeded: the ceremony's id and the authenticator to show.
+/// The password step succeeded: the ceremony's id, the factors the account may enroll, and
+/// the authenticator to show when the app is one of them.
 pub struct TotpStarted {
     pub enrollment: String,
+    pub methods: Vec<Factor>,
     pub totp: PendingTotp,
+}
+
+/// Whose enrollment a ceremony is, and which factors it may end with.
+#[derive(Clone)]
+struct Enrollee {
+    user: UserId,
+    name: String,
+    methods: Vec<Factor>,
 }
 
 /// Why the password step failed: the policy (shown with every reason, link still usable), or
@@ -159,6 +171,7 @@ impl Enrollment {
         policy: Policy,
         totp: TotpConfig,
         passkeys: Option<Arc<Passkeys>>,
+        mfa: MfaConfig,
     ) -> Self {
         Self {
             store,
@@ -166,6 +179,7 @@ impl Enrollment {
             policy,
             totp,
             passkeys,
+            mfa,
             ceremonies: Mutex::new(Ceremonies::new(MAX_CEREMONIES)),
         }
     }
@@ -214,13 +228,14 @@ impl Enrollment {
                     PasswordError::Policy { reasons, .. } => policy_refusal(&reasons),
                     PasswordError::Refused(refused) => refused,
                 })?;
-            let answer = json!({
-                "enrollment": started.enrollment,
-                "totp": {
+            let methods: Vec<&str> = started.methods.iter().map(|f| f.name()).collect();
+            let mut answer = json!({ "enrollment": started.enrollment, "methods": methods });
+            if started.methods.contains(&Factor::Totp) {
+                answer["totp"] = json!({
                     "otpauth": started.totp.otpauth_uri().map_err(|e| unavailable(&e))?,
                     "secret": started.totp.secret_base32(),
-                },
-            });
+                });
+            }
             Ok(api::ok(&answer))
         } else {
             let step: TotpStep = parse(&bytes)?;
@@ -279,10 +294,19 @@ impl Enrollment {
             })?;
         let pending = PendingTotp::new(&self.totp, &user.name, &mut rand::rng())
             .map_err(|e| unavailable(&e))?;
+        let mut methods = self.mfa.allowed(&user.roles);
+        if self.passkeys.is_none() {
+            methods.retain(|f| *f != Factor::WebAuthn);
+        }
+        let enrollee = Enrollee {
+            user: user.id,
+            name: user.name.clone(),
+            methods: methods.clone(),
+        };
         // The ceremony is reserved before the token is spent: a full map must not burn the link.
         let enrollment = self
             .lock()
-            .start(user.id, user.name.clone(), pending.clone(), now)
+            .start(enrollee, pending.clone(), now)
             .ok_or_else(busy)?;
         let id = user.id;
         let token = Bytes::from(token.as_bytes().to_vec());
@@ -302,15 +326,19 @@ impl Enrollment {
         tracing::info!(target: "wardgate::security", event = "enrollment_password_set", user = %user.name);
         Ok(TotpStarted {
             enrollment,
+            methods,
             totp: pending,
         })
     }
 
-    /// The authenticator of an open ceremony, to show again after a wrong code.
-    pub fn pending_totp(&self, enrollment: &str, now: u64) -> Option<PendingTotp> {
+    /// The factors and the authenticator of an open ceremony, to show again after a wrong try.
+    pub fn pending(&self, enrollment: &str, now: u64) -> Option<(Vec<Factor>, PendingTotp)> {
         let mut ceremonies = self.lock();
         ceremonies.prune(now);
-        ceremonies.open.get(enrollment).map(|c| c.totp.clone())
+        ceremonies
+            .open
+            .get(enrollment)
+            .map(|c| (c.enrollee.methods.clone(), c.totp.clone()))
     }
 
     /// Step 2: the first code from the app; returns the recovery codes, shown once.
@@ -320,16 +348,12 @@ impl Enrollment {
         code: &str,
         now: u64,
     ) -> Result<Vec<String>, Refused> {
-        let (user, name, active, last_step) = self.lock().confirm(enrollment, code, now)?;
-        self.complete(user, &name, Factor::Totp, move |store| {
+        let (enrollee, active, last_step) = self.lock().confirm(enrollment, code, now)?;
+        let user = enrollee.user;
+        self.complete(&enrollee, Factor::Totp, move |store| {
             store.set_totp(user, active.secret_bytes(), last_step)
         })
         .await
-    }
-
-    /// Whether a passkey can be enrolled instead of the app.
-    pub fn offers_webauthn(&self) -> bool {
-        self.passkeys.is_some()
     }
 
     /// A passkey instead of the app: opens the WebAuthn registration ceremony for the user of
@@ -340,7 +364,7 @@ impl Enrollment {
         now: u64,
     ) -> Result<(String, serde_json::Value), Refused> {
         let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
-        let (id, _) = self.open_user(enrollment, now)?;
+        let id = self.open_for(enrollment, Factor::WebAuthn, now)?.user;
         let (user, existing) = api::blocking(&self.store, move |store| {
             Ok((store.user(id)?, store.webauthn_credentials(id)?))
         })
@@ -360,52 +384,60 @@ impl Enrollment {
         now: u64,
     ) -> Result<Vec<String>, Refused> {
         let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
-        let (user, _) = self.open_user(enrollment, now)?;
+        let user = self.open_for(enrollment, Factor::WebAuthn, now)?.user;
         let credential = passkeys
             .finish_registration(ceremony, user, credential, now)
             .map_err(webauthn_refusal)?;
         // Of two racing finishes, the one that closes the enrollment stores its credential.
-        let name = self
+        let enrollee = self
             .lock()
             .open
             .remove(enrollment)
-            .map(|c| c.name)
+            .map(|c| c.enrollee)
             .ok_or(Refusal::EnrollmentUnknown)?;
-        self.complete(user, &name, Factor::WebAuthn, move |store| {
+        self.complete(&enrollee, Factor::WebAuthn, move |store| {
             store.add_webauthn(user, &credential)
         })
         .await
     }
 
-    /// The user of an open enrollment.
-    fn open_user(&self, enrollment: &str, now: u64) -> Result<(UserId, String), Refusal> {
+    /// Who an open enrollment is for, when it may end with `factor` (else `WG-AUTH-013`).
+    fn open_for(&self, enrollment: &str, factor: Factor, now: u64) -> Result<Enrollee, Refusal> {
         let mut ceremonies = self.lock();
         ceremonies.prune(now);
-        ceremonies
+        let enrollee = ceremonies
             .open
             .get(enrollment)
-            .map(|c| (c.user, c.name.clone()))
-            .ok_or(Refusal::EnrollmentUnknown)
+            .map(|c| c.enrollee.clone())
+            .ok_or(Refusal::EnrollmentUnknown)?;
+        if !enrollee.methods.contains(&factor) {
+            return Err(Refusal::FactorNotRegistered);
+        }
+        Ok(enrollee)
     }
 
-    /// Stores the proven factor with fresh recovery codes and ends the enrollment requirement;
-    /// returns the codes, shown once.
+    /// Stores the proven factor with fresh recovery codes (when the account may use them) and
+    /// ends the enrollment requirement; returns the codes, shown once.
     async fn complete(
         &self,
-        user: UserId,
-        name: &str,
+        enrollee: &Enrollee,
         factor: Factor,
         store_factor: impl FnOnce(&dyn IdentityStore) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<Vec<String>, Refused> {
-        let codes = recovery_codes(&mut rand::rng());
+        let codes = if enrollee.methods.contains(&Factor::RecoveryCode) {
+            recovery_codes(&mut rand::rng())
+        } else {
+            Vec::new()
+        };
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
+        let user = enrollee.user;
         api::blocking(&self.store, move |store| {
             store_factor(store)?;
             store.set_recovery_codes(user, &hashes)?;
             store.set_mfa_required_enrollment(user, false)
         })
         .await?;
-        tracing::info!(target: "wardgate::security", event = "enrollment_completed", user = %name, factor = factor.name());
+        tracing::info!(target: "wardgate::security", event = "enrollment_completed", user = %enrollee.name, factor = factor.name());
         Ok(codes)
     }
 
@@ -471,16 +503,14 @@ pub fn recovery_code_hash(code: &str) -> String {
         .filter(|c| !matches!(c, '-' | ' '))
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    Sha256::digest(normalized.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    let mut hex = String::with_capacity(64);
+    hex_encode_into(&Sha256::digest(normalized.as_bytes()), &mut hex);
+    hex
 }
 
 /// One open enrollment: the password is set, the authenticator not yet confirmed.
 struct Ceremony {
-    user: UserId,
-    name: String,
+    enrollee: Enrollee,
     totp: PendingTotp,
     wrong_codes: u32,
     expires: u64,
@@ -505,7 +535,7 @@ impl Ceremonies {
     }
 
     /// Opens a ceremony under a fresh random id, or `None` when the map is full.
-    fn start(&mut self, user: UserId, name: String, totp: PendingTotp, now: u64) -> Option<String> {
+    fn start(&mut self, enrollee: Enrollee, totp: PendingTotp, now: u64) -> Option<String> {
         self.prune(now);
         if self.open.len() >= self.capacity {
             return None;
@@ -516,8 +546,7 @@ impl Ceremonies {
         self.open.insert(
             id.clone(),
             Ceremony {
-                user,
-                name,
+                enrollee,
                 totp,
                 wrong_codes: 0,
                 expires: now + CEREMONY_TTL_SECS,
@@ -530,20 +559,24 @@ impl Ceremonies {
         self.open.remove(id);
     }
 
-    /// Checks `code`; a right one ends the ceremony and hands back the active factor and its
-    /// step, a wrong one counts and the last allowed one drops the ceremony.
+    /// Checks `code` (for an enrollment that may end with the app, else `WG-AUTH-013`); a right
+    /// one ends the ceremony and hands back the active factor and its step, a wrong one counts
+    /// and the last allowed one drops the ceremony.
     fn confirm(
         &mut self,
         id: &str,
         code: &str,
         now: u64,
-    ) -> Result<(UserId, String, ActiveTotp, u64), Refusal> {
+    ) -> Result<(Enrollee, ActiveTotp, u64), Refusal> {
         self.prune(now);
         let ceremony = self.open.get_mut(id).ok_or(Refusal::EnrollmentUnknown)?;
+        if !ceremony.enrollee.methods.contains(&Factor::Totp) {
+            return Err(Refusal::FactorNotRegistered);
+        }
         match ceremony.totp.activate(code, now) {
             Ok((active, step)) => {
                 let ceremony = self.open.remove(id).ok_or(Refusal::EnrollmentUnknown)?;
-                Ok((ceremony.user, ceremony.name, active, step))
+                Ok((ceremony.enrollee, active, step))
             }
             Err(_) => {
                 ceremony.wrong_codes += 1;
@@ -562,8 +595,34 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
+    fn enrollee(id: u8, name: &str) -> Enrollee {
+        Enrollee {
+            user: UserId::from_bytes([id; 16]),
+            name: name.to_owned(),
+            methods: MfaConfig::default().methods,
+        }
+    }
+
     fn pending() -> PendingTotp {
         PendingTotp::new(&TotpConfig::default(), "alice", &mut rand::rng()).unwrap()
+    }
+
+    #[test]
+    fn the_app_cannot_end_an_enrollment_whose_roles_want_passkeys() {
+        let mut ceremonies = Ceremonies::new(4);
+        let totp = pending();
+        let code = totp.code_at(NOW);
+        let passkeys_only = Enrollee {
+            methods: vec![Factor::WebAuthn, Factor::RecoveryCode],
+            ..enrollee(1, "alice")
+        };
+        let id = ceremonies.start(passkeys_only, totp, NOW).unwrap();
+        assert_eq!(
+            ceremonies.confirm(&id, &code, NOW).err(),
+            Some(Refusal::FactorNotRegistered)
+        );
+        // Still open for the passkey.
+        assert!(ceremonies.open.contains_key(&id));
     }
 
     #[test]
@@ -571,13 +630,11 @@ mod tests {
         let mut ceremonies = Ceremonies::new(4);
         let totp = pending();
         let code = totp.code_at(NOW);
-        let id = ceremonies
-            .start(UserId::from_bytes([1; 16]), "alice".into(), totp, NOW)
-            .unwrap();
+        let id = ceremonies.start(enrollee(1, "alice"), totp, NOW).unwrap();
         assert_eq!(id.len(), 64);
-        let (user, name, _, step) = ceremonies.confirm(&id, &code, NOW).unwrap();
+        let (enrollee, _, step) = ceremonies.confirm(&id, &code, NOW).unwrap();
         assert_eq!(
-            (user, name.as_str(), step),
+            (enrollee.user, enrollee.name.as_str(), step),
             (UserId::from_bytes([1; 16]), "alice", NOW / 30)
         );
         assert_eq!(
@@ -592,9 +649,7 @@ mod tests {
         let totp = pending();
         let code = totp.code_at(NOW);
         let wrong = if code == "000000" { "111111" } else { "000000" };
-        let id = ceremonies
-            .start(UserId::from_bytes([1; 16]), "alice".into(), totp, NOW)
-            .unwrap();
+        let id = ceremonies.start(enrollee(1, "alice"), totp, NOW).unwrap();
         for bad in ["12345", "abcdef", wrong, wrong, wrong] {
             assert_eq!(
                 ceremonies.confirm(&id, bad, NOW).err(),
@@ -614,15 +669,13 @@ mod tests {
         let totp = pending();
         let late = NOW + CEREMONY_TTL_SECS;
         let code = totp.code_at(late);
-        let first = ceremonies
-            .start(UserId::from_bytes([1; 16]), "a".into(), totp, NOW)
-            .unwrap();
+        let first = ceremonies.start(enrollee(1, "a"), totp, NOW).unwrap();
         ceremonies
-            .start(UserId::from_bytes([2; 16]), "b".into(), pending(), NOW + 1)
+            .start(enrollee(2, "b"), pending(), NOW + 1)
             .unwrap();
         assert!(
             ceremonies
-                .start(UserId::from_bytes([3; 16]), "c".into(), pending(), NOW + 1)
+                .start(enrollee(3, "c"), pending(), NOW + 1)
                 .is_none()
         );
         assert_eq!(
@@ -632,12 +685,12 @@ mod tests {
         // The expired one was pruned: room for another.
         assert!(
             ceremonies
-                .start(UserId::from_bytes([3; 16]), "c".into(), pending(), late)
+                .start(enrollee(3, "c"), pending(), late)
                 .is_some()
         );
         assert!(
             ceremonies
-                .start(UserId::from_bytes([4; 16]), "d".into(), pending(), late)
+                .start(enrollee(4, "d"), pending(), late)
                 .is_none()
         );
     }
@@ -691,6 +744,7 @@ mod tests {
             Policy::default(),
             TotpConfig::default(),
             None,
+            MfaConfig::default(),
         );
         let Err(PasswordError::Refused(refused)) = enrollment
             .set_password("token", "Violet lanterns hum 7 quiet tunes!".into(), NOW)

@@ -16,11 +16,14 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-/// Which second factor was proven.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A second factor: the one proven, or (in `auth.mfa`) one an account may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 pub enum Factor {
+    #[serde(rename = "totp")]
     Totp,
+    #[serde(rename = "webauthn")]
     WebAuthn,
+    #[serde(rename = "recovery_code")]
     RecoveryCode,
 }
 

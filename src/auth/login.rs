@@ -54,6 +54,7 @@ use crate::auth::api::{self, busy, parse, unavailable};
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
 use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy};
+use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::totp::{ActiveTotp, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
@@ -182,13 +183,19 @@ pub struct Login {
     pool: Arc<HashPool>,
     sessions: Arc<Sessions>,
     events: SecurityEvents,
-    totp: TotpParams,
-    /// WebAuthn's relying party; `None` when `auth.webauthn` is not configured.
-    passkeys: Option<Arc<Passkeys>>,
+    second: SecondFactors,
     accounts: Lockout<UserId>,
     addresses: Lockout<ClientKey>,
     factors: Lockout<UserId>,
     challenges: Mutex<HashMap<String, Challenge>>,
+}
+
+/// How second factors are checked: the app's parameters, the WebAuthn relying party (`None`
+/// when `auth.webauthn` is not configured) and which factors each account may use.
+pub struct SecondFactors {
+    pub totp: TotpParams,
+    pub passkeys: Option<Arc<Passkeys>>,
+    pub mfa: MfaConfig,
 }
 
 impl Login {
@@ -197,8 +204,7 @@ impl Login {
         pool: Arc<HashPool>,
         sessions: Arc<Sessions>,
         events: SecurityEvents,
-        totp: TotpParams,
-        passkeys: Option<Arc<Passkeys>>,
+        second: SecondFactors,
         lockout: LockoutPolicy,
     ) -> Self {
         Self {
@@ -206,8 +212,7 @@ impl Login {
             pool,
             sessions,
             events,
-            totp,
-            passkeys,
+            second,
             accounts: Lockout::new(lockout),
             addresses: Lockout::new(lockout),
             factors: Lockout::new(lockout),
@@ -321,10 +326,13 @@ impl Login {
         .await;
     }
 
+    /// The factors `user` has enrolled and may use (`auth.mfa`); empty when none of them is a
+    /// real second factor (recovery codes alone are not).
     async fn factors_of(&self, user: &User) -> Result<Vec<Factor>, Refused> {
         let id = user.id;
-        let webauthn = self.passkeys.is_some();
-        api::blocking(&self.store, move |store| {
+        let webauthn = self.second.passkeys.is_some();
+        let allowed = self.second.mfa.allowed(&user.roles);
+        let mut factors = api::blocking(&self.store, move |store| {
             let mut factors = Vec::new();
             if store.totp(id)?.is_some() {
                 factors.push(Factor::Totp);
@@ -337,7 +345,12 @@ impl Login {
             }
             Ok(factors)
         })
-        .await
+        .await?;
+        factors.retain(|f| allowed.contains(f));
+        if factors.iter().all(|f| *f == Factor::RecoveryCode) {
+            factors.clear();
+        }
+        Ok(factors)
     }
 
     fn open_challenge(
@@ -445,7 +458,7 @@ impl Login {
         match *proof {
             Proof::Totp(code) => {
                 let code = code.to_owned();
-                let params = self.totp;
+                let params = self.second.totp;
                 api::blocking(&self.store, move |store| {
                     let Some(stored) = store.totp(user)? else {
                         return Ok(None);
@@ -485,7 +498,7 @@ impl Login {
                 ceremony,
                 credential,
             } => {
-                let Some(passkeys) = self.passkeys.clone() else {
+                let Some(passkeys) = self.second.passkeys.clone() else {
                     return Ok(None);
                 };
                 let (ceremony, credential) = (ceremony.to_owned(), credential.to_vec());
@@ -530,6 +543,7 @@ impl Login {
                 .ok_or(Refusal::LoginChallengeInvalid)?
         };
         let passkeys = self
+            .second
             .passkeys
             .clone()
             .ok_or(Refusal::LoginChallengeInvalid)?;

@@ -3,12 +3,12 @@
 //! - [`password`]: password policy, argon2id hashing on a bounded pool.
 //! - [`totp`]: the TOTP second factor (RFC 6238), with replay protection.
 //! - [`lockout`]: brute-force protection (soft lock with growing back-off).
-//! - [`enrollment`]: the JSON API where a new user turns the enrollment token into a password,
-//!   an authenticator app and recovery codes.
+//! - [`mfa`]: which second factors an account may use, by role.
 //! - [`webauthn`]: the WebAuthn second factor (passkeys, security keys): registration and
 //!   login ceremonies, user verification required, cloned-authenticator detection.
 //! - [`enrollment`]: where a new user turns the enrollment token into a password, an
-//!   authenticator app and recovery codes (the JSON API here; the pages in [`crate::pages`]).
+//!   authenticator app or a passkey, and recovery codes (the JSON API here; the pages in
+//!   [`crate::pages`]).
 //! - [`csrf`]: the anti-forgery checks of every form the gateway serves.
 //! - [`return_to`]: which targets a browser may be sent to after logging in.
 //!
@@ -22,6 +22,7 @@ pub mod enrollment;
 pub mod events;
 pub mod lockout;
 pub mod login;
+pub mod mfa;
 pub mod password;
 pub mod return_to;
 pub mod totp;

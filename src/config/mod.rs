@@ -157,6 +157,7 @@ impl Default for Auth {
             totp: crate::auth::totp::TotpConfig::default(),
             lockout: crate::auth::lockout::LockoutConfig::default(),
             webauthn: None,
+            mfa: crate::auth::mfa::MfaConfig::default(),
             login_rate_limit: crate::ratelimit::RouteRateLimit::login_default(),
         }
     }
@@ -177,6 +178,8 @@ pub struct Auth {
     pub lockout: crate::auth::lockout::LockoutConfig,
     /// Passkeys and security keys; off when absent (the relying party must be named).
     pub webauthn: Option<Spanned<crate::auth::webauthn::WebAuthnConfig>>,
+    /// Which second factors accounts may use, narrowed per role.
+    pub mfa: crate::auth::mfa::MfaConfig,
     /// Limits on the gateway's own login and enrollment endpoints, stricter than any route's.
     pub login_rate_limit: crate::ratelimit::RouteRateLimit,
 }
@@ -753,6 +756,12 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
             format!("auth.webauthn.{}", error.key),
             error.message,
         ));
+    }
+    if let Err(message) = config.auth.mfa.check(config.auth.webauthn.is_some()) {
+        return Err(ConfigError::Semantic {
+            file: file.display().to_string(),
+            message,
+        });
     }
     match config.session.value.check() {
         Ok(more) => warnings.extend(more.into_iter().map(Warning)),

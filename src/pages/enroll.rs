@@ -23,6 +23,7 @@ use super::{PageRequest, html, page, render};
 use crate::auth::api::unavailable;
 use crate::auth::csrf::FormToken;
 use crate::auth::enrollment::{Enrollment, PasswordError};
+use crate::auth::events::Factor;
 use crate::auth::totp::PendingTotp;
 use crate::body::ResponseBody;
 use crate::pipeline::Refused;
@@ -51,6 +52,7 @@ struct TotpPage<'a> {
     otpauth: &'a str,
     qr_png_base64: &'a str,
     webauthn: bool,
+    app: bool,
     error: Option<&'a str>,
 }
 
@@ -102,7 +104,13 @@ async fn set_password(
     match enrollment.set_password(&token, password, now).await {
         Ok(started) => Ok(html(
             StatusCode::OK,
-            factor_html(enrollment, &csrf, &started.enrollment, &started.totp, None)?,
+            factor_html(
+                &csrf,
+                &started.enrollment,
+                &started.methods,
+                &started.totp,
+                None,
+            )?,
             None,
         )),
         Err(PasswordError::Policy { reasons, user_name }) => {
@@ -159,9 +167,9 @@ fn finished(
 ) -> Result<Response<ResponseBody>, Refused> {
     match confirmed {
         Ok(codes) => page(StatusCode::OK, &DonePage { codes: &codes }, None),
-        Err(refused) if refused.refusal() == retry => match enrollment.pending_totp(id, now) {
-            Some(totp) => {
-                let html = factor_html(enrollment, csrf, id, &totp, Some(retry.reason()))?;
+        Err(refused) if refused.refusal() == retry => match enrollment.pending(id, now) {
+            Some((methods, totp)) => {
+                let html = factor_html(csrf, id, &methods, &totp, Some(retry.reason()))?;
                 Err(Refused::page(retry, html))
             }
             None => Err(refused),
@@ -170,12 +178,12 @@ fn finished(
     }
 }
 
-/// The second-factor page: the passkey button (when offered) and the app's QR code, secret,
-/// `otpauth://` link and code form.
+/// The second-factor page, with what `methods` allow: the passkey button, and the app's QR
+/// code, secret, `otpauth://` link and code form.
 fn factor_html(
-    enrollment: &Enrollment,
     csrf: &FormToken,
     id: &str,
+    methods: &[Factor],
     totp: &PendingTotp,
     error: Option<&str>,
 ) -> Result<Bytes, Refused> {
@@ -187,7 +195,8 @@ fn factor_html(
         secret: &totp.secret_base32(),
         otpauth: &otpauth,
         qr_png_base64: &qr,
-        webauthn: enrollment.offers_webauthn(),
+        webauthn: methods.contains(&Factor::WebAuthn),
+        app: methods.contains(&Factor::Totp),
         error,
     })
 }

@@ -241,3 +241,22 @@ fn check_config_refuses_a_missing_master_key_outside_dev_mode() {
         "check-config wrote the data directory"
     );
 }
+
+#[test]
+fn second_factor_lists_must_hold_a_real_factor() {
+    let error = error_for(&(base() + "auth:\n  mfa:\n    roles:\n      desk: [recovery_code]\n"));
+    let text = error.to_string();
+    assert!(text.contains("auth.mfa.roles.desk"), "{text}");
+    assert!(text.contains("recovery codes alone"), "{text}");
+    let passkeys = base() + "auth:\n  mfa:\n    methods: [webauthn]\n";
+    assert!(
+        error_for(&passkeys)
+            .to_string()
+            .contains("auth.mfa.methods")
+    );
+    let unknown = error_for(&(base() + "auth:\n  mfa:\n    methods: [sms]\n"));
+    assert!(
+        unknown.to_string().contains("auth.mfa.methods"),
+        "{unknown}"
+    );
+}

@@ -476,3 +476,81 @@ async fn passkey_enrollment_calls_refuse_unknown_enrollments_and_bad_credentials
     let off = post(&plain, start_path, json!({ "enrollment": "x" })).await;
     assert_refused(&off, StatusCode::NOT_FOUND, "WG-AUTH-006");
 }
+
+#[tokio::test]
+async fn roles_can_be_restricted_to_passkeys() {
+    let upstream = MockUpstream::recording().await;
+    let config = config(&upstream.url()).replace(
+        "auth:\n",
+        "auth:\n  mfa:\n    roles:\n      physician: [webauthn, recovery_code]\n",
+    );
+    let gateway = TestGateway::start(&config).await;
+
+    // A physician is offered a passkey only: no authenticator app, and a code is refused.
+    let token = add_user(&gateway, "jo").await;
+    let set = post(
+        &gateway,
+        PASSWORD,
+        json!({ "token": token, "password": STRONG }),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(strings(&set.body["methods"]), ["webauthn", "recovery_code"]);
+    assert!(set.body.get("totp").is_none(), "{}", set.body);
+    let app = post(
+        &gateway,
+        TOTP,
+        json!({ "enrollment": set.body["enrollment"], "code": "123456" }),
+    )
+    .await;
+    assert_refused(&app, StatusCode::BAD_REQUEST, "WG-AUTH-013");
+
+    // A nurse enrolls the app; made a physician later, the app no longer logs them in.
+    let created = admin(
+        &gateway,
+        Method::POST,
+        "/admin/users",
+        &json!({ "name": "kim", "roles": ["nurse"] }).to_string(),
+    )
+    .await;
+    let token = created["enrollment"]["token"].as_str().unwrap();
+    let set = post(
+        &gateway,
+        PASSWORD,
+        json!({ "token": token, "password": STRONG }),
+    )
+    .await;
+    assert_eq!(
+        strings(&set.body["methods"]),
+        ["webauthn", "totp", "recovery_code"]
+    );
+    let secret = set.body["totp"]["secret"].as_str().unwrap();
+    let done = post(
+        &gateway,
+        TOTP,
+        json!({ "enrollment": set.body["enrollment"], "code": oathtool(secret) }),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let nurse = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "kim", "password": STRONG }),
+    )
+    .await;
+    assert_eq!(strings(&nurse.body["factors"]), ["totp", "recovery_code"]);
+    admin(
+        &gateway,
+        Method::PUT,
+        "/admin/users/kim/roles",
+        &json!({ "roles": ["physician"] }).to_string(),
+    )
+    .await;
+    let physician = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "kim", "password": STRONG }),
+    )
+    .await;
+    assert_refused(&physician, StatusCode::FORBIDDEN, "WG-AUTH-012");
+}
