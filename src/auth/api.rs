@@ -14,6 +14,7 @@ use crate::body::{self, IdleBody, ResponseBody};
 use crate::identity::{IdentityStore, StoreError};
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
+use crate::sanitize::request::media_type;
 
 /// Bodies of this API are a name and a password (at most 128 characters), a token or a code.
 const BODY_LIMIT: u64 = 8 * 1024;
@@ -21,13 +22,7 @@ const BODY_LIMIT: u64 = 8 * 1024;
 /// The body of a JSON call: `Content-Type: application/json` (a cross-site form cannot send it
 /// without a CORS preflight) and at most [`BODY_LIMIT`] bytes.
 pub async fn json_body(request: Request<Incoming>, idle: Duration) -> Result<Bytes, Refused> {
-    let is_json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    if media_type(request.headers()).as_deref() != Some("application/json") {
         return Err(Refusal::UnsupportedMediaType.into());
     }
     Ok(body::read_limited(IdleBody::new(request.into_body(), idle), BODY_LIMIT).await?)

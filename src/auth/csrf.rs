@@ -77,20 +77,7 @@ impl CsrfToken {
 
     /// The token from the request's cookies: `None` when absent, malformed or sent twice.
     fn from_cookies(headers: &HeaderMap) -> Option<Self> {
-        let mut found = None;
-        // HTTP/2 may split cookies over several headers (RFC 9113 8.2.3).
-        for value in headers.get_all(header::COOKIE) {
-            let Ok(value) = value.to_str() else { continue };
-            for pair in value.split(';') {
-                if let Some((COOKIE, token)) = pair.trim().split_once('=') {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(Self::parse(token)?);
-                }
-            }
-        }
-        found
+        crate::session::cookie_value(headers, COOKIE).and_then(Self::parse)
     }
 }
 

@@ -56,6 +56,7 @@ use crate::body::{self, IdleBody, ResponseBody};
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
 use crate::sanitize::injection::form_pairs;
+use crate::sanitize::request::media_type;
 
 /// The Content-Security-Policy of every page: the gateway's own styles, images (and `data:` for
 /// the QR code), scripts and API calls (the WebAuthn step) only; forms post only here; never
@@ -224,14 +225,7 @@ impl<'a> PageRequest<'a> {
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+    media_type(headers).as_deref() == Some("application/x-www-form-urlencoded")
 }
 
 /// A posted form whose CSRF checks passed.

@@ -196,16 +196,7 @@ impl RouteRules {
         if announced.is_some_and(|length| length > self.max_body) {
             return Err(Refusal::BodyTooLarge);
         }
-        let media_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            });
+        let media_type = media_type(headers);
         if !self.content_types.is_empty()
             && !media_type
                 .as_ref()
@@ -287,6 +278,13 @@ fn json_depth(body: &[u8]) -> usize {
         }
     }
     deepest
+}
+
+/// The media type of the request body (`Content-Type` without parameters), lower case.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default();
+    Some(essence.trim().to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -266,16 +266,26 @@ pub fn presented(headers: &HeaderMap) -> Option<(Carrier, &str)> {
     cookie_value(headers, COOKIE).map(|token| (Carrier::Cookie, token))
 }
 
-/// The value of the cookie `name` in the request's `Cookie` headers.
+/// The value of the cookie `name` in the request's `Cookie` headers; `None` when absent or
+/// sent more than once (an ambiguous credential is no credential).
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut found = None;
+    // HTTP/2 may split cookies over several headers (RFC 9113 8.2.3).
+    let pairs = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+        .filter_map(|pair| pair.trim().split_once('='));
+    for (key, value) in pairs {
+        if key == name {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(value);
+        }
+    }
+    found
 }
 
 /// Removes the gateway's own credentials from a request about to go upstream: its session
@@ -962,6 +972,23 @@ mod tests {
             )
         );
         assert!(cookie.len() < 4096);
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_is_no_credential() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-wardgate-session=wgs_a; other=1"),
+        );
+        assert_eq!(presented(&headers), Some((Carrier::Cookie, "wgs_a")));
+        // HTTP/2 splits cookies over headers: a second one anywhere makes it ambiguous.
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-wardgate-session=wgs_b"),
+        );
+        assert_eq!(presented(&headers), None);
+        assert_eq!(cookie_value(&headers, "other"), Some("1"));
     }
 
     #[test]
