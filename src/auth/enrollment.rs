@@ -45,7 +45,6 @@
 //! 4.1 enrollment binding of authenticators; recovery codes: 3.1.2 look-up secrets of at least
 //! 64 bits), RFC 6238, OWASP ASVS 5 V6.4 (authenticator lifecycle).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -56,6 +55,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::auth::api::{self, busy, parse, unavailable};
+use crate::auth::ceremony::Ceremonies;
 use crate::auth::events::Factor;
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
@@ -100,7 +100,7 @@ pub struct Enrollment {
     /// WebAuthn's relying party; `None` when `auth.webauthn` is not configured.
     passkeys: Option<Arc<Passkeys>>,
     mfa: MfaConfig,
-    ceremonies: Mutex<Ceremonies>,
+    ceremonies: Mutex<Ceremonies<Ceremony>>,
 }
 
 #[derive(Deserialize)]
@@ -180,7 +180,7 @@ impl Enrollment {
             totp,
             passkeys,
             mfa,
-            ceremonies: Mutex::new(Ceremonies::new(MAX_CEREMONIES)),
+            ceremonies: Mutex::new(Ceremonies::new(MAX_CEREMONIES, CEREMONY_TTL_SECS)),
         }
     }
 
@@ -306,7 +306,7 @@ impl Enrollment {
         // The ceremony is reserved before the token is spent: a full map must not burn the link.
         let enrollment = self
             .lock()
-            .start(enrollee, pending.clone(), now)
+            .start(Ceremony::new(enrollee, pending.clone()), now)
             .ok_or_else(busy)?;
         let id = user.id;
         let token = Bytes::from(token.as_bytes().to_vec());
@@ -319,7 +319,7 @@ impl Enrollment {
         })
         .await;
         if !matches!(consumed, Ok(true)) {
-            self.lock().remove(&enrollment);
+            self.lock().take(&enrollment, now);
             consumed?;
             return Err(Refused::from(Refusal::EnrollmentLinkInvalid).into());
         }
@@ -333,11 +333,8 @@ impl Enrollment {
 
     /// The factors and the authenticator of an open ceremony, to show again after a wrong try.
     pub fn pending(&self, enrollment: &str, now: u64) -> Option<(Vec<Factor>, PendingTotp)> {
-        let mut ceremonies = self.lock();
-        ceremonies.prune(now);
-        ceremonies
-            .open
-            .get(enrollment)
+        self.lock()
+            .get(enrollment, now)
             .map(|c| (c.enrollee.methods.clone(), c.totp.clone()))
     }
 
@@ -348,7 +345,7 @@ impl Enrollment {
         code: &str,
         now: u64,
     ) -> Result<Vec<String>, Refused> {
-        let (enrollee, active, last_step) = self.lock().confirm(enrollment, code, now)?;
+        let (enrollee, active, last_step) = confirm(&mut self.lock(), enrollment, code, now)?;
         let user = enrollee.user;
         self.complete(&enrollee, Factor::Totp, move |store| {
             store.set_totp(user, active.secret_bytes(), last_step)
@@ -391,9 +388,8 @@ impl Enrollment {
         // Of two racing finishes, the one that closes the enrollment stores its credential.
         let enrollee = self
             .lock()
-            .open
-            .remove(enrollment)
-            .map(|c| c.enrollee)
+            .take(enrollment, now)
+            .map(|held| held.value.enrollee)
             .ok_or(Refusal::EnrollmentUnknown)?;
         self.complete(&enrollee, Factor::WebAuthn, move |store| {
             store.add_webauthn(user, &credential)
@@ -403,11 +399,9 @@ impl Enrollment {
 
     /// Who an open enrollment is for, when it may end with `factor` (else `WG-AUTH-013`).
     fn open_for(&self, enrollment: &str, factor: Factor, now: u64) -> Result<Enrollee, Refusal> {
-        let mut ceremonies = self.lock();
-        ceremonies.prune(now);
-        let enrollee = ceremonies
-            .open
-            .get(enrollment)
+        let enrollee = self
+            .lock()
+            .get(enrollment, now)
             .map(|c| c.enrollee.clone())
             .ok_or(Refusal::EnrollmentUnknown)?;
         if !enrollee.methods.contains(&factor) {
@@ -441,7 +435,7 @@ impl Enrollment {
         Ok(codes)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Ceremonies> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ceremonies<Ceremony>> {
         // A panic while holding the lock cannot leave the map half-changed in a harmful way.
         self.ceremonies
             .lock()
@@ -513,78 +507,42 @@ struct Ceremony {
     enrollee: Enrollee,
     totp: PendingTotp,
     wrong_codes: u32,
-    expires: u64,
 }
 
-/// The open ceremonies, by id; time is a parameter.
-struct Ceremonies {
-    open: HashMap<String, Ceremony>,
-    capacity: usize,
-}
-
-impl Ceremonies {
-    fn new(capacity: usize) -> Self {
+impl Ceremony {
+    fn new(enrollee: Enrollee, totp: PendingTotp) -> Self {
         Self {
-            open: HashMap::new(),
-            capacity,
+            enrollee,
+            totp,
+            wrong_codes: 0,
         }
     }
+}
 
-    fn prune(&mut self, now: u64) {
-        self.open.retain(|_, ceremony| now < ceremony.expires);
+/// Checks `code` (for an enrollment that may end with the app, else `WG-AUTH-013`); a right one
+/// ends the ceremony and hands back the active factor and its step, a wrong one counts and the
+/// last allowed one drops the ceremony.
+fn confirm(
+    open: &mut Ceremonies<Ceremony>,
+    id: &str,
+    code: &str,
+    now: u64,
+) -> Result<(Enrollee, ActiveTotp, u64), Refusal> {
+    let ceremony = open.get(id, now).ok_or(Refusal::EnrollmentUnknown)?;
+    if !ceremony.enrollee.methods.contains(&Factor::Totp) {
+        return Err(Refusal::FactorNotRegistered);
     }
-
-    /// Opens a ceremony under a fresh random id, or `None` when the map is full.
-    fn start(&mut self, enrollee: Enrollee, totp: PendingTotp, now: u64) -> Option<String> {
-        self.prune(now);
-        if self.open.len() >= self.capacity {
-            return None;
+    match ceremony.totp.activate(code, now) {
+        Ok((active, step)) => {
+            let held = open.take(id, now).ok_or(Refusal::EnrollmentUnknown)?;
+            Ok((held.value.enrollee, active, step))
         }
-        let bits: [u8; 32] = rand::random();
-        let mut id = String::with_capacity(64);
-        hex_encode_into(&bits, &mut id);
-        self.open.insert(
-            id.clone(),
-            Ceremony {
-                enrollee,
-                totp,
-                wrong_codes: 0,
-                expires: now + CEREMONY_TTL_SECS,
-            },
-        );
-        Some(id)
-    }
-
-    fn remove(&mut self, id: &str) {
-        self.open.remove(id);
-    }
-
-    /// Checks `code` (for an enrollment that may end with the app, else `WG-AUTH-013`); a right
-    /// one ends the ceremony and hands back the active factor and its step, a wrong one counts
-    /// and the last allowed one drops the ceremony.
-    fn confirm(
-        &mut self,
-        id: &str,
-        code: &str,
-        now: u64,
-    ) -> Result<(Enrollee, ActiveTotp, u64), Refusal> {
-        self.prune(now);
-        let ceremony = self.open.get_mut(id).ok_or(Refusal::EnrollmentUnknown)?;
-        if !ceremony.enrollee.methods.contains(&Factor::Totp) {
-            return Err(Refusal::FactorNotRegistered);
-        }
-        match ceremony.totp.activate(code, now) {
-            Ok((active, step)) => {
-                let ceremony = self.open.remove(id).ok_or(Refusal::EnrollmentUnknown)?;
-                Ok((ceremony.enrollee, active, step))
+        Err(_) => {
+            ceremony.wrong_codes += 1;
+            if ceremony.wrong_codes >= MAX_WRONG_CODES {
+                open.take(id, now);
             }
-            Err(_) => {
-                ceremony.wrong_codes += 1;
-                if ceremony.wrong_codes >= MAX_WRONG_CODES {
-                    self.open.remove(id);
-                }
-                Err(Refusal::TotpCodeWrong)
-            }
+            Err(Refusal::TotpCodeWrong)
         }
     }
 }
@@ -609,89 +567,63 @@ mod tests {
 
     #[test]
     fn the_app_cannot_end_an_enrollment_whose_roles_want_passkeys() {
-        let mut ceremonies = Ceremonies::new(4);
+        let mut ceremonies = Ceremonies::new(4, CEREMONY_TTL_SECS);
         let totp = pending();
         let code = totp.code_at(NOW);
         let passkeys_only = Enrollee {
             methods: vec![Factor::WebAuthn, Factor::RecoveryCode],
             ..enrollee(1, "alice")
         };
-        let id = ceremonies.start(passkeys_only, totp, NOW).unwrap();
+        let id = ceremonies
+            .start(Ceremony::new(passkeys_only, totp), NOW)
+            .unwrap();
         assert_eq!(
-            ceremonies.confirm(&id, &code, NOW).err(),
+            confirm(&mut ceremonies, &id, &code, NOW).err(),
             Some(Refusal::FactorNotRegistered)
         );
         // Still open for the passkey.
-        assert!(ceremonies.open.contains_key(&id));
+        assert!(ceremonies.get(&id, NOW).is_some());
     }
 
     #[test]
     fn a_right_code_ends_the_ceremony_once() {
-        let mut ceremonies = Ceremonies::new(4);
+        let mut ceremonies = Ceremonies::new(4, CEREMONY_TTL_SECS);
         let totp = pending();
         let code = totp.code_at(NOW);
-        let id = ceremonies.start(enrollee(1, "alice"), totp, NOW).unwrap();
+        let id = ceremonies
+            .start(Ceremony::new(enrollee(1, "alice"), totp), NOW)
+            .unwrap();
         assert_eq!(id.len(), 64);
-        let (enrollee, _, step) = ceremonies.confirm(&id, &code, NOW).unwrap();
+        let (enrollee, _, step) = confirm(&mut ceremonies, &id, &code, NOW).unwrap();
         assert_eq!(
             (enrollee.user, enrollee.name.as_str(), step),
             (UserId::from_bytes([1; 16]), "alice", NOW / 30)
         );
         assert_eq!(
-            ceremonies.confirm(&id, &code, NOW).err(),
+            confirm(&mut ceremonies, &id, &code, NOW).err(),
             Some(Refusal::EnrollmentUnknown)
         );
     }
 
     #[test]
     fn the_fifth_wrong_code_drops_the_ceremony() {
-        let mut ceremonies = Ceremonies::new(4);
+        let mut ceremonies = Ceremonies::new(4, CEREMONY_TTL_SECS);
         let totp = pending();
         let code = totp.code_at(NOW);
         let wrong = if code == "000000" { "111111" } else { "000000" };
-        let id = ceremonies.start(enrollee(1, "alice"), totp, NOW).unwrap();
+        let id = ceremonies
+            .start(Ceremony::new(enrollee(1, "alice"), totp), NOW)
+            .unwrap();
         for bad in ["12345", "abcdef", wrong, wrong, wrong] {
             assert_eq!(
-                ceremonies.confirm(&id, bad, NOW).err(),
+                confirm(&mut ceremonies, &id, bad, NOW).err(),
                 Some(Refusal::TotpCodeWrong),
                 "{bad}"
             );
         }
         assert_eq!(
-            ceremonies.confirm(&id, &code, NOW).err(),
+            confirm(&mut ceremonies, &id, &code, NOW).err(),
             Some(Refusal::EnrollmentUnknown)
-        );
-    }
-
-    #[test]
-    fn ceremonies_expire_and_are_bounded() {
-        let mut ceremonies = Ceremonies::new(2);
-        let totp = pending();
-        let late = NOW + CEREMONY_TTL_SECS;
-        let code = totp.code_at(late);
-        let first = ceremonies.start(enrollee(1, "a"), totp, NOW).unwrap();
-        ceremonies
-            .start(enrollee(2, "b"), pending(), NOW + 1)
-            .unwrap();
-        assert!(
-            ceremonies
-                .start(enrollee(3, "c"), pending(), NOW + 1)
-                .is_none()
-        );
-        assert_eq!(
-            ceremonies.confirm(&first, &code, late).err(),
-            Some(Refusal::EnrollmentUnknown)
-        );
-        // The expired one was pruned: room for another.
-        assert!(
-            ceremonies
-                .start(enrollee(3, "c"), pending(), late)
-                .is_some()
-        );
-        assert!(
-            ceremonies
-                .start(enrollee(4, "d"), pending(), late)
-                .is_none()
         );
     }
 
@@ -766,7 +698,7 @@ mod tests {
             store.enrollment_token_user(b"token", NOW).unwrap(),
             Some(user.id)
         );
-        assert!(enrollment.lock().open.is_empty());
+        assert!(enrollment.lock().is_empty());
     }
 
     #[test]

@@ -40,7 +40,6 @@
 //! authentication attempts; 4.2/4.3 multi-factor at AAL2/AAL3; 5.1 session binding), OWASP
 //! ASVS 5 V6.2/V6.3 (no enumeration, brute-force defence), RFC 6238 5.2, RFC 6750.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -51,6 +50,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::api::{self, busy, parse, unavailable};
+use crate::auth::ceremony::{Ceremonies, Held};
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
 use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy};
@@ -59,7 +59,6 @@ use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::totp::{ActiveTotp, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::body::ResponseBody;
-use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
 use crate::pipeline::Refused;
 use crate::ratelimit::ClientKey;
@@ -125,7 +124,6 @@ enum Purpose {
 struct Challenge {
     user: UserId,
     name: String,
-    expires: u64,
     purpose: Purpose,
     /// The factors offered: the only ones this challenge accepts.
     factors: Vec<Factor>,
@@ -187,7 +185,7 @@ pub struct Login {
     accounts: Lockout<UserId>,
     addresses: Lockout<ClientKey>,
     factors: Lockout<UserId>,
-    challenges: Mutex<HashMap<String, Challenge>>,
+    challenges: Mutex<Ceremonies<Challenge>>,
 }
 
 /// How second factors are checked: the app's parameters, the WebAuthn relying party (`None`
@@ -216,7 +214,7 @@ impl Login {
             accounts: Lockout::new(lockout),
             addresses: Lockout::new(lockout),
             factors: Lockout::new(lockout),
-            challenges: Mutex::new(HashMap::new()),
+            challenges: Mutex::new(Ceremonies::new(MAX_CHALLENGES, CHALLENGE_TTL_SECS)),
         }
     }
 
@@ -229,7 +227,7 @@ impl Login {
         self.accounts.prune(now);
         self.addresses.prune(now);
         self.factors.prune(now);
-        self.lock().retain(|_, c| c.expires > now);
+        self.lock().prune(now);
     }
 
     /// The password step. Every failure is the same [`Refusal::LoginFailed`] after the same
@@ -360,25 +358,14 @@ impl Login {
         factors: Vec<Factor>,
         now: u64,
     ) -> Result<Started, Refused> {
-        let mut challenges = self.lock();
-        challenges.retain(|_, c| c.expires > now);
-        if challenges.len() >= MAX_CHALLENGES {
-            return Err(busy());
-        }
-        let bits: [u8; 32] = rand::random();
-        let mut id = String::with_capacity(64);
-        hex_encode_into(&bits, &mut id);
-        challenges.insert(
-            id.clone(),
-            Challenge {
-                user: user.id,
-                name: user.name.clone(),
-                expires: now + CHALLENGE_TTL_SECS,
-                purpose,
-                factors: factors.clone(),
-                wrong: 0,
-            },
-        );
+        let challenge = Challenge {
+            user: user.id,
+            name: user.name.clone(),
+            purpose,
+            factors: factors.clone(),
+            wrong: 0,
+        };
+        let id = self.lock().start(challenge, now).ok_or_else(busy)?;
         Ok(Started {
             challenge: id,
             factors,
@@ -389,8 +376,7 @@ impl Login {
     /// The factors an open challenge still accepts: `None` once it has expired or was dropped.
     pub fn open_factors(&self, challenge_id: &str, now: u64) -> Option<Vec<Factor>> {
         self.lock()
-            .get(challenge_id)
-            .filter(|c| c.expires > now)
+            .get(challenge_id, now)
             .map(|c| c.factors.clone())
     }
 
@@ -422,29 +408,27 @@ impl Login {
         client: Client<'_>,
         now: u64,
     ) -> Result<Completed, Refused> {
-        let challenge = {
-            let mut challenges = self.lock();
-            challenges.retain(|_, c| c.expires > now);
-            challenges
-                .remove(challenge_id)
-                .ok_or(Refusal::LoginChallengeInvalid)?
-        };
-        if !challenge.factors.contains(&proof.factor()) {
-            self.lock().insert(challenge_id.to_owned(), challenge);
+        let held = self
+            .lock()
+            .take(challenge_id, now)
+            .ok_or(Refusal::LoginChallengeInvalid)?;
+        if !held.value.factors.contains(&proof.factor()) {
+            self.lock().put_back(challenge_id, held);
             return Err(Refusal::SecondFactorWrong.into());
         }
-        let locked = self.factors.check(&challenge.user, now).is_err();
+        let user = held.value.user;
+        let locked = self.factors.check(&user, now).is_err();
         let verified = if locked {
             None
         } else {
-            self.verify(challenge.user, &proof, now).await?
+            self.verify(user, &proof, now).await?
         };
         let Some((factor, recovery_codes_left)) = verified else {
-            self.second_factor_failed(challenge_id, challenge, client.address, locked, now);
+            self.second_factor_failed(challenge_id, held, client.address, locked, now);
             return Err(Refusal::SecondFactorWrong.into());
         };
-        self.factors.record_success(&challenge.user, now);
-        self.finish(challenge, factor, recovery_codes_left, client, now)
+        self.factors.record_success(&user, now);
+        self.finish(held.value, factor, recovery_codes_left, client, now)
             .await
     }
 
@@ -533,15 +517,12 @@ impl Login {
         challenge_id: &str,
         now: u64,
     ) -> Result<(String, serde_json::Value), Refused> {
-        let user = {
-            let mut challenges = self.lock();
-            challenges.retain(|_, c| c.expires > now);
-            challenges
-                .get(challenge_id)
-                .filter(|c| c.factors.contains(&Factor::WebAuthn))
-                .map(|c| c.user)
-                .ok_or(Refusal::LoginChallengeInvalid)?
-        };
+        let user = self
+            .lock()
+            .get(challenge_id, now)
+            .filter(|c| c.factors.contains(&Factor::WebAuthn))
+            .map(|c| c.user)
+            .ok_or(Refusal::LoginChallengeInvalid)?;
         let passkeys = self
             .second
             .passkeys
@@ -560,11 +541,12 @@ impl Login {
     fn second_factor_failed(
         &self,
         id: &str,
-        mut challenge: Challenge,
+        mut held: Held<Challenge>,
         client: IpAddr,
         locked: bool,
         now: u64,
     ) {
+        let challenge = &mut held.value;
         self.events.emit(SecurityEvent::LoginFailed {
             user: Some(challenge.name.clone()),
             client,
@@ -575,7 +557,7 @@ impl Login {
         }
         challenge.wrong += 1;
         if challenge.wrong < MAX_WRONG_FACTORS {
-            self.lock().insert(id.to_owned(), challenge);
+            self.lock().put_back(id, held);
         }
     }
 
@@ -768,7 +750,7 @@ impl Login {
         answer
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Challenge>> {
+    fn lock(&self) -> MutexGuard<'_, Ceremonies<Challenge>> {
         // A panic while holding the lock cannot leave the map half-changed in a harmful way.
         self.challenges
             .lock()

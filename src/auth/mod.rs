@@ -15,8 +15,10 @@
 //! - [`login`]: password, then second factor, then a session; step-up and logout.
 //! - [`events`]: the one channel for security events.
 //! - [`api`]: what the JSON endpoints share.
+//! - [`ceremony`]: short-lived state of multi-step exchanges under random ids.
 
 pub mod api;
+pub mod ceremony;
 pub mod csrf;
 pub mod enrollment;
 pub mod events;

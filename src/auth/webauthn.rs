@@ -39,7 +39,6 @@
 //! seconds); this module never reads the clock. Stored credential blobs and ceremony state never
 //! appear in errors or `Debug` output.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,6 +49,7 @@ use webauthn_rs::prelude::{
     RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
 };
 
+use crate::auth::ceremony::Ceremonies;
 use crate::identity::{User, UserId, WebAuthnCredential, WebAuthnUse};
 
 /// How long a started ceremony may be finished: the user must find, touch and unlock the
@@ -224,7 +224,7 @@ impl WebAuthnConfig {
 /// The WebAuthn relying party: built once at start, shared by reference across requests.
 pub struct Passkeys {
     webauthn: Webauthn,
-    ceremonies: Mutex<Ceremonies>,
+    ceremonies: Mutex<Ceremonies<Ceremony>>,
 }
 
 impl fmt::Debug for Passkeys {
@@ -254,7 +254,7 @@ impl Passkeys {
             .map_err(|error| config_error("origin", format!("refused by WebAuthn: {error}")))?;
         Ok(Self {
             webauthn,
-            ceremonies: Mutex::new(Ceremonies::new(capacity)),
+            ceremonies: Mutex::new(Ceremonies::new(capacity, CEREMONY_TTL_SECS)),
         })
     }
 
@@ -285,9 +285,7 @@ impl Passkeys {
             .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
         let json = serde_json::to_value(&options)
             .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
-        let id = self
-            .lock()
-            .start(user.id, State::Registration(Box::new(state)), now)?;
+        let id = self.open(user.id, State::Registration(Box::new(state)), now)?;
         Ok((id, json))
     }
 
@@ -301,7 +299,7 @@ impl Passkeys {
         response: &[u8],
         now: u64,
     ) -> Result<WebAuthnCredential, WebAuthnError> {
-        let State::Registration(state) = self.lock().take(ceremony, user, now)? else {
+        let State::Registration(state) = self.take(ceremony, user, now)? else {
             return Err(WebAuthnError::UnknownCeremony);
         };
         let response: RegisterPublicKeyCredential =
@@ -350,9 +348,7 @@ impl Passkeys {
             .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
         let json = serde_json::to_value(&options)
             .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
-        let id = self
-            .lock()
-            .start(user, State::Authentication(Box::new(state)), now)?;
+        let id = self.open(user, State::Authentication(Box::new(state)), now)?;
         Ok((id, json))
     }
 
@@ -369,7 +365,7 @@ impl Passkeys {
         credentials: &[WebAuthnCredential],
         now: u64,
     ) -> Result<(Vec<u8>, WebAuthnUse), WebAuthnError> {
-        let State::Authentication(state) = self.lock().take(ceremony, user, now)? else {
+        let State::Authentication(state) = self.take(ceremony, user, now)? else {
             return Err(WebAuthnError::UnknownCeremony);
         };
         let response: PublicKeyCredential =
@@ -410,7 +406,23 @@ impl Passkeys {
         ))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Ceremonies> {
+    /// Opens a ceremony for `user`.
+    fn open(&self, user: UserId, state: State, now: u64) -> Result<String, WebAuthnError> {
+        self.lock()
+            .start(Ceremony { user, state }, now)
+            .ok_or(WebAuthnError::Busy)
+    }
+
+    /// Removes the ceremony and hands back its state when it is open and was started for
+    /// `user`. Removed in every case: a ceremony is answered once.
+    fn take(&self, id: &str, user: UserId, now: u64) -> Result<State, WebAuthnError> {
+        match self.lock().take(id, now) {
+            Some(held) if held.value.user == user => Ok(held.value.state),
+            _ => Err(WebAuthnError::UnknownCeremony),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ceremonies<Ceremony>> {
         // A panic while holding the lock cannot leave the map half-updated (every operation is
         // one insert or one remove), so a poisoned lock is still safe to use.
         self.ceremonies
@@ -476,55 +488,6 @@ enum State {
 struct Ceremony {
     user: UserId,
     state: State,
-    expires: u64,
-}
-
-/// The open ceremonies, by id; time is a parameter.
-struct Ceremonies {
-    open: HashMap<String, Ceremony>,
-    capacity: usize,
-}
-
-impl Ceremonies {
-    fn new(capacity: usize) -> Self {
-        Self {
-            open: HashMap::new(),
-            capacity,
-        }
-    }
-
-    fn prune(&mut self, now: u64) {
-        self.open.retain(|_, ceremony| now < ceremony.expires);
-    }
-
-    /// Opens a ceremony under a fresh 256-bit random id (hex).
-    fn start(&mut self, user: UserId, state: State, now: u64) -> Result<String, WebAuthnError> {
-        self.prune(now);
-        if self.open.len() >= self.capacity {
-            return Err(WebAuthnError::Busy);
-        }
-        let bits: [u8; 32] = rand::random();
-        let id: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
-        self.open.insert(
-            id.clone(),
-            Ceremony {
-                user,
-                state,
-                expires: now.saturating_add(CEREMONY_TTL_SECS),
-            },
-        );
-        Ok(id)
-    }
-
-    /// Removes the ceremony and hands back its state when it is open and was started for
-    /// `user`. Removed in every case: a ceremony is answered once.
-    fn take(&mut self, id: &str, user: UserId, now: u64) -> Result<State, WebAuthnError> {
-        self.prune(now);
-        match self.open.remove(id) {
-            Some(ceremony) if ceremony.user == user => Ok(ceremony.state),
-            _ => Err(WebAuthnError::UnknownCeremony),
-        }
-    }
 }
 
 #[cfg(test)]
