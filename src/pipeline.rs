@@ -170,6 +170,7 @@ impl Gateway {
             config.auth.totp.clone(),
             passkeys.clone(),
             config.auth.mfa.clone(),
+            accounts.events.clone(),
         );
         let sessions = Arc::new(Sessions::new(
             accounts.store.clone(),

@@ -10,8 +10,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
+use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::body::{self, IdleBody, ResponseBody};
-use crate::identity::{IdentityStore, StoreError};
+use crate::identity::{IdentityStore, StoreError, UserId};
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
 use crate::sanitize::request::media_type;
@@ -71,4 +72,34 @@ pub async fn blocking<T: Send + 'static>(
         Ok(Err(error)) => Err(unavailable(&error)),
         Err(error) => Err(unavailable(&error)),
     }
+}
+
+/// A registration that did not succeed: busy and internal failures as such, every other
+/// outcome (unknown ceremony, refused or malformed answer) as `WG-AUTH-013`.
+pub fn passkey_refusal(error: WebAuthnError) -> Refused {
+    match error {
+        WebAuthnError::Busy => busy(),
+        WebAuthnError::Internal(_) => unavailable(&error),
+        other => {
+            tracing::info!(target: "wardgate::security", reason = %other, "WebAuthn registration refused");
+            Refusal::FactorNotRegistered.into()
+        }
+    }
+}
+
+/// Opens a WebAuthn registration for the user `id`, the authenticators they already have
+/// excluded: the ceremony id and the options for `navigator.credentials.create()`.
+pub async fn passkey_registration(
+    store: &Arc<dyn IdentityStore>,
+    passkeys: &Passkeys,
+    id: UserId,
+    now: u64,
+) -> Result<(String, serde_json::Value), Refused> {
+    let (user, existing) = blocking(store, move |store| {
+        Ok((store.user(id)?, store.webauthn_credentials(id)?))
+    })
+    .await?;
+    passkeys
+        .start_registration(&user, &existing, now)
+        .map_err(passkey_refusal)
 }

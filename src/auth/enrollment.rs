@@ -54,13 +54,13 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::auth::api::{self, busy, parse, unavailable};
+use crate::auth::api::{self, busy, parse, passkey_refusal, unavailable};
 use crate::auth::ceremony::Ceremonies;
-use crate::auth::events::Factor;
+use crate::auth::events::{Factor, SecurityEvent, SecurityEvents};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
 use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
-use crate::auth::webauthn::{Passkeys, WebAuthnError};
+use crate::auth::webauthn::Passkeys;
 use crate::body::ResponseBody;
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
@@ -100,6 +100,7 @@ pub struct Enrollment {
     /// WebAuthn's relying party; `None` when `auth.webauthn` is not configured.
     passkeys: Option<Arc<Passkeys>>,
     mfa: MfaConfig,
+    events: SecurityEvents,
     ceremonies: Mutex<Ceremonies<Ceremony>>,
 }
 
@@ -172,6 +173,7 @@ impl Enrollment {
         totp: TotpConfig,
         passkeys: Option<Arc<Passkeys>>,
         mfa: MfaConfig,
+        events: SecurityEvents,
     ) -> Self {
         Self {
             store,
@@ -180,6 +182,7 @@ impl Enrollment {
             totp,
             passkeys,
             mfa,
+            events,
             ceremonies: Mutex::new(Ceremonies::new(MAX_CEREMONIES, CEREMONY_TTL_SECS)),
         }
     }
@@ -323,7 +326,8 @@ impl Enrollment {
             consumed?;
             return Err(Refused::from(Refusal::EnrollmentLinkInvalid).into());
         }
-        tracing::info!(target: "wardgate::security", event = "enrollment_password_set", user = %user.name);
+        self.events
+            .emit(SecurityEvent::PasswordSet { user: user.name });
         Ok(TotpStarted {
             enrollment,
             methods,
@@ -362,13 +366,7 @@ impl Enrollment {
     ) -> Result<(String, serde_json::Value), Refused> {
         let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
         let id = self.open_for(enrollment, Factor::WebAuthn, now)?.user;
-        let (user, existing) = api::blocking(&self.store, move |store| {
-            Ok((store.user(id)?, store.webauthn_credentials(id)?))
-        })
-        .await?;
-        passkeys
-            .start_registration(&user, &existing, now)
-            .map_err(webauthn_refusal)
+        api::passkey_registration(&self.store, &passkeys, id, now).await
     }
 
     /// The browser's answer to the registration ceremony: a verified credential ends the
@@ -384,7 +382,7 @@ impl Enrollment {
         let user = self.open_for(enrollment, Factor::WebAuthn, now)?.user;
         let credential = passkeys
             .finish_registration(ceremony, user, credential, now)
-            .map_err(webauthn_refusal)?;
+            .map_err(passkey_refusal)?;
         // Of two racing finishes, the one that closes the enrollment stores its credential.
         let enrollee = self
             .lock()
@@ -431,7 +429,10 @@ impl Enrollment {
             store.set_mfa_required_enrollment(user, false)
         })
         .await?;
-        tracing::info!(target: "wardgate::security", event = "enrollment_completed", user = %enrollee.name, factor = factor.name());
+        self.events.emit(SecurityEvent::FactorAdded {
+            user: enrollee.name.clone(),
+            factor,
+        });
         Ok(codes)
     }
 
@@ -440,19 +441,6 @@ impl Enrollment {
         self.ceremonies
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A ceremony that did not succeed: busy and internal failures as such, every other outcome
-/// (unknown ceremony, refused or malformed answer) as `WG-AUTH-013`.
-fn webauthn_refusal(error: WebAuthnError) -> Refused {
-    match error {
-        WebAuthnError::Busy => busy(),
-        WebAuthnError::Internal(_) => unavailable(&error),
-        other => {
-            tracing::info!(target: "wardgate::security", reason = %other, "WebAuthn registration refused");
-            Refusal::FactorNotRegistered.into()
-        }
     }
 }
 
@@ -677,6 +665,7 @@ mod tests {
             TotpConfig::default(),
             None,
             MfaConfig::default(),
+            SecurityEvents::new(),
         );
         let Err(PasswordError::Refused(refused)) = enrollment
             .set_password("token", "Violet lanterns hum 7 quiet tunes!".into(), NOW)

@@ -72,8 +72,10 @@ pub enum SecurityEvent {
         user: String,
         factor: Factor,
     },
-    EnrollmentCompleted {
+    /// A second factor proven and stored: at enrollment, or a passkey added later.
+    FactorAdded {
         user: String,
+        factor: Factor,
     },
     PasswordSet {
         user: String,
@@ -95,7 +97,7 @@ impl SecurityEvent {
             SecurityEvent::LockedOut { .. } => "locked_out",
             SecurityEvent::RecoveryCodeUsed { .. } => "recovery_code_used",
             SecurityEvent::StepUp { .. } => "step_up",
-            SecurityEvent::EnrollmentCompleted { .. } => "enrollment_completed",
+            SecurityEvent::FactorAdded { .. } => "factor_added",
             SecurityEvent::PasswordSet { .. } => "password_set",
             SecurityEvent::SessionsEnded { .. } => "sessions_ended",
         }
@@ -126,12 +128,11 @@ impl SecurityEvent {
             SecurityEvent::RecoveryCodeUsed { user, client, left } => {
                 json!({ "user": user, "client": client.to_string(), "codes_left": left })
             }
-            SecurityEvent::StepUp { user, factor } => {
+            SecurityEvent::StepUp { user, factor }
+            | SecurityEvent::FactorAdded { user, factor } => {
                 json!({ "user": user, "factor": factor.name() })
             }
-            SecurityEvent::EnrollmentCompleted { user } | SecurityEvent::PasswordSet { user } => {
-                json!({ "user": user })
-            }
+            SecurityEvent::PasswordSet { user } => json!({ "user": user }),
             SecurityEvent::SessionsEnded {
                 user,
                 reason,

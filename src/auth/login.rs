@@ -29,7 +29,10 @@
 //! ```
 //!
 //! `POST /.wardgate/api/step-up` (with a session) opens a challenge for the same user without a
-//! password; finishing it rotates the token and refreshes the proof time. `POST
+//! password; finishing it rotates the token and refreshes the proof time.
+//! `POST /.wardgate/api/passkeys/start` and `/passkeys/finish` (with a session whose second
+//! factor is at most [`ADD_FACTOR_WITHIN_SECS`] old, else `WG-SESSION-004`) register one more
+//! passkey or security key for the user: several per account, the ones already there excluded. `POST
 //! /.wardgate/api/logout` ends this session, `/.wardgate/api/logout-all` every session of the
 //! user; `GET /.wardgate/api/session` describes the session.
 //!
@@ -49,7 +52,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::api::{self, busy, parse, unavailable};
+use crate::auth::api::{self, busy, parse, passkey_refusal, unavailable};
 use crate::auth::ceremony::{Ceremonies, Held};
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
@@ -74,6 +77,8 @@ pub const STEP_UP_PATH: &str = "/.wardgate/api/step-up";
 pub const LOGOUT_PATH: &str = "/.wardgate/api/logout";
 pub const LOGOUT_ALL_PATH: &str = "/.wardgate/api/logout-all";
 pub const SESSION_PATH: &str = "/.wardgate/api/session";
+pub const PASSKEY_START_PATH: &str = "/.wardgate/api/passkeys/start";
+pub const PASSKEY_FINISH_PATH: &str = "/.wardgate/api/passkeys/finish";
 /// The browser login page; protected pages send browsers here with `return_to`.
 pub const LOGIN_PAGE: &str = "/.wardgate/login";
 
@@ -81,6 +86,9 @@ pub const LOGIN_PAGE: &str = "/.wardgate/login";
 const CHALLENGE_TTL_SECS: u64 = 5 * 60;
 /// Open challenges kept at most; one more is refused as busy.
 const MAX_CHALLENGES: usize = 100_000;
+/// How recent the last second-factor proof must be to register another authenticator: a
+/// session left open on a shared computer must not let someone add their own key.
+pub const ADD_FACTOR_WITHIN_SECS: u64 = 10 * 60;
 /// Wrong second factors a challenge survives; the next one drops it.
 const MAX_WRONG_FACTORS: u32 = 5;
 
@@ -102,6 +110,14 @@ struct CodeStep {
 #[serde(deny_unknown_fields)]
 struct WebAuthnStart {
     challenge: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasskeyFinish {
+    ceremony: String,
+    /// What the browser's `navigator.credentials.create()` returned, as JSON.
+    credential: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -622,6 +638,63 @@ impl Login {
         }
     }
 
+    /// Whether `live` may register another passkey now: passkeys configured and allowed for the
+    /// user's roles (else `WG-AUTH-013`), and a second factor proven recently (else
+    /// `WG-SESSION-004`: step up first).
+    pub fn may_add_passkey(&self, live: &Live, now: u64) -> Result<Arc<Passkeys>, Refusal> {
+        let passkeys = self
+            .second
+            .passkeys
+            .clone()
+            .filter(|_| {
+                self.second
+                    .mfa
+                    .allowed(&live.roles)
+                    .contains(&Factor::WebAuthn)
+            })
+            .ok_or(Refusal::FactorNotRegistered)?;
+        if now.saturating_sub(live.auth_time) > ADD_FACTOR_WITHIN_SECS {
+            return Err(Refusal::StepUpRequired);
+        }
+        Ok(passkeys)
+    }
+
+    /// Opens the registration of another passkey for the session's user: the ceremony id and
+    /// the options for `navigator.credentials.create()`.
+    pub async fn passkey_options(
+        &self,
+        live: &Live,
+        now: u64,
+    ) -> Result<(String, serde_json::Value), Refused> {
+        let passkeys = self.may_add_passkey(live, now)?;
+        api::passkey_registration(&self.store, &passkeys, live.user, now).await
+    }
+
+    /// Stores the passkey the browser created; returns how many the user has now.
+    pub async fn add_passkey(
+        &self,
+        live: &Live,
+        ceremony: &str,
+        credential: &[u8],
+        now: u64,
+    ) -> Result<usize, Refused> {
+        let passkeys = self.may_add_passkey(live, now)?;
+        let credential = passkeys
+            .finish_registration(ceremony, live.user, credential, now)
+            .map_err(passkey_refusal)?;
+        let id = live.user;
+        let count = api::blocking(&self.store, move |store| {
+            store.add_webauthn(id, &credential)?;
+            Ok(store.webauthn_credentials(id)?.len())
+        })
+        .await?;
+        self.events.emit(SecurityEvent::FactorAdded {
+            user: live.name.clone(),
+            factor: Factor::WebAuthn,
+        });
+        Ok(count)
+    }
+
     /// Ends this session, or every session of its user.
     pub async fn logout(&self, live: &Live, everywhere: bool) -> Result<usize, Refused> {
         let count = if everywhere {
@@ -690,6 +763,22 @@ impl Login {
                 let live = self.current(request.headers(), now).await?;
                 let started = self.step_up(live, now).await?;
                 Ok(api::ok(&started_json(&started)))
+            }
+            PASSKEY_START_PATH => {
+                let live = self.current(request.headers(), now).await?;
+                let (ceremony, options) = self.passkey_options(&live, now).await?;
+                Ok(api::ok(
+                    &json!({ "ceremony": ceremony, "options": options }),
+                ))
+            }
+            PASSKEY_FINISH_PATH => {
+                let live = self.current(request.headers(), now).await?;
+                let step: PasskeyFinish = parse(&api::json_body(request, idle).await?)?;
+                let credential = step.credential.to_string();
+                let count = self
+                    .add_passkey(&live, &step.ceremony, credential.as_bytes(), now)
+                    .await?;
+                Ok(api::ok(&json!({ "webauthn_credentials": count })))
             }
             LOGIN_PATH => {
                 let step: PasswordStep = parse(&api::json_body(request, idle).await?)?;

@@ -14,7 +14,11 @@
 //!         right: Set-Cookie (a NEW token) and 303 to return_to when it is a safe same-origin
 //!                path (auth::return_to), else to /.wardgate/; after a recovery code a page
 //!                that says how many are left and to ask for a new enrollment
-//!  GET  /.wardgate/                 who is logged in, until when; logout buttons
+//!  GET  /.wardgate/                 who is logged in, until when; logout buttons; with a second
+//!                                   factor younger than 10 minutes, "add a passkey" (else a
+//!                                   step-up link first)
+//!  POST /.wardgate/passkeys         the new passkey (webauthn.js fills the form): the home page
+//!                                   again with how many the user has, or 400 WG-AUTH-013
 //!  POST /.wardgate/logout           scope=this|everywhere: sessions ended, cookie cleared
 //! ```
 //!
@@ -34,7 +38,7 @@ use crate::auth::return_to::safe_return_target;
 use crate::body::ResponseBody;
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
-use crate::session;
+use crate::session::{self, Live};
 
 pub const LOGIN_PATH: &str = login::LOGIN_PAGE;
 pub const TOTP_PATH: &str = "/.wardgate/login/totp";
@@ -42,6 +46,7 @@ pub const RECOVERY_PATH: &str = "/.wardgate/login/recovery";
 pub const WEBAUTHN_PATH: &str = "/.wardgate/login/webauthn";
 pub const HOME_PATH: &str = "/.wardgate/";
 pub const LOGOUT_PATH: &str = "/.wardgate/logout";
+pub const PASSKEYS_PATH: &str = "/.wardgate/passkeys";
 
 #[derive(Template)]
 #[template(path = "login_password.html")]
@@ -79,6 +84,9 @@ struct HomePage<'a> {
     csrf: &'a str,
     user: &'a str,
     ends_in_minutes: u64,
+    notice: Option<&'a str>,
+    add_passkey: bool,
+    add_after_step_up: bool,
 }
 
 /// `/.wardgate/login`: the form (GET) and the password step (POST).
@@ -282,13 +290,47 @@ pub async fn home(
         return Ok(see_other(LOGIN_PATH));
     };
     let csrf = request.form_token();
+    home_page(login, &live, &csrf, None, request.now)
+}
+
+/// `/.wardgate/passkeys` (POST): one more passkey for the logged-in user.
+pub async fn add_passkey(
+    login: &Login,
+    request: PageRequest<'_>,
+) -> Result<Response<ResponseBody>, Refused> {
+    if request.method() != Method::POST {
+        return Err(Refused::method_not_allowed("POST"));
+    }
+    let now = request.now;
+    let live = login.current(&request.parts.headers, now).await?;
+    let form = request.form().await?;
+    let csrf = form.csrf.clone();
+    let [ceremony, credential] = form.take(["ceremony", "credential"])?;
+    let count = login
+        .add_passkey(&live, &ceremony, credential.as_bytes(), now)
+        .await?;
+    let notice = format!("passkey added: you now have {count} passkeys or security keys");
+    home_page(login, &live, &csrf, Some(&notice), now)
+}
+
+fn home_page(
+    login: &Login,
+    live: &Live,
+    csrf: &FormToken,
+    notice: Option<&str>,
+    now: u64,
+) -> Result<Response<ResponseBody>, Refused> {
     let lifetimes = login.sessions().lifetimes();
+    let may_add = login.may_add_passkey(live, now);
     let home = HomePage {
         csrf: csrf.token.as_str(),
         user: &live.name,
-        ends_in_minutes: live.remaining(&lifetimes, request.now).div_ceil(60),
+        ends_in_minutes: live.remaining(&lifetimes, now).div_ceil(60),
+        notice,
+        add_passkey: may_add.is_ok(),
+        add_after_step_up: may_add.err() == Some(Refusal::StepUpRequired),
     };
-    page(StatusCode::OK, &home, Some(&csrf))
+    page(StatusCode::OK, &home, Some(csrf))
 }
 
 /// `/.wardgate/logout` (POST, `scope=this|everywhere`): ends the session(s), clears the cookie

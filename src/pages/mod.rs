@@ -23,7 +23,7 @@
 //!              └─ /.wardgate/…      handle() here ── ASSETS (GET): style.css, webauthn.js
 //!                                                 ├─ enroll: /enroll, /enroll/totp, /enroll/webauthn
 //!                                                 ├─ login: /login, /login/{totp,recovery,webauthn}
-//!                                                 ├─ home and logout: /, /logout
+//!                                                 ├─ home, logout, more passkeys: /, /logout, /passkeys
 //!                                                 └─ anything else: 404 WG-AUTH-006 (HTML)
 //!
 //!  GET a form page:  request.form_token()  ->  page(status, &Template { csrf, … }, Some(&token))
@@ -121,6 +121,7 @@ pub async fn handle(
         }
         login::HOME_PATH => login::home(login, request).await,
         login::LOGOUT_PATH => login::logout(login, request).await,
+        login::PASSKEYS_PATH => login::add_passkey(login, request).await,
         _ => Err(Refusal::GatewayPathNotFound.into()),
     }
 }

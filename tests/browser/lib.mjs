@@ -49,16 +49,22 @@ export async function screenshot(page, name) {
 export async function virtualAuthenticator(page) {
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('WebAuthn.enable');
+  const authenticatorId = await addAuthenticator(cdp, 'internal');
+  return { cdp, authenticatorId };
+}
+
+/** One more virtual authenticator on `cdp` (`usb` for a security key); returns its id. */
+export async function addAuthenticator(cdp, transport) {
   const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
     options: {
       protocol: 'ctap2',
-      transport: 'internal',
+      transport,
       hasResidentKey: true,
       hasUserVerification: true,
       isUserVerified: true,
     },
   });
-  return { cdp, authenticatorId };
+  return authenticatorId;
 }
 
 /** Fails the run with a clear message. */
@@ -130,6 +136,19 @@ export function totp(secret, ahead = 30) {
   return execFileSync('oathtool', ['--totp', '--base32', secret, '-N', `@${at}`], {
     encoding: 'utf8',
   }).trim();
+}
+
+/**
+ * Clicks `selector` and waits until the page has arrived at `url` (through any redirects and
+ * script steps in between, such as a WebAuthn ceremony); returns the response for `url`.
+ */
+export async function arrive(page, selector, url) {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url() === url && r.request().isNavigationRequest()),
+    page.click(selector),
+  ]);
+  await page.waitForURL(url);
+  return response;
 }
 
 /** Clicks `selector` and waits for the navigation it causes; returns the main response. */

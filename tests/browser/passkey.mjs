@@ -1,12 +1,16 @@
 // Passkeys in a real browser: Chromium's virtual authenticator (DevTools protocol, CTAP2,
 // internal transport, resident key, user verification) registers a passkey on the enrollment
 // page, then signs in with it on the login page and reaches a protected page through the proxy.
-// The gateway's own webauthn.js runs under the pages' strict CSP.
+// Logged in, the user adds a second authenticator (a virtual USB security key) from the
+// gateway's home page, logs out, and logs in with that one. The gateway's own webauthn.js runs
+// under the pages' strict CSP.
 //
 // env: GATEWAY_URL (https://localhost:PORT), ENROLL_TOKEN, USER_NAME, PASSWORD, ARTIFACTS
 // stdout: one JSON line with what was observed; exit status non-zero on any failure.
 
-import { env, inBrowser, submit, virtualAuthenticator } from './lib.mjs';
+import {
+  addAuthenticator, arrive, env, inBrowser, submit, virtualAuthenticator,
+} from './lib.mjs';
 
 inBrowser(async ({ page, observed, shot }) => {
   const gateway = env('GATEWAY_URL');
@@ -20,7 +24,7 @@ inBrowser(async ({ page, observed, shot }) => {
   await page.fill('#password', password);
   await submit(page, 'button[type=submit]');
   await shot('1-second-factor-choice');
-  const enrolled = await submit(page, '#webauthn-button');
+  const enrolled = await arrive(page, '#webauthn-button', `${gateway}/.wardgate/enroll/webauthn`);
   observed.enrolled = {
     status: enrolled.status(),
     recovery_codes: await page.locator('.recovery-code').count(),
@@ -45,9 +49,26 @@ inBrowser(async ({ page, observed, shot }) => {
     totp: await page.locator('#code').count(),
   };
   await shot('3-passkey-login');
-  const back = await submit(page, '#webauthn-button');
+  const back = await arrive(page, '#webauthn-button', target);
   observed.after_login = { url: page.url(), status: back.status(), body: await page.textContent('body') };
   const after = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
   observed.sign_count_after = after.credentials.map((c) => c.signCount);
   await shot('4-protected-page');
+
+  // A second authenticator, added from the home page while the second factor is fresh.
+  await page.goto(`${gateway}/.wardgate/`);
+  await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId });
+  const securityKey = await addAuthenticator(cdp, 'usb');
+  const added = await arrive(page, '#webauthn-button', `${gateway}/.wardgate/passkeys`);
+  observed.added = { status: added.status(), notice: await page.textContent('#home-notice') };
+  await shot('5-passkey-added');
+  await submit(page, '#logout');
+  await page.goto(target);
+  await page.fill('#user', user);
+  await page.fill('#password', password);
+  await submit(page, 'button[type=submit]');
+  const again = await arrive(page, '#webauthn-button', target);
+  observed.with_security_key = { url: page.url(), status: again.status() };
+  const used = await cdp.send('WebAuthn.getCredentials', { authenticatorId: securityKey });
+  observed.security_key_sign_count = used.credentials.map((c) => c.signCount);
 });

@@ -389,15 +389,30 @@ async fn a_passkey_is_enrolled_and_used_to_log_in_in_chromium() {
     assert_eq!(after["status"], 200);
     assert_eq!(after["body"], "recorded");
 
+    // The second authenticator, added from the home page, logs in on its own.
+    assert_eq!(seen["added"]["status"], 200, "{seen}");
+    assert_eq!(
+        seen["added"]["notice"],
+        "passkey added: you now have 2 passkeys or security keys"
+    );
+    assert_eq!(
+        seen["with_security_key"]["url"],
+        gateway.url("/api/records/9")
+    );
+    assert_eq!(seen["with_security_key"]["status"], 200);
+    // The key signed (its counter moved), so the login was the security key's.
+    assert!(
+        seen["security_key_sign_count"][0].as_u64().unwrap() > 0,
+        "{seen}"
+    );
+
     let shown = admin(&gateway, Method::GET, "/admin/users/erin", "").await;
     let mfa = &shown["user"]["mfa"];
-    assert_eq!(mfa["webauthn_credentials"], 1, "{shown}");
+    assert_eq!(mfa["webauthn_credentials"], 2, "{shown}");
     assert_eq!(mfa["totp"], false, "{shown}");
     assert_eq!(mfa["enrollment_required"], false, "{shown}");
-    assert_eq!(
-        upstream_saw(&upstream),
-        vec![("/api/records/9".to_owned(), "erin".to_owned(), false)]
-    );
+    let expected = ("/api/records/9".to_owned(), "erin".to_owned(), false);
+    assert_eq!(upstream_saw(&upstream), vec![expected.clone(), expected]);
 }
 
 /// A page as a plain client sees it.

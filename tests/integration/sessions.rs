@@ -94,12 +94,17 @@ async fn call(
 }
 
 async fn post_with(gateway: &TestGateway, path: &str, token: &str) -> Answer {
+    post_as(gateway, path, token, json!({})).await
+}
+
+/// A JSON call with the session's bearer token.
+async fn post_as(gateway: &TestGateway, path: &str, token: &str, body: Value) -> Answer {
     let request = Request::builder()
         .method(Method::POST)
         .uri(gateway.url(path))
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(full("{}"))
+        .body(full(body.to_string()))
         .unwrap();
     let response = gateway.client(false).request(request).await.unwrap();
     let (status, headers) = (response.status(), response.headers().clone());
@@ -553,4 +558,42 @@ async fn roles_can_be_restricted_to_passkeys() {
     )
     .await;
     assert_refused(&physician, StatusCode::FORBIDDEN, "WG-AUTH-012");
+}
+
+#[tokio::test]
+async fn another_passkey_needs_a_session_and_a_fresh_second_factor() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let start = "/.wardgate/api/passkeys/start";
+    let finish = "/.wardgate/api/passkeys/finish";
+    let anonymous = post(&gateway, start, json!({})).await;
+    assert_refused(&anonymous, StatusCode::UNAUTHORIZED, "WG-SESSION-001");
+
+    let (secret, _) = enroll(&gateway, "lee").await;
+    let started = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "lee", "password": STRONG }),
+    )
+    .await;
+    let done = post(
+        &gateway,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": started.body["challenge"], "code": next_code(&secret) }),
+    )
+    .await;
+    let token = done.body["token"].as_str().unwrap().to_owned();
+    let fresh = post_with(&gateway, start, &token).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
+    assert_eq!(fresh.body["options"]["publicKey"]["user"]["name"], "lee");
+    let forged = json!({ "ceremony": fresh.body["ceremony"], "credential": { "id": "AAAA" } });
+    let forged = post_as(&gateway, finish, &token, forged).await;
+    assert_refused(&forged, StatusCode::BAD_REQUEST, "WG-AUTH-013");
+
+    // Eleven minutes later (still inside the idle timeout) the second factor is too old.
+    gateway.advance(11 * 60);
+    let stale = post_with(&gateway, start, &token).await;
+    assert_refused(&stale, StatusCode::UNAUTHORIZED, "WG-SESSION-004");
+    let shown = admin(&gateway, Method::GET, "/admin/users/lee", "").await;
+    assert_eq!(shown["user"]["mfa"]["webauthn_credentials"], 0, "{shown}");
 }

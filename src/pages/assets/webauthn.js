@@ -1,6 +1,7 @@
 // Wardgate's WebAuthn step: the only script the gateway serves, from itself (CSP script-src
 // 'self'; nothing inline). A page with a passkey button carries, as data attributes, where to
-// open the ceremony (data-start), which id to send (data-field, data-value) and whether it
+// open the ceremony (data-start), which id to send (data-field, data-value; none when the
+// session says who it is) and whether it
 // registers (data-kind="create") or signs in (data-kind="get"). The script asks the server for
 // the options, lets the browser talk to the authenticator, and posts the answer with the page's
 // hidden form (CSRF token included): the server verifies it and answers with the next page.
@@ -68,7 +69,7 @@
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       credentials: 'same-origin',
-      body: JSON.stringify({ [button.dataset.field]: button.dataset.value }),
+      body: JSON.stringify(button.dataset.field ? { [button.dataset.field]: button.dataset.value } : {}),
     });
     if (!started.ok) throw new Error('start refused');
     const answer = await started.json();
