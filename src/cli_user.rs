@@ -47,7 +47,7 @@ pub enum UserCommand {
         name: String,
         roles: Vec<String>,
     },
-    /// Remove every second factor; the user enrolls again at the next login.
+    /// Remove every second factor; prints a new one-time enrollment token to set them up again.
     ResetMfa {
         name: String,
     },

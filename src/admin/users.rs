@@ -16,7 +16,9 @@
 //!  POST   /admin/users/{name}/disable       refuse the account (and, with sessions, at once)
 //!  POST   /admin/users/{name}/enable
 //!  PUT    /admin/users/{name}/roles         {"roles"[]}
-//!  POST   /admin/users/{name}/reset-mfa     remove every second factor; enrollment required
+//!  POST   /admin/users/{name}/reset-mfa     remove every second factor; enrollment required,
+//!                                            a new enrollment token (the link sets a password
+//!                                            and a second factor again)
 //!  POST   /admin/users/{name}/reset-password remove the password; a new enrollment token
 //!  POST   /admin/users/{name}/logout        end every session of the user
 //!  GET    /admin/sessions[?user={name}]     live sessions (never a token)
@@ -257,6 +259,8 @@ pub fn handle(
                     }
                     store.set_recovery_codes(user.id, &[])?;
                     store.set_mfa_required_enrollment(user.id, true)?;
+                    answer =
+                        json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl)? });
                 }
                 _ => {
                     store.set_password_hash(user.id, None)?;

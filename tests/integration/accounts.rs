@@ -144,6 +144,9 @@ async fn operators_manage_accounts_with_the_admin_token() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(mfa["user"]["mfa"]["enrollment_required"], true);
+    // A new link, so the user can enroll a second factor again.
+    let third = mfa["enrollment"]["token"].as_str().unwrap();
+    assert_ne!(third, second);
     let (status, body) = call(&gateway, token, Method::GET, "/admin/users/nobody", "").await;
     assert_eq!(
         (status, body["error"].as_str()),
