@@ -597,3 +597,54 @@ async fn another_passkey_needs_a_session_and_a_fresh_second_factor() {
     let shown = admin(&gateway, Method::GET, "/admin/users/lee", "").await;
     assert_eq!(shown["user"]["mfa"]["webauthn_credentials"], 0, "{shown}");
 }
+
+#[tokio::test]
+async fn an_idle_session_ends_with_its_reason_for_browsers_and_apps() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let (secret, codes) = enroll(&gateway, "mo").await;
+    // Two sessions: one for a browser (app code), one for an app (a recovery code).
+    let mut tokens = Vec::new();
+    for (path, code) in [
+        ("/.wardgate/api/login/totp", next_code(&secret)),
+        ("/.wardgate/api/login/recovery", codes[0].clone()),
+    ] {
+        let started = post(&gateway, LOGIN, json!({ "user": "mo", "password": STRONG })).await;
+        let done = post(
+            &gateway,
+            path,
+            json!({ "challenge": started.body["challenge"], "code": code }),
+        )
+        .await;
+        tokens.push(done.body["token"].as_str().unwrap().to_owned());
+    }
+    let (status, headers, _) = call(&gateway, "/api/records/3", Some(&tokens[1]), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["wardgate-session-expires-in"], "900");
+
+    // Fifteen minutes and a second without a request: idle (the default 15m).
+    gateway.advance(15 * 60 + 1);
+    let cookie = format!("__Host-wardgate-session={}", tokens[0]);
+    let (status, headers, _) = call(
+        &gateway,
+        "/api/records/3",
+        None,
+        &[("cookie", &cookie), ("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers[header::LOCATION],
+        "/.wardgate/login?return_to=/api/records/3&reason=idle"
+    );
+    let (status, headers, body) = call(&gateway, "/api/records/3", Some(&tokens[1]), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("WG-SESSION-002"), "{body}");
+    assert_eq!(
+        headers[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="wardgate", error="invalid_token", error_description="idle""#
+    );
+    // Ended for good: the next try is a session that does not exist.
+    let (_, _, body) = call(&gateway, "/api/records/3", Some(&tokens[1]), &[]).await;
+    assert!(body.contains("WG-SESSION-001"), "{body}");
+}
