@@ -648,3 +648,70 @@ async fn an_idle_session_ends_with_its_reason_for_browsers_and_apps() {
     let (_, _, body) = call(&gateway, "/api/records/3", Some(&tokens[1]), &[]).await;
     assert!(body.contains("WG-SESSION-001"), "{body}");
 }
+
+/// Logs `user` in with a recovery code; returns the bearer token, already used once (cached).
+async fn cached_session(gateway: &TestGateway, user: &str, code: &str) -> String {
+    let started = post(gateway, LOGIN, json!({ "user": user, "password": STRONG })).await;
+    let done = post(
+        gateway,
+        "/.wardgate/api/login/recovery",
+        json!({ "challenge": started.body["challenge"], "code": code }),
+    )
+    .await;
+    let token = done.body["token"].as_str().unwrap().to_owned();
+    let (status, _, _) = call(gateway, "/api/records/1", Some(&token), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    token
+}
+
+async fn refused(gateway: &TestGateway, token: &str) -> bool {
+    call(gateway, "/api/records/1", Some(token), &[]).await.0 == StatusCode::UNAUTHORIZED
+}
+
+#[tokio::test]
+async fn every_way_of_ending_a_session_refuses_its_very_next_request() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let (_, codes) = enroll(&gateway, "ned").await;
+
+    // Logout everywhere: both sessions.
+    let first = cached_session(&gateway, "ned", &codes[0]).await;
+    let second = cached_session(&gateway, "ned", &codes[1]).await;
+    let ended = post_with(&gateway, "/.wardgate/api/logout-all", &first).await;
+    assert_eq!(ended.body["ended"], 2, "{}", ended.body);
+    assert!(refused(&gateway, &first).await && refused(&gateway, &second).await);
+
+    // An operator ends one session by its id.
+    let token = cached_session(&gateway, "ned", &codes[2]).await;
+    let listed = admin(&gateway, Method::GET, "/admin/sessions?user=ned", "").await;
+    let id = listed["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let deleted = admin(
+        &gateway,
+        Method::DELETE,
+        &format!("/admin/sessions/{id}"),
+        "",
+    )
+    .await;
+    assert_eq!(deleted["ended"], 1, "{deleted}");
+    assert!(refused(&gateway, &token).await);
+
+    // An operator logs the user out everywhere; then an MFA reset; then a password reset.
+    for (action, code) in [("logout", &codes[3]), ("reset-mfa", &codes[4])] {
+        let token = cached_session(&gateway, "ned", code).await;
+        let path = format!("/admin/users/ned/{action}");
+        let answer = admin(&gateway, Method::POST, &path, "").await;
+        assert_eq!(answer["sessions_ended"], 1, "{action}: {answer}");
+        assert!(refused(&gateway, &token).await, "{action}");
+    }
+    let (_, codes) = enroll(&gateway, "ola").await;
+    let token = cached_session(&gateway, "ola", &codes[0]).await;
+    let answer = admin(
+        &gateway,
+        Method::POST,
+        "/admin/users/ola/reset-password",
+        "",
+    )
+    .await;
+    assert_eq!(answer["sessions_ended"], 1, "{answer}");
+    assert!(refused(&gateway, &token).await);
+}
