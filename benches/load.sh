@@ -27,8 +27,14 @@
 #                           repeat it to get one set of rows per config. FILE must serve
 #                           https://127.0.0.1:18443/api/** to the back end on 127.0.0.1:18081.
 #
-# Needs nginx, wrk, curl, openssl and taskset; nginx and wrk are installed with apt-get when
-# missing. All traffic stays on 127.0.0.1; every process started is stopped on exit and Ctrl-C.
+# A config whose route has `auth: session` (benches/load/wardgate-bench-session.yaml) gets a
+# user: created with `wardgate user add`, enrolled through the JSON API (a password, and oathtool
+# standing in for the authenticator app), logged in; every wrk request then carries
+# `Authorization: Bearer <token>`, so the session check runs on each one.
+#
+# Needs nginx, wrk, oathtool, jq, curl, openssl and taskset; the first four are installed with
+# apt-get when missing. All traffic stays on 127.0.0.1; every process started is stopped on exit
+# and Ctrl-C. benches/login-flood.sh sources this file for its functions.
 
 set -euo pipefail
 
@@ -71,7 +77,7 @@ die() {
     exit 1
 }
 
-usage() { sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,37s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 parse_args() {
     while (($# > 0)); do
@@ -145,19 +151,30 @@ require_free_port() {
     fi
 }
 
-# Waits until `url` answers 200 with the expected body, while `pid` is alive; fails loudly with
-# the status and body otherwise. curl -k: the certificate is self-signed.
-require_ok() {
-    local name="$1" url="$2" pid="$3" logfile="$4" code="" i
+# Waits until `url` answers at all, while `pid` is alive; sets HTTP_CODE (000: no answer) and
+# leaves the body in $WORK_DIR/body. Arguments after the fourth go to curl (headers).
+# curl -k: the certificate is self-signed.
+HTTP_CODE=""
+wait_answering() {
+    local name="$1" url="$2" pid="$3" logfile="$4" i
+    shift 4
     for ((i = 0; i < 100; i++)); do
         kill -0 "$pid" 2>/dev/null || {
             cat "$logfile" >&2 || true
             die "$name exited during start (log above: $logfile)"
         }
-        code="$(curl -k -sS -o "${WORK_DIR}/body" -w '%{http_code}' --max-time 2 "$url" 2>/dev/null)" || code="000"
-        [[ "$code" == 000 ]] || break # it answers; judge the answer below
+        HTTP_CODE="$(curl -k -sS -o "${WORK_DIR}/body" -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null)" || HTTP_CODE="000"
+        [[ "$HTTP_CODE" == 000 ]] || return 0
         sleep 0.1
     done
+}
+
+# Waits until `url` answers 200 with the expected body, while `pid` is alive; fails loudly with
+# the status and body otherwise. Arguments after the fourth go to curl.
+require_ok() {
+    local name="$1" url="$2" code
+    wait_answering "$@"
+    code="$HTTP_CODE"
     if [[ "$code" != 200 ]] || ! grep -qF "$EXPECTED_BODY" "${WORK_DIR}/body"; then
         printf '%s answered HTTP %s to GET %s:\n' "$name" "$code" "$url" >&2
         cat "${WORK_DIR}/body" >&2 || true
@@ -171,7 +188,7 @@ require_ok() {
 
 ensure_tools() {
     local missing=() tool
-    for tool in nginx wrk; do
+    for tool in nginx wrk oathtool jq; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
     if ((${#missing[@]} > 0)); then
@@ -182,7 +199,7 @@ ensure_tools() {
         "${sudo[@]}" apt-get install -y "${missing[@]}" ||
             { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y "${missing[@]}"; }
     fi
-    for tool in nginx wrk curl openssl taskset getconf; do
+    for tool in nginx wrk oathtool jq curl openssl taskset getconf; do
         command -v "$tool" >/dev/null || die "$tool is needed"
     done
     (($(nproc) >= 2)) || die "needs 2 CPUs: one for the proxy, one for wrk and the back end"
@@ -280,9 +297,62 @@ start_nginx_proxy() {
         "$NGINX_MASTER_PID" "${WORK_DIR}/nginx.log"
 }
 
-# Wardgate runs one at a time (all configs share the port); returns its pid in PROXY_PID.
+# One call of the enrollment and login API (README, "Login and sessions"): POSTs the JSON `body`
+# to https://127.0.0.1:$WARDGATE_PORT/.wardgate/api/`path`; prints the answer, fails on a refusal.
+post_json() {
+    local path="$1" body="$2" answer
+    answer="$(curl -k -sS --max-time 10 -H 'content-type: application/json' -d "$body" \
+        -w '\n%{http_code}' "https://127.0.0.1:${WARDGATE_PORT}/.wardgate/api/${path}")"
+    [[ "${answer##*$'\n'}" == 200 ]] || die "POST /.wardgate/api/${path} was refused: ${answer%$'\n'*}"
+    printf '%s\n' "${answer%$'\n'*}"
+}
+
+# Whether the config's routes ask for a logged-in user.
+needs_session() { grep -Eq '^[[:space:]]*auth:[[:space:]]*session' "$1"; }
+
+# A new user of the running Wardgate, enrolled and logged in; sets REQUEST_HEADERS to carry its
+# session token. The store under benches/load/data/ outlives runs, so each run adds a new name.
+log_in() {
+    local config="$1" name answer secret enrollment challenge token
+    local -r password="Violet lanterns hum 7 quiet tunes!"
+    name="bench-$(date +%s)-$$"
+    answer="$("$WARDGATE_BIN" user add "$name" --config "$config")"
+    answer="$(post_json enroll/password "$(jq -nc --arg token "$(jq -r .enrollment.token <<<"$answer")" \
+        --arg password "$password" '{$token, $password}')")"
+    secret="$(jq -r .totp.secret <<<"$answer")"
+    enrollment="$(jq -r .enrollment <<<"$answer")"
+    post_json enroll/totp "$(jq -nc --arg enrollment "$enrollment" \
+        --arg code "$(oathtool --totp -b "$secret")" '{$enrollment, $code}')" >/dev/null
+    answer="$(post_json login "$(jq -nc --arg user "$name" --arg password "$password" \
+        '{$user, $password}')")"
+    challenge="$(jq -r .challenge <<<"$answer")"
+    # Each code works once and the current one went to the enrollment: the next time step's
+    # code, within the one step of drift the gateway allows.
+    answer="$(post_json login/totp "$(jq -nc --arg challenge "$challenge" \
+        --arg code "$(oathtool --totp -b "$secret" -N "@$(($(date +%s) + 30))")" \
+        '{$challenge, $code}')")"
+    token="$(jq -r .token <<<"$answer")"
+    [[ "$token" == wgs_* ]] || die "the login answered no session token: $answer"
+    REQUEST_HEADERS=(-H "Authorization: Bearer ${token}")
+    log "logged in as $name"
+}
+
+# The report's name for Wardgate with `config`.
+wardgate_label() {
+    if [[ "$1" == "$DEFAULT_WARDGATE_CONFIG" ]]; then
+        echo wardgate
+    else
+        echo "wardgate ($(basename "$1"))"
+    fi
+}
+
+# Wardgate runs one at a time (all configs share the port); returns its pid in PROXY_PID. Sets
+# REQUEST_HEADERS, the headers every request to it needs (a session token, or none).
+REQUEST_HEADERS=()
 start_wardgate() {
-    local config="$1" logfile
+    local config="$1" logfile name url
+    name="wardgate ($(basename "$config"))"
+    url="https://127.0.0.1:${WARDGATE_PORT}${REQUEST_PATH}"
     logfile="${WORK_DIR}/wardgate-$(basename "$1" .yaml).log"
     require_free_port "$WARDGATE_PORT"
     "$WARDGATE_BIN" check-config --config "$config" >/dev/null 2>&1 ||
@@ -290,8 +360,12 @@ start_wardgate() {
     taskset -c "$PROXY_CPU" "$WARDGATE_BIN" run --config "$config" >"$logfile" 2>&1 &
     PROXY_PID=$!
     STARTED_PIDS+=("$PROXY_PID")
-    require_ok "wardgate ($(basename "$config"))" \
-        "https://127.0.0.1:${WARDGATE_PORT}${REQUEST_PATH}" "$PROXY_PID" "$logfile"
+    REQUEST_HEADERS=()
+    if needs_session "$config"; then
+        wait_answering "$name" "$url" "$PROXY_PID" "$logfile"
+        log_in "$config"
+    fi
+    require_ok "$name" "$url" "$PROXY_PID" "$logfile" "${REQUEST_HEADERS[@]}"
 }
 
 # --- measuring ----------------------------------------------------------------------------
@@ -364,14 +438,14 @@ measure() {
     local -a cmd
     read -r -a cmd <<<"$(wrk_cmd "$conns" "$WARMUP_SECONDS" "$port")"
     log "$label, $conns connections: warm-up ${WARMUP_SECONDS}s"
-    run_wrk "${out}.warmup" "${cmd[@]}"
+    run_wrk "${out}.warmup" "${cmd[@]}" "${REQUEST_HEADERS[@]}"
 
     read -r -a cmd <<<"$(wrk_cmd "$conns" "$DURATION" "$port")"
     log "$label, $conns connections: ${DURATION}s"
     local ticks_before ticks_after load_before load_after
     ticks_before="$(cpu_ticks "$pid")"
     load_before="$(cpu_core_jiffies "$LOAD_CPU")"
-    run_wrk "$out" "${cmd[@]}"
+    run_wrk "$out" "${cmd[@]}" "${REQUEST_HEADERS[@]}"
     ticks_after="$(cpu_ticks "$pid")"
     load_after="$(cpu_core_jiffies "$LOAD_CPU")"
 
@@ -422,20 +496,27 @@ nginx_field() {
     done
 }
 
-report() {
-    local cpu_model row
+# The report's lines on the machine, the programs and the command.
+report_setup() {
+    local cpu_model
     cpu_model="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-    echo "## Wardgate vs nginx: TLS reverse proxy load benchmark"
-    echo
     echo "- Machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -sr);" \
         "${BUSY_BEFORE}% busy in the second before the start (should be ~0)"
-    echo "- Proxy under test pinned to CPU ${PROXY_CPU}; wrk (1 thread) and the back end" \
-        "(nginx, fixed JSON) on CPU ${LOAD_CPU}"
-    echo "- $("$WARDGATE_BIN" --version 2>/dev/null || echo wardgate); nginx $(nginx_version)" \
-        "(1 worker, HTTP/2 ${NGINX_HTTP2}); $(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }')"
+    echo "- $("$WARDGATE_BIN" --version 2>/dev/null || echo wardgate); nginx $(nginx_version);" \
+        "$(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }')"
     echo "- Wardgate binary: ${WARDGATE_BIN}; config(s): ${WARDGATE_CONFIGS[*]#"${REPO_DIR}/"}"
     echo "- Command: \`${INVOCATION}\`"
-    echo "- Each run: \`$(wrk_cmd N "$DURATION" PORT)\` after a ${WARMUP_SECONDS}s warm-up;" \
+}
+
+report() {
+    local row
+    echo "## Wardgate vs nginx: TLS reverse proxy load benchmark"
+    echo
+    report_setup
+    echo "- Proxy under test pinned to CPU ${PROXY_CPU}; wrk (1 thread) and the back end" \
+        "(nginx, fixed JSON) on CPU ${LOAD_CPU}; nginx proxy: 1 worker, HTTP/2 ${NGINX_HTTP2}"
+    echo "- Each run: \`$(wrk_cmd N "$DURATION" PORT)\` after a ${WARMUP_SECONDS}s warm-up" \
+        "(plus \`-H 'Authorization: Bearer <token>'\` for a config with \`auth: session\`);" \
         "nginx on port ${NGINX_PORT}, Wardgate on ${WARDGATE_PORT}"
     echo "- CPU = utime+stime of the proxy process (nginx: its worker) during the measured run;" \
         "CPU % is of one core; load core % is CPU ${LOAD_CPU} (wrk + back end) over the same run"
@@ -458,8 +539,10 @@ report() {
     done
 }
 
-main() {
-    INVOCATION="DURATION=${DURATION} CONNECTIONS=\"${CONNECTIONS}\" ${BASH_SOURCE[0]}$(printf ' %q' "$@")"
+# Everything before the first proxy starts: tools, binary, certificate, work directory, the idle
+# check and the back end. INVOCATION is the command line, for the report.
+prepare() {
+    INVOCATION="DURATION=${DURATION} CONNECTIONS=\"${CONNECTIONS}\" $0${*:+$(printf ' %q' "$@")}"
     parse_args "$@"
     trap cleanup EXIT
     trap 'exit 130' INT
@@ -478,7 +561,10 @@ main() {
     require_free_port "$WARDGATE_ADMIN_PORT"
     check_idle
     start_backend
+}
 
+main() {
+    prepare "$@"
     local conns config
     start_nginx_proxy
     for conns in $CONNECTIONS; do
@@ -487,24 +573,31 @@ main() {
     stop_pid "$NGINX_MASTER_PID" # leave CPU 0 to the next proxy alone
 
     for config in "${WARDGATE_CONFIGS[@]}"; do
-        local label=wardgate
-        [[ "$config" == "$DEFAULT_WARDGATE_CONFIG" ]] || label="wardgate ($(basename "$config"))"
         start_wardgate "$config"
         for conns in $CONNECTIONS; do
-            measure "$label" "$WARDGATE_PORT" "$PROXY_PID" "$conns"
+            measure "$(wardgate_label "$config")" "$WARDGATE_PORT" "$PROXY_PID" "$conns"
         done
         stop_pid "$PROXY_PID"
     done
 
+    publish report
+}
+
+# Prints the report that the function `$1` writes (to OUT_FILE too, when asked); fails when a
+# measured run had errors.
+publish() {
     echo
     if [[ -n "$OUT_FILE" ]]; then
-        report | tee "$OUT_FILE"
+        "$1" | tee "$OUT_FILE"
     else
-        report
+        "$1"
     fi
     if ((FAILED_RUNS > 0)); then
         die "$FAILED_RUNS run(s) had wrk errors (non-2xx answers or socket errors): the numbers above are not valid"
     fi
 }
 
-main "$@"
+# Sourced by benches/login-flood.sh for its functions: run only when executed.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi
