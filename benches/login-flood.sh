@@ -30,8 +30,6 @@
 #   CONNECTIONS=64        wrk connection counts of the proxied load
 #   FLOOD_CONNECTIONS=128 connections of the login flood
 #   FLOOD_DELAY_MS=100    pause of each flood connection after an answer
-#   HASH_NICE=N           renice the hashing threads to N (say 19) before measuring, to see what
-#                         a pool at a lower priority than the proxy would give (default: as is)
 #   WARDGATE_BIN, CARGO_TARGET_DIR: as for benches/load.sh
 # Options:
 #   --out FILE              also write the report (markdown) to FILE
@@ -48,7 +46,7 @@ export FLOOD_DELAY_MS # read by login-flood.lua
 # shellcheck source=benches/load.sh
 source "$(dirname "${BASH_SOURCE[0]}")/load.sh"
 
-usage() { sed -n '2,39s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,37s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 FLOODS=()       # "label|connections|seconds|401|503|429|other|socket errors", one per flooded run
 HASH_THREADS="" # of the Wardgate under test, for the report
@@ -131,19 +129,15 @@ report_flood() {
 main() {
     [[ "$FLOOD_CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || die "FLOOD_CONNECTIONS must be a number"
     [[ "$FLOOD_DELAY_MS" =~ ^[0-9]+$ ]] || die "FLOOD_DELAY_MS must be a number of milliseconds"
-    [[ "${HASH_NICE:-0}" =~ ^-?[0-9]+$ ]] || die "HASH_NICE must be a nice value (-20 to 19)"
     prepare "$@"
-    INVOCATION="FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS} FLOOD_DELAY_MS=${FLOOD_DELAY_MS}${HASH_NICE:+ HASH_NICE=${HASH_NICE}} ${INVOCATION}"
+    INVOCATION="FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS} FLOOD_DELAY_MS=${FLOOD_DELAY_MS} ${INVOCATION}"
     local config conns label tids
     for config in "${WARDGATE_CONFIGS[@]}"; do
         label="$(wardgate_label "$config")"
         start_wardgate "$config"
         mapfile -t tids < <(hash_tids "$PROXY_PID")
-        HASH_THREADS="${#tids[@]}"
-        if [[ -n "${HASH_NICE:-}" ]]; then
-            renice -n "$HASH_NICE" -p "${tids[@]}" >/dev/null
-            HASH_THREADS+=", reniced to ${HASH_NICE}"
-        fi
+        # Field 19 of a thread's stat is its nice value (auth.password.hashing.nice).
+        HASH_THREADS="${#tids[@]} at nice $(awk '{ print $19 }' "/proc/${PROXY_PID}/task/${tids[0]}/stat")"
         for conns in $CONNECTIONS; do
             measure "$label" "$WARDGATE_PORT" "$PROXY_PID" "$conns"
             measure_flooded "$label" "$conns"

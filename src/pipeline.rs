@@ -153,6 +153,7 @@ impl Gateway {
                 Hasher::new(hashing.params.clone())?,
                 hashing.threads(),
                 hashing.queue,
+                hashing.nice,
             )
             .map_err(StartError::HashPool)?,
         );

@@ -655,6 +655,7 @@ mod tests {
             Hasher::new(HashParams::OWASP_MINIMUM).unwrap(),
             std::num::NonZeroUsize::MIN,
             1,
+            0,
         )
         .unwrap();
         let _release = pool.saturate();

@@ -152,11 +152,17 @@ pub struct HashingConfig {
     pub pool_size: Option<NonZeroUsize>,
     /// Jobs that may wait for a thread; further ones are refused as busy.
     pub queue: usize,
+    /// The hashing threads' scheduling priority (nice, 0 to 19): below the proxy's, so a login
+    /// flood slows logins down instead of proxied traffic.
+    pub nice: u8,
 }
 
 /// `queue` when the file says nothing. The last job in the queue waits `queue / pool_size`
 /// jobs of about 18 ms: 72 ms on 16 cores, 0.6 s on 2, well inside a login's patience.
 pub const DEFAULT_QUEUE: usize = 64;
+/// `nice` when the file says nothing: a busy core gives the hashing threads about a tenth of
+/// its time (the kernel's weights: 110 against 1024 for the proxy at 0).
+pub const DEFAULT_NICE: u8 = 10;
 
 impl Default for HashingConfig {
     fn default() -> Self {
@@ -164,6 +170,7 @@ impl Default for HashingConfig {
             params: HashParams::OWASP_MINIMUM,
             pool_size: None,
             queue: DEFAULT_QUEUE,
+            nice: DEFAULT_NICE,
         }
     }
 }
@@ -190,6 +197,8 @@ struct HashingFile {
     pool_size: Option<NonZeroUsize>,
     #[serde(default = "default_queue")]
     queue: usize,
+    #[serde(default = "default_nice")]
+    nice: u8,
 }
 
 fn default_memory() -> ByteSize {
@@ -204,6 +213,9 @@ fn default_parallelism() -> u32 {
 fn default_queue() -> usize {
     DEFAULT_QUEUE
 }
+fn default_nice() -> u8 {
+    DEFAULT_NICE
+}
 
 impl TryFrom<HashingFile> for HashingConfig {
     type Error = String;
@@ -213,6 +225,10 @@ impl TryFrom<HashingFile> for HashingConfig {
             params: HashParams::new(file.memory, file.iterations, file.parallelism)?,
             pool_size: file.pool_size,
             queue: file.queue,
+            nice: match file.nice {
+                0..=19 => file.nice,
+                _ => return Err("nice: must be 0 (the proxy's priority) to 19 (the lowest)".into()),
+            },
         })
     }
 }
@@ -336,6 +352,11 @@ routes: [ { path: /**, upstream: app, auth: none } ]
         // Not a multiple of 1 KiB: argon2 counts memory in KiB.
         let (_, message) = refusal("auth: { password: { hashing: { memory: 20000001B } } }\n");
         assert!(message.contains("KiB"), "{message}");
+        let (_, message) = refusal("auth: { password: { hashing: { nice: 20 } } }\n");
+        assert!(
+            message.contains("0 (the proxy's priority) to 19"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -34,8 +34,14 @@ pub struct HashPool {
 }
 
 impl HashPool {
-    /// Starts `threads` hashing threads; at most `queue` jobs wait for one of them.
-    pub fn new(hasher: Hasher, threads: NonZeroUsize, queue: usize) -> std::io::Result<Self> {
+    /// Starts `threads` hashing threads at the scheduling priority `nice` (0 to 19); at most
+    /// `queue` jobs wait for one of them.
+    pub fn new(
+        hasher: Hasher,
+        threads: NonZeroUsize,
+        queue: usize,
+        nice: u8,
+    ) -> std::io::Result<Self> {
         let (jobs, receiver) = sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         let hasher = Arc::new(hasher);
@@ -44,7 +50,10 @@ impl HashPool {
             let hasher = Arc::clone(&hasher);
             std::thread::Builder::new()
                 .name(format!("wardgate-hash-{index}"))
-                .spawn(move || work(&receiver, &hasher))?;
+                .spawn(move || {
+                    lower_priority(nice);
+                    work(&receiver, &hasher);
+                })?;
         }
         Ok(Self { jobs })
     }
@@ -88,6 +97,21 @@ impl HashPool {
 }
 
 /// One hashing thread: takes jobs until the pool is dropped.
+/// Lowers the calling thread's priority to `nice`. On Linux the nice value belongs to each
+/// thread, so only the hashing threads yield: under a login flood the proxy keeps its share of
+/// the CPU and logins wait instead. Raising one's own nice value needs no privilege; should it
+/// fail anyway, hashing runs at the normal priority and the failure is logged.
+fn lower_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), i32::from(nice))
+    {
+        tracing::warn!(%error, nice, "cannot lower the priority of a password hashing thread");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 fn work(jobs: &Mutex<Receiver<Job>>, hasher: &Hasher) {
     loop {
         // The lock is held while waiting for a job, never while one runs.
@@ -140,7 +164,21 @@ mod tests {
 
     fn pool(threads: usize, queue: usize) -> HashPool {
         let hasher = Hasher::new(HashParams::OWASP_MINIMUM).unwrap();
-        HashPool::new(hasher, NonZeroUsize::new(threads).unwrap(), queue).unwrap()
+        HashPool::new(hasher, NonZeroUsize::new(threads).unwrap(), queue, 0).unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_threads_run_at_the_configured_priority() {
+        let hasher = Hasher::new(HashParams::OWASP_MINIMUM).unwrap();
+        let pool = HashPool::new(hasher, NonZeroUsize::MIN, 1, 7).unwrap();
+        let nice = pool
+            .submit(|_| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(nice, 7);
     }
 
     #[tokio::test]
