@@ -184,11 +184,26 @@ pub struct Completed {
     pub recovery_codes_left: Option<usize>,
 }
 
-/// Where the request comes from, for lockouts, events and the session record.
-#[derive(Clone, Copy)]
-pub struct Client<'a> {
+/// Where the request comes from, for lockouts, events and the session record, and the session
+/// it already carries: a login ends it (OWASP ASVS 5 V7.2.4), whoever it belonged to.
+pub struct Client {
     pub address: IpAddr,
-    pub user_agent: &'a str,
+    pub user_agent: String,
+    presented: Option<String>,
+}
+
+impl Client {
+    pub fn new(address: IpAddr, headers: &http::HeaderMap) -> Self {
+        Self {
+            address,
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+            presented: session::presented(headers).map(|(_, token)| token.to_owned()),
+        }
+    }
 }
 
 /// The login state: built once at start.
@@ -252,7 +267,7 @@ impl Login {
         &self,
         name: &str,
         typed: String,
-        client: Client<'_>,
+        client: &Client,
         now: u64,
     ) -> Result<Started, Refused> {
         let address = ClientKey::from(client.address);
@@ -421,7 +436,7 @@ impl Login {
         &self,
         challenge_id: &str,
         proof: Proof<'_>,
-        client: Client<'_>,
+        client: &Client,
         now: u64,
     ) -> Result<Completed, Refused> {
         let held = self
@@ -582,17 +597,20 @@ impl Login {
         challenge: Challenge,
         factor: Factor,
         recovery_codes_left: Option<usize>,
-        client: Client<'_>,
+        client: &Client,
         now: u64,
     ) -> Result<Completed, Refused> {
         let user = self.user(challenge.user).await?;
         if user.disabled {
             return Err(Refusal::LoginFailed.into());
         }
+        if let (Purpose::Login, Some(old)) = (&challenge.purpose, &client.presented) {
+            self.end_presented(old, now).await?;
+        }
         let new = NewSession {
             user: &user,
             client: client.address,
-            user_agent: client.user_agent,
+            user_agent: &client.user_agent,
         };
         let created = match &challenge.purpose {
             Purpose::Login => self.sessions.create(new, now).await,
@@ -623,6 +641,24 @@ impl Login {
             factor,
             recovery_codes_left,
         })
+    }
+
+    /// Ends the session of `token` when it is live; anything else needs no ending.
+    async fn end_presented(&self, token: &str, now: u64) -> Result<(), Refused> {
+        let lifetimes = self.sessions.lifetimes();
+        if let Ok(Ok(live)) = self.sessions.check(token, &lifetimes, now).await {
+            let ended = self
+                .sessions
+                .end(live.key)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            self.events.emit(SecurityEvent::SessionsEnded {
+                user: live.name.clone(),
+                reason: "new_login",
+                count: usize::from(ended),
+            });
+        }
+        Ok(())
     }
 
     /// The live session the request carries (cookie or bearer), under the global caps.
@@ -728,16 +764,7 @@ impl Login {
                 HeaderValue::from_static(allowed),
             ));
         }
-        let user_agent = request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let client = Client {
-            address: client,
-            user_agent: &user_agent,
-        };
+        let client = &Client::new(client, request.headers());
         match path {
             SESSION_PATH => {
                 let live = self.current(request.headers(), now).await?;

@@ -33,7 +33,7 @@ use http::{Method, Response, StatusCode};
 use super::{PageRequest, html, page, render};
 use crate::auth::csrf::FormToken;
 use crate::auth::events::Factor;
-use crate::auth::login::{self, Client, Completed, Login, Proof, Started};
+use crate::auth::login::{self, Completed, Login, Proof, Started};
 use crate::auth::return_to::safe_return_target;
 use crate::body::ResponseBody;
 use crate::pipeline::Refused;
@@ -145,15 +145,11 @@ async fn check_password(
     login: &Login,
     request: PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Refused> {
-    let (now, address, agent) = (request.now, request.client, request.user_agent());
+    let (now, client) = (request.now, request.client());
     let form = request.form().await?;
     let csrf = form.csrf.clone();
     let [user, password, return_to] = form.take(["user", "password", "return_to"])?;
-    let client = Client {
-        address,
-        user_agent: &agent,
-    };
-    match login.password(&user, password, client, now).await {
+    match login.password(&user, password, &client, now).await {
         Ok(Started {
             challenge, factors, ..
         }) => Ok(html(
@@ -184,11 +180,7 @@ pub async fn second_factor(
     if request.method() != Method::POST {
         return Err(Refused::method_not_allowed("POST"));
     }
-    let (now, address, agent) = (request.now, request.client, request.user_agent());
-    let client = Client {
-        address,
-        user_agent: &agent,
-    };
+    let (now, client) = (request.now, request.client());
     let form = request.form().await?;
     let csrf = form.csrf.clone();
     let (challenge, return_to, answer) = if path == WEBAUTHN_PATH {
@@ -207,7 +199,7 @@ pub async fn second_factor(
         ((None, code), TOTP_PATH) => Proof::Totp(code),
         ((None, code), _) => Proof::RecoveryCode(code),
     };
-    match login.second_factor(&challenge, proof, client, now).await {
+    match login.second_factor(&challenge, proof, &client, now).await {
         Ok(completed) => signed_in(login, &completed, &return_to, now),
         Err(refused) if refused.refusal() == Refusal::SecondFactorWrong => {
             // Shown again while the challenge lasts; after the last wrong answer it is gone.

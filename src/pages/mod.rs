@@ -51,7 +51,7 @@ use hyper::body::Incoming;
 
 use crate::auth::csrf::{self, FormToken};
 use crate::auth::enrollment::{self, Enrollment};
-use crate::auth::login::Login;
+use crate::auth::login::{Client, Login};
 use crate::body::{self, IdleBody, ResponseBody};
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
@@ -137,7 +137,7 @@ pub struct PageRequest<'a> {
     /// Unix seconds.
     pub now: u64,
     /// The client's address, as the forwarding rules established it.
-    pub client: IpAddr,
+    address: IpAddr,
 }
 
 impl<'a> PageRequest<'a> {
@@ -146,7 +146,7 @@ impl<'a> PageRequest<'a> {
         authority: &'a http::uri::Authority,
         idle: Duration,
         now: u64,
-        client: IpAddr,
+        address: IpAddr,
     ) -> Self {
         let (parts, body) = request.into_parts();
         Self {
@@ -155,18 +155,13 @@ impl<'a> PageRequest<'a> {
             authority: authority.as_str(),
             idle,
             now,
-            client,
+            address,
         }
     }
 
-    /// The `User-Agent`, for the session record; empty when absent or not text.
-    pub fn user_agent(&self) -> String {
-        self.parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
+    /// Who sends the request, for a login: address, user agent, the session it carries.
+    pub fn client(&self) -> Client {
+        Client::new(self.address, &self.parts.headers)
     }
 
     pub fn method(&self) -> &Method {

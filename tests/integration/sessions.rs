@@ -715,3 +715,25 @@ async fn every_way_of_ending_a_session_refuses_its_very_next_request() {
     assert_eq!(answer["sessions_ended"], 1, "{answer}");
     assert!(refused(&gateway, &token).await);
 }
+
+#[tokio::test]
+async fn a_login_ends_the_session_the_client_still_carried() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let (_, codes) = enroll(&gateway, "pat").await;
+    let old = cached_session(&gateway, "pat", &codes[0]).await;
+    // The same client logs in again, still sending its old token.
+    let started = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "pat", "password": STRONG }),
+    )
+    .await;
+    let challenge = json!({ "challenge": started.body["challenge"], "code": codes[1] });
+    let done = post_as(&gateway, "/.wardgate/api/login/recovery", &old, challenge).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let new = done.body["token"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert!(refused(&gateway, &old).await);
+    assert!(!refused(&gateway, new).await);
+}
