@@ -97,6 +97,8 @@ pub struct Bound {
     limits: Limits,
     https_port: u16,
     clock: Clock,
+    /// The security-event channel, shared by the gateway's login and the admin API.
+    events: crate::auth::events::SecurityEvents,
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
@@ -138,11 +140,12 @@ impl Bound {
             );
         }
         let telemetry = Telemetry::new(config.log.requests);
+        let events = crate::auth::events::SecurityEvents::new();
         let accounts = crate::pipeline::Accounts {
             store: identity.clone(),
             keyring,
             assertion,
-            events: crate::auth::events::SecurityEvents::new(),
+            events: events.clone(),
         };
         let gateway = Arc::new(Gateway::new(loaded, telemetry, accounts, clock.clone())?);
 
@@ -176,6 +179,7 @@ impl Bound {
             limits,
             https_port,
             clock,
+            events,
         })
     }
 
@@ -206,6 +210,7 @@ impl Bound {
                 token,
                 enrollment_ttl: self.enrollment_ttl,
                 clock: self.clock.clone(),
+                events: self.events,
             };
             side_tasks.spawn(admin::serve(listener, Arc::new(admin)));
         }

@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::ResponseBody;
 use crate::identity::IdentityStore;
 use crate::refusal::{self, Refusal};
@@ -91,6 +92,7 @@ pub struct Admin {
     pub token: AdminToken,
     pub enrollment_ttl: Duration,
     pub clock: crate::clock::Clock,
+    pub events: SecurityEvents,
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
@@ -271,6 +273,7 @@ impl Admin {
                 &body,
                 now,
                 admin.enrollment_ttl,
+                &admin.events,
             )
         })
         .await
@@ -278,12 +281,16 @@ impl Admin {
         match effect {
             users::SessionEffect::None => {}
             users::SessionEffect::Refresh(user) => self.sessions.refresh_user(user),
-            users::SessionEffect::End(user, reason) => {
+            users::SessionEffect::End(user, name, reason) => {
                 let ended = self.sessions.end_user(user).await.map_err(|error| {
                     tracing::error!(%error, "ending sessions");
                     AdminError::Store
                 })?;
-                tracing::info!(target: "wardgate::security", event = "sessions_ended", reason, count = ended);
+                self.events.emit(SecurityEvent::SessionsEnded {
+                    user: name,
+                    reason,
+                    count: ended,
+                });
                 value["sessions_ended"] = serde_json::json!(ended);
             }
         }

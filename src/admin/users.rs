@@ -36,6 +36,8 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::events::{SecurityEvent, SecurityEvents};
+use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
 
 /// Why an admin call failed; each has a stable code.
@@ -163,18 +165,19 @@ fn enrollment(
     ttl: Duration,
 ) -> Result<Value, AdminError> {
     let bits: [u8; 32] = rand::random();
-    let token: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
+    let mut token = String::with_capacity(64);
+    hex_encode_into(&bits, &mut token);
     let expires = now + ttl.as_secs();
     store.create_enrollment_token(id, token.as_bytes(), expires)?;
     Ok(json!({ "token": token, "expires": expires }))
 }
 
 /// What an account change means for the user's live sessions; applied by the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEffect {
     None,
-    /// End them all; the reason goes to the security log.
-    End(UserId, &'static str),
+    /// End them all (the user's id and name); the reason goes to the security events.
+    End(UserId, String, &'static str),
     /// Keep them, but read the account again.
     Refresh(UserId),
 }
@@ -187,6 +190,7 @@ pub fn handle(
     body: &Bytes,
     now: u64,
     enrollment_ttl: Duration,
+    events: &SecurityEvents,
 ) -> Result<(StatusCode, Value, SessionEffect), AdminError> {
     let store = store.as_ref();
     let segments: Vec<&str> = path
@@ -215,7 +219,10 @@ pub fn handle(
             user.mfa_required_enrollment = true;
             store.create_user(&user)?;
             let enrollment = enrollment(store, user.id, now, enrollment_ttl)?;
-            tracing::info!(target: "wardgate::security", event = "account_created", user = %user.name);
+            events.emit(SecurityEvent::AccountChanged {
+                user: user.name.clone(),
+                action: "created",
+            });
             Ok((
                 StatusCode::CREATED,
                 json!({ "user": describe(store, &user)?, "enrollment": enrollment }),
@@ -239,12 +246,16 @@ pub fn handle(
         ) => {
             let user = store.user_by_name(name)?;
             let mut answer = json!({});
+            let change = match *action {
+                "enable" => "account_enabled",
+                "disable" => "account_disabled",
+                "reset-mfa" => "mfa_reset",
+                "reset-password" => "password_reset",
+                _ => "operator_logout",
+            };
             let effect = match *action {
                 "enable" => SessionEffect::None,
-                "disable" => SessionEffect::End(user.id, "account_disabled"),
-                "reset-mfa" => SessionEffect::End(user.id, "mfa_reset"),
-                "reset-password" => SessionEffect::End(user.id, "password_reset"),
-                _ => SessionEffect::End(user.id, "operator_logout"),
+                _ => SessionEffect::End(user.id, user.name.clone(), change),
             };
             match *action {
                 "logout" => {}
@@ -268,7 +279,10 @@ pub fn handle(
                         json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl)? });
                 }
             }
-            tracing::info!(target: "wardgate::security", event = %action, user = %user.name);
+            events.emit(SecurityEvent::AccountChanged {
+                user: user.name.clone(),
+                action: change,
+            });
             let user = store.user(user.id)?;
             answer["user"] = describe(store, &user)?;
             Ok((StatusCode::OK, answer, effect))
@@ -280,7 +294,10 @@ pub fn handle(
             }
             let user = store.user_by_name(name)?;
             store.set_roles(user.id, &roles.roles)?;
-            tracing::info!(target: "wardgate::security", event = "roles_set", user = %user.name);
+            events.emit(SecurityEvent::AccountChanged {
+                user: user.name.clone(),
+                action: "roles_set",
+            });
             Ok((
                 StatusCode::OK,
                 json!({ "user": describe(store, &store.user(user.id)?)? }),
@@ -288,5 +305,56 @@ pub fn handle(
             ))
         }
         _ => Err(AdminError::BadRequest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{EmbeddedStore, Keyring, MasterKey};
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn account_changes_are_security_events_and_end_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
+        let store: Arc<dyn IdentityStore> =
+            Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
+        let events = SecurityEvents::new();
+        let mut seen = events.subscribe();
+        let call = |method: Method, path: &str, body: &str| {
+            let body = Bytes::from(body.to_owned());
+            handle(
+                &store,
+                &method,
+                path,
+                &body,
+                NOW,
+                Duration::from_secs(60),
+                &events,
+            )
+            .unwrap()
+        };
+        let (status, _, effect) = call(Method::POST, "", r#"{"name":"ana","roles":["nurse"]}"#);
+        assert_eq!((status, effect), (StatusCode::CREATED, SessionEffect::None));
+        let (_, _, effect) = call(Method::POST, "/ana/disable", "");
+        let id = store.user_by_name("ana").unwrap().id;
+        assert_eq!(
+            effect,
+            SessionEffect::End(id, "ana".into(), "account_disabled")
+        );
+        let (_, _, effect) = call(Method::PUT, "/ana/roles", r#"{"roles":["physician"]}"#);
+        assert_eq!(effect, SessionEffect::Refresh(id));
+        let actions: Vec<&str> = std::iter::from_fn(|| seen.try_recv().ok())
+            .map(|event| match *event {
+                SecurityEvent::AccountChanged { ref user, action } => {
+                    assert_eq!(user, "ana");
+                    action
+                }
+                ref other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(actions, ["created", "account_disabled", "roles_set"]);
     }
 }

@@ -80,6 +80,12 @@ pub enum SecurityEvent {
     PasswordSet {
         user: String,
     },
+    /// An operator's change to an account: `created`, `account_disabled`, `account_enabled`,
+    /// `mfa_reset`, `password_reset`, `operator_logout`, `roles_set`.
+    AccountChanged {
+        user: String,
+        action: &'static str,
+    },
     /// Logout, logout everywhere, or an operator's action.
     SessionsEnded {
         user: String,
@@ -99,6 +105,7 @@ impl SecurityEvent {
             SecurityEvent::StepUp { .. } => "step_up",
             SecurityEvent::FactorAdded { .. } => "factor_added",
             SecurityEvent::PasswordSet { .. } => "password_set",
+            SecurityEvent::AccountChanged { .. } => "account_changed",
             SecurityEvent::SessionsEnded { .. } => "sessions_ended",
         }
     }
@@ -133,6 +140,9 @@ impl SecurityEvent {
                 json!({ "user": user, "factor": factor.name() })
             }
             SecurityEvent::PasswordSet { user } => json!({ "user": user }),
+            SecurityEvent::AccountChanged { user, action } => {
+                json!({ "user": user, "action": action })
+            }
             SecurityEvent::SessionsEnded {
                 user,
                 reason,
