@@ -11,7 +11,7 @@
 //      REAUTH_WITHIN (seconds), ARTIFACTS (screenshot directory)
 // stdout: {"advance_clock": N} lines for the test, then one JSON line with what was observed.
 
-import { advanceClock, env, fail, inBrowser, submit, totp } from './lib.mjs';
+import { advanceClock, arrive, env, fail, inBrowser, submit, totp } from './lib.mjs';
 
 const TOTP_BUTTON = 'form[action="/.wardgate/login/totp"] button';
 
@@ -25,15 +25,16 @@ inBrowser(async ({ page, context, observed, shot }) => {
   const reauth = Number(env('REAUTH_WITHIN'));
   const sessionCookie = async () => (await context.cookies())
     .find((c) => c.name === '__Host-wardgate-session');
+  const target = `${gateway}/api/records/7?view=full`;
+  // Password, then an app code; the answer redirects back to `target`.
   const logIn = async () => {
     await page.fill('#user', user);
     await page.fill('#password', password);
     await submit(page, 'button[type=submit]');
     await page.fill('#code', totp(secret));
-    return submit(page, TOTP_BUTTON);
+    return arrive(page, TOTP_BUTTON, target);
   };
   // 1. To login and back.
-  const target = `${gateway}/api/records/7?view=full`;
   await page.goto(target);
   observed.login_url = page.url();
   observed.login_notices = await page.locator('#login-notice').count();
@@ -59,7 +60,7 @@ inBrowser(async ({ page, context, observed, shot }) => {
   const wrong = await submit(page, TOTP_BUTTON);
   observed.wrong_code = { status: wrong.status(), error: await page.textContent('#factor-error') };
   await page.fill('#code', totp(secret));
-  const back = await submit(page, TOTP_BUTTON);
+  const back = await arrive(page, TOTP_BUTTON, target);
   observed.after_login = { url: page.url(), status: back.status(), body: await page.textContent('body') };
   const cookie = await sessionCookie() || fail('no session cookie after login');
   observed.session_cookie = {
@@ -104,7 +105,7 @@ inBrowser(async ({ page, context, observed, shot }) => {
   };
   await shot('5-step-up');
   await page.fill('#code', totp(secret));
-  const stepped = await submit(page, TOTP_BUTTON);
+  const stepped = await arrive(page, TOTP_BUTTON, sensitive);
   observed.after_step_up = {
     url: page.url(),
     status: stepped.status(),
@@ -115,7 +116,7 @@ inBrowser(async ({ page, context, observed, shot }) => {
   await page.goto(`${gateway}/.wardgate/`);
   observed.home_user = await page.textContent('#home-user');
   await shot('6-home');
-  await submit(page, '#logout');
+  await arrive(page, '#logout', `${gateway}/.wardgate/login?reason=logout`);
   observed.after_logout = {
     url: page.url(),
     notice: await page.textContent('#login-notice'),
