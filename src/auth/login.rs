@@ -24,17 +24,18 @@
 //!     │  a factor the challenge did not offer, second-factor lock,
 //!     │  wrong, malformed or replayed code, refused assertion ───── 401 WG-AUTH-011
 //!     │    (5 wrong answers drop the challenge; failures counted per user)
-//!     ▼  a NEW session token (never one the client brought)
+//!     ▼  a NEW session token (never one the client brought; a live one it brought is ended)
 //!  {token, token_type: Bearer, expires_in, session_expires_at}
 //! ```
 //!
+//! Only the factors `auth.mfa` allows for the user's roles are offered and accepted.
 //! `POST /.wardgate/api/step-up` (with a session) opens a challenge for the same user without a
 //! password; finishing it rotates the token and refreshes the proof time.
 //! `POST /.wardgate/api/passkeys/start` and `/passkeys/finish` (with a session whose second
 //! factor is at most [`ADD_FACTOR_WITHIN_SECS`] old, else `WG-SESSION-004`) register one more
-//! passkey or security key for the user: several per account, the ones already there excluded. `POST
-//! /.wardgate/api/logout` ends this session, `/.wardgate/api/logout-all` every session of the
-//! user; `GET /.wardgate/api/session` describes the session.
+//! passkey or security key for the user: several per account, the ones already there excluded.
+//! `POST /.wardgate/api/logout` ends this session, `/.wardgate/api/logout-all` every session of
+//! the user; `GET /.wardgate/api/session` describes the session.
 //!
 //! Every outcome is a [`SecurityEvent`]. POST bodies must be `application/json`: a cross-site
 //! form cannot send that without a CORS preflight, which the gateway never grants.
