@@ -30,7 +30,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::{PageRequest, html, page, render};
+use std::sync::Arc;
+
+use super::{Form, PageRequest, html, page, render};
 use crate::auth::csrf::FormToken;
 use crate::auth::events::Factor;
 use crate::auth::login::{self, Completed, Login, Proof, Started};
@@ -290,12 +292,8 @@ pub async fn add_passkey(
     login: &Login,
     request: PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Refused> {
-    if request.method() != Method::POST {
-        return Err(Refused::method_not_allowed("POST"));
-    }
     let now = request.now;
-    let live = login.current(&request.parts.headers, now).await?;
-    let form = request.form().await?;
+    let (live, form) = session_post(login, request).await?;
     let csrf = form.csrf.clone();
     let [ceremony, credential] = form.take(["ceremony", "credential"])?;
     let count = login
@@ -325,24 +323,32 @@ fn home_page(
     page(StatusCode::OK, &home, Some(csrf))
 }
 
+/// A form posted by a logged-in browser: POST only, the live session (else its refusal), and
+/// the form once its CSRF checks pass.
+async fn session_post(
+    login: &Login,
+    request: PageRequest<'_>,
+) -> Result<(Arc<Live>, Form), Refused> {
+    if request.method() != Method::POST {
+        return Err(Refused::method_not_allowed("POST"));
+    }
+    let live = login.current(&request.parts.headers, request.now).await?;
+    Ok((live, request.form().await?))
+}
+
 /// `/.wardgate/logout` (POST, `scope=this|everywhere`): ends the session(s), clears the cookie
 /// and shows the login page.
 pub async fn logout(
     login: &Login,
     request: PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Refused> {
-    if request.method() != Method::POST {
-        return Err(Refused::method_not_allowed("POST"));
-    }
-    let now = request.now;
-    let headers = request.parts.headers.clone();
-    let [scope] = request.form().await?.take(["scope"])?;
+    let (live, form) = session_post(login, request).await?;
+    let [scope] = form.take(["scope"])?;
     let everywhere = match scope.as_str() {
         "this" => false,
         "everywhere" => true,
         _ => return Err(Refusal::MalformedForm.into()),
     };
-    let live = login.current(&headers, now).await?;
     login.logout(&live, everywhere).await?;
     let mut response = see_other(&format!("{LOGIN_PATH}?reason=logout"));
     response
