@@ -25,12 +25,12 @@
 //! `return_to` travels as a hidden field and is validated where it is used, so a forged value
 //! can only ever lead to the gateway's own home page.
 
+use std::sync::Arc;
+
 use askama::Template;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
-
-use std::sync::Arc;
 
 use super::{Form, PageRequest, html, page, render};
 use crate::auth::csrf::FormToken;
