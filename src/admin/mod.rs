@@ -228,12 +228,27 @@ impl Admin {
             (&Method::DELETE, id) => {
                 let key: crate::identity::SessionKey =
                     id.parse().map_err(|_| AdminError::BadRequest)?;
-                if self.sessions.end(key).await.map_err(fail)? {
-                    tracing::info!(target: "wardgate::security", event = "session_revoked", session = %key);
-                    Ok((StatusCode::OK, serde_json::json!({ "ended": 1 })))
-                } else {
-                    Err(AdminError::NoSuchSession)
+                // Whose it was, for the security event; a rare operator action may read the list.
+                let owner = self
+                    .sessions
+                    .list(None, now)
+                    .await
+                    .map_err(fail)?
+                    .into_iter()
+                    .find(|listed| listed.key == key)
+                    .map(|listed| listed.record.user);
+                if !self.sessions.end(key).await.map_err(fail)? {
+                    return Err(AdminError::NoSuchSession);
                 }
+                let names = self.user_names().await?;
+                self.events.emit(SecurityEvent::SessionsEnded {
+                    user: owner
+                        .and_then(|user| names.get(&user).cloned())
+                        .unwrap_or_default(),
+                    reason: "operator_revoked",
+                    count: 1,
+                });
+                Ok((StatusCode::OK, serde_json::json!({ "ended": 1 })))
             }
             _ => Err(AdminError::BadRequest),
         }
