@@ -395,9 +395,16 @@ impl Gateway {
         // 3a. the gateway's own API: never routed, never proxied.
         if enrollment::is_reserved(&path) {
             record.route = Some(self.own_api.clone());
+            // The login limit is for attempts; the gateway's stylesheet and script share the
+            // ordinary per-client limit, so quick page loads never lose a page its own assets.
+            let limit = if pages::is_asset(&path) {
+                pages::ASSET_PREFIX
+            } else {
+                enrollment::PREFIX
+            };
             let decision = self.limiter.check(&Subject {
                 stage: Stage::Anonymous,
-                route: enrollment::PREFIX,
+                route: limit,
                 client: record.client,
                 user: None,
             });

@@ -82,6 +82,14 @@ const ASSETS: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// Where [`ASSETS`] live.
+pub const ASSET_PREFIX: &str = "/.wardgate/assets/";
+
+/// Whether `path` (normalized) is one of the gateway's static files.
+pub fn is_asset(path: &str) -> bool {
+    ASSETS.iter().any(|(asset, ..)| *asset == path)
+}
+
 /// Form bodies are a few short fields: a token, a password (at most 128 characters), a code,
 /// or a WebAuthn answer (a few hundred bytes of base64url, percent-encoded once more).
 const FORM_LIMIT: u64 = 16 * 1024;
@@ -100,7 +108,7 @@ pub async fn handle(
     request: PageRequest<'_>,
     path: &str,
 ) -> Result<Response<ResponseBody>, Refused> {
-    if let Some((_, content_type, contents)) = ASSETS.iter().find(|(p, ..)| *p == path) {
+    if let Some((_, content_type, contents)) = ASSETS.iter().find(|(asset, ..)| *asset == path) {
         if request.method() != Method::GET {
             return Err(Refused::method_not_allowed("GET"));
         }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 
 use crate::harness::*;
@@ -403,4 +403,40 @@ async fn a_host_header_that_disagrees_with_the_target_is_not_forwarded() {
     let answer = raw_exchange(&gateway, raw).await;
     assert!(answer.contains("WG-HOST-001"), "{answer}");
     assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn the_login_limit_counts_attempts_not_the_pages_own_assets() {
+    let upstream = MockUpstream::recording().await;
+    let text = config(&upstream.url(), "  server_names: [localhost]\n", "")
+        + "auth:\n  login_rate_limit:\n    per_client: { requests: 1, per: 60s, burst: 2 }\n";
+    let gateway = TestGateway::start(&text).await;
+    let client = gateway.client(false);
+    let login = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri(gateway.url("/.wardgate/api/login"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full(r#"{"user":"nobody","password":"wrong"}"#))
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let response = client.request(login()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = client.request(login()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(body_text(response).await.contains("WG-RATE-001"));
+    // The login page itself is an attempt's first step: limited too, as a page.
+    let page = client
+        .request(get(&gateway.url("/.wardgate/login")))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Its stylesheet and script are not.
+    for asset in ["style.css", "webauthn.js"].repeat(3) {
+        let url = gateway.url(&format!("/.wardgate/assets/{asset}"));
+        let response = client.request(get(&url)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+    }
 }
