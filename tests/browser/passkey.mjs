@@ -1,8 +1,8 @@
 // Passkeys in a real browser: Chromium's virtual authenticator (DevTools protocol, CTAP2,
 // internal transport, resident key, user verification) registers a passkey on the enrollment
 // page, then signs in with it on the login page and reaches a protected page through the proxy.
-// Logged in, the user adds a second authenticator (a virtual USB security key) from the
-// gateway's home page, logs out, and logs in with that one. The gateway's own webauthn.js runs
+// A tampered signature is refused. Logged in, the user adds a second authenticator (a virtual
+// USB security key) from the gateway's home page, logs out, and logs in with that one. The gateway's own webauthn.js runs
 // under the pages' strict CSP.
 //
 // env: GATEWAY_URL (https://localhost:PORT), ENROLL_TOKEN, USER_NAME, PASSWORD, ARTIFACTS
@@ -49,6 +49,23 @@ inBrowser(async ({ page, observed, shot }) => {
     totp: await page.locator('#code').count(),
   };
   await shot('3-passkey-login');
+
+  // A tampered signature (one byte flipped before the form goes out) is refused, and the
+  // login can still be finished with a genuine one.
+  await page.evaluate(() => {
+    const form = document.getElementById('webauthn-form');
+    const send = form.submit.bind(form);
+    form.submit = () => {
+      const credential = JSON.parse(form.elements.credential.value);
+      const signature = credential.response.signature;
+      const flipped = signature[10] === 'A' ? 'B' : 'A';
+      credential.response.signature = signature.slice(0, 10) + flipped + signature.slice(11);
+      form.elements.credential.value = JSON.stringify(credential);
+      send();
+    };
+  });
+  const tampered = await arrive(page, '#webauthn-button', `${gateway}/.wardgate/login/webauthn`);
+  observed.tampered = { status: tampered.status(), error: await page.textContent('#factor-error') };
   const back = await arrive(page, '#webauthn-button', target);
   observed.after_login = { url: page.url(), status: back.status(), body: await page.textContent('body') };
   const after = await cdp.send('WebAuthn.getCredentials', { authenticatorId });

@@ -384,6 +384,11 @@ async fn a_passkey_is_enrolled_and_used_to_log_in_in_chromium() {
     );
     assert_eq!(seen["factor_page"]["webauthn"], 1);
     assert_eq!(seen["factor_page"]["totp"], 0);
+    assert_eq!(seen["tampered"]["status"], 401, "{seen}");
+    assert_eq!(
+        seen["tampered"]["error"],
+        "the second factor was not accepted"
+    );
     let after = &seen["after_login"];
     assert_eq!(after["url"], gateway.url("/api/records/9"), "{seen}");
     assert_eq!(after["status"], 200);
