@@ -60,7 +60,9 @@ fn sanitize(c: &mut Criterion) {
             request::check_path(raw, false).unwrap();
             let normalized = path::normalize(raw).unwrap();
             request::check_host(black_box("ehr.example.org"), &global.server_names).unwrap();
-            rules.check_head(&Method::GET, &headers, false).unwrap();
+            rules
+                .check_head(&Method::GET, &headers, None, false)
+                .unwrap();
             rules
                 .check_query(black_box("patient=123&_count=10&date=ge2024-01-01"))
                 .unwrap();

@@ -39,7 +39,6 @@
 //! private key never appears in `Debug` output or in the JWKS.
 
 use std::fmt;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -171,41 +170,26 @@ impl AssertionKey {
     }
 
     fn load(path: &Path) -> Result<Self, AssertionKeyError> {
-        use std::os::unix::fs::PermissionsExt;
-        let io = |source| AssertionKeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        use crate::secret_file::SecretFileError as E;
         let corrupt = |reason| AssertionKeyError::Corrupt {
             path: path.to_owned(),
             reason,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        // The metadata of the open file, not of the path: what is checked is what is read.
-        let metadata = file.metadata().map_err(io)?;
-        if !metadata.is_file() {
-            return Err(AssertionKeyError::NotAFile {
+        let text = crate::secret_file::read(path, MAX_KEY_FILE).map_err(|error| match error {
+            E::Io(source) => AssertionKeyError::Io {
                 path: path.to_owned(),
-            });
-        }
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(AssertionKeyError::Permissions {
+                source,
+            },
+            E::NotAFile => AssertionKeyError::NotAFile {
+                path: path.to_owned(),
+            },
+            E::Permissions(mode) => AssertionKeyError::Permissions {
                 path: path.to_owned(),
                 mode,
-            });
-        }
-        let mut text = String::new();
-        match file.take(MAX_KEY_FILE + 1).read_to_string(&mut text) {
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(corrupt("not text"));
-            }
-            Err(error) => return Err(io(error)),
-        }
-        if text.len() as u64 > MAX_KEY_FILE {
-            return Err(corrupt("too large"));
-        }
+            },
+            E::TooLarge(_) => corrupt("too large"),
+            E::NotText => corrupt("not text"),
+        })?;
         let der = decode_pem(&text).ok_or_else(|| corrupt("not a PEM \"PRIVATE KEY\" block"))?;
         let pair = Ed25519KeyPair::from_pkcs8(&der)
             .map_err(|_| corrupt("the PKCS#8 document holds no valid Ed25519 key"))?;
@@ -213,51 +197,17 @@ impl AssertionKey {
     }
 
     fn create(path: &Path) -> Result<Self, AssertionKeyError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let io = |source| AssertionKeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
         // AWS-LC draws the key from its own DRBG; the rng argument is there for ring's API.
         let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
             .map_err(|_| AssertionKeyError::Generate)?;
         let pair =
             Ed25519KeyPair::from_pkcs8(der.as_ref()).map_err(|_| AssertionKeyError::Generate)?;
-        let parent = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(io)?;
-        let mut name = path.file_name().unwrap_or_default().to_owned();
-        name.push(format!(".{}.tmp", std::process::id()));
-        let temporary = parent.join(name);
-        // A leftover from a crash of an earlier process with the same id.
-        match std::fs::remove_file(&temporary) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(io(error)),
-            _ => {}
-        }
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)
-            .and_then(|mut file| {
-                file.write_all(encode_pem(der.as_ref()).as_bytes())?;
-                file.sync_all()
-            })
-            // A hard link, unlike a rename, never replaces a key another process put there.
-            .and_then(|()| std::fs::hard_link(&temporary, path));
-        let removed = std::fs::remove_file(&temporary);
-        written.map_err(io)?;
-        removed.map_err(io)?;
-        // Make the new directory entry durable before any token signed with the key leaves.
-        std::fs::File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io)?;
+        crate::secret_file::create_new(path, encode_pem(der.as_ref()).as_bytes()).map_err(
+            |source| AssertionKeyError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
         Ok(Self::from_pair(pair))
     }
 }

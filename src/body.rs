@@ -4,7 +4,9 @@
 //! costs a few frames of memory. [`IdleBody`] cuts a body whose sender stalls for longer than its
 //! idle timeout (a slow-drip client or a hung upstream holds no resources for ever).
 //! [`ResponseBody`] counts the bytes sent and, when the response is done or the client goes
-//! away, closes the request's record: every request ends in exactly one log line.
+//! away, closes the request's record: every request ends in exactly one log line. It also
+//! tells an HTTP/2 connection's watch when the client takes data (`server::deadlines`), and holds
+//! the client's in-flight slot until it is gone.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -15,7 +17,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::per_address::Slot;
 use crate::refusal::Refusal;
+use crate::server::deadlines::Stream;
 use crate::telemetry::Finished;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -24,22 +28,53 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("the body stalled for longer than its idle timeout")]
 pub struct IdleTimeout;
 
+/// A deadline that runs while something waits and starts again once it makes progress.
+pub struct StallTimer {
+    timeout: Duration,
+    /// Allocated on the first stall only; most waits never happen.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl StallTimer {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// The awaited thing moved: the next wait gets the whole timeout again.
+    pub fn progressed(&mut self) {
+        self.armed = false;
+    }
+
+    /// Called while waiting: ready once the wait has lasted `timeout`.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = Instant::now() + self.timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        timer.as_mut().poll(cx)
+    }
+}
+
 /// A body that fails when no frame arrives for `timeout`.
 pub struct IdleBody<B> {
     inner: B,
-    timeout: Duration,
-    /// Allocated on the first stall only; most bodies never wait.
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    stall: StallTimer,
 }
 
 impl<B> IdleBody<B> {
     pub fn new(inner: B, timeout: Duration) -> Self {
         Self {
             inner,
-            timeout,
-            timer: None,
-            armed: false,
+            stall: StallTimer::new(timeout),
         }
     }
 }
@@ -58,18 +93,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.armed = false;
+            this.stall.progressed();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let deadline = Instant::now() + this.timeout;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !this.armed {
-            timer.as_mut().reset(deadline);
-            this.armed = true;
-        }
-        ready!(timer.as_mut().poll(cx));
+        ready!(this.stall.poll_expired(cx));
         Poll::Ready(Some(Err(Box::new(IdleTimeout))))
     }
 
@@ -164,6 +191,10 @@ pub struct ResponseBody {
     sent: u64,
     ended: bool,
     finished: Option<Finished>,
+    /// The request on a watched (HTTP/2) connection: tells the watch when data is taken.
+    stream: Option<Stream>,
+    /// The client's slot among its upstream requests in flight, held until the body is gone.
+    slot: Option<Slot>,
 }
 
 impl ResponseBody {
@@ -173,12 +204,26 @@ impl ResponseBody {
             sent: 0,
             ended: false,
             finished: None,
+            stream: None,
+            slot: None,
         }
     }
 
     /// Closes `finished` when this body is done or dropped.
     pub fn with_record(mut self, finished: Finished) -> Self {
         self.finished = Some(finished);
+        self
+    }
+
+    /// Reports delivery progress to the connection's watch (`server::deadlines`).
+    pub fn watched(mut self, stream: Stream) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
+    /// Holds `slot` until this body is done or dropped.
+    pub fn holding(mut self, slot: Slot) -> Self {
+        self.slot = Some(slot);
         self
     }
 }
@@ -190,6 +235,8 @@ impl From<Bytes> for ResponseBody {
             sent: 0,
             ended: false,
             finished: None,
+            stream: None,
+            slot: None,
         }
     }
 }
@@ -203,12 +250,20 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(stream) = &mut this.stream {
+            stream.polled();
+        }
         let frame = match &mut this.source {
             Source::Fixed(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Source::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
         };
         match &frame {
-            Some(Ok(frame)) => this.sent += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Some(Ok(frame)) => {
+                this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(stream) = &mut this.stream {
+                    stream.handed();
+                }
+            }
             Some(Err(_)) => {
                 if let Some(finished) = &mut this.finished {
                     finished.upstream_failed_midway();

@@ -10,8 +10,11 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-pub async fn serve(listener: TcpListener) {
-    crate::server::serve_http1(listener, |request| std::future::ready(answer(&request))).await;
+pub async fn serve(listener: TcpListener, side: crate::server::SideListener) {
+    crate::server::serve_http1(listener, side, |request| {
+        std::future::ready(answer(&request))
+    })
+    .await;
 }
 
 const PATIENTS: [(&str, &str, &str); 3] = [

@@ -23,7 +23,8 @@
 //!  6 authenticate  -           session / bearer token, MFA          (issue: accounts, sessions)
 //!  7 authorize     -           role x data category x patient       (issue: policy)
 //!  8 rate limit    ratelimit   per route now; per user once there are users: 429
-//!  9 upstream      proxy.rs    body streamed with its size limit, or read whole and checked
+//!  9 upstream      proxy.rs    a slot among the client's requests in flight (429
+//!                              WG-RATE-003); body streamed with its size limit, or read whole and checked
 //!                              (JSON/form shape and injection); hop-by-hop and forwarding
 //!                              headers rewritten; pooled client; timeouts -> 502/504
 //! 10 response      here        security headers, route headers, no-store on patient data,
@@ -63,6 +64,7 @@ use crate::identity::IdentityStore;
 use crate::identity::Keyring;
 use crate::pages::{self, PageRequest};
 use crate::path;
+use crate::per_address::PerAddress;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient, X_REQUEST_ID};
 use crate::ratelimit::{Decision, DenyCause, Limiter, LocalLimiter, Stage, Subject};
 use crate::refusal::Refusal;
@@ -119,13 +121,16 @@ pub struct Gateway {
     body_idle_timeout: Duration,
     server_names: Vec<String>,
     allow_encoded_slash: bool,
+    allow_underscores: bool,
     limiter: Arc<dyn Limiter>,
+    /// Upstream requests in flight per client address (`server.max_upstream_requests_per_client`).
+    in_flight: Arc<PerAddress>,
     max_request_line: u64,
     enrollment: Enrollment,
     login: Login,
     assertion: AssertionKey,
     /// Identity headers removed from every request besides the built-in ones.
-    strip_headers: Vec<HeaderName>,
+    strip_headers: Vec<String>,
     /// Labels for the gateway's own API in logs and metrics.
     own_api: Arc<RouteLabels>,
     clock: Clock,
@@ -271,15 +276,11 @@ impl Gateway {
             )),
             telemetry,
             body_idle_timeout: config.server.value.body_idle_timeout.0,
-            server_names: config
-                .sanitize
-                .value
-                .server_names
-                .iter()
-                .map(|n| n.to_ascii_lowercase())
-                .collect(),
+            server_names: config.sanitize.value.host_names(),
             allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
+            allow_underscores: config.sanitize.value.allow_underscores_in_headers,
             limiter: Arc::new(limiter),
+            in_flight: PerAddress::new(config.server.value.max_upstream_requests_per_client),
             max_request_line: config.server.value.max_request_line.0,
             enrollment,
             login,
@@ -288,7 +289,7 @@ impl Gateway {
                 .forwarding
                 .strip_headers
                 .iter()
-                .filter_map(|name| HeaderName::try_from(name.value.as_str()).ok())
+                .map(|name| proxy::identity_header_key(&name.value).into_owned())
                 .collect(),
             clock,
         })
@@ -340,11 +341,23 @@ impl Gateway {
             code: None,
         };
 
+        // HTTP/1: after a refusal of a malformed request, or of one whose body may be left
+        // unread, nothing more is read from the connection (nginx does the same): the next
+        // pipelined request would start wherever this one's bytes were left.
+        let http1 = request.version() < Version::HTTP_2;
+        let had_body = !request.body().is_end_stream();
         let mut response = match self.forward(request, &peer, &mut record, now).await {
             Ok(response) => response,
             Err(refused) => {
                 record.code = Some(refused.refusal.code());
-                refused.into_response()
+                let close = http1 && (had_body || refused.refusal.is_malformed_request());
+                let mut response = refused.into_response();
+                if close {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             }
         };
 
@@ -388,6 +401,11 @@ impl Gateway {
         if logs && path != raw_path {
             record.path = Some(path.to_string());
         }
+        sanitize::request::check_headers(
+            request.headers(),
+            request.version(),
+            self.allow_underscores,
+        )?;
         let authority = request_authority(&request).ok_or(Refusal::BadHost)?;
         let host = authority.host().to_ascii_lowercase();
         sanitize::request::check_host(&host, &self.server_names)?;
@@ -438,7 +456,12 @@ impl Gateway {
         let has_body = !request.body().is_end_stream();
         let plan = target
             .rules
-            .check_head(request.method(), request.headers(), has_body)
+            .check_head(
+                request.method(),
+                request.headers(),
+                request.uri().query(),
+                has_body,
+            )
             .map_err(|refusal| match refusal {
                 Refusal::MethodNotAllowed => Refused::with_header(
                     refusal,
@@ -475,7 +498,12 @@ impl Gateway {
         subject.stage = Stage::Identified;
         deny(&self.limiter.check(&subject))?;
 
-        // 9. upstream
+        // 9. upstream: each request in flight holds an upstream connection until its response
+        // body is gone, so one client may hold only so many.
+        let slot = self
+            .in_flight
+            .try_take(record.client)
+            .ok_or(Refusal::TooManyInFlight)?;
         let upstream = &target.upstream;
         let uri = upstream.uri_for(&target.forwarded_path(&path), request.uri().query())?;
         let websocket = target.websocket
@@ -487,6 +515,17 @@ impl Gateway {
         proxy::strip_hop_by_hop(&mut parts.headers, websocket);
         proxy::strip_identity_headers(&mut parts.headers, &self.strip_headers);
         session::strip_credentials(&mut parts.headers);
+        // Checked against the route's methods in `check_head`; the back end sees the real one.
+        for name in &sanitize::request::METHOD_OVERRIDE_HEADERS {
+            parts.headers.remove(name);
+        }
+        // The length the gateway read, written canonically (`0005` and `010` never reach a back
+        // end that might read them as octal); a body read whole gets its counted length below.
+        if let Some(length) = sanitize::request::content_length(&parts.headers)? {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         if let (Some(live), Some(auth)) = (&live, &target.auth) {
             self.add_identity(&mut parts.headers, live, auth, &target.labels.route, now);
         }
@@ -557,6 +596,7 @@ impl Gateway {
         // 10. response (route part; the rest applies to every response in `handle`)
         let (mut parts, body) = response.into_parts();
         proxy::strip_hop_by_hop(&mut parts.headers, switching);
+        proxy::strip_gateway_cookies(&mut parts.headers);
         for (name, value) in &target.response_headers {
             parts.headers.insert(name, value.clone());
         }
@@ -568,7 +608,7 @@ impl Gateway {
         }
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(IdleBody::new(body, upstream.body_idle_timeout)),
+            ResponseBody::upstream(IdleBody::new(body, upstream.body_idle_timeout)).holding(slot),
         ))
     }
 }

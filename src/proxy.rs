@@ -212,24 +212,46 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) {
 }
 
 /// Removes every header through which a client could claim an identity: `X-Wardgate-*` (the
-/// gateway's own), the usual auth-proxy names, and the `extra` ones the config lists. Only the
-/// gateway, after authentication, may set identity for the upstream.
-pub fn strip_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
+/// gateway's own), the usual auth-proxy names, and the `extra` ones the config lists (given as
+/// [`identity_header_key`]s). Only the gateway, after authentication, may set identity for the
+/// upstream. Names are compared the way CGI, WSGI, Rack and PHP back ends read them: without
+/// case, and `_` the same as `-`, so `X_Wardgate_User` goes too when underscores are allowed.
+pub fn strip_identity_headers(headers: &mut HeaderMap, extra: &[String]) {
     let claimed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            name.starts_with("x-wardgate-")
-                || name.starts_with("x-auth-request-")
-                || name == "x-forwarded-user"
-                || name == "x-remote-user"
-                || extra.iter().any(|e| e.as_str() == name)
-        })
+        .filter(|name| is_identity_header(&identity_header_key(name.as_str()), extra))
         .cloned()
         .collect();
     for name in claimed {
         headers.remove(name);
     }
+}
+
+/// A header name as a CGI-style back end reads it: lower case, `_` as `-`.
+pub fn identity_header_key(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// Identity headers of common authenticating proxies (oauth2-proxy, Apache, nginx auth_request).
+const IDENTITY_HEADERS: [&str; 7] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-remote-user",
+    "remote-user",
+];
+
+fn is_identity_header(key: &str, extra: &[String]) -> bool {
+    key.starts_with("x-wardgate-")
+        || key.starts_with("x-auth-request-")
+        || IDENTITY_HEADERS.contains(&key)
+        || extra.iter().any(|e| e == key)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -360,6 +382,34 @@ fn append_hop(headers: &mut HeaderMap, name: HeaderName, ours: &HeaderValue) {
 /// visible ASCII, so the fallback (an empty value) is never used.
 fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Removes an upstream's `Set-Cookie` for a gateway cookie (`__Host-wardgate-…`, any case):
+/// an upstream must never plant or overwrite the gateway's session or CSRF cookie.
+pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
+    const PREFIX: &[u8] = b"__host-wardgate-";
+    let planted = |value: &HeaderValue| {
+        let name = value
+            .as_bytes()
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default();
+        let name = name.trim_ascii();
+        name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(planted) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|value| !planted(value))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in kept {
+        headers.append(header::SET_COOKIE, value);
+    }
 }
 
 /// Security headers on every response, whoever produced it.

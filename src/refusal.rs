@@ -29,6 +29,14 @@ pub enum Refusal {
     PathInvalidUtf8,
     PathDotSegment,
     PathDoubleEncoding,
+    /// A request header name with `_`: CGI-style back ends read it as the `-` name, so
+    /// `X_Wardgate_User` would pass for `X-Wardgate-User` (`sanitize.allow_underscores_in_headers`).
+    HeaderUnderscore,
+    /// A header that must appear once (`Content-Type`, `Host`, `Authorization`...) repeated:
+    /// the gateway and the back end could read different ones.
+    HeaderRepeated,
+    /// A method override (`X-HTTP-Method-Override`, `_method`) that is not a method name.
+    MethodOverrideInvalid,
     /// Body over the route's limit (announced or counted while streaming).
     BodyTooLarge,
     /// `Content-Type` outside the route's allow list.
@@ -36,6 +44,10 @@ pub enum Refusal {
     MalformedJson,
     JsonTooDeep,
     MalformedForm,
+    /// A JSON object names the same key twice: parsers disagree on which value counts.
+    JsonDuplicateKey,
+    /// A `multipart/form-data` body without a usable boundary, or parts that do not parse.
+    MalformedMultipart,
     /// The client stopped sending its body for longer than `server.body_idle_timeout`.
     BodyTimeout,
     /// A query, form or JSON value carries an injection attack (`sanitize::injection`).
@@ -44,6 +56,8 @@ pub enum Refusal {
     RateLimited,
     /// A rate limit holds as many keys as it may: new clients wait until idle ones are evicted.
     RateLimitFull,
+    /// The client already has `server.max_upstream_requests_per_client` requests in flight.
+    TooManyInFlight,
     /// No route matches the host and normalized path.
     NoRoute,
     /// The upstream refused or reset the connection, or could not be resolved.
@@ -142,6 +156,21 @@ impl Refusal {
             Refusal::PathDoubleEncoding => {
                 (S::BAD_REQUEST, "WG-PATH-006", "the path is encoded twice")
             }
+            Refusal::HeaderUnderscore => (
+                S::BAD_REQUEST,
+                "WG-HDR-001",
+                "a request header name contains an underscore",
+            ),
+            Refusal::HeaderRepeated => (
+                S::BAD_REQUEST,
+                "WG-HDR-002",
+                "a request header that must appear once is repeated",
+            ),
+            Refusal::MethodOverrideInvalid => (
+                S::BAD_REQUEST,
+                "WG-METHOD-002",
+                "the method override is not a method name",
+            ),
             Refusal::BodyTooLarge => (
                 S::PAYLOAD_TOO_LARGE,
                 "WG-BODY-001",
@@ -159,6 +188,16 @@ impl Refusal {
                 "the JSON body is nested too deeply",
             ),
             Refusal::MalformedForm => (S::BAD_REQUEST, "WG-BODY-005", "the form body is malformed"),
+            Refusal::JsonDuplicateKey => (
+                S::BAD_REQUEST,
+                "WG-BODY-007",
+                "the JSON body repeats a key in an object",
+            ),
+            Refusal::MalformedMultipart => (
+                S::BAD_REQUEST,
+                "WG-BODY-008",
+                "the multipart body is malformed",
+            ),
             Refusal::BodyTimeout => (
                 S::REQUEST_TIMEOUT,
                 "WG-BODY-006",
@@ -174,6 +213,11 @@ impl Refusal {
                 S::TOO_MANY_REQUESTS,
                 "WG-RATE-002",
                 "the gateway is busy: retry later",
+            ),
+            Refusal::TooManyInFlight => (
+                S::TOO_MANY_REQUESTS,
+                "WG-RATE-003",
+                "too many requests in flight from this client: retry later",
             ),
             Refusal::NoRoute => (S::NOT_FOUND, "WG-ROUTE-001", "no such resource"),
             Refusal::UpstreamUnavailable => (
@@ -277,6 +321,19 @@ impl Refusal {
         }
     }
 
+    /// The request itself is malformed (400, 408, 413, 414, 431): on HTTP/1 the connection
+    /// closes after the answer, as nothing after it can be read with certainty.
+    pub fn is_malformed_request(self) -> bool {
+        matches!(
+            self.status(),
+            StatusCode::BAD_REQUEST
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::URI_TOO_LONG
+                | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        )
+    }
+
     pub fn status(self) -> StatusCode {
         self.spec().0
     }
@@ -352,11 +409,16 @@ mod tests {
             Refusal::PathInvalidUtf8,
             Refusal::PathDotSegment,
             Refusal::PathDoubleEncoding,
+            Refusal::HeaderUnderscore,
+            Refusal::HeaderRepeated,
+            Refusal::MethodOverrideInvalid,
             Refusal::BodyTooLarge,
             Refusal::UnsupportedMediaType,
             Refusal::MalformedJson,
             Refusal::JsonTooDeep,
             Refusal::MalformedForm,
+            Refusal::JsonDuplicateKey,
+            Refusal::MalformedMultipart,
             Refusal::BodyTimeout,
             Refusal::Injection(Attack::SqlInjection),
             Refusal::Injection(Attack::CrossSiteScripting),
@@ -364,6 +426,7 @@ mod tests {
             Refusal::Injection(Attack::CommandInjection),
             Refusal::RateLimited,
             Refusal::RateLimitFull,
+            Refusal::TooManyInFlight,
             Refusal::NoRoute,
             Refusal::UpstreamUnavailable,
             Refusal::UpstreamTimeout,

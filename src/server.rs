@@ -38,13 +38,17 @@ use crate::config::{Loaded, Server as Limits};
 use crate::identity::{
     EmbeddedStore, IdentityStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError,
 };
+use crate::per_address::PerAddress;
 use crate::pipeline::Gateway;
-use crate::proxy;
+use crate::proxy::{self, Peer};
 use crate::refusal::Refusal;
 use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
 use crate::telemetry::Telemetry;
 use crate::tls::{self, TlsError};
 use crate::{admin, demo};
+
+pub mod deadlines;
+use deadlines::{ConnectionWatch, Expiry, SendDeadline};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -68,11 +72,15 @@ pub enum StartError {
     WebAuthn(#[from] crate::auth::webauthn::WebAuthnConfigError),
     #[error("identity assertion key: {0}")]
     AssertionKey(#[from] crate::assertion::AssertionKeyError),
-    #[error("{dir}: cannot read or create the admin token: {source}")]
-    AdminToken {
-        dir: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error("admin token: {0}")]
+    AdminToken(#[from] crate::admin::AdminTokenError),
+    #[error(
+        "the open-file limit (RLIMIT_NOFILE) allows {allowed} descriptors, and these server \
+         limits need {needed} (a client and an upstream connection for each of \
+         server.max_connections, the side listeners' connections, a reserve): raise the limit \
+         (ulimit -n, LimitNOFILE= in a systemd unit) or lower server.max_connections"
+    )]
+    FileLimit { needed: u64, allowed: u64 },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -96,6 +104,8 @@ pub struct Bound {
     gateway: Arc<Gateway>,
     limits: Limits,
     https_port: u16,
+    /// `sanitize.server_names`, lower case: the only hosts the redirect listener names.
+    server_names: Vec<String>,
     clock: Clock,
     /// The security-event channel, shared by the gateway's login and the admin API.
     events: crate::auth::events::SecurityEvents,
@@ -126,6 +136,7 @@ impl Bound {
             );
         }
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
+        raise_file_limit(&config.server.value)?;
         let (identity, keyring, admin_token) = open_identity_store(loaded)?;
         let key_file = loaded
             .resolve(&config.store.path)
@@ -178,6 +189,7 @@ impl Bound {
             gateway,
             limits,
             https_port,
+            server_names: config.sanitize.value.host_names(),
             clock,
             events,
         })
@@ -200,6 +212,10 @@ impl Bound {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let ready = Arc::new(AtomicBool::new(true));
         let telemetry = self.gateway.telemetry().clone();
+        let side = SideListener {
+            max_connections: self.limits.side_max_connections,
+            head_timeout: self.limits.header_read_timeout.0,
+        };
         let mut side_tasks = tokio::task::JoinSet::new();
         if let (Some(listener), Some(token)) = (self.admin, self.admin_token) {
             let admin = Admin {
@@ -212,16 +228,17 @@ impl Bound {
                 clock: self.clock.clone(),
                 events: self.events,
             };
-            side_tasks.spawn(admin::serve(listener, Arc::new(admin)));
+            side_tasks.spawn(admin::serve(listener, side, Arc::new(admin)));
         }
         if let Some(listener) = self.demo {
-            side_tasks.spawn(demo::serve(listener));
+            side_tasks.spawn(demo::serve(listener, side));
         }
         if let Some(listener) = self.redirect {
             // Plain HTTP only moves people who typed `http://` onto TLS: nothing is proxied.
             let https_port = self.https_port;
-            side_tasks.spawn(serve_http1(listener, move |request| {
-                std::future::ready(redirect_to_https(&request, https_port))
+            let names = Arc::new(self.server_names);
+            side_tasks.spawn(serve_http1(listener, side, move |request| {
+                std::future::ready(redirect_to_https(&request, https_port, &names))
             }));
         }
         side_tasks.spawn(upkeep(telemetry.clone()));
@@ -236,24 +253,34 @@ impl Bound {
             h1: h1_builder(&self.limits),
             h2: h2_builder(&self.limits),
         });
-        let handshake_timeout = self.limits.tls_handshake_timeout.0;
         let framing = framing_limits(&self.limits);
         let (drain, draining) = watch::channel(false);
         tokio::pin!(shutdown);
+        let per_address = PerAddress::new(self.limits.max_connections_per_address);
+        let deadlines = Deadlines {
+            handshake: self.limits.tls_handshake_timeout.0,
+            idle: self.limits.header_read_timeout.0,
+            send: self.limits.send_timeout.0,
+        };
         loop {
             let permit = tokio::select! {
                 () = &mut shutdown => break,
                 permit = connections.clone().acquire_owned() => permit,
             };
             let Ok(permit) = permit else { break };
-            let (tcp, peer) = tokio::select! {
+            let (tcp, addr) = tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.https.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                accepted = accept(&self.https, "listen.https") => accepted,
+            };
+            let peer = self.gateway.peer(addr);
+            // Behind a load balancer every client shares its address: trusted proxies are
+            // not counted.
+            let slot = match peer.trusted {
+                true => None,
+                false => match per_address.try_take(addr.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        telemetry.connection_ended("per_address_limit");
                         continue;
                     }
                 },
@@ -263,13 +290,13 @@ impl Bound {
                 acceptor: self.acceptor.clone(),
                 gateway: self.gateway.clone(),
                 builders: builders.clone(),
-                handshake_timeout,
+                deadlines,
                 framing,
                 draining: draining.clone(),
             };
             tokio::spawn(async move {
                 connection.serve(tcp, peer, watcher).await;
-                drop(permit);
+                drop((permit, slot));
             });
         }
         ready.store(false, Ordering::SeqCst);
@@ -318,14 +345,7 @@ fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
     let keyring = Arc::new(keyring);
     let identity: Arc<dyn IdentityStore> = Arc::new(EmbeddedStore::open(&dir, keyring.clone())?);
     let token = match &loaded.config.listen.admin {
-        Some(_) => {
-            Some(
-                AdminToken::load_or_create(&dir).map_err(|source| StartError::AdminToken {
-                    dir: dir.clone(),
-                    source,
-                })?,
-            )
-        }
+        Some(_) => Some(AdminToken::load_or_create(&dir)?),
         None => None,
     };
     if identity.users()?.is_empty() {
@@ -383,11 +403,21 @@ struct Builders {
     h2: auto::Builder<TokioExecutor>,
 }
 
+/// The deadlines of one client connection (`server.*`).
+#[derive(Clone, Copy)]
+struct Deadlines {
+    handshake: Duration,
+    /// HTTP/2: to the first request, and with no request in flight (HTTP/1: hyper's
+    /// header-read timeout, the same setting).
+    idle: Duration,
+    send: Duration,
+}
+
 struct Connection {
     acceptor: TlsAcceptor,
     gateway: Arc<Gateway>,
     builders: Arc<Builders>,
-    handshake_timeout: Duration,
+    deadlines: Deadlines,
     framing: FramingLimits,
     /// Turns true when the drain begins.
     draining: watch::Receiver<bool>,
@@ -397,15 +427,18 @@ impl Connection {
     async fn serve(
         self,
         tcp: TcpStream,
-        addr: SocketAddr,
+        peer: Arc<Peer>,
         watcher: hyper_util::server::graceful::Watcher,
     ) {
+        let addr = peer.addr;
         let telemetry = self.gateway.telemetry().clone();
         telemetry.connection_opened();
         // Nagle would hold back small responses waiting for an ACK.
         let _ = tcp.set_nodelay(true);
+        // Under TLS: a client that stops reading blocks the socket, whatever the protocol.
+        let tcp = SendDeadline::new(tcp, self.deadlines.send);
         let tls =
-            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+            match tokio::time::timeout(self.deadlines.handshake, self.acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(_)) | Err(_) => {
                     telemetry.tls_handshake_failed();
@@ -415,28 +448,61 @@ impl Connection {
             };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let gateway = self.gateway;
-        let peer = gateway.peer(addr);
+        let watch = h2.then(ConnectionWatch::new);
         let service = |tunnel: Option<TunnelSwitch>| {
+            let watch = watch.clone();
             service_fn(move |mut request: Request<Incoming>| {
                 if let Some(tunnel) = &tunnel {
                     request.extensions_mut().insert(tunnel.clone());
                 }
+                let stream = watch.as_ref().map(ConnectionWatch::begin);
                 let (gateway, peer) = (gateway.clone(), peer.clone());
-                async move { Ok::<_, Infallible>(gateway.handle(peer, request).await) }
+                async move {
+                    let response = gateway.handle(peer, request).await;
+                    Ok::<_, Infallible>(match stream {
+                        Some(stream) => response.map(|body| body.watched(stream)),
+                        None => response,
+                    })
+                }
             })
         };
+        // `Watcher::watch` takes neither an HTTP/1 connection with upgrades nor one that is
+        // also watched for deadlines: the drain is followed by hand, and the watcher held so
+        // that the drain waits for this connection too.
+        let _watcher = watcher;
+        let mut draining = self.draining;
+        let drain = async move { drop(draining.wait_for(|draining| *draining).await) };
         // ALPN decides the protocol; without ALPN, HTTP/1.1 (RFC 9113 section 3.2).
-        let result = if h2 {
+        let result = if let Some(watch) = &watch {
             // HTTP/2 frames every message itself: there is no length to smuggle.
-            let io = TokioIo::new(tls);
-            watcher
-                .watch(
-                    self.builders
-                        .h2
-                        .serve_connection(io, service(None))
-                        .into_owned(),
-                )
-                .await
+            let conn = self
+                .builders
+                .h2
+                .serve_connection(TokioIo::new(tls), service(None));
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = drain => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                expiry = watch.expired(self.deadlines.idle, self.deadlines.send) => {
+                    telemetry.connection_ended(expiry.reason());
+                    match expiry {
+                        // Nothing in flight: GOAWAY, and the connection ends. hyper sends it
+                        // only after the client's preface, which a silent client never sends:
+                        // the wait for it is bounded too.
+                        Expiry::Idle => {
+                            conn.as_mut().graceful_shutdown();
+                            tokio::time::timeout(self.deadlines.idle, conn)
+                                .await
+                                .unwrap_or(Ok(()))
+                        }
+                        // Dropping the connection drops its responses and their upstreams.
+                        Expiry::Stalled => Ok(()),
+                    }
+                }
+            }
         } else {
             // Below hyper, so that hyper (and every upstream) only reads unambiguous requests.
             let refused = telemetry.clone();
@@ -451,14 +517,10 @@ impl Connection {
                 .h1
                 .serve_connection(TokioIo::new(guarded), service(Some(tunnel)))
                 .with_upgrades();
-            // `Watcher::watch` does not take an HTTP/1 connection with upgrades: the drain is
-            // followed by hand, and the watcher held so that the drain waits for this one too.
-            let _watcher = watcher;
-            let mut draining = self.draining;
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
-                () = async { drop(draining.wait_for(|draining| *draining).await) } => {
+                () = drain => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -472,6 +534,68 @@ impl Connection {
     }
 }
 
+/// The next connection of `listener`. Accept errors (out of file descriptors and the like) are
+/// logged and retried after a pause, never in a tight loop.
+async fn accept(listener: &TcpListener, what: &'static str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, listener = what, "accept failed; retrying in 50 ms");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Descriptors the server limits may need at once: a client and an upstream connection for
+/// each of `max_connections`, each side listener's connections, and a reserve for listeners,
+/// the store, certificates and logs.
+fn descriptors_needed(limits: &Limits) -> u64 {
+    const RESERVE: u64 = 64;
+    const SIDE_LISTENERS: u64 = 3;
+    2 * limits.max_connections as u64
+        + SIDE_LISTENERS * limits.side_max_connections as u64
+        + RESERVE
+}
+
+/// Raises the soft open-file limit to the hard one when the server limits need more than the
+/// soft one allows, and refuses to start when even the hard one is too low: running out of
+/// descriptors mid-flight would fail connections at random.
+fn raise_file_limit(limits: &Limits) -> Result<(), StartError> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let needed = descriptors_needed(limits);
+        let limit = getrlimit(Resource::Nofile);
+        let (soft, hard) = (
+            limit.current.unwrap_or(u64::MAX),
+            limit.maximum.unwrap_or(u64::MAX),
+        );
+        if soft >= needed {
+            return Ok(());
+        }
+        if hard < needed {
+            return Err(StartError::FileLimit {
+                needed,
+                allowed: hard,
+            });
+        }
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        setrlimit(Resource::Nofile, raised).map_err(|_| StartError::FileLimit {
+            needed,
+            allowed: soft,
+        })?;
+        tracing::info!(from = soft, to = hard, needed, "raised the open-file limit");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = descriptors_needed(limits);
+    Ok(())
+}
+
 /// Keeps histogram memory flat between scrapes.
 async fn upkeep(telemetry: Arc<Telemetry>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -481,9 +605,19 @@ async fn upkeep(telemetry: Arc<Telemetry>) {
     }
 }
 
-/// Serves plain HTTP/1.1 on a side listener (admin, redirects, demo back end): each request is
-/// answered by `answer` alone, with a 10 s head deadline against idle or slow clients.
-pub(crate) async fn serve_http1<F, Fut, B>(listener: TcpListener, answer: F)
+/// The limits of a plain-HTTP side listener (admin, redirects, demo back end).
+#[derive(Clone, Copy, Debug)]
+pub struct SideListener {
+    pub max_connections: usize,
+    /// Deadline for a request head, and the keep-alive idle limit.
+    pub head_timeout: Duration,
+}
+
+/// Serves plain HTTP/1.1 on a side listener: each request is answered by `answer` alone, at
+/// most `side.max_connections` connections at once (more wait in the kernel's backlog, so idle
+/// clients cannot exhaust the gateway's file descriptors), with a head deadline against idle or
+/// slow clients.
+pub(crate) async fn serve_http1<F, Fut, B>(listener: TcpListener, side: SideListener, answer: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
@@ -493,12 +627,14 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(side.head_timeout);
     let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(side.max_connections));
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
         };
+        let (tcp, _) = accept(&listener, "side listener").await;
         let _ = tcp.set_nodelay(true);
         let (builder, answer) = (builder.clone(), answer.clone());
         tokio::spawn(async move {
@@ -507,30 +643,52 @@ where
                 async move { Ok::<_, Infallible>(response.await) }
             });
             let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+            drop(permit);
         });
     }
 }
 
-/// The 308 answer for a plain-HTTP request, or a refusal when it names no valid host.
-pub fn redirect_to_https<B>(request: &Request<B>, https_port: u16) -> Response<ResponseBody> {
+/// The 308 answer for a plain-HTTP request, or a refusal when it names no valid host or a host
+/// outside `server_names` (when they are set): the redirect never echoes a foreign `Host`.
+pub fn redirect_to_https<B>(
+    request: &Request<B>,
+    https_port: u16,
+    server_names: &[String],
+) -> Response<ResponseBody> {
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
         .filter(|a| !a.as_str().contains('@') && !a.host().is_empty());
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = host.map(|host| match https_port {
-        443 => format!("https://{}{path}", host.host()),
-        port => format!("https://{}:{port}{path}", host.host()),
-    });
-    let mut response = match location.and_then(|l| HeaderValue::try_from(l).ok()) {
-        Some(location) if path.starts_with('/') && request.method() != Method::CONNECT => {
-            let mut response = Response::new(ResponseBody::from(Bytes::new()));
-            *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-            response.headers_mut().insert(header::LOCATION, location);
-            response
+    let mut response = match host {
+        Some(host)
+            if crate::sanitize::request::check_host(
+                &host.host().to_ascii_lowercase(),
+                server_names,
+            )
+            .is_err() =>
+        {
+            Refusal::UnknownHost.response()
         }
-        _ => Refusal::HttpsRequired.response(),
+        host => {
+            let location = host.map(|host| {
+                let host = host.host().to_ascii_lowercase();
+                match https_port {
+                    443 => format!("https://{host}{path}"),
+                    port => format!("https://{host}:{port}{path}"),
+                }
+            });
+            match location.and_then(|l| HeaderValue::try_from(l).ok()) {
+                Some(location) if path.starts_with('/') && request.method() != Method::CONNECT => {
+                    let mut response = Response::new(ResponseBody::from(Bytes::new()));
+                    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                    response.headers_mut().insert(header::LOCATION, location);
+                    response
+                }
+                _ => Refusal::HttpsRequired.response(),
+            }
+        }
     };
     proxy::harden_response(response.headers_mut());
     response

@@ -27,6 +27,7 @@ const UPSTREAM_ERRORS: &str = "wardgate_upstream_errors_total";
 const OPEN_CONNECTIONS: &str = "wardgate_open_connections";
 const TLS_FAILURES: &str = "wardgate_tls_handshake_failures_total";
 const REFUSALS: &str = "wardgate_refusals_total";
+const CONNECTIONS_ENDED: &str = "wardgate_connections_ended_total";
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -103,6 +104,11 @@ impl Telemetry {
             None,
             "Connections refused below the HTTP layer (framing guard), by code".into(),
         );
+        recorder.describe_counter(
+            KeyName::from(CONNECTIONS_ENDED),
+            None,
+            "Connections the gateway ended for a limit or deadline: per_address_limit, idle (HTTP/2), stalled (HTTP/2 data not taken)".into(),
+        );
         let open_connections =
             recorder.register_gauge(&Key::from_static_name(OPEN_CONNECTIONS), &METADATA);
         let tls_failures =
@@ -138,6 +144,13 @@ impl Telemetry {
 
     pub fn connection_closed(&self) {
         self.open_connections.decrement(1.0);
+    }
+
+    /// A connection the gateway ended itself (`reason` is a fixed label).
+    pub fn connection_ended(&self, reason: &'static str) {
+        let key = Key::from_parts(CONNECTIONS_ENDED, vec![Label::new("reason", reason)]);
+        self.recorder.register_counter(&key, &METADATA).increment(1);
+        tracing::debug!(reason, "connection ended by the gateway");
     }
 
     pub fn tls_handshake_failed(&self) {

@@ -2,7 +2,8 @@
 //!
 //! Threat: downgrade to old protocol versions and weak suites, and a gateway that quietly runs on
 //! a certificate nobody chose. Rule: rustls with TLS 1.2 and 1.3 only (1.3 only if configured),
-//! its default (AEAD, forward-secret) suites, ALPN `h2` and `http/1.1`. A missing or broken
+//! its default (AEAD, forward-secret) suites in the server's order (AES-256-GCM first), ALPN
+//! `h2` and `http/1.1`; private keys that other users can read are refused. A missing or broken
 //! certificate stops the start, unless `tls.dev_self_signed` is set, in which case a self-signed
 //! localhost certificate is generated once (key file mode 0600) and a loud warning is logged.
 //! HIPAA 164.312(e)(1): transmission security.
@@ -58,6 +59,11 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    // Like the master key and the assertion key: a private key others can read is refused.
+    crate::secret_file::check(path).map_err(|e| TlsError::Key {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
     // The parser's message can quote key material; say only what went wrong in general terms.
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
         path: path.to_owned(),
@@ -123,6 +129,9 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Identity(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's order of suites, strongest AEAD first (the provider's default order), not
+    // whatever the client lists first.
+    config.ignore_client_order = true;
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|e| TlsError::Identity(e.to_string()))?;
     Ok(Arc::new(config))

@@ -8,7 +8,6 @@
 
 pub mod users;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,43 +32,73 @@ pub const TOKEN_FILE: &str = "admin.token";
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The secret that `wardgate user …` presents to the running gateway.
+/// The secret that `wardgate user …` presents to the running gateway: 256 random bits as 64
+/// lower-case hex digits, nothing else. An empty or cut-short file (a crash during the first
+/// start, or a file provisioned empty) is refused at start instead of comparing equal to an
+/// empty presented token.
 pub struct AdminToken(String);
 
+/// The token's length in hex digits.
+const TOKEN_HEX_DIGITS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: crate::secret_file::SecretFileError,
+    },
+    #[error(
+        "{} is not an admin token (it must be {TOKEN_HEX_DIGITS} hex digits; the file is empty, \
+         cut short or edited). Delete it to have a new one generated at the next start",
+        path.display()
+    )]
+    Malformed { path: PathBuf },
+}
+
 impl AdminToken {
-    /// Reads `<dir>/admin.token`, creating it (256 random bits, mode 0600) when it is missing.
+    /// Reads `<dir>/admin.token`, creating it (mode 0600, written atomically) when it is missing.
     /// A token file that anyone but its owner can read is refused: it is an operator's key.
-    pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    pub fn load_or_create(dir: &Path) -> Result<Self, AdminTokenError> {
         let path = token_path(dir);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let mode = std::fs::metadata(&path)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(std::io::Error::other(format!(
-                        "{} has mode {:04o}; it must be readable by its owner only (chmod 600)",
-                        path.display(),
-                        mode & 0o777
-                    )));
-                }
-                return Ok(Self(text.trim().to_owned()));
-            }
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-            Err(_) => {}
+        let failed = |source| AdminTokenError::File {
+            path: path.clone(),
+            source,
+        };
+        match Self::load(&path) {
+            Err(AdminTokenError::File { source, .. }) if source.is_missing() => {}
+            other => return other,
         }
         let bits: [u8; 32] = rand::random();
         let token: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(token.as_bytes())?;
-        Ok(Self(token))
+        match crate::secret_file::create_new(&path, token.as_bytes()) {
+            Ok(()) => Ok(Self(token)),
+            // Another process created it between our read and our link: use theirs.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Self::load(&path),
+            Err(error) => Err(failed(error.into())),
+        }
     }
 
+    fn load(path: &Path) -> Result<Self, AdminTokenError> {
+        let text =
+            crate::secret_file::read(path, 4 * TOKEN_HEX_DIGITS as u64).map_err(|source| {
+                AdminTokenError::File {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        let token = text.trim();
+        if token.len() != TOKEN_HEX_DIGITS || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(AdminTokenError::Malformed {
+                path: path.to_owned(),
+            });
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    /// A presented token matches only when it is not empty and equal, in constant time.
     fn matches(&self, presented: &[u8]) -> bool {
-        bool::from(self.0.as_bytes().ct_eq(presented))
+        !presented.is_empty() && bool::from(self.0.as_bytes().ct_eq(presented))
     }
 }
 
@@ -95,8 +124,8 @@ pub struct Admin {
     pub events: SecurityEvents,
 }
 
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
-    crate::server::serve_http1(listener, move |request| {
+pub async fn serve(listener: TcpListener, side: crate::server::SideListener, admin: Arc<Admin>) {
+    crate::server::serve_http1(listener, side, move |request| {
         let admin = admin.clone();
         async move { admin.answer(request).await }
     })

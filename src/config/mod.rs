@@ -67,9 +67,14 @@ pub struct Listen {
     /// Plain-HTTP listener that only answers 308 redirects to HTTPS.
     #[serde(default)]
     pub http_redirect: Option<SocketAddr>,
-    /// Health, readiness and metrics. Loopback by default; `null` turns it off.
+    /// Health, readiness, metrics and the account API, in plain HTTP. Loopback by default;
+    /// `null` turns it off.
     #[serde(default = "default_admin")]
     pub admin: Option<Spanned<SocketAddr>>,
+    /// Allow `admin` on an address other than loopback although it speaks plain HTTP (the
+    /// admin token would cross the network in clear). Refused unless set.
+    #[serde(default)]
+    pub admin_insecure_plaintext: bool,
 }
 
 fn default_admin() -> Option<Spanned<SocketAddr>> {
@@ -114,10 +119,24 @@ pub enum TlsVersion {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
+    /// Client connections at once, all listeners' clients together on the HTTPS listener;
+    /// more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Client connections at once from one peer address (trusted proxies excepted): one
+    /// address cannot take every slot. Excess connections are closed at once.
+    pub max_connections_per_address: usize,
+    /// Requests of one client (address) forwarded and not yet answered in full: each holds an
+    /// upstream connection. More: 429 `WG-RATE-003`.
+    pub max_upstream_requests_per_client: usize,
+    /// Connections at once on each plain-HTTP side listener (admin, redirect, demo).
+    pub side_max_connections: usize,
+    /// Longest time a client may leave response data untaken (a blocked socket, or an HTTP/2
+    /// stream without flow-control credit) before its connection is closed.
+    pub send_timeout: HumanDuration,
     pub tls_handshake_timeout: HumanDuration,
     /// Time allowed for a complete request head, counted from the connection's start or from
-    /// the end of the previous response; it is therefore also the HTTP/1.1 keep-alive idle limit.
+    /// the end of the previous response; it is therefore also the keep-alive idle limit. On
+    /// HTTP/2: the time to the first request, and the longest time without a request in flight.
     pub header_read_timeout: HumanDuration,
     /// HTTP/2: interval of keep-alive pings; a peer that does not answer within it is dropped.
     pub h2_keep_alive_interval: HumanDuration,
@@ -135,7 +154,11 @@ pub struct Server {
 impl Default for Server {
     fn default() -> Self {
         Self {
-            max_connections: 10_000,
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            max_upstream_requests_per_client: 64,
+            side_max_connections: 64,
+            send_timeout: HumanDuration(Duration::from_secs(30)),
             tls_handshake_timeout: HumanDuration(Duration::from_secs(10)),
             header_read_timeout: HumanDuration(Duration::from_secs(15)),
             h2_keep_alive_interval: HumanDuration(Duration::from_secs(30)),
@@ -430,6 +453,9 @@ pub struct Sanitize {
     pub json: JsonLimits,
     /// Accept `%2F` / `%5C` in paths (some FHIR servers need it); refused by default.
     pub allow_encoded_slash: bool,
+    /// Accept request header names with `_` (nginx's `underscores_in_headers`); refused by
+    /// default: CGI-style back ends read `_` as `-`. Identity headers are stripped either way.
+    pub allow_underscores_in_headers: bool,
     pub injection: Injection,
 }
 
@@ -453,8 +479,19 @@ impl Default for Sanitize {
             content_types: Vec::new(),
             json: JsonLimits::default(),
             allow_encoded_slash: false,
+            allow_underscores_in_headers: false,
             injection: Injection::default(),
         }
+    }
+}
+
+impl Sanitize {
+    /// `server_names`, lower case, as requests are compared with them.
+    pub fn host_names(&self) -> Vec<String> {
+        self.server_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect()
     }
 }
 
@@ -780,8 +817,19 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
     if let Some(admin) = &config.listen.admin
         && !admin.value.ip().is_loopback()
     {
+        if !config.listen.admin_insecure_plaintext {
+            return Err(ConfigError::at(
+                file,
+                admin,
+                "listen.admin",
+                format!(
+                    "{} is not loopback, and the admin listener speaks plain HTTP: the admin token and the account API would cross the network in clear. Keep it on loopback (reach it through an SSH tunnel or a TLS proxy), or set listen.admin_insecure_plaintext: true",
+                    admin.value
+                ),
+            ));
+        }
         warnings.push(Warning(format!(
-            "listen.admin is {} (not loopback): health and metrics are reachable from the network",
+            "listen.admin is {} (not loopback) in plain HTTP (listen.admin_insecure_plaintext): health, metrics, the account API and the admin token cross the network unencrypted",
             admin.value
         )));
     }
@@ -831,8 +879,22 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
 
 fn validate_server(file: &Path, config: &Config) -> Result<(), ConfigError> {
     let server = &config.server.value;
-    let problem = if server.max_connections == 0 {
-        Some(("server.max_connections", "must be at least 1".to_owned()))
+    let problem = if let Some((key, _)) = [
+        ("server.max_connections", server.max_connections),
+        (
+            "server.max_connections_per_address",
+            server.max_connections_per_address,
+        ),
+        (
+            "server.max_upstream_requests_per_client",
+            server.max_upstream_requests_per_client,
+        ),
+        ("server.side_max_connections", server.side_max_connections),
+    ]
+    .into_iter()
+    .find(|(_, n)| *n == 0)
+    {
+        Some((key, "must be at least 1".to_owned()))
     } else if server.max_header_size.0 < 8 * 1024 || server.max_header_size.0 > 1024 * 1024 {
         Some((
             "server.max_header_size",
@@ -861,6 +923,7 @@ fn validate_server(file: &Path, config: &Config) -> Result<(), ConfigError> {
                 server.h2_keep_alive_interval,
             ),
             ("server.body_idle_timeout", server.body_idle_timeout),
+            ("server.send_timeout", server.send_timeout),
         ]
         .into_iter()
         .find(|(_, d)| d.0.is_zero())
@@ -894,6 +957,11 @@ fn validate_sanitize(
     if sanitize.allow_encoded_slash {
         warnings.push(Warning(
             "sanitize.allow_encoded_slash is on: %2F and %5C reach upstreams, which may decode them as separators".into(),
+        ));
+    }
+    if sanitize.allow_underscores_in_headers {
+        warnings.push(Warning(
+            "sanitize.allow_underscores_in_headers is on: header names with `_` reach upstreams, and CGI, WSGI, Rack and PHP back ends read them as the same name with `-`".into(),
         ));
     }
     let methods = std::iter::once(&sanitize.methods).chain(

@@ -26,7 +26,7 @@
 //! - Fields (section 5, RFC 9110 section 5.5): `token ":" OWS value OWS`, no whitespace before
 //!   the colon, no obs-fold; value bytes are HTAB, SP, VCHAR and obs-text only.
 //! - Framing (sections 6.1, 6.3, 7.1): `Content-Length` at most once and `1*DIGIT` (18 digits at
-//!   most); `Transfer-Encoding` at most once, exactly `chunked`, never with HTTP/1.0, never with
+//!   most, no leading zero); `Transfer-Encoding` at most once, exactly `chunked`, never with HTTP/1.0, never with
 //!   `Content-Length` (section 6.1 lets a server refuse this; we must). Neither: no body.
 //! - Chunks (section 7.1): size `1*HEXDIG` (16 digits at most), extensions `;name[=value]` with no
 //!   whitespace, data followed by exactly CRLF, the last chunk by trailer fields (same field
@@ -222,7 +222,9 @@ impl Violation {
             Violation::BadFieldValue => "header values must not contain control characters",
             Violation::HeadTooLarge => "the request header section is too large",
             Violation::TooManyFields => "the request has too many header fields",
-            Violation::BadContentLength => "Content-Length must be a plain decimal number",
+            Violation::BadContentLength => {
+                "Content-Length must be a plain decimal number without leading zeros"
+            }
             Violation::DuplicateContentLength => "Content-Length must appear only once",
             Violation::UnsupportedTransferEncoding => {
                 "only Transfer-Encoding: chunked is supported"
@@ -572,9 +574,12 @@ impl FramingGuard {
             if self.section.content_length.is_some() {
                 return Err(Violation::DuplicateContentLength);
             }
+            // No leading zeros: back ends that read `010` as octal would frame the body
+            // differently from the gateway (http-garden).
             if value.is_empty()
                 || value.len() > MAX_CONTENT_LENGTH_DIGITS
                 || !value.iter().all(u8::is_ascii_digit)
+                || (value.len() > 1 && value[0] == b'0')
             {
                 return Err(Violation::BadContentLength);
             }
@@ -1138,6 +1143,9 @@ mod tests {
             "0x10",
             "1234567890123456789",
             "5;",
+            "0005",
+            "010",
+            "00",
         ] {
             assert_eq!(
                 refused(&head(&format!("Content-Length: {bad}\r\n"))),
@@ -1186,9 +1194,7 @@ mod tests {
             refused(&head("Transfer-Encoding: chunked\r\nContent-Length: 6\r\n")),
             Some(ContentLengthWithTransferEncoding)
         );
-        passes(
-            &head("content-length:  018 \r\n").replace("\r\n\r\n", "\r\n\r\n012345678901234567"),
-        );
+        passes(&head("content-length:  18 \r\n").replace("\r\n\r\n", "\r\n\r\n012345678901234567"));
     }
 
     #[test]

@@ -165,11 +165,17 @@ pub fn scan_value(value: &str) -> Option<Attack> {
 ///
 /// Decoding is lenient here: a stray `%` stays literal, invalid UTF-8 becomes U+FFFD.
 pub fn scan_query(raw_query: &str, allow: &FieldAllowList) -> Option<Finding> {
-    raw_query.split('&').find_map(|pair| {
+    query_pairs(raw_query).find_map(|(name, value)| scan_pair("query", &name, &value, allow))
+}
+
+/// The leniently decoded `(name, value)` pairs of a raw query string, in order.
+pub fn query_pairs(raw_query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    raw_query.split('&').map(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = lossy(percent_decode_lenient(name.as_bytes(), true));
-        let value = lossy(percent_decode_lenient(value.as_bytes(), true));
-        scan_pair("query", &name, &value, allow)
+        (
+            lossy(percent_decode_lenient(name.as_bytes(), true)),
+            lossy(percent_decode_lenient(value.as_bytes(), true)),
+        )
     })
 }
 
@@ -247,7 +253,12 @@ fn json_finding(attack: Attack, path: &str) -> Finding {
     }
 }
 
-fn scan_pair(kind: &str, name: &str, value: &str, allow: &FieldAllowList) -> Option<Finding> {
+pub(crate) fn scan_pair(
+    kind: &str,
+    name: &str,
+    value: &str,
+    allow: &FieldAllowList,
+) -> Option<Finding> {
     if allow.allows_param(name) {
         return None;
     }

@@ -6,24 +6,42 @@
 //! ```text
 //!  before routing   Host in sanitize.server_names            else 400 WG-HOST-001
 //!                   path: valid %XX, no %2F/%5C/backslash,   else 400 WG-PATH-00x
-//!                   no control chars, valid UTF-8, no dot-segments, no %25XX
+//!                   no control chars, valid UTF-8, no dot-segments (`..;x` is one), no %25XX
+//!                   header names without `_`                 else 400 WG-HDR-001
+//!                   single-valued headers at most once       else 400 WG-HDR-002
 //!  after routing    method in the route's list               else 405 WG-METHOD-001 + Allow
+//!                   a method override (X-HTTP-Method-Override, X-Method-Override, X-HTTP-Method,
+//!                   `_method` in the query or a form) names an allowed method: 405, or 400
+//!                   WG-METHOD-002 when it names none; the override headers are not forwarded
 //!                   Content-Type in the route's list          else 415 WG-BODY-002
 //!                   Content-Length within max_body_size       else 413 WG-BODY-001 (and counted
 //!                                                              while streaming, never buffered)
-//!                   JSON / form bodies: read whole up to json.max_size, must parse, JSON nested
-//!                   at most json.max_depth                    else 400 WG-BODY-003/4/5, 413
-//!                   query, form and JSON values: no injection  else 400 WG-INJ-00x (mode block)
+//!                   JSON / form / multipart bodies: read whole up to json.max_size (JSON) or
+//!                   max_body_size, must parse, JSON nested at most json.max_depth and without
+//!                   a key twice in one object             else 400 WG-BODY-003/4/5/7/8, 413
+//!                   query, form, multipart field and JSON values: no injection
+//!                                                          else 400 WG-INJ-00x (mode block)
 //! ```
 //!
 //! Other bodies (XML, binary, plain text) stream through unscanned: XML markup would look like
-//! XSS to a value scanner, so content types are the control for them.
+//! XSS to a value scanner, so content types are the control for them. Multipart file contents
+//! are not scanned either (a PDF or an image is no query); their field names and file names are.
+//!
+//! Why each rule exists, as found in review: WSGI, Rack, PHP and CGI back ends read `_` and `-`
+//! as one header name and join duplicates (`X_Wardgate_User` became an identity); werkzeug
+//! reads the last of two `Content-Type` headers where the gateway checked the first; Tomcat,
+//! Jetty and Spring resolve `..;` as `..`; parsers that keep the first of two equal JSON keys
+//! would read the value that was not scanned.
 //!
 //! A browser or API client never sends dot-segments, encoded separators or double encoding in
 //! a path: they exist to make two parsers disagree, so they are refused rather than repaired.
 
-use http::Method;
-use http::header::{self, HeaderMap, HeaderValue};
+use std::cell::Cell;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 use crate::config::{InjectionMode, JsonLimits, MethodName, RouteSanitize, Sanitize};
 use crate::path::escape_at;
@@ -72,14 +90,87 @@ pub fn check_path(raw: &str, allow_encoded_slash: bool) -> Result<(), Refusal> {
         decoded.push(value);
     }
     let decoded = std::str::from_utf8(&decoded).map_err(|_| Refusal::PathInvalidUtf8)?;
-    if decoded
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    if decoded.split('/').any(is_dot_segment) {
         return Err(Refusal::PathDotSegment);
     }
     Ok(())
 }
+
+/// `.` and `..`, also with path parameters: Tomcat, Jetty and Spring drop what follows `;` in
+/// a segment (`;jsessionid=…`) before they resolve dot-segments, so `..;x` is `..` to them.
+fn is_dot_segment(segment: &str) -> bool {
+    let name = segment.split(';').next().unwrap_or(segment);
+    name == "." || name == ".."
+}
+
+/// Request headers that must appear at most once: with two, the gateway could check one value
+/// while the back end reads the other.
+const SINGLE_VALUED: [HeaderName; 16] = [
+    header::HOST,
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::ORIGIN,
+    header::REFERER,
+    header::USER_AGENT,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::MAX_FORWARDS,
+    header::RANGE,
+    HeaderName::from_static("sec-fetch-site"),
+    HeaderName::from_static("sec-fetch-mode"),
+    HeaderName::from_static("x-request-id"),
+];
+
+/// Headers through which a client asks a back end to treat the request as another method.
+pub const METHOD_OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
+];
+
+/// Header rules that hold for every request, routed or not.
+///
+/// HTTP/2 may split `Cookie` into several fields (RFC 9113 section 8.2.3); on HTTP/1 a second
+/// `Cookie` line is refused like the other single-valued headers.
+pub fn check_headers(
+    headers: &HeaderMap,
+    version: Version,
+    allow_underscores: bool,
+) -> Result<(), Refusal> {
+    if !allow_underscores && headers.keys().any(|name| name.as_str().contains('_')) {
+        return Err(Refusal::HeaderUnderscore);
+    }
+    let repeated = |name: &HeaderName| headers.get_all(name).iter().nth(1).is_some();
+    if SINGLE_VALUED.iter().any(repeated)
+        || METHOD_OVERRIDE_HEADERS.iter().any(repeated)
+        || (version < Version::HTTP_2 && repeated(&header::COOKIE))
+    {
+        return Err(Refusal::HeaderRepeated);
+    }
+    Ok(())
+}
+
+/// The method a client asks for through an override, checked against `allowed`: a value that
+/// is not a method name is refused, and so is a method the route does not allow.
+fn check_override(value: &[u8], allowed: &[Method]) -> Result<(), Refusal> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_alphabetic) {
+        return Err(Refusal::MethodOverrideInvalid);
+    }
+    let method = Method::from_bytes(&value.to_ascii_uppercase())
+        .map_err(|_| Refusal::MethodOverrideInvalid)?;
+    if allowed.contains(&method) {
+        Ok(())
+    } else {
+        Err(Refusal::MethodNotAllowed)
+    }
+}
+
+/// The form field and query parameter that Rails, Laravel and Express read as the method.
+const METHOD_OVERRIDE_FIELD: &str = "_method";
 
 /// What happens to a request body on a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +187,43 @@ pub enum BodyPlan {
 pub enum BodyKind {
     Json,
     Form,
+    Multipart(Boundary),
+}
+
+/// A multipart boundary (RFC 2046 section 5.1.1: 1 to 70 characters), kept inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Boundary {
+    bytes: [u8; 70],
+    len: u8,
+}
+
+impl Boundary {
+    fn parse(text: &[u8]) -> Option<Self> {
+        let bchar = |b: &u8| b.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(b);
+        if text.is_empty() || text.len() > 70 || text.ends_with(b" ") || !text.iter().all(bchar) {
+            return None;
+        }
+        let mut bytes = [0u8; 70];
+        bytes[..text.len()].copy_from_slice(text);
+        Some(Self {
+            bytes,
+            len: text.len() as u8,
+        })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Boundary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Boundary({:?})",
+            String::from_utf8_lossy(self.as_bytes())
+        )
+    }
 }
 
 /// One route's rules, the global `sanitize` section with the route's overrides applied.
@@ -175,24 +303,26 @@ impl RouteRules {
         &self,
         method: &Method,
         headers: &HeaderMap,
+        query: Option<&str>,
         has_body: bool,
     ) -> Result<BodyPlan, Refusal> {
         if !self.methods.contains(method) {
             return Err(Refusal::MethodNotAllowed);
         }
+        for name in &METHOD_OVERRIDE_HEADERS {
+            if let Some(value) = headers.get(name) {
+                check_override(value.as_bytes(), &self.methods)?;
+            }
+        }
+        for (name, value) in query.into_iter().flat_map(injection::query_pairs) {
+            if name == METHOD_OVERRIDE_FIELD {
+                check_override(value.as_bytes(), &self.methods)?;
+            }
+        }
         if !has_body {
             return Ok(BodyPlan::Empty);
         }
-        let announced = match headers.get(header::CONTENT_LENGTH) {
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or(Refusal::BodyTooLarge)?,
-            ),
-            None => None,
-        };
+        let announced = content_length(headers)?;
         if announced.is_some_and(|length| length > self.max_body) {
             return Err(Refusal::BodyTooLarge);
         }
@@ -207,6 +337,9 @@ impl RouteRules {
         let kind = match media_type.as_deref() {
             Some(t) if t == "application/json" || t.ends_with("+json") => Some(BodyKind::Json),
             Some("application/x-www-form-urlencoded") => Some(BodyKind::Form),
+            Some("multipart/form-data") => Some(BodyKind::Multipart(
+                multipart_boundary(headers).ok_or(Refusal::MalformedMultipart)?,
+            )),
             _ => None,
         };
         Ok(match kind {
@@ -238,15 +371,41 @@ impl RouteRules {
                 if json_depth(body) > self.json.max_depth {
                     return Err(Refusal::JsonTooDeep);
                 }
-                let value: serde_json::Value =
-                    serde_json::from_slice(body).map_err(|_| Refusal::MalformedJson)?;
+                let value = parse_json(body)?;
                 scan.then(|| injection::scan_json(&value, &self.allow_fields))
                     .flatten()
             }
             BodyKind::Form => {
-                let finding = injection::scan_form(body, &self.allow_fields)
-                    .map_err(|_| Refusal::MalformedForm)?;
-                finding.filter(|_| scan)
+                let mut finding = None;
+                for pair in injection::form_pairs(body) {
+                    let (name, value) = pair.map_err(|_| Refusal::MalformedForm)?;
+                    if name == METHOD_OVERRIDE_FIELD {
+                        check_override(value.as_bytes(), &self.methods)?;
+                    }
+                    if finding.is_none() && scan {
+                        finding = injection::scan_pair("form", &name, &value, &self.allow_fields);
+                    }
+                }
+                finding
+            }
+            BodyKind::Multipart(boundary) => {
+                let mut finding = None;
+                for part in multipart_parts(body, boundary.as_bytes())? {
+                    if part.filename.is_none() && part.name == METHOD_OVERRIDE_FIELD {
+                        check_override(part.value, &self.methods)?;
+                    }
+                    if finding.is_some() || !scan {
+                        continue;
+                    }
+                    // File contents are data, not parameters: only their names are scanned.
+                    let value = match part.filename {
+                        Some(filename) => filename,
+                        None => String::from_utf8_lossy(part.value).into_owned(),
+                    };
+                    finding =
+                        injection::scan_pair("multipart", &part.name, &value, &self.allow_fields);
+                }
+                finding
             }
         };
         self.judge(finding)
@@ -278,6 +437,223 @@ fn json_depth(body: &[u8]) -> usize {
         }
     }
     deepest
+}
+
+/// Parses a JSON body, refusing an object that names a key twice (RFC 8259 section 4 leaves
+/// the meaning to each parser: some keep the first value, serde_json the last).
+fn parse_json(body: &[u8]) -> Result<Value, Refusal> {
+    let duplicate = Cell::new(false);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = StrictJson(&duplicate)
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value));
+    match value {
+        Ok(value) => Ok(value),
+        Err(_) if duplicate.get() => Err(Refusal::JsonDuplicateKey),
+        Err(_) => Err(Refusal::MalformedJson),
+    }
+}
+
+/// Builds a [`Value`] like serde_json does, but fails on a repeated object key (and says so in
+/// the flag, to tell it from a syntax error).
+#[derive(Clone, Copy)]
+struct StrictJson<'a>(&'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for StrictJson<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictJson<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                self.0.set(true);
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// The `boundary` parameter of a `multipart/form-data` content type (quoted or not).
+fn multipart_boundary(headers: &HeaderMap) -> Option<Boundary> {
+    let value = headers.get(header::CONTENT_TYPE)?.as_bytes();
+    value.split(|&b| b == b';').skip(1).find_map(|parameter| {
+        let (name, text) = parameter
+            .trim_ascii()
+            .split_at(parameter.trim_ascii().iter().position(|&b| b == b'=')?);
+        if !name.eq_ignore_ascii_case(b"boundary") {
+            return None;
+        }
+        let text = &text[1..];
+        let text = match text {
+            [b'"', inner @ .., b'"'] => inner,
+            _ => text,
+        };
+        Boundary::parse(text)
+    })
+}
+
+/// One part of a multipart body: its field name, its file name when it is a file, its bytes.
+struct Part<'a> {
+    name: String,
+    filename: Option<String>,
+    value: &'a [u8],
+}
+
+/// Part headers the parser reads at most; a real form part has two or three.
+const MAX_PART_HEADERS: usize = 16;
+
+/// Splits a `multipart/form-data` body (RFC 7578, RFC 2046 section 5.1.1) into parts, strictly:
+/// the body starts with the first delimiter, lines end in CRLF, every part has a
+/// `Content-Disposition: form-data` with a name, and the close delimiter ends the body (an
+/// epilogue of line breaks only). Anything else is [`Refusal::MalformedMultipart`]: a back end
+/// with a more lenient parser could find fields the gateway never saw.
+fn multipart_parts<'a>(body: &'a [u8], boundary: &[u8]) -> Result<Vec<Part<'a>>, Refusal> {
+    const BAD: Refusal = Refusal::MalformedMultipart;
+    let mut delimiter = Vec::with_capacity(boundary.len() + 4);
+    delimiter.extend_from_slice(b"\r\n--");
+    delimiter.extend_from_slice(boundary);
+    // The first delimiter has no CRLF before it.
+    let mut rest = body.strip_prefix(&delimiter[2..]).ok_or(BAD)?;
+    let mut parts = Vec::new();
+    loop {
+        if let Some(epilogue) = rest.strip_prefix(b"--") {
+            return if epilogue.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                Ok(parts)
+            } else {
+                Err(BAD)
+            };
+        }
+        rest = rest.strip_prefix(b"\r\n").ok_or(BAD)?;
+        let (mut name, mut filename, mut disposition) = (None, None, false);
+        for count in 0.. {
+            let end = memchr::memmem::find(rest, b"\r\n").ok_or(BAD)?;
+            let line = &rest[..end];
+            rest = &rest[end + 2..];
+            if line.is_empty() {
+                break;
+            }
+            if count == MAX_PART_HEADERS {
+                return Err(BAD);
+            }
+            let colon = line.iter().position(|&b| b == b':').ok_or(BAD)?;
+            let (field, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            if field.eq_ignore_ascii_case(b"content-disposition") {
+                if disposition {
+                    return Err(BAD);
+                }
+                disposition = true;
+                (name, filename) = content_disposition(value).ok_or(BAD)?;
+            }
+        }
+        let end = memchr::memmem::find(rest, &delimiter).ok_or(BAD)?;
+        parts.push(Part {
+            name: name.filter(|_| disposition).ok_or(BAD)?,
+            filename,
+            value: &rest[..end],
+        });
+        rest = &rest[end + delimiter.len()..];
+    }
+}
+
+/// `form-data; name="field"[; filename="x.pdf"]`: the name and the file name.
+fn content_disposition(value: &[u8]) -> Option<(Option<String>, Option<String>)> {
+    let mut parameters = value.split(|&b| b == b';');
+    if !parameters
+        .next()?
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"form-data")
+    {
+        return None;
+    }
+    let (mut name, mut filename) = (None, None);
+    for parameter in parameters {
+        let parameter = parameter.trim_ascii();
+        let at = parameter.iter().position(|&b| b == b'=')?;
+        let text = match &parameter[at + 1..] {
+            [b'"', inner @ .., b'"'] => inner,
+            text => text,
+        };
+        let text = std::str::from_utf8(text).ok()?.to_owned();
+        let slot = match parameter[..at].to_ascii_lowercase().as_slice() {
+            b"name" => &mut name,
+            b"filename" => &mut filename,
+            _ => continue,
+        };
+        if slot.replace(text).is_some() {
+            return None;
+        }
+    }
+    Some((name, filename))
+}
+
+/// The announced `Content-Length`: plain decimal digits only (a `+5` or a number too large for
+/// 64 bits is refused as too large), so that the length forwarded can be written canonically.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Refusal> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    let digits = value.as_bytes();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Refusal::BodyTooLarge);
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .map(Some)
+        .ok_or(Refusal::BodyTooLarge)
 }
 
 /// The media type of the request body (`Content-Type` without parameters), lower case.
@@ -350,15 +726,15 @@ mod tests {
     fn methods_sizes_and_types() {
         let default = rules(RouteSanitize::default());
         assert_eq!(
-            default.check_head(&Method::TRACE, &HeaderMap::new(), false),
+            default.check_head(&Method::TRACE, &HeaderMap::new(), None, false),
             Err(Refusal::MethodNotAllowed)
         );
         assert_eq!(
-            default.check_head(&Method::CONNECT, &HeaderMap::new(), false),
+            default.check_head(&Method::CONNECT, &HeaderMap::new(), None, false),
             Err(Refusal::MethodNotAllowed)
         );
         assert_eq!(
-            default.check_head(&Method::GET, &HeaderMap::new(), false),
+            default.check_head(&Method::GET, &HeaderMap::new(), None, false),
             Ok(BodyPlan::Empty)
         );
         assert_eq!(
@@ -373,7 +749,7 @@ mod tests {
             ..RouteSanitize::default()
         });
         assert_eq!(
-            strict.check_head(&Method::DELETE, &HeaderMap::new(), false),
+            strict.check_head(&Method::DELETE, &HeaderMap::new(), None, false),
             Err(Refusal::MethodNotAllowed)
         );
         assert_eq!(strict.allow_header(), "GET, POST");
@@ -382,7 +758,7 @@ mod tests {
             ("content-length", "50"),
         ]);
         assert_eq!(
-            strict.check_head(&Method::POST, &fhir, true),
+            strict.check_head(&Method::POST, &fhir, None, true),
             Ok(BodyPlan::Inspect {
                 kind: BodyKind::Json,
                 limit: 100
@@ -393,27 +769,27 @@ mod tests {
             ("content-length", "101"),
         ]);
         assert_eq!(
-            strict.check_head(&Method::POST, &big, true),
+            strict.check_head(&Method::POST, &big, None, true),
             Err(Refusal::BodyTooLarge)
         );
         let xml = head(&[("content-type", "application/fhir+xml")]);
         assert_eq!(
-            strict.check_head(&Method::POST, &xml, true),
+            strict.check_head(&Method::POST, &xml, None, true),
             Err(Refusal::UnsupportedMediaType)
         );
         assert_eq!(
-            strict.check_head(&Method::POST, &HeaderMap::new(), true),
+            strict.check_head(&Method::POST, &HeaderMap::new(), None, true),
             Err(Refusal::UnsupportedMediaType)
         );
 
         let octets = head(&[("content-type", "application/octet-stream")]);
         assert_eq!(
-            default.check_head(&Method::PUT, &octets, true),
+            default.check_head(&Method::PUT, &octets, None, true),
             Ok(BodyPlan::Stream { limit: 10 << 20 })
         );
         let form = head(&[("content-type", "application/x-www-form-urlencoded")]);
         assert_eq!(
-            default.check_head(&Method::POST, &form, true),
+            default.check_head(&Method::POST, &form, None, true),
             Ok(BodyPlan::Inspect {
                 kind: BodyKind::Form,
                 limit: 10 << 20

@@ -20,6 +20,22 @@ impl Drop for Reaped {
     }
 }
 
+/// An HTTP/1.1 client over TLS that trusts `cert`.
+fn https_client(
+    cert: &std::path::Path,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    TestBody,
+> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_tls(cert))
+        .https_only()
+        .enable_http1()
+        .build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -104,14 +120,7 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     assert_eq!(code, Some(1));
     assert!(errors.contains("WG-ADMIN-004"), "{errors}");
 
-    let config = client_tls(&dir.path().join("gateway.crt"));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, TestBody>(connector);
+    let client = https_client(&dir.path().join("gateway.crt"));
     let response = client
         .request(get(&format!(
             "https://localhost:{https}/api/patients/7?secret=token123"
@@ -180,4 +189,135 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
         all.contains("dev_self_signed"),
         "the weak-setting warning is missing"
     );
+}
+
+/// The gateway binary for `config`, started by `prlimit` with the open-file limit `soft:hard`.
+fn spawn_limited(config: &std::path::Path, nofile: &str) -> Reaped {
+    Reaped(Some(
+        Command::new("prlimit")
+            .arg(format!("--nofile={nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_wardgate"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+/// A config for the file-limit tests: every listener on a port of the kernel's choosing.
+fn limited_config(dir: &std::path::Path, upstream: &str, server: &str) -> std::path::PathBuf {
+    let config = format!("{}server:\n{server}", simple_config(upstream)).replace(
+        "  admin: \"127.0.0.1:0\"",
+        "  admin: \"127.0.0.1:0\"\n  http_redirect: \"127.0.0.1:0\"",
+    );
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, config).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn an_open_file_limit_below_what_the_server_limits_need_stops_the_start() {
+    let upstream = MockUpstream::ok("ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = limited_config(dir.path(), &upstream.url(), "  max_connections: 1000\n");
+    let mut child = spawn_limited(&file, "256:256");
+    let output = tokio::task::spawn_blocking(move || child.0.take().unwrap().wait_with_output());
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("RLIMIT_NOFILE") && log.contains("need 2256"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn the_soft_file_limit_is_raised_and_idle_plain_http_clients_cannot_exhaust_it() {
+    let upstream = MockUpstream::ok("ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    // 2 x 4 + 3 x 4 + 64 = 84 descriptors needed; the soft limit of 64 is raised to 100.
+    let file = limited_config(
+        dir.path(),
+        &upstream.url(),
+        "  max_connections: 4\n  side_max_connections: 4\n",
+    );
+    let mut child = spawn_limited(&file, "64:100");
+    let pid = child.0.as_ref().unwrap().id();
+    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let serving = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.recv())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the gateway stopped: {log:#?}"));
+        log.push(line.clone());
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if record["message"] == "wardgate is serving" {
+            break record;
+        }
+    };
+    let addr = |key: &str| -> std::net::SocketAddr {
+        let text = serving[key].as_str().unwrap();
+        text.trim_start_matches("Some(")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap()
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["100", "100"],
+        "{open_files}"
+    );
+    // 80 idle clients on the plain-HTTP listeners, more than the whole descriptor limit
+    // allows: they wait in the backlog instead of taking descriptors.
+    let mut idle = Vec::new();
+    for listener in ["admin", "redirect"] {
+        for _ in 0..40 {
+            idle.push(
+                tokio::net::TcpStream::connect(addr(listener))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let https = addr("https");
+    let client = https_client(&dir.path().join("gateway.crt"));
+    let response = client
+        .request(get(&format!("https://localhost:{}/x", https.port())))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop((idle, client));
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(30), lines.recv()).await {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(log.contains("raised the open-file limit"), "{log}");
+    assert!(!log.contains("accept failed"), "{log}");
 }

@@ -200,7 +200,10 @@ fn weak_settings_are_warned_about() {
         + "demo_backend:\n  listen: \"127.0.0.1:9001\"\n";
     let loaded = config::parse(
         Path::new("gw.yaml"),
-        &text.replace("127.0.0.1:0\"\ntls", "0.0.0.0:9443\"\ntls"),
+        &text.replace(
+            "127.0.0.1:0\"\ntls",
+            "0.0.0.0:9443\"\n  admin_insecure_plaintext: true\ntls",
+        ),
     )
     .unwrap();
     let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();

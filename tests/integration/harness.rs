@@ -134,6 +134,32 @@ impl MockUpstream {
         Self { addr, seen }
     }
 
+    /// A back end that reads headers the CGI way (WSGI, Rack, PHP): `X_User` and `X-User` are
+    /// both `HTTP_X_USER`, and repeated names are joined with a comma. It answers the CGI
+    /// environment it built, as JSON, and records each request like [`MockUpstream::recording`].
+    pub async fn cgi() -> Self {
+        Self::start_recording(
+            |request: Request<Incoming>| async move {
+                let mut environ = serde_json::Map::new();
+                for (name, value) in request.headers() {
+                    let key = format!(
+                        "HTTP_{}",
+                        name.as_str().to_ascii_uppercase().replace('-', "_")
+                    );
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    let joined = match environ.remove(&key) {
+                        Some(Value::String(prior)) => format!("{prior},{value}"),
+                        _ => value,
+                    };
+                    environ.insert(key, Value::String(joined));
+                }
+                Response::new(full(Value::Object(environ).to_string()))
+            },
+            false,
+        )
+        .await
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }

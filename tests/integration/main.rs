@@ -9,6 +9,7 @@ mod binary;
 mod browser;
 mod config_files;
 mod enrollment;
+mod hardening;
 mod harness;
 mod hygiene;
 mod injection;

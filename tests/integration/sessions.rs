@@ -13,7 +13,7 @@ use crate::harness::*;
 
 const LOGIN: &str = "/.wardgate/api/login";
 
-fn config(upstream: &str) -> String {
+pub(crate) fn config(upstream: &str) -> String {
     config_with(
         &format!("  backend: {{ url: \"{upstream}\" }}"),
         "  - name: records\n    path: /api/**\n    upstream: backend\n    auth: session\n    identity: { headers: [id, name, roles], assertion: [roles] }\n  - { path: /public/**, upstream: backend, auth: none }",
@@ -650,7 +650,7 @@ async fn an_idle_session_ends_with_its_reason_for_browsers_and_apps() {
 }
 
 /// Logs `user` in with a recovery code; returns the bearer token, already used once (cached).
-async fn cached_session(gateway: &TestGateway, user: &str, code: &str) -> String {
+pub(crate) async fn cached_session(gateway: &TestGateway, user: &str, code: &str) -> String {
     let started = post(gateway, LOGIN, json!({ "user": user, "password": STRONG })).await;
     let done = post(
         gateway,

@@ -110,6 +110,12 @@ async fn https_upstreams_use_the_ca_bundle_and_client_certificate() {
     write(dir.path(), "upstream-ca.pem", &pki.ca_pem);
     write(dir.path(), "client.pem", &pki.client.0);
     write(dir.path(), "client.key", &pki.client.1);
+    // A private key must be private (the gateway refuses it otherwise).
+    std::fs::set_permissions(
+        dir.path().join("client.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let gateway = TestGateway::start_in(dir, &config).await;
     let client = gateway.client(false);
 
