@@ -341,3 +341,18 @@ impl Admin {
         Ok((status, value))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_presented_token_never_matches_even_an_empty_token() {
+        // `load` refuses an empty token file; this is the second line behind it.
+        assert!(!AdminToken(String::new()).matches(b""));
+        let token = AdminToken("ab".repeat(32));
+        assert!(token.matches("ab".repeat(32).as_bytes()));
+        assert!(!token.matches(b""));
+        assert!(!token.matches("ab".repeat(31).as_bytes()));
+    }
+}
