@@ -473,6 +473,17 @@ impl IdentityStore for EmbeddedStore {
             if table.get(hash.as_slice())?.is_some() {
                 return Err(StoreError::Conflict("enrollment token".into()));
             }
+            let mut older = Vec::new();
+            for entry in table.iter()? {
+                let (key, value) = entry?;
+                let existing: TokenRecord = decode("enrollment_tokens", value.value())?;
+                if existing.user == id {
+                    older.push(key.value().to_vec());
+                }
+            }
+            for key in older {
+                table.remove(key.as_slice())?;
+            }
             table.insert(hash.as_slice(), encode(&record)?.as_slice())?;
             Ok(())
         })
@@ -919,12 +930,12 @@ mod tests {
     fn enrollment_tokens_work_once_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
-        let alice = user(&store, "alice");
+        let (alice, bob) = (user(&store, "alice"), user(&store, "bob"));
         store
             .create_enrollment_token(alice.id, b"token-1", 1_000)
             .unwrap();
         store
-            .create_enrollment_token(alice.id, b"token-2", 1_000)
+            .create_enrollment_token(bob.id, b"token-2", 1_000)
             .unwrap();
         assert_eq!(
             store.consume_enrollment_token(b"token-1", 999).unwrap(),
@@ -939,6 +950,32 @@ mod tests {
             None
         );
         assert_eq!(store.consume_enrollment_token(b"unknown", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_enrollment_token_revokes_the_users_older_ones_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
+        let (alice, bob) = (user(&store, "alice"), user(&store, "bob"));
+        store
+            .create_enrollment_token(alice.id, b"old", 1_000)
+            .unwrap();
+        store
+            .create_enrollment_token(bob.id, b"bobs", 1_000)
+            .unwrap();
+        store
+            .create_enrollment_token(alice.id, b"new", 1_000)
+            .unwrap();
+        assert_eq!(store.enrollment_token_user(b"old", 1).unwrap(), None);
+        assert_eq!(store.consume_enrollment_token(b"old", 1).unwrap(), None);
+        assert_eq!(
+            store.consume_enrollment_token(b"new", 1).unwrap(),
+            Some(alice.id)
+        );
+        assert_eq!(
+            store.consume_enrollment_token(b"bobs", 1).unwrap(),
+            Some(bob.id)
+        );
     }
 
     #[test]

@@ -315,7 +315,10 @@ pub trait IdentityStore: Send + Sync {
     /// `NotFound` when the user has no such code.
     fn use_recovery_code(&self, id: UserId, hash: &str) -> Result<bool, StoreError>;
 
-    /// Stores a keyed hash of `token` (never the token) for `id`, valid until `expires`.
+    /// Stores a keyed hash of `token` (never the token) for `id`, valid until `expires`, and
+    /// revokes every older token of `id` in the same transaction: the newest link is the only
+    /// one that works, so a link reissued after a reset (or a lost mail) cannot be raced by the
+    /// old one.
     fn create_enrollment_token(
         &self,
         id: UserId,
