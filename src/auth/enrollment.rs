@@ -352,7 +352,7 @@ impl Enrollment {
         let (enrollee, active, last_step) = confirm(&mut self.lock(), enrollment, code, now)?;
         let user = enrollee.user;
         self.complete(&enrollee, Factor::Totp, move |store| {
-            store.set_totp(user, active.secret_bytes(), last_step)
+            store.set_totp(user, active.secret_bytes(), active.params(), last_step)
         })
         .await
     }

@@ -223,6 +223,7 @@ pub struct Login {
 /// How second factors are checked: the app's parameters, the WebAuthn relying party (`None`
 /// when `auth.webauthn` is not configured) and which factors each account may use.
 pub struct SecondFactors {
+    /// `auth.totp` as configured now: only for seeds stored without their own parameters.
     pub totp: TotpParams,
     pub passkeys: Option<Arc<Passkeys>>,
     pub mfa: MfaConfig,
@@ -474,11 +475,14 @@ impl Login {
         match *proof {
             Proof::Totp(code) => {
                 let code = code.to_owned();
-                let params = self.second.totp;
+                let configured = self.second.totp;
                 api::blocking(&self.store, move |store| {
                     let Some(stored) = store.totp(user)? else {
                         return Ok(None);
                     };
+                    // The enrollment's own parameters; a seed stored before they were kept was
+                    // enrolled under the config of its time, taken to be today's.
+                    let params = stored.params.unwrap_or(configured);
                     let Ok(totp) = ActiveTotp::restore(params, &stored.seed) else {
                         return Ok(None);
                     };

@@ -36,10 +36,16 @@ pub(crate) fn next_code(secret: &str) -> String {
 }
 
 /// The authenticator's code `ahead` seconds from now.
-fn code_at(secret: &str, ahead: u64) -> String {
+pub(crate) fn code_at(secret: &str, ahead: u64) -> String {
+    code_of_digits(secret, 6, ahead)
+}
+
+/// The code of an authenticator app showing `digits` digits, `ahead` seconds from now.
+pub(crate) fn code_of_digits(secret: &str, digits: u8, ahead: u64) -> String {
     let later = unix_now() + ahead;
     let output = Command::new("oathtool")
         .args(["--totp", "--base32", secret, "-N", &format!("@{later}")])
+        .arg(format!("--digits={digits}"))
         .output()
         .unwrap();
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
