@@ -9,9 +9,11 @@
 //!
 //! ```text
 //!  POST /.wardgate/api/login {user, password}
-//!     │  address locked? account locked? unknown user? disabled? no password yet? wrong?
+//!     │  address or account not admitted (locked, or enough attempts already in flight to
+//!     │  lock it)? unknown user? disabled? no password yet? wrong?
 //!     │    ── all alike: one argon2id verification (a dummy hash when there is no account),
-//!     │       then 401 WG-AUTH-009; failures counted per account and per address (/64)
+//!     │       then 401 WG-AUTH-009; failures counted per account and per address (/64),
+//!     │       each attempt from the moment it is admitted, before the hashing
 //!     │  right password, no second factor enrolled ───────────── 403 WG-AUTH-012
 //!     ▼  challenge: 256 random bits, 5 minutes, bound to the user, single use
 //!  {challenge, factors: [totp, webauthn, recovery_code], expires_in}
@@ -57,7 +59,7 @@ use crate::auth::api::{self, busy, parse, passkey_refusal, unavailable};
 use crate::auth::ceremony::{Ceremonies, Held};
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
-use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy};
+use crate::auth::lockout::{Attempt, LockEvent, Lockout, LockoutPolicy, OnSuccess};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::totp::{ActiveTotp, TotpParams};
@@ -244,9 +246,9 @@ impl Login {
             sessions,
             events,
             second,
-            accounts: Lockout::new(lockout),
-            addresses: Lockout::new(lockout),
-            factors: Lockout::new(lockout),
+            accounts: Lockout::new(lockout, OnSuccess::Forget),
+            addresses: Lockout::new(lockout, OnSuccess::Keep),
+            factors: Lockout::new(lockout, OnSuccess::Forget),
             challenges: Mutex::new(Ceremonies::new(MAX_CHALLENGES, CHALLENGE_TTL_SECS)),
         }
     }
@@ -264,7 +266,8 @@ impl Login {
     }
 
     /// The password step. Every failure is the same [`Refusal::LoginFailed`] after the same
-    /// amount of hashing work.
+    /// amount of hashing work. The attempt is admitted by the address and the account lockouts
+    /// before the work and counts against both while it runs (see [`crate::auth::lockout`]).
     pub async fn password(
         &self,
         name: &str,
@@ -284,56 +287,62 @@ impl Login {
         .await?;
         let rehash = Secret::new(typed.clone());
         let password = Secret::new(typed);
-        let address_locked = self.addresses.check(&address, now).is_err();
-        let usable = user.filter(|user| {
-            !address_locked && !user.disabled && self.accounts.check(&user.id, now).is_ok()
-        });
-        let verification = match usable.as_ref().and_then(|u| u.password_hash.clone()) {
+        // An address that is not admitted admits nothing on any account either.
+        let by_address = self.addresses.admit(&address, now).ok();
+        let by_account = match (&user, &by_address) {
+            (Some(user), Some(_)) => self.accounts.admit(&user.id, now).ok(),
+            _ => None,
+        };
+        let usable = user
+            .as_ref()
+            .filter(|user| !user.disabled && by_account.is_some());
+        let verification = match usable.and_then(|u| u.password_hash.clone()) {
             Some(phc) => self.pool.verify(password, phc).await,
             None => self.pool.dummy_verify(password).await,
         }
         .map_err(pool_refusal)?;
-        let Some(user) = usable.filter(|_| verification != Verification::Invalid) else {
-            self.password_failed(name, client.address, address_locked, now)
-                .await;
-            return Err(Refusal::LoginFailed.into());
+        let accepted = usable.filter(|_| verification != Verification::Invalid);
+        let user = match (accepted, by_address, by_account) {
+            (Some(accepted), Some(by_address), Some(by_account)) => {
+                by_address.succeeded();
+                by_account.succeeded();
+                accepted
+            }
+            (_, by_address, by_account) => {
+                self.password_failed(user.as_ref(), client.address, by_address, by_account, now);
+                return Err(Refusal::LoginFailed.into());
+            }
         };
-        self.accounts.record_success(&user.id, now);
         if verification == Verification::ValidNeedsRehash {
-            self.rehash(&user, rehash).await;
+            self.rehash(user, rehash).await;
         }
-        let factors = self.factors_of(&user).await?;
+        let factors = self.factors_of(user).await?;
         if user.mfa_required_enrollment || factors.is_empty() {
             return Err(Refusal::EnrollmentRequired.into());
         }
-        self.open_challenge(&user, Purpose::Login, factors, now)
+        self.open_challenge(user, Purpose::Login, factors, now)
     }
 
-    /// Counts a failed password (unless the address was already locked: attempts during a lock
-    /// are not verified and teach nothing) and reports it.
-    async fn password_failed(&self, name: &str, client: IpAddr, address_locked: bool, now: u64) {
-        let lookup = name.to_owned();
-        let known = api::blocking(&self.store, move |store| {
-            Ok(store.user_by_name(&lookup).ok())
-        })
-        .await
-        .ok()
-        .flatten();
+    /// Counts a failed password on the lockouts that admitted it (an attempt they refused was
+    /// not verified and teaches nothing) and reports it.
+    fn password_failed(
+        &self,
+        known: Option<&User>,
+        client: IpAddr,
+        by_address: Option<Attempt<'_, ClientKey>>,
+        by_account: Option<Attempt<'_, UserId>>,
+        now: u64,
+    ) {
         self.events.emit(SecurityEvent::LoginFailed {
-            user: known.as_ref().map(|u| u.name.clone()),
+            user: known.map(|u| u.name.clone()),
             client,
             stage: "password",
         });
-        if address_locked {
-            return;
-        }
-        if let Some(lock) = self.addresses.record_failure(&ClientKey::from(client), now) {
+        if let Some(lock) = by_address.and_then(|attempt| attempt.failed(now)) {
             self.report_lock(Locked::Address(client), &lock);
         }
-        if let Some(user) = known
-            && let Some(lock) = self.accounts.record_failure(&user.id, now)
-        {
-            self.report_lock(Locked::Account(user.name), &lock);
+        if let (Some(user), Some(lock)) = (known, by_account.and_then(|a| a.failed(now))) {
+            self.report_lock(Locked::Account(user.name.clone()), &lock);
         }
     }
 
@@ -450,17 +459,21 @@ impl Login {
             return Err(Refusal::SecondFactorWrong.into());
         }
         let user = held.value.user;
-        let locked = self.factors.check(&user, now).is_err();
-        let verified = if locked {
-            None
-        } else {
-            self.verify(user, &proof, now).await?
+        let attempt = self.factors.admit(&user, now).ok();
+        let verified = match attempt {
+            Some(_) => self.verify(user, &proof, now).await?,
+            None => None,
         };
-        let Some((factor, recovery_codes_left)) = verified else {
-            self.second_factor_failed(challenge_id, held, client.address, locked, now);
-            return Err(Refusal::SecondFactorWrong.into());
+        let (factor, recovery_codes_left) = match (verified, attempt) {
+            (Some(verified), Some(attempt)) => {
+                attempt.succeeded();
+                verified
+            }
+            (_, attempt) => {
+                self.second_factor_failed(challenge_id, held, client.address, attempt, now);
+                return Err(Refusal::SecondFactorWrong.into());
+            }
         };
-        self.factors.record_success(&user, now);
         self.finish(held.value, factor, recovery_codes_left, client, now)
             .await
     }
@@ -574,12 +587,14 @@ impl Login {
             })
     }
 
+    /// Counts a refused proof (unless the second-factor lockout refused to verify it) and drops
+    /// the challenge after too many.
     fn second_factor_failed(
         &self,
         id: &str,
         mut held: Held<Challenge>,
         client: IpAddr,
-        locked: bool,
+        attempt: Option<Attempt<'_, UserId>>,
         now: u64,
     ) {
         let challenge = &mut held.value;
@@ -588,7 +603,7 @@ impl Login {
             client,
             stage: "second_factor",
         });
-        if !locked && let Some(lock) = self.factors.record_failure(&challenge.user, now) {
+        if let Some(lock) = attempt.and_then(|attempt| attempt.failed(now)) {
             self.report_lock(Locked::SecondFactor(challenge.name.clone()), &lock);
         }
         challenge.wrong += 1;

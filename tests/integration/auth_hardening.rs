@@ -1,15 +1,121 @@
-//! Login hardening over real TLS: enrollment links that a newer one revokes, and TOTP parameters
-//! that stay with the enrollment.
+//! Login hardening over real TLS: lockouts that hold against guesses sent all at once,
+//! enrollment links that a newer one revokes, and TOTP parameters that stay with the enrollment.
 
-use http::{Method, StatusCode};
+use http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
+use tokio::task::JoinSet;
 
-use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, post};
+use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, post, read_answer};
 use crate::harness::*;
 use crate::sessions::{code_of_digits, enroll, next_code};
 
 const LOGIN: &str = "/.wardgate/api/login";
 const LOGIN_TOTP: &str = "/.wardgate/api/login/totp";
+const WRONG: &str = "Not the password 9!";
+
+/// Loopback is a trusted proxy, so each attempt can come from an address of its own; the login
+/// rate limit is out of the way, so that only the lockouts answer.
+fn behind_a_proxy(upstream: &str) -> String {
+    simple_config(upstream)
+        + "forwarding:\n  trusted_proxies: [\"127.0.0.0/8\"]\n\
+           auth:\n  login_rate_limit: { per_client: { requests: 1000, per: 1s, burst: 1000 } }\n"
+}
+
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    TestBody,
+>;
+
+/// The password step at `url`, as sent over `client` by the client at `address`.
+async fn password_step(client: HttpsClient, url: String, attempt: [String; 3]) -> Answer {
+    let [user, password, address] = attempt;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-forwarded-for", address)
+        .body(full(
+            json!({ "user": user, "password": password }).to_string(),
+        ))
+        .unwrap();
+    read_answer(client.request(request).await.unwrap()).await
+}
+
+/// `[user, password, address]`, owned.
+fn attempt(user: &str, password: &str, address: &str) -> [String; 3] {
+    [user, password, address].map(str::to_owned)
+}
+
+/// Sends every password step of `attempts` at once over one HTTP/2 connection and waits for
+/// the first answer: an argon2id verification takes tens of milliseconds and looking a user
+/// up microseconds, so by then every attempt has reached the lockouts and the others are still
+/// being verified. Then sends `last`; returns its answer and all the others.
+async fn at_once_then(
+    gateway: &TestGateway,
+    attempts: Vec<[String; 3]>,
+    last: [String; 3],
+) -> (Answer, Vec<Answer>) {
+    let client = gateway.client(true);
+    // The connection is up before the burst: no handshake stands between the attempts.
+    let warm = client.request(get(&gateway.url("/warm"))).await.unwrap();
+    assert_eq!(warm.status(), StatusCode::OK);
+    let mut in_flight = JoinSet::new();
+    for attempt in attempts {
+        in_flight.spawn(password_step(client.clone(), gateway.url(LOGIN), attempt));
+    }
+    let first = in_flight.join_next().await.unwrap().unwrap();
+    let answer = password_step(client, gateway.url(LOGIN), last).await;
+    let mut others = vec![first];
+    others.extend(in_flight.join_all().await);
+    (answer, others)
+}
+
+/// The password step on a connection of its own.
+async fn login_from(gateway: &TestGateway, attempt: [String; 3]) -> Answer {
+    password_step(gateway.client(false), gateway.url(LOGIN), attempt).await
+}
+
+#[tokio::test]
+async fn guesses_sent_at_once_lock_the_account_before_the_right_password_gets_through() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&behind_a_proxy(&upstream.url())).await;
+    enroll(&gateway, "alice").await;
+    // Each guess from an address of its own: only the account's lockout can stop them.
+    let guesses = (1..=29)
+        .map(|i| attempt("alice", WRONG, &format!("198.51.100.{i}")))
+        .collect();
+    let right = attempt("alice", STRONG, "203.0.113.1");
+    let (answer, guessed) = at_once_then(&gateway, guesses, right.clone()).await;
+    assert_refused(&answer, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    assert_eq!(guessed.len(), 29);
+    for guess in &guessed {
+        assert_refused(guess, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    }
+    // A lock, not a broken account: the first lasts a minute, then the password works.
+    gateway.advance(61);
+    let later = login_from(&gateway, right).await;
+    assert_eq!(later.status, StatusCode::OK, "{}", later.body);
+}
+
+#[tokio::test]
+async fn guesses_sent_at_once_from_one_address_lock_it_before_a_right_password_gets_through() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&behind_a_proxy(&upstream.url())).await;
+    enroll(&gateway, "bob").await;
+    // Spraying: one guess each on 29 accounts, all from one address.
+    let guesses = (1..=29)
+        .map(|i| attempt(&format!("user{i}"), WRONG, "198.51.100.7"))
+        .collect();
+    let right = attempt("bob", STRONG, "198.51.100.7");
+    let (answer, guessed) = at_once_then(&gateway, guesses, right).await;
+    assert_refused(&answer, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    for guess in &guessed {
+        assert_refused(guess, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    }
+    // Bob's account itself was never guessed at: from elsewhere his password works.
+    let answer = login_from(&gateway, attempt("bob", STRONG, "203.0.113.2")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
 
 /// The password step: the challenge it opened.
 async fn challenge(gateway: &TestGateway, user: &str) -> Value {

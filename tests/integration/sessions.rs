@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, oathtool, post};
+use crate::enrollment::{
+    Answer, PASSWORD, STRONG, TOTP, assert_refused, oathtool, post, read_answer,
+};
 use crate::harness::*;
 
 const LOGIN: &str = "/.wardgate/api/login";
@@ -112,14 +114,7 @@ async fn post_as(gateway: &TestGateway, path: &str, token: &str, body: Value) ->
         .header(header::CONTENT_TYPE, "application/json")
         .body(full(body.to_string()))
         .unwrap();
-    let response = gateway.client(false).request(request).await.unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    read_answer(gateway.client(false).request(request).await.unwrap()).await
 }
 
 #[tokio::test]
