@@ -22,7 +22,8 @@
 //!  POST /.wardgate/api/login/recovery  {challenge, code}
 //!  POST /.wardgate/api/login/webauthn/start   {challenge} -> {ceremony, options}
 //!  POST /.wardgate/api/login/webauthn/finish  {challenge, ceremony, credential}
-//!     │  unknown / expired challenge ───────────────────────────── 401 WG-AUTH-010
+//!     │  unknown / expired challenge, or one replaced by the user's newer ones (a user
+//!     │  holds a few at most) ──────────────────────────────────── 401 WG-AUTH-010
 //!     │  a factor the challenge did not offer, second-factor lock,
 //!     │  wrong, malformed or replayed code, refused assertion ───── 401 WG-AUTH-011
 //!     │    (5 wrong answers drop the challenge; failures counted per user)
@@ -393,6 +394,7 @@ impl Login {
         Ok(factors)
     }
 
+    /// Opens a challenge; the user's oldest goes when they hold too many already.
     fn open_challenge(
         &self,
         user: &User,
@@ -407,7 +409,10 @@ impl Login {
             factors: factors.clone(),
             wrong: 0,
         };
-        let id = self.lock().start(challenge, now).ok_or_else(busy)?;
+        let id = self
+            .lock()
+            .start(user.id, challenge, now)
+            .ok_or_else(busy)?;
         Ok(Started {
             challenge: id,
             factors,

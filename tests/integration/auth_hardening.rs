@@ -1,5 +1,6 @@
-//! Login hardening over real TLS: lockouts that hold against guesses sent all at once,
-//! enrollment links that a newer one revokes, and TOTP parameters that stay with the enrollment.
+//! Login hardening over real TLS: lockouts that hold against guesses sent all at once, bounded
+//! challenges per user, enrollment links that a newer one revokes, and TOTP parameters that stay
+//! with the enrollment.
 
 use http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
@@ -149,6 +150,27 @@ async fn set_password(gateway: &TestGateway, token: &str) -> Answer {
         json!({ "token": token, "password": STRONG }),
     )
     .await
+}
+
+#[tokio::test]
+async fn a_users_newest_login_challenges_replace_the_oldest_and_others_keep_theirs() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (fays, _) = enroll(&gateway, "fay").await;
+    let (gils, _) = enroll(&gateway, "gil").await;
+    let gils_challenge = challenge(&gateway, "gil").await;
+    let mut challenges = Vec::new();
+    for _ in 0..=wardgate::auth::ceremony::MAX_OPEN_PER_USER {
+        challenges.push(challenge(&gateway, "fay").await);
+    }
+
+    let code = next_code(&fays);
+    let refused = app_code(&gateway, &challenges[0], &code).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    let newest = app_code(&gateway, &challenges[challenges.len() - 1], &code).await;
+    assert_eq!(newest.status, StatusCode::OK, "{}", newest.body);
+    let other = app_code(&gateway, &gils_challenge, &next_code(&gils)).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
 }
 
 #[tokio::test]
