@@ -15,7 +15,8 @@
 //! most `capacity` entries in all: one more is refused (the caller answers "busy") rather than
 //! grown. Taking an entry removes it, so two racing requests cannot both finish one step; a
 //! caller that keeps it alive after a wrong answer puts it back with its original expiry and
-//! age. Time is a parameter.
+//! age. Ending a user's sessions drops all of that user's entries ([`Ceremonies::drop_user`]).
+//! Time is a parameter.
 //!
 //! ```text
 //!   start(user, value, now) ── user holds MAX_OPEN_PER_USER ──▶ their oldest is dropped
@@ -141,6 +142,11 @@ impl<T> Ceremonies<T> {
         self.keep_newest(user, MAX_OPEN_PER_USER);
     }
 
+    /// Drops every entry of `user` (their sessions were ended or a credential reset).
+    pub fn drop_user(&mut self, user: UserId) {
+        self.open.retain(|_, entry| entry.user != user);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }
@@ -203,5 +209,9 @@ mod tests {
         map.put_back(&ids[1], held);
         assert!(map.get(&ids[1], NOW).is_none());
         assert_eq!(map.get(&newest, NOW).copied(), Some(99));
+
+        map.drop_user(ALICE);
+        assert!(map.get(&newest, NOW).is_none());
+        assert_eq!(map.get(&bobs, NOW).copied(), Some(0));
     }
 }

@@ -22,8 +22,9 @@
 //!  POST /.wardgate/api/login/recovery  {challenge, code}
 //!  POST /.wardgate/api/login/webauthn/start   {challenge} -> {ceremony, options}
 //!  POST /.wardgate/api/login/webauthn/finish  {challenge, ceremony, credential}
-//!     │  unknown / expired challenge, or one replaced by the user's newer ones (a user
-//!     │  holds a few at most) ──────────────────────────────────── 401 WG-AUTH-010
+//!     │  unknown / expired challenge, one replaced by the user's newer ones (a user
+//!     │  holds a few at most), or one dropped because the user's sessions were ended
+//!     │  (logout everywhere, an operator, a reset) since the login began ── 401 WG-AUTH-010
 //!     │  a factor the challenge did not offer, second-factor lock,
 //!     │  wrong, malformed or replayed code, refused assertion ───── 401 WG-AUTH-011
 //!     │    (5 wrong answers drop the challenge; failures counted per user)
@@ -33,7 +34,8 @@
 //!
 //! Only the factors `auth.mfa` allows for the user's roles are offered and accepted.
 //! `POST /.wardgate/api/step-up` (with a session) opens a challenge for the same user without a
-//! password; finishing it rotates the token and refreshes the proof time.
+//! password; finishing it rotates the token and refreshes the proof time, unless the session
+//! was ended meanwhile (`WG-AUTH-010`).
 //! `POST /.wardgate/api/passkeys/start` and `/passkeys/finish` (with a session whose second
 //! factor is at most [`ADD_FACTOR_WITHIN_SECS`] old, else `WG-SESSION-004`) register one more
 //! passkey or security key for the user: several per account, the ones already there excluded.
@@ -70,7 +72,7 @@ use crate::identity::{IdentityStore, StoreError, User, UserId};
 use crate::pipeline::Refused;
 use crate::ratelimit::ClientKey;
 use crate::refusal::Refusal;
-use crate::session::{self, Ended, Live, NewSession, Sessions, Token};
+use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
 
 pub const LOGIN_PATH: &str = "/.wardgate/api/login";
 pub const TOTP_PATH: &str = "/.wardgate/api/login/totp";
@@ -148,6 +150,8 @@ struct Challenge {
     /// The factors offered: the only ones this challenge accepts.
     factors: Vec<Factor>,
     wrong: u32,
+    /// When the login or step-up began: if the user's sessions end after it, it makes none.
+    since: Epoch,
 }
 
 /// The first step passed: what the client may prove next.
@@ -220,7 +224,8 @@ pub struct Login {
     accounts: Lockout<UserId>,
     addresses: Lockout<ClientKey>,
     factors: Lockout<UserId>,
-    challenges: Mutex<Ceremonies<Challenge>>,
+    /// Shared with the listener that drops a user's challenges when their sessions end.
+    challenges: Arc<Mutex<Ceremonies<Challenge>>>,
 }
 
 /// How second factors are checked: the app's parameters, the WebAuthn relying party (`None`
@@ -241,6 +246,19 @@ impl Login {
         second: SecondFactors,
         lockout: LockoutPolicy,
     ) -> Self {
+        let challenges = Arc::new(Mutex::new(Ceremonies::new(
+            MAX_CHALLENGES,
+            CHALLENGE_TTL_SECS,
+        )));
+        // Logout everywhere, an operator's revocation, a disabled account, a reset credential:
+        // the user's half-finished logins and WebAuthn ceremonies end with their sessions.
+        let (open, passkeys) = (challenges.clone(), second.passkeys.clone());
+        sessions.on_end_user(move |user| {
+            lock_challenges(&open).drop_user(user);
+            if let Some(passkeys) = &passkeys {
+                passkeys.drop_user(user);
+            }
+        });
         Self {
             store,
             pool,
@@ -250,7 +268,7 @@ impl Login {
             accounts: Lockout::new(lockout, OnSuccess::Forget),
             addresses: Lockout::new(lockout, OnSuccess::Keep),
             factors: Lockout::new(lockout, OnSuccess::Forget),
-            challenges: Mutex::new(Ceremonies::new(MAX_CHALLENGES, CHALLENGE_TTL_SECS)),
+            challenges,
         }
     }
 
@@ -276,6 +294,7 @@ impl Login {
         client: &Client,
         now: u64,
     ) -> Result<Started, Refused> {
+        let since = self.sessions.epoch();
         let address = ClientKey::from(client.address);
         let lookup = name.to_owned();
         let user = api::blocking(&self.store, move |store| {
@@ -321,7 +340,7 @@ impl Login {
         if user.mfa_required_enrollment || factors.is_empty() {
             return Err(Refusal::EnrollmentRequired.into());
         }
-        self.open_challenge(user, Purpose::Login, factors, now)
+        self.open_challenge(user, Purpose::Login, factors, since, now)
     }
 
     /// Counts a failed password on the lockouts that admitted it (an attempt they refused was
@@ -400,6 +419,7 @@ impl Login {
         user: &User,
         purpose: Purpose,
         factors: Vec<Factor>,
+        since: Epoch,
         now: u64,
     ) -> Result<Started, Refused> {
         let challenge = Challenge {
@@ -408,6 +428,7 @@ impl Login {
             purpose,
             factors: factors.clone(),
             wrong: 0,
+            since,
         };
         let id = self
             .lock()
@@ -429,6 +450,7 @@ impl Login {
 
     /// Step-up for a live session: a challenge without a password.
     pub async fn step_up(&self, live: Arc<Live>, now: u64) -> Result<Started, Refused> {
+        let since = self.sessions.epoch();
         let user = self.user(live.user).await?;
         let factors: Vec<Factor> = self
             .factors_of(&user)
@@ -439,7 +461,7 @@ impl Login {
         if factors.is_empty() {
             return Err(Refusal::EnrollmentRequired.into());
         }
-        self.open_challenge(&user, Purpose::StepUp(live), factors, now)
+        self.open_challenge(&user, Purpose::StepUp(live), factors, since, now)
     }
 
     async fn user(&self, id: UserId) -> Result<User, Refused> {
@@ -637,11 +659,16 @@ impl Login {
             client: client.address,
             user_agent: &client.user_agent,
         };
+        let since = challenge.since;
         let created = match &challenge.purpose {
-            Purpose::Login => self.sessions.create(new, now).await,
-            Purpose::StepUp(old) => self.sessions.rotate(old, new, now).await,
+            Purpose::Login => self.sessions.create(new, since, now).await,
+            Purpose::StepUp(old) => self.sessions.rotate(old, new, since, now).await,
         };
-        let (token, live) = created.map_err(|e| unavailable(&e))?;
+        let (token, live) = created.map_err(|error| match error {
+            // Ended while the second factor was checked: as if the challenge had been dropped.
+            SessionError::Revoked => Refused::from(Refusal::LoginChallengeInvalid),
+            other => unavailable(&other),
+        })?;
         self.events.emit(match challenge.purpose {
             Purpose::Login => SecurityEvent::LoginSucceeded {
                 user: user.name.clone(),
@@ -892,11 +919,15 @@ impl Login {
     }
 
     fn lock(&self) -> MutexGuard<'_, Ceremonies<Challenge>> {
-        // A panic while holding the lock cannot leave the map half-changed in a harmful way.
-        self.challenges
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock_challenges(&self.challenges)
     }
+}
+
+fn lock_challenges(
+    challenges: &Mutex<Ceremonies<Challenge>>,
+) -> MutexGuard<'_, Ceremonies<Challenge>> {
+    // A panic while holding the lock cannot leave the map half-changed in a harmful way.
+    challenges.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn started_json(started: &Started) -> serde_json::Value {

@@ -15,7 +15,8 @@
 //! eligibility of a credential must not change. The open ceremonies are bounded: a user holds
 //! at most [`MAX_OPEN_PER_USER`](crate::auth::ceremony::MAX_OPEN_PER_USER), the newest replacing the oldest, so that one account cannot
 //! fill the map and lock every other passkey user out; all users together at most
-//! [`MAX_CEREMONIES`], and a full map refuses new ones as busy instead of growing.
+//! [`MAX_CEREMONIES`], and a full map refuses new ones as busy instead of growing. Ending a
+//! user's sessions ends their ceremonies ([`Passkeys::drop_user`]).
 //!
 //! ```text
 //!  registration                                  authentication
@@ -422,6 +423,11 @@ impl Passkeys {
             Some(held) if held.user == user => Ok(held.value),
             _ => Err(WebAuthnError::UnknownCeremony),
         }
+    }
+
+    /// Ends every open ceremony of `user`: their sessions were ended or a credential reset.
+    pub fn drop_user(&self, user: UserId) {
+        self.lock().drop_user(user);
     }
 
     fn lock(&self) -> MutexGuard<'_, Ceremonies<State>> {
@@ -1187,6 +1193,22 @@ mod tests {
             Err(WebAuthnError::UnknownCeremony)
         );
         assert!(alice.finish(&passkeys, &opened[opened.len() - 1]).is_ok());
+        assert!(bob.finish(&passkeys, &bobs).is_ok());
+    }
+
+    #[test]
+    fn ending_a_users_sessions_ends_their_ceremonies_only() {
+        let passkeys = passkeys();
+        let (mut alice, mut bob) = (
+            Holder::new(&passkeys, "alice"),
+            Holder::new(&passkeys, "bob"),
+        );
+        let (alices, bobs) = (alice.start(&passkeys), bob.start(&passkeys));
+        passkeys.drop_user(alice.user.id);
+        assert_eq!(
+            alice.finish(&passkeys, &alices),
+            Err(WebAuthnError::UnknownCeremony)
+        );
         assert!(bob.finish(&passkeys, &bobs).is_ok());
     }
 

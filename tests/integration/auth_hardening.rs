@@ -1,6 +1,6 @@
-//! Login hardening over real TLS: lockouts that hold against guesses sent all at once, bounded
-//! challenges per user, enrollment links that a newer one revokes, and TOTP parameters that stay
-//! with the enrollment.
+//! Login hardening over real TLS: lockouts that hold against guesses sent all at once, logins
+//! and step-ups that end with the user's sessions, bounded challenges per user, enrollment links
+//! that a newer one revokes, and TOTP parameters that stay with the enrollment.
 
 use http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
@@ -8,10 +8,11 @@ use tokio::task::JoinSet;
 
 use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, post, read_answer};
 use crate::harness::*;
-use crate::sessions::{code_of_digits, enroll, next_code};
+use crate::sessions::{code_at, code_of_digits, enroll, next_code, post_as};
 
 const LOGIN: &str = "/.wardgate/api/login";
 const LOGIN_TOTP: &str = "/.wardgate/api/login/totp";
+const STEP_UP: &str = "/.wardgate/api/step-up";
 const WRONG: &str = "Not the password 9!";
 
 /// Loopback is a trusted proxy, so each attempt can come from an address of its own; the login
@@ -142,6 +143,24 @@ async fn log_in(gateway: &TestGateway, user: &str, code: &str) -> String {
     done.body["token"].as_str().unwrap().to_owned()
 }
 
+/// A step-up opened by `user`'s session, which `end` (a path of the login API) then ends.
+async fn step_up_then(gateway: &TestGateway, user: &str, secret: &str, end: &str) -> Value {
+    let token = log_in(gateway, user, &next_code(secret)).await;
+    let up = post_as(gateway, STEP_UP, &token, json!({})).await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    let ended = post_as(gateway, end, &token, json!({})).await;
+    assert_eq!(ended.body["ended"], 1, "{}", ended.body);
+    // One time step later on the gateway's clock, so that the app shows a new code.
+    gateway.advance(30);
+    up.body["challenge"].clone()
+}
+
+async fn assert_no_sessions(gateway: &TestGateway, user: &str) {
+    let path = format!("/admin/sessions?user={user}");
+    let listed = admin(gateway, Method::GET, &path, "").await;
+    assert_eq!(listed["sessions"], json!([]), "{listed}");
+}
+
 /// The first step of an enrollment link.
 async fn set_password(gateway: &TestGateway, token: &str) -> Answer {
     post(
@@ -150,6 +169,45 @@ async fn set_password(gateway: &TestGateway, token: &str) -> Answer {
         json!({ "token": token, "password": STRONG }),
     )
     .await
+}
+
+#[tokio::test]
+async fn a_step_up_opened_before_logout_everywhere_cannot_finish() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, _) = enroll(&gateway, "cara").await;
+    let up = step_up_then(&gateway, "cara", &secret, "/.wardgate/api/logout-all").await;
+    let code = code_at(&secret, 60);
+    let refused = app_code(&gateway, &up, &code).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    // Dropped with the sessions, before its code was even checked: the code is unspent.
+    log_in(&gateway, "cara", &code).await;
+}
+
+#[tokio::test]
+async fn a_step_up_of_a_session_logged_out_meanwhile_cannot_finish() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, _) = enroll(&gateway, "dora").await;
+    let up = step_up_then(&gateway, "dora", &secret, "/.wardgate/api/logout").await;
+    let refused = app_code(&gateway, &up, &code_at(&secret, 60)).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    assert_no_sessions(&gateway, "dora").await;
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_the_login_waiting_for_its_second_factor() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, _) = enroll(&gateway, "emil").await;
+    let waiting = challenge(&gateway, "emil").await;
+    let path = "/admin/users/emil/reset-password";
+    let reset = admin(&gateway, Method::POST, path, "").await;
+    assert!(reset["enrollment"]["token"].is_string(), "{reset}");
+
+    let refused = app_code(&gateway, &waiting, &next_code(&secret)).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    assert_no_sessions(&gateway, "emil").await;
 }
 
 #[tokio::test]

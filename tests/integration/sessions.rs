@@ -106,7 +106,7 @@ async fn post_with(gateway: &TestGateway, path: &str, token: &str) -> Answer {
 }
 
 /// A JSON call with the session's bearer token.
-async fn post_as(gateway: &TestGateway, path: &str, token: &str, body: Value) -> Answer {
+pub(crate) async fn post_as(gateway: &TestGateway, path: &str, token: &str, body: Value) -> Answer {
     let request = Request::builder()
         .method(Method::POST)
         .uri(gateway.url(path))
