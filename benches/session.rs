@@ -37,7 +37,7 @@ fn session(c: &mut Criterion) {
         .build()
         .unwrap();
     let (token, _) = runtime
-        .block_on(sessions.create(fixture.new_session(), T0))
+        .block_on(sessions.create(fixture.new_session(), sessions.epoch(), T0))
         .unwrap();
     let lifetimes = sessions.lifetimes();
     let now = T0 + 1;

@@ -63,7 +63,13 @@ fn main() {
         runtime.block_on(async {
             let mut tokens = Vec::with_capacity(count);
             for _ in 0..count {
-                tokens.push(creator.create(fixture.new_session(), T0).await.unwrap().0);
+                tokens.push(
+                    creator
+                        .create(fixture.new_session(), creator.epoch(), T0)
+                        .await
+                        .unwrap()
+                        .0,
+                );
             }
             tokens
         })

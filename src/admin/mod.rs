@@ -269,6 +269,10 @@ impl Admin {
                 if !self.sessions.end(key).await.map_err(fail)? {
                     return Err(AdminError::NoSuchSession);
                 }
+                // Whoever held a revoked session may hold a half-finished login of its user too.
+                if let Some(owner) = owner {
+                    self.sessions.end_pending(owner);
+                }
                 let names = self.user_names().await?;
                 self.events.emit(SecurityEvent::SessionsEnded {
                     user: owner

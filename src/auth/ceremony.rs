@@ -3,27 +3,50 @@
 //! ceremony), kept under a random id that the client echoes back.
 //!
 //! **The threat.** State an attacker can guess (a short or sequential id), finish twice, keep
-//! alive forever, or pile up until memory runs out.
+//! alive forever, or pile up until memory runs out, or until the map is full and every other
+//! user is refused (twenty calls used to open twenty ceremonies for one account, and about
+//! thirty clients filled the whole WebAuthn map).
 //!
-//! **The rule.** Ids are 256 random bits (64 hex digits). Each entry lives at most `ttl`
-//! seconds; expired entries go on every access. The map holds at most `capacity` entries: one
-//! more is refused (the caller answers "busy") rather than grown. Taking an entry removes it,
-//! so two racing requests cannot both finish one step; a caller that keeps it alive after a
-//! wrong answer puts it back with its original expiry. Time is a parameter.
+//! **The rule.** Ids are 256 random bits (64 hex digits). Each entry belongs to one user and
+//! lives at most `ttl` seconds; expired entries go on every access. A user holds at most
+//! [`MAX_OPEN_PER_USER`] entries: the newest replaces the oldest, so an account can neither fill
+//! the map nor lose its latest login to its own earlier ones; a step-up or a passkey
+//! registration belongs to the session's user, so one session is bounded too. The map holds at
+//! most `capacity` entries in all: one more is refused (the caller answers "busy") rather than
+//! grown. Taking an entry removes it, so two racing requests cannot both finish one step; a
+//! caller that keeps it alive after a wrong answer puts it back with its original expiry and
+//! age. Ending a user's sessions drops all of that user's entries ([`Ceremonies::drop_user`]).
+//! Time is a parameter.
+//!
+//! ```text
+//!   start(user, value, now) ── user holds MAX_OPEN_PER_USER ──▶ their oldest is dropped
+//!        │ ── map holds `capacity` ─────────────────────────────▶ None (busy)
+//!        ▼
+//!   id ──▶ get / take (once) ──▶ put_back (same expiry and age) or done
+//! ```
 
 use std::collections::HashMap;
 
+use crate::identity::UserId;
 use crate::identity::seal::hex_encode_into;
 
+/// Open entries one user may hold in one map: a few tabs or devices logging in at once.
+pub const MAX_OPEN_PER_USER: usize = 5;
+
 struct Entry<T> {
+    user: UserId,
     value: T,
     expires: u64,
+    /// Order of opening: which entry of a user is the oldest, also within one second.
+    serial: u64,
 }
 
 /// An entry taken out of the map, to be finished or put back.
 pub struct Held<T> {
+    pub user: UserId,
     pub value: T,
     expires: u64,
+    serial: u64,
 }
 
 /// Open entries by id.
@@ -31,6 +54,7 @@ pub struct Ceremonies<T> {
     open: HashMap<String, Entry<T>>,
     capacity: usize,
     ttl: u64,
+    opened: u64,
 }
 
 impl<T> Ceremonies<T> {
@@ -39,6 +63,7 @@ impl<T> Ceremonies<T> {
             open: HashMap::new(),
             capacity,
             ttl,
+            opened: 0,
         }
     }
 
@@ -47,18 +72,43 @@ impl<T> Ceremonies<T> {
         self.open.retain(|_, entry| now < entry.expires);
     }
 
-    /// Opens an entry under a fresh random id; `None` when the map is full.
-    pub fn start(&mut self, value: T, now: u64) -> Option<String> {
+    /// Opens an entry for `user` under a fresh random id, dropping the user's oldest when they
+    /// already hold [`MAX_OPEN_PER_USER`]; `None` when the map is full.
+    pub fn start(&mut self, user: UserId, value: T, now: u64) -> Option<String> {
         self.prune(now);
+        self.keep_newest(user, MAX_OPEN_PER_USER - 1);
         if self.open.len() >= self.capacity {
             return None;
         }
         let bits: [u8; 32] = rand::random();
         let mut id = String::with_capacity(64);
         hex_encode_into(&bits, &mut id);
-        let expires = now.saturating_add(self.ttl);
-        self.open.insert(id.clone(), Entry { value, expires });
+        self.opened += 1;
+        let entry = Entry {
+            user,
+            value,
+            expires: now.saturating_add(self.ttl),
+            serial: self.opened,
+        };
+        self.open.insert(id.clone(), entry);
         Some(id)
+    }
+
+    /// Drops `user`'s oldest entries until at most `keep` remain.
+    fn keep_newest(&mut self, user: UserId, keep: usize) {
+        let mut theirs: Vec<(u64, String)> = self
+            .open
+            .iter()
+            .filter(|(_, entry)| entry.user == user)
+            .map(|(id, entry)| (entry.serial, id.clone()))
+            .collect();
+        if theirs.len() <= keep {
+            return;
+        }
+        theirs.sort_unstable();
+        for (_, id) in &theirs[..theirs.len() - keep] {
+            self.open.remove(id);
+        }
     }
 
     /// The open entry `id`.
@@ -71,18 +121,30 @@ impl<T> Ceremonies<T> {
     pub fn take(&mut self, id: &str, now: u64) -> Option<Held<T>> {
         self.prune(now);
         self.open.remove(id).map(|entry| Held {
+            user: entry.user,
             value: entry.value,
             expires: entry.expires,
+            serial: entry.serial,
         })
     }
 
-    /// Puts a taken entry back under its id, with its original expiry.
+    /// Puts a taken entry back under its id, with its original expiry and age: if its user
+    /// opened others meanwhile, it is the oldest and goes first.
     pub fn put_back(&mut self, id: &str, held: Held<T>) {
+        let user = held.user;
         let entry = Entry {
+            user,
             value: held.value,
             expires: held.expires,
+            serial: held.serial,
         };
         self.open.insert(id.to_owned(), entry);
+        self.keep_newest(user, MAX_OPEN_PER_USER);
+    }
+
+    /// Drops every entry of `user` (their sessions were ended or a credential reset).
+    pub fn drop_user(&mut self, user: UserId) {
+        self.open.retain(|_, entry| entry.user != user);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -95,12 +157,14 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_800_000_000;
+    const ALICE: UserId = UserId::from_bytes([1; 16]);
+    const BOB: UserId = UserId::from_bytes([2; 16]);
 
     #[test]
     fn ids_are_random_256_bit_hex_and_entries_expire() {
         let mut map = Ceremonies::new(4, 60);
-        let first = map.start("a", NOW).unwrap();
-        let second = map.start("b", NOW).unwrap();
+        let first = map.start(ALICE, "a", NOW).unwrap();
+        let second = map.start(ALICE, "b", NOW).unwrap();
         assert_eq!(first.len(), 64);
         assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(first, second);
@@ -112,17 +176,42 @@ mod tests {
     #[test]
     fn the_map_is_bounded_and_taking_is_once() {
         let mut map = Ceremonies::new(2, 60);
-        let a = map.start(1, NOW).unwrap();
-        map.start(2, NOW).unwrap();
-        assert!(map.start(3, NOW).is_none());
+        let a = map.start(ALICE, 1, NOW).unwrap();
+        map.start(BOB, 2, NOW).unwrap();
+        assert!(map.start(UserId::from_bytes([3; 16]), 3, NOW).is_none());
         let held = map.take(&a, NOW).unwrap();
-        assert_eq!(held.value, 1);
+        assert_eq!((held.user, held.value), (ALICE, 1));
         assert!(map.take(&a, NOW).is_none());
         // Put back, it keeps its first expiry.
         map.put_back(&a, held);
         assert!(map.get(&a, NOW + 59).is_some());
         assert!(map.take(&a, NOW + 60).is_none());
         // Expired entries make room.
-        assert!(map.start(4, NOW + 60).is_some());
+        assert!(map.start(ALICE, 4, NOW + 60).is_some());
+    }
+
+    #[test]
+    fn a_users_newest_entry_replaces_their_oldest_and_others_keep_theirs() {
+        let mut map = Ceremonies::new(100, 60);
+        let bobs = map.start(BOB, 0, NOW).unwrap();
+        let ids: Vec<String> = (1..=MAX_OPEN_PER_USER + 1)
+            .map(|n| map.start(ALICE, n, NOW).unwrap())
+            .collect();
+        assert!(map.get(&ids[0], NOW).is_none(), "the oldest is gone");
+        for (n, id) in ids.iter().enumerate().skip(1) {
+            assert_eq!(map.get(id, NOW).copied(), Some(n + 1));
+        }
+        assert_eq!(map.get(&bobs, NOW).copied(), Some(0));
+
+        // One taken while the user opens another: put back, it is the oldest and goes.
+        let held = map.take(&ids[1], NOW).unwrap();
+        let newest = map.start(ALICE, 99, NOW).unwrap();
+        map.put_back(&ids[1], held);
+        assert!(map.get(&ids[1], NOW).is_none());
+        assert_eq!(map.get(&newest, NOW).copied(), Some(99));
+
+        map.drop_user(ALICE);
+        assert!(map.get(&newest, NOW).is_none());
+        assert_eq!(map.get(&bobs, NOW).copied(), Some(0));
     }
 }

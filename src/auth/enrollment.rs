@@ -309,7 +309,7 @@ impl Enrollment {
         // The ceremony is reserved before the token is spent: a full map must not burn the link.
         let enrollment = self
             .lock()
-            .start(Ceremony::new(enrollee, pending.clone()), now)
+            .start(user.id, Ceremony::new(enrollee, pending.clone()), now)
             .ok_or_else(busy)?;
         let id = user.id;
         let token = Bytes::from(token.as_bytes().to_vec());
@@ -352,7 +352,7 @@ impl Enrollment {
         let (enrollee, active, last_step) = confirm(&mut self.lock(), enrollment, code, now)?;
         let user = enrollee.user;
         self.complete(&enrollee, Factor::Totp, move |store| {
-            store.set_totp(user, active.secret_bytes(), last_step)
+            store.set_totp(user, active.secret_bytes(), active.params(), last_step)
         })
         .await
     }
@@ -563,7 +563,7 @@ mod tests {
             ..enrollee(1, "alice")
         };
         let id = ceremonies
-            .start(Ceremony::new(passkeys_only, totp), NOW)
+            .start(passkeys_only.user, Ceremony::new(passkeys_only, totp), NOW)
             .unwrap();
         assert_eq!(
             confirm(&mut ceremonies, &id, &code, NOW).err(),
@@ -579,7 +579,11 @@ mod tests {
         let totp = pending();
         let code = totp.code_at(NOW);
         let id = ceremonies
-            .start(Ceremony::new(enrollee(1, "alice"), totp), NOW)
+            .start(
+                UserId::from_bytes([1; 16]),
+                Ceremony::new(enrollee(1, "alice"), totp),
+                NOW,
+            )
             .unwrap();
         assert_eq!(id.len(), 64);
         let (enrollee, _, step) = confirm(&mut ceremonies, &id, &code, NOW).unwrap();
@@ -600,7 +604,11 @@ mod tests {
         let code = totp.code_at(NOW);
         let wrong = if code == "000000" { "111111" } else { "000000" };
         let id = ceremonies
-            .start(Ceremony::new(enrollee(1, "alice"), totp), NOW)
+            .start(
+                UserId::from_bytes([1; 16]),
+                Ceremony::new(enrollee(1, "alice"), totp),
+                NOW,
+            )
             .unwrap();
         for bad in ["12345", "abcdef", wrong, wrong, wrong] {
             assert_eq!(

@@ -5,7 +5,7 @@
 //! one client address (password spraying, credential stuffing).
 //!
 //! **The rule.** After `max_failures` failures within `window` (default 5 in 15 minutes) a key is
-//! locked: [`Lockout::check`] refuses it until the lock ends. The first lock lasts
+//! locked: [`Lockout::admit`] refuses it until the lock ends. The first lock lasts
 //! `base_backoff` (1 minute); a key that fails again within `window` after a lock ended is locked
 //! at once, for twice as long as before: 1, 2, 4, 8, 16, 32 minutes, then `max_backoff` (1 hour)
 //! for every further lock. One window with no failure after a lock forgets the key, as does a
@@ -26,20 +26,43 @@
 //!       └──────── success, in any state but Locked before `until`
 //! ```
 //!
+//! **Attempts in flight.** Verifying a password takes an argon2id run (tens of milliseconds),
+//! so a burst of guesses sent at once would all pass a lock that is only checked before the
+//! work and counted after it. So an attempt is *admitted* ([`Lockout::admit`]) before any work,
+//! and from then until it is settled it counts against the limit as if it had already failed:
+//! a key admits no more attempts than it has failures left before the lock (one while on
+//! probation, where one failure locks again). A failure ([`Attempt::failed`]) turns the place
+//! into a counted failure; a success ([`Attempt::succeeded`]) gives it back; an attempt dropped
+//! unsettled (the work never ran: the hashing pool was busy) gives it back too. Failures plus
+//! attempts in flight never exceed `max_failures`, so the failure that starts a lock is the only
+//! attempt on its key still in flight: no success can finish after a lock started. (Counting
+//! only after the work let 29 guesses sent at once all be verified, and a right password sent
+//! just behind them open a challenge.)
+//!
+//! ```text
+//!   admit(key, now) ── locked ──────────────────────────────────────▶ NotAdmitted::Locked
+//!      │  failures in the window + attempts in flight = max_failures ─▶ NotAdmitted::InFlight
+//!      ▼  Attempt (holds one place)
+//!   the work ─┬─ failed(now):  the place becomes a failure (it may start a lock)
+//!             ├─ succeeded():  the place is given back (and the key forgotten, for accounts
+//!             │                and users)
+//!             └─ dropped:      the place is given back
+//! ```
+//!
 //! **How the server uses it.** One [`Lockout`] per kind of key, each an independent counter:
 //!
-//! - keyed by **account**, for password attempts: check before verifying, record the outcome;
-//! - keyed by **client address** (IPv6 by /64), for password attempts from that address. Record
-//!   failures only: a success must not clear it, or an attacker holding one valid account could
-//!   log into it between guesses and reset the counter of their own address;
-//! - keyed by **user**, for second-factor attempts: check before [`ActiveTotp::verify`], and
-//!   record every refusal (wrong, malformed, replayed) as a failure, success as a success.
+//! - keyed by **account**, for password attempts ([`OnSuccess::Forget`]);
+//! - keyed by **client address** (IPv6 by /64), for password attempts from that address
+//!   ([`OnSuccess::Keep`]): a success must not clear it, or an attacker holding one valid account
+//!   could log into it between guesses and reset the counter of their own address;
+//! - keyed by **user**, for second-factor attempts ([`OnSuccess::Forget`]): every refusal of
+//!   [`ActiveTotp::verify`] (wrong, malformed, replayed) and every refused assertion is a failure.
 //!   With the defaults an attacker gets 5 guesses, then about 12 a day, against odds of 3 in a
 //!   million per guess (±1 step of drift): a 6-digit code stays out of reach.
 //!
-//! A refused `check` is answered like a wrong password (no "account locked" oracle for user
-//! enumeration) and is not itself recorded as a failure: attempts during a lock are not verified,
-//! so they teach the attacker nothing and need not extend the lock.
+//! An attempt that is not admitted is answered like a wrong password (no "account locked"
+//! oracle for user enumeration) and is not itself recorded as a failure: it is not verified, so
+//! it teaches the attacker nothing and need not extend the lock.
 //!
 //! **Bounded memory.** An entry lives one `window` past its last failure or the end of its lock;
 //! [`Lockout::prune`] drops entries past that point, and the server calls it periodically (once a
@@ -47,6 +70,8 @@
 //! prunes, and if still full evicts the entry closest to its expiry. Counting entries expire
 //! before locked ones, so a flood of new keys erases the least evidence first, and reaching the
 //! cap takes `max_keys` failures, which the per-address lockout and rate limits stand in front of.
+//! Places of attempts in flight are held apart, one small counter per key with work running, so
+//! at most as many as there are requests being verified.
 //!
 //! **The standard.** RFC 4226 section 7.3 (throttling: a failure limit, then a delay that grows
 //! with each failure), RFC 6238 section 5.2, NIST SP 800-63B-4 rate limiting of authentication
@@ -155,11 +180,23 @@ impl LockoutPolicy {
     }
 }
 
-/// [`Lockout::check`] refused: the key is locked until `until` (unix seconds).
+/// [`Lockout::admit`] refused an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("locked until {until}")]
-pub struct Locked {
-    pub until: u64,
+pub enum NotAdmitted {
+    /// The key is locked until `until` (unix seconds).
+    #[error("locked until {until}")]
+    Locked { until: u64 },
+    /// As many attempts are in flight as the key has failures left before the lock.
+    #[error("as many attempts are in flight as may still fail before the lock")]
+    InFlight,
+}
+
+/// What a success does to a key's failures: forgets them (accounts, users), or keeps them
+/// (client addresses: see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnSuccess {
+    Forget,
+    Keep,
 }
 
 /// A lock has just started: for the security log.
@@ -195,41 +232,91 @@ impl Entry {
 #[derive(Debug)]
 pub struct Lockout<K> {
     policy: LockoutPolicy,
-    entries: Mutex<HashMap<K, Entry>>,
+    on_success: OnSuccess,
+    table: Mutex<Table<K>>,
+}
+
+#[derive(Debug)]
+struct Table<K> {
+    entries: HashMap<K, Entry>,
+    /// Admitted attempts not yet settled, per key; a key without any has no entry here.
+    in_flight: HashMap<K, u32>,
+}
+
+/// One admitted attempt: it holds a place in its key's count until it is settled with
+/// [`Attempt::failed`] or [`Attempt::succeeded`], or dropped (the work never ran).
+#[must_use = "an attempt counts against the limit until it is settled"]
+#[derive(Debug)]
+pub struct Attempt<'a, K: Clone + Eq + Hash> {
+    lockout: &'a Lockout<K>,
+    key: K,
+    holds_place: bool,
 }
 
 impl<K: Clone + Eq + Hash> Lockout<K> {
-    pub fn new(policy: LockoutPolicy) -> Self {
+    pub fn new(policy: LockoutPolicy, on_success: OnSuccess) -> Self {
         Self {
             policy,
-            entries: Mutex::new(HashMap::new()),
+            on_success,
+            table: Mutex::new(Table {
+                entries: HashMap::new(),
+                in_flight: HashMap::new(),
+            }),
         }
     }
 
     /// The table. A panic elsewhere while it was held cannot leave an entry half written (every
     /// update is a single assignment), so a poisoned lock is still good to use.
-    fn entries(&self) -> MutexGuard<'_, HashMap<K, Entry>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    fn table(&self) -> MutexGuard<'_, Table<K>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether `key` may attempt to authenticate at `now`.
-    pub fn check(&self, key: &K, now: u64) -> Result<(), Locked> {
-        match self.entries().get(key) {
-            Some(&Entry::Locked { until, .. }) if now < until => Err(Locked { until }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failed attempt; returns the event when it starts a lock. A failure while locked
-    /// changes nothing (the attempt should not have been verified; see the module docs).
-    pub fn record_failure(&self, key: &K, now: u64) -> Option<LockEvent<K>> {
+    /// Admits an attempt on `key` at `now`, before any work is done for it: refused while the
+    /// key is locked, or while the attempts in flight would be enough to lock it.
+    pub fn admit(&self, key: &K, now: u64) -> Result<Attempt<'_, K>, NotAdmitted> {
         let policy = &self.policy;
-        let mut entries = self.entries();
+        let mut table = self.table();
+        let room = match table.entries.get(key) {
+            Some(&Entry::Locked { until, .. }) if now < until => {
+                return Err(NotAdmitted::Locked { until });
+            }
+            Some(entry) if now >= entry.expires(policy) => policy.max_failures,
+            // On probation one failure locks again.
+            Some(Entry::Locked { .. }) => 1,
+            Some(Entry::Counting(failures)) => {
+                let live = failures
+                    .iter()
+                    .filter(|&&at| now < at.saturating_add(policy.window))
+                    .count();
+                policy
+                    .max_failures
+                    .saturating_sub(u32::try_from(live).unwrap_or(u32::MAX))
+            }
+            None => policy.max_failures,
+        };
+        let in_flight = table.in_flight.get(key).copied().unwrap_or(0);
+        if in_flight >= room {
+            return Err(NotAdmitted::InFlight);
+        }
+        table.in_flight.insert(key.clone(), in_flight + 1);
+        Ok(Attempt {
+            lockout: self,
+            key: key.clone(),
+            holds_place: true,
+        })
+    }
+
+    /// Counts a failure; returns the event when it starts a lock.
+    fn record_failure(&self, table: &mut Table<K>, key: &K, now: u64) -> Option<LockEvent<K>> {
+        let policy = &self.policy;
+        let entries = &mut table.entries;
         let live = entries
             .get(key)
             .filter(|entry| now < entry.expires(policy))
             .cloned();
         let next = match live {
+            // A lock starts only when no other attempt is in flight (module docs), so no admitted
+            // attempt fails during one; if it did, it would change nothing.
             Some(Entry::Locked { until, .. }) if now < until => return None,
             Some(Entry::Locked { lock, .. }) => {
                 let lock = lock.saturating_add(1);
@@ -245,7 +332,7 @@ impl<K: Clone + Eq + Hash> Lockout<K> {
             }
             None => {
                 if !entries.contains_key(key) {
-                    Self::make_room(policy, &mut entries, now);
+                    Self::make_room(policy, entries, now);
                 }
                 Self::lock_if_full(policy, VecDeque::from([now]), now)
             }
@@ -291,19 +378,10 @@ impl<K: Clone + Eq + Hash> Lockout<K> {
         }
     }
 
-    /// A successful attempt forgets the key's failures and past locks. A lock in force stays
-    /// until it ends: the success can only come from an attempt that raced the lock.
-    pub fn record_success(&self, key: &K, now: u64) {
-        let mut entries = self.entries();
-        if !matches!(entries.get(key), Some(&Entry::Locked { until, .. }) if now < until) {
-            entries.remove(key);
-        }
-    }
-
     /// Drops entries with nothing left to say at `now`; returns how many.
     pub fn prune(&self, now: u64) -> usize {
         let policy = &self.policy;
-        let mut entries = self.entries();
+        let entries = &mut self.table().entries;
         let before = entries.len();
         entries.retain(|_, entry| now < entry.expires(policy));
         before - entries.len()
@@ -311,11 +389,54 @@ impl<K: Clone + Eq + Hash> Lockout<K> {
 
     /// Keys held, for metrics.
     pub fn len(&self) -> usize {
-        self.entries().len()
+        self.table().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl<K: Clone + Eq + Hash> Attempt<'_, K> {
+    /// The table, with this attempt's place given back.
+    fn settle(&mut self) -> MutexGuard<'_, Table<K>> {
+        let mut table = self.lockout.table();
+        if std::mem::take(&mut self.holds_place) {
+            match table.in_flight.get_mut(&self.key) {
+                Some(count) if *count > 1 => *count -= 1,
+                _ => {
+                    table.in_flight.remove(&self.key);
+                }
+            }
+        }
+        table
+    }
+
+    /// The attempt failed: its place becomes a counted failure. Returns the event when it
+    /// starts a lock.
+    pub fn failed(mut self, now: u64) -> Option<LockEvent<K>> {
+        let lockout = self.lockout;
+        let key = self.key.clone();
+        let mut table = self.settle();
+        lockout.record_failure(&mut table, &key, now)
+    }
+
+    /// The attempt succeeded: its place is given back and, for [`OnSuccess::Forget`], the key's
+    /// failures and past locks are forgotten.
+    pub fn succeeded(mut self) {
+        let on_success = self.lockout.on_success;
+        let key = self.key.clone();
+        let mut table = self.settle();
+        if on_success == OnSuccess::Forget {
+            table.entries.remove(&key);
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash> Drop for Attempt<'_, K> {
+    /// An attempt dropped unsettled was never verified: its place is given back, uncounted.
+    fn drop(&mut self) {
+        drop(self.settle());
     }
 }
 
@@ -327,7 +448,19 @@ mod tests {
     const T0: u64 = 1_700_000_000;
 
     fn lockout() -> Lockout<&'static str> {
-        Lockout::new(LockoutConfig::default().policy().unwrap())
+        Lockout::new(
+            LockoutConfig::default().policy().unwrap(),
+            OnSuccess::Forget,
+        )
+    }
+
+    /// One admitted attempt that fails at `now`.
+    fn fail_once(
+        lockout: &Lockout<&'static str>,
+        key: &'static str,
+        now: u64,
+    ) -> Option<LockEvent<&'static str>> {
+        lockout.admit(&key, now).unwrap().failed(now)
     }
 
     /// Fails `n` times, one second apart from `start`; returns the last event.
@@ -338,19 +471,26 @@ mod tests {
         start: u64,
     ) -> Option<LockEvent<&'static str>> {
         (0..n)
-            .map(|i| lockout.record_failure(&key, start + i))
+            .map(|i| fail_once(lockout, key, start + i))
             .last()
             .flatten()
+    }
+
+    fn locked_until(lockout: &Lockout<&'static str>, key: &'static str, now: u64) -> Option<u64> {
+        match lockout.admit(&key, now) {
+            Err(NotAdmitted::Locked { until }) => Some(until),
+            _ => None,
+        }
     }
 
     #[test]
     fn the_nth_failure_locks_not_before() {
         let lockout = lockout();
         for i in 0..4 {
-            assert_eq!(lockout.record_failure(&"alice", T0 + i), None);
-            assert_eq!(lockout.check(&"alice", T0 + i), Ok(()));
+            assert_eq!(fail_once(&lockout, "alice", T0 + i), None);
+            assert_eq!(locked_until(&lockout, "alice", T0 + i), None);
         }
-        let event = lockout.record_failure(&"alice", T0 + 4);
+        let event = fail_once(&lockout, "alice", T0 + 4);
         assert_eq!(
             event,
             Some(LockEvent {
@@ -359,32 +499,86 @@ mod tests {
                 lock: 1
             })
         );
+        assert_eq!(locked_until(&lockout, "alice", T0 + 5), Some(T0 + 4 + MIN));
         assert_eq!(
-            lockout.check(&"alice", T0 + 5),
-            Err(Locked {
-                until: T0 + 4 + MIN
-            })
+            locked_until(&lockout, "alice", T0 + 4 + MIN - 1),
+            Some(T0 + 4 + MIN)
         );
-        assert_eq!(
-            lockout.check(&"alice", T0 + 4 + MIN - 1),
-            Err(Locked {
-                until: T0 + 4 + MIN
-            })
-        );
-        assert_eq!(lockout.check(&"alice", T0 + 4 + MIN), Ok(()));
+        assert_eq!(locked_until(&lockout, "alice", T0 + 4 + MIN), None);
     }
 
     #[test]
-    fn failures_during_a_lock_change_nothing() {
+    fn attempts_in_flight_count_against_the_limit() {
+        let lockout = lockout();
+        fail(&lockout, "alice", 2, T0);
+        // A burst: three places left before the lock, so three attempts are admitted at once
+        // and every further one is refused while they run, the right password included.
+        let burst: Vec<_> = (0..3)
+            .map(|_| lockout.admit(&"alice", T0 + 5).unwrap())
+            .collect();
+        assert_eq!(
+            lockout.admit(&"alice", T0 + 5).unwrap_err(),
+            NotAdmitted::InFlight
+        );
+        // Other keys are not concerned.
+        drop(lockout.admit(&"bob", T0 + 5).unwrap());
+        let mut events: Vec<_> = burst.into_iter().map(|a| a.failed(T0 + 6)).collect();
+        assert_eq!(
+            events.pop().flatten().map(|e| e.until),
+            Some(T0 + 6 + MIN),
+            "the last failure of the burst locks"
+        );
+        assert_eq!(events, [None, None]);
+        assert_eq!(
+            lockout.admit(&"alice", T0 + 7).unwrap_err(),
+            NotAdmitted::Locked {
+                until: T0 + 6 + MIN
+            }
+        );
+    }
+
+    #[test]
+    fn a_lock_starts_only_when_no_other_attempt_is_in_flight() {
+        let lockout = lockout();
+        fail(&lockout, "alice", 4, T0);
+        // One failure left: one attempt at a time. It succeeds: the key is forgotten.
+        let right = lockout.admit(&"alice", T0 + 10).unwrap();
+        assert_eq!(
+            lockout.admit(&"alice", T0 + 10).unwrap_err(),
+            NotAdmitted::InFlight
+        );
+        right.succeeded();
+        assert_eq!(fail(&lockout, "alice", 4, T0 + 11), None);
+        // On probation after a lock, likewise one at a time.
+        let until = fail_once(&lockout, "alice", T0 + 15).unwrap().until;
+        let probation = lockout.admit(&"alice", until).unwrap();
+        assert_eq!(
+            lockout.admit(&"alice", until).unwrap_err(),
+            NotAdmitted::InFlight
+        );
+        assert_eq!(probation.failed(until).unwrap().lock, 2);
+    }
+
+    #[test]
+    fn an_attempt_dropped_unsettled_gives_its_place_back() {
+        let lockout = lockout();
+        fail(&lockout, "alice", 4, T0);
+        drop(lockout.admit(&"alice", T0 + 4).unwrap());
+        // Not counted: the next one is admitted, and its failure is the fifth.
+        assert!(fail_once(&lockout, "alice", T0 + 5).is_some());
+    }
+
+    #[test]
+    fn failures_during_a_lock_are_not_admitted() {
         let lockout = lockout();
         fail(&lockout, "alice", 5, T0);
-        assert_eq!(lockout.record_failure(&"alice", T0 + 10), None);
         assert_eq!(
-            lockout.check(&"alice", T0 + 10),
-            Err(Locked {
+            lockout.admit(&"alice", T0 + 10).unwrap_err(),
+            NotAdmitted::Locked {
                 until: T0 + 4 + MIN
-            })
+            }
         );
+        assert_eq!(locked_until(&lockout, "alice", T0 + 11), Some(T0 + 4 + MIN));
     }
 
     #[test]
@@ -398,13 +592,10 @@ mod tests {
         let mut seen = Vec::new();
         for minutes in [2, 4, 8, 16, 32, 60, 60] {
             // One failure on probation is enough.
-            let event = lockout.record_failure(&"alice", now).unwrap();
+            let event = fail_once(&lockout, "alice", now).unwrap();
             seen.push((event.until - now) / MIN);
             expected.push(minutes);
-            assert_eq!(
-                lockout.check(&"alice", now),
-                Err(Locked { until: event.until })
-            );
+            assert_eq!(locked_until(&lockout, "alice", now), Some(event.until));
             now = event.until;
         }
         assert_eq!(seen, expected);
@@ -417,25 +608,27 @@ mod tests {
         // One window after the lock ended: forgotten, back to counting from zero.
         let later = until + 15 * MIN;
         assert_eq!(fail(&lockout, "alice", 4, later), None);
-        let event = lockout.record_failure(&"alice", later + 4).unwrap();
+        let event = fail_once(&lockout, "alice", later + 4).unwrap();
         assert_eq!(event.lock, 1);
         assert_eq!(event.until, later + 4 + MIN);
     }
 
     #[test]
-    fn success_resets_but_does_not_lift_a_lock() {
+    fn a_success_forgets_the_failures_for_accounts_and_not_for_addresses() {
         let lockout = lockout();
         fail(&lockout, "alice", 4, T0);
-        lockout.record_success(&"alice", T0 + 4);
+        lockout.admit(&"alice", T0 + 4).unwrap().succeeded();
         assert_eq!(fail(&lockout, "alice", 4, T0 + 5), None);
+        // After a lock, a success clears probation: the next failure does not relock.
+        let until = fail_once(&lockout, "alice", T0 + 9).unwrap().until;
+        lockout.admit(&"alice", until).unwrap().succeeded();
+        assert_eq!(fail_once(&lockout, "alice", until + 1), None);
+        assert_eq!(locked_until(&lockout, "alice", until + 1), None);
 
-        let until = lockout.record_failure(&"alice", T0 + 9).unwrap().until;
-        lockout.record_success(&"alice", T0 + 10);
-        assert_eq!(lockout.check(&"alice", T0 + 10), Err(Locked { until }));
-        // After the lock, a success clears probation: the next failure does not relock.
-        lockout.record_success(&"alice", until);
-        assert_eq!(lockout.record_failure(&"alice", until + 1), None);
-        assert_eq!(lockout.check(&"alice", until + 1), Ok(()));
+        let address = Lockout::new(LockoutConfig::default().policy().unwrap(), OnSuccess::Keep);
+        fail(&address, "192.0.2.7", 4, T0);
+        address.admit(&"192.0.2.7", T0 + 4).unwrap().succeeded();
+        assert!(fail_once(&address, "192.0.2.7", T0 + 5).is_some());
     }
 
     #[test]
@@ -443,29 +636,33 @@ mod tests {
         let lockout = lockout();
         // Four failures, then a fifth just as the first leaves the 15-minute window.
         fail(&lockout, "alice", 4, T0);
-        assert_eq!(lockout.record_failure(&"alice", T0 + 15 * MIN), None);
-        assert_eq!(lockout.check(&"alice", T0 + 15 * MIN), Ok(()));
+        assert_eq!(fail_once(&lockout, "alice", T0 + 15 * MIN), None);
+        assert_eq!(locked_until(&lockout, "alice", T0 + 15 * MIN), None);
         // The second failure (T0 + 1) is still inside: this one makes five.
-        assert!(lockout.record_failure(&"alice", T0 + 15 * MIN).is_some());
+        assert!(fail_once(&lockout, "alice", T0 + 15 * MIN).is_some());
     }
 
     #[test]
     fn keys_and_tables_are_independent() {
         let by_account = lockout();
         let by_address: Lockout<std::net::IpAddr> =
-            Lockout::new(LockoutConfig::default().policy().unwrap());
+            Lockout::new(LockoutConfig::default().policy().unwrap(), OnSuccess::Keep);
         let address = std::net::IpAddr::from([192, 0, 2, 7]);
         fail(&by_account, "alice", 5, T0);
-        assert!(by_account.check(&"alice", T0 + 5).is_err());
-        assert_eq!(by_account.check(&"bob", T0 + 5), Ok(()));
-        assert_eq!(by_address.check(&address, T0 + 5), Ok(()));
+        assert!(locked_until(&by_account, "alice", T0 + 5).is_some());
+        assert_eq!(locked_until(&by_account, "bob", T0 + 5), None);
+        assert!(by_address.admit(&address, T0 + 5).is_ok());
         // Spraying: one failure each on five accounts from one address.
         for (i, account) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
-            assert_eq!(by_account.record_failure(&account, T0 + i as u64), None);
-            by_address.record_failure(&address, T0 + i as u64);
+            let now = T0 + 6 + i as u64;
+            assert_eq!(fail_once(&by_account, account, now), None);
+            let _ = by_address.admit(&address, now).unwrap().failed(now);
         }
-        assert!(by_address.check(&address, T0 + 5).is_err());
-        assert_eq!(by_account.check(&"a", T0 + 5), Ok(()));
+        assert!(matches!(
+            by_address.admit(&address, T0 + 11),
+            Err(NotAdmitted::Locked { .. })
+        ));
+        assert_eq!(locked_until(&by_account, "a", T0 + 11), None);
     }
 
     #[test]
@@ -477,7 +674,7 @@ mod tests {
         assert_eq!(lockout.prune(T0 + 14 * MIN), 0);
         // The counting key's last failure (T0 + 1) is out of the window; the lock is not.
         assert_eq!(lockout.prune(T0 + 1 + 15 * MIN), 1);
-        assert!(lockout.check(&"locked", until - 1).is_err());
+        assert!(locked_until(&lockout, "locked", until - 1).is_some());
         assert_eq!(lockout.prune(until + 15 * MIN - 1), 0);
         assert_eq!(lockout.prune(until + 15 * MIN), 1);
         assert!(lockout.is_empty());
@@ -491,20 +688,21 @@ mod tests {
         }
         .policy()
         .unwrap();
-        let lockout: Lockout<u32> = Lockout::new(policy);
+        let lockout: Lockout<u32> = Lockout::new(policy, OnSuccess::Forget);
+        let fail = |key: u32, now: u64| lockout.admit(&key, now).unwrap().failed(now);
         for key in 0..5 {
-            lockout.record_failure(&key, T0);
+            fail(key, T0);
         }
-        let locked = (0..5).map(|i| lockout.record_failure(&100, T0 + i)).last();
-        assert!(locked.flatten().is_some());
-        for key in 5..1000 {
-            lockout.record_failure(&key, T0 + 10);
+        let events: Vec<_> = (0..5).map(|i| fail(100, T0 + i)).collect();
+        assert!(events[4].is_some());
+        for key in 1000..2000 {
+            fail(key, T0 + 10);
             assert!(lockout.len() <= 3);
         }
         // The locked key outlives the flood of counting keys.
-        assert!(lockout.check(&100, T0 + 20).is_err());
+        assert!(lockout.admit(&100, T0 + 20).is_err());
         // An expired table makes room without evicting anything live.
-        lockout.record_failure(&5000, T0 + 10 * 3600);
+        fail(5000, T0 + 10 * 3600);
         assert_eq!(lockout.len(), 1);
     }
 

@@ -9,9 +9,11 @@
 //!
 //! ```text
 //!  POST /.wardgate/api/login {user, password}
-//!     │  address locked? account locked? unknown user? disabled? no password yet? wrong?
+//!     │  address or account not admitted (locked, or enough attempts already in flight to
+//!     │  lock it)? unknown user? disabled? no password yet? wrong?
 //!     │    ── all alike: one argon2id verification (a dummy hash when there is no account),
-//!     │       then 401 WG-AUTH-009; failures counted per account and per address (/64)
+//!     │       then 401 WG-AUTH-009; failures counted per account and per address (/64),
+//!     │       each attempt from the moment it is admitted, before the hashing
 //!     │  right password, no second factor enrolled ───────────── 403 WG-AUTH-012
 //!     ▼  challenge: 256 random bits, 5 minutes, bound to the user, single use
 //!  {challenge, factors: [totp, webauthn, recovery_code], expires_in}
@@ -20,7 +22,9 @@
 //!  POST /.wardgate/api/login/recovery  {challenge, code}
 //!  POST /.wardgate/api/login/webauthn/start   {challenge} -> {ceremony, options}
 //!  POST /.wardgate/api/login/webauthn/finish  {challenge, ceremony, credential}
-//!     │  unknown / expired challenge ───────────────────────────── 401 WG-AUTH-010
+//!     │  unknown / expired challenge, one replaced by the user's newer ones (a user
+//!     │  holds a few at most), or one dropped because the user's sessions were ended
+//!     │  (logout everywhere, an operator, a reset) since the login began ── 401 WG-AUTH-010
 //!     │  a factor the challenge did not offer, second-factor lock,
 //!     │  wrong, malformed or replayed code, refused assertion ───── 401 WG-AUTH-011
 //!     │    (5 wrong answers drop the challenge; failures counted per user)
@@ -30,7 +34,8 @@
 //!
 //! Only the factors `auth.mfa` allows for the user's roles are offered and accepted.
 //! `POST /.wardgate/api/step-up` (with a session) opens a challenge for the same user without a
-//! password; finishing it rotates the token and refreshes the proof time.
+//! password; finishing it rotates the token and refreshes the proof time, unless the session
+//! was ended meanwhile (`WG-AUTH-010`).
 //! `POST /.wardgate/api/passkeys/start` and `/passkeys/finish` (with a session whose second
 //! factor is at most [`ADD_FACTOR_WITHIN_SECS`] old, else `WG-SESSION-004`) register one more
 //! passkey or security key for the user: several per account, the ones already there excluded.
@@ -57,7 +62,7 @@ use crate::auth::api::{self, busy, parse, passkey_refusal, unavailable};
 use crate::auth::ceremony::{Ceremonies, Held};
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
-use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy};
+use crate::auth::lockout::{Attempt, LockEvent, Lockout, LockoutPolicy, OnSuccess};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::totp::{ActiveTotp, TotpParams};
@@ -67,7 +72,7 @@ use crate::identity::{IdentityStore, StoreError, User, UserId};
 use crate::pipeline::Refused;
 use crate::ratelimit::ClientKey;
 use crate::refusal::Refusal;
-use crate::session::{self, Ended, Live, NewSession, Sessions, Token};
+use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
 
 pub const LOGIN_PATH: &str = "/.wardgate/api/login";
 pub const TOTP_PATH: &str = "/.wardgate/api/login/totp";
@@ -145,6 +150,8 @@ struct Challenge {
     /// The factors offered: the only ones this challenge accepts.
     factors: Vec<Factor>,
     wrong: u32,
+    /// When the login or step-up began: if the user's sessions end after it, it makes none.
+    since: Epoch,
 }
 
 /// The first step passed: what the client may prove next.
@@ -217,12 +224,14 @@ pub struct Login {
     accounts: Lockout<UserId>,
     addresses: Lockout<ClientKey>,
     factors: Lockout<UserId>,
-    challenges: Mutex<Ceremonies<Challenge>>,
+    /// Shared with the listener that drops a user's challenges when their sessions end.
+    challenges: Arc<Mutex<Ceremonies<Challenge>>>,
 }
 
 /// How second factors are checked: the app's parameters, the WebAuthn relying party (`None`
 /// when `auth.webauthn` is not configured) and which factors each account may use.
 pub struct SecondFactors {
+    /// `auth.totp` as configured now: only for seeds stored without their own parameters.
     pub totp: TotpParams,
     pub passkeys: Option<Arc<Passkeys>>,
     pub mfa: MfaConfig,
@@ -237,16 +246,29 @@ impl Login {
         second: SecondFactors,
         lockout: LockoutPolicy,
     ) -> Self {
+        let challenges = Arc::new(Mutex::new(Ceremonies::new(
+            MAX_CHALLENGES,
+            CHALLENGE_TTL_SECS,
+        )));
+        // Logout everywhere, an operator's revocation, a disabled account, a reset credential:
+        // the user's half-finished logins and WebAuthn ceremonies end with their sessions.
+        let (open, passkeys) = (challenges.clone(), second.passkeys.clone());
+        sessions.on_end_user(move |user| {
+            lock_challenges(&open).drop_user(user);
+            if let Some(passkeys) = &passkeys {
+                passkeys.drop_user(user);
+            }
+        });
         Self {
             store,
             pool,
             sessions,
             events,
             second,
-            accounts: Lockout::new(lockout),
-            addresses: Lockout::new(lockout),
-            factors: Lockout::new(lockout),
-            challenges: Mutex::new(Ceremonies::new(MAX_CHALLENGES, CHALLENGE_TTL_SECS)),
+            accounts: Lockout::new(lockout, OnSuccess::Forget),
+            addresses: Lockout::new(lockout, OnSuccess::Keep),
+            factors: Lockout::new(lockout, OnSuccess::Forget),
+            challenges,
         }
     }
 
@@ -263,7 +285,8 @@ impl Login {
     }
 
     /// The password step. Every failure is the same [`Refusal::LoginFailed`] after the same
-    /// amount of hashing work.
+    /// amount of hashing work. The attempt is admitted by the address and the account lockouts
+    /// before the work and counts against both while it runs (see [`crate::auth::lockout`]).
     pub async fn password(
         &self,
         name: &str,
@@ -271,6 +294,7 @@ impl Login {
         client: &Client,
         now: u64,
     ) -> Result<Started, Refused> {
+        let since = self.sessions.epoch();
         let address = ClientKey::from(client.address);
         let lookup = name.to_owned();
         let user = api::blocking(&self.store, move |store| {
@@ -283,56 +307,62 @@ impl Login {
         .await?;
         let rehash = Secret::new(typed.clone());
         let password = Secret::new(typed);
-        let address_locked = self.addresses.check(&address, now).is_err();
-        let usable = user.filter(|user| {
-            !address_locked && !user.disabled && self.accounts.check(&user.id, now).is_ok()
-        });
-        let verification = match usable.as_ref().and_then(|u| u.password_hash.clone()) {
+        // An address that is not admitted admits nothing on any account either.
+        let by_address = self.addresses.admit(&address, now).ok();
+        let by_account = match (&user, &by_address) {
+            (Some(user), Some(_)) => self.accounts.admit(&user.id, now).ok(),
+            _ => None,
+        };
+        let usable = user
+            .as_ref()
+            .filter(|user| !user.disabled && by_account.is_some());
+        let verification = match usable.and_then(|u| u.password_hash.clone()) {
             Some(phc) => self.pool.verify(password, phc).await,
             None => self.pool.dummy_verify(password).await,
         }
         .map_err(pool_refusal)?;
-        let Some(user) = usable.filter(|_| verification != Verification::Invalid) else {
-            self.password_failed(name, client.address, address_locked, now)
-                .await;
-            return Err(Refusal::LoginFailed.into());
+        let accepted = usable.filter(|_| verification != Verification::Invalid);
+        let user = match (accepted, by_address, by_account) {
+            (Some(accepted), Some(by_address), Some(by_account)) => {
+                by_address.succeeded();
+                by_account.succeeded();
+                accepted
+            }
+            (_, by_address, by_account) => {
+                self.password_failed(user.as_ref(), client.address, by_address, by_account, now);
+                return Err(Refusal::LoginFailed.into());
+            }
         };
-        self.accounts.record_success(&user.id, now);
         if verification == Verification::ValidNeedsRehash {
-            self.rehash(&user, rehash).await;
+            self.rehash(user, rehash).await;
         }
-        let factors = self.factors_of(&user).await?;
+        let factors = self.factors_of(user).await?;
         if user.mfa_required_enrollment || factors.is_empty() {
             return Err(Refusal::EnrollmentRequired.into());
         }
-        self.open_challenge(&user, Purpose::Login, factors, now)
+        self.open_challenge(user, Purpose::Login, factors, since, now)
     }
 
-    /// Counts a failed password (unless the address was already locked: attempts during a lock
-    /// are not verified and teach nothing) and reports it.
-    async fn password_failed(&self, name: &str, client: IpAddr, address_locked: bool, now: u64) {
-        let lookup = name.to_owned();
-        let known = api::blocking(&self.store, move |store| {
-            Ok(store.user_by_name(&lookup).ok())
-        })
-        .await
-        .ok()
-        .flatten();
+    /// Counts a failed password on the lockouts that admitted it (an attempt they refused was
+    /// not verified and teaches nothing) and reports it.
+    fn password_failed(
+        &self,
+        known: Option<&User>,
+        client: IpAddr,
+        by_address: Option<Attempt<'_, ClientKey>>,
+        by_account: Option<Attempt<'_, UserId>>,
+        now: u64,
+    ) {
         self.events.emit(SecurityEvent::LoginFailed {
-            user: known.as_ref().map(|u| u.name.clone()),
+            user: known.map(|u| u.name.clone()),
             client,
             stage: "password",
         });
-        if address_locked {
-            return;
-        }
-        if let Some(lock) = self.addresses.record_failure(&ClientKey::from(client), now) {
+        if let Some(lock) = by_address.and_then(|attempt| attempt.failed(now)) {
             self.report_lock(Locked::Address(client), &lock);
         }
-        if let Some(user) = known
-            && let Some(lock) = self.accounts.record_failure(&user.id, now)
-        {
-            self.report_lock(Locked::Account(user.name), &lock);
+        if let (Some(user), Some(lock)) = (known, by_account.and_then(|a| a.failed(now))) {
+            self.report_lock(Locked::Account(user.name.clone()), &lock);
         }
     }
 
@@ -383,11 +413,13 @@ impl Login {
         Ok(factors)
     }
 
+    /// Opens a challenge; the user's oldest goes when they hold too many already.
     fn open_challenge(
         &self,
         user: &User,
         purpose: Purpose,
         factors: Vec<Factor>,
+        since: Epoch,
         now: u64,
     ) -> Result<Started, Refused> {
         let challenge = Challenge {
@@ -396,8 +428,12 @@ impl Login {
             purpose,
             factors: factors.clone(),
             wrong: 0,
+            since,
         };
-        let id = self.lock().start(challenge, now).ok_or_else(busy)?;
+        let id = self
+            .lock()
+            .start(user.id, challenge, now)
+            .ok_or_else(busy)?;
         Ok(Started {
             challenge: id,
             factors,
@@ -414,6 +450,7 @@ impl Login {
 
     /// Step-up for a live session: a challenge without a password.
     pub async fn step_up(&self, live: Arc<Live>, now: u64) -> Result<Started, Refused> {
+        let since = self.sessions.epoch();
         let user = self.user(live.user).await?;
         let factors: Vec<Factor> = self
             .factors_of(&user)
@@ -424,7 +461,7 @@ impl Login {
         if factors.is_empty() {
             return Err(Refusal::EnrollmentRequired.into());
         }
-        self.open_challenge(&user, Purpose::StepUp(live), factors, now)
+        self.open_challenge(&user, Purpose::StepUp(live), factors, since, now)
     }
 
     async fn user(&self, id: UserId) -> Result<User, Refused> {
@@ -449,17 +486,21 @@ impl Login {
             return Err(Refusal::SecondFactorWrong.into());
         }
         let user = held.value.user;
-        let locked = self.factors.check(&user, now).is_err();
-        let verified = if locked {
-            None
-        } else {
-            self.verify(user, &proof, now).await?
+        let attempt = self.factors.admit(&user, now).ok();
+        let verified = match attempt {
+            Some(_) => self.verify(user, &proof, now).await?,
+            None => None,
         };
-        let Some((factor, recovery_codes_left)) = verified else {
-            self.second_factor_failed(challenge_id, held, client.address, locked, now);
-            return Err(Refusal::SecondFactorWrong.into());
+        let (factor, recovery_codes_left) = match (verified, attempt) {
+            (Some(verified), Some(attempt)) => {
+                attempt.succeeded();
+                verified
+            }
+            (_, attempt) => {
+                self.second_factor_failed(challenge_id, held, client.address, attempt, now);
+                return Err(Refusal::SecondFactorWrong.into());
+            }
         };
-        self.factors.record_success(&user, now);
         self.finish(held.value, factor, recovery_codes_left, client, now)
             .await
     }
@@ -474,11 +515,14 @@ impl Login {
         match *proof {
             Proof::Totp(code) => {
                 let code = code.to_owned();
-                let params = self.second.totp;
+                let configured = self.second.totp;
                 api::blocking(&self.store, move |store| {
                     let Some(stored) = store.totp(user)? else {
                         return Ok(None);
                     };
+                    // The enrollment's own parameters; a seed stored before they were kept was
+                    // enrolled under the config of its time, taken to be today's.
+                    let params = stored.params.unwrap_or(configured);
                     let Ok(totp) = ActiveTotp::restore(params, &stored.seed) else {
                         return Ok(None);
                     };
@@ -570,12 +614,14 @@ impl Login {
             })
     }
 
+    /// Counts a refused proof (unless the second-factor lockout refused to verify it) and drops
+    /// the challenge after too many.
     fn second_factor_failed(
         &self,
         id: &str,
         mut held: Held<Challenge>,
         client: IpAddr,
-        locked: bool,
+        attempt: Option<Attempt<'_, UserId>>,
         now: u64,
     ) {
         let challenge = &mut held.value;
@@ -584,7 +630,7 @@ impl Login {
             client,
             stage: "second_factor",
         });
-        if !locked && let Some(lock) = self.factors.record_failure(&challenge.user, now) {
+        if let Some(lock) = attempt.and_then(|attempt| attempt.failed(now)) {
             self.report_lock(Locked::SecondFactor(challenge.name.clone()), &lock);
         }
         challenge.wrong += 1;
@@ -613,11 +659,16 @@ impl Login {
             client: client.address,
             user_agent: &client.user_agent,
         };
+        let since = challenge.since;
         let created = match &challenge.purpose {
-            Purpose::Login => self.sessions.create(new, now).await,
-            Purpose::StepUp(old) => self.sessions.rotate(old, new, now).await,
+            Purpose::Login => self.sessions.create(new, since, now).await,
+            Purpose::StepUp(old) => self.sessions.rotate(old, new, since, now).await,
         };
-        let (token, live) = created.map_err(|e| unavailable(&e))?;
+        let (token, live) = created.map_err(|error| match error {
+            // Ended while the second factor was checked: as if the challenge had been dropped.
+            SessionError::Revoked => Refused::from(Refusal::LoginChallengeInvalid),
+            other => unavailable(&other),
+        })?;
         self.events.emit(match challenge.purpose {
             Purpose::Login => SecurityEvent::LoginSucceeded {
                 user: user.name.clone(),
@@ -868,11 +919,15 @@ impl Login {
     }
 
     fn lock(&self) -> MutexGuard<'_, Ceremonies<Challenge>> {
-        // A panic while holding the lock cannot leave the map half-changed in a harmful way.
-        self.challenges
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock_challenges(&self.challenges)
     }
+}
+
+fn lock_challenges(
+    challenges: &Mutex<Ceremonies<Challenge>>,
+) -> MutexGuard<'_, Ceremonies<Challenge>> {
+    // A panic while holding the lock cannot leave the map half-changed in a harmful way.
+    challenges.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn started_json(started: &Started) -> serde_json::Value {

@@ -12,8 +12,11 @@
 //! replayed. User verification (PIN or biometric on the authenticator) is **required** at
 //! registration and at every login. At login the signature counter must grow when either side
 //! reports one (a counter that does not grow betrays a cloned authenticator), and the backup
-//! eligibility of a credential must not change. The open ceremonies are bounded
-//! ([`MAX_CEREMONIES`]); a full map refuses new ones as busy instead of growing.
+//! eligibility of a credential must not change. The open ceremonies are bounded: a user holds
+//! at most [`MAX_OPEN_PER_USER`](crate::auth::ceremony::MAX_OPEN_PER_USER), the newest replacing the oldest, so that one account cannot
+//! fill the map and lock every other passkey user out; all users together at most
+//! [`MAX_CEREMONIES`], and a full map refuses new ones as busy instead of growing. Ending a
+//! user's sessions ends their ceremonies ([`Passkeys::drop_user`]).
 //!
 //! ```text
 //!  registration                                  authentication
@@ -224,7 +227,7 @@ impl WebAuthnConfig {
 /// The WebAuthn relying party: built once at start, shared by reference across requests.
 pub struct Passkeys {
     webauthn: Webauthn,
-    ceremonies: Mutex<Ceremonies<Ceremony>>,
+    ceremonies: Mutex<Ceremonies<State>>,
 }
 
 impl fmt::Debug for Passkeys {
@@ -406,10 +409,10 @@ impl Passkeys {
         ))
     }
 
-    /// Opens a ceremony for `user`.
+    /// Opens a ceremony for `user`; the user's oldest goes when they hold too many already.
     fn open(&self, user: UserId, state: State, now: u64) -> Result<String, WebAuthnError> {
         self.lock()
-            .start(Ceremony { user, state }, now)
+            .start(user, state, now)
             .ok_or(WebAuthnError::Busy)
     }
 
@@ -417,12 +420,17 @@ impl Passkeys {
     /// `user`. Removed in every case: a ceremony is answered once.
     fn take(&self, id: &str, user: UserId, now: u64) -> Result<State, WebAuthnError> {
         match self.lock().take(id, now) {
-            Some(held) if held.value.user == user => Ok(held.value.state),
+            Some(held) if held.user == user => Ok(held.value),
             _ => Err(WebAuthnError::UnknownCeremony),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Ceremonies<Ceremony>> {
+    /// Ends every open ceremony of `user`: their sessions were ended or a credential reset.
+    pub fn drop_user(&self, user: UserId) {
+        self.lock().drop_user(user);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ceremonies<State>> {
         // A panic while holding the lock cannot leave the map half-updated (every operation is
         // one insert or one remove), so a poisoned lock is still safe to use.
         self.ceremonies
@@ -483,11 +491,6 @@ impl PasskeyFacts {
 enum State {
     Registration(Box<PasskeyRegistration>),
     Authentication(Box<PasskeyAuthentication>),
-}
-
-struct Ceremony {
-    user: UserId,
-    state: State,
 }
 
 #[cfg(test)]
@@ -1138,6 +1141,75 @@ mod tests {
             passkeys.start_authentication(alice.id, &[stored], NOW),
             Err(WebAuthnError::Internal(_))
         ));
+    }
+
+    /// A user with one registered software key, logging in.
+    struct Holder {
+        user: User,
+        key: SoftKey,
+        credentials: [WebAuthnCredential; 1],
+    }
+
+    impl Holder {
+        fn new(passkeys: &Passkeys, name: &str) -> Self {
+            let (user, key) = (user(name), SoftKey::new());
+            let credentials = [register(passkeys, &user, &key)];
+            Self {
+                user,
+                key,
+                credentials,
+            }
+        }
+
+        fn start(&self, passkeys: &Passkeys) -> (String, Value) {
+            passkeys
+                .start_authentication(self.user.id, &self.credentials, NOW)
+                .unwrap()
+        }
+
+        fn finish(
+            &mut self,
+            passkeys: &Passkeys,
+            (id, options): &(String, Value),
+        ) -> Result<(Vec<u8>, WebAuthnUse), WebAuthnError> {
+            let response = self.key.get(options);
+            passkeys.finish_authentication(id, self.user.id, &response, &self.credentials, NOW)
+        }
+    }
+
+    #[test]
+    fn a_users_newest_ceremony_replaces_their_oldest_and_others_keep_theirs() {
+        let passkeys = passkeys();
+        let (mut alice, mut bob) = (
+            Holder::new(&passkeys, "alice"),
+            Holder::new(&passkeys, "bob"),
+        );
+        let bobs = bob.start(&passkeys);
+        let opened: Vec<_> = (0..=crate::auth::ceremony::MAX_OPEN_PER_USER)
+            .map(|_| alice.start(&passkeys))
+            .collect();
+        assert_eq!(
+            alice.finish(&passkeys, &opened[0]),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+        assert!(alice.finish(&passkeys, &opened[opened.len() - 1]).is_ok());
+        assert!(bob.finish(&passkeys, &bobs).is_ok());
+    }
+
+    #[test]
+    fn ending_a_users_sessions_ends_their_ceremonies_only() {
+        let passkeys = passkeys();
+        let (mut alice, mut bob) = (
+            Holder::new(&passkeys, "alice"),
+            Holder::new(&passkeys, "bob"),
+        );
+        let (alices, bobs) = (alice.start(&passkeys), bob.start(&passkeys));
+        passkeys.drop_user(alice.user.id);
+        assert_eq!(
+            alice.finish(&passkeys, &alices),
+            Err(WebAuthnError::UnknownCeremony)
+        );
+        assert!(bob.finish(&passkeys, &bobs).is_ok());
     }
 
     #[test]

@@ -31,6 +31,7 @@ use super::store::{
     IdentityStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId,
     WebAuthnCredential, WebAuthnUse,
 };
+use crate::auth::totp::TotpParams;
 
 /// The store's file name inside the data directory.
 pub const FILE_NAME: &str = "identity.redb";
@@ -55,6 +56,9 @@ const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions")
 struct TotpRecord {
     #[serde(with = "hex_bytes")]
     seed: Vec<u8>,
+    /// Absent from records written before the parameters were kept: see [`Totp::params`].
+    #[serde(default)]
+    params: Option<TotpParams>,
     last_used_step: u64,
 }
 
@@ -271,9 +275,16 @@ impl IdentityStore for EmbeddedStore {
         self.update_user(id, |user| user.mfa_required_enrollment = required)
     }
 
-    fn set_totp(&self, id: UserId, seed: &[u8], last_used_step: u64) -> Result<(), StoreError> {
+    fn set_totp(
+        &self,
+        id: UserId,
+        seed: &[u8],
+        params: TotpParams,
+        last_used_step: u64,
+    ) -> Result<(), StoreError> {
         let record = TotpRecord {
             seed: self.keyring.seal(Purpose::TotpSeed, id.as_bytes(), seed)?,
+            params: Some(params),
             last_used_step,
         };
         self.write(|tx| {
@@ -298,6 +309,7 @@ impl IdentityStore for EmbeddedStore {
             .open(Purpose::TotpSeed, id.as_bytes(), &record.seed)?;
         Ok(Some(Totp {
             seed,
+            params: record.params,
             last_used_step: record.last_used_step,
         }))
     }
@@ -472,6 +484,17 @@ impl IdentityStore for EmbeddedStore {
             let mut table = tx.open_table(TOKENS)?;
             if table.get(hash.as_slice())?.is_some() {
                 return Err(StoreError::Conflict("enrollment token".into()));
+            }
+            let mut older = Vec::new();
+            for entry in table.iter()? {
+                let (key, value) = entry?;
+                let existing: TokenRecord = decode("enrollment_tokens", value.value())?;
+                if existing.user == id {
+                    older.push(key.value().to_vec());
+                }
+            }
+            for key in older {
+                table.remove(key.as_slice())?;
             }
             table.insert(hash.as_slice(), encode(&record)?.as_slice())?;
             Ok(())
@@ -738,6 +761,7 @@ mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::totp::{Digits, TotpAlgorithm};
     use crate::identity::seal::{MasterKey, hex_encode_into};
 
     fn keyring(id: u32, byte: u8) -> Arc<Keyring> {
@@ -810,6 +834,14 @@ mod tests {
         ));
     }
 
+    fn eight_digits() -> TotpParams {
+        TotpParams {
+            algorithm: TotpAlgorithm::Sha256,
+            digits: Digits::Eight,
+            period_secs: 60,
+        }
+    }
+
     #[test]
     fn totp_seed_and_replay_step() {
         let dir = tempfile::tempdir().unwrap();
@@ -817,10 +849,11 @@ mod tests {
         let alice = user(&store, "alice");
         assert!(store.totp(alice.id).unwrap().is_none());
         store
-            .set_totp(alice.id, b"0123456789abcdefghij", 5)
+            .set_totp(alice.id, b"0123456789abcdefghij", eight_digits(), 5)
             .unwrap();
         let totp = store.totp(alice.id).unwrap().unwrap();
         assert_eq!(totp.seed.as_slice(), b"0123456789abcdefghij");
+        assert_eq!(totp.params, Some(eight_digits()));
         assert_eq!(totp.last_used_step, 5);
         assert!(!format!("{totp:?}").contains("0123"));
         assert!(!store.advance_totp_step(alice.id, 5).unwrap());
@@ -833,6 +866,38 @@ mod tests {
             store.delete_totp(alice.id),
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_totp_record_from_before_parameters_were_kept_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = keyring(1, 1);
+        let store = EmbeddedStore::open(dir.path(), ring.clone()).unwrap();
+        let alice = user(&store, "alice");
+        let mut seed = String::new();
+        let sealed = ring
+            .seal(
+                Purpose::TotpSeed,
+                alice.id.as_bytes(),
+                b"0123456789abcdefghij",
+            )
+            .unwrap();
+        hex_encode_into(&sealed, &mut seed);
+        let older = format!(r#"{{"seed":"{seed}","last_used_step":7}}"#);
+        store
+            .write(|tx| {
+                let mut totp = tx.open_table(TOTP)?;
+                totp.insert(alice.id.as_bytes().as_slice(), older.as_bytes())?;
+                Ok(())
+            })
+            .unwrap();
+        let totp = store.totp(alice.id).unwrap().unwrap();
+        assert_eq!(
+            (totp.seed.as_slice(), totp.params, totp.last_used_step),
+            (b"0123456789abcdefghij".as_slice(), None, 7)
+        );
+        assert!(store.advance_totp_step(alice.id, 8).unwrap());
+        assert_eq!(store.reseal_all().unwrap(), 0);
     }
 
     #[test]
@@ -919,12 +984,12 @@ mod tests {
     fn enrollment_tokens_work_once_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
-        let alice = user(&store, "alice");
+        let (alice, bob) = (user(&store, "alice"), user(&store, "bob"));
         store
             .create_enrollment_token(alice.id, b"token-1", 1_000)
             .unwrap();
         store
-            .create_enrollment_token(alice.id, b"token-2", 1_000)
+            .create_enrollment_token(bob.id, b"token-2", 1_000)
             .unwrap();
         assert_eq!(
             store.consume_enrollment_token(b"token-1", 999).unwrap(),
@@ -939,6 +1004,32 @@ mod tests {
             None
         );
         assert_eq!(store.consume_enrollment_token(b"unknown", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_enrollment_token_revokes_the_users_older_ones_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
+        let (alice, bob) = (user(&store, "alice"), user(&store, "bob"));
+        store
+            .create_enrollment_token(alice.id, b"old", 1_000)
+            .unwrap();
+        store
+            .create_enrollment_token(bob.id, b"bobs", 1_000)
+            .unwrap();
+        store
+            .create_enrollment_token(alice.id, b"new", 1_000)
+            .unwrap();
+        assert_eq!(store.enrollment_token_user(b"old", 1).unwrap(), None);
+        assert_eq!(store.consume_enrollment_token(b"old", 1).unwrap(), None);
+        assert_eq!(
+            store.consume_enrollment_token(b"new", 1).unwrap(),
+            Some(alice.id)
+        );
+        assert_eq!(
+            store.consume_enrollment_token(b"bobs", 1).unwrap(),
+            Some(bob.id)
+        );
     }
 
     #[test]
@@ -1062,7 +1153,7 @@ mod tests {
         {
             let store = EmbeddedStore::open(dir.path(), keyring(1, 1)).unwrap();
             let alice = user(&store, "alice");
-            store.set_totp(alice.id, &seed, 0).unwrap();
+            store.set_totp(alice.id, &seed, eight_digits(), 0).unwrap();
             store
                 .add_webauthn(alice.id, &credential(b"cred", &blob))
                 .unwrap();

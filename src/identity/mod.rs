@@ -98,7 +98,8 @@ mod tests {
         {
             let store = EmbeddedStore::open(&data, Arc::new(ring_a)).unwrap();
             store.create_user(&alice).unwrap();
-            store.set_totp(alice.id, b"seed", 3).unwrap();
+            let params = crate::auth::totp::TotpConfig::default().params().unwrap();
+            store.set_totp(alice.id, b"seed", params, 3).unwrap();
             let credential = WebAuthnCredential {
                 credential_id: b"cred".to_vec(),
                 credential: b"blob".to_vec().into(),

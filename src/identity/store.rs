@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::seal::{SealError, hex_decode, hex_encode_into};
+use crate::auth::totp::TotpParams;
 
 /// A user's id: 128 random bits.
 ///
@@ -45,7 +46,7 @@ impl UserId {
         &self.0
     }
 
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(bytes)
     }
 }
@@ -145,6 +146,11 @@ impl fmt::Debug for User {
 /// A user's TOTP secret, opened. The seed is zeroized on drop and never printed.
 pub struct Totp {
     pub seed: Zeroizing<Vec<u8>>,
+    /// How the user's app makes codes (algorithm, digits, period), fixed at enrollment: a later
+    /// change of `auth.totp` applies to new enrollments only. `None` for a seed stored before the
+    /// parameters were kept with it (older store files): it was enrolled under the `auth.totp`
+    /// of that time, which the caller takes to be today's.
+    pub params: Option<TotpParams>,
     /// The last time step a code was accepted for; codes of this step or older are replays.
     pub last_used_step: u64,
 }
@@ -152,6 +158,7 @@ pub struct Totp {
 impl fmt::Debug for Totp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Totp")
+            .field("params", &self.params)
             .field("last_used_step", &self.last_used_step)
             .finish_non_exhaustive()
     }
@@ -283,8 +290,15 @@ pub trait IdentityStore: Send + Sync {
     fn set_password_hash(&self, id: UserId, phc: Option<&str>) -> Result<(), StoreError>;
     fn set_mfa_required_enrollment(&self, id: UserId, required: bool) -> Result<(), StoreError>;
 
-    /// Stores (or replaces) the user's TOTP seed, sealed.
-    fn set_totp(&self, id: UserId, seed: &[u8], last_used_step: u64) -> Result<(), StoreError>;
+    /// Stores (or replaces) the user's TOTP seed, sealed, with the parameters it was enrolled
+    /// with.
+    fn set_totp(
+        &self,
+        id: UserId,
+        seed: &[u8],
+        params: TotpParams,
+        last_used_step: u64,
+    ) -> Result<(), StoreError>;
     fn totp(&self, id: UserId) -> Result<Option<Totp>, StoreError>;
     /// Records that a code for `step` was accepted, only if `step` is newer than the last one:
     /// true when recorded, false for a replay. Atomic, so two racing logins cannot both win.
@@ -315,7 +329,10 @@ pub trait IdentityStore: Send + Sync {
     /// `NotFound` when the user has no such code.
     fn use_recovery_code(&self, id: UserId, hash: &str) -> Result<bool, StoreError>;
 
-    /// Stores a keyed hash of `token` (never the token) for `id`, valid until `expires`.
+    /// Stores a keyed hash of `token` (never the token) for `id`, valid until `expires`, and
+    /// revokes every older token of `id` in the same transaction: the newest link is the only
+    /// one that works, so a link reissued after a reset (or a lost mail) cannot be raced by the
+    /// old one.
     fn create_enrollment_token(
         &self,
         id: UserId,

@@ -31,6 +31,12 @@
 //! - Logout, logout everywhere, operator revocation, a disabled account, a password reset and an
 //!   MFA reset delete the sessions from the store and the cache at once. A revocation counter
 //!   keeps a store read that raced with a revocation from putting the session back in the cache.
+//! - Ending all of a user's sessions also ends what is on its way to becoming one: the
+//!   listeners registered with [`Sessions::on_end_user`] drop the user's open login challenges
+//!   and WebAuthn ceremonies, and a login or step-up that was already past them (its second
+//!   factor being verified) is refused when it would create its session: it carries the
+//!   [`Epoch`] in which it began, and [`Sessions::create`] refuses it once the user's sessions
+//!   were ended after that epoch. A step-up also refuses when the session it replaces is gone.
 //!
 //! **Storage.** Sessions live in the identity store (sealed), so they survive a restart; a
 //! `moka` cache in front answers the per-request check without touching the disk. `last_seen`
@@ -42,9 +48,10 @@
 //! (session management) and the OWASP Session Management Cheat Sheet, RFC 6265bis (`__Host-`
 //! prefix), RFC 6750 (bearer tokens).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -187,6 +194,10 @@ impl Ended {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// Not an error of the gateway's: the user's sessions were ended (or the session a step-up
+    /// replaces was) while the login was under way, so it creates none.
+    #[error("the user's sessions were ended while this login was under way")]
+    Revoked,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the operating system's random number generator failed: {0}")]
@@ -391,6 +402,13 @@ pub struct Listed {
     pub record: SessionRecord,
 }
 
+/// A point in the sequence of revocations, taken when a login or step-up begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Epoch(u64);
+
+/// Called with the user's id when all their sessions are about to end.
+type EndUserListener = Box<dyn Fn(UserId) + Send + Sync>;
+
 /// Live sessions: the store, a cache in front of it and the global lifetimes.
 pub struct Sessions {
     store: Arc<dyn IdentityStore>,
@@ -399,6 +417,15 @@ pub struct Sessions {
     lifetimes: Lifetimes,
     /// Bumped by every revocation: a store read that started before it must not fill the cache.
     revocations: AtomicU64,
+    /// Per user, the epoch of the last time all their sessions were ended. One small entry per
+    /// account whose sessions were ever ended: bounded by the accounts operators create.
+    ended: Mutex<HashMap<UserId, Epoch>>,
+    listeners: Mutex<Vec<EndUserListener>>,
+}
+
+/// A poisoned lock is still good: every update under these locks is a single insert or call.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Sessions {
@@ -418,7 +445,38 @@ impl Sessions {
                 .build(),
             lifetimes,
             revocations: AtomicU64::new(0),
+            ended: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The current epoch: taken when a login or step-up begins, and given back to
+    /// [`Sessions::create`] or [`Sessions::rotate`] when it ends.
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.revocations.load(Ordering::SeqCst))
+    }
+
+    /// Registers `listener`, to be called with a user's id just before all their sessions end
+    /// (and when an operator revokes one of them): what it holds on its way to becoming a
+    /// session of that user must go.
+    pub fn on_end_user(&self, listener: impl Fn(UserId) + Send + Sync + 'static) {
+        lock(&self.listeners).push(Box::new(listener));
+    }
+
+    /// Ends what is on its way to becoming a session of `user`: the listeners drop it, and a
+    /// login that began before now creates no session.
+    pub fn end_pending(&self, user: UserId) {
+        let epoch = Epoch(self.revocations.fetch_add(1, Ordering::SeqCst) + 1);
+        lock(&self.ended).insert(user, epoch);
+        for listener in lock(&self.listeners).iter() {
+            listener(user);
+        }
+    }
+
+    fn ended_since(&self, user: UserId, since: Epoch) -> bool {
+        lock(&self.ended)
+            .get(&user)
+            .is_some_and(|&ended| ended > since)
     }
 
     /// The global caps.
@@ -426,32 +484,43 @@ impl Sessions {
         self.lifetimes
     }
 
-    /// A new session for a user who has just proven a password and a second factor at `now`.
+    /// A new session for a user who has just proven a password and a second factor at `now`,
+    /// in a login that began at `since`: [`SessionError::Revoked`] when the user's sessions were
+    /// ended after that.
     pub async fn create(
         &self,
         new: NewSession<'_>,
+        since: Epoch,
         now: u64,
     ) -> Result<(Token, Arc<Live>), SessionError> {
-        self.create_with(new, now, now).await
+        self.create_with(new, now, since, now).await
     }
 
     /// Step-up: a new token with a fresh `auth_time`; the old session ends at once. The
-    /// absolute cap still counts from the original login.
+    /// absolute cap still counts from the original login. [`SessionError::Revoked`] when the
+    /// old session is gone by now (a logout, an operator), or the user's sessions were ended
+    /// after `since`, when the step-up began.
     pub async fn rotate(
         &self,
         old: &Live,
         new: NewSession<'_>,
+        since: Epoch,
         now: u64,
     ) -> Result<(Token, Arc<Live>), SessionError> {
-        let created = self.create_with(new, old.created, now).await?;
-        self.end(old.key).await?;
-        Ok(created)
+        let (token, live) = self.create_with(new, old.created, since, now).await?;
+        // The delete is the atomic check: of a logout and this step-up, one ends the old session.
+        if !self.end(old.key).await? {
+            self.end(live.key).await?;
+            return Err(SessionError::Revoked);
+        }
+        Ok((token, live))
     }
 
     async fn create_with(
         &self,
         new: NewSession<'_>,
         created: u64,
+        since: Epoch,
         now: u64,
     ) -> Result<(Token, Arc<Live>), SessionError> {
         let token = Token::generate()?;
@@ -472,6 +541,13 @@ impl Sessions {
             self.keyring.token_hash(token.as_str().as_bytes()),
             live.clone(),
         );
+        // Checked after the session is stored and cached: `end_user` records the epoch before
+        // it deletes and forgets. So either this check sees the revocation and ends the session,
+        // or the session was in the store and the cache in time for `end_user` to end it.
+        if self.ended_since(new.user.id, since) {
+            self.end(key).await?;
+            return Err(SessionError::Revoked);
+        }
         Ok((token, live))
     }
 
@@ -566,7 +642,8 @@ impl Sessions {
     /// Ends every session of `user` (logout everywhere, disabled account, credential resets);
     /// returns how many there were.
     pub async fn end_user(&self, user: UserId) -> Result<usize, SessionError> {
-        self.revocations.fetch_add(1, Ordering::SeqCst);
+        // Counts as the revocation that keeps a racing store read out of the cache, too.
+        self.end_pending(user);
         self.forget(|live| live.user == user);
         let store = self.store.clone();
         let ended = blocking(move || store.delete_user_sessions(user)).await?;
@@ -700,7 +777,7 @@ mod tests {
     impl Fixture {
         async fn login(&self, now: u64) -> Token {
             self.sessions
-                .create(new_session(&self.alice), now)
+                .create(new_session(&self.alice), self.sessions.epoch(), now)
                 .await
                 .unwrap()
                 .0
@@ -841,9 +918,10 @@ mod tests {
         let f = fixture(&SessionConfig::default());
         let old = f.login(T0).await;
         let live = f.check(&old, T0 + 800).await.unwrap();
+        let since = f.sessions.epoch();
         let (new, rotated) = f
             .sessions
-            .rotate(&live, new_session(&f.alice), T0 + 901)
+            .rotate(&live, new_session(&f.alice), since, T0 + 901)
             .await
             .unwrap();
         assert_eq!(
@@ -915,6 +993,54 @@ mod tests {
         f.store.set_disabled(f.alice.id, true).unwrap();
         f.sessions.refresh_user(f.alice.id);
         assert_eq!(f.check(&c, T0 + 3).await.unwrap_err(), Ended::Missing);
+        assert!(f.store.sessions().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_login_under_way_when_its_users_sessions_end_creates_none() {
+        let f = fixture(&SessionConfig::default());
+        let bob = User::new(UserId::random(&mut rand::rng()), "bob", T0);
+        f.store.create_user(&bob).unwrap();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let heard = told.clone();
+        f.sessions.on_end_user(move |user| lock(&heard).push(user));
+
+        let since = f.sessions.epoch();
+        f.sessions.end_user(f.alice.id).await.unwrap();
+        assert_eq!(*lock(&told), [f.alice.id], "the listeners were told");
+        let refused = f
+            .sessions
+            .create(new_session(&f.alice), since, T0)
+            .await
+            .map(|_| ());
+        assert!(matches!(refused, Err(SessionError::Revoked)), "{refused:?}");
+        assert!(
+            f.store.sessions().unwrap().is_empty(),
+            "nothing left behind"
+        );
+        // Another user's login of the same epoch, and a login begun afterwards, go through.
+        f.sessions
+            .create(new_session(&bob), since, T0)
+            .await
+            .unwrap();
+        f.login(T0 + 1).await;
+        assert_eq!(f.store.sessions().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_step_up_of_a_session_ended_meanwhile_is_refused() {
+        let f = fixture(&SessionConfig::default());
+        let token = f.login(T0).await;
+        let live = f.check(&token, T0 + 1).await.unwrap();
+        let since = f.sessions.epoch();
+        // Logged out (one session: pending logins of the user stay) while stepping up.
+        assert!(f.sessions.end(live.key).await.unwrap());
+        let refused = f
+            .sessions
+            .rotate(&live, new_session(&f.alice), since, T0 + 2)
+            .await
+            .map(|_| ());
+        assert!(matches!(refused, Err(SessionError::Revoked)), "{refused:?}");
         assert!(f.store.sessions().unwrap().is_empty());
     }
 

@@ -31,7 +31,11 @@ pub(crate) async fn send(
         .header(header::CONTENT_TYPE, "application/json")
         .body(full(body))
         .unwrap();
-    let response = gateway.client(false).request(request).await.unwrap();
+    read_answer(gateway.client(false).request(request).await.unwrap()).await
+}
+
+/// A JSON answer, read whole.
+pub(crate) async fn read_answer(response: http::Response<hyper::body::Incoming>) -> Answer {
     let status = response.status();
     let headers = response.headers().clone();
     let text = body_text(response).await;

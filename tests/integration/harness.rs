@@ -255,6 +255,15 @@ impl TestGateway {
             .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Stops the gateway, waits until it has let go of its data directory, and starts it again
+    /// there with `config`: what the store holds survives, as after a restart in production.
+    pub async fn restart(mut self, config: &str) -> Self {
+        self.begin_shutdown().await.unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Self::start_in(dir, config).await
+    }
+
     /// Starts the drain and returns the task that ends when the gateway has stopped.
     pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<()> {
         if let Some(tx) = self.shutdown.take() {

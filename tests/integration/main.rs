@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod accounts;
+mod auth_hardening;
 mod binary;
 mod browser;
 mod config_files;

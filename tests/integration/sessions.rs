@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, oathtool, post};
+use crate::enrollment::{
+    Answer, PASSWORD, STRONG, TOTP, assert_refused, oathtool, post, read_answer,
+};
 use crate::harness::*;
 
 const LOGIN: &str = "/.wardgate/api/login";
@@ -36,10 +38,16 @@ pub(crate) fn next_code(secret: &str) -> String {
 }
 
 /// The authenticator's code `ahead` seconds from now.
-fn code_at(secret: &str, ahead: u64) -> String {
+pub(crate) fn code_at(secret: &str, ahead: u64) -> String {
+    code_of_digits(secret, 6, ahead)
+}
+
+/// The code of an authenticator app showing `digits` digits, `ahead` seconds from now.
+pub(crate) fn code_of_digits(secret: &str, digits: u8, ahead: u64) -> String {
     let later = unix_now() + ahead;
     let output = Command::new("oathtool")
         .args(["--totp", "--base32", secret, "-N", &format!("@{later}")])
+        .arg(format!("--digits={digits}"))
         .output()
         .unwrap();
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
@@ -98,7 +106,7 @@ async fn post_with(gateway: &TestGateway, path: &str, token: &str) -> Answer {
 }
 
 /// A JSON call with the session's bearer token.
-async fn post_as(gateway: &TestGateway, path: &str, token: &str, body: Value) -> Answer {
+pub(crate) async fn post_as(gateway: &TestGateway, path: &str, token: &str, body: Value) -> Answer {
     let request = Request::builder()
         .method(Method::POST)
         .uri(gateway.url(path))
@@ -106,14 +114,7 @@ async fn post_as(gateway: &TestGateway, path: &str, token: &str, body: Value) ->
         .header(header::CONTENT_TYPE, "application/json")
         .body(full(body.to_string()))
         .unwrap();
-    let response = gateway.client(false).request(request).await.unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    read_answer(gateway.client(false).request(request).await.unwrap()).await
 }
 
 #[tokio::test]

@@ -1,0 +1,279 @@
+//! Login hardening over real TLS: lockouts that hold against guesses sent all at once, logins
+//! and step-ups that end with the user's sessions, bounded challenges per user, enrollment links
+//! that a newer one revokes, and TOTP parameters that stay with the enrollment.
+
+use http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, post, read_answer};
+use crate::harness::*;
+use crate::sessions::{code_at, code_of_digits, enroll, next_code, post_as};
+
+const LOGIN: &str = "/.wardgate/api/login";
+const LOGIN_TOTP: &str = "/.wardgate/api/login/totp";
+const STEP_UP: &str = "/.wardgate/api/step-up";
+const WRONG: &str = "Not the password 9!";
+
+/// Loopback is a trusted proxy, so each attempt can come from an address of its own; the login
+/// rate limit is out of the way, so that only the lockouts answer.
+fn behind_a_proxy(upstream: &str) -> String {
+    simple_config(upstream)
+        + "forwarding:\n  trusted_proxies: [\"127.0.0.0/8\"]\n\
+           auth:\n  login_rate_limit: { per_client: { requests: 1000, per: 1s, burst: 1000 } }\n"
+}
+
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    TestBody,
+>;
+
+/// The password step at `url`, as sent over `client` by the client at `address`.
+async fn password_step(client: HttpsClient, url: String, attempt: [String; 3]) -> Answer {
+    let [user, password, address] = attempt;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-forwarded-for", address)
+        .body(full(
+            json!({ "user": user, "password": password }).to_string(),
+        ))
+        .unwrap();
+    read_answer(client.request(request).await.unwrap()).await
+}
+
+/// `[user, password, address]`, owned.
+fn attempt(user: &str, password: &str, address: &str) -> [String; 3] {
+    [user, password, address].map(str::to_owned)
+}
+
+/// Sends every password step of `attempts` at once over one HTTP/2 connection and waits for
+/// the first answer: an argon2id verification takes tens of milliseconds and looking a user
+/// up microseconds, so by then every attempt has reached the lockouts and the others are still
+/// being verified. Then sends `last`; returns its answer and all the others.
+async fn at_once_then(
+    gateway: &TestGateway,
+    attempts: Vec<[String; 3]>,
+    last: [String; 3],
+) -> (Answer, Vec<Answer>) {
+    let client = gateway.client(true);
+    // The connection is up before the burst: no handshake stands between the attempts.
+    let warm = client.request(get(&gateway.url("/warm"))).await.unwrap();
+    assert_eq!(warm.status(), StatusCode::OK);
+    let mut in_flight = JoinSet::new();
+    for attempt in attempts {
+        in_flight.spawn(password_step(client.clone(), gateway.url(LOGIN), attempt));
+    }
+    let first = in_flight.join_next().await.unwrap().unwrap();
+    let answer = password_step(client, gateway.url(LOGIN), last).await;
+    let mut others = vec![first];
+    others.extend(in_flight.join_all().await);
+    (answer, others)
+}
+
+/// The password step on a connection of its own.
+async fn login_from(gateway: &TestGateway, attempt: [String; 3]) -> Answer {
+    password_step(gateway.client(false), gateway.url(LOGIN), attempt).await
+}
+
+#[tokio::test]
+async fn guesses_sent_at_once_lock_the_account_before_the_right_password_gets_through() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&behind_a_proxy(&upstream.url())).await;
+    enroll(&gateway, "alice").await;
+    // Each guess from an address of its own: only the account's lockout can stop them.
+    let guesses = (1..=29)
+        .map(|i| attempt("alice", WRONG, &format!("198.51.100.{i}")))
+        .collect();
+    let right = attempt("alice", STRONG, "203.0.113.1");
+    let (answer, guessed) = at_once_then(&gateway, guesses, right.clone()).await;
+    assert_refused(&answer, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    assert_eq!(guessed.len(), 29);
+    for guess in &guessed {
+        assert_refused(guess, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    }
+    // A lock, not a broken account: the first lasts a minute, then the password works.
+    gateway.advance(61);
+    let later = login_from(&gateway, right).await;
+    assert_eq!(later.status, StatusCode::OK, "{}", later.body);
+}
+
+#[tokio::test]
+async fn guesses_sent_at_once_from_one_address_lock_it_before_a_right_password_gets_through() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&behind_a_proxy(&upstream.url())).await;
+    enroll(&gateway, "bob").await;
+    // Spraying: one guess each on 29 accounts, all from one address.
+    let guesses = (1..=29)
+        .map(|i| attempt(&format!("user{i}"), WRONG, "198.51.100.7"))
+        .collect();
+    let right = attempt("bob", STRONG, "198.51.100.7");
+    let (answer, guessed) = at_once_then(&gateway, guesses, right).await;
+    assert_refused(&answer, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    for guess in &guessed {
+        assert_refused(guess, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
+    }
+    // Bob's account itself was never guessed at: from elsewhere his password works.
+    let answer = login_from(&gateway, attempt("bob", STRONG, "203.0.113.2")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+/// The password step: the challenge it opened.
+async fn challenge(gateway: &TestGateway, user: &str) -> Value {
+    let started = post(gateway, LOGIN, json!({ "user": user, "password": STRONG })).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    started.body["challenge"].clone()
+}
+
+/// The second step: the app's `code` for `challenge`.
+async fn app_code(gateway: &TestGateway, challenge: &Value, code: &str) -> Answer {
+    post(
+        gateway,
+        LOGIN_TOTP,
+        json!({ "challenge": challenge, "code": code }),
+    )
+    .await
+}
+
+/// Password, then the app's code: the new session's token.
+async fn log_in(gateway: &TestGateway, user: &str, code: &str) -> String {
+    let done = app_code(gateway, &challenge(gateway, user).await, code).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    done.body["token"].as_str().unwrap().to_owned()
+}
+
+/// A step-up opened by `user`'s session, which `end` (a path of the login API) then ends.
+async fn step_up_then(gateway: &TestGateway, user: &str, secret: &str, end: &str) -> Value {
+    let token = log_in(gateway, user, &next_code(secret)).await;
+    let up = post_as(gateway, STEP_UP, &token, json!({})).await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    let ended = post_as(gateway, end, &token, json!({})).await;
+    assert_eq!(ended.body["ended"], 1, "{}", ended.body);
+    // One time step later on the gateway's clock, so that the app shows a new code.
+    gateway.advance(30);
+    up.body["challenge"].clone()
+}
+
+async fn assert_no_sessions(gateway: &TestGateway, user: &str) {
+    let path = format!("/admin/sessions?user={user}");
+    let listed = admin(gateway, Method::GET, &path, "").await;
+    assert_eq!(listed["sessions"], json!([]), "{listed}");
+}
+
+/// The first step of an enrollment link.
+async fn set_password(gateway: &TestGateway, token: &str) -> Answer {
+    post(
+        gateway,
+        PASSWORD,
+        json!({ "token": token, "password": STRONG }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_step_up_opened_before_logout_everywhere_cannot_finish() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, _) = enroll(&gateway, "cara").await;
+    let up = step_up_then(&gateway, "cara", &secret, "/.wardgate/api/logout-all").await;
+    let code = code_at(&secret, 60);
+    let refused = app_code(&gateway, &up, &code).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    // Dropped with the sessions, before its code was even checked: the code is unspent.
+    log_in(&gateway, "cara", &code).await;
+}
+
+#[tokio::test]
+async fn a_step_up_of_a_session_logged_out_meanwhile_cannot_finish() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, _) = enroll(&gateway, "dora").await;
+    let up = step_up_then(&gateway, "dora", &secret, "/.wardgate/api/logout").await;
+    let refused = app_code(&gateway, &up, &code_at(&secret, 60)).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    assert_no_sessions(&gateway, "dora").await;
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_the_login_waiting_for_its_second_factor() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, _) = enroll(&gateway, "emil").await;
+    let waiting = challenge(&gateway, "emil").await;
+    let path = "/admin/users/emil/reset-password";
+    let reset = admin(&gateway, Method::POST, path, "").await;
+    assert!(reset["enrollment"]["token"].is_string(), "{reset}");
+
+    let refused = app_code(&gateway, &waiting, &next_code(&secret)).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    assert_no_sessions(&gateway, "emil").await;
+}
+
+#[tokio::test]
+async fn a_users_newest_login_challenges_replace_the_oldest_and_others_keep_theirs() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (fays, _) = enroll(&gateway, "fay").await;
+    let (gils, _) = enroll(&gateway, "gil").await;
+    let gils_challenge = challenge(&gateway, "gil").await;
+    let mut challenges = Vec::new();
+    for _ in 0..=wardgate::auth::ceremony::MAX_OPEN_PER_USER {
+        challenges.push(challenge(&gateway, "fay").await);
+    }
+
+    let code = next_code(&fays);
+    let refused = app_code(&gateway, &challenges[0], &code).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+    let newest = app_code(&gateway, &challenges[challenges.len() - 1], &code).await;
+    assert_eq!(newest.status, StatusCode::OK, "{}", newest.body);
+    let other = app_code(&gateway, &gils_challenge, &next_code(&gils)).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+}
+
+#[tokio::test]
+async fn a_new_enrollment_link_revokes_the_older_ones() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let mut links = vec![add_user(&gateway, "hana").await];
+    for action in ["reset-password", "reset-mfa"] {
+        let path = format!("/admin/users/hana/{action}");
+        let answer = admin(&gateway, Method::POST, &path, "").await;
+        links.push(answer["enrollment"]["token"].as_str().unwrap().to_owned());
+    }
+    let newest = links.pop().unwrap();
+    for older in links {
+        let answer = set_password(&gateway, &older).await;
+        assert_refused(&answer, StatusCode::BAD_REQUEST, "WG-AUTH-001");
+    }
+    let answer = set_password(&gateway, &newest).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn an_enrolled_app_keeps_its_digits_when_the_config_changes() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (six, _) = enroll(&gateway, "ines").await;
+    let eight_digits = simple_config(&upstream.url()) + "auth:\n  totp: { digits: 8 }\n";
+    let gateway = gateway.restart(&eight_digits).await;
+
+    // Ines's app still shows six digits, and they still log her in.
+    log_in(&gateway, "ines", &next_code(&six)).await;
+
+    // An enrollment made now is for eight, checked against oathtool's eight digits.
+    let set = set_password(&gateway, &add_user(&gateway, "jon").await).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    let otpauth = set.body["totp"]["otpauth"].as_str().unwrap();
+    assert!(otpauth.contains("digits=8"), "{otpauth}");
+    let eight = set.body["totp"]["secret"].as_str().unwrap();
+    let code = code_of_digits(eight, 8, 0);
+    let confirm = json!({ "enrollment": set.body["enrollment"], "code": code });
+    let done = post(&gateway, TOTP, confirm).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let jons = challenge(&gateway, "jon").await;
+    let short = app_code(&gateway, &jons, &code_of_digits(eight, 6, 30)).await;
+    assert_refused(&short, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
+    let done = app_code(&gateway, &jons, &code_of_digits(eight, 8, 30)).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+}
