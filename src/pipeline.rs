@@ -169,6 +169,11 @@ impl Gateway {
             Some(webauthn) => Some(Arc::new(Passkeys::new(&webauthn.value)?)),
             None => None,
         };
+        let sessions = Arc::new(Sessions::new(
+            accounts.store.clone(),
+            accounts.keyring,
+            &config.session.value,
+        ));
         let enrollment = Enrollment::new(
             accounts.store.clone(),
             pool.clone(),
@@ -177,12 +182,8 @@ impl Gateway {
             passkeys.clone(),
             config.auth.mfa.clone(),
             accounts.events.clone(),
+            &sessions,
         );
-        let sessions = Arc::new(Sessions::new(
-            accounts.store.clone(),
-            accounts.keyring,
-            &config.session.value,
-        ));
         let login = Login::new(
             accounts.store,
             pool,
@@ -297,6 +298,13 @@ impl Gateway {
 
     pub fn sessions(&self) -> &Arc<Sessions> {
         self.login.sessions()
+    }
+
+    /// Forgets expired login and enrollment state and dead sessions (`now`: unix seconds).
+    pub async fn prune(&self, now: u64) -> Result<usize, crate::session::SessionError> {
+        self.login.prune(now);
+        self.enrollment.prune(now);
+        self.sessions().prune(now).await
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {

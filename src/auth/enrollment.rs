@@ -101,7 +101,7 @@ pub struct Enrollment {
     passkeys: Option<Arc<Passkeys>>,
     mfa: MfaConfig,
     events: SecurityEvents,
-    ceremonies: Mutex<Ceremonies<Ceremony>>,
+    ceremonies: Arc<Mutex<Ceremonies<Ceremony>>>,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +174,20 @@ impl Enrollment {
         passkeys: Option<Arc<Passkeys>>,
         mfa: MfaConfig,
         events: SecurityEvents,
+        sessions: &crate::session::Sessions,
     ) -> Self {
+        let ceremonies = Arc::new(Mutex::new(Ceremonies::new(
+            MAX_CEREMONIES,
+            CEREMONY_TTL_SECS,
+        )));
+        // A reset credential, a disabled account or an operator's revocation also ends an
+        // enrollment already past its password step: an old link's holder cannot finish it.
+        let open = ceremonies.clone();
+        sessions.on_end_user(move |user| {
+            open.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drop_user(user);
+        });
         Self {
             store,
             pool,
@@ -183,8 +196,13 @@ impl Enrollment {
             passkeys,
             mfa,
             events,
-            ceremonies: Mutex::new(Ceremonies::new(MAX_CEREMONIES, CEREMONY_TTL_SECS)),
+            ceremonies,
         }
+    }
+
+    /// Forgets enrollments that have expired.
+    pub fn prune(&self, now: u64) {
+        self.lock().prune(now);
     }
 
     /// Serves one request of the JSON API (`/.wardgate/api/enroll/…`); `now` is unix seconds.
@@ -651,9 +669,10 @@ mod tests {
         use crate::identity::{EmbeddedStore, Keyring, MasterKey, User};
 
         let dir = tempfile::tempdir().unwrap();
-        let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
         let store: Arc<dyn IdentityStore> =
-            Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
+            Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
+        let sessions = crate::session::Sessions::new(store.clone(), keyring, &Default::default());
         let user = User::new(UserId::from_bytes([1; 16]), "alice", NOW);
         store.create_user(&user).unwrap();
         store
@@ -675,6 +694,7 @@ mod tests {
             None,
             MfaConfig::default(),
             SecurityEvents::new(),
+            &sessions,
         );
         let Err(PasswordError::Refused(refused)) = enrollment
             .set_password("token", "Violet lanterns hum 7 quiet tunes!".into(), NOW)

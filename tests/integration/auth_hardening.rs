@@ -277,3 +277,20 @@ async fn an_enrolled_app_keeps_its_digits_when_the_config_changes() {
     let done = app_code(&gateway, &jons, &code_of_digits(eight, 8, 30)).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
 }
+
+#[tokio::test]
+async fn an_enrollment_past_its_password_ends_when_the_account_is_reset_or_disabled() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    for (name, action) in [("kim", "reset-mfa"), ("lou", "disable")] {
+        let set = set_password(&gateway, &add_user(&gateway, name).await).await;
+        assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+        let path = format!("/admin/users/{name}/{action}");
+        admin(&gateway, Method::POST, &path, "").await;
+        let secret = set.body["totp"]["secret"].as_str().unwrap();
+        let confirm =
+            json!({ "enrollment": set.body["enrollment"], "code": code_of_digits(secret, 6, 0) });
+        let refused = post(&gateway, TOTP, confirm).await;
+        assert_refused(&refused, StatusCode::BAD_REQUEST, "WG-AUTH-004");
+    }
+}
