@@ -182,8 +182,8 @@ impl Gateway {
             passkeys.clone(),
             config.auth.mfa.clone(),
             accounts.events.clone(),
-            &sessions,
         );
+        enrollment.end_with_sessions(&sessions);
         let login = Login::new(
             accounts.store,
             pool,

@@ -174,20 +174,7 @@ impl Enrollment {
         passkeys: Option<Arc<Passkeys>>,
         mfa: MfaConfig,
         events: SecurityEvents,
-        sessions: &crate::session::Sessions,
     ) -> Self {
-        let ceremonies = Arc::new(Mutex::new(Ceremonies::new(
-            MAX_CEREMONIES,
-            CEREMONY_TTL_SECS,
-        )));
-        // A reset credential, a disabled account or an operator's revocation also ends an
-        // enrollment already past its password step: an old link's holder cannot finish it.
-        let open = ceremonies.clone();
-        sessions.on_end_user(move |user| {
-            open.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .drop_user(user);
-        });
         Self {
             store,
             pool,
@@ -196,8 +183,23 @@ impl Enrollment {
             passkeys,
             mfa,
             events,
-            ceremonies,
+            ceremonies: Arc::new(Mutex::new(Ceremonies::new(
+                MAX_CEREMONIES,
+                CEREMONY_TTL_SECS,
+            ))),
         }
+    }
+
+    /// Ends a user's open enrollments whenever `sessions` ends the user's sessions: a reset
+    /// credential, a disabled account or an operator's revocation also ends an enrollment past
+    /// its password step, so an old link's holder cannot finish it.
+    pub fn end_with_sessions(&self, sessions: &crate::session::Sessions) {
+        let open = self.ceremonies.clone();
+        sessions.on_end_user(move |user| {
+            open.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drop_user(user);
+        });
     }
 
     /// Forgets enrollments that have expired.
@@ -669,10 +671,9 @@ mod tests {
         use crate::identity::{EmbeddedStore, Keyring, MasterKey, User};
 
         let dir = tempfile::tempdir().unwrap();
-        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
+        let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
         let store: Arc<dyn IdentityStore> =
-            Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
-        let sessions = crate::session::Sessions::new(store.clone(), keyring, &Default::default());
+            Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
         let user = User::new(UserId::from_bytes([1; 16]), "alice", NOW);
         store.create_user(&user).unwrap();
         store
@@ -694,7 +695,6 @@ mod tests {
             None,
             MfaConfig::default(),
             SecurityEvents::new(),
-            &sessions,
         );
         let Err(PasswordError::Refused(refused)) = enrollment
             .set_password("token", "Violet lanterns hum 7 quiet tunes!".into(), NOW)
