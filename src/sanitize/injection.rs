@@ -180,14 +180,18 @@ pub fn query_pairs(raw_query: &str) -> impl Iterator<Item = (String, String)> + 
 }
 
 /// Scans every name and value of an `application/x-www-form-urlencoded` body.
+///
+/// The whole body is decoded even after a finding: a malformed pair is refused whatever comes
+/// before it, also where findings are only logged (`log`) or not wanted (`off`).
 pub fn scan_form(body: &[u8], allow: &FieldAllowList) -> Result<Option<Finding>, MalformedForm> {
+    let mut finding = None;
     for pair in form_pairs(body) {
         let (name, value) = pair?;
-        if let Some(finding) = scan_pair("form", &name, &value, allow) {
-            return Ok(Some(finding));
+        if finding.is_none() {
+            finding = scan_pair("form", &name, &value, allow);
         }
     }
-    Ok(None)
+    Ok(finding)
 }
 
 /// The decoded `(name, value)` pairs of an `application/x-www-form-urlencoded` body, in order;
@@ -602,6 +606,21 @@ mod tests {
         );
         assert_eq!(scan_form(b"a=%ff", &allow), Err(MalformedForm::NotUtf8));
         assert_eq!(scan_form(b"a=1+2&b=c", &allow), Ok(None));
+    }
+
+    /// Found by the `body` fuzz target: a finding ended the scan before a malformed pair was
+    /// decoded, so in `log` and `off` modes the malformed body was forwarded.
+    #[test]
+    fn a_malformed_pair_after_a_finding_is_still_refused() {
+        let allow = FieldAllowList::default();
+        assert_eq!(
+            scan_form(b"=%3Cscript&%", &allow),
+            Err(MalformedForm::BadPercentEncoding)
+        );
+        assert_eq!(
+            scan_form(b"q=%3Cscript%3Ealert(1)%3C/script%3E&a=%ff", &allow),
+            Err(MalformedForm::NotUtf8)
+        );
     }
 
     #[test]

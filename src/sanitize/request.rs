@@ -7,6 +7,7 @@
 //!  before routing   Host in sanitize.server_names            else 400 WG-HOST-001
 //!                   path: valid %XX, no %2F/%5C/backslash,   else 400 WG-PATH-00x
 //!                   no control chars, valid UTF-8, no dot-segments (`..;x` is one), no %25XX
+//!                   (also with XX encoded: judged after decoding)
 //!                   header names without `_`                 else 400 WG-HDR-001
 //!                   single-valued headers at most once       else 400 WG-HDR-002
 //!  after routing    method in the route's list               else 405 WG-METHOD-001 + Allow
@@ -66,12 +67,6 @@ pub fn check_path(raw: &str, allow_encoded_slash: bool) -> Result<(), Refusal> {
         let byte = bytes[i];
         let value = if byte == b'%' {
             let value = escape_at(bytes, i).ok_or(Refusal::PathBadEncoding)?;
-            if value == b'%'
-                && bytes.get(i + 3).is_some_and(u8::is_ascii_hexdigit)
-                && bytes.get(i + 4).is_some_and(u8::is_ascii_hexdigit)
-            {
-                return Err(Refusal::PathDoubleEncoding);
-            }
             if (value == b'/' || value == b'\\') && !allow_encoded_slash {
                 return Err(Refusal::PathEncodedSeparator);
             }
@@ -88,6 +83,11 @@ pub fn check_path(raw: &str, allow_encoded_slash: bool) -> Result<(), Refusal> {
             return Err(Refusal::PathControlCharacter);
         }
         decoded.push(value);
+    }
+    // On the decoded bytes, where a `%` can only come from `%25`: so `%25%32%65`, the hex digits
+    // encoded too, is double encoding as much as `%252e` (a back end decoding twice reads `.`).
+    if (0..decoded.len()).any(|at| escape_at(&decoded, at).is_some()) {
+        return Err(Refusal::PathDoubleEncoding);
     }
     let decoded = std::str::from_utf8(&decoded).map_err(|_| Refusal::PathInvalidUtf8)?;
     if decoded.split('/').any(is_dot_segment) {
@@ -692,6 +692,21 @@ mod tests {
             assert_eq!(check_path(path, false), Err(refusal), "{path}");
         }
         assert_eq!(check_path("/Patient/a%2Fb", true), Ok(()));
+    }
+
+    /// Found by the `path` fuzz target: `%25` followed by hex digits that are themselves
+    /// encoded passed, and normalization then decoded them into a real `%252e`.
+    #[test]
+    fn double_encoding_with_encoded_hex_digits_is_refused() {
+        for path in ["/%252%36", "/%25%32%65%25%32%65/admin", "/%25%34%31"] {
+            assert_eq!(
+                check_path(path, false),
+                Err(Refusal::PathDoubleEncoding),
+                "{path}"
+            );
+        }
+        assert_eq!(check_path("/100%25", false), Ok(()));
+        assert_eq!(check_path("/%25zz/%25%7E", false), Ok(()));
     }
 
     #[test]
