@@ -294,3 +294,33 @@ async fn an_enrollment_past_its_password_ends_when_the_account_is_reset_or_disab
         assert_refused(&refused, StatusCode::BAD_REQUEST, "WG-AUTH-004");
     }
 }
+
+#[tokio::test]
+async fn a_second_factor_works_once_at_login() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, codes) = enroll(&gateway, "mia").await;
+    // The app's code: it opens one session, and a second login with it is refused.
+    let code = next_code(&secret);
+    log_in(&gateway, "mia", &code).await;
+    let replayed = app_code(&gateway, &challenge(&gateway, "mia").await, &code).await;
+    assert_refused(&replayed, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
+    // A recovery code likewise.
+    let recovery = |challenge: Value| {
+        let gateway = &gateway;
+        let code = codes[0].clone();
+        async move {
+            post(
+                gateway,
+                "/.wardgate/api/login/recovery",
+                json!({ "challenge": challenge, "code": code }),
+            )
+            .await
+        }
+    };
+    let first = recovery(challenge(&gateway, "mia").await).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["recovery_codes_left"], 9);
+    let again = recovery(challenge(&gateway, "mia").await).await;
+    assert_refused(&again, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
+}
