@@ -324,3 +324,28 @@ async fn a_second_factor_works_once_at_login() {
     let again = recovery(challenge(&gateway, "mia").await).await;
     assert_refused(&again, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
 }
+
+#[tokio::test]
+async fn wrong_second_factors_lock_the_factor_until_its_back_off_ends() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, _) = enroll(&gateway, "noa").await;
+    let right = next_code(&secret);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let guessed = challenge(&gateway, "noa").await;
+    for _ in 0..5 {
+        let refused = app_code(&gateway, &guessed, wrong).await;
+        assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
+    }
+    // Locked: the right code on a new challenge is refused with the same answer.
+    let locked = app_code(&gateway, &challenge(&gateway, "noa").await, &right).await;
+    assert_refused(&locked, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
+    // After the first back-off (1 minute), the app's code of that moment logs in.
+    gateway.advance(61);
+    let later = code_at(&secret, 61 + 30);
+    log_in(&gateway, "noa", &later).await;
+}
