@@ -350,7 +350,14 @@ async fn upstream_failures_answer_502_and_504_without_detail() {
         ("/silent/x", StatusCode::GATEWAY_TIMEOUT, "WG-UP-002"),
         ("/garbage/x", StatusCode::BAD_GATEWAY, "WG-UP-003"),
     ] {
-        let response = client.request(get(&gateway.url(path))).await.unwrap();
+        // Well before the default 30 s: the configured 300 ms response timeout applies.
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(get(&gateway.url(path))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path}: the configured timeout was not applied"))
+        .unwrap();
         assert_eq!(response.status(), status, "{path}");
         assert_eq!(response.headers()["content-type"], "application/json");
         let body = body_text(response).await;
