@@ -255,7 +255,7 @@ impl Bound {
             h2: h2_builder(&self.limits),
         });
         let framing = framing_limits(&self.limits);
-        let (drain, draining) = watch::channel(false);
+        let (phase, phases) = watch::channel(Phase::Serving);
         tokio::pin!(shutdown);
         let per_address = PerAddress::new(self.limits.max_connections_per_address);
         let deadlines = Deadlines {
@@ -293,7 +293,7 @@ impl Bound {
                 builders: builders.clone(),
                 deadlines,
                 framing,
-                draining: draining.clone(),
+                phase: phases.clone(),
             };
             tokio::spawn(async move {
                 connection.serve(tcp, peer, watcher).await;
@@ -301,7 +301,7 @@ impl Bound {
             });
         }
         ready.store(false, Ordering::SeqCst);
-        drain.send_replace(true);
+        phase.send_replace(Phase::Draining);
         drop(self.https);
         tracing::info!(
             grace_ms = self.limits.shutdown_grace.0.as_millis() as u64,
@@ -313,6 +313,9 @@ impl Bound {
         {
             tracing::warn!("shutdown grace period over: closing the remaining connections");
         }
+        // Whatever still runs is cut now, also when the gateway lives on in a larger process
+        // (dropping `phase` on return would do the same: a closed channel ends the wait too).
+        phase.send_replace(Phase::Closing);
         side_tasks.shutdown().await;
     }
 }
@@ -398,6 +401,15 @@ fn framing_limits(limits: &Limits) -> FramingLimits {
     }
 }
 
+/// The shutdown, as connections see it: serving, draining (finish what is in flight, take no
+/// new requests), closing (the grace period is over: end now).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Serving,
+    Draining,
+    Closing,
+}
+
 /// One builder per ALPN protocol: the handshake has already decided, so nothing is sniffed.
 struct Builders {
     h1: http1::Builder,
@@ -420,8 +432,8 @@ struct Connection {
     builders: Arc<Builders>,
     deadlines: Deadlines,
     framing: FramingLimits,
-    /// Turns true when the drain begins.
-    draining: watch::Receiver<bool>,
+    /// Where the shutdown is.
+    phase: watch::Receiver<Phase>,
 }
 
 impl Connection {
@@ -471,62 +483,69 @@ impl Connection {
         // also watched for deadlines: the drain is followed by hand, and the watcher held so
         // that the drain waits for this connection too.
         let _watcher = watcher;
-        let mut draining = self.draining;
-        let drain = async move { drop(draining.wait_for(|draining| *draining).await) };
+        let (mut draining, mut closing) = (self.phase.clone(), self.phase);
+        let drain = async move { drop(draining.wait_for(|p| *p >= Phase::Draining).await) };
+        let close = async move { drop(closing.wait_for(|p| *p == Phase::Closing).await) };
         // ALPN decides the protocol; without ALPN, HTTP/1.1 (RFC 9113 section 3.2).
-        let result = if let Some(watch) = &watch {
-            // HTTP/2 frames every message itself: there is no length to smuggle.
-            let conn = self
-                .builders
-                .h2
-                .serve_connection(TokioIo::new(tls), service(None));
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => result,
-                () = drain => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                expiry = watch.expired(self.deadlines.idle, self.deadlines.send) => {
-                    telemetry.connection_ended(expiry.reason());
-                    match expiry {
-                        // Nothing in flight: GOAWAY, and the connection ends. hyper sends it
-                        // only after the client's preface, which a silent client never sends:
-                        // the wait for it is bounded too.
-                        Expiry::Idle => {
-                            conn.as_mut().graceful_shutdown();
-                            tokio::time::timeout(self.deadlines.idle, conn)
-                                .await
-                                .unwrap_or(Ok(()))
+        let serving = async {
+            if let Some(watch) = &watch {
+                // HTTP/2 frames every message itself: there is no length to smuggle.
+                let conn = self
+                    .builders
+                    .h2
+                    .serve_connection(TokioIo::new(tls), service(None));
+                tokio::pin!(conn);
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = drain => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                    expiry = watch.expired(self.deadlines.idle, self.deadlines.send) => {
+                        telemetry.connection_ended(expiry.reason());
+                        match expiry {
+                            // Nothing in flight: GOAWAY, and the connection ends. hyper sends it
+                            // only after the client's preface, which a silent client never sends:
+                            // the wait for it is bounded too.
+                            Expiry::Idle => {
+                                conn.as_mut().graceful_shutdown();
+                                tokio::time::timeout(self.deadlines.idle, conn)
+                                    .await
+                                    .unwrap_or(Ok(()))
+                            }
+                            // Dropping the connection drops its responses and their upstreams.
+                            Expiry::Stalled => Ok(()),
                         }
-                        // Dropping the connection drops its responses and their upstreams.
-                        Expiry::Stalled => Ok(()),
                     }
                 }
+            } else {
+                // Below hyper, so that hyper (and every upstream) only reads unambiguous requests.
+                let refused = telemetry.clone();
+                let guarded = GuardedIo::new(
+                    tls,
+                    self.framing,
+                    Box::new(move |violation| refused.framing_refused(addr.ip(), violation)),
+                );
+                let tunnel = guarded.tunnel_switch();
+                let conn = self
+                    .builders
+                    .h1
+                    .serve_connection(TokioIo::new(guarded), service(Some(tunnel)))
+                    .with_upgrades();
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = drain => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                result.map_err(Into::into)
             }
-        } else {
-            // Below hyper, so that hyper (and every upstream) only reads unambiguous requests.
-            let refused = telemetry.clone();
-            let guarded = GuardedIo::new(
-                tls,
-                self.framing,
-                Box::new(move |violation| refused.framing_refused(addr.ip(), violation)),
-            );
-            let tunnel = guarded.tunnel_switch();
-            let conn = self
-                .builders
-                .h1
-                .serve_connection(TokioIo::new(guarded), service(Some(tunnel)))
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = drain => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            result.map_err(Into::into)
+        };
+        let result = tokio::select! {
+            result = serving => result,
+            () = close => Ok(()),
         };
         if let Err(error) = result {
             tracing::debug!(peer = %addr, error = %error, "connection ended with an error");

@@ -149,21 +149,37 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
 
 #[tokio::test]
 async fn shutdown_gives_up_on_requests_that_outlast_the_grace_period() {
-    let upstream = MockUpstream::start(|_request: Request<Incoming>| async move {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Response::new(full(""))
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::channel::<()>(1);
+    let upstream = MockUpstream::start(move |_request: Request<Incoming>| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let _ = arrived_tx.send(()).await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Response::new(full(""))
+        }
     })
     .await;
-    let mut gateway =
-        TestGateway::start(&with_server(&upstream.url(), "  shutdown_grace: 200ms\n")).await;
+    let mut gateway = TestGateway::start(&with_server(
+        &upstream.url(),
+        "  shutdown_grace: 200ms
+",
+    ))
+    .await;
     let client = gateway.client(false);
-    let _in_flight = tokio::spawn(client.request(get(&gateway.url("/forever"))));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let in_flight = tokio::spawn(client.request(get(&gateway.url("/forever"))));
+    arrived.recv().await.unwrap();
     let stopped = gateway.begin_shutdown();
-    tokio::time::timeout(Duration::from_secs(20), stopped)
+    // Well before the default 30 s: the configured grace applies.
+    tokio::time::timeout(Duration::from_secs(5), stopped)
         .await
-        .unwrap()
+        .expect("the drain outlasted the configured grace period")
         .unwrap();
+    // The client is not left hanging: its connection was closed without an answer.
+    let answer = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .expect("the client still waits after the gateway stopped")
+        .unwrap();
+    assert!(answer.is_err(), "{answer:?}");
 }
 
 #[tokio::test]
