@@ -19,6 +19,12 @@ if ! command -v oathtool >/dev/null 2>&1; then
     apt_install oathtool
 fi
 
+# The binary tests start the gateway under prlimit (util-linux) and stop it with kill (procps).
+if ! command -v prlimit >/dev/null 2>&1 || [ ! -x /bin/kill ]; then
+    echo "== installing util-linux and procps"
+    apt_install util-linux procps
+fi
+
 if ! command -v npm >/dev/null 2>&1; then
     echo "== installing node and npm"
     apt_install nodejs npm
