@@ -213,7 +213,12 @@ fn run(file: &Path) -> ExitCode {
             }
         };
         if let Some(addr) = bound.https_addr() {
-            tracing::info!(https = %addr, admin = ?bound.admin_addr(), redirect = ?bound.redirect_addr(), "wardgate is serving");
+            tracing::info!(
+                https = %addr,
+                admin = bound.admin_addr().map(tracing::field::display),
+                redirect = bound.redirect_addr().map(tracing::field::display),
+                "wardgate is serving"
+            );
         }
         bound.serve(shutdown_signal()).await;
         tracing::info!("wardgate stopped");

@@ -117,6 +117,17 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Start
         .map_err(|source| StartError::Bind { addr, what, source })
 }
 
+fn adopt(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<TcpListener, StartError> {
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+        .map_err(|source| StartError::Bind { addr, what, source })
+}
+
 impl Bound {
     /// Prepares TLS and upstream clients, then binds every listener.
     pub async fn bind(loaded: &Loaded) -> Result<Self, StartError> {
@@ -125,6 +136,25 @@ impl Bound {
 
     /// [`Bound::bind`] with the clock the gateway reads at its edges.
     pub async fn bind_with_clock(loaded: &Loaded, clock: Clock) -> Result<Self, StartError> {
+        Self::bind_all(loaded, clock, None).await
+    }
+
+    /// [`Bound::bind_with_clock`], serving HTTPS on `https`, a listener its owner bound
+    /// beforehand (to name its port in the config before the gateway starts, as a WebAuthn
+    /// origin does), instead of binding `listen.https`. The port never changes hands.
+    pub async fn bind_on(
+        loaded: &Loaded,
+        clock: Clock,
+        https: std::net::TcpListener,
+    ) -> Result<Self, StartError> {
+        Self::bind_all(loaded, clock, Some(https)).await
+    }
+
+    async fn bind_all(
+        loaded: &Loaded,
+        clock: Clock,
+        https: Option<std::net::TcpListener>,
+    ) -> Result<Self, StartError> {
         let config = &loaded.config;
         let cert = loaded.resolve(&config.tls.cert);
         let key = loaded.resolve(&config.tls.key);
@@ -160,7 +190,10 @@ impl Bound {
         };
         let gateway = Arc::new(Gateway::new(loaded, telemetry, accounts, clock.clone())?);
 
-        let https = bind(config.listen.https, "listen.https").await?;
+        let https = match https {
+            Some(listener) => adopt(listener, config.listen.https, "listen.https")?,
+            None => bind(config.listen.https, "listen.https").await?,
+        };
         let redirect = match config.listen.http_redirect {
             Some(addr) => Some(bind(addr, "listen.http_redirect").await?),
             None => None,

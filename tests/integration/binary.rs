@@ -36,62 +36,119 @@ fn https_client(
         .build(connector)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A started `wardgate run`: its log lines as they come, and the addresses it got.
+struct Running {
+    child: Reaped,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    log: Vec<String>,
+    /// The log record "wardgate is serving", which names every listener's address.
+    serving: serde_json::Value,
+}
+
+impl Running {
+    /// Spawns `command` (its listeners on port 0, so no port is ever reserved and released)
+    /// and waits until the gateway logs the addresses it is serving on.
+    async fn start(mut command: Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut log = Vec::new();
+        let serving = loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.recv())
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("the gateway stopped: {log:#?}"));
+            log.push(line.clone());
+            let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if record["message"] == "wardgate is serving" {
+                break record;
+            }
+        };
+        Self {
+            child: Reaped(Some(child)),
+            lines,
+            log,
+            serving,
+        }
+    }
+
+    fn addr(&self, listener: &str) -> std::net::SocketAddr {
+        self.serving[listener].as_str().unwrap().parse().unwrap()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits for the exit: its status and the whole log.
+    async fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_secs(30), self.lines.recv()).await
+        {
+            self.log.push(line);
+        }
+        let mut child = self.child.0.take().unwrap();
+        let exit = tokio::task::spawn_blocking(move || child.wait().unwrap());
+        let exit = tokio::time::timeout(Duration::from_secs(30), exit)
+            .await
+            .unwrap()
+            .unwrap();
+        (exit, self.log)
+    }
+}
+
+/// `wardgate run --config file`.
+fn wardgate_run(file: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    command
+        .args(["run", "--config"])
+        .arg(file)
+        .stderr(Stdio::null());
+    command
 }
 
 #[tokio::test]
 async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     let upstream = MockUpstream::ok(r#"{"ok":true}"#).await;
-    let (https, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let config = config_with(
         &format!("  backend: {{ url: \"{}\" }}", upstream.url()),
         "  - { path: /api/**, upstream: backend, auth: none }",
         "",
     )
-    .replace(
-        "127.0.0.1:0\"\n  admin: \"127.0.0.1:0\"",
-        &format!("127.0.0.1:{https}\"\n  admin: \"127.0.0.1:{admin}\""),
-    )
     .replace("  requests: false", "  requests: true\n  format: json");
     let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, config).unwrap();
-    let mut child = Reaped(Some(
-        Command::new(env!("CARGO_BIN_EXE_wardgate"))
-            .args(["run", "--config"])
-            .arg(&file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
-    let pid = child.0.as_ref().unwrap().id();
-
-    let admin_client = plain_client();
-    let mut healthy = false;
-    for _ in 0..200 {
-        if let Ok(response) = admin_client
-            .request(get(&format!("http://127.0.0.1:{admin}/healthz")))
-            .await
-        {
-            healthy = response.status() == StatusCode::OK;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(healthy, "the gateway did not come up");
+    std::fs::write(&file, &config).unwrap();
+    let running = Running::start(wardgate_run(&file)).await;
+    let https = running.addr("https").port();
+    // The commands find the admin listener in their config: the same one, naming its port.
+    let cli_file = dir.path().join("cli.yaml");
+    let admin = running.addr("admin");
+    std::fs::write(
+        &cli_file,
+        config.replace("admin: \"127.0.0.1:0\"", &format!("admin: \"{admin}\"")),
+    )
+    .unwrap();
 
     // Accounts are managed through the running gateway.
     let cli = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
             .args(args)
             .arg("--config")
-            .arg(&file)
+            .arg(&cli_file)
             .output()
             .unwrap();
         (
@@ -140,21 +197,7 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     drop(client);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || {
-        let mut child = child.0.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines: Vec<String> = BufReader::new(stdout).lines().map(|l| l.unwrap()).collect();
-        (child.wait().unwrap(), lines)
-    });
-    let (exit, lines) = tokio::time::timeout(Duration::from_secs(30), exit)
-        .await
-        .unwrap()
-        .unwrap();
+    let (exit, lines) = running.stop().await;
     assert_eq!(exit.code(), Some(0), "{lines:#?}");
 
     let records: Vec<serde_json::Value> = lines
@@ -191,20 +234,17 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     );
 }
 
-/// The gateway binary for `config`, started by `prlimit` with the open-file limit `soft:hard`.
-fn spawn_limited(config: &std::path::Path, nofile: &str) -> Reaped {
-    Reaped(Some(
-        Command::new("prlimit")
-            .arg(format!("--nofile={nofile}"))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_wardgate"))
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ))
+/// `wardgate run --config config` started by `prlimit` with the open-file limit `soft:hard`.
+fn limited(config: &std::path::Path, nofile: &str) -> Command {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={nofile}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stderr(Stdio::null());
+    command
 }
 
 /// A config for the file-limit tests: every listener on a port of the kernel's choosing.
@@ -223,8 +263,8 @@ async fn an_open_file_limit_below_what_the_server_limits_need_stops_the_start() 
     let upstream = MockUpstream::ok("ok").await;
     let dir = tempfile::tempdir().unwrap();
     let file = limited_config(dir.path(), &upstream.url(), "  max_connections: 1000\n");
-    let mut child = spawn_limited(&file, "256:256");
-    let output = tokio::task::spawn_blocking(move || child.0.take().unwrap().wait_with_output());
+    let mut command = limited(&file, "256:256");
+    let output = tokio::task::spawn_blocking(move || command.output());
     let output = tokio::time::timeout(Duration::from_secs(30), output)
         .await
         .unwrap()
@@ -248,37 +288,8 @@ async fn the_soft_file_limit_is_raised_and_idle_plain_http_clients_cannot_exhaus
         &upstream.url(),
         "  max_connections: 4\n  side_max_connections: 4\n",
     );
-    let mut child = spawn_limited(&file, "64:100");
-    let pid = child.0.as_ref().unwrap().id();
-    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let serving = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.recv())
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("the gateway stopped: {log:#?}"));
-        log.push(line.clone());
-        let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if record["message"] == "wardgate is serving" {
-            break record;
-        }
-    };
-    let addr = |key: &str| -> std::net::SocketAddr {
-        let text = serving[key].as_str().unwrap();
-        text.trim_start_matches("Some(")
-            .trim_end_matches(')')
-            .parse()
-            .unwrap()
-    };
+    let running = Running::start(limited(&file, "64:100")).await;
+    let pid = running.pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let open_files = limits
         .lines()
@@ -295,13 +306,13 @@ async fn the_soft_file_limit_is_raised_and_idle_plain_http_clients_cannot_exhaus
     for listener in ["admin", "redirect"] {
         for _ in 0..40 {
             idle.push(
-                tokio::net::TcpStream::connect(addr(listener))
+                tokio::net::TcpStream::connect(running.addr(listener))
                     .await
                     .unwrap(),
             );
         }
     }
-    let https = addr("https");
+    let https = running.addr("https");
     let client = https_client(&dir.path().join("gateway.crt"));
     let response = client
         .request(get(&format!("https://localhost:{}/x", https.port())))
@@ -309,14 +320,7 @@ async fn the_soft_file_limit_is_raised_and_idle_plain_http_clients_cannot_exhaus
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     drop((idle, client));
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(30), lines.recv()).await {
-        log.push(line);
-    }
+    let (_, log) = running.stop().await;
     let log = log.join("\n");
     assert!(log.contains("raised the open-file limit"), "{log}");
     assert!(!log.contains("accept failed"), "{log}");

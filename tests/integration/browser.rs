@@ -185,23 +185,19 @@ async fn a_new_user_enrolls_in_chromium() {
 
 /// A gateway for the login pages: `/api/**` and `/sensitive/**` (which wants a second factor
 /// younger than 10 minutes) need a session. WebAuthn's relying party is `localhost` on the
-/// gateway's own port, reserved first because the origin must name it.
+/// gateway's own port, bound by the test first because the origin must name it.
 async fn login_gateway() -> (MockUpstream, TestGateway) {
     let upstream = MockUpstream::recording().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = https.local_addr().unwrap().port();
     let config = config_with(
         &format!("  backend: {{ url: \"{}\" }}", upstream.url()),
         "  - name: records\n    path: /api/**\n    upstream: backend\n    auth: session\n    identity: { headers: [name] }\n  - name: sensitive\n    path: /sensitive/**\n    upstream: backend\n    auth: session\n    reauth_within: 10m",
         &format!(
             "sanitize:\n  server_names: [localhost]\nauth:\n  webauthn: {{ rp_id: localhost, origin: \"https://localhost:{port}\" }}\n"
         ),
-    )
-    .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
-    (upstream, TestGateway::start(&config).await)
+    );
+    (upstream, TestGateway::start_on(https, &config).await)
 }
 
 /// The user every request reached the upstream as, and whether a session token went along.

@@ -31,12 +31,15 @@ pub fn full(bytes: impl Into<Bytes>) -> TestBody {
 }
 
 /// What a mock upstream saw.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Seen {
     pub method: http::Method,
     pub uri: http::Uri,
     pub headers: http::HeaderMap,
+    /// The body as far as it could be read.
     pub body: Bytes,
+    /// Why the body could not be read to its end; `None` for a whole body.
+    pub cut: Option<String>,
 }
 
 /// An HTTP/1.1 upstream on loopback that records requests and answers with `respond`.
@@ -62,7 +65,7 @@ impl MockUpstream {
     }
 
     /// `respond` gets the request with its body unread (streaming tests read it themselves);
-    /// requests it leaves unread are recorded with an empty body.
+    /// requests are recorded with an empty body.
     pub async fn start<F, Fut>(respond: F) -> Self
     where
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
@@ -101,21 +104,19 @@ impl MockUpstream {
                         let (respond, recorded) = (respond.clone(), recorded.clone());
                         async move {
                             let (parts, body) = request.into_parts();
-                            let (request, bytes) = if read_body {
-                                let bytes = body
-                                    .collect()
-                                    .await
-                                    .map(|c| c.to_bytes())
-                                    .unwrap_or_default();
-                                (None, bytes)
+                            let (request, bytes, cut) = if read_body {
+                                let (bytes, cut) = read_to_end(body).await;
+                                (None, bytes, cut)
                             } else {
-                                (Some(Request::from_parts(parts.clone(), body)), Bytes::new())
+                                let request = Request::from_parts(parts.clone(), body);
+                                (Some(request), Bytes::new(), None)
                             };
                             recorded.lock().unwrap().push(Seen {
                                 method: parts.method.clone(),
                                 uri: parts.uri.clone(),
                                 headers: parts.headers.clone(),
                                 body: bytes,
+                                cut,
                             });
                             let response = match request {
                                 Some(request) => respond(request).await,
@@ -160,13 +161,55 @@ impl MockUpstream {
         .await
     }
 
+    /// Every request seen so far; fails the test when a body could not be read to its end, so
+    /// that a body cut short is never mistaken for an empty or shorter one.
     pub fn seen(&self) -> Vec<Seen> {
+        let seen = self.seen_even_cut();
+        if let Some(cut) = seen.iter().find(|seen| seen.cut.is_some()) {
+            panic!("the upstream could not read a whole body: {cut:?}");
+        }
+        seen
+    }
+
+    /// Every request seen so far, those whose body was cut short included (see [`Seen::cut`]).
+    pub fn seen_even_cut(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// Shows at most the first 256 bytes of the body, so that a failed test stays readable.
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.body[..self.body.len().min(256)];
+        f.debug_struct("Seen")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("body", &Bytes::copy_from_slice(shown))
+            .field("cut", &self.cut)
+            .finish()
+    }
+}
+
+/// Reads `body` frame by frame: what arrived, and why it stopped short if it did.
+async fn read_to_end(mut body: Incoming) -> (Bytes, Option<String>) {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            Err(error) => return (bytes.into(), Some(error.to_string())),
+        }
+    }
+    (bytes.into(), None)
 }
 
 /// A gateway started from config text in a temporary directory, on ephemeral ports.
@@ -220,6 +263,19 @@ impl TestGateway {
 
     /// Starts from `config` written into `dir`, next to files the test put there.
     pub async fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        Self::launch(dir, config, None).await
+    }
+
+    /// Starts from `config`, serving HTTPS on `https`: for a config that names the port.
+    pub async fn start_on(https: std::net::TcpListener, config: &str) -> Self {
+        Self::launch(tempfile::tempdir().unwrap(), config, Some(https)).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        config: &str,
+        https: Option<std::net::TcpListener>,
+    ) -> Self {
         let file = dir.path().join("gateway.yaml");
         std::fs::write(&file, config).unwrap();
         let loaded = wardgate::config::load(&file).unwrap();
@@ -228,9 +284,11 @@ impl TestGateway {
         let read = skew.clone();
         let clock: wardgate::clock::Clock =
             Arc::new(move || wall() + read.load(std::sync::atomic::Ordering::SeqCst));
-        let bound = wardgate::server::Bound::bind_with_clock(&loaded, clock)
-            .await
-            .unwrap();
+        let bound = match https {
+            Some(listener) => wardgate::server::Bound::bind_on(&loaded, clock, listener).await,
+            None => wardgate::server::Bound::bind_with_clock(&loaded, clock).await,
+        }
+        .unwrap();
         let https = bound.https_addr().unwrap();
         let admin = bound.admin_addr();
         let redirect = bound.redirect_addr();
