@@ -11,10 +11,12 @@
 #   1. every unit test (`cargo test --lib`, seconds a mutant);
 #   2. the mutants pass 1 missed or timed out (`--iterate`), against the unit tests and the
 #      integration tests but the browser and binary ones (minutes a mutant).
-# Then a table of caught, missed, unviable and timeouts per file (pass 1 + pass 2), and every missed
-# mutant that scripts/mutants-explained.txt does not explain; exits 1 when there is one.
+# Then a table per file: every mutant, and how many were caught, missed, unviable (did not build)
+# and timed out, first as the first run found them and now; and every missed mutant that
+# scripts/mutants-explained.txt does not explain. Exits 1 when there is one.
 #
-# A file's results are kept: rerun with MUTANTS_FRESH=1 to test it again from the start.
+# A file's results are kept. MUTANTS_RECHECK=1 tests its missed mutants again (pass 2 only),
+# after tests were added; MUTANTS_FRESH=1 starts the file over.
 # Needs cargo-mutants (`cargo install cargo-mutants --locked`). Builds in
 # $HOME/.cache/wardgate/target-mutants (CARGO_TARGET_DIR), without debug info for the crate.
 set -euo pipefail
@@ -56,49 +58,58 @@ unplaced() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
 for file in "${files[@]}"; do
     out="$out_root/$(slug "$file")"
     [[ ${MUTANTS_FRESH:-0} == 1 ]] && rm -rf "$out"
+    tree="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with changes')"
     if [[ -f $out/done ]]; then
-        echo "== $file: kept from an earlier run"
-        continue
+        if [[ ${MUTANTS_RECHECK:-0} != 1 || $(count "$out/mutants.out/missed.txt") == 0 ]]; then
+            echo "== $file: kept from an earlier run"
+            continue
+        fi
+    else
+        mkdir -p "$out"
+        echo "== $file: pass 1, unit tests, at $tree"
+        nice cargo mutants "${common[@]}" -f "$file" -o "$out" --timeout 120 \
+            --cargo-test-arg=--lib || true
+        rm -rf "$out/pass1" && cp -r "$out/mutants.out" "$out/pass1"
     fi
-    mkdir -p "$out"
-    echo "== $file: pass 1, unit tests"
-    nice cargo mutants "${common[@]}" -f "$file" -o "$out" --timeout 120 \
-        --cargo-test-arg=--lib || true
-    rm -rf "$out/pass1" && cp -r "$out/mutants.out" "$out/pass1"
-    rm -rf "$out/pass2"
-    if [[ $(count "$out/pass1/missed.txt") -gt 0 || $(count "$out/pass1/timeout.txt") -gt 0 ]]; then
-        echo "== $file: pass 2, the $(count "$out/pass1/missed.txt") missed against the integration tests too"
+    if [[ $(count "$out/mutants.out/missed.txt") -gt 0 || $(count "$out/mutants.out/timeout.txt") -gt 0 ]]; then
+        echo "== $file: pass 2, $(count "$out/mutants.out/missed.txt") missed, against the integration tests too, at $tree"
         nice cargo mutants "${common[@]}" -f "$file" -o "$out" --iterate --timeout 600 \
             --cargo-test-arg=--lib --cargo-test-arg=--test --cargo-test-arg=integration \
             --cargo-test-arg=-- --cargo-test-arg=--skip --cargo-test-arg=browser:: \
             --cargo-test-arg=--skip --cargo-test-arg=binary:: || true
-        cp -r "$out/mutants.out" "$out/pass2"
     fi
+    [[ -d $out/first ]] || cp -r "$out/mutants.out" "$out/first"
     touch "$out/done"
 done
 
-printf '\n%-28s %7s %7s %9s %9s\n' file caught missed unviable timeouts
+# How many mutants pass 1 found in a file.
+mutants() { python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$1/mutants.json"; }
+# Counts of a results folder: caught missed unviable timeouts, out of every mutant of pass 1.
+counts() {
+    local all missed unviable timeouts
+    all=$(mutants "$2")
+    missed=$(count "$1/missed.txt") unviable=$(count "$2/unviable.txt")
+    timeouts=$(count "$1/timeout.txt")
+    echo "$((all - missed - unviable - timeouts)) $missed $unviable $timeouts"
+}
+printf '\n%-28s %5s | %-25s | %-25s\n' "" "" "first run" "now"
+printf '%-28s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' file all \
+    caught missed unviab. t/out caught missed unviab. t/out
 unexplained=()
 for file in "${files[@]}"; do
     out="$out_root/$(slug "$file")"
-    pass1="$out/pass1" pass2="$out/pass2" final="$out/pass1"
     if [[ ! -f $out/done ]]; then
         printf '%-28s not run\n' "$file"
         continue
     fi
-    caught=$(count "$pass1/caught.txt")
-    if [[ -d $pass2 ]]; then
-        final="$pass2"
-        caught=$((caught + $(count "$pass2/caught.txt")))
-    fi
-    missed=$(count "$final/missed.txt")
-    printf '%-28s %7s %7s %9s %9s\n' "$file" "$caught" "$missed" \
-        "$(count "$pass1/unviable.txt")" "$(count "$final/timeout.txt")"
-    [[ -f $final/missed.txt ]] || continue
+    # shellcheck disable=SC2046
+    printf '%-28s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' "$file" \
+        "$(mutants "$out/pass1")" \
+        $(counts "$out/first" "$out/pass1") $(counts "$out/mutants.out" "$out/pass1")
     while IFS= read -r mutant; do
         grep -qxF "$mutant" <(grep -v '^#' "$explained" | sed -E 's/ +# .*$//') ||
             unexplained+=("$mutant")
-    done < <(unplaced <"$final/missed.txt")
+    done < <(unplaced <"$out/mutants.out/missed.txt" 2>/dev/null || true)
 done
 if [[ ${#unexplained[@]} -gt 0 ]]; then
     printf '\nmissed and not explained in %s:\n' "${explained#"$PWD"/}"
