@@ -495,7 +495,10 @@ enum State {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::identity::{EmbeddedStore, IdentityStore, Keyring, MasterKey};
     use p256::ecdsa::signature::Signer;
     use p256::ecdsa::{DerSignature, SigningKey};
     use serde_json::{Value, json};
@@ -805,10 +808,44 @@ mod tests {
         assert!(public_key["challenge"].as_str().unwrap().len() >= 43);
     }
 
+    /// Finishes a login with `key`'s answer against the credentials `store` holds, and records
+    /// the use there, as the login handler does.
+    fn log_in(
+        passkeys: &Passkeys,
+        store: &EmbeddedStore,
+        alice: &User,
+        key: &mut SoftKey,
+    ) -> Result<WebAuthnUse, WebAuthnError> {
+        let registered = store.webauthn_credentials(alice.id).unwrap();
+        let (id, options) = passkeys
+            .start_authentication(alice.id, &registered, NOW)
+            .unwrap();
+        let (used, update) =
+            passkeys.finish_authentication(&id, alice.id, &key.get(&options), &registered, NOW)?;
+        assert_eq!(used, key.credential_id);
+        assert!(
+            store
+                .record_webauthn_use(alice.id, &used, update, NOW)
+                .unwrap()
+        );
+        Ok(update)
+    }
+
+    /// The counter `store` holds for `alice`'s only credential.
+    fn stored_counter(store: &EmbeddedStore, alice: &User) -> u32 {
+        let credentials = store.webauthn_credentials(alice.id).unwrap();
+        assert_eq!(credentials.len(), 1);
+        credentials[0].sign_count
+    }
+
     #[test]
     fn a_registered_key_logs_in_and_its_counter_must_grow() {
         let passkeys = passkeys();
         let alice = user("alice");
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap();
+        store.create_user(&alice).unwrap();
         let mut key = SoftKey::new();
         key.counter = 1;
         let stored = register(&passkeys, &alice, &key);
@@ -816,6 +853,7 @@ mod tests {
         assert_eq!(stored.created, NOW + 1);
         assert_eq!(stored.sign_count, 1);
         assert!(!stored.backup_eligible && !stored.backup_state);
+        store.add_webauthn(alice.id, &stored).unwrap();
 
         let (id, options) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
@@ -840,7 +878,6 @@ mod tests {
                 backup_state: false
             }
         );
-
         // The same response again: the ceremony is gone.
         assert_eq!(
             passkeys.finish_authentication(
@@ -853,22 +890,26 @@ mod tests {
             Err(WebAuthnError::UnknownCeremony)
         );
 
-        // The store now says 5; a clone still at 5 (or behind) is refused.
-        let mut current = stored.clone();
-        current.sign_count = 5;
+        // The login handler stores the use; the next login must beat the stored counter: a
+        // clone still at it (or behind) is refused and changes nothing.
+        assert!(
+            store
+                .record_webauthn_use(alice.id, &used, update, NOW)
+                .unwrap()
+        );
+        assert_eq!(stored_counter(&store, &alice), 5);
         for counter in [5, 3] {
             key.counter = counter;
-            let (id, options) = passkeys
-                .start_authentication(alice.id, std::slice::from_ref(&current), NOW)
-                .unwrap();
-            let error = passkeys
-                .finish_authentication(&id, alice.id, &key.get(&options), &[current.clone()], NOW)
-                .unwrap_err();
+            let error = log_in(&passkeys, &store, &alice, &mut key).unwrap_err();
             assert!(
                 matches!(error, WebAuthnError::Rejected(reason) if reason.contains("counter")),
                 "{error}"
             );
+            assert_eq!(stored_counter(&store, &alice), 5);
         }
+        key.counter = 6;
+        log_in(&passkeys, &store, &alice, &mut key).unwrap();
+        assert_eq!(stored_counter(&store, &alice), 6);
     }
 
     #[test]

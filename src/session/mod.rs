@@ -941,10 +941,23 @@ mod tests {
         let ended = f.login(T0).await;
         let live = f.check(&ended, T0 + 1).await.unwrap();
         assert!(f.sessions.end(live.key).await.unwrap());
-        f.check(&kept, T0 + 5 * 60).await.unwrap();
+        // Less than TOUCH_INTERVAL after login: no activity write is left holding the store.
+        f.check(&kept, T0 + 30).await.unwrap();
 
+        // The restart: the store is closed (redb's file lock goes with it) and the file opened
+        // again by a new store, under a new `Sessions` with nothing in memory.
+        let Fixture {
+            _dir: dir,
+            store,
+            sessions,
+            ..
+        } = f;
+        drop(sessions);
+        assert_eq!(Arc::strong_count(&store), 1, "the store is still in use");
+        drop(store);
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
-        let restarted = Sessions::new(f.store.clone(), keyring, &SessionConfig::default());
+        let store = Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
+        let restarted = Sessions::new(store, keyring, &SessionConfig::default());
         let lifetimes = restarted.lifetimes();
         let live = restarted
             .check(kept.as_str(), &lifetimes, T0 + 10 * 60)

@@ -18,6 +18,11 @@ inBrowser(async ({ page, observed, shot }) => {
   const user = env('USER_NAME');
   const password = env('PASSWORD');
   const { cdp, authenticatorId } = await virtualAuthenticator(page);
+  // What an authenticator holds: each credential's id (base64) and signature counter.
+  const counters = async (id) => {
+    const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId: id });
+    return credentials.map((c) => ({ id: c.credentialId, sign_count: c.signCount }));
+  };
 
   // Enrollment: the password, then a passkey instead of the app.
   await page.goto(`${gateway}/.wardgate/enroll?token=${encodeURIComponent(token)}`);
@@ -31,6 +36,7 @@ inBrowser(async ({ page, observed, shot }) => {
   };
   const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
   observed.credentials = credentials.map((c) => ({
+    id: c.credentialId,
     resident: c.isResidentCredential,
     rp: c.rpId,
     sign_count: c.signCount,
@@ -68,8 +74,7 @@ inBrowser(async ({ page, observed, shot }) => {
   observed.tampered = { status: tampered.status(), error: await page.textContent('#factor-error') };
   const back = await arrive(page, '#webauthn-button', target);
   observed.after_login = { url: page.url(), status: back.status(), body: await page.textContent('body') };
-  const after = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
-  observed.sign_count_after = after.credentials.map((c) => c.signCount);
+  observed.passkey_after_login = await counters(authenticatorId);
   await shot('4-protected-page');
 
   // A second authenticator, added from the home page while the second factor is fresh.
@@ -78,6 +83,7 @@ inBrowser(async ({ page, observed, shot }) => {
   const securityKey = await addAuthenticator(cdp, 'usb');
   const added = await arrive(page, '#webauthn-button', `${gateway}/.wardgate/passkeys`);
   observed.added = { status: added.status(), notice: await page.textContent('#home-notice') };
+  observed.security_key_registered = await counters(securityKey);
   await shot('5-passkey-added');
   await submit(page, '#logout');
   await page.goto(target);
@@ -86,6 +92,5 @@ inBrowser(async ({ page, observed, shot }) => {
   await submit(page, 'button[type=submit]');
   const again = await arrive(page, '#webauthn-button', target);
   observed.with_security_key = { url: page.url(), status: again.status() };
-  const used = await cdp.send('WebAuthn.getCredentials', { authenticatorId: securityKey });
-  observed.security_key_sign_count = used.credentials.map((c) => c.signCount);
+  observed.security_key_after_login = await counters(securityKey);
 });

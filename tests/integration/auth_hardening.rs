@@ -5,6 +5,7 @@
 use http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
+use wardgate::identity::IdentityStore;
 
 use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, post, read_answer};
 use crate::harness::*;
@@ -276,6 +277,41 @@ async fn an_enrolled_app_keeps_its_digits_when_the_config_changes() {
     assert_refused(&short, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
     let done = app_code(&gateway, &jons, &code_of_digits(eight, 8, 30)).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+}
+
+#[tokio::test]
+async fn raised_hashing_parameters_rehash_a_password_at_its_next_login() {
+    let upstream = MockUpstream::recording().await;
+    let config = simple_config(&upstream.url());
+    let gateway = TestGateway::start(&config).await;
+    enroll(&gateway, "pia").await;
+    let stored_hash = |dir: &std::path::Path| {
+        let pia = open_store(dir).user_by_name("pia").unwrap();
+        pia.password_hash.unwrap()
+    };
+    let dir = gateway.stop().await;
+    let enrolled = stored_hash(dir.path());
+    assert!(
+        enrolled.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{enrolled}"
+    );
+
+    // The operator raises the iterations; pia's next password step stores a new hash.
+    let raised = config + "auth:\n  password:\n    hashing: { iterations: 3 }\n";
+    let gateway = TestGateway::start_in(dir, &raised).await;
+    challenge(&gateway, "pia").await;
+    let dir = gateway.stop().await;
+    let rehashed = stored_hash(dir.path());
+    assert!(
+        rehashed.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"),
+        "{rehashed}"
+    );
+
+    // It is a hash of her password, under the current parameters: it verifies, and stays.
+    let gateway = TestGateway::start_in(dir, &raised).await;
+    challenge(&gateway, "pia").await;
+    let dir = gateway.stop().await;
+    assert_eq!(stored_hash(dir.path()), rehashed);
 }
 
 #[tokio::test]

@@ -1,12 +1,22 @@
-//! The real `wardgate` binary: start, serve, log one JSON record per request, exit 0 on SIGTERM.
+//! The real `wardgate` binary: start, serve, log one JSON record per request, exit 0 on SIGTERM,
+//! and keep its sessions across a restart.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::enrollment::{STRONG, post};
 use crate::harness::*;
+use crate::sessions::{LOGIN, call, enroll, next_code, post_as};
+
+/// How long to wait for each log line and for the exit: far more than a start or a stop takes.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Kills the gateway if the test fails before it stopped it.
 struct Reaped(Option<std::process::Child>);
@@ -20,38 +30,46 @@ impl Drop for Reaped {
     }
 }
 
-/// An HTTP/1.1 client over TLS that trusts `cert`.
-fn https_client(
-    cert: &std::path::Path,
-) -> hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    TestBody,
-> {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(client_tls(cert))
-        .https_only()
-        .enable_http1()
-        .build();
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector)
+/// `wardgate run` on `config`.
+fn run(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wardgate"));
+    command.args(["run", "--config"]).arg(config);
+    command
 }
 
-/// A started `wardgate run`: its log lines as they come, and the addresses it got.
-struct Running {
+/// A running `wardgate run`, its log (JSON records on stdout) read line by line as it is
+/// written.
+pub(crate) struct Binary {
     child: Reaped,
-    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    lines: UnboundedReceiver<String>,
+    /// Every line logged so far.
     log: Vec<String>,
-    /// The log record "wardgate is serving", which names every listener's address.
-    serving: serde_json::Value,
+    /// The "wardgate is serving" record: the addresses it bound.
+    serving: Value,
+    /// The directory of its config file: certificate and data.
+    dir: PathBuf,
 }
 
-impl Running {
-    /// Spawns `command` (its listeners on port 0, so no port is ever reserved and released)
-    /// and waits until the gateway logs the addresses it is serving on.
-    async fn start(mut command: Command) -> Self {
-        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+impl Binary {
+    /// Writes `config` to `dir/gateway.yaml`, starts the gateway on it and waits until it
+    /// serves. Started again in the same `dir`, it finds its certificate and data there.
+    pub(crate) async fn start(dir: &Path, config: &str) -> Self {
+        let file = dir.join("gateway.yaml");
+        std::fs::write(&file, config).unwrap();
+        Self::spawn(run(&file), dir).await
+    }
+
+    /// Spawns `command` (a `wardgate run` for a config in `dir`, with the log filter of the
+    /// config, whatever `RUST_LOG` the tests run with) and waits until it serves.
+    async fn spawn(mut command: Command, dir: &Path) -> Self {
+        let mut child = command
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (lines_tx, lines) = tokio::sync::mpsc::unbounded_channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
@@ -60,64 +78,76 @@ impl Running {
                 }
             }
         });
-        let mut log = Vec::new();
-        let serving = loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.recv())
+        let mut binary = Self {
+            child: Reaped(Some(child)),
+            lines,
+            log: Vec::new(),
+            serving: Value::Null,
+            dir: dir.to_owned(),
+        };
+        binary.serving = loop {
+            let line = tokio::time::timeout(PATIENCE, binary.lines.recv())
                 .await
                 .unwrap()
-                .unwrap_or_else(|| panic!("the gateway stopped: {log:#?}"));
-            log.push(line.clone());
-            let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                .unwrap_or_else(|| panic!("the gateway stopped: {:#?}", binary.log));
+            binary.log.push(line.clone());
+            let record: Value = serde_json::from_str(&line).unwrap_or_default();
             if record["message"] == "wardgate is serving" {
                 break record;
             }
         };
-        Self {
-            child: Reaped(Some(child)),
-            lines,
-            log,
-            serving,
-        }
-    }
-
-    fn addr(&self, listener: &str) -> std::net::SocketAddr {
-        self.serving[listener].as_str().unwrap().parse().unwrap()
+        binary
     }
 
     fn pid(&self) -> u32 {
         self.child.0.as_ref().unwrap().id()
     }
 
-    /// Sends SIGTERM and waits for the exit: its status and the whole log.
-    async fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    /// A listener's address from the "wardgate is serving" record: `https`, `admin` or
+    /// `redirect`.
+    fn addr(&self, listener: &str) -> SocketAddr {
+        self.serving[listener].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM, waits for the exit (status 0) and returns every line the gateway logged.
+    pub(crate) async fn stop(mut self) -> Vec<String> {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        while let Ok(Some(line)) =
-            tokio::time::timeout(Duration::from_secs(30), self.lines.recv()).await
+        // The log ends when the process does.
+        while let Some(line) = tokio::time::timeout(PATIENCE, self.lines.recv())
+            .await
+            .unwrap()
         {
             self.log.push(line);
         }
         let mut child = self.child.0.take().unwrap();
-        let exit = tokio::task::spawn_blocking(move || child.wait().unwrap());
-        let exit = tokio::time::timeout(Duration::from_secs(30), exit)
-            .await
-            .unwrap()
-            .unwrap();
-        (exit, self.log)
+        let exit = tokio::time::timeout(
+            PATIENCE,
+            tokio::task::spawn_blocking(move || child.wait().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(exit.code(), Some(0), "{:#?}", self.log);
+        self.log
     }
 }
 
-/// `wardgate run --config file`.
-fn wardgate_run(file: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wardgate"));
-    command
-        .args(["run", "--config"])
-        .arg(file)
-        .stderr(Stdio::null());
-    command
+impl Listening for Binary {
+    fn https_port(&self) -> u16 {
+        self.addr("https").port()
+    }
+
+    fn admin_addr(&self) -> SocketAddr {
+        self.addr("admin")
+    }
+
+    fn dir_path(&self) -> &Path {
+        &self.dir
+    }
 }
 
 #[tokio::test]
@@ -130,15 +160,14 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
         "",
     )
     .replace("  requests: false", "  requests: true\n  format: json");
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, &config).unwrap();
-    let running = Running::start(wardgate_run(&file)).await;
-    let https = running.addr("https").port();
-    // The commands find the admin listener in their config: the same one, naming its port.
-    let cli_file = dir.path().join("cli.yaml");
-    let admin = running.addr("admin");
+    // Every listener on a port of the kernel's choosing, read from the log: none is reserved
+    // and released first. The commands find the admin listener in their config, so theirs
+    // names the port the gateway got.
+    let binary = Binary::start(dir.path(), &config).await;
+    let file = dir.path().join("cli.yaml");
+    let admin = binary.addr("admin");
     std::fs::write(
-        &cli_file,
+        &file,
         config.replace("admin: \"127.0.0.1:0\"", &format!("admin: \"{admin}\"")),
     )
     .unwrap();
@@ -148,7 +177,7 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
         let output = Command::new(env!("CARGO_BIN_EXE_wardgate"))
             .args(args)
             .arg("--config")
-            .arg(&cli_file)
+            .arg(&file)
             .output()
             .unwrap();
         (
@@ -177,11 +206,9 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     assert_eq!(code, Some(1));
     assert!(errors.contains("WG-ADMIN-004"), "{errors}");
 
-    let client = https_client(&dir.path().join("gateway.crt"));
+    let client = binary.client(false);
     let response = client
-        .request(get(&format!(
-            "https://localhost:{https}/api/patients/7?secret=token123"
-        )))
+        .request(get(&binary.url("/api/patients/7?secret=token123")))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -191,14 +218,13 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
         .to_owned();
     assert_eq!(body_text(response).await, r#"{"ok":true}"#);
     let missing = client
-        .request(get(&format!("https://localhost:{https}/nothing/../here")))
+        .request(get(&binary.url("/nothing/../here")))
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     drop(client);
 
-    let (exit, lines) = running.stop().await;
-    assert_eq!(exit.code(), Some(0), "{lines:#?}");
+    let lines = binary.stop().await;
 
     let records: Vec<serde_json::Value> = lines
         .iter()
@@ -234,21 +260,20 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     );
 }
 
-/// `wardgate run --config config` started by `prlimit` with the open-file limit `soft:hard`.
-fn limited(config: &std::path::Path, nofile: &str) -> Command {
+/// `wardgate run` on `config`, started by `prlimit` with the open-file limit `soft:hard`.
+fn limited(config: &Path, nofile: &str) -> Command {
     let mut command = Command::new("prlimit");
     command
         .arg(format!("--nofile={nofile}"))
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_wardgate"))
         .args(["run", "--config"])
-        .arg(config)
-        .stderr(Stdio::null());
+        .arg(config);
     command
 }
 
 /// A config for the file-limit tests: every listener on a port of the kernel's choosing.
-fn limited_config(dir: &std::path::Path, upstream: &str, server: &str) -> std::path::PathBuf {
+fn limited_config(dir: &Path, upstream: &str, server: &str) -> PathBuf {
     let config = format!("{}server:\n{server}", simple_config(upstream)).replace(
         "  admin: \"127.0.0.1:0\"",
         "  admin: \"127.0.0.1:0\"\n  http_redirect: \"127.0.0.1:0\"",
@@ -263,9 +288,13 @@ async fn an_open_file_limit_below_what_the_server_limits_need_stops_the_start() 
     let upstream = MockUpstream::ok("ok").await;
     let dir = tempfile::tempdir().unwrap();
     let file = limited_config(dir.path(), &upstream.url(), "  max_connections: 1000\n");
-    let mut command = limited(&file, "256:256");
-    let output = tokio::task::spawn_blocking(move || command.output());
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
+    let child = limited(&file, "256:256")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let output = tokio::time::timeout(PATIENCE, output)
         .await
         .unwrap()
         .unwrap()
@@ -288,8 +317,8 @@ async fn the_soft_file_limit_is_raised_and_idle_plain_http_clients_cannot_exhaus
         &upstream.url(),
         "  max_connections: 4\n  side_max_connections: 4\n",
     );
-    let running = Running::start(limited(&file, "64:100")).await;
-    let pid = running.pid();
+    let binary = Binary::spawn(limited(&file, "64:100"), dir.path()).await;
+    let pid = binary.pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let open_files = limits
         .lines()
@@ -306,22 +335,74 @@ async fn the_soft_file_limit_is_raised_and_idle_plain_http_clients_cannot_exhaus
     for listener in ["admin", "redirect"] {
         for _ in 0..40 {
             idle.push(
-                tokio::net::TcpStream::connect(running.addr(listener))
+                tokio::net::TcpStream::connect(binary.addr(listener))
                     .await
                     .unwrap(),
             );
         }
     }
-    let https = running.addr("https");
-    let client = https_client(&dir.path().join("gateway.crt"));
-    let response = client
-        .request(get(&format!("https://localhost:{}/x", https.port())))
+    let response = binary
+        .client(false)
+        .request(get(&binary.url("/x")))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    drop((idle, client));
-    let (_, log) = running.stop().await;
-    let log = log.join("\n");
+    drop(idle);
+    let log = binary.stop().await.join("\n");
     assert!(log.contains("raised the open-file limit"), "{log}");
     assert!(!log.contains("accept failed"), "{log}");
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart_and_a_logged_out_one_stays_refused() {
+    let upstream = MockUpstream::recording().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::sessions::config(&upstream.url());
+    let binary = Binary::start(dir.path(), &config).await;
+    let (secret, codes) = enroll(&binary, "alice").await;
+    let log_in = |path: &'static str, code: String| {
+        let binary = &binary;
+        async move {
+            let started = post(
+                binary,
+                LOGIN,
+                json!({ "user": "alice", "password": STRONG }),
+            )
+            .await;
+            let challenge = started.body["challenge"].clone();
+            let done = post(
+                binary,
+                path,
+                json!({ "challenge": challenge, "code": code }),
+            )
+            .await;
+            assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+            done.body["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let kept = log_in("/.wardgate/api/login/totp", next_code(&secret)).await;
+    let ended = log_in("/.wardgate/api/login/recovery", codes[0].clone()).await;
+    let logout = post_as(&binary, "/.wardgate/api/logout", &ended, json!({})).await;
+    assert_eq!(logout.body["ended"], 1, "{}", logout.body);
+    assert_eq!(
+        call(&binary, "/api/records/1", Some(&kept), &[]).await.0,
+        StatusCode::OK
+    );
+    binary.stop().await;
+
+    // A new process on the same data directory and config: nothing of the old one in memory.
+    let binary = Binary::start(dir.path(), &config).await;
+    let (status, _, body) = call(&binary, "/api/records/1", Some(&kept), &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "recorded"));
+    let (status, _, body) = call(&binary, "/api/records/1", Some(&ended), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refused["error"], "WG-SESSION-001", "{body}");
+    binary.stop().await;
+    let users: Vec<_> = upstream
+        .seen()
+        .iter()
+        .map(|seen| seen.headers["x-wardgate-user"].clone())
+        .collect();
+    assert_eq!(users, ["alice", "alice"]);
 }

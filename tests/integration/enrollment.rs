@@ -20,7 +20,7 @@ pub(crate) struct Answer {
 }
 
 pub(crate) async fn send(
-    gateway: &TestGateway,
+    gateway: &impl Listening,
     method: Method,
     path: &str,
     body: String,
@@ -46,7 +46,7 @@ pub(crate) async fn read_answer(response: http::Response<hyper::body::Incoming>)
     }
 }
 
-pub(crate) async fn post(gateway: &TestGateway, path: &str, body: Value) -> Answer {
+pub(crate) async fn post(gateway: &impl Listening, path: &str, body: Value) -> Answer {
     send(gateway, Method::POST, path, body.to_string()).await
 }
 

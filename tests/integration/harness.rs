@@ -315,11 +315,17 @@ impl TestGateway {
 
     /// Stops the gateway, waits until it has let go of its data directory, and starts it again
     /// there with `config`: what the store holds survives, as after a restart in production.
-    pub async fn restart(mut self, config: &str) -> Self {
+    pub async fn restart(self, config: &str) -> Self {
+        Self::start_in(self.stop().await, config).await
+    }
+
+    /// Stops the gateway and waits until it has let go of its data directory, which it hands
+    /// back: [`open_store`] can read it then, and [`TestGateway::start_in`] start it again.
+    /// (The HTTPS connections end with the drain; connections to the admin listener outlive
+    /// it, holding the store, so [`admin`] closes each one after its answer.)
+    pub async fn stop(mut self) -> tempfile::TempDir {
         self.begin_shutdown().await.unwrap();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        drop(self);
-        Self::start_in(dir, config).await
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// Starts the drain and returns the task that ends when the gateway has stopped.
@@ -328,32 +334,6 @@ impl TestGateway {
             let _ = tx.send(());
         }
         self.task.take().unwrap()
-    }
-
-    pub fn cert_path(&self) -> PathBuf {
-        self.dir.path().join("gateway.crt")
-    }
-
-    pub fn url(&self, path_and_query: &str) -> String {
-        format!("https://localhost:{}{path_and_query}", self.https.port())
-    }
-
-    /// A pooled hyper client that trusts the gateway's generated certificate.
-    pub fn client(
-        &self,
-        http2: bool,
-    ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, TestBody> {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_tls(&self.cert_path()))
-            .https_only();
-        let connector = if http2 {
-            builder.enable_http2().build()
-        } else {
-            builder.enable_http1().build()
-        };
-        let mut client = Client::builder(TokioExecutor::new());
-        client.http2_only(http2);
-        client.build(connector)
     }
 
     /// A raw TLS connection for requests no well-behaved client would send.
@@ -367,10 +347,63 @@ impl TestGateway {
             .await
             .unwrap()
     }
+}
 
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin.unwrap())
+/// A gateway under test, as its clients reach it: in-process ([`TestGateway`]) or the real
+/// binary. Its directory holds the config, the generated certificate and the data.
+pub trait Listening {
+    fn https_port(&self) -> u16;
+    fn admin_addr(&self) -> SocketAddr;
+    fn dir_path(&self) -> &Path;
+
+    fn cert_path(&self) -> PathBuf {
+        self.dir_path().join("gateway.crt")
     }
+
+    fn url(&self, path_and_query: &str) -> String {
+        format!("https://localhost:{}{path_and_query}", self.https_port())
+    }
+
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr())
+    }
+
+    /// A pooled hyper client that trusts the gateway's generated certificate.
+    fn client(&self, http2: bool) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, TestBody> {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls(&self.cert_path()))
+            .https_only();
+        let connector = if http2 {
+            builder.enable_http2().build()
+        } else {
+            builder.enable_http1().build()
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client.http2_only(http2);
+        client.build(connector)
+    }
+}
+
+impl Listening for TestGateway {
+    fn https_port(&self) -> u16 {
+        self.https.port()
+    }
+
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin.unwrap()
+    }
+
+    fn dir_path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The identity store a stopped gateway left in `dir`, opened with its key file, as
+/// `wardgate keys rotate` opens it. Drop it before the gateway starts there again.
+pub fn open_store(dir: &Path) -> wardgate::identity::EmbeddedStore {
+    let data = dir.join("data");
+    let keyring = wardgate::identity::Keyring::read_file(&data.join("master.key")).unwrap();
+    wardgate::identity::EmbeddedStore::open(&data, Arc::new(keyring)).unwrap()
 }
 
 impl Drop for TestGateway {
@@ -449,12 +482,14 @@ pub async fn metrics_containing(gateway: &TestGateway, expected: &str) -> String
 }
 
 /// An admin API call with the admin token; the answer as JSON.
-pub async fn admin(gateway: &TestGateway, method: Method, path: &str, body: &str) -> Value {
-    let token = std::fs::read_to_string(gateway.dir.path().join("data/admin.token")).unwrap();
+pub async fn admin(gateway: &impl Listening, method: Method, path: &str, body: &str) -> Value {
+    let token = std::fs::read_to_string(gateway.dir_path().join("data/admin.token")).unwrap();
     let request = Request::builder()
         .method(method)
         .uri(gateway.admin_url(path))
         .header("authorization", format!("Bearer {}", token.trim()))
+        // Ended with the answer: an idle one would keep the store open after a stop.
+        .header("connection", "close")
         .body(full(body.to_owned()))
         .unwrap();
     let response = plain_client().request(request).await.unwrap();
@@ -462,7 +497,7 @@ pub async fn admin(gateway: &TestGateway, method: Method, path: &str, body: &str
 }
 
 /// Creates `name` through the admin API and returns its enrollment token.
-pub async fn add_user(gateway: &TestGateway, name: &str) -> String {
+pub async fn add_user(gateway: &impl Listening, name: &str) -> String {
     let created = admin(
         gateway,
         Method::POST,

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 
+use crate::binary::Binary;
 use crate::harness::*;
 
 fn config(url: &str, sanitize: &str, route_extra: &str) -> String {
@@ -295,16 +296,44 @@ async fn injection_attempts_are_refused_and_clinical_text_passes() {
         .unwrap();
     assert_eq!(search.status(), StatusCode::OK);
     assert_eq!(upstream.seen().len(), 2);
+}
 
-    // In `log` mode the same attack is forwarded (and logged).
-    let logging =
-        TestGateway::start(&config(&upstream.url(), "  injection: { mode: log }\n", "")).await;
-    let response = logging
+#[tokio::test]
+async fn in_log_mode_an_injection_is_forwarded_as_sent_and_logged() {
+    let upstream = MockUpstream::recording().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&upstream.url(), "  injection: { mode: log }\n", "");
+    // The real binary: its log is what an operator reads, and no other test writes to it.
+    let binary = Binary::start(dir.path(), &config).await;
+    let attack = "/Patient?name=x%27%20OR%20%271%27%3D%271";
+    let response = binary
         .client(false)
-        .request(get(&logging.url("/Patient?name=x%27%20OR%20%271%27%3D%271")))
+        .request(get(&binary.url(attack)))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    let request_id = response.headers()["x-request-id"].clone();
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, Method::GET);
+    assert_eq!(seen[0].uri.path_and_query().unwrap().as_str(), attack);
+
+    let log = binary.stop().await;
+    let security: Vec<serde_json::Value> = log
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| record["target"] == "wardgate::security")
+        .collect();
+    assert_eq!(security.len(), 1, "{log:#?}");
+    let finding = &security[0];
+    assert_eq!(
+        finding["message"],
+        "injection pattern let through (injection.mode: log)"
+    );
+    assert_eq!(finding["level"], "WARN");
+    assert_eq!(finding["request_id"], request_id.to_str().unwrap());
+    assert_eq!(finding["code"], "WG-INJ-001");
+    assert_eq!(finding["field"], "query:name");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::enrollment::{
 };
 use crate::harness::*;
 
-const LOGIN: &str = "/.wardgate/api/login";
+pub(crate) const LOGIN: &str = "/.wardgate/api/login";
 
 pub(crate) fn config(upstream: &str) -> String {
     config_with(
@@ -54,7 +54,7 @@ pub(crate) fn code_of_digits(secret: &str, digits: u8, ahead: u64) -> String {
 }
 
 /// Enrolls `name` through the API; returns the TOTP secret and the recovery codes.
-pub(crate) async fn enroll(gateway: &TestGateway, name: &str) -> (String, Vec<String>) {
+pub(crate) async fn enroll(gateway: &impl Listening, name: &str) -> (String, Vec<String>) {
     let token = add_user(gateway, name).await;
     let answer = post(
         gateway,
@@ -77,8 +77,9 @@ pub(crate) async fn enroll(gateway: &TestGateway, name: &str) -> (String, Vec<St
     (secret, codes)
 }
 
-async fn call(
-    gateway: &TestGateway,
+/// A GET of `path` with the bearer `token` and the `extra` headers: status, headers, body.
+pub(crate) async fn call(
+    gateway: &impl Listening,
     path: &str,
     token: Option<&str>,
     extra: &[(&str, &str)],
@@ -106,7 +107,12 @@ async fn post_with(gateway: &TestGateway, path: &str, token: &str) -> Answer {
 }
 
 /// A JSON call with the session's bearer token.
-pub(crate) async fn post_as(gateway: &TestGateway, path: &str, token: &str, body: Value) -> Answer {
+pub(crate) async fn post_as(
+    gateway: &impl Listening,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> Answer {
     let request = Request::builder()
         .method(Method::POST)
         .uri(gateway.url(path))
