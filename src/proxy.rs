@@ -533,6 +533,8 @@ mod tests {
             "for=1.2.3.4, for=10.0.0.2;proto=https"
         );
         assert_eq!(chained["x-forwarded-host"], "public.example.org");
+        // The proxy did not say how its client came: the gateway says TLS, which it ended.
+        assert_eq!(chained["x-forwarded-proto"], "https");
     }
 
     #[test]
@@ -545,5 +547,163 @@ mod tests {
             &HeaderValue::from_str(&"x".repeat(129)).unwrap()
         ));
         assert_eq!(new_request_id().len(), 32);
+    }
+
+    #[test]
+    fn every_spelling_of_an_identity_header_goes_and_nothing_else() {
+        let claims = [
+            "x-wardgate-user",
+            "x-wardgate-roles",
+            "x-wardgate-user-id",
+            "x-wardgate-assertion",
+            "x_wardgate_user",
+            "x-wardgate_roles",
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x_auth_request_groups",
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-forwarded-groups",
+            "x-forwarded-preferred-username",
+            "x-forwarded-access-token",
+            "x_forwarded_user",
+            "x-remote-user",
+            "remote-user",
+            "remote_user",
+            "x-clinic-badge",
+            "x_clinic_badge",
+        ];
+        let kept = [
+            "accept",
+            "x-wardgate",
+            "x-auth-request",
+            "x-forwarded-for",
+            "remote-user-agent",
+            "x-clinic-badge-color",
+        ];
+        let mut map = HeaderMap::new();
+        for name in claims.iter().chain(&kept) {
+            map.append(
+                HeaderName::try_from(*name).unwrap(),
+                HeaderValue::from_static("forged"),
+            );
+        }
+        strip_identity_headers(&mut map, &["x-clinic-badge".to_owned()]);
+        let mut left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        let mut expected = kept.to_vec();
+        expected.sort_unstable();
+        assert_eq!(left, expected);
+    }
+
+    #[test]
+    fn a_header_name_is_read_the_cgi_way_and_copied_only_when_it_must_be() {
+        assert_eq!(identity_header_key("X_Wardgate_User"), "x-wardgate-user");
+        assert_eq!(identity_header_key("x_remote_user"), "x-remote-user");
+        assert_eq!(identity_header_key("X-Remote-User"), "x-remote-user");
+        // The common case on the request path, a lower-case name with dashes, is not copied.
+        assert!(matches!(
+            identity_header_key("x-remote-user"),
+            std::borrow::Cow::Borrowed("x-remote-user")
+        ));
+    }
+
+    fn client_of(url: &str) -> UpstreamClient {
+        let upstream: Upstream = serde_saphyr::from_str(&format!("url: \"{url}\"\n")).unwrap();
+        UpstreamClient::new("backend", &upstream, Path::to_path_buf).unwrap()
+    }
+
+    async fn outcome(client: &UpstreamClient) -> Result<http::StatusCode, Refusal> {
+        let request = Request::get(client.uri_for("/x", None).unwrap())
+            .body(RequestBody::Buffered(None))
+            .unwrap();
+        client.send(request).await.map(|response| response.status())
+    }
+
+    #[test]
+    fn the_upstream_uri_keeps_its_base_path_and_the_query() {
+        let client = client_of("http://10.0.0.7:8080/ehr");
+        assert_eq!(
+            client.uri_for("/patients/7", Some("a=1&b=2")).unwrap(),
+            "http://10.0.0.7:8080/ehr/patients/7?a=1&b=2"
+        );
+        assert_eq!(
+            client.uri_for("/patients/7", None).unwrap(),
+            "http://10.0.0.7:8080/ehr/patients/7"
+        );
+    }
+
+    #[tokio::test]
+    async fn upstream_failures_are_told_apart() {
+        // Nobody listens: refused while connecting.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        assert_eq!(
+            outcome(&client_of(&url)).await,
+            Err(Refusal::UpstreamUnavailable)
+        );
+
+        // The upstream takes the request and hangs up without an answer, or answers nonsense.
+        for (answer, expected) in [
+            (&b""[..], Refusal::UpstreamUnavailable),
+            (&b"NOT HTTP AT ALL\r\n\r\n"[..], Refusal::UpstreamProtocol),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let served = tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut head = [0u8; 1024];
+                let _ = tcp.read(&mut head).await.unwrap();
+                tcp.write_all(answer).await.unwrap();
+            });
+            assert_eq!(outcome(&client_of(&url)).await, Err(expected));
+            served.await.unwrap();
+        }
+    }
+
+    #[test]
+    fn an_upstream_cannot_set_a_gateway_cookie() {
+        let mut map = headers(&[
+            ("set-cookie", "theme=dark; Path=/"),
+            (
+                "set-cookie",
+                "__Host-wardgate-session=forged; Secure; Path=/",
+            ),
+            ("set-cookie", " __HOST-WARDGATE-CSRF =forged"),
+            ("set-cookie", "__Host-wardgate=short"),
+            ("set-cookie", "__Host-other=1"),
+        ]);
+        strip_gateway_cookies(&mut map);
+        let left: Vec<&str> = map
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            left,
+            [
+                "theme=dark; Path=/",
+                "__Host-wardgate=short",
+                "__Host-other=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn responses_lose_the_software_banner_and_gain_the_security_headers() {
+        let mut map = headers(&[
+            ("server", "legacy-ehr/1.0"),
+            ("x-powered-by", "PHP/5.2"),
+            ("content-type", "application/json"),
+        ]);
+        harden_response(&mut map);
+        assert!(!map.contains_key("server") && !map.contains_key("x-powered-by"));
+        assert_eq!(map["content-type"], "application/json");
+        for (name, value) in SECURITY_HEADERS {
+            assert_eq!(map[name], value, "{name}");
+        }
+        assert_eq!(map.len(), 1 + SECURITY_HEADERS.len());
     }
 }
