@@ -696,14 +696,18 @@ where
         .header_read_timeout(side.head_timeout);
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(side.max_connections));
+    // The connections belong to this task: when the gateway stops it, dropping the set cuts
+    // them too, so no idle keep-alive client keeps the store (or anything else) alive.
+    let mut serving = tokio::task::JoinSet::new();
     loop {
         let Ok(permit) = connections.clone().acquire_owned().await else {
             return;
         };
         let (tcp, _) = accept(&listener, "side listener").await;
+        while serving.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
         let (builder, answer) = (builder.clone(), answer.clone());
-        tokio::spawn(async move {
+        serving.spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let response = answer(request);
                 async move { Ok::<_, Infallible>(response.await) }

@@ -183,6 +183,30 @@ async fn shutdown_gives_up_on_requests_that_outlast_the_grace_period() {
 }
 
 #[tokio::test]
+async fn an_idle_admin_connection_ends_with_the_gateway() {
+    let upstream = MockUpstream::ok("ok").await;
+    let mut gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    // A metrics scraper's keep-alive connection, idle after its answer.
+    let mut scraper = TcpStream::connect(gateway.admin.unwrap()).await.unwrap();
+    scraper
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = scraper.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::timeout(Duration::from_secs(5), gateway.begin_shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    // Stopped means stopped: the connection is closed, not held open by a task left behind.
+    let end = tokio::time::timeout(Duration::from_secs(5), scraper.read(&mut buf))
+        .await
+        .expect("the admin connection outlived the gateway");
+    assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+}
+
+#[tokio::test]
 async fn the_connection_limit_holds_new_connections_back() {
     let upstream = MockUpstream::ok("ok").await;
     let gateway = TestGateway::start(&with_server(&upstream.url(), "  max_connections: 1\n")).await;
