@@ -8,9 +8,10 @@
 #
 # Per file, two passes, in one output folder $MUTANTS_OUT/<file> (default
 # $HOME/.cache/wardgate/mutants):
-#   1. every unit test (`cargo test --lib`, seconds a mutant);
+#   1. every unit test (`cargo test --lib`, about 15 s a mutant); skipped for a file without
+#      unit tests of its own;
 #   2. the mutants pass 1 missed or timed out (`--iterate`), against the unit tests and the
-#      integration tests but the browser and binary ones (minutes a mutant).
+#      integration tests but the browser and binary ones (about 30 s a mutant).
 # Then a table per file: every mutant, and how many were caught, missed, unviable (did not build)
 # and timed out, first as the first run found them and now; and every missed mutant that
 # scripts/mutants-explained.txt does not explain. Exits 1 when there is one.
@@ -66,13 +67,17 @@ for file in "${files[@]}"; do
         fi
     else
         mkdir -p "$out"
-        echo "== $file: pass 1, unit tests, at $tree"
-        nice cargo mutants "${common[@]}" -f "$file" -o "$out" --timeout 120 \
-            --cargo-test-arg=--lib || true
-        rm -rf "$out/pass1" && cp -r "$out/mutants.out" "$out/pass1"
+        cargo mutants --list -f "$file" | grep -c . >"$out/all"
+        if grep -q '#\[cfg(test)\]' "$file"; then
+            echo "== $file: pass 1, unit tests, at $tree"
+            nice cargo mutants "${common[@]}" -f "$file" -o "$out" --timeout 120 \
+                --cargo-test-arg=--lib || true
+            rm -rf "$out/pass1" && cp -r "$out/mutants.out" "$out/pass1"
+        fi
     fi
-    if [[ $(count "$out/mutants.out/missed.txt") -gt 0 || $(count "$out/mutants.out/timeout.txt") -gt 0 ]]; then
-        echo "== $file: pass 2, $(count "$out/mutants.out/missed.txt") missed, against the integration tests too, at $tree"
+    if [[ ! -d $out/mutants.out || $(count "$out/mutants.out/missed.txt") -gt 0 ||
+        $(count "$out/mutants.out/timeout.txt") -gt 0 ]]; then
+        echo "== $file: pass 2, against the integration tests too, at $tree"
         nice cargo mutants "${common[@]}" -f "$file" -o "$out" --iterate --timeout 600 \
             --cargo-test-arg=--lib --cargo-test-arg=--test --cargo-test-arg=integration \
             --cargo-test-arg=-- --cargo-test-arg=--skip --cargo-test-arg=browser:: \
@@ -82,14 +87,14 @@ for file in "${files[@]}"; do
     touch "$out/done"
 done
 
-# How many mutants pass 1 found in a file.
-mutants() { python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$1/mutants.json"; }
-# Counts of a results folder: caught missed unviable timeouts, out of every mutant of pass 1.
+# Counts in a results folder, out of every mutant of the file (`$out/all`): caught missed
+# unviable timeouts. Unviable mutants are found once, by the first pass that met them.
 counts() {
     local all missed unviable timeouts
-    all=$(mutants "$2")
-    missed=$(count "$1/missed.txt") unviable=$(count "$2/unviable.txt")
-    timeouts=$(count "$1/timeout.txt")
+    all=$(cat "$out/all")
+    missed=$(count "$1/missed.txt") timeouts=$(count "$1/timeout.txt")
+    unviable=$(count "$out/pass1/unviable.txt")
+    [[ -d $out/pass1 ]] || unviable=$(count "$out/first/unviable.txt")
     echo "$((all - missed - unviable - timeouts)) $missed $unviable $timeouts"
 }
 printf '\n%-28s %5s | %-25s | %-25s\n' "" "" "first run" "now"
@@ -104,8 +109,7 @@ for file in "${files[@]}"; do
     fi
     # shellcheck disable=SC2046
     printf '%-28s %5s | %6s %6s %6s %5s | %6s %6s %6s %5s\n' "$file" \
-        "$(mutants "$out/pass1")" \
-        $(counts "$out/first" "$out/pass1") $(counts "$out/mutants.out" "$out/pass1")
+        "$(cat "$out/all")" $(counts "$out/first") $(counts "$out/mutants.out")
     while IFS= read -r mutant; do
         grep -qxF "$mutant" <(grep -v '^#' "$explained" | sed -E 's/ +# .*$//') ||
             unexplained+=("$mutant")
