@@ -59,6 +59,9 @@ unplaced() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
 for file in "${files[@]}"; do
     out="$out_root/$(slug "$file")"
     [[ ${MUTANTS_FRESH:-0} == 1 ]] && rm -rf "$out"
+    # Without unit tests of its own, the file's mutants are tested by the integration tests alone.
+    unit=()
+    grep -q '#\[cfg(test)\]' "$file" && unit=(--cargo-test-arg=--lib)
     tree="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with changes')"
     if [[ -f $out/done ]]; then
         if [[ ${MUTANTS_RECHECK:-0} != 1 || $(count "$out/mutants.out/missed.txt") == 0 ]]; then
@@ -68,10 +71,10 @@ for file in "${files[@]}"; do
     else
         mkdir -p "$out"
         cargo mutants --list -f "$file" | grep -c . >"$out/all"
-        if grep -q '#\[cfg(test)\]' "$file"; then
+        if [[ ${#unit[@]} -gt 0 ]]; then
             echo "== $file: pass 1, unit tests, at $tree"
             nice cargo mutants "${common[@]}" -f "$file" -o "$out" --timeout 120 \
-                --cargo-test-arg=--lib || true
+                "${unit[@]}" || true
             rm -rf "$out/pass1" && cp -r "$out/mutants.out" "$out/pass1"
         fi
     fi
@@ -79,7 +82,7 @@ for file in "${files[@]}"; do
         $(count "$out/mutants.out/timeout.txt") -gt 0 ]]; then
         echo "== $file: pass 2, against the integration tests too, at $tree"
         nice cargo mutants "${common[@]}" -f "$file" -o "$out" --iterate --timeout 600 \
-            --cargo-test-arg=--lib --cargo-test-arg=--test --cargo-test-arg=integration \
+            "${unit[@]}" --cargo-test-arg=--test --cargo-test-arg=integration \
             --cargo-test-arg=-- --cargo-test-arg=--skip --cargo-test-arg=browser:: \
             --cargo-test-arg=--skip --cargo-test-arg=binary:: || true
     fi

@@ -385,3 +385,25 @@ async fn wrong_second_factors_lock_the_factor_until_its_back_off_ends() {
     let later = code_at(&secret, 61 + 30);
     log_in(&gateway, "noa", &later).await;
 }
+
+#[tokio::test]
+async fn a_login_waits_five_minutes_for_its_second_factor_and_no_longer() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&simple_config(&upstream.url())).await;
+    let (secret, _) = enroll(&gateway, "ari").await;
+    let started = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "ari", "password": STRONG }),
+    )
+    .await;
+    assert_eq!(started.body["expires_in"], 300, "{}", started.body);
+    gateway.advance(299);
+    let in_time = app_code(&gateway, &started.body["challenge"], &code_at(&secret, 299)).await;
+    assert_eq!(in_time.status, StatusCode::OK, "{}", in_time.body);
+
+    let late = challenge(&gateway, "ari").await;
+    gateway.advance(301);
+    let refused = app_code(&gateway, &late, &code_at(&secret, 600)).await;
+    assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
+}
