@@ -635,10 +635,10 @@ mod tests {
 
     #[tokio::test]
     async fn upstream_failures_are_told_apart() {
-        // Nobody listens: refused while connecting.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", closed.local_addr().unwrap());
-        drop(closed);
+        // A port this test holds without listening on it: refused while connecting.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let url = format!("http://{}", held.local_addr().unwrap());
         assert_eq!(
             outcome(&client_of(&url)).await,
             Err(Refusal::UpstreamUnavailable)
