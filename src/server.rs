@@ -228,6 +228,11 @@ impl Bound {
         })
     }
 
+    /// The security-event channel, for a subscriber that must see every event from the start.
+    pub fn security_events(&self) -> crate::auth::events::SecurityEvents {
+        self.events.clone()
+    }
+
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https.local_addr().ok()
     }

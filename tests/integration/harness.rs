@@ -220,6 +220,8 @@ pub struct TestGateway {
     pub dir: tempfile::TempDir,
     /// Seconds added to the wall clock the gateway reads: moved by [`TestGateway::advance`].
     skew: Arc<std::sync::atomic::AtomicU64>,
+    /// The gateway's security events: subscribe before the requests whose events a test reads.
+    pub events: wardgate::auth::events::SecurityEvents,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -289,6 +291,7 @@ impl TestGateway {
             None => wardgate::server::Bound::bind_with_clock(&loaded, clock).await,
         }
         .unwrap();
+        let events = bound.security_events();
         let https = bound.https_addr().unwrap();
         let admin = bound.admin_addr();
         let redirect = bound.redirect_addr();
@@ -302,6 +305,7 @@ impl TestGateway {
             redirect,
             dir,
             skew,
+            events,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -12,6 +12,7 @@ use crate::enrollment::{
     Answer, PASSWORD, STRONG, TOTP, assert_refused, oathtool, post, read_answer,
 };
 use crate::harness::*;
+use wardgate::auth::events::{Locked, SecurityEvent};
 
 pub(crate) const LOGIN: &str = "/.wardgate/api/login";
 
@@ -367,6 +368,37 @@ async fn repeated_failures_lock_the_account_with_the_same_answer() {
     assert_refused(&right, StatusCode::UNAUTHORIZED, "WG-AUTH-009");
     assert_eq!((right.status, &right.body), (first.status, &first.body));
 }
+
+#[tokio::test]
+async fn a_lockout_is_reported_with_its_end() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    enroll(&gateway, "kim").await;
+    let mut events = gateway.events.subscribe();
+    let wrong = json!({ "user": "kim", "password": "Not the password 9!" });
+    for _ in 0..5 {
+        post(&gateway, LOGIN, wrong.clone()).await;
+    }
+    let mut reported = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let SecurityEvent::LockedOut { what, until } = &*event {
+            reported.push((what.clone(), *until));
+        }
+    }
+    // Both locks, each for the first back-off of a minute from the fifth failure.
+    let (account, address) = (Locked::Account("kim".into()), Locked::Address(LOOPBACK));
+    assert_eq!(reported.len(), 2, "{reported:?}");
+    for (what, until) in &reported {
+        assert!(*what == account || *what == address, "{reported:?}");
+        assert!(
+            (unix_now() + 58..=unix_now() + 61).contains(until),
+            "{reported:?}"
+        );
+    }
+    assert_ne!(reported[0].0, reported[1].0, "{reported:?}");
+}
+
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 const WEBAUTHN_START: &str = "/.wardgate/api/login/webauthn/start";
 const WEBAUTHN_FINISH: &str = "/.wardgate/api/login/webauthn/finish";
