@@ -377,6 +377,9 @@ async fn wrong_second_factors_lock_the_factor_until_its_back_off_ends() {
         let refused = app_code(&gateway, &guessed, wrong).await;
         assert_refused(&refused, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
     }
+    // The fifth wrong factor also ended that login: it is gone, not merely locked.
+    let gone = app_code(&gateway, &guessed, wrong).await;
+    assert_refused(&gone, StatusCode::UNAUTHORIZED, "WG-AUTH-010");
     // Locked: the right code on a new challenge is refused with the same answer.
     let locked = app_code(&gateway, &challenge(&gateway, "noa").await, &right).await;
     assert_refused(&locked, StatusCode::UNAUTHORIZED, "WG-AUTH-011");
