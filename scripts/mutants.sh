@@ -11,7 +11,8 @@
 #   1. every unit test (`cargo test --lib`, about 15 s a mutant); skipped for a file without
 #      unit tests of its own;
 #   2. the mutants pass 1 missed or timed out (`--iterate`), against the unit tests and the
-#      integration tests but the browser and binary ones (about 30 s a mutant).
+#      integration tests but the browser and binary ones (about 30 s a mutant); in a recheck
+#      (below), against every integration test, Chromium's included (scripts/browser-deps.sh).
 # Then a table per file: every mutant, and how many were caught, missed, unviable (did not build)
 # and timed out, first as the first run found them and now; and every missed mutant that
 # scripts/mutants-explained.txt does not explain. Exits 1 when there is one.
@@ -63,11 +64,14 @@ for file in "${files[@]}"; do
     unit=()
     grep -q '#\[cfg(test)\]' "$file" && unit=(--cargo-test-arg=--lib)
     tree="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with changes')"
+    skip=(--cargo-test-arg=-- --cargo-test-arg=--skip --cargo-test-arg=browser::
+        --cargo-test-arg=--skip --cargo-test-arg=binary::)
     if [[ -f $out/done ]]; then
         if [[ ${MUTANTS_RECHECK:-0} != 1 || $(count "$out/mutants.out/missed.txt") == 0 ]]; then
             echo "== $file: kept from an earlier run"
             continue
         fi
+        skip=()
     else
         mkdir -p "$out"
         cargo mutants --list -f "$file" | grep -c . >"$out/all"
@@ -82,9 +86,7 @@ for file in "${files[@]}"; do
         $(count "$out/mutants.out/timeout.txt") -gt 0 ]]; then
         echo "== $file: pass 2, against the integration tests too, at $tree"
         nice cargo mutants "${common[@]}" -f "$file" -o "$out" --iterate --timeout 600 \
-            "${unit[@]}" --cargo-test-arg=--test --cargo-test-arg=integration \
-            --cargo-test-arg=-- --cargo-test-arg=--skip --cargo-test-arg=browser:: \
-            --cargo-test-arg=--skip --cargo-test-arg=binary:: || true
+            "${unit[@]}" --cargo-test-arg=--test --cargo-test-arg=integration "${skip[@]}" || true
     fi
     [[ -d $out/first ]] || cp -r "$out/mutants.out" "$out/first"
     touch "$out/done"
