@@ -325,8 +325,6 @@ impl TestGateway {
 
     /// Stops the gateway and waits until it has let go of its data directory, which it hands
     /// back: [`open_store`] can read it then, and [`TestGateway::start_in`] start it again.
-    /// (The HTTPS connections end with the drain; connections to the admin listener outlive
-    /// it, holding the store, so [`admin`] closes each one after its answer.)
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.begin_shutdown().await.unwrap();
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
@@ -492,8 +490,6 @@ pub async fn admin(gateway: &impl Listening, method: Method, path: &str, body: &
         .method(method)
         .uri(gateway.admin_url(path))
         .header("authorization", format!("Bearer {}", token.trim()))
-        // Ended with the answer: an idle one would keep the store open after a stop.
-        .header("connection", "close")
         .body(full(body.to_owned()))
         .unwrap();
     let response = plain_client().request(request).await.unwrap();
