@@ -758,6 +758,10 @@ mod tests {
             verify(&jwks, &long, "records", NOW),
             Err(VerifyError::Malformed("too long"))
         );
+        // The bound is 8 KiB: a token of 4 KiB (a long display name) is no reason to refuse.
+        let roomy = key.sign(&claims().with_name("n".repeat(3000)));
+        assert!(roomy.len() > 4000 && roomy.len() < MAX_TOKEN_LEN);
+        assert!(verify(&jwks, &roomy, "records", NOW).is_ok());
     }
 
     #[test]
@@ -783,6 +787,43 @@ mod tests {
         assert_eq!(loaded.kid(), created.kid());
         // The reloaded key signs tokens the first key's JWKS accepts.
         assert!(verify(&created.jwks(), &loaded.sign(&claims()), "records", NOW).is_ok());
+    }
+
+    #[test]
+    fn gateways_starting_together_end_up_with_one_key() {
+        // Each round, eight starts race to create the same missing key file: the losers find
+        // the winner's key in place when they link theirs, and load it.
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(KEY_FILE);
+            let start = std::sync::Barrier::new(8);
+            let keys: Vec<_> = std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            AssertionKey::load_or_create(&path)
+                        })
+                    })
+                    .collect();
+                starts.into_iter().map(|s| s.join().unwrap()).collect()
+            });
+            let keys: Vec<_> = keys.into_iter().map(Result::unwrap).collect();
+            assert_eq!(keys.iter().filter(|(_, created)| *created).count(), 1);
+            assert!(keys.iter().all(|(key, _)| key.kid() == keys[0].0.kid()));
+        }
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_created_says_why() {
+        // The name fits the file system's limit of 255 bytes, but its temporary file's does not:
+        // the error is the creation's, not the "not found" of the load before it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k".repeat(250));
+        let Err(AssertionKeyError::Io { source, .. }) = AssertionKey::load_or_create(&path) else {
+            panic!("created a key with a 250-byte name");
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::InvalidFilename);
     }
 
     #[test]

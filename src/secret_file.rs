@@ -11,6 +11,12 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Numbers the temporary files of this process, so that threads creating secrets at once never
+/// share one. It counts from zero in every process, so a restart that gets the pid of a crashed
+/// process meets that process's leftover and removes it.
+static NEXT_TEMPORARY: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
@@ -83,7 +89,8 @@ pub fn create_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .mode(0o700)
         .create(parent)?;
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{}.tmp", std::process::id()));
+    let number = NEXT_TEMPORARY.fetch_add(1, Ordering::Relaxed);
+    name.push(format!(".{}-{number}.tmp", std::process::id()));
     let temporary = parent.join(name);
     // A leftover from a crash of an earlier process with the same id.
     match std::fs::remove_file(&temporary) {
