@@ -738,12 +738,15 @@ mod tests {
             Err(VerifyError::UnknownKey)
         );
         // A JWK with the right kid but of another kind is not used.
-        let mut jwks = other.jwks();
-        jwks["keys"][0]["alg"] = "HS256".into();
-        assert_eq!(
-            verify(&jwks, &token, "records", NOW),
-            Err(VerifyError::UnknownKey)
-        );
+        for (member, value) in [("alg", "HS256"), ("kty", "EC"), ("crv", "X25519")] {
+            let mut jwks = other.jwks();
+            jwks["keys"][0][member] = value.into();
+            assert_eq!(
+                verify(&jwks, &token, "records", NOW),
+                Err(VerifyError::UnknownKey),
+                "{member}: {value}"
+            );
+        }
     }
 
     #[test]
@@ -762,10 +765,21 @@ mod tests {
             verify(&jwks, &long, "records", NOW),
             Err(VerifyError::Malformed("too long"))
         );
-        // The bound is 8 KiB: a token of 4 KiB (a long display name) is no reason to refuse.
-        let roomy = key.sign(&claims().with_name("n".repeat(3000)));
-        assert!(roomy.len() > 4000 && roomy.len() < MAX_TOKEN_LEN);
-        assert!(verify(&jwks, &roomy, "records", NOW).is_ok());
+        // The bound is 8 KiB, and a token of exactly that length passes: a long display name
+        // (and header padding to land on the byte) is no reason to refuse.
+        let exact = (0..3)
+            .flat_map(|pad| (5000..6200).map(move |name| (pad, name)))
+            .map(|(pad, name)| {
+                let header = json!({"alg": ALG, "kid": key.kid(), "pad": "p".repeat(pad)});
+                let payload = claims().with_name("n".repeat(name)).to_json();
+                key.jws(
+                    header.to_string().as_bytes(),
+                    payload.to_string().as_bytes(),
+                )
+            })
+            .find(|token| token.len() == 8192)
+            .unwrap();
+        assert!(verify(&jwks, &exact, "records", NOW).is_ok());
     }
 
     #[test]
