@@ -427,7 +427,8 @@ pub enum Decision {
 
 impl Decision {
     /// The stricter of two decisions, e.g. those of the two stages of one request: a refusal
-    /// over a pass, the longer wait of two refusals, the fewer requests left of two passes.
+    /// over a pass, the longer wait of two refusals (on a tie, `self`: the earlier stage), the
+    /// fewer requests left of two passes.
     pub fn stricter(self, other: Decision) -> Decision {
         match (&self, &other) {
             (Decision::Deny { retry_after: a, .. }, Decision::Deny { retry_after: b, .. }) => {
@@ -998,6 +999,31 @@ mod tests {
     }
 
     #[test]
+    fn login_endpoints_default_to_thirty_at_once_then_one_a_second() {
+        let clock = FakeRelativeClock::default();
+        let login = RouteRateLimit::login_default();
+        let no_overrides = RouteRateLimit::default();
+        let limiter = LocalLimiter::with_clock(
+            &RateLimits::default(),
+            [("login", &login), ("api", &no_overrides)],
+            clock.clone(),
+        )
+        .unwrap();
+        let at_login = Subject {
+            route: "login",
+            ..anonymous(ALICE_IP)
+        };
+        for _ in 0..30 {
+            assert!(limiter.check(&at_login).is_allowed());
+        }
+        let refused = limiter.check(&at_login);
+        assert_eq!(refused.binding().unwrap().spec, spec(60, 60, 30));
+        assert_eq!(retry_after(refused), Duration::from_secs(1));
+        // The login limit counts apart: the client's own budget elsewhere is untouched.
+        assert_eq!(remaining(limiter.check(&anonymous(ALICE_IP))), 199);
+    }
+
+    #[test]
     fn stages_check_their_own_limits_and_combine() {
         let limits = RateLimits {
             per_client: Some(spec(5, 1, 10)),
@@ -1024,6 +1050,14 @@ mod tests {
         assert_eq!(before.stricter(refused), refused);
         assert_eq!(refused.stricter(longer), longer);
         assert_eq!(longer.stricter(refused), longer);
+        // Of two refusals with the same wait, the earlier stage's is reported.
+        let tied = Decision::Deny {
+            retry_after: Duration::from_secs(3),
+            binding: *before.binding().unwrap(),
+            cause: DenyCause::Exhausted,
+        };
+        assert_eq!(tied.stricter(refused), tied);
+        assert_eq!(refused.stricter(tied), refused);
         assert_eq!(Decision::Allow { binding: None }.stricter(after), after);
     }
 
