@@ -10,8 +10,9 @@
 # $HOME/.cache/wardgate/mutants):
 #   1. every unit test (`cargo test --lib`, about 15 s a mutant); skipped for a file without
 #      unit tests of its own;
-#   2. the mutants pass 1 missed or timed out (`--iterate`), against the unit tests and the
-#      integration tests but the browser and binary ones (about 30 s a mutant); in a recheck
+#   2. the mutants pass 1 missed or timed out (`--iterate`), against the unit tests, the
+#      limiter-memory test and the integration tests but the browser and binary ones (about
+#      30 s a mutant); in a recheck
 #      (below), against every integration test, Chromium's included (scripts/browser-deps.sh).
 # Then a table per file: every mutant, and how many were caught, missed, unviable (did not build)
 # and timed out, first as the first run found them and now; and every missed mutant that
@@ -86,7 +87,8 @@ for file in "${files[@]}"; do
         $(count "$out/mutants.out/timeout.txt") -gt 0 ]]; then
         echo "== $file: pass 2, against the integration tests too, at $tree"
         nice cargo mutants "${common[@]}" -f "$file" -o "$out" --iterate --timeout 600 \
-            "${unit[@]}" --cargo-test-arg=--test --cargo-test-arg=integration "${skip[@]}" || true
+            "${unit[@]}" --cargo-test-arg=--test --cargo-test-arg=integration \
+            --cargo-test-arg=--test --cargo-test-arg=limiter_memory "${skip[@]}" || true
     fi
     [[ -d $out/first ]] || cp -r "$out/mutants.out" "$out/first"
     touch "$out/done"

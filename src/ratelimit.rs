@@ -427,8 +427,8 @@ pub enum Decision {
 
 impl Decision {
     /// The stricter of two decisions, e.g. those of the two stages of one request: a refusal
-    /// over a pass, the longer wait of two refusals (on a tie, `self`: the earlier stage), the
-    /// fewer requests left of two passes.
+    /// over a pass, the longer wait of two refusals, the fewer requests left of two passes (then
+    /// the later reset); on a tie, `self`: the earlier stage.
     pub fn stricter(self, other: Decision) -> Decision {
         match (&self, &other) {
             (Decision::Deny { retry_after: a, .. }, Decision::Deny { retry_after: b, .. }) => {
@@ -1058,6 +1058,19 @@ mod tests {
         };
         assert_eq!(tied.stricter(refused), tied);
         assert_eq!(refused.stricter(tied), refused);
+        // So is the earlier stage's of two passes alike in requests left and reset.
+        let standing = *after.binding().unwrap();
+        let client = Decision::Allow {
+            binding: Some(Standing {
+                kind: LimitKind::Client,
+                ..standing
+            }),
+        };
+        let route = Decision::Allow {
+            binding: Some(standing),
+        };
+        assert_eq!(client.stricter(route), client);
+        assert_eq!(route.stricter(client), route);
         assert_eq!(Decision::Allow { binding: None }.stricter(after), after);
     }
 
