@@ -58,6 +58,17 @@ count() { if [[ -f $1 ]]; then grep -c . "$1" || true; else echo 0; fi; }
 # A mutant without its line and column, so that explanations survive edits elsewhere in a file.
 unplaced() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
 
+# Filters that select the mutants listed in the files given (missed.txt, timeout.txt) by their
+# description: a test added to the file since moves them to other lines.
+listed() {
+    cat "$@" 2>/dev/null | unplaced | python3 -c '
+import re, sys
+for line in sys.stdin:
+    file, description = line.rstrip("\n").split(": ", 1)
+    print("--re=^%s:[0-9]+:[0-9]+: %s$" % (re.escape(file), re.escape(description)))
+'
+}
+
 for file in "${files[@]}"; do
     out="$out_root/$(slug "$file")"
     [[ ${MUTANTS_FRESH:-0} == 1 ]] && rm -rf "$out"
@@ -72,21 +83,31 @@ for file in "${files[@]}"; do
             echo "== $file: kept from an earlier run"
             continue
         fi
+        mapfile -t again < <(listed "$out/mutants.out/missed.txt" "$out/mutants.out/timeout.txt")
         skip=()
     else
         mkdir -p "$out"
-        cargo mutants --list -f "$file" | grep -c . >"$out/all"
-        if [[ ${#unit[@]} -gt 0 ]]; then
+        [[ -f $out/all ]] || cargo mutants --list -f "$file" | grep -c . >"$out/all"
+        # A pass 1 that was interrupted starts over; one that ended is kept.
+        if [[ ${#unit[@]} -gt 0 && ! -d $out/pass1 ]]; then
             echo "== $file: pass 1, unit tests, at $tree"
+            status=0
             nice cargo mutants "${common[@]}" -f "$file" -o "$out" --timeout 120 \
-                "${unit[@]}" || true
-            rm -rf "$out/pass1" && cp -r "$out/mutants.out" "$out/pass1"
+                "${unit[@]}" || status=$?
+            # 0: all caught, 2: some missed, 3: some timed out; anything else did not finish.
+            [[ $status =~ ^[023]$ ]] || exit "$status"
+            cp -r "$out/mutants.out" "$out/pass1"
+        fi
+        again=()
+        if [[ ${#unit[@]} -gt 0 ]]; then
+            mapfile -t again < <(listed "$out/pass1/missed.txt" "$out/pass1/timeout.txt")
+            # Nothing for pass 2: pass 1's results are the file's (not a pass 2 cut short).
+            [[ ${#again[@]} -gt 0 ]] || { rm -rf "$out/mutants.out" && cp -r "$out/pass1" "$out/mutants.out"; }
         fi
     fi
-    if [[ ! -d $out/mutants.out || $(count "$out/mutants.out/missed.txt") -gt 0 ||
-        $(count "$out/mutants.out/timeout.txt") -gt 0 ]]; then
-        echo "== $file: pass 2, against the integration tests too, at $tree"
-        nice cargo mutants "${common[@]}" -f "$file" -o "$out" --iterate --timeout 600 \
+    if [[ ${#unit[@]} -eq 0 || ${#again[@]} -gt 0 ]]; then
+        echo "== $file: pass 2, ${#again[@]} mutants (0: all), against the integration tests too, at $tree"
+        nice cargo mutants "${common[@]}" -f "$file" -o "$out" "${again[@]}" --timeout 600 \
             "${unit[@]}" --cargo-test-arg=--test --cargo-test-arg=integration \
             --cargo-test-arg=--test --cargo-test-arg=limiter_memory "${skip[@]}" || true
     fi

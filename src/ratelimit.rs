@@ -1233,6 +1233,23 @@ mod tests {
         assert_eq!(limiter.key_count(), 3);
     }
 
+    #[test]
+    fn below_the_cap_a_check_never_sweeps() {
+        // A sweep scans the whole table: only a full table pays for one, never the common case.
+        let limits = RateLimits {
+            max_keys: NonZeroUsize::new(3).unwrap(),
+            ..only(LimitKind::Client, spec(10, 1, 10))
+        };
+        let (limiter, clock) = fake_limiter(&limits);
+        let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(203, 0, 113, n));
+        limiter.check(&anonymous(ip(1)));
+        limiter.check(&anonymous(ip(2)));
+        clock.advance(Duration::from_secs(2));
+        // Both are idle now, and stay until an eviction or a full table sweeps them.
+        assert!(limiter.check(&anonymous(ip(3))).is_allowed());
+        assert_eq!(limiter.key_count(), 3);
+    }
+
     #[tokio::test]
     async fn eviction_loop_evicts() {
         let (limiter, clock) = fake_limiter(&RateLimits::default());
