@@ -1037,25 +1037,18 @@ mod tests {
         assert_eq!(after.binding().unwrap().kind, LimitKind::Route);
         assert_eq!(before.stricter(after), before);
         assert_eq!(after.stricter(before), before);
-        let refused = Decision::Deny {
-            retry_after: Duration::from_secs(3),
-            binding: *after.binding().unwrap(),
+        let deny = |secs, standing: &Decision| Decision::Deny {
+            retry_after: Duration::from_secs(secs),
+            binding: *standing.binding().unwrap(),
             cause: DenyCause::Exhausted,
         };
-        let longer = Decision::Deny {
-            retry_after: Duration::from_secs(9),
-            binding: *before.binding().unwrap(),
-            cause: DenyCause::Exhausted,
-        };
+        let refused = deny(3, &after);
+        let longer = deny(9, &before);
         assert_eq!(before.stricter(refused), refused);
         assert_eq!(refused.stricter(longer), longer);
         assert_eq!(longer.stricter(refused), longer);
         // Of two refusals with the same wait, the earlier stage's is reported.
-        let tied = Decision::Deny {
-            retry_after: Duration::from_secs(3),
-            binding: *before.binding().unwrap(),
-            cause: DenyCause::Exhausted,
-        };
+        let tied = deny(3, &before);
         assert_eq!(tied.stricter(refused), tied);
         assert_eq!(refused.stricter(tied), refused);
         // So is the earlier stage's of two passes alike in requests left and reset.
@@ -1197,14 +1190,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn hard_cap_refuses_new_keys_until_idle_ones_go() {
-        let limits = RateLimits {
+    /// A client limit of 10 a second that holds at most three keys (addresses `ip(n)`).
+    fn three_keys() -> (LocalLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        fake_limiter(&RateLimits {
             max_keys: NonZeroUsize::new(3).unwrap(),
             ..only(LimitKind::Client, spec(10, 1, 10))
-        };
-        let (limiter, clock) = fake_limiter(&limits);
-        let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(203, 0, 113, n));
+        })
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, n))
+    }
+
+    #[test]
+    fn hard_cap_refuses_new_keys_until_idle_ones_go() {
+        let (limiter, clock) = three_keys();
         for n in 1..=3 {
             assert!(limiter.check(&anonymous(ip(n))).is_allowed());
         }
@@ -1236,12 +1236,7 @@ mod tests {
     #[test]
     fn below_the_cap_a_check_never_sweeps() {
         // A sweep scans the whole table: only a full table pays for one, never the common case.
-        let limits = RateLimits {
-            max_keys: NonZeroUsize::new(3).unwrap(),
-            ..only(LimitKind::Client, spec(10, 1, 10))
-        };
-        let (limiter, clock) = fake_limiter(&limits);
-        let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(203, 0, 113, n));
+        let (limiter, clock) = three_keys();
         limiter.check(&anonymous(ip(1)));
         limiter.check(&anonymous(ip(2)));
         clock.advance(Duration::from_secs(2));
