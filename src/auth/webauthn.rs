@@ -758,6 +758,34 @@ mod tests {
             ),
             ("Example.org", "https://example.org", "rp_id", "lower case"),
             ("", "https://example.org", "rp_id", "domain name"),
+            (".example.org", "https://example.org", "rp_id", "host only"),
+            ("example.org.", "https://example.org", "rp_id", "host only"),
+            (
+                "me@example.org",
+                "https://example.org",
+                "rp_id",
+                "host only",
+            ),
+            ("example .org", "https://example.org", "rp_id", "host only"),
+            ("example.org", "https://me@example.org", "origin", "no path"),
+            (
+                "example.org",
+                "https://:pw@example.org",
+                "origin",
+                "no path",
+            ),
+            (
+                "example.org",
+                "https://example.org/?next=1",
+                "origin",
+                "no path",
+            ),
+            (
+                "example.org",
+                "https://example.org/#top",
+                "origin",
+                "no path",
+            ),
         ] {
             let error = config(rp_id, origin).validate().unwrap_err();
             assert_eq!(error.key, key, "{rp_id} {origin}: {error}");
@@ -1149,9 +1177,10 @@ mod tests {
         let key = SoftKey::new();
         let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
         let response = key.create(&options);
+        // Five minutes to find, touch and unlock the authenticator, and not a second more.
         assert_eq!(
             passkeys
-                .finish_registration(&id, alice.id, &response, NOW + CEREMONY_TTL_SECS)
+                .finish_registration(&id, alice.id, &response, NOW + 300)
                 .map(|_| ()),
             Err(WebAuthnError::UnknownCeremony)
         );
@@ -1159,7 +1188,7 @@ mod tests {
         let response = key.create(&options);
         assert!(
             passkeys
-                .finish_registration(&id, alice.id, &response, NOW + CEREMONY_TTL_SECS - 1)
+                .finish_registration(&id, alice.id, &response, NOW + 299)
                 .is_ok()
         );
     }
