@@ -1171,6 +1171,15 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_no_ceremony_state() {
+        let passkeys = passkeys();
+        passkeys
+            .start_registration(&user("alice"), &[], NOW)
+            .unwrap();
+        assert_eq!(format!("{passkeys:?}"), "Passkeys { .. }");
+    }
+
+    #[test]
     fn ceremonies_expire_after_the_ttl() {
         let passkeys = passkeys();
         let alice = user("alice");
