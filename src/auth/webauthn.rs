@@ -389,8 +389,9 @@ impl Passkeys {
             return Err(WebAuthnError::Rejected("user verification missing"));
         }
         let counter = result.counter();
-        // W3C WebAuthn 6.1.1: once either side has a counter, it must grow with every use.
-        if (counter > 0 || stored.sign_count > 0) && counter <= stored.sign_count {
+        // W3C WebAuthn 6.1.1: once either side has a counter, it must grow with every use. A
+        // first counter after none (stored 0) is growth; none after one (0) is not.
+        if stored.sign_count > 0 && counter <= stored.sign_count {
             return Err(WebAuthnError::Rejected(
                 "the signature counter did not grow: possibly a cloned authenticator",
             ));
@@ -926,7 +927,8 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(stored_counter(&store, &alice), 5);
-        for counter in [5, 3] {
+        // A clone that reports no counter at all is refused too.
+        for counter in [5, 3, 0] {
             key.counter = counter;
             let error = log_in(&passkeys, &store, &alice, &mut key).unwrap_err();
             assert!(
