@@ -457,9 +457,12 @@ fn rejection(error: &webauthn_rs::prelude::WebauthnError) -> &'static str {
         E::CredentialBackupEligibilityInconsistent | E::CredentialMayNotBeHardwareBound => {
             "the backup flags are inconsistent"
         }
-        E::CredentialExcludedFromRequest => "the authenticator is already registered",
-        E::CredentialAlteredAlgFromRequest | E::CredentialInsecureCryptography => {
-            "the credential uses an algorithm that was not offered"
+        // webauthn-rs 0.6 reports a credential of the exclude list (one already registered) as
+        // one whose algorithm was altered from the request: the two cannot be told apart.
+        E::CredentialExcludedFromRequest
+        | E::CredentialAlteredAlgFromRequest
+        | E::CredentialInsecureCryptography => {
+            "the authenticator is already registered, or its key is of a kind that was not offered"
         }
         E::CredentialNotFound => "the credential was not offered for this login",
         E::AuthenticationFailure | E::SignatureInvalid => "the signature does not verify",
@@ -568,6 +571,19 @@ mod tests {
         backup_eligible: bool,
         backup_state: bool,
         origin: String,
+        /// What a broken or hostile client might change.
+        tamper: Tamper,
+    }
+
+    #[derive(Default)]
+    struct Tamper {
+        /// Another `type` in the client data than the ceremony's.
+        client_data_type: Option<&'static str>,
+        cross_origin: bool,
+        /// Another relying party id hashed into the authenticator data.
+        rp_id: Option<&'static str>,
+        user_absent: bool,
+        signature: bool,
     }
 
     impl SoftKey {
@@ -581,11 +597,13 @@ mod tests {
                 backup_eligible: false,
                 backup_state: false,
                 origin: ORIGIN.into(),
+                tamper: Tamper::default(),
             }
         }
 
         fn authenticator_data(&self, rp_id: &str, attested: Option<&[u8]>) -> Vec<u8> {
-            let mut flags = 0x01; // user present
+            let rp_id = self.tamper.rp_id.unwrap_or(rp_id);
+            let mut flags = if self.tamper.user_absent { 0 } else { 0x01 };
             if self.user_verified {
                 flags |= 0x04;
             }
@@ -609,10 +627,10 @@ mod tests {
 
         fn client_data(&self, kind: &str, options: &Value) -> Vec<u8> {
             json!({
-                "type": kind,
+                "type": self.tamper.client_data_type.unwrap_or(kind),
                 "challenge": options["publicKey"]["challenge"],
                 "origin": self.origin,
-                "crossOrigin": false,
+                "crossOrigin": self.tamper.cross_origin,
             })
             .to_string()
             .into_bytes()
@@ -663,6 +681,9 @@ mod tests {
             let client_data = self.client_data("webauthn.get", options);
             let mut signed = auth_data.clone();
             signed.extend(Sha256::digest(&client_data));
+            if self.tamper.signature {
+                signed[0] ^= 1;
+            }
             let signature: DerSignature = self.key.sign(&signed);
             json!({
                 "id": b64url(&self.credential_id),
@@ -686,6 +707,96 @@ mod tests {
         passkeys
             .finish_registration(&id, alice.id, &key.create(&options), NOW + 1)
             .unwrap()
+    }
+
+    #[test]
+    fn each_rejection_names_its_reason() {
+        let passkeys = passkeys();
+        let alice = user("alice");
+        let register_with = |tamper: Tamper, existing: &[WebAuthnCredential], key: &mut SoftKey| {
+            key.tamper = tamper;
+            let (id, options) = passkeys.start_registration(&alice, existing, NOW).unwrap();
+            passkeys.finish_registration(&id, alice.id, &key.create(&options), NOW + 1)
+        };
+        let cases: [(Tamper, &str); 5] = [
+            (
+                Tamper {
+                    client_data_type: Some("webauthn.get"),
+                    ..Tamper::default()
+                },
+                "the client data type is wrong",
+            ),
+            (
+                Tamper {
+                    cross_origin: true,
+                    ..Tamper::default()
+                },
+                "the response came from a cross-origin frame",
+            ),
+            (
+                Tamper {
+                    rp_id: Some("example.org"),
+                    ..Tamper::default()
+                },
+                "the relying party id does not match",
+            ),
+            (
+                Tamper {
+                    user_absent: true,
+                    ..Tamper::default()
+                },
+                "user presence missing",
+            ),
+            (
+                Tamper::default(),
+                "the authenticator is already registered, or its key is of a kind that was not offered",
+            ),
+        ];
+        let mut key = SoftKey::new();
+        let registered = register(&passkeys, &alice, &key);
+        for (tamper, reason) in cases {
+            assert_eq!(
+                register_with(tamper, std::slice::from_ref(&registered), &mut key).map(|_| ()),
+                Err(WebAuthnError::Rejected(reason))
+            );
+        }
+        let mut synced = SoftKey::new();
+        synced.backup_state = true;
+        assert_eq!(
+            register_with(Tamper::default(), &[], &mut synced).map(|_| ()),
+            Err(WebAuthnError::Rejected("the backup flags are inconsistent"))
+        );
+
+        let log_in_with = |key: &mut SoftKey| {
+            let (id, options) = passkeys
+                .start_authentication(alice.id, std::slice::from_ref(&registered), NOW)
+                .unwrap();
+            let response = key.get(&options);
+            passkeys
+                .finish_authentication(
+                    &id,
+                    alice.id,
+                    &response,
+                    std::slice::from_ref(&registered),
+                    NOW,
+                )
+                .map(|_| ())
+        };
+        key.counter = 1;
+        key.tamper = Tamper {
+            signature: true,
+            ..Tamper::default()
+        };
+        assert_eq!(
+            log_in_with(&mut key),
+            Err(WebAuthnError::Rejected("the signature does not verify"))
+        );
+        assert_eq!(
+            log_in_with(&mut SoftKey::new()),
+            Err(WebAuthnError::Rejected(
+                "the credential was not offered for this login"
+            ))
+        );
     }
 
     #[test]
