@@ -717,6 +717,14 @@ mod tests {
         assert_eq!(policy.backoff(2), 60);
         assert_eq!(policy.backoff(100), 30 * MIN);
         assert_eq!(LockoutConfig::default().policy().unwrap().backoff(1), MIN);
+        // Locks of one fixed length: the back-off never grows.
+        let fixed: LockoutConfig = serde_saphyr::from_str(
+            "base_backoff: 5m
+max_backoff: 5m
+",
+        )
+        .unwrap();
+        assert_eq!(fixed.policy().unwrap().backoff(3), 5 * MIN);
         assert!(serde_saphyr::from_str::<LockoutConfig>("lockout_for: 1m\n").is_err());
         assert!(serde_saphyr::from_str::<LockoutConfig>("window: 900\n").is_err());
         for (yaml, key) in [
