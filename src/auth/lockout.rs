@@ -316,7 +316,7 @@ impl<K: Clone + Eq + Hash> Lockout<K> {
             .cloned();
         let next = match live {
             // A lock starts only when no other attempt is in flight (module docs), so no admitted
-            // attempt fails during one; if it did, it would change nothing.
+            // attempt fails during one; if one did (a wall clock stepped back), it changes nothing.
             Some(Entry::Locked { until, .. }) if now < until => return None,
             Some(Entry::Locked { lock, .. }) => {
                 let lock = lock.saturating_add(1);
@@ -629,6 +629,59 @@ mod tests {
         fail(&address, "192.0.2.7", 4, T0);
         address.admit(&"192.0.2.7", T0 + 4).unwrap().succeeded();
         assert!(fail_once(&address, "192.0.2.7", T0 + 5).is_some());
+    }
+
+    #[test]
+    fn after_probation_a_key_admits_a_full_set_of_attempts_at_once() {
+        let lockout = lockout();
+        let until = fail(&lockout, "alice", 5, T0).unwrap().until;
+        // On probation: one attempt at a time.
+        let first = lockout.admit(&"alice", until).unwrap();
+        assert_eq!(
+            lockout.admit(&"alice", until).err(),
+            Some(NotAdmitted::InFlight)
+        );
+        drop(first);
+        // A quiet window later the key starts over: five may be in flight together.
+        let later = until + 15 * MIN;
+        let attempts: Vec<_> = (0..5)
+            .map(|_| lockout.admit(&"alice", later).unwrap())
+            .collect();
+        assert_eq!(
+            lockout.admit(&"alice", later).err(),
+            Some(NotAdmitted::InFlight)
+        );
+        drop(attempts);
+    }
+
+    #[test]
+    fn a_failure_leaves_the_in_flight_count_as_its_window_ends() {
+        let lockout = lockout();
+        for at in [T0, T0, T0, T0 + 10] {
+            fail_once(&lockout, "alice", at);
+        }
+        // At T0 + 15 min the first three are exactly a window old and count no more: one
+        // failure left standing, so four attempts may be in flight, not one.
+        let edge = T0 + 15 * MIN;
+        let attempts: Vec<_> = (0..4)
+            .map(|_| lockout.admit(&"alice", edge).unwrap())
+            .collect();
+        assert_eq!(
+            lockout.admit(&"alice", edge).err(),
+            Some(NotAdmitted::InFlight)
+        );
+        drop(attempts);
+    }
+
+    #[test]
+    fn a_clock_stepping_back_into_a_past_lock_changes_nothing() {
+        let lockout = lockout();
+        let until = fail(&lockout, "alice", 5, T0).unwrap().until;
+        // Admitted on probation, failed by a wall clock that stepped back into the lock.
+        let attempt = lockout.admit(&"alice", until).unwrap();
+        assert_eq!(attempt.failed(until - 30), None);
+        // Not locked again: still on probation.
+        assert_eq!(locked_until(&lockout, "alice", until + 1), None);
     }
 
     #[test]
