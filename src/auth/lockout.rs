@@ -685,6 +685,22 @@ mod tests {
     }
 
     #[test]
+    fn settling_one_attempt_leaves_the_others_counted_and_all_settled_leave_nothing() {
+        let lockout = lockout();
+        let admit = || lockout.admit(&"alice", T0);
+        let first = admit().unwrap();
+        let others = [admit().unwrap(), admit().unwrap()];
+        drop(first);
+        // Two still hold places: three more may join them, not five.
+        let more: Vec<_> = (0..3).map(|_| admit().unwrap()).collect();
+        assert_eq!(admit().err(), Some(NotAdmitted::InFlight));
+        drop(others);
+        drop(more);
+        // The in-flight table keeps no key without an attempt: it has no cap of its own.
+        assert!(lockout.table().in_flight.is_empty());
+    }
+
+    #[test]
     fn the_window_slides() {
         let lockout = lockout();
         // Four failures, then a fifth just as the first leaves the 15-minute window.
@@ -756,6 +772,31 @@ mod tests {
         assert!(lockout.admit(&100, T0 + 20).is_err());
         // An expired table makes room without evicting anything live.
         fail(5000, T0 + 10 * 3600);
+        assert_eq!(lockout.len(), 1);
+        assert!(!lockout.is_empty());
+    }
+
+    #[test]
+    fn only_a_full_table_is_swept_and_then_of_everything_expired() {
+        let policy = LockoutConfig {
+            max_keys: 3,
+            ..LockoutConfig::default()
+        }
+        .policy()
+        .unwrap();
+        let lockout: Lockout<u32> = Lockout::new(policy, OnSuccess::Forget);
+        let fail = |key: u32, now: u64| lockout.admit(&key, now).unwrap().failed(now);
+        let expiry = T0 + 15 * MIN;
+        fail(1, T0);
+        // Below the cap a new key scans nothing: key 1, expired, waits for the prune.
+        fail(2, expiry);
+        assert_eq!(lockout.len(), 2);
+        assert_eq!(lockout.prune(expiry), 1);
+        // At the cap every expired entry goes, those expiring this very second too.
+        let later = expiry + 1;
+        fail(3, later);
+        fail(4, later);
+        fail(5, later + 15 * MIN);
         assert_eq!(lockout.len(), 1);
     }
 
