@@ -10,9 +10,9 @@
 # $HOME/.cache/wardgate/mutants):
 #   1. every unit test (`cargo test --lib`, about 15 s a mutant); skipped for a file without
 #      unit tests of its own;
-#   2. the mutants pass 1 missed or timed out (`--iterate`), against the unit tests, the
-#      limiter-memory test and the integration tests but the browser and binary ones (about
-#      30 s a mutant); in a recheck
+#   2. the mutants pass 1 missed or timed out (every mutant, for a file without unit tests),
+#      picked by description, against the unit tests, the limiter-memory test and the
+#      integration tests but the browser and binary ones (about 30 s a mutant); in a recheck
 #      (below), against every integration test, Chromium's included (scripts/browser-deps.sh).
 # Then a table per file: every mutant, and how many were caught, missed, unviable (did not build)
 # and timed out, first as the first run found them and now; and every missed mutant that
@@ -20,7 +20,7 @@
 #
 # A file's results are kept. MUTANTS_RECHECK=1 tests its missed mutants again (pass 2 only),
 # after tests were added; MUTANTS_FRESH=1 starts the file over.
-# Needs cargo-mutants (`cargo install cargo-mutants --locked`). Builds in
+# Needs cargo-mutants (`cargo install cargo-mutants --locked`) and python3. Builds in
 # $HOME/.cache/wardgate/target-mutants (CARGO_TARGET_DIR), without debug info for the crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -483,6 +483,21 @@ mod tests {
         }
     }
 
+    /// How many attempts on `key` may be in flight together at `now` (the next is refused as
+    /// in flight); all are dropped unsettled after.
+    fn room_in_flight(lockout: &Lockout<&'static str>, key: &'static str, now: u64) -> usize {
+        let mut attempts = Vec::new();
+        loop {
+            match lockout.admit(&key, now) {
+                Ok(attempt) => attempts.push(attempt),
+                Err(refused) => {
+                    assert_eq!(refused, NotAdmitted::InFlight);
+                    return attempts.len();
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_nth_failure_locks_not_before() {
         let lockout = lockout();
@@ -643,15 +658,7 @@ mod tests {
         );
         drop(first);
         // A quiet window later the key starts over: five may be in flight together.
-        let later = until + 15 * MIN;
-        let attempts: Vec<_> = (0..5)
-            .map(|_| lockout.admit(&"alice", later).unwrap())
-            .collect();
-        assert_eq!(
-            lockout.admit(&"alice", later).err(),
-            Some(NotAdmitted::InFlight)
-        );
-        drop(attempts);
+        assert_eq!(room_in_flight(&lockout, "alice", until + 15 * MIN), 5);
     }
 
     #[test]
@@ -662,15 +669,7 @@ mod tests {
         }
         // At T0 + 15 min the first three are exactly a window old and count no more: one
         // failure left standing, so four attempts may be in flight, not one.
-        let edge = T0 + 15 * MIN;
-        let attempts: Vec<_> = (0..4)
-            .map(|_| lockout.admit(&"alice", edge).unwrap())
-            .collect();
-        assert_eq!(
-            lockout.admit(&"alice", edge).err(),
-            Some(NotAdmitted::InFlight)
-        );
-        drop(attempts);
+        assert_eq!(room_in_flight(&lockout, "alice", T0 + 15 * MIN), 4);
     }
 
     #[test]
@@ -749,15 +748,20 @@ mod tests {
         assert!(lockout.is_empty());
     }
 
-    #[test]
-    fn the_cap_holds_and_evicts_what_expires_first() {
+    /// The default policy, but a table of at most three keys.
+    fn three_keys() -> Lockout<u32> {
         let policy = LockoutConfig {
             max_keys: 3,
             ..LockoutConfig::default()
         }
         .policy()
         .unwrap();
-        let lockout: Lockout<u32> = Lockout::new(policy, OnSuccess::Forget);
+        Lockout::new(policy, OnSuccess::Forget)
+    }
+
+    #[test]
+    fn the_cap_holds_and_evicts_what_expires_first() {
+        let lockout = three_keys();
         let fail = |key: u32, now: u64| lockout.admit(&key, now).unwrap().failed(now);
         for key in 0..5 {
             fail(key, T0);
@@ -778,13 +782,7 @@ mod tests {
 
     #[test]
     fn only_a_full_table_is_swept_and_then_of_everything_expired() {
-        let policy = LockoutConfig {
-            max_keys: 3,
-            ..LockoutConfig::default()
-        }
-        .policy()
-        .unwrap();
-        let lockout: Lockout<u32> = Lockout::new(policy, OnSuccess::Forget);
+        let lockout = three_keys();
         let fail = |key: u32, now: u64| lockout.admit(&key, now).unwrap().failed(now);
         let expiry = T0 + 15 * MIN;
         fail(1, T0);
