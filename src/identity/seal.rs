@@ -614,6 +614,33 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_that_cannot_be_opened_is_not_reported_missing() {
+        // The path runs through a regular file: the open fails (not a directory), and dev mode
+        // must not take that for a missing file to generate.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("data"), b"").unwrap();
+        let file = dir.path().join("data/master.key");
+        let error = Keyring::load(&file, None, true, &mut rand::rng()).unwrap_err();
+        assert!(
+            matches!(&error, KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotADirectory),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_key_id_given_twice_names_the_entry_that_repeats_it() {
+        let hex = "ab".repeat(32);
+        let text = format!("1:{hex}\n2:{hex}\n1:{hex}\n");
+        let Err(error) = Keyring::parse(&text, "master.key") else {
+            panic!("a key id given twice was accepted");
+        };
+        assert_eq!(
+            error.to_string(),
+            "master.key: entry 3: key id 1 appears twice"
+        );
+    }
+
+    #[test]
     fn a_key_file_others_may_read_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("master.key");
