@@ -628,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_id_given_twice_names_the_entry_that_repeats_it() {
+    fn a_bad_key_entry_is_named_by_its_number() {
         let hex = "ab".repeat(32);
         let text = format!("1:{hex}\n2:{hex}\n1:{hex}\n");
         let Err(error) = Keyring::parse(&text, "master.key") else {
@@ -637,6 +637,15 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "master.key: entry 3: key id 1 appears twice"
+        );
+        // Entries are counted without comments and blank lines, from 1.
+        let text = format!("# keys\n\n1:{hex}\n2:{}\n", "ab".repeat(31));
+        let Err(error) = Keyring::parse(&text, "master.key") else {
+            panic!("a short key was accepted");
+        };
+        assert_eq!(
+            error.to_string(),
+            "master.key: entry 2: the key is not 64 hex digits (256 bits)"
         );
     }
 
