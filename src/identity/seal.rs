@@ -537,6 +537,11 @@ mod tests {
             keyring.open(Purpose::WebAuthnCredential, b"alice", &sealed),
             Err(SealError::Inauthentic)
         );
+        // An empty secret is a header and a tag, and opens.
+        let empty = keyring.seal(Purpose::TotpSeed, b"alice", b"").unwrap();
+        assert_eq!(empty.len(), HEADER_LEN + TAG_LEN);
+        let opened = keyring.open(Purpose::TotpSeed, b"alice", &empty).unwrap();
+        assert!(opened.is_empty());
     }
 
     #[test]
