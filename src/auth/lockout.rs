@@ -487,7 +487,8 @@ mod tests {
     /// in flight); all are dropped unsettled after.
     fn room_in_flight(lockout: &Lockout<&'static str>, key: &'static str, now: u64) -> usize {
         let mut attempts = Vec::new();
-        loop {
+        // More than `max_failures` ever allows (at most 100): a broken count fails, not hangs.
+        for _ in 0..=100 {
             match lockout.admit(&key, now) {
                 Ok(attempt) => attempts.push(attempt),
                 Err(refused) => {
@@ -496,6 +497,7 @@ mod tests {
                 }
             }
         }
+        panic!("more than 100 attempts in flight on {key}");
     }
 
     #[test]
