@@ -74,7 +74,8 @@ for file in "${files[@]}"; do
     [[ ${MUTANTS_FRESH:-0} == 1 ]] && rm -rf "$out"
     # Without unit tests of its own, the file's mutants are tested by the integration tests alone.
     unit=()
-    grep -q '#\[cfg(test)\]' "$file" && unit=(--cargo-test-arg=--lib)
+    # Given to both the build and the test: built is only what runs (not the binary, the benches).
+    grep -q '#\[cfg(test)\]' "$file" && unit=(--cargo-arg=--lib)
     tree="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with changes')"
     skip=(--cargo-test-arg=-- --cargo-test-arg=--skip --cargo-test-arg=browser::
         --cargo-test-arg=--skip --cargo-test-arg=binary::)
@@ -108,8 +109,8 @@ for file in "${files[@]}"; do
     if [[ ${#unit[@]} -eq 0 || ${#again[@]} -gt 0 ]]; then
         echo "== $file: pass 2, ${#again[@]} mutants (0: all), against the integration tests too, at $tree"
         nice cargo mutants "${common[@]}" -f "$file" -o "$out" "${again[@]}" --timeout 600 \
-            "${unit[@]}" --cargo-test-arg=--test --cargo-test-arg=integration \
-            --cargo-test-arg=--test --cargo-test-arg=limiter_memory "${skip[@]}" || true
+            "${unit[@]}" --cargo-arg=--test=integration --cargo-arg=--test=limiter_memory \
+            "${skip[@]}" || true
     fi
     [[ -d $out/first ]] || cp -r "$out/mutants.out" "$out/first"
     touch "$out/done"
