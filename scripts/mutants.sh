@@ -8,14 +8,15 @@
 #
 # Per file, two passes, in one output folder $MUTANTS_OUT/<file> (default
 # $HOME/.cache/wardgate/mutants):
-#   1. every unit test (`cargo test --lib`, about 15 s a mutant); skipped for a file without
+#   1. every unit test (`cargo test --lib`, about 10 s a mutant); skipped for a file without
 #      unit tests of its own;
-#   2. the mutants pass 1 missed or timed out (every mutant, for a file without unit tests),
-#      picked by description, against the unit tests, the limiter-memory test and the
+#   2. the mutants pass 1 missed (every mutant, for a file without unit tests), picked by
+#      description, against the unit tests, the limiter-memory test and the
 #      integration tests but the browser and binary ones (about 30 s a mutant); in a recheck
 #      (below), against every integration test, Chromium's included (scripts/browser-deps.sh).
 # Then a table per file: every mutant, and how many were caught, missed, unviable (did not build)
-# and timed out, first as the first run found them and now; and every missed mutant that
+# and timed out (a mutant that hangs the unit tests is caught by them: it is not tested again),
+# first as the first run found them and now; and every missed mutant that
 # scripts/mutants-explained.txt does not explain. Exits 1 when there is one.
 #
 # A file's results are kept. MUTANTS_RECHECK=1 tests its missed mutants again (pass 2 only),
@@ -101,7 +102,7 @@ for file in "${files[@]}"; do
         fi
         again=()
         if [[ ${#unit[@]} -gt 0 ]]; then
-            mapfile -t again < <(listed "$out/pass1/missed.txt" "$out/pass1/timeout.txt")
+            mapfile -t again < <(listed "$out/pass1/missed.txt")
             # Nothing for pass 2: pass 1's results are the file's (not a pass 2 cut short).
             [[ ${#again[@]} -gt 0 ]] || { rm -rf "$out/mutants.out" && cp -r "$out/pass1" "$out/mutants.out"; }
         fi
@@ -122,6 +123,10 @@ counts() {
     local all missed unviable timeouts
     all=$(cat "$out/all")
     missed=$(count "$1/missed.txt") timeouts=$(count "$1/timeout.txt")
+    # A pass 2's folder lists none of pass 1's timeouts: they were not tested again.
+    if [[ -d $out/pass1 ]] && ! cmp -s "$1/outcomes.json" "$out/pass1/outcomes.json"; then
+        timeouts=$((timeouts + $(count "$out/pass1/timeout.txt")))
+    fi
     unviable=$(count "$out/pass1/unviable.txt")
     [[ -d $out/pass1 ]] || unviable=$(count "$out/first/unviable.txt")
     echo "$((all - missed - unviable - timeouts)) $missed $unviable $timeouts"

@@ -677,6 +677,8 @@ mod tests {
     fn path_rules() {
         assert_eq!(check_path("/api/patients/7", false), Ok(()));
         assert_eq!(check_path("/api/caf%C3%A9/%7Euser/a.b/..c", false), Ok(()));
+        // The first byte above the controls, and the last below DEL, are plain characters.
+        assert_eq!(check_path("/a%20b/%7E", false), Ok(()));
         for (path, refusal) in [
             ("/a%2", Refusal::PathBadEncoding),
             ("/a%zz", Refusal::PathBadEncoding),
@@ -713,6 +715,44 @@ mod tests {
         }
         assert_eq!(check_path("/100%25", false), Ok(()));
         assert_eq!(check_path("/%25zz/%25%7E", false), Ok(()));
+    }
+
+    #[test]
+    fn header_rules() {
+        let h1 = Version::HTTP_11;
+        let plain = head(&[("accept", "*/*"), ("x-trace", "1")]);
+        assert_eq!(check_headers(&plain, h1, false), Ok(()));
+        let underscore = head(&[("accept", "*/*"), ("x_wardgate_user", "admin")]);
+        assert_eq!(
+            check_headers(&underscore, h1, false),
+            Err(Refusal::HeaderUnderscore)
+        );
+        assert_eq!(check_headers(&underscore, h1, true), Ok(()));
+        // A repeated header that may repeat, alone and beside a single-valued one said once.
+        let mut twice = head(&[("host", "ehr"), ("accept", "a")]);
+        twice.append(header::ACCEPT, HeaderValue::from_static("b"));
+        assert_eq!(check_headers(&twice, h1, false), Ok(()));
+        for name in ["content-type", "x-http-method", "x-request-id"] {
+            let mut headers = twice.clone();
+            for value in ["1", "2"] {
+                headers.append(
+                    HeaderName::try_from(name).unwrap(),
+                    HeaderValue::from_static(value),
+                );
+            }
+            assert_eq!(
+                check_headers(&headers, h1, false),
+                Err(Refusal::HeaderRepeated),
+                "{name}"
+            );
+        }
+        let mut cookies = head(&[("cookie", "a=1")]);
+        cookies.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(
+            check_headers(&cookies, h1, false),
+            Err(Refusal::HeaderRepeated)
+        );
+        assert_eq!(check_headers(&cookies, Version::HTTP_2, false), Ok(()));
     }
 
     #[test]
@@ -785,6 +825,11 @@ mod tests {
                 limit: 100
             })
         );
+        let full = head(&[
+            ("content-type", "application/fhir+json"),
+            ("content-length", "100"),
+        ]);
+        assert!(strict.check_head(&Method::POST, &full, None, true).is_ok());
         let big = head(&[
             ("content-type", "application/fhir+json"),
             ("content-length", "101"),
@@ -808,6 +853,22 @@ mod tests {
             default.check_head(&Method::PUT, &octets, None, true),
             Ok(BodyPlan::Stream { limit: 10 << 20 })
         );
+        // JSON is read whole, so it has its own, smaller cap below the route's.
+        let json = |length: &str| {
+            let headers = head(&[
+                ("content-type", "application/json"),
+                ("content-length", length),
+            ]);
+            default.check_head(&Method::POST, &headers, None, true)
+        };
+        assert_eq!(
+            json("1048576"),
+            Ok(BodyPlan::Inspect {
+                kind: BodyKind::Json,
+                limit: 1 << 20
+            })
+        );
+        assert_eq!(json("1048577"), Err(Refusal::BodyTooLarge));
         let form = head(&[("content-type", "application/x-www-form-urlencoded")]);
         assert_eq!(
             default.check_head(&Method::POST, &form, None, true),
@@ -858,6 +919,179 @@ mod tests {
             default.check_body(BodyKind::Form, b"name=%ff"),
             Err(Refusal::MalformedForm)
         );
+    }
+
+    #[test]
+    fn method_overrides_must_name_an_allowed_method() {
+        let allowed = [Method::GET, Method::POST];
+        assert_eq!(check_override(b" get ", &allowed), Ok(()));
+        assert_eq!(check_override(b"POST", &allowed), Ok(()));
+        assert_eq!(
+            check_override(b"DELETE", &allowed),
+            Err(Refusal::MethodNotAllowed)
+        );
+        for value in [&b""[..], b"  ", b"GE T", b"GET;", b"P0ST"] {
+            assert_eq!(
+                check_override(value, &allowed),
+                Err(Refusal::MethodOverrideInvalid),
+                "{value:?}"
+            );
+        }
+
+        let strict = rules(RouteSanitize {
+            methods: Some(vec![MethodName(Method::GET), MethodName(Method::POST)]),
+            ..RouteSanitize::default()
+        });
+        let post =
+            |headers: &HeaderMap, query| strict.check_head(&Method::POST, headers, query, false);
+        for name in [
+            "x-http-method-override",
+            "x-method-override",
+            "x-http-method",
+        ] {
+            assert_eq!(post(&head(&[(name, "GET")]), None), Ok(BodyPlan::Empty));
+            assert_eq!(
+                post(&head(&[(name, "DELETE")]), None),
+                Err(Refusal::MethodNotAllowed),
+                "{name}"
+            );
+        }
+        let none = HeaderMap::new();
+        assert_eq!(post(&none, Some("a=1&_method=GET")), Ok(BodyPlan::Empty));
+        for query in ["a=1&_method=DELETE", "%5Fmethod=DELETE", "_method=%44ELETE"] {
+            assert_eq!(
+                post(&none, Some(query)),
+                Err(Refusal::MethodNotAllowed),
+                "{query}"
+            );
+        }
+        assert_eq!(
+            strict.check_body(BodyKind::Form, b"a=1&_method=DELETE"),
+            Err(Refusal::MethodNotAllowed)
+        );
+        let boundary = Boundary::parse(b"b").unwrap();
+        let field =
+            b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--";
+        assert_eq!(
+            strict.check_body(BodyKind::Multipart(boundary), field),
+            Err(Refusal::MethodNotAllowed)
+        );
+        // A file that happens to be named `_method` is data.
+        let file = b"--b\r\nContent-Disposition: form-data; name=\"_method\"; filename=\"m.txt\"\r\n\r\nDELETE\r\n--b--";
+        assert_eq!(
+            strict.check_body(BodyKind::Multipart(boundary), file),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn multipart_boundaries() {
+        let boundary = |text: &str| Boundary::parse(text.as_bytes()).map(|b| b.as_bytes().to_vec());
+        assert_eq!(boundary("xyz"), Some(b"xyz".to_vec()));
+        assert_eq!(
+            format!("{:?}", Boundary::parse(b"xyz").unwrap()),
+            "Boundary(\"xyz\")"
+        );
+        let specials = "'()+_,-./:=? x";
+        assert_eq!(boundary(specials), Some(specials.as_bytes().to_vec()));
+        assert!(boundary(&"a".repeat(70)).is_some());
+        for bad in ["", "x ", "a\"b", "a;b", "a\tb", &"a".repeat(71)] {
+            assert_eq!(boundary(bad), None, "{bad:?}");
+        }
+
+        let default = rules(RouteSanitize::default());
+        let plan = |content_type| {
+            default.check_head(
+                &Method::POST,
+                &head(&[("content-type", content_type)]),
+                None,
+                true,
+            )
+        };
+        for (content_type, text) in [
+            ("multipart/form-data; boundary=xyz", "xyz"),
+            (
+                "Multipart/Form-Data; charset=utf-8; BOUNDARY=\"a b\"",
+                "a b",
+            ),
+        ] {
+            assert_eq!(
+                plan(content_type),
+                Ok(BodyPlan::Inspect {
+                    kind: BodyKind::Multipart(Boundary::parse(text.as_bytes()).unwrap()),
+                    limit: 10 << 20
+                }),
+                "{content_type}"
+            );
+        }
+        for content_type in [
+            "multipart/form-data",
+            "multipart/form-data; boundary=",
+            "multipart/form-data; boundary=\"a b \"",
+            "multipart/form-data; charset=utf-8",
+        ] {
+            assert_eq!(
+                plan(content_type),
+                Err(Refusal::MalformedMultipart),
+                "{content_type}"
+            );
+        }
+    }
+
+    #[test]
+    fn multipart_bodies_are_read_strictly_and_their_fields_scanned() {
+        let default = rules(RouteSanitize::default());
+        let check = |body: &str| {
+            default.check_body(
+                BodyKind::Multipart(Boundary::parse(b"b").unwrap()),
+                body.as_bytes(),
+            )
+        };
+        let disposition = "Content-Disposition: form-data";
+        let good = format!(
+            "--b\r\n{disposition}; name=\"note\"\r\n\r\nO'Brien\r\n\
+             --b\r\ncontent-disposition: FORM-DATA; name=scan; filename=\"x-ray.png\"\r\n\
+             Content-Type: image/png\r\n\r\n1' OR '1'='1 <script>\r\n--b--\r\n"
+        );
+        assert_eq!(check(&good), Ok(None), "file contents are not scanned");
+        assert_eq!(check("--b--"), Ok(None));
+        assert_eq!(
+            check(&format!(
+                "--b\r\n{disposition}; name=\"note\"\r\n\r\n1' OR '1'='1\r\n--b--"
+            )),
+            Err(Refusal::Injection(injection::Attack::SqlInjection))
+        );
+        assert_eq!(
+            check(&format!(
+                "--b\r\n{disposition}; name=f; filename=\"<script>alert(1)</script>.png\"\r\n\r\nx\r\n--b--"
+            )),
+            Err(Refusal::Injection(injection::Attack::CrossSiteScripting))
+        );
+        let many_headers = format!(
+            "--b\r\n{}{disposition}; name=a\r\n\r\nx\r\n--b--",
+            "X-A: 1\r\n".repeat(16)
+        );
+        let fifteen = format!(
+            "--b\r\n{}{disposition}; name=a\r\n\r\nx\r\n--b--",
+            "X-A: 1\r\n".repeat(15)
+        );
+        assert_eq!(check(&fifteen), Ok(None));
+        for body in [
+            format!("preamble\r\n{good}"),
+            good.replace("\r\n", "\n"),
+            good.replace("--b--\r\n", "--b--\r\ntrailing"),
+            good.replace("\r\n--b--\r\n", ""),
+            "--b\r\nX-A: 1\r\n\r\nx\r\n--b--".into(),
+            format!("--b\r\n{disposition}\r\n\r\nx\r\n--b--"),
+            format!("--b\r\nContent-Disposition: attachment; name=a\r\n\r\nx\r\n--b--"),
+            format!("--b\r\n{disposition}; name=a\r\n{disposition}; name=b\r\n\r\nx\r\n--b--"),
+            format!("--b\r\n{disposition}; name=a; name=b\r\n\r\nx\r\n--b--"),
+            format!("--b\r\n{disposition}; name\r\n\r\nx\r\n--b--"),
+            format!("--b\r\nno colon\r\n\r\nx\r\n--b--"),
+            many_headers,
+        ] {
+            assert_eq!(check(&body), Err(Refusal::MalformedMultipart), "{body:?}");
+        }
     }
 
     #[test]

@@ -644,10 +644,9 @@ impl Sessions {
     pub async fn end_user(&self, user: UserId) -> Result<usize, SessionError> {
         // Counts as the revocation that keeps a racing store read out of the cache, too.
         self.end_pending(user);
-        self.forget(|live| live.user == user);
         let store = self.store.clone();
         let ended = blocking(move || store.delete_user_sessions(user)).await?;
-        // A check that read the store before the delete may have cached meanwhile.
+        // Forgotten after the delete: a check that read the store before it may have cached.
         self.forget(|live| live.user == user);
         Ok(ended.len())
     }
@@ -806,7 +805,7 @@ mod tests {
         assert_ne!(a.as_str(), b.as_str());
         assert!(well_formed(a.as_str()), "{}", a.as_str());
         assert_eq!(a.as_str().len(), 4 + 64);
-        assert!(!format!("{a:?}").contains(&a.as_str()[4..]));
+        assert_eq!(format!("{a:?}"), "Token(<redacted>)");
         for (key, _) in f.store.sessions().unwrap() {
             assert!(!key.to_string().contains(&a.as_str()[4..]));
         }
@@ -822,15 +821,28 @@ mod tests {
         let mut flipped = real.as_str().to_owned();
         let last = flipped.pop().unwrap();
         flipped.push(if last == '0' { '1' } else { '0' });
-        for token in [
-            "",
-            "wgs_",
-            &real.as_str()[..40],
-            &flipped,
-            &real.as_str().to_uppercase(),
-            "wgs_zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
-            "\u{0}\u{1}garbage",
-        ] {
+        let hex = &real.as_str()[4..];
+        let malformed = [
+            String::new(),
+            "wgs_".into(),
+            real.as_str()[..40].into(),
+            format!("{}0", real.as_str()),
+            real.as_str().to_uppercase(),
+            format!("wgs_{}", hex.to_uppercase()),
+            format!("wgx_{hex}"),
+            format!("wgs_{}", "g".repeat(64)),
+            format!("wgs_{}", "/".repeat(64)),
+            "\u{0}\u{1}garbage".into(),
+        ];
+        for token in &malformed {
+            assert!(!well_formed(token), "{token:?}");
+        }
+        assert!(well_formed(&format!("wgs_{}", "09af".repeat(16))));
+        for token in malformed
+            .iter()
+            .map(String::as_str)
+            .chain([flipped.as_str()])
+        {
             assert_eq!(
                 f.check_with(token, &lifetimes, T0).await.unwrap_err(),
                 Ended::Missing,
@@ -904,6 +916,9 @@ mod tests {
             .await
             .unwrap();
         f.check(&token, T0 + 590).await.unwrap();
+        f.check_with(token.as_str(), &strict, T0 + 600)
+            .await
+            .expect("a proof exactly reauth_within old is fresh enough");
         assert_eq!(
             f.check_with(token.as_str(), &strict, T0 + 601)
                 .await
@@ -965,6 +980,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(live.name, "alice");
+        assert_eq!(restarted.cached(), 1, "the store's answer is cached");
         assert_eq!(
             restarted
                 .check(ended.as_str(), &lifetimes, T0 + 10 * 60)
@@ -1090,13 +1106,40 @@ mod tests {
     #[test]
     fn config_refuses_caps_above_twelve_hours_unless_overridden() {
         let mut config = SessionConfig {
-            absolute_timeout: HumanDuration(Duration::from_secs(13 * 3600)),
+            absolute_timeout: HumanDuration(Duration::from_secs(12 * 3600)),
             ..SessionConfig::default()
         };
+        assert!(
+            config.check().unwrap().is_empty(),
+            "12h is the bound itself"
+        );
+        config.absolute_timeout = HumanDuration(Duration::from_secs(12 * 3600 + 1));
         assert!(config.check().unwrap_err().contains("12h"));
         config.allow_long_sessions = true;
         assert_eq!(config.check().unwrap().len(), 1);
         assert!(SessionConfig::default().check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn config_refuses_a_zero_lifetime_and_warns_of_an_idle_timeout_that_never_applies() {
+        let seconds = |idle, absolute| SessionConfig {
+            idle_timeout: HumanDuration(Duration::from_secs(idle)),
+            absolute_timeout: HumanDuration(Duration::from_secs(absolute)),
+            ..SessionConfig::default()
+        };
+        assert!(seconds(0, 3600).check().is_err());
+        assert!(seconds(900, 0).check().is_err());
+        assert!(seconds(3600, 3600).check().unwrap().is_empty());
+        let warnings = seconds(3601, 3600).check().unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("never applies"));
+    }
+
+    #[test]
+    fn each_ending_has_its_own_reason_for_the_client() {
+        let reasons =
+            [Ended::Missing, Ended::Idle, Ended::Absolute, Ended::StepUp].map(Ended::reason);
+        assert_eq!(reasons, ["login", "idle", "absolute", "step-up"]);
     }
 
     #[test]
