@@ -891,6 +891,11 @@ mod tests {
                 Err(Refusal::MalformedJson)
             );
         }
+        let deepest = format!("{}{}", "[".repeat(32), "]".repeat(32));
+        assert_eq!(
+            default.check_body(BodyKind::Json, deepest.as_bytes()),
+            Ok(None)
+        );
         let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         assert_eq!(
             default.check_body(BodyKind::Json, deep.as_bytes()),

@@ -1103,6 +1103,47 @@ mod tests {
         assert_eq!(f.store.sessions().unwrap().len(), 1);
     }
 
+    #[tokio::test]
+    async fn the_session_list_holds_exactly_the_live_ones_oldest_first() {
+        let f = fixture(&SessionConfig::default());
+        let bob = User::new(UserId::random(&mut rand::rng()), "bob", T0);
+        f.store.create_user(&bob).unwrap();
+        f.login(T0).await; // quiet since
+        let active = f.login(T0 + 1).await;
+        f.sessions
+            .create(new_session(&bob), f.sessions.epoch(), T0 + 2)
+            .await
+            .unwrap();
+        // Within TOUCH_INTERVAL: only the cache knows of this activity.
+        f.check(&active, T0 + 31).await.unwrap();
+        let users = |listed: Vec<Listed>| -> Vec<(UserId, u64)> {
+            listed
+                .iter()
+                .map(|l| (l.record.user, l.record.last_seen))
+                .collect()
+        };
+        let all = f.sessions.list(None, T0 + 899).await.unwrap();
+        assert_eq!(
+            users(all),
+            [(f.alice.id, T0), (f.alice.id, T0 + 31), (bob.id, T0 + 2)]
+        );
+        let alices = f.sessions.list(Some(f.alice.id), T0 + 900).await.unwrap();
+        assert_eq!(
+            users(alices),
+            [(f.alice.id, T0 + 31)],
+            "idle for exactly idle_timeout is idle; the cached activity counts"
+        );
+
+        let hour = SessionConfig {
+            idle_timeout: HumanDuration(Duration::from_secs(3600)),
+            ..SessionConfig::default()
+        };
+        let g = fixture(&hour);
+        g.login(T0).await;
+        assert_eq!(g.sessions.list(None, T0 + 3599).await.unwrap().len(), 1);
+        assert!(g.sessions.list(None, T0 + 3600).await.unwrap().is_empty());
+    }
+
     #[test]
     fn config_refuses_caps_above_twelve_hours_unless_overridden() {
         let mut config = SessionConfig {
