@@ -911,6 +911,21 @@ mod tests {
             default.check_body(BodyKind::Json, brackets_in_strings.as_bytes()),
             Ok(None)
         );
+        let escaped_quotes = format!(r#"{{"note":"a \"{}\" \\","n":1}}"#, "[".repeat(100));
+        assert_eq!(
+            default.check_body(BodyKind::Json, escaped_quotes.as_bytes()),
+            Ok(None)
+        );
+        let after_a_string = format!(r#"["x",{}{}]"#, "[".repeat(33), "]".repeat(33));
+        assert_eq!(
+            default.check_body(BodyKind::Json, after_a_string.as_bytes()),
+            Err(Refusal::JsonTooDeep)
+        );
+        let after_an_escape = format!(r#"["x\\",{}{}]"#, "[".repeat(33), "]".repeat(33));
+        assert_eq!(
+            default.check_body(BodyKind::Json, after_an_escape.as_bytes()),
+            Err(Refusal::JsonTooDeep)
+        );
 
         assert_eq!(
             default.check_body(BodyKind::Form, b"name=O%27Brien&dose=5+mg"),
@@ -1132,5 +1147,20 @@ mod tests {
             rules(mode(InjectionMode::Off)).check_query("q=<script>alert(1)</script>"),
             Ok(None)
         );
+
+        // The first finding in a form or a multipart body stands, whatever follows it; with
+        // the scan off there is none.
+        let form = b"q=1%27%20OR%20%271%27%3D%271&b=ok";
+        let field = |name: &str, value: &str| {
+            format!("--b\r\nContent-Disposition: form-data; name={name}\r\n\r\n{value}\r\n")
+        };
+        let parts = format!("{}{}--b--", field("q", "1' OR '1'='1"), field("b", "ok"));
+        let multipart = BodyKind::Multipart(Boundary::parse(b"b").unwrap());
+        let sqli = Err(Refusal::Injection(injection::Attack::SqlInjection));
+        assert_eq!(block.check_body(BodyKind::Form, form), sqli);
+        assert_eq!(block.check_body(multipart, parts.as_bytes()), sqli);
+        let off = rules(mode(InjectionMode::Off));
+        assert_eq!(off.check_body(BodyKind::Form, form), Ok(None));
+        assert_eq!(off.check_body(multipart, parts.as_bytes()), Ok(None));
     }
 }

@@ -974,6 +974,7 @@ mod tests {
         let store = Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
         let restarted = Sessions::new(store, keyring, &SessionConfig::default());
         let lifetimes = restarted.lifetimes();
+        assert_eq!(restarted.cached(), 0);
         let live = restarted
             .check(kept.as_str(), &lifetimes, T0 + 10 * 60)
             .await
@@ -1089,7 +1090,7 @@ mod tests {
     async fn operators_list_live_sessions_and_prune_dead_ones() {
         let f = fixture(&SessionConfig::default());
         let early = f.login(T0).await;
-        f.login(T0 + 30 * 60).await;
+        let late = f.login(T0 + 30 * 60).await;
         f.check(&early, T0 + 10 * 60).await.unwrap();
         let listed = f
             .sessions
@@ -1101,6 +1102,15 @@ mod tests {
         assert_eq!(listed[0].record.client, "192.0.2.1");
         assert_eq!(f.sessions.prune(T0 + 31 * 60).await.unwrap(), 1);
         assert_eq!(f.store.sessions().unwrap().len(), 1);
+        assert_eq!(
+            f.store
+                .session(late.as_str().as_bytes())
+                .unwrap()
+                .unwrap()
+                .1
+                .created,
+            T0 + 30 * 60
+        );
     }
 
     #[tokio::test]
