@@ -896,6 +896,11 @@ mod tests {
             default.check_body(BodyKind::Json, deepest.as_bytes()),
             Ok(None)
         );
+        let wide = format!("[{}[]]", "[{}],".repeat(40));
+        assert_eq!(
+            default.check_body(BodyKind::Json, wide.as_bytes()),
+            Ok(None)
+        );
         let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         assert_eq!(
             default.check_body(BodyKind::Json, deep.as_bytes()),
