@@ -500,10 +500,6 @@ impl<'de> Visitor<'de> for StrictJson<'_> {
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
@@ -1116,6 +1112,21 @@ mod tests {
             many_headers,
         ] {
             assert_eq!(check(&body), Err(Refusal::MalformedMultipart), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn json_is_read_as_serde_json_reads_it_but_a_repeated_key_is_refused() {
+        let body = br#"{"t":true,"f":false,"i":-7,"u":18446744073709551615,"x":1.5,"n":null,
+            "s":"plain","e":"esc\"aped \u00e9","a":[1,{"k":[]}],"o":{}}"#;
+        assert_eq!(
+            parse_json(body),
+            Ok(serde_json::from_slice::<Value>(body).unwrap())
+        );
+        assert_eq!(parse_json(b"[1, 2] 3"), Err(Refusal::MalformedJson));
+        assert_eq!(parse_json(br#"[{"a":1},{"a":2}]"#).map(|_| ()), Ok(()));
+        for repeated in [&br#"{"a":1,"a":2}"#[..], br#"{"x":[{"b":{},"b":1}]}"#] {
+            assert_eq!(parse_json(repeated), Err(Refusal::JsonDuplicateKey));
         }
     }
 
