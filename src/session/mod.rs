@@ -1144,8 +1144,9 @@ mod tests {
             "idle for exactly idle_timeout is idle; the cached activity counts"
         );
 
+        // An idle timeout past the absolute cap, so that the cap alone decides.
         let hour = SessionConfig {
-            idle_timeout: HumanDuration(Duration::from_secs(3600)),
+            idle_timeout: HumanDuration(Duration::from_secs(7200)),
             ..SessionConfig::default()
         };
         let g = fixture(&hour);
