@@ -1012,6 +1012,7 @@ mod tests {
         let mut guard = FramingGuard::new(LIMITS);
         let head = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r";
         assert_eq!(guard.feed(head).release, 0);
+        assert_eq!(guard.held(), head.len());
         assert_eq!(guard.feed(b"\n").release, head.len() + 1);
         assert_eq!(guard.feed(b"abc").release, 3);
         assert!(guard.half_forwarded());
@@ -1297,7 +1298,26 @@ mod tests {
         let codes: std::collections::BTreeSet<_> =
             Violation::ALL.iter().map(|v| v.code()).collect();
         assert_eq!(codes.len(), Violation::ALL.len());
+        let reasons: std::collections::BTreeSet<_> =
+            Violation::ALL.iter().map(|v| v.reason()).collect();
+        assert_eq!(reasons.len(), Violation::ALL.len(), "one reason each");
+        let statuses = Violation::ALL.map(|v| v.status().as_u16());
+        assert_eq!(statuses.iter().filter(|&&s| s == 400).count(), 19);
+        assert_eq!(
+            [
+                Violation::RequestLineTooLong,
+                Violation::HeadTooLarge,
+                Violation::TooManyFields,
+                Violation::UnsupportedTransferEncoding
+            ]
+            .map(|v| v.status().as_u16()),
+            [414, 431, 431, 501]
+        );
         for (i, v) in Violation::ALL.iter().enumerate() {
+            let bytes = v.refusal_bytes();
+            let status_line = format!("HTTP/1.1 {} ", v.status().as_u16());
+            assert!(bytes.starts_with(status_line.as_bytes()), "{v:?}");
+            assert!(bytes.ends_with(&crate::refusal::json_body(v.code(), v.reason())));
             assert_eq!(v.code(), format!("WG-FRAME-{:03}", i + 1));
             let body = crate::refusal::json_body(v.code(), v.reason());
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
