@@ -6,20 +6,21 @@
 #
 #   scripts/mutants.sh [FILE...]        default: every file in SECURITY_FILES below
 #
-# Per file, two passes, in one output folder $MUTANTS_OUT/<file> (default
-# $HOME/.cache/wardgate/mutants):
-#   1. every unit test (`cargo test --lib`, about 10 s a mutant); skipped for a file without
-#      unit tests of its own;
-#   2. the mutants pass 1 missed (every mutant, for a file without unit tests), picked by
-#      description, against the unit tests, the limiter-memory test and the
-#      integration tests but the browser and binary ones (about 30 s a mutant); in a recheck
-#      (below), against every integration test, Chromium's included (scripts/browser-deps.sh).
+# Per file, up to three passes, in one output folder $MUTANTS_OUT/<file> (default
+# $HOME/.cache/wardgate/mutants); passes 1 and 2 only for a file with unit tests of its own:
+#   1. every mutant against the unit tests (`cargo test --lib`, about 10 s a mutant);
+#   2. the mutants pass 1 missed, picked by description, against the unit tests as they are
+#      now: the tests written for pass 1's misses meanwhile;
+#   3. the mutants still missed (every mutant, for a file without unit tests) against the unit
+#      tests, the limiter-memory test and the integration tests but the browser and binary ones
+#      (about 30 s a mutant); in a recheck (below), against every integration test, Chromium's
+#      included (scripts/browser-deps.sh).
 # Then a table per file: every mutant, and how many were caught, missed, unviable (did not build)
 # and timed out (a mutant that hangs the unit tests is caught by them: it is not tested again),
 # first as the first run found them and now; and every missed mutant that
 # scripts/mutants-explained.txt does not explain. Exits 1 when there is one.
 #
-# A file's results are kept. MUTANTS_RECHECK=1 tests its missed mutants again (pass 2 only),
+# A file's results are kept. MUTANTS_RECHECK=1 tests its missed mutants again (pass 3 only),
 # after tests were added; MUTANTS_FRESH=1 starts the file over.
 # Needs cargo-mutants (`cargo install cargo-mutants --locked`) and python3. Builds in
 # $HOME/.cache/wardgate/target-mutants (CARGO_TARGET_DIR), without debug info for the crate.
@@ -102,13 +103,23 @@ for file in "${files[@]}"; do
         fi
         again=()
         if [[ ${#unit[@]} -gt 0 ]]; then
+            last=pass1
             mapfile -t again < <(listed "$out/pass1/missed.txt")
-            # Nothing for pass 2: pass 1's results are the file's (not a pass 2 cut short).
-            [[ ${#again[@]} -gt 0 ]] || { rm -rf "$out/mutants.out" && cp -r "$out/pass1" "$out/mutants.out"; }
+            if [[ ${#again[@]} -gt 0 && ! -d $out/pass2 ]]; then
+                echo "== $file: pass 2, ${#again[@]} mutants, unit tests, at $tree"
+                status=0
+                nice cargo mutants "${common[@]}" -f "$file" -o "$out" "${again[@]}" \
+                    --timeout 120 "${unit[@]}" || status=$?
+                [[ $status =~ ^[023]$ ]] || exit "$status"
+                cp -r "$out/mutants.out" "$out/pass2"
+            fi
+            [[ -d $out/pass2 ]] && last=pass2 && mapfile -t again < <(listed "$out/pass2/missed.txt")
+            # Nothing for pass 3: the last pass's results are the file's (not a pass 3 cut short).
+            [[ ${#again[@]} -gt 0 ]] || { rm -rf "$out/mutants.out" && cp -r "$out/$last" "$out/mutants.out"; }
         fi
     fi
     if [[ ${#unit[@]} -eq 0 || ${#again[@]} -gt 0 ]]; then
-        echo "== $file: pass 2, ${#again[@]} mutants (0: all), against the integration tests too, at $tree"
+        echo "== $file: pass 3, ${#again[@]} mutants (0: all), against the integration tests too, at $tree"
         nice cargo mutants "${common[@]}" -f "$file" -o "$out" "${again[@]}" --timeout 600 \
             "${unit[@]}" --cargo-arg=--test=integration --cargo-arg=--test=limiter_memory \
             "${skip[@]}" || true
@@ -123,10 +134,13 @@ counts() {
     local all missed unviable timeouts
     all=$(cat "$out/all")
     missed=$(count "$1/missed.txt") timeouts=$(count "$1/timeout.txt")
-    # A pass 2's folder lists none of pass 1's timeouts: they were not tested again.
-    if [[ -d $out/pass1 ]] && ! cmp -s "$1/outcomes.json" "$out/pass1/outcomes.json"; then
-        timeouts=$((timeouts + $(count "$out/pass1/timeout.txt")))
-    fi
+    # A later pass's folder lists none of an earlier pass's timeouts: they were not tested again.
+    local pass
+    for pass in pass1 pass2; do
+        if [[ -d $out/$pass ]] && ! cmp -s "$1/outcomes.json" "$out/$pass/outcomes.json"; then
+            timeouts=$((timeouts + $(count "$out/$pass/timeout.txt")))
+        fi
+    done
     unviable=$(count "$out/pass1/unviable.txt")
     [[ -d $out/pass1 ]] || unviable=$(count "$out/first/unviable.txt")
     echo "$((all - missed - unviable - timeouts)) $missed $unviable $timeouts"
