@@ -1199,6 +1199,49 @@ mod tests {
     }
 
     #[test]
+    fn limits_hold_at_their_exact_bounds() {
+        use Violation::*;
+        let request_line = |len: usize| format!("GET /{} HTTP/1.1", "a".repeat(len - 14));
+        assert_eq!(
+            request_line(LIMITS.max_request_line).len(),
+            LIMITS.max_request_line
+        );
+        passes(&format!(
+            "{}\r\nHost: a\r\n\r\n",
+            request_line(LIMITS.max_request_line)
+        ));
+        let longer = request_line(LIMITS.max_request_line + 1);
+        assert_eq!(
+            refused(&format!("{longer}\r\nHost: a\r\n\r\n")),
+            Some(RequestLineTooLong)
+        );
+
+        // The whole head, CRLFs included: the request line, one field, the empty line.
+        let head = |len: usize| format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(len - 23));
+        assert_eq!(head(LIMITS.max_header_bytes).len(), LIMITS.max_header_bytes);
+        passes(&head(LIMITS.max_header_bytes));
+        assert_eq!(
+            refused(&head(LIMITS.max_header_bytes + 1)),
+            Some(HeadTooLarge)
+        );
+
+        let chunked =
+            |body: &str| format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let size_line = |len: usize| format!("1;a={}", "x".repeat(len - 4));
+        passes(&chunked(&format!(
+            "{}\r\nx\r\n0\r\n\r\n",
+            size_line(MAX_CHUNK_LINE)
+        )));
+        assert_eq!(
+            refused(&chunked(&format!("{}\r\n", size_line(MAX_CHUNK_LINE + 1)))),
+            Some(ChunkLineTooLong)
+        );
+        // A first trailer line is held to the section's size while it is still being read.
+        let trailer = format!("0\r\nX-Sum: {}", "1".repeat(LIMITS.max_header_bytes));
+        assert_eq!(refused(&chunked(&trailer)), Some(HeadTooLarge));
+    }
+
+    #[test]
     fn chunks_are_strict() {
         use Violation::*;
         let chunked =
