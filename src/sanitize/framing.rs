@@ -1224,6 +1224,12 @@ mod tests {
             refused(&head(LIMITS.max_header_bytes + 1)),
             Some(HeadTooLarge)
         );
+        let fields = |count: usize| format!("GET / HTTP/1.1\r\n{}\r\n", "A: 1\r\n".repeat(count));
+        passes(&fields(LIMITS.max_headers));
+        assert_eq!(
+            refused(&fields(LIMITS.max_headers + 1)),
+            Some(TooManyFields)
+        );
 
         let chunked =
             |body: &str| format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
