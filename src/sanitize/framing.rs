@@ -1226,6 +1226,17 @@ mod tests {
         );
         let fields = |count: usize| format!("GET / HTTP/1.1\r\n{}\r\n", "A: 1\r\n".repeat(count));
         passes(&fields(LIMITS.max_headers));
+        let length = |digits: usize| {
+            format!(
+                "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\nabc",
+                "9".repeat(digits)
+            )
+        };
+        passes(&length(MAX_CONTENT_LENGTH_DIGITS));
+        assert_eq!(
+            refused(&length(MAX_CONTENT_LENGTH_DIGITS + 1)),
+            Some(BadContentLength)
+        );
         assert_eq!(
             refused(&fields(LIMITS.max_headers + 1)),
             Some(TooManyFields)
