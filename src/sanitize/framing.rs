@@ -1019,6 +1019,14 @@ mod tests {
         assert_eq!(guard.feed(b"defghij").release, 7);
         assert!(!guard.half_forwarded());
         assert_eq!(guard.held(), 0);
+        // An empty body: the message is over with its head, nothing of a next one is out.
+        assert_eq!(
+            guard
+                .feed(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+                .release,
+            38
+        );
+        assert!(!guard.half_forwarded());
     }
 
     #[test]
@@ -1233,6 +1241,13 @@ mod tests {
             )
         };
         passes(&length(MAX_CONTENT_LENGTH_DIGITS));
+        // An empty body ends the message at once: what follows is the next request's head.
+        let empty = format!("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n{GET}");
+        passes(&empty);
+        assert_eq!(
+            refused(&format!("{empty}GET / HTTP/1.1\n\n")),
+            Some(BareLineFeed)
+        );
         assert_eq!(
             refused(&length(MAX_CONTENT_LENGTH_DIGITS + 1)),
             Some(BadContentLength)

@@ -876,6 +876,17 @@ mod tests {
     }
 
     #[test]
+    fn content_lengths_are_plain_decimal_digits() {
+        let length = |value: &str| content_length(&head(&[("content-length", value)]));
+        assert_eq!(content_length(&HeaderMap::new()), Ok(None));
+        assert_eq!(length("0"), Ok(Some(0)));
+        assert_eq!(length("18446744073709551615"), Ok(Some(u64::MAX)));
+        for bad in ["", "+5", "-1", "5a", " 5", "0x10", "18446744073709551616"] {
+            assert_eq!(length(bad), Err(Refusal::BodyTooLarge), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn json_and_form_bodies() {
         let default = rules(RouteSanitize::default());
         let patient = br#"{"resourceType":"Patient","name":[{"family":"O'Brien"}],"text":{"div":"<div><b>x</b></div>"}}"#;
