@@ -687,6 +687,193 @@ mod tests {
     }
 
     #[test]
+    fn codes_and_reasons_are_one_per_attack() {
+        let all = [
+            Attack::SqlInjection,
+            Attack::CrossSiteScripting,
+            Attack::PathTraversal,
+            Attack::CommandInjection,
+        ];
+        assert_eq!(
+            all.map(Attack::code),
+            ["WG-INJ-001", "WG-INJ-002", "WG-INJ-003", "WG-INJ-004"]
+        );
+        let reasons: std::collections::BTreeSet<_> = all.iter().map(|a| a.reason()).collect();
+        assert_eq!(reasons.len(), all.len());
+        assert!(
+            reasons
+                .iter()
+                .all(|r| r.starts_with("a request value looks like"))
+        );
+    }
+
+    #[test]
+    fn plain_tokens_are_spared_and_the_rest_scanned() {
+        for plain in ["", "Patient-123_v2.0", "2026-12-01", "final"] {
+            assert!(is_plain_token(plain), "{plain}");
+            assert_eq!(scan_value(plain), None);
+        }
+        for not_plain in ["a b", "a'b", "a/b", "a;b", "a<b"] {
+            assert!(!is_plain_token(not_plain), "{not_plain}");
+        }
+        assert_eq!(
+            scan_value("<script>alert(1)</script>"),
+            Some(Attack::CrossSiteScripting)
+        );
+    }
+
+    #[test]
+    fn decoding_of_escapes_and_pluses() {
+        assert_eq!(percent_decode_lenient(b"a%41+b%", true), b"aA b%");
+        assert_eq!(percent_decode_lenient(b"a%41+b%4", false), b"aA+b%4");
+        assert!(has_percent_escape(b"x%2e"));
+        assert!(!has_percent_escape(b"100%"));
+        assert!(has_stray_percent(b"%41%"));
+        assert!(has_stray_percent(b"%zz"));
+        assert!(!has_stray_percent(b"%41%42"));
+        assert_eq!(decode_strict(b"a+%C3%A9"), Ok("a \u{e9}".into()));
+        assert_eq!(lossy(b"a\xffb".to_vec()), "a\u{fffd}b");
+        let pairs: Vec<_> = query_pairs("a&b=c+d&=e&f=%zz").collect();
+        let expected = [("a", ""), ("b", "c d"), ("", "e"), ("f", "%zz")];
+        assert_eq!(pairs, expected.map(|(n, v)| (n.to_owned(), v.to_owned())));
+        let pairs: Vec<_> = form_pairs(b"a&b=c%3D=d").collect();
+        assert_eq!(
+            pairs,
+            [
+                Ok(("a".into(), String::new())),
+                Ok(("b".into(), "c==d".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn allowed_fields_are_not_scanned_and_names_before_values() {
+        let allow = FieldAllowList::new(["note", "a.text.div"]);
+        assert_eq!(
+            scan_query("note=%3Cscript%3Ealert(1)%3C/script%3E", &allow),
+            None
+        );
+        assert!(scan_query("other=%3Cscript%3Ealert(1)%3C/script%3E", &allow).is_some());
+        let both = scan_pair("form", "<script>alert(1)</script>", "1' OR '1'='1", &allow);
+        assert_eq!(both.map(|f| f.attack), Some(Attack::CrossSiteScripting));
+        let doc = serde_json::json!({"a": {"text": {"div": "<script>alert(1)</script>"}}});
+        assert_eq!(scan_json(&doc, &allow), None);
+        let doc = serde_json::json!({"b": {"text": {"div": "<script>alert(1)</script>"}}});
+        assert_eq!(
+            scan_json(&doc, &allow).map(|f| f.field),
+            Some("json:b.text.div".into())
+        );
+        let top = serde_json::json!("<script>alert(1)</script>");
+        assert_eq!(
+            scan_json(&top, &allow).map(|f| f.field),
+            Some("json:$".into())
+        );
+        let listed = serde_json::json!([1, true, null, ["ok", "$(id)"]]);
+        assert_eq!(
+            scan_json(&listed, &allow).map(|f| (f.attack, f.field)),
+            Some((Attack::CommandInjection, "json:$".into()))
+        );
+    }
+
+    #[test]
+    fn script_urls() {
+        for url in [
+            "javascript:alert(1)",
+            " \t\u{1}JavaScript:alert(1)",
+            "java\tscr\nipt:alert(1)",
+            "VBScript:MsgBox(1)",
+        ] {
+            assert!(is_script_url(url), "{url:?}");
+        }
+        for not in [
+            "javascript",
+            "javascripts:x",
+            "https://example.org/javascript:",
+            "x javascript:1",
+        ] {
+            assert!(!is_script_url(not), "{not:?}");
+        }
+    }
+
+    #[test]
+    fn command_names_and_arguments() {
+        for name in [
+            "cat", "/bin/cat", "CAT", "cmd.exe", "PING.EXE", "c'a't", "c\\at", "w\"get",
+        ] {
+            assert!(is_command_name(name), "{name}");
+        }
+        for name in ["catalog", "bin/", "time", "cat.exe.bak"] {
+            assert!(!is_command_name(name), "{name}");
+        }
+        for argument in [
+            "-la", "--help", "-1", "/etc", "\\\\host", "~/x", "$HOME", ".", "\"x", "'x", "`x",
+            "http://x", "C:\\x",
+        ] {
+            assert!(is_shell_argument(argument), "{argument}");
+        }
+        for word in ["-", "- x", "-.", "word", "12", "ab:c"] {
+            assert!(!is_shell_argument(word), "{word}");
+        }
+        for chained in [
+            "a; id > /tmp/o",
+            "a; id<x",
+            "a|id)",
+            "a;{ id; }",
+            "a&&ls",
+            "a\nid",
+            "a\rid",
+            "a;\tid\t-a",
+        ] {
+            assert!(chained_command(chained), "{chained:?}");
+        }
+        for not in ["a; identity", "a; id card", "a;", "x & y"] {
+            assert!(!chained_command(not), "{not:?}");
+        }
+        for substituted in ["$(id)", "$(  ls)", "`whoami|x`", "x$(cat;", "`id;`"] {
+            assert!(substituted_command(substituted), "{substituted}");
+        }
+        for not in ["$(idx)", "`", "$(", "price $ (id)"] {
+            assert!(!substituted_command(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_at_their_edges() {
+        for segment in ["../", ".../x", "x/..", "\\..", "a/../b", "(../x"] {
+            assert!(dot_segment(segment), "{segment}");
+        }
+        for not in ["a../x", "_../x", "~../x", "-../x", "x/..b", ". ./", "x/./y"] {
+            assert!(!dot_segment(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn system_paths_at_their_edges() {
+        for path in [
+            "/proc/self/environ",
+            "x /root/.ssh/id",
+            "(/sys/x",
+            "C:/WINNT/x",
+            "d:\\inetpub\\x",
+            "x=c:/boot.ini",
+        ] {
+            assert!(system_path(path), "{path}");
+        }
+        for not in [
+            "a.b/etc/x",
+            "a-/etc/x",
+            "a_/etc/x",
+            "~/etc/x",
+            ":\\windows",
+            "1:/windows",
+            "xc:/windows",
+            "c:/data/windows",
+        ] {
+            assert!(!system_path(not), "{not}");
+        }
+    }
+
+    #[test]
     fn commands_need_operator_and_shell_shape() {
         assert!(is_command_injection("; cat /etc/passwd"));
         assert!(is_command_injection("x && whoami"));
