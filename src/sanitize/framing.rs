@@ -1274,6 +1274,29 @@ mod tests {
     }
 
     #[test]
+    fn quoted_strings_end_at_their_unescaped_quote() {
+        let cases: [(&[u8], Option<usize>); 9] = [
+            (b"\"x y\"", Some(5)),
+            (b"\"a\"rest", Some(3)),
+            (b"\"\"", Some(2)),
+            (b"\"a\\\"b\"", Some(6)),
+            (b"\"a\\\\\"", Some(5)),
+            (b"\"abc", None),
+            (b"\"a\\", None),
+            (b"\"a\\\x01\"", None),
+            (b"\"a\x7f\"", None),
+        ];
+        for (bytes, length) in cases {
+            assert_eq!(
+                quoted_string(bytes),
+                length,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
     fn chunks_are_strict() {
         use Violation::*;
         let chunked =
