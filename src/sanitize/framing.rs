@@ -1423,6 +1423,114 @@ mod tests {
         }
     }
 
+    /// The I/O adapter over an in-memory connection: `read_all` plays hyper, reading a few
+    /// bytes at a time so that heads arrive over several reads.
+    mod guarded_io {
+        use super::*;
+        use std::sync::Mutex;
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, DuplexStream, duplex};
+
+        type Told = Arc<Mutex<Vec<Violation>>>;
+        /// Writes wait in a buffer until flushed, as they do in TLS.
+        type Server = GuardedIo<BufWriter<DuplexStream>>;
+
+        fn connection() -> (Server, DuplexStream, Told) {
+            let (client, server) = duplex(1 << 16);
+            let told = Told::default();
+            let tell = told.clone();
+            let on_violation: OnViolation = Box::new(move |v| tell.lock().unwrap().push(v));
+            let io = GuardedIo::new(BufWriter::new(server), LIMITS, on_violation);
+            (io, client, told)
+        }
+
+        async fn read_all(io: &mut Server) -> Vec<u8> {
+            let mut all = Vec::new();
+            let mut buf = [0u8; 5];
+            loop {
+                let n = io.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return all;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+        }
+
+        #[tokio::test]
+        async fn a_refusal_follows_the_answers_to_the_requests_before_it() {
+            let (mut io, mut client, told) = connection();
+            let input = format!("{GET}GET / HTTP/1.1\nHost: a\r\n\r\n");
+            client.write_all(input.as_bytes()).await.unwrap();
+            assert_eq!(read_all(&mut io).await, GET.as_bytes());
+            assert_eq!(*told.lock().unwrap(), [Violation::BareLineFeed]);
+            let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
+            io.write_all(answer).await.unwrap();
+            io.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            assert_eq!(
+                got,
+                [&answer[..], &Violation::BareLineFeed.refusal_bytes()].concat()
+            );
+        }
+
+        #[tokio::test]
+        async fn inside_a_half_forwarded_request_the_refusal_replaces_hypers_answer() {
+            let (mut io, mut client, told) = connection();
+            let released = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+            client
+                .write_all(format!("{released}zz\r\n").as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(read_all(&mut io).await, released.as_bytes());
+            assert_eq!(*told.lock().unwrap(), [Violation::BadChunkSize]);
+            let refusal = Violation::BadChunkSize.refusal_bytes();
+            let mut got = vec![0u8; refusal.len()];
+            tokio::time::timeout(Duration::from_secs(30), client.read_exact(&mut got))
+                .await
+                .expect("the refusal was written and flushed before end of file")
+                .unwrap();
+            assert_eq!(got, refusal);
+            io.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                .await
+                .unwrap();
+            let vectored = [io::IoSlice::new(b"more")];
+            assert_eq!(io.write_vectored(&vectored).await.unwrap(), 4);
+            io.flush().await.unwrap();
+            io.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "hyper's answer was swallowed: {rest:?}");
+        }
+
+        #[tokio::test]
+        async fn an_open_tunnel_passes_anything() {
+            let (mut io, mut client, told) = connection();
+            let switch = io.tunnel_switch();
+            client.write_all(GET.as_bytes()).await.unwrap();
+            let mut head = vec![0u8; GET.len()];
+            io.read_exact(&mut head).await.unwrap();
+            switch.open();
+            client.write_all(b"\x81\x84ab\n\r\x00").await.unwrap();
+            client.shutdown().await.unwrap();
+            assert_eq!(read_all(&mut io).await, b"\x81\x84ab\n\r\x00");
+            assert!(told.lock().unwrap().is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_client_that_leaves_inside_a_head_sends_nothing_on() {
+            let (mut io, mut client, told) = connection();
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+                .await
+                .unwrap();
+            client.shutdown().await.unwrap();
+            assert!(read_all(&mut io).await.is_empty());
+            assert!(told.lock().unwrap().is_empty());
+            assert_eq!(io.read(&mut []).await.unwrap(), 0);
+        }
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
