@@ -1275,11 +1275,12 @@ mod tests {
 
     #[test]
     fn quoted_strings_end_at_their_unescaped_quote() {
-        let cases: [(&[u8], Option<usize>); 9] = [
+        let cases: [(&[u8], Option<usize>); 10] = [
             (b"\"x y\"", Some(5)),
             (b"\"a\"rest", Some(3)),
             (b"\"\"", Some(2)),
             (b"\"a\\\"b\"", Some(6)),
+            (b"\"\\\"abc\"", Some(7)),
             (b"\"a\\\\\"", Some(5)),
             (b"\"abc", None),
             (b"\"a\\", None),
