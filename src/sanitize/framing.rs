@@ -1523,6 +1523,28 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn bytes_already_in_the_read_buffer_stay_in_front() {
+            let (mut io, mut client, _) = connection();
+            client
+                .write_all(format!("{GET}GET /next").as_bytes())
+                .await
+                .unwrap();
+            client.shutdown().await.unwrap();
+            let mut storage = [0u8; 128];
+            let mut buf = ReadBuf::new(&mut storage);
+            buf.put_slice(b"xx");
+            std::future::poll_fn(|cx| Pin::new(&mut io).poll_read(cx, &mut buf))
+                .await
+                .unwrap();
+            assert_eq!(buf.filled(), format!("xx{GET}").as_bytes());
+            // End of file in the middle of the next head: nothing more, and no spin.
+            std::future::poll_fn(|cx| Pin::new(&mut io).poll_read(cx, &mut buf))
+                .await
+                .unwrap();
+            assert_eq!(buf.filled(), format!("xx{GET}").as_bytes());
+        }
+
+        #[tokio::test]
         async fn a_client_that_leaves_inside_a_head_sends_nothing_on() {
             let (mut io, mut client, told) = connection();
             client
