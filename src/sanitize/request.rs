@@ -1115,11 +1115,11 @@ mod tests {
             good.replace("\r\n--b--\r\n", ""),
             "--b\r\nX-A: 1\r\n\r\nx\r\n--b--".into(),
             format!("--b\r\n{disposition}\r\n\r\nx\r\n--b--"),
-            format!("--b\r\nContent-Disposition: attachment; name=a\r\n\r\nx\r\n--b--"),
+            "--b\r\nContent-Disposition: attachment; name=a\r\n\r\nx\r\n--b--".into(),
             format!("--b\r\n{disposition}; name=a\r\n{disposition}; name=b\r\n\r\nx\r\n--b--"),
             format!("--b\r\n{disposition}; name=a; name=b\r\n\r\nx\r\n--b--"),
             format!("--b\r\n{disposition}; name\r\n\r\nx\r\n--b--"),
-            format!("--b\r\nno colon\r\n\r\nx\r\n--b--"),
+            "--b\r\nno colon\r\n\r\nx\r\n--b--".into(),
             many_headers,
         ] {
             assert_eq!(check(&body), Err(Refusal::MalformedMultipart), "{body:?}");
