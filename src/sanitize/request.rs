@@ -763,6 +763,21 @@ mod tests {
         assert_eq!(check_host("anything", &[]), Ok(()));
     }
 
+    /// A multipart body under the boundary `b`: each part's header lines and value, then the
+    /// close delimiter.
+    fn multipart(parts: &[(&str, &str)]) -> String {
+        let mut body: String = parts
+            .iter()
+            .map(|(headers, value)| format!("--b\r\n{headers}\r\n\r\n{value}\r\n"))
+            .collect();
+        body.push_str("--b--");
+        body
+    }
+
+    fn boundary_b() -> BodyKind {
+        BodyKind::Multipart(Boundary::parse(b"b").unwrap())
+    }
+
     fn rules(route: RouteSanitize) -> RouteRules {
         RouteRules::new(&Sanitize::default(), &route)
     }
@@ -825,7 +840,13 @@ mod tests {
             ("content-type", "application/fhir+json"),
             ("content-length", "100"),
         ]);
-        assert!(strict.check_head(&Method::POST, &full, None, true).is_ok());
+        assert_eq!(
+            strict.check_head(&Method::POST, &full, None, true),
+            Ok(BodyPlan::Inspect {
+                kind: BodyKind::Json,
+                limit: 100
+            })
+        );
         let big = head(&[
             ("content-type", "application/fhir+json"),
             ("content-length", "101"),
@@ -1001,19 +1022,17 @@ mod tests {
             strict.check_body(BodyKind::Form, b"a=1&_method=DELETE"),
             Err(Refusal::MethodNotAllowed)
         );
-        let boundary = Boundary::parse(b"b").unwrap();
-        let field =
-            b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--";
+        let field = multipart(&[("Content-Disposition: form-data; name=_method", "DELETE")]);
         assert_eq!(
-            strict.check_body(BodyKind::Multipart(boundary), field),
+            strict.check_body(boundary_b(), field.as_bytes()),
             Err(Refusal::MethodNotAllowed)
         );
         // A file that happens to be named `_method` is data.
-        let file = b"--b\r\nContent-Disposition: form-data; name=\"_method\"; filename=\"m.txt\"\r\n\r\nDELETE\r\n--b--";
-        assert_eq!(
-            strict.check_body(BodyKind::Multipart(boundary), file),
-            Ok(None)
-        );
+        let file = multipart(&[(
+            "Content-Disposition: form-data; name=_method; filename=m.txt",
+            "DELETE",
+        )]);
+        assert_eq!(strict.check_body(boundary_b(), file.as_bytes()), Ok(None));
     }
 
     #[test]
@@ -1073,12 +1092,7 @@ mod tests {
     #[test]
     fn multipart_bodies_are_read_strictly_and_their_fields_scanned() {
         let default = rules(RouteSanitize::default());
-        let check = |body: &str| {
-            default.check_body(
-                BodyKind::Multipart(Boundary::parse(b"b").unwrap()),
-                body.as_bytes(),
-            )
-        };
+        let check = |body: &str| default.check_body(boundary_b(), body.as_bytes());
         let disposition = "Content-Disposition: form-data";
         let good = format!(
             "--b\r\n{disposition}; name=\"note\"\r\n\r\nO'Brien\r\n\
@@ -1088,39 +1102,37 @@ mod tests {
         assert_eq!(check(&good), Ok(None), "file contents are not scanned");
         assert_eq!(check("--b--"), Ok(None));
         assert_eq!(
-            check(&format!(
-                "--b\r\n{disposition}; name=\"note\"\r\n\r\n1' OR '1'='1\r\n--b--"
-            )),
+            check(&multipart(&[(
+                &format!("{disposition}; name=note"),
+                "1' OR '1'='1"
+            )])),
             Err(Refusal::Injection(injection::Attack::SqlInjection))
         );
+        let script_name =
+            format!("{disposition}; name=f; filename=\"<script>alert(1)</script>.png\"");
         assert_eq!(
-            check(&format!(
-                "--b\r\n{disposition}; name=f; filename=\"<script>alert(1)</script>.png\"\r\n\r\nx\r\n--b--"
-            )),
+            check(&multipart(&[(&script_name, "x")])),
             Err(Refusal::Injection(injection::Attack::CrossSiteScripting))
         );
-        let many_headers = format!(
-            "--b\r\n{}{disposition}; name=a\r\n\r\nx\r\n--b--",
-            "X-A: 1\r\n".repeat(16)
-        );
-        let fifteen = format!(
-            "--b\r\n{}{disposition}; name=a\r\n\r\nx\r\n--b--",
-            "X-A: 1\r\n".repeat(15)
-        );
-        assert_eq!(check(&fifteen), Ok(None));
+        // Sixteen part headers at most.
+        let headers = |extra: usize| format!("{}{disposition}; name=a", "X-A: 1\r\n".repeat(extra));
+        assert_eq!(check(&multipart(&[(&headers(15), "x")])), Ok(None));
         for body in [
             format!("preamble\r\n{good}"),
             good.replace("\r\n", "\n"),
             good.replace("--b--\r\n", "--b--\r\ntrailing"),
             good.replace("\r\n--b--\r\n", ""),
-            "--b\r\nX-A: 1\r\n\r\nx\r\n--b--".into(),
-            format!("--b\r\n{disposition}\r\n\r\nx\r\n--b--"),
-            "--b\r\nContent-Disposition: attachment; name=a\r\n\r\nx\r\n--b--".into(),
-            format!("--b\r\n{disposition}; name=a\r\n{disposition}; name=b\r\n\r\nx\r\n--b--"),
-            format!("--b\r\n{disposition}; name=a; name=b\r\n\r\nx\r\n--b--"),
-            format!("--b\r\n{disposition}; name\r\n\r\nx\r\n--b--"),
-            "--b\r\nno colon\r\n\r\nx\r\n--b--".into(),
-            many_headers,
+            multipart(&[("X-A: 1", "x")]),
+            multipart(&[(disposition, "x")]),
+            multipart(&[("Content-Disposition: attachment; name=a", "x")]),
+            multipart(&[(
+                &format!("{disposition}; name=a\r\n{disposition}; name=b"),
+                "x",
+            )]),
+            multipart(&[(&format!("{disposition}; name=a; name=b"), "x")]),
+            multipart(&[(&format!("{disposition}; name"), "x")]),
+            multipart(&[("no colon", "x")]),
+            multipart(&[(&headers(16), "x")]),
         ] {
             assert_eq!(check(&body), Err(Refusal::MalformedMultipart), "{body:?}");
         }
@@ -1178,16 +1190,15 @@ mod tests {
         // The first finding in a form or a multipart body stands, whatever follows it; with
         // the scan off there is none.
         let form = b"q=1%27%20OR%20%271%27%3D%271&b=ok";
-        let field = |name: &str, value: &str| {
-            format!("--b\r\nContent-Disposition: form-data; name={name}\r\n\r\n{value}\r\n")
-        };
-        let parts = format!("{}{}--b--", field("q", "1' OR '1'='1"), field("b", "ok"));
-        let multipart = BodyKind::Multipart(Boundary::parse(b"b").unwrap());
+        let parts = multipart(&[
+            ("Content-Disposition: form-data; name=q", "1' OR '1'='1"),
+            ("Content-Disposition: form-data; name=b", "ok"),
+        ]);
         let sqli = Err(Refusal::Injection(injection::Attack::SqlInjection));
         assert_eq!(block.check_body(BodyKind::Form, form), sqli);
-        assert_eq!(block.check_body(multipart, parts.as_bytes()), sqli);
+        assert_eq!(block.check_body(boundary_b(), parts.as_bytes()), sqli);
         let off = rules(mode(InjectionMode::Off));
         assert_eq!(off.check_body(BodyKind::Form, form), Ok(None));
-        assert_eq!(off.check_body(multipart, parts.as_bytes()), Ok(None));
+        assert_eq!(off.check_body(boundary_b(), parts.as_bytes()), Ok(None));
     }
 }

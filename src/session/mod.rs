@@ -1126,7 +1126,7 @@ mod tests {
             .unwrap();
         // Within TOUCH_INTERVAL: only the cache knows of this activity.
         f.check(&active, T0 + 31).await.unwrap();
-        let users = |listed: Vec<Listed>| -> Vec<(UserId, u64)> {
+        let rows = |listed: Vec<Listed>| -> Vec<(UserId, u64)> {
             listed
                 .iter()
                 .map(|l| (l.record.user, l.record.last_seen))
@@ -1134,12 +1134,12 @@ mod tests {
         };
         let all = f.sessions.list(None, T0 + 899).await.unwrap();
         assert_eq!(
-            users(all),
+            rows(all),
             [(f.alice.id, T0), (f.alice.id, T0 + 31), (bob.id, T0 + 2)]
         );
         let alices = f.sessions.list(Some(f.alice.id), T0 + 900).await.unwrap();
         assert_eq!(
-            users(alices),
+            rows(alices),
             [(f.alice.id, T0 + 31)],
             "idle for exactly idle_timeout is idle; the cached activity counts"
         );
