@@ -1,0 +1,258 @@
+//! The composition root: a [`Gateway`] built once from the loaded configuration, with every
+//! route compiled into a [`RouteTarget`]. Nothing here runs per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use metrics::SharedString;
+
+use super::sanitize::HeadRules;
+use super::upstream::Rewrite;
+use crate::assertion::AssertionKey;
+use crate::auth::enrollment::{self, Enrollment};
+use crate::auth::events::SecurityEvents;
+use crate::auth::login::{Login, SecondFactors};
+use crate::auth::password::{HashPool, Hasher};
+use crate::auth::webauthn::Passkeys;
+use crate::clock::Clock;
+use crate::config::Loaded;
+use crate::config::{AuthMode, IdentityField};
+use crate::identity::IdentityStore;
+use crate::identity::Keyring;
+use crate::per_address::PerAddress;
+use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient};
+use crate::ratelimit::{Limiter, LocalLimiter};
+use crate::route::RouteTable;
+use crate::sanitize::request::RouteRules;
+use crate::server::StartError;
+use crate::session::{Lifetimes, Sessions};
+use crate::telemetry::{NO_ROUTE, RouteLabels, Telemetry};
+
+/// What a protected route asks of the session and tells the upstream.
+pub(super) struct RouteAuth {
+    pub(super) lifetimes: Lifetimes,
+    pub(super) headers: Vec<IdentityField>,
+    pub(super) assertion: Option<Vec<IdentityField>>,
+}
+
+/// Everything a matched route decides.
+pub struct RouteTarget {
+    pub(super) auth: Option<RouteAuth>,
+    pub(super) labels: Arc<RouteLabels>,
+    pub(super) upstream: Arc<UpstreamClient>,
+    pub(super) rewrite: Option<Rewrite>,
+    pub(super) websocket: bool,
+    pub(super) response_headers: HeaderMap,
+    pub(super) rules: RouteRules,
+}
+
+/// The shared, immutable state of the request path.
+pub struct Gateway {
+    pub(super) routes: RouteTable<RouteTarget>,
+    pub(super) trusted: TrustedProxies,
+    pub(super) telemetry: Arc<Telemetry>,
+    pub(super) unrouted: Arc<RouteLabels>,
+    pub(super) body_idle_timeout: Duration,
+    /// What phase 3 checks of every request's head.
+    pub(super) head: HeadRules,
+    pub(super) limiter: Arc<dyn Limiter>,
+    /// Upstream requests in flight per client address (`server.max_upstream_requests_per_client`).
+    pub(super) in_flight: Arc<PerAddress>,
+    pub(super) enrollment: Enrollment,
+    pub(super) login: Login,
+    pub(super) assertion: AssertionKey,
+    /// Identity headers removed from every request besides the built-in ones.
+    pub(super) strip_headers: Vec<String>,
+    /// Labels for the gateway's own API in logs and metrics.
+    pub(super) own_api: Arc<RouteLabels>,
+    pub(super) clock: Clock,
+}
+
+/// The account side of the gateway, opened before it is built.
+pub struct Accounts {
+    pub store: Arc<dyn IdentityStore>,
+    pub keyring: Arc<Keyring>,
+    pub assertion: AssertionKey,
+    pub events: SecurityEvents,
+}
+
+impl Gateway {
+    pub fn new(
+        loaded: &Loaded,
+        telemetry: Arc<Telemetry>,
+        accounts: Accounts,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
+        let config = &loaded.config;
+        let hashing = &config.auth.password.hashing;
+        let pool = Arc::new(
+            HashPool::new(
+                Hasher::new(hashing.params.clone())?,
+                hashing.threads(),
+                hashing.queue,
+                hashing.nice,
+            )
+            .map_err(StartError::HashPool)?,
+        );
+        // Checked here, before a port is bound: a login must not fail on a bad setting.
+        let totp = config.auth.totp.params()?;
+        let lockout = config.auth.lockout.policy()?;
+        let passkeys = match &config.auth.webauthn {
+            Some(webauthn) => Some(Arc::new(Passkeys::new(&webauthn.value)?)),
+            None => None,
+        };
+        let sessions = Arc::new(Sessions::new(
+            accounts.store.clone(),
+            accounts.keyring,
+            &config.session.value,
+        ));
+        let enrollment = Enrollment::new(
+            accounts.store.clone(),
+            pool.clone(),
+            config.auth.password.policy,
+            config.auth.totp.clone(),
+            passkeys.clone(),
+            config.auth.mfa.clone(),
+            accounts.events.clone(),
+        );
+        enrollment.end_with_sessions(&sessions);
+        let login = Login::new(
+            accounts.store,
+            pool,
+            sessions,
+            accounts.events,
+            SecondFactors {
+                totp,
+                passkeys,
+                mfa: config.auth.mfa.clone(),
+            },
+            lockout,
+        );
+        let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();
+        let limiter = LocalLimiter::new(
+            &config.rate_limits,
+            labels
+                .iter()
+                .map(String::as_str)
+                .zip(config.routes.value.iter().map(|r| &r.rate_limit))
+                .chain([(enrollment::PREFIX, &config.auth.login_rate_limit)]),
+        )?;
+        let global_lifetimes = config.session.value.lifetimes();
+        let mut upstreams = std::collections::BTreeMap::new();
+        for (name, upstream) in &config.upstreams {
+            let client = UpstreamClient::new(name, &upstream.value, |p| loaded.resolve(p))?;
+            upstreams.insert(name.as_str(), Arc::new(client));
+        }
+        let mut targets = Vec::with_capacity(config.routes.value.len());
+        for route in &config.routes.value {
+            let Some(upstream) = upstreams.get(route.upstream.value.as_str()) else {
+                // `config::load` refuses routes that name an unknown upstream.
+                continue;
+            };
+            let name = SharedString::from(route.label());
+            let mut response_headers = HeaderMap::new();
+            for (header_name, value) in &route.response_headers {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::try_from(header_name.as_str()),
+                    HeaderValue::try_from(value.value.as_str()),
+                ) {
+                    response_headers.insert(n, v);
+                }
+            }
+            if route.cache_no_store.unwrap_or(route.patient_data) {
+                response_headers
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            let auth = (route.auth == AuthMode::Session).then(|| {
+                let identity = route.identity.as_ref().map(|i| i.value.clone());
+                RouteAuth {
+                    lifetimes: global_lifetimes.narrowed(
+                        route.session.idle_timeout.map(|d| d.0),
+                        route.session.absolute_timeout.map(|d| d.0),
+                        route.reauth_within.map(|d| d.0),
+                    ),
+                    headers: identity
+                        .as_ref()
+                        .map(|i| i.headers.clone())
+                        .unwrap_or_default(),
+                    assertion: identity.and_then(|i| i.assertion),
+                }
+            });
+            let target = RouteTarget {
+                auth,
+                labels: Arc::new(telemetry.route_labels(name, upstream.name.clone())),
+                upstream: upstream.clone(),
+                rewrite: route.rewrite.as_ref().map(|r| Rewrite {
+                    prefix: r.value.prefix.clone(),
+                    to: r.value.to.clone(),
+                }),
+                websocket: route.websocket,
+                response_headers,
+                rules: RouteRules::new(&config.sanitize.value, &route.sanitize),
+            };
+            targets.push((
+                route.host.as_ref().map(|h| h.value.clone()),
+                route.path.value.clone(),
+                target,
+            ));
+        }
+        Ok(Self {
+            routes: RouteTable::new(targets),
+            trusted: TrustedProxies::new(config.forwarding.trusted_proxies.clone()),
+            unrouted: Arc::new(telemetry.route_labels(
+                SharedString::const_str(NO_ROUTE),
+                SharedString::const_str(""),
+            )),
+            own_api: Arc::new(telemetry.route_labels(
+                SharedString::const_str(enrollment::PREFIX),
+                SharedString::const_str(""),
+            )),
+            telemetry,
+            body_idle_timeout: config.server.value.body_idle_timeout.0,
+            head: HeadRules {
+                max_request_line: config.server.value.max_request_line.0,
+                server_names: config.sanitize.value.host_names(),
+                allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
+                allow_underscores: config.sanitize.value.allow_underscores_in_headers,
+            },
+            limiter: Arc::new(limiter),
+            in_flight: PerAddress::new(config.server.value.max_upstream_requests_per_client),
+            enrollment,
+            login,
+            assertion: accounts.assertion,
+            strip_headers: config
+                .forwarding
+                .strip_headers
+                .iter()
+                .map(|name| proxy::identity_header_key(&name.value).into_owned())
+                .collect(),
+            clock,
+        })
+    }
+
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        self.login.sessions()
+    }
+
+    /// Forgets expired login and enrollment state and dead sessions (`now`: unix seconds).
+    pub async fn prune(&self, now: u64) -> Result<usize, crate::session::SessionError> {
+        self.login.prune(now);
+        self.enrollment.prune(now);
+        self.sessions().prune(now).await
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    pub fn limiter(&self) -> &Arc<dyn Limiter> {
+        &self.limiter
+    }
+
+    /// The connection's peer, with the forwarding values it earns.
+    pub fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+        Arc::new(Peer::new(addr, &self.trusted))
+    }
+}

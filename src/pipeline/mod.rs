@@ -1,0 +1,168 @@
+//! The request path, written down once.
+//!
+//! Every request walks these phases in this order (DESIGN.md, "The request path"). A phase
+//! either hands the request on, with what it learned, or ends it with a [`Refused`]; whatever
+//! happens, `response` and `record` run. Each phase's file states its contract: when it runs,
+//! what it reads, what it may decide, and what its refusal looks like.
+//!
+//! ```text
+//!  phase            file                reads                 may refuse with
+//!  1 accept         server.rs           the connection        (closes it) TLS, limits,
+//!                   sanitize/framing.rs HTTP/1 bytes          timeouts; 400/408/413/414/431
+//!  2 early          early.rs            peer, two headers     never
+//!  3 sanitize       sanitize.rs         URI, headers, host    400, 414
+//!  3a own API       own_api.rs          /.wardgate/ paths     429, then the page or API's own
+//!  4 route          route.rs            host, path, head      404, 405, 413, 415, 400
+//!  5 rate limit     limit.rs            client address        429
+//!  6 authenticate   authenticate.rs     cookie / bearer       401 (303 to login), 503
+//!  7 authorize      authorize.rs        (policy issue)        -
+//!  8 rate limit     limit.rs            user, route           429
+//!  9 upstream       upstream.rs         head, body            429, 413, 400, 502, 504
+//! 10 response       response.rs         the answer            never
+//! 11 record         record.rs           the record            never
+//! ```
+//!
+//! The refusal of any phase becomes its response in one place, [`Refused`] (`refused.rs`);
+//! the gateway is built once from the configuration in `build.rs`.
+
+mod authenticate;
+mod authorize;
+mod build;
+mod early;
+mod limit;
+mod own_api;
+mod record;
+mod refused;
+mod response;
+mod route;
+mod sanitize;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use crate::body::ResponseBody;
+use crate::proxy::Peer;
+use crate::ratelimit::{Stage, Subject};
+use crate::telemetry::RequestRecord;
+
+pub use build::{Accounts, Gateway};
+pub use refused::Refused;
+pub use response::SESSION_EXPIRES_IN;
+
+impl Gateway {
+    /// Serves one request from `peer`; never fails: every outcome is a response.
+    pub async fn handle(
+        self: Arc<Self>,
+        peer: Arc<Peer>,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        #[allow(clippy::disallowed_methods)] // the edge: the request starts now
+        let start = Instant::now();
+        // The edge: unix seconds for every expiry check below.
+        let now = (self.clock)();
+
+        // 2. early
+        let mut record = early::open(&peer, &self.trusted, &request, start);
+
+        let http1 = request.version() < Version::HTTP_2;
+        let had_body = !request.body().is_end_stream();
+        let mut response = match self.forward(request, &peer, &mut record, now).await {
+            Ok(response) => response,
+            Err(refused) => {
+                let refusal = refused.refusal();
+                record.code = Some(refusal.code());
+                let mut response = refused.into_response();
+                if response::closes_connection(http1, had_body, refusal) {
+                    response::close(&mut response);
+                }
+                response
+            }
+        };
+
+        // 10. response
+        response::finish(&mut response, &record.request_id);
+        record.status = response.status().as_u16();
+
+        // 11. record
+        record::attach(response, record, &self.telemetry, &self.unrouted)
+    }
+
+    /// Phases 3 to 10 up to the first refusal; `now` is unix seconds.
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        peer: &Peer,
+        record: &mut RequestRecord,
+        now: u64,
+    ) -> Result<Response<ResponseBody>, Refused> {
+        // 3. sanitize. A refused path is logged as sent; a passed one as normalized.
+        let logs = self.telemetry.logs_requests();
+        if logs {
+            record.path = Some(request.uri().path().to_owned());
+        }
+        let sanitize::Sanitized {
+            path,
+            authority,
+            host,
+        } = self.head.check(&request)?;
+        if logs && path != request.uri().path() {
+            record.path = Some(path.to_string());
+        }
+
+        // 3a. the gateway's own API: never routed, never proxied.
+        if own_api::owns(&path) {
+            let path = path.into_owned();
+            return self.own_api(request, path, &authority, record, now).await;
+        }
+
+        // 4. route
+        let (target, plan) = self.route(&request, &host, &path, record)?;
+        let uri = upstream::upstream_uri(&target, &path, request.uri().query())?;
+
+        // 5. rate limit (anonymous): per client address, before any body is read.
+        let mut subject = Subject {
+            stage: Stage::Anonymous,
+            route: &target.labels.route,
+            client: record.client,
+            user: None,
+        };
+        limit::deny(&self.limiter.check(&subject))?;
+
+        // 6. authenticate: a live session on protected routes.
+        let live = match &target.auth {
+            Some(auth) => Some(self.authenticate(&request, auth, now).await?),
+            None => None,
+        };
+
+        // 7. authorize: not built yet (authorize.rs).
+
+        // 8. rate limit (per identity): per user, per route, per user and route.
+        let user_id = live.as_ref().map(|live| live.user.to_string());
+        subject.user = user_id.as_deref();
+        subject.stage = Stage::Identified;
+        limit::deny(&self.limiter.check(&subject))?;
+
+        // 9. upstream
+        let outbound = upstream::Outbound {
+            target: &target,
+            uri,
+            authority,
+            plan,
+            live: live.as_deref(),
+        };
+        let answer = self.upstream(request, outbound, peer, record, now).await?;
+
+        // 10. response (the route's part; the rest applies to every response in `handle`)
+        Ok(response::from_upstream(
+            answer,
+            &target,
+            live.as_deref(),
+            now,
+        ))
+    }
+}

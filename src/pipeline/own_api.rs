@@ -1,0 +1,83 @@
+//! Phase 3a, the gateway's own API: paths under `/.wardgate/` are answered here, never routed
+//! or proxied.
+//!
+//! Runs after `sanitize`, instead of `route`. Each request first passes the per-client login
+//! limit (the stylesheet and script share the ordinary per-client limit instead, so quick page
+//! loads never lose a page its own assets). Pages answer refusals as pages, the JSON API
+//! (`/.wardgate/api/`) as JSON, the rate limit's included; unknown paths are 404
+//! `WG-AUTH-006`.
+
+use std::net::IpAddr;
+
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::assertion;
+use crate::auth::{api, enrollment};
+use crate::body::ResponseBody;
+use crate::pages::{self, PageRequest};
+use crate::ratelimit::{Stage, Subject};
+use crate::telemetry::RequestRecord;
+
+use super::build::Gateway;
+use super::{Refused, limit};
+
+/// Whether `path` (normalized) belongs to the gateway's own API.
+pub(super) fn owns(path: &str) -> bool {
+    enrollment::is_reserved(path)
+}
+
+impl Gateway {
+    /// Phase 3a: answers a request for one of the gateway's own paths.
+    pub(super) async fn own_api(
+        &self,
+        request: Request<Incoming>,
+        path: String,
+        authority: &Authority,
+        record: &mut RequestRecord,
+        now: u64,
+    ) -> Result<Response<ResponseBody>, Refused> {
+        record.route = Some(self.own_api.clone());
+        let limit = if pages::is_asset(&path) {
+            pages::ASSET_PREFIX
+        } else {
+            enrollment::PREFIX
+        };
+        let admitted = limit::deny(&self.limiter.check(&Subject {
+            stage: Stage::Anonymous,
+            route: limit,
+            client: record.client,
+            user: None,
+        }));
+        let client = record.client;
+        let idle = self.body_idle_timeout;
+        if pages::is_page(&path) {
+            admitted.map_err(Refused::in_html)?;
+            let page = PageRequest::new(request, authority, idle, now, client);
+            return pages::handle(&self.enrollment, &self.login, page, &path)
+                .await
+                .map_err(Refused::in_html);
+        }
+        admitted?;
+        json(self, request, &path, client, now).await
+    }
+}
+
+/// The JSON endpoints: the assertion keys, enrollment, login.
+async fn json(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    path: &str,
+    client: IpAddr,
+    now: u64,
+) -> Result<Response<ResponseBody>, Refused> {
+    let idle = gateway.body_idle_timeout;
+    if path == assertion::JWKS_PATH {
+        return Ok(api::ok(&gateway.assertion.jwks()));
+    }
+    if path.starts_with(enrollment::API_PREFIX) {
+        return gateway.enrollment.handle(request, path, idle, now).await;
+    }
+    gateway.login.handle(request, path, client, idle, now).await
+}
