@@ -26,3 +26,4 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod tls;
+pub mod upkeep;

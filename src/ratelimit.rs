@@ -52,8 +52,8 @@
 //! five logins a minute, apart from what it spends elsewhere. A route cannot switch a limit off.
 //!
 //! **Bounded memory.** One key costs one map entry. [`Limiter::evict_idle`] drops keys whose
-//! bucket is full again (governor's `retain_recent`), and [`run_eviction`] calls it on a timer.
-//! Against a flood of distinct keys (a botnet, or one IPv6 /48 with 65 536 /64s), each limit
+//! bucket is full again (governor's `retain_recent`), and the upkeep task (`upkeep.rs`) calls it
+//! every minute. Against a flood of distinct keys (a botnet, or one IPv6 /48 with 65 536 /64s), each limit
 //! holds at most `max_keys` keys. When full, it first sweeps idle keys (at most once a second,
 //! so that a flood cannot make every request scan the table), and if still full it **refuses
 //! new keys** ([`DenyCause::TooManyKeys`]) while keys it already knows go on as usual. This fails
@@ -66,8 +66,7 @@
 //! **Time.** Governor reads time from a clock that the limiter owns, so [`LocalLimiter`] is
 //! generic over a `governor::clock::Clock` given at construction instead of taking `now` in each
 //! call: the server uses governor's default monotonic clock (quanta), tests a
-//! `FakeRelativeClock` that they advance, so no test sleeps. Only [`run_eviction`], the edge,
-//! waits on the runtime's timer.
+//! `FakeRelativeClock` that they advance, so no test sleeps.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -809,21 +808,6 @@ where
     }
 }
 
-/// Evicts idle keys every `every`, forever: the server spawns it next to the listeners and
-/// aborts it at shutdown. The sweep runs on the blocking pool (a full table takes tens of
-/// milliseconds to scan).
-pub async fn run_eviction(limiter: Arc<dyn Limiter>, every: Duration) {
-    // `interval` refuses a zero period.
-    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let limiter = limiter.clone();
-        // A sweep that panicked has nothing to hand back; the next tick tries again.
-        let _ = tokio::task::spawn_blocking(move || limiter.evict_idle()).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use governor::clock::FakeRelativeClock;
@@ -1243,26 +1227,6 @@ mod tests {
         // Both are idle now, and stay until an eviction or a full table sweeps them.
         assert!(limiter.check(&anonymous(ip(3))).is_allowed());
         assert_eq!(limiter.key_count(), 3);
-    }
-
-    #[tokio::test]
-    async fn eviction_loop_evicts() {
-        let (limiter, clock) = fake_limiter(&RateLimits::default());
-        for n in 0..100 {
-            limiter.check(&anonymous(IpAddr::V4(Ipv4Addr::from(n))));
-        }
-        clock.advance(Duration::from_secs(5));
-        let limiter: Arc<dyn Limiter> = Arc::new(limiter);
-        let task = tokio::spawn(run_eviction(limiter.clone(), Duration::from_secs(3600)));
-        // The first tick is immediate; this waits for the sweep, not for time to pass.
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while limiter.key_count() != 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap();
-        task.abort();
     }
 
     #[test]

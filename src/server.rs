@@ -279,11 +279,11 @@ impl Bound {
                 std::future::ready(redirect_to_https(&request, https_port, &names))
             }));
         }
-        side_tasks.spawn(upkeep(telemetry.clone()));
-        side_tasks.spawn(prune_auth_state(self.gateway.clone(), self.clock.clone()));
-        side_tasks.spawn(crate::ratelimit::run_eviction(
-            self.gateway.limiter().clone(),
-            Duration::from_secs(60),
+        side_tasks.spawn(drain_histograms(telemetry.clone()));
+        side_tasks.spawn(crate::upkeep::run(
+            self.gateway.clone(),
+            self.clock.clone(),
+            crate::upkeep::EVERY,
         ));
 
         let graceful = GracefulShutdown::new();
@@ -655,24 +655,11 @@ fn raise_file_limit(limits: &Limits) -> Result<(), StartError> {
 }
 
 /// Keeps histogram memory flat between scrapes.
-async fn upkeep(telemetry: Arc<Telemetry>) {
+async fn drain_histograms(telemetry: Arc<Telemetry>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
         telemetry.run_upkeep();
-    }
-}
-
-/// Forgets what logins, enrollments and sessions have nothing left to say about: expired
-/// challenges and ceremonies, lockout entries past their window, dead sessions in the store.
-/// Their tables are bounded anyway; this keeps them from sitting full.
-async fn prune_auth_state(gateway: Arc<Gateway>, clock: Clock) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        if let Err(error) = gateway.prune(clock()).await {
-            tracing::warn!(%error, "pruning dead sessions failed; retrying in a minute");
-        }
     }
 }
 

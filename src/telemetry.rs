@@ -28,6 +28,8 @@ const OPEN_CONNECTIONS: &str = "wardgate_open_connections";
 const TLS_FAILURES: &str = "wardgate_tls_handshake_failures_total";
 const REFUSALS: &str = "wardgate_refusals_total";
 const CONNECTIONS_ENDED: &str = "wardgate_connections_ended_total";
+const UPKEEP_REMOVED: &str = "wardgate_upkeep_removed_total";
+const UPKEEP_FAILURES: &str = "wardgate_upkeep_failures_total";
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -109,6 +111,16 @@ impl Telemetry {
             None,
             "Connections the gateway ended for a limit or deadline: per_address_limit, idle (HTTP/2), stalled (HTTP/2 data not taken)".into(),
         );
+        recorder.describe_counter(
+            KeyName::from(UPKEEP_REMOVED),
+            None,
+            "Expired state the upkeep task removed: sessions, challenges, enrollments, lockouts, limiter_keys".into(),
+        );
+        recorder.describe_counter(
+            KeyName::from(UPKEEP_FAILURES),
+            None,
+            "Upkeep sweeps that failed (store error or panic); the next one retries".into(),
+        );
         let open_connections =
             recorder.register_gauge(&Key::from_static_name(OPEN_CONNECTIONS), &METADATA);
         let tls_failures =
@@ -176,6 +188,21 @@ impl Telemetry {
                 "request refused by the framing guard",
             );
         }
+    }
+
+    /// `count` entries of `kind` (a fixed label) removed by an upkeep sweep.
+    pub fn upkeep_removed(&self, kind: &'static str, count: usize) {
+        let key = Key::from_parts(UPKEEP_REMOVED, vec![Label::new("kind", kind)]);
+        let count = u64::try_from(count).unwrap_or(u64::MAX);
+        self.recorder
+            .register_counter(&key, &METADATA)
+            .increment(count);
+    }
+
+    pub fn upkeep_failed(&self) {
+        self.recorder
+            .register_counter(&Key::from_static_name(UPKEEP_FAILURES), &METADATA)
+            .increment(1);
     }
 
     pub fn upstream_error(&self, upstream: &SharedString, kind: &'static str) {

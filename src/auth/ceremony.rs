@@ -67,9 +67,11 @@ impl<T> Ceremonies<T> {
         }
     }
 
-    /// Forgets expired entries.
-    pub fn prune(&mut self, now: u64) {
+    /// Forgets expired entries; returns how many.
+    pub fn prune(&mut self, now: u64) -> usize {
+        let before = self.open.len();
         self.open.retain(|_, entry| now < entry.expires);
+        before - self.open.len()
     }
 
     /// Opens an entry for `user` under a fresh random id, dropping the user's oldest when they

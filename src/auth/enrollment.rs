@@ -202,9 +202,9 @@ impl Enrollment {
         });
     }
 
-    /// Forgets enrollments that have expired.
-    pub fn prune(&self, now: u64) {
-        self.lock().prune(now);
+    /// Forgets enrollments that have expired; returns how many.
+    pub fn prune(&self, now: u64) -> usize {
+        self.lock().prune(now)
     }
 
     /// Serves one request of the JSON API (`/.wardgate/api/enroll/…`); `now` is unix seconds.

@@ -276,12 +276,12 @@ impl Login {
         &self.sessions
     }
 
-    /// Forgets lockout entries and challenges that have nothing left to say.
-    pub fn prune(&self, now: u64) {
-        self.accounts.prune(now);
-        self.addresses.prune(now);
-        self.factors.prune(now);
-        self.lock().prune(now);
+    /// Forgets lockout entries and challenges that have nothing left to say; returns how many
+    /// of each.
+    pub fn prune(&self, now: u64) -> (usize, usize) {
+        let lockouts =
+            self.accounts.prune(now) + self.addresses.prune(now) + self.factors.prune(now);
+        (lockouts, self.lock().prune(now))
     }
 
     /// The password step. Every failure is the same [`Refusal::LoginFailed`] after the same

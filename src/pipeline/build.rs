@@ -29,6 +29,7 @@ use crate::sanitize::request::RouteRules;
 use crate::server::StartError;
 use crate::session::{Lifetimes, Sessions};
 use crate::telemetry::{NO_ROUTE, RouteLabels, Telemetry};
+use crate::upkeep::Removed;
 
 /// What a protected route asks of the session and tells the upstream.
 pub(super) struct RouteAuth {
@@ -237,10 +238,17 @@ impl Gateway {
     }
 
     /// Forgets expired login and enrollment state and dead sessions (`now`: unix seconds).
-    pub async fn prune(&self, now: u64) -> Result<usize, crate::session::SessionError> {
-        self.login.prune(now);
-        self.enrollment.prune(now);
-        self.sessions().prune(now).await
+    pub async fn prune(&self, now: u64) -> Result<Removed, crate::session::SessionError> {
+        let (lockouts, challenges) = self.login.prune(now);
+        let enrollments = self.enrollment.prune(now);
+        let sessions = self.sessions().prune(now).await?;
+        Ok(Removed {
+            sessions,
+            challenges,
+            enrollments,
+            lockouts,
+            limiter_keys: 0,
+        })
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
