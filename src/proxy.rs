@@ -97,17 +97,43 @@ impl UpstreamClient {
             .map_err(|_| Refusal::BadTarget)
     }
 
-    /// Sends the request; the caller bounds the wait for the response head.
+    /// Sends the request, waiting at most `upstream.response_timeout` for the response head.
     pub async fn send(
         &self,
         request: Request<UpstreamRequestBody>,
-    ) -> Result<http::Response<Incoming>, Refusal> {
+    ) -> Result<http::Response<Incoming>, UpstreamFailure> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Err(_) => Err(Refusal::UpstreamTimeout),
+            Err(_) => Err(UpstreamFailure {
+                refusal: Refusal::UpstreamTimeout,
+                cause: format!("no response head within {:?}", self.response_timeout),
+            }),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(classify(&error)),
+            Ok(Err(error)) => Err(UpstreamFailure {
+                refusal: classify(&error),
+                cause: error_chain(&error),
+            }),
         }
     }
+}
+
+/// Why an exchange with an upstream failed: the refusal the client gets, and for the log what
+/// went wrong ("connection refused", "invalid peer certificate: Expired").
+#[derive(Debug)]
+pub struct UpstreamFailure {
+    pub refusal: Refusal,
+    pub cause: String,
+}
+
+/// An error and each of its sources, `outer: inner: innermost`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Connect timeouts are timeouts; refused, reset and unresolvable are "unavailable"; anything
@@ -613,11 +639,11 @@ mod tests {
         UpstreamClient::new("backend", &upstream, Path::to_path_buf).unwrap()
     }
 
-    async fn outcome(client: &UpstreamClient) -> Result<http::StatusCode, Refusal> {
+    async fn failure(client: &UpstreamClient) -> UpstreamFailure {
         let request = Request::get(client.uri_for("/x", None).unwrap())
             .body(RequestBody::Buffered(None))
             .unwrap();
-        client.send(request).await.map(|response| response.status())
+        client.send(request).await.unwrap_err()
     }
 
     #[test]
@@ -639,9 +665,13 @@ mod tests {
         let held = tokio::net::TcpSocket::new_v4().unwrap();
         held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let url = format!("http://{}", held.local_addr().unwrap());
-        assert_eq!(
-            outcome(&client_of(&url)).await,
-            Err(Refusal::UpstreamUnavailable)
+        let refused = failure(&client_of(&url)).await;
+        assert_eq!(refused.refusal, Refusal::UpstreamUnavailable);
+        // The operator's log says why, down to the operating system's words.
+        assert!(
+            refused.cause.contains("Connection refused"),
+            "{}",
+            refused.cause
         );
 
         // The upstream takes the request and hangs up without an answer, or answers nonsense.
@@ -658,7 +688,7 @@ mod tests {
                 let _ = tcp.read(&mut head).await.unwrap();
                 tcp.write_all(answer).await.unwrap();
             });
-            assert_eq!(outcome(&client_of(&url)).await, Err(expected));
+            assert_eq!(failure(&client_of(&url)).await.refusal, expected);
             served.await.unwrap();
         }
     }

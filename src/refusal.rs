@@ -1,12 +1,19 @@
-//! Every way the gateway itself answers instead of the upstream, in one place.
+//! Every way the gateway itself answers instead of the upstream, in one place: the registry of
+//! stable codes.
 //!
 //! A refusal is a small fixed response: a status, a stable code that operators can search for
 //! in the README and the logs, and a one-line reason. It never carries internal detail: no
 //! upstream error text, no addresses, no file paths. Causes are logged; clients get the code.
+//! The request path's refusals, the framing guard's (written on the raw connection below
+//! hyper), the injection kinds and the admin API's errors are all rows of `Refusal::spec`;
+//! [`Refusal::all`] lists every row, a test keeps the codes unique and another keeps the
+//! README's table equal to this one.
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 
+use crate::admin::users::AdminError;
+use crate::sanitize::framing::Violation;
 use crate::sanitize::injection::Attack;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +57,8 @@ pub enum Refusal {
     MalformedMultipart,
     /// The client stopped sending its body for longer than `server.body_idle_timeout`.
     BodyTimeout,
+    /// An HTTP/1 framing rule broken below hyper (`sanitize::framing`); the connection closes.
+    Framing(Violation),
     /// A query, form or JSON value carries an injection attack (`sanitize::injection`).
     Injection(Attack),
     /// A rate limit has no capacity left for this client, user or route.
@@ -70,6 +79,8 @@ pub enum Refusal {
     HttpsRequired,
     /// Admin listener: unknown path or method.
     AdminNotFound,
+    /// An admin API call failed (`admin::users`).
+    Admin(AdminError),
     /// Enrollment: the token is unknown, used or expired (alike on purpose).
     EnrollmentLinkInvalid,
     /// Enrollment: the password fails the policy; the answer lists every failed rule.
@@ -203,7 +214,9 @@ impl Refusal {
                 "WG-BODY-006",
                 "the request body stopped arriving",
             ),
-            Refusal::Injection(attack) => (S::BAD_REQUEST, attack.code(), attack.reason()),
+            Refusal::Framing(violation) => framing(violation),
+            Refusal::Injection(attack) => injection(attack),
+            Refusal::Admin(error) => admin(error),
             Refusal::RateLimited => (
                 S::TOO_MANY_REQUESTS,
                 "WG-RATE-001",
@@ -321,6 +334,67 @@ impl Refusal {
         }
     }
 
+    /// Every refusal, each once: the registry's rows.
+    pub fn all() -> Vec<Refusal> {
+        let plain = [
+            Refusal::BadTarget,
+            Refusal::BadHost,
+            Refusal::UriTooLong,
+            Refusal::MethodNotAllowed,
+            Refusal::UnknownHost,
+            Refusal::PathBadEncoding,
+            Refusal::PathEncodedSeparator,
+            Refusal::PathControlCharacter,
+            Refusal::PathInvalidUtf8,
+            Refusal::PathDotSegment,
+            Refusal::PathDoubleEncoding,
+            Refusal::HeaderUnderscore,
+            Refusal::HeaderRepeated,
+            Refusal::MethodOverrideInvalid,
+            Refusal::BodyTooLarge,
+            Refusal::UnsupportedMediaType,
+            Refusal::MalformedJson,
+            Refusal::JsonTooDeep,
+            Refusal::MalformedForm,
+            Refusal::JsonDuplicateKey,
+            Refusal::MalformedMultipart,
+            Refusal::BodyTimeout,
+            Refusal::RateLimited,
+            Refusal::RateLimitFull,
+            Refusal::TooManyInFlight,
+            Refusal::NoRoute,
+            Refusal::UpstreamUnavailable,
+            Refusal::UpstreamTimeout,
+            Refusal::UpstreamProtocol,
+            Refusal::HttpsRequired,
+            Refusal::AdminNotFound,
+            Refusal::EnrollmentLinkInvalid,
+            Refusal::PasswordRefused,
+            Refusal::HashingBusy,
+            Refusal::EnrollmentUnknown,
+            Refusal::TotpCodeWrong,
+            Refusal::GatewayPathNotFound,
+            Refusal::MalformedApiRequest,
+            Refusal::AuthUnavailable,
+            Refusal::LoginFailed,
+            Refusal::LoginChallengeInvalid,
+            Refusal::SecondFactorWrong,
+            Refusal::EnrollmentRequired,
+            Refusal::FactorNotRegistered,
+            Refusal::SessionMissing,
+            Refusal::SessionIdle,
+            Refusal::SessionAbsolute,
+            Refusal::StepUpRequired,
+            Refusal::FormNotVerified,
+        ];
+        plain
+            .into_iter()
+            .chain(Violation::ALL.map(Refusal::Framing))
+            .chain(Attack::ALL.map(Refusal::Injection))
+            .chain(AdminError::ALL.map(Refusal::Admin))
+            .collect()
+    }
+
     /// The request itself is malformed (400, 408, 413, 414, 431): on HTTP/1 the connection
     /// closes after the answer, as nothing after it can be read with certainty.
     pub fn is_malformed_request(self) -> bool {
@@ -363,6 +437,172 @@ impl Refusal {
     }
 }
 
+/// The framing guard's rows: 414 for an over-long request line, 431 for too many or too large
+/// header fields, 501 for a transfer coding other than `chunked` (RFC 9112 section 6.1), 400
+/// for the rest. Each reason goes into a JSON string unescaped: no quotes, no backslash.
+fn framing(violation: Violation) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    match violation {
+        Violation::BareLineFeed => (S::BAD_REQUEST, "WG-FRAME-001", "lines must end with CRLF"),
+        Violation::BareCarriageReturn => (
+            S::BAD_REQUEST,
+            "WG-FRAME-002",
+            "a CR must be followed by LF",
+        ),
+        Violation::EmptyLineBeforeRequest => (
+            S::BAD_REQUEST,
+            "WG-FRAME-003",
+            "the request must not start with an empty line",
+        ),
+        Violation::MalformedRequestLine => (
+            S::BAD_REQUEST,
+            "WG-FRAME-004",
+            "the request line must be method, target and version separated by single spaces",
+        ),
+        Violation::BadRequestTarget => (
+            S::BAD_REQUEST,
+            "WG-FRAME-005",
+            "the request target must be printable ASCII; percent-encode other bytes",
+        ),
+        Violation::UnsupportedVersion => (
+            S::BAD_REQUEST,
+            "WG-FRAME-006",
+            "only HTTP/1.1 and HTTP/1.0 are accepted",
+        ),
+        Violation::RequestLineTooLong => (
+            S::URI_TOO_LONG,
+            "WG-FRAME-007",
+            "the request line is too long",
+        ),
+        Violation::ObsFold => (
+            S::BAD_REQUEST,
+            "WG-FRAME-008",
+            "header fields must not be folded over several lines",
+        ),
+        Violation::MalformedField => (
+            S::BAD_REQUEST,
+            "WG-FRAME-009",
+            "a header field must be a name, a colon and a value, with no space before the colon",
+        ),
+        Violation::BadFieldValue => (
+            S::BAD_REQUEST,
+            "WG-FRAME-010",
+            "header values must not contain control characters",
+        ),
+        Violation::HeadTooLarge => (
+            S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "WG-FRAME-011",
+            "the request header section is too large",
+        ),
+        Violation::TooManyFields => (
+            S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "WG-FRAME-012",
+            "the request has too many header fields",
+        ),
+        Violation::BadContentLength => (
+            S::BAD_REQUEST,
+            "WG-FRAME-013",
+            "Content-Length must be a plain decimal number without leading zeros",
+        ),
+        Violation::DuplicateContentLength => (
+            S::BAD_REQUEST,
+            "WG-FRAME-014",
+            "Content-Length must appear only once",
+        ),
+        Violation::UnsupportedTransferEncoding => (
+            S::NOT_IMPLEMENTED,
+            "WG-FRAME-015",
+            "only Transfer-Encoding: chunked is supported",
+        ),
+        Violation::DuplicateTransferEncoding => (
+            S::BAD_REQUEST,
+            "WG-FRAME-016",
+            "Transfer-Encoding must appear only once",
+        ),
+        Violation::TransferEncodingInHttp10 => (
+            S::BAD_REQUEST,
+            "WG-FRAME-017",
+            "HTTP/1.0 requests must not use Transfer-Encoding",
+        ),
+        Violation::ContentLengthWithTransferEncoding => (
+            S::BAD_REQUEST,
+            "WG-FRAME-018",
+            "send Content-Length or Transfer-Encoding, not both",
+        ),
+        Violation::BadChunkSize => (
+            S::BAD_REQUEST,
+            "WG-FRAME-019",
+            "a chunk size must be hexadecimal digits only",
+        ),
+        Violation::BadChunkExtension => (
+            S::BAD_REQUEST,
+            "WG-FRAME-020",
+            "a chunk extension must be ;name or ;name=value without spaces",
+        ),
+        Violation::ChunkLineTooLong => (
+            S::BAD_REQUEST,
+            "WG-FRAME-021",
+            "a chunk size line is too long",
+        ),
+        Violation::MissingChunkTerminator => (
+            S::BAD_REQUEST,
+            "WG-FRAME-022",
+            "chunk data must be followed by CRLF",
+        ),
+        Violation::FramingFieldInTrailer => (
+            S::BAD_REQUEST,
+            "WG-FRAME-023",
+            "trailer fields must not include Content-Length or Transfer-Encoding",
+        ),
+    }
+}
+
+fn injection(attack: Attack) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    match attack {
+        Attack::SqlInjection => (
+            S::BAD_REQUEST,
+            "WG-INJ-001",
+            "a request value looks like SQL injection",
+        ),
+        Attack::CrossSiteScripting => (
+            S::BAD_REQUEST,
+            "WG-INJ-002",
+            "a request value looks like cross-site scripting",
+        ),
+        Attack::PathTraversal => (
+            S::BAD_REQUEST,
+            "WG-INJ-003",
+            "a request value looks like path traversal",
+        ),
+        Attack::CommandInjection => (
+            S::BAD_REQUEST,
+            "WG-INJ-004",
+            "a request value looks like command injection",
+        ),
+    }
+}
+
+fn admin(error: AdminError) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    match error {
+        AdminError::BadRequest => (S::BAD_REQUEST, "WG-ADMIN-002", "the request is malformed"),
+        AdminError::Unauthorized => (
+            S::UNAUTHORIZED,
+            "WG-ADMIN-003",
+            "the admin token is missing or wrong",
+        ),
+        AdminError::NoSuchUser => (S::NOT_FOUND, "WG-ADMIN-004", "no such user"),
+        AdminError::NameTaken => (S::CONFLICT, "WG-ADMIN-005", "this user name is taken"),
+        AdminError::Store => (
+            S::INTERNAL_SERVER_ERROR,
+            "WG-ADMIN-006",
+            "the identity store failed; see the gateway's log",
+        ),
+        AdminError::NoSuchSession => (S::NOT_FOUND, "WG-ADMIN-007", "no such session"),
+    }
+}
+
 /// The refusal body for a code and a one-line reason (both fixed text of the gateway's own).
 pub fn json_body(code: &str, reason: &str) -> Bytes {
     Bytes::from(format!(r#"{{"error":"{code}","message":"{reason}"}}"#))
@@ -397,67 +637,54 @@ mod tests {
 
     #[test]
     fn codes_are_unique_and_bodies_are_json() {
-        let all = [
-            Refusal::BadTarget,
-            Refusal::BadHost,
-            Refusal::UriTooLong,
-            Refusal::MethodNotAllowed,
-            Refusal::UnknownHost,
-            Refusal::PathBadEncoding,
-            Refusal::PathEncodedSeparator,
-            Refusal::PathControlCharacter,
-            Refusal::PathInvalidUtf8,
-            Refusal::PathDotSegment,
-            Refusal::PathDoubleEncoding,
-            Refusal::HeaderUnderscore,
-            Refusal::HeaderRepeated,
-            Refusal::MethodOverrideInvalid,
-            Refusal::BodyTooLarge,
-            Refusal::UnsupportedMediaType,
-            Refusal::MalformedJson,
-            Refusal::JsonTooDeep,
-            Refusal::MalformedForm,
-            Refusal::JsonDuplicateKey,
-            Refusal::MalformedMultipart,
-            Refusal::BodyTimeout,
-            Refusal::Injection(Attack::SqlInjection),
-            Refusal::Injection(Attack::CrossSiteScripting),
-            Refusal::Injection(Attack::PathTraversal),
-            Refusal::Injection(Attack::CommandInjection),
-            Refusal::RateLimited,
-            Refusal::RateLimitFull,
-            Refusal::TooManyInFlight,
-            Refusal::NoRoute,
-            Refusal::UpstreamUnavailable,
-            Refusal::UpstreamTimeout,
-            Refusal::UpstreamProtocol,
-            Refusal::HttpsRequired,
-            Refusal::AdminNotFound,
-            Refusal::EnrollmentLinkInvalid,
-            Refusal::PasswordRefused,
-            Refusal::HashingBusy,
-            Refusal::EnrollmentUnknown,
-            Refusal::TotpCodeWrong,
-            Refusal::GatewayPathNotFound,
-            Refusal::MalformedApiRequest,
-            Refusal::AuthUnavailable,
-            Refusal::LoginFailed,
-            Refusal::LoginChallengeInvalid,
-            Refusal::SecondFactorWrong,
-            Refusal::EnrollmentRequired,
-            Refusal::FactorNotRegistered,
-            Refusal::SessionMissing,
-            Refusal::SessionIdle,
-            Refusal::SessionAbsolute,
-            Refusal::StepUpRequired,
-            Refusal::FormNotVerified,
-        ];
+        let all = Refusal::all();
         let codes: std::collections::BTreeSet<_> = all.iter().map(|r| r.code()).collect();
-        assert_eq!(codes.len(), all.len());
+        assert_eq!(codes.len(), all.len(), "one code per refusal");
         for refusal in all {
+            assert!(refusal.code().starts_with("WG-"), "{refusal:?}");
             let body: serde_json::Value = serde_json::from_slice(&refusal.body()).unwrap();
             assert_eq!(body["error"], refusal.code());
+            assert_eq!(body["message"], refusal.reason());
         }
+    }
+
+    #[test]
+    fn injection_codes_follow_their_kinds() {
+        assert_eq!(
+            Attack::ALL.map(|a| Refusal::Injection(a).code()),
+            ["WG-INJ-001", "WG-INJ-002", "WG-INJ-003", "WG-INJ-004"]
+        );
+        for attack in Attack::ALL {
+            let refusal = Refusal::Injection(attack);
+            assert_eq!(refusal.status(), StatusCode::BAD_REQUEST);
+            assert!(refusal.reason().starts_with("a request value looks like"));
+        }
+    }
+
+    /// The README's table of codes (`| `WG-…` | status | meaning |`) is this registry: every
+    /// code the gateway can answer with is documented, with its status, and nothing else is.
+    #[test]
+    fn the_readme_documents_exactly_these_codes() {
+        let readme = include_str!("../README.md");
+        let documented: std::collections::BTreeSet<(String, u16)> = readme
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.strip_prefix("| `WG-")?.split('|');
+                let code = cells.next()?.trim().strip_suffix('`')?;
+                let status = cells.next()?.trim().parse().ok()?;
+                Some((format!("WG-{code}"), status))
+            })
+            .collect();
+        let registry: std::collections::BTreeSet<(String, u16)> = Refusal::all()
+            .into_iter()
+            .map(|r| (r.code().to_owned(), r.status().as_u16()))
+            .collect();
+        let undocumented: Vec<_> = registry.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&registry).collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "missing from the README: {undocumented:?}; in the README only: {unknown:?}"
+        );
     }
 
     #[test]

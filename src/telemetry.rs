@@ -178,13 +178,13 @@ impl Telemetry {
     }
 
     pub fn framing_refused(&self, client: IpAddr, violation: Violation) {
-        self.refused(violation.code());
+        self.refused(violation.refusal().code());
         if self.log_requests {
             tracing::warn!(
                 target: "wardgate::request",
                 client = %client,
-                status = violation.status().as_u16(),
-                code = violation.code(),
+                status = violation.refusal().status().as_u16(),
+                code = violation.refusal().code(),
                 "request refused by the framing guard",
             );
         }

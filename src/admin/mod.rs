@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::ResponseBody;
 use crate::identity::IdentityStore;
-use crate::refusal::{self, Refusal};
+use crate::refusal::Refusal;
 use crate::telemetry::Telemetry;
 use users::AdminError;
 
@@ -146,11 +146,8 @@ fn text(
 }
 
 fn admin_error(error: AdminError) -> Response<ResponseBody> {
-    let mut response = text(
-        error.status(),
-        "application/json",
-        refusal::json_body(error.code(), error.reason()),
-    );
+    let refusal = error.refusal();
+    let mut response = text(refusal.status(), "application/json", refusal.body());
     if error == AdminError::Unauthorized {
         response
             .headers_mut()

@@ -39,6 +39,7 @@ use serde_json::{Value, json};
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
+use crate::refusal::Refusal;
 
 /// Why an admin call failed; each has a stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,37 +53,19 @@ pub enum AdminError {
 }
 
 impl AdminError {
-    pub fn status(self) -> StatusCode {
-        match self {
-            AdminError::BadRequest => StatusCode::BAD_REQUEST,
-            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AdminError::NoSuchUser => StatusCode::NOT_FOUND,
-            AdminError::NameTaken => StatusCode::CONFLICT,
-            AdminError::NoSuchSession => StatusCode::NOT_FOUND,
-            AdminError::Store => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
+    /// Every admin error, in code order.
+    pub const ALL: [AdminError; 6] = [
+        AdminError::BadRequest,
+        AdminError::Unauthorized,
+        AdminError::NoSuchUser,
+        AdminError::NameTaken,
+        AdminError::Store,
+        AdminError::NoSuchSession,
+    ];
 
-    pub fn code(self) -> &'static str {
-        match self {
-            AdminError::BadRequest => "WG-ADMIN-002",
-            AdminError::Unauthorized => "WG-ADMIN-003",
-            AdminError::NoSuchUser => "WG-ADMIN-004",
-            AdminError::NameTaken => "WG-ADMIN-005",
-            AdminError::Store => "WG-ADMIN-006",
-            AdminError::NoSuchSession => "WG-ADMIN-007",
-        }
-    }
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            AdminError::BadRequest => "the request is malformed",
-            AdminError::Unauthorized => "the admin token is missing or wrong",
-            AdminError::NoSuchUser => "no such user",
-            AdminError::NameTaken => "this user name is taken",
-            AdminError::Store => "the identity store failed; see the gateway's log",
-            AdminError::NoSuchSession => "no such session",
-        }
+    /// Its row in the registry of codes (`refusal.rs`).
+    pub fn refusal(self) -> Refusal {
+        Refusal::Admin(self)
     }
 }
 

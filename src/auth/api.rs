@@ -44,8 +44,7 @@ pub fn busy() -> Refused {
 
 /// `WG-AUTH-008`; the cause goes to the log only.
 pub fn unavailable(error: &dyn std::fmt::Display) -> Refused {
-    tracing::error!(%error, "login or enrollment");
-    Refusal::AuthUnavailable.into()
+    Refused::because(Refusal::AuthUnavailable, error)
 }
 
 /// A 200 JSON answer; never cached (it may carry a token or secrets shown once).

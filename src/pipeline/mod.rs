@@ -76,6 +76,7 @@ impl Gateway {
             Err(refused) => {
                 let refusal = refused.refusal();
                 record.code = Some(refusal.code());
+                refused.log_cause(&record.request_id);
                 let mut response = refused.into_response();
                 if response::closes_connection(http1, had_body, refusal) {
                     response::close(&mut response);

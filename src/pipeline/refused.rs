@@ -25,6 +25,8 @@ pub struct Refused {
     /// A browser is sent here (303) instead of reading the refusal.
     redirect: Option<HeaderValue>,
     html: bool,
+    /// What went wrong, for the log line the rescue path writes; never sent.
+    cause: Option<Box<str>>,
 }
 
 impl Refused {
@@ -39,6 +41,7 @@ impl Refused {
             body: None,
             redirect: None,
             html: false,
+            cause: None,
         }
     }
 
@@ -55,6 +58,27 @@ impl Refused {
         self.refusal
     }
 
+    /// A refusal for a failure inside the gateway or upstream: `cause` is logged with the
+    /// request id, the client gets only the fixed answer.
+    pub fn because(refusal: Refusal, cause: &dyn std::fmt::Display) -> Self {
+        Self {
+            cause: Some(cause.to_string().into()),
+            ..Self::from(refusal)
+        }
+    }
+
+    /// The log line of a refusal that has a cause: the refusal's code, the cause, the request.
+    pub(super) fn log_cause(&self, request_id: &HeaderValue) {
+        let Some(cause) = &self.cause else { return };
+        let request_id = request_id.to_str().unwrap_or_default();
+        let code = self.refusal.code();
+        if self.refusal.status().is_server_error() {
+            tracing::error!(request_id, code, cause = &**cause, "request failed");
+        } else {
+            tracing::warn!(request_id, code, cause = &**cause, "request refused");
+        }
+    }
+
     /// The refusal with `html` as its page (a form shown again with its errors).
     pub fn page(refusal: Refusal, html: Bytes) -> Self {
         Self {
@@ -63,6 +87,7 @@ impl Refused {
             body: Some(html),
             redirect: None,
             html: true,
+            cause: None,
         }
     }
 
@@ -109,6 +134,7 @@ impl Refused {
             body: Some(body),
             redirect: None,
             html: false,
+            cause: None,
         }
     }
 
@@ -120,6 +146,7 @@ impl Refused {
             body: None,
             redirect: Some(location),
             html: false,
+            cause: None,
         }
     }
 }
@@ -132,6 +159,7 @@ impl From<Refusal> for Refused {
             body: None,
             redirect: None,
             html: false,
+            cause: None,
         }
     }
 }

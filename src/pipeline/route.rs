@@ -75,7 +75,7 @@ pub(super) fn log_finding(request_id: &HeaderValue, finding: &Finding) {
     tracing::warn!(
         target: "wardgate::security",
         request_id = request_id.to_str().unwrap_or_default(),
-        code = finding.attack.code(),
+        code = Refusal::Injection(finding.attack).code(),
         field = %finding.field,
         "injection pattern let through (injection.mode: log)"
     );

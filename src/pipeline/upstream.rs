@@ -146,9 +146,11 @@ impl Gateway {
         let outbound = Request::from_parts(parts, body);
 
         let upstream = &target.upstream;
-        let mut response = upstream.send(outbound).await.inspect_err(|refusal| {
+        let mut response = upstream.send(outbound).await.map_err(|failure| {
             self.telemetry
-                .upstream_error(&upstream.name, refusal.code());
+                .upstream_error(&upstream.name, failure.refusal.code());
+            let cause = format!("upstream {}: {}", upstream.name, failure.cause);
+            Refused::because(failure.refusal, &cause)
         })?;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         match (switching, client_upgrade) {
@@ -163,7 +165,11 @@ impl Gateway {
             (true, None) => {
                 self.telemetry
                     .upstream_error(&upstream.name, Refusal::UpstreamProtocol.code());
-                return Err(Refusal::UpstreamProtocol.into());
+                let cause = format!(
+                    "upstream {}: 101 Switching Protocols to a request that asked for no upgrade",
+                    upstream.name
+                );
+                return Err(Refused::because(Refusal::UpstreamProtocol, &cause));
             }
             (false, _) => {}
         }

@@ -77,7 +77,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
-use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A framing rule broken by the client; each has a stable code, a status and a one-line reason.
@@ -162,95 +161,15 @@ impl Violation {
         Violation::FramingFieldInTrailer,
     ];
 
-    pub fn code(self) -> &'static str {
-        match self {
-            Violation::BareLineFeed => "WG-FRAME-001",
-            Violation::BareCarriageReturn => "WG-FRAME-002",
-            Violation::EmptyLineBeforeRequest => "WG-FRAME-003",
-            Violation::MalformedRequestLine => "WG-FRAME-004",
-            Violation::BadRequestTarget => "WG-FRAME-005",
-            Violation::UnsupportedVersion => "WG-FRAME-006",
-            Violation::RequestLineTooLong => "WG-FRAME-007",
-            Violation::ObsFold => "WG-FRAME-008",
-            Violation::MalformedField => "WG-FRAME-009",
-            Violation::BadFieldValue => "WG-FRAME-010",
-            Violation::HeadTooLarge => "WG-FRAME-011",
-            Violation::TooManyFields => "WG-FRAME-012",
-            Violation::BadContentLength => "WG-FRAME-013",
-            Violation::DuplicateContentLength => "WG-FRAME-014",
-            Violation::UnsupportedTransferEncoding => "WG-FRAME-015",
-            Violation::DuplicateTransferEncoding => "WG-FRAME-016",
-            Violation::TransferEncodingInHttp10 => "WG-FRAME-017",
-            Violation::ContentLengthWithTransferEncoding => "WG-FRAME-018",
-            Violation::BadChunkSize => "WG-FRAME-019",
-            Violation::BadChunkExtension => "WG-FRAME-020",
-            Violation::ChunkLineTooLong => "WG-FRAME-021",
-            Violation::MissingChunkTerminator => "WG-FRAME-022",
-            Violation::FramingFieldInTrailer => "WG-FRAME-023",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Violation::RequestLineTooLong => StatusCode::URI_TOO_LONG,
-            Violation::HeadTooLarge | Violation::TooManyFields => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            }
-            Violation::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    /// One line a client can act on. Goes into a JSON string unescaped: no quotes, no backslash.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Violation::BareLineFeed => "lines must end with CRLF",
-            Violation::BareCarriageReturn => "a CR must be followed by LF",
-            Violation::EmptyLineBeforeRequest => "the request must not start with an empty line",
-            Violation::MalformedRequestLine => {
-                "the request line must be method, target and version separated by single spaces"
-            }
-            Violation::BadRequestTarget => {
-                "the request target must be printable ASCII; percent-encode other bytes"
-            }
-            Violation::UnsupportedVersion => "only HTTP/1.1 and HTTP/1.0 are accepted",
-            Violation::RequestLineTooLong => "the request line is too long",
-            Violation::ObsFold => "header fields must not be folded over several lines",
-            Violation::MalformedField => {
-                "a header field must be a name, a colon and a value, with no space before the colon"
-            }
-            Violation::BadFieldValue => "header values must not contain control characters",
-            Violation::HeadTooLarge => "the request header section is too large",
-            Violation::TooManyFields => "the request has too many header fields",
-            Violation::BadContentLength => {
-                "Content-Length must be a plain decimal number without leading zeros"
-            }
-            Violation::DuplicateContentLength => "Content-Length must appear only once",
-            Violation::UnsupportedTransferEncoding => {
-                "only Transfer-Encoding: chunked is supported"
-            }
-            Violation::DuplicateTransferEncoding => "Transfer-Encoding must appear only once",
-            Violation::TransferEncodingInHttp10 => {
-                "HTTP/1.0 requests must not use Transfer-Encoding"
-            }
-            Violation::ContentLengthWithTransferEncoding => {
-                "send Content-Length or Transfer-Encoding, not both"
-            }
-            Violation::BadChunkSize => "a chunk size must be hexadecimal digits only",
-            Violation::BadChunkExtension => {
-                "a chunk extension must be ;name or ;name=value without spaces"
-            }
-            Violation::ChunkLineTooLong => "a chunk size line is too long",
-            Violation::MissingChunkTerminator => "chunk data must be followed by CRLF",
-            Violation::FramingFieldInTrailer => {
-                "trailer fields must not include Content-Length or Transfer-Encoding"
-            }
-        }
+    /// Its row in the registry of codes (`refusal.rs`).
+    pub fn refusal(self) -> crate::refusal::Refusal {
+        crate::refusal::Refusal::Framing(self)
     }
 
     /// The whole HTTP/1.1 refusal written on the raw connection.
     pub fn refusal_bytes(self) -> Vec<u8> {
-        crate::refusal::http1_bytes(self.status(), self.code(), self.reason())
+        let refusal = self.refusal();
+        crate::refusal::http1_bytes(refusal.status(), refusal.code(), refusal.reason())
     }
 }
 
@@ -946,6 +865,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     const LIMITS: FramingLimits = FramingLimits {
         max_request_line: 64,
@@ -1123,7 +1043,10 @@ mod tests {
         }
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(64));
         assert_eq!(refused(&long), Some(RequestLineTooLong));
-        assert_eq!(RequestLineTooLong.status(), StatusCode::URI_TOO_LONG);
+        assert_eq!(
+            RequestLineTooLong.refusal().status(),
+            StatusCode::URI_TOO_LONG
+        );
     }
 
     #[test]
@@ -1146,7 +1069,7 @@ mod tests {
         let big = format!("X: {}\r\n", "v".repeat(250));
         assert_eq!(refused(&head(&big)), Some(HeadTooLarge));
         assert_eq!(
-            HeadTooLarge.status(),
+            HeadTooLarge.refusal().status(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
     }
@@ -1194,7 +1117,7 @@ mod tests {
             );
         }
         assert_eq!(
-            UnsupportedTransferEncoding.status(),
+            UnsupportedTransferEncoding.refusal().status(),
             StatusCode::NOT_IMPLEMENTED
         );
         assert_eq!(
@@ -1395,12 +1318,14 @@ mod tests {
     #[test]
     fn codes_are_unique_and_reasons_fit_in_json() {
         let codes: std::collections::BTreeSet<_> =
-            Violation::ALL.iter().map(|v| v.code()).collect();
+            Violation::ALL.iter().map(|v| v.refusal().code()).collect();
         assert_eq!(codes.len(), Violation::ALL.len());
-        let reasons: std::collections::BTreeSet<_> =
-            Violation::ALL.iter().map(|v| v.reason()).collect();
+        let reasons: std::collections::BTreeSet<_> = Violation::ALL
+            .iter()
+            .map(|v| v.refusal().reason())
+            .collect();
         assert_eq!(reasons.len(), Violation::ALL.len(), "one reason each");
-        let statuses = Violation::ALL.map(|v| v.status().as_u16());
+        let statuses = Violation::ALL.map(|v| v.refusal().status().as_u16());
         assert_eq!(statuses.iter().filter(|&&s| s == 400).count(), 19);
         assert_eq!(
             [
@@ -1409,18 +1334,21 @@ mod tests {
                 Violation::TooManyFields,
                 Violation::UnsupportedTransferEncoding
             ]
-            .map(|v| v.status().as_u16()),
+            .map(|v| v.refusal().status().as_u16()),
             [414, 431, 431, 501]
         );
         for (i, v) in Violation::ALL.iter().enumerate() {
             let bytes = v.refusal_bytes();
-            let status_line = format!("HTTP/1.1 {} ", v.status().as_u16());
+            let status_line = format!("HTTP/1.1 {} ", v.refusal().status().as_u16());
             assert!(bytes.starts_with(status_line.as_bytes()), "{v:?}");
-            assert!(bytes.ends_with(&crate::refusal::json_body(v.code(), v.reason())));
-            assert_eq!(v.code(), format!("WG-FRAME-{:03}", i + 1));
-            let body = crate::refusal::json_body(v.code(), v.reason());
+            assert!(bytes.ends_with(&crate::refusal::json_body(
+                v.refusal().code(),
+                v.refusal().reason()
+            )));
+            assert_eq!(v.refusal().code(), format!("WG-FRAME-{:03}", i + 1));
+            let body = crate::refusal::json_body(v.refusal().code(), v.refusal().reason());
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(json["message"], v.reason());
+            assert_eq!(json["message"], v.refusal().reason());
         }
     }
 

@@ -153,10 +153,17 @@ impl Listening for Binary {
 #[tokio::test]
 async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     let upstream = MockUpstream::ok(r#"{"ok":true}"#).await;
+    // A port this test holds without listening on it: connections to it are refused.
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = config_with(
-        &format!("  backend: {{ url: \"{}\" }}", upstream.url()),
-        "  - { path: /api/**, upstream: backend, auth: none }",
+        &format!(
+            "  backend: {{ url: \"{}\" }}\n  down: {{ url: \"http://{}\" }}",
+            upstream.url(),
+            down.local_addr().unwrap()
+        ),
+        "  - { path: /api/**, upstream: backend, auth: none }\n  - { path: /down/**, upstream: down, auth: none }",
         "",
     )
     .replace("  requests: false", "  requests: true\n  format: json");
@@ -222,6 +229,17 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    let failed = client.request(get(&binary.url("/down/x"))).await.unwrap();
+    assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
+    let failed_id = failed.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer = body_text(failed).await;
+    assert!(
+        !answer.contains("refused"),
+        "the cause reached the client: {answer}"
+    );
     drop(client);
 
     let lines = binary.stop().await;
@@ -231,7 +249,7 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "wardgate::request")
         .collect();
-    assert_eq!(records.len(), 2, "{lines:#?}");
+    assert_eq!(records.len(), 3, "{lines:#?}");
     let ok = &records[0];
     assert_eq!(ok["request_id"], request_id.as_str());
     assert_eq!(ok["client"], "127.0.0.1");
@@ -249,6 +267,20 @@ async fn the_binary_serves_logs_each_request_and_stops_cleanly_on_sigterm() {
     assert_eq!(refused["path"], "/nothing/../here");
     assert_eq!(refused["status"], 400);
     assert_eq!(refused["code"], "WG-PATH-005");
+    // The client got the fixed 502; the log says why, under the request's id.
+    let cause = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["request_id"] == failed_id.as_str()
+                && v["code"] == "WG-UP-001"
+                && v["cause"].is_string()
+        })
+        .unwrap_or_else(|| panic!("no cause logged for {failed_id}: {lines:#?}"));
+    assert_eq!(cause["level"], "ERROR");
+    let cause = cause["cause"].as_str().unwrap();
+    assert!(cause.starts_with("upstream down: "), "{cause}");
+    assert!(cause.contains("Connection refused"), "{cause}");
     let all = lines.join("\n");
     assert!(
         !all.contains("token123"),
