@@ -12,10 +12,6 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 
-use crate::admin::users::AdminError;
-use crate::sanitize::framing::Violation;
-use crate::sanitize::injection::Attack;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The request target is not an absolute path.
@@ -437,6 +433,141 @@ impl Refusal {
     }
 }
 
+/// A framing rule broken by the client; each has a stable code, a status and a one-line reason.
+///
+/// Statuses: 414 for an over-long request line, 431 for too many or too large header fields,
+/// 501 for a transfer coding other than `chunked` (RFC 9112 section 6.1), 400 for the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// An LF not preceded by CR.
+    BareLineFeed,
+    /// A CR not followed by LF.
+    BareCarriageReturn,
+    /// An empty line where the request line should be.
+    EmptyLineBeforeRequest,
+    /// Method not a token, or not exactly one SP between the three parts.
+    MalformedRequestLine,
+    /// A request target byte outside printable ASCII (CTL, NUL, DEL, >= 0x80).
+    BadRequestTarget,
+    /// A version other than `HTTP/1.1` or `HTTP/1.0`.
+    UnsupportedVersion,
+    /// The request line is longer than `max_request_line`.
+    RequestLineTooLong,
+    /// A field line that starts with SP or HTAB (obs-fold).
+    ObsFold,
+    /// A field line without a colon, or whose name is not a token (whitespace before the colon).
+    MalformedField,
+    /// A field value with a NUL or other control character.
+    BadFieldValue,
+    /// The head (or trailer section) is larger than `max_header_bytes`.
+    HeadTooLarge,
+    /// More header (or trailer) fields than `max_headers`.
+    TooManyFields,
+    /// A `Content-Length` that is not 1 to 18 decimal digits.
+    BadContentLength,
+    /// `Content-Length` more than once, even with equal values.
+    DuplicateContentLength,
+    /// A `Transfer-Encoding` other than exactly `chunked`.
+    UnsupportedTransferEncoding,
+    /// `Transfer-Encoding` more than once.
+    DuplicateTransferEncoding,
+    /// `Transfer-Encoding` on an HTTP/1.0 request.
+    TransferEncodingInHttp10,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    ContentLengthWithTransferEncoding,
+    /// A chunk size that is not 1 to 16 hexadecimal digits.
+    BadChunkSize,
+    /// A chunk extension that is not `;name[=value]` without whitespace.
+    BadChunkExtension,
+    /// A chunk-size line longer than the guard keeps.
+    ChunkLineTooLong,
+    /// Chunk data not followed by exactly CRLF.
+    MissingChunkTerminator,
+    /// `Content-Length` or `Transfer-Encoding` among the trailer fields.
+    FramingFieldInTrailer,
+}
+
+impl Violation {
+    /// Every violation, in code order.
+    pub const ALL: [Violation; 23] = [
+        Violation::BareLineFeed,
+        Violation::BareCarriageReturn,
+        Violation::EmptyLineBeforeRequest,
+        Violation::MalformedRequestLine,
+        Violation::BadRequestTarget,
+        Violation::UnsupportedVersion,
+        Violation::RequestLineTooLong,
+        Violation::ObsFold,
+        Violation::MalformedField,
+        Violation::BadFieldValue,
+        Violation::HeadTooLarge,
+        Violation::TooManyFields,
+        Violation::BadContentLength,
+        Violation::DuplicateContentLength,
+        Violation::UnsupportedTransferEncoding,
+        Violation::DuplicateTransferEncoding,
+        Violation::TransferEncodingInHttp10,
+        Violation::ContentLengthWithTransferEncoding,
+        Violation::BadChunkSize,
+        Violation::BadChunkExtension,
+        Violation::ChunkLineTooLong,
+        Violation::MissingChunkTerminator,
+        Violation::FramingFieldInTrailer,
+    ];
+
+    /// Its row in the registry of codes (`refusal.rs`).
+    pub fn refusal(self) -> Refusal {
+        Refusal::Framing(self)
+    }
+}
+
+/// The kind of attack a value carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attack {
+    SqlInjection,
+    CrossSiteScripting,
+    PathTraversal,
+    CommandInjection,
+}
+
+impl Attack {
+    /// Every attack, in code order.
+    pub const ALL: [Attack; 4] = [
+        Attack::SqlInjection,
+        Attack::CrossSiteScripting,
+        Attack::PathTraversal,
+        Attack::CommandInjection,
+    ];
+}
+
+/// Why an admin call failed; each has a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminError {
+    BadRequest,
+    Unauthorized,
+    NoSuchUser,
+    NameTaken,
+    NoSuchSession,
+    Store,
+}
+
+impl AdminError {
+    /// Every admin error, in code order.
+    pub const ALL: [AdminError; 6] = [
+        AdminError::BadRequest,
+        AdminError::Unauthorized,
+        AdminError::NoSuchUser,
+        AdminError::NameTaken,
+        AdminError::Store,
+        AdminError::NoSuchSession,
+    ];
+
+    /// Its row in the registry of codes (`refusal.rs`).
+    pub fn refusal(self) -> Refusal {
+        Refusal::Admin(self)
+    }
+}
+
 /// The framing guard's rows: 414 for an over-long request line, 431 for too many or too large
 /// header fields, 501 for a transfer coding other than `chunked` (RFC 9112 section 6.1), 400
 /// for the rest. Each reason goes into a JSON string unescaped: no quotes, no backslash.
@@ -608,29 +739,6 @@ pub fn json_body(code: &str, reason: &str) -> Bytes {
     Bytes::from(format!(r#"{{"error":"{code}","message":"{reason}"}}"#))
 }
 
-/// A whole HTTP/1.1 refusal as bytes, for the layers below hyper that must answer on the raw
-/// connection: the same body and security headers as every other refusal, then the connection
-/// closes.
-pub fn http1_bytes(status: StatusCode, code: &str, reason: &str) -> Vec<u8> {
-    let body = json_body(code, reason);
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\ncache-control: no-store\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    for (name, value) in crate::proxy::SECURITY_HEADERS {
-        out.push_str(name);
-        out.push_str(": ");
-        out.push_str(value);
-        out.push_str("\r\n");
-    }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(&body);
-    bytes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,17 +793,5 @@ mod tests {
             undocumented.is_empty() && unknown.is_empty(),
             "missing from the README: {undocumented:?}; in the README only: {unknown:?}"
         );
-    }
-
-    #[test]
-    fn raw_refusals_are_complete_http_responses() {
-        let raw =
-            String::from_utf8(http1_bytes(StatusCode::BAD_REQUEST, "WG-X-001", "bad")).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
-        assert!(head.contains("\r\nconnection: close"));
-        assert!(head.contains("\r\nx-content-type-options: nosniff"));
-        assert!(head.contains(&format!("content-length: {}", body.len())));
-        assert_eq!(body, r#"{"error":"WG-X-001","message":"bad"}"#);
     }
 }

@@ -25,22 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::pipeline::Gateway;
+use crate::pipeline::{Gateway, Removed};
 use crate::session::SessionError;
 use crate::telemetry::Telemetry;
 
 /// How often the server sweeps.
 pub const EVERY: Duration = Duration::from_secs(60);
-
-/// What one sweep removed, by kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Removed {
-    pub sessions: usize,
-    pub challenges: usize,
-    pub enrollments: usize,
-    pub lockouts: usize,
-    pub limiter_keys: usize,
-}
 
 impl Removed {
     /// Each count under its metric label.

@@ -39,35 +39,8 @@ use serde_json::{Value, json};
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
-use crate::refusal::Refusal;
 
-/// Why an admin call failed; each has a stable code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminError {
-    BadRequest,
-    Unauthorized,
-    NoSuchUser,
-    NameTaken,
-    NoSuchSession,
-    Store,
-}
-
-impl AdminError {
-    /// Every admin error, in code order.
-    pub const ALL: [AdminError; 6] = [
-        AdminError::BadRequest,
-        AdminError::Unauthorized,
-        AdminError::NoSuchUser,
-        AdminError::NameTaken,
-        AdminError::Store,
-        AdminError::NoSuchSession,
-    ];
-
-    /// Its row in the registry of codes (`refusal.rs`).
-    pub fn refusal(self) -> Refusal {
-        Refusal::Admin(self)
-    }
-}
+pub use crate::refusal::AdminError;
 
 impl From<StoreError> for AdminError {
     fn from(error: StoreError) -> Self {

@@ -29,7 +29,6 @@ use crate::sanitize::request::RouteRules;
 use crate::server::StartError;
 use crate::session::{Lifetimes, Sessions};
 use crate::telemetry::{NO_ROUTE, RouteLabels, Telemetry};
-use crate::upkeep::Removed;
 
 /// What a protected route asks of the session and tells the upstream.
 pub(super) struct RouteAuth {
@@ -69,6 +68,16 @@ pub struct Gateway {
     /// Labels for the gateway's own API in logs and metrics.
     pub(super) own_api: Arc<RouteLabels>,
     pub(super) clock: Clock,
+}
+
+/// What one upkeep sweep removed, by kind (`upkeep.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub sessions: usize,
+    pub challenges: usize,
+    pub enrollments: usize,
+    pub lockouts: usize,
+    pub limiter_keys: usize,
 }
 
 /// The account side of the gateway, opened before it is built.

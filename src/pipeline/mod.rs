@@ -50,7 +50,7 @@ use crate::proxy::Peer;
 use crate::ratelimit::{Stage, Subject};
 use crate::telemetry::RequestRecord;
 
-pub use build::{Accounts, Gateway};
+pub use build::{Accounts, Gateway, Removed};
 pub use refused::Refused;
 pub use response::SESSION_EXPIRES_IN;
 

@@ -77,100 +77,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A framing rule broken by the client; each has a stable code, a status and a one-line reason.
-///
-/// Statuses: 414 for an over-long request line, 431 for too many or too large header fields,
-/// 501 for a transfer coding other than `chunked` (RFC 9112 section 6.1), 400 for the rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Violation {
-    /// An LF not preceded by CR.
-    BareLineFeed,
-    /// A CR not followed by LF.
-    BareCarriageReturn,
-    /// An empty line where the request line should be.
-    EmptyLineBeforeRequest,
-    /// Method not a token, or not exactly one SP between the three parts.
-    MalformedRequestLine,
-    /// A request target byte outside printable ASCII (CTL, NUL, DEL, >= 0x80).
-    BadRequestTarget,
-    /// A version other than `HTTP/1.1` or `HTTP/1.0`.
-    UnsupportedVersion,
-    /// The request line is longer than `max_request_line`.
-    RequestLineTooLong,
-    /// A field line that starts with SP or HTAB (obs-fold).
-    ObsFold,
-    /// A field line without a colon, or whose name is not a token (whitespace before the colon).
-    MalformedField,
-    /// A field value with a NUL or other control character.
-    BadFieldValue,
-    /// The head (or trailer section) is larger than `max_header_bytes`.
-    HeadTooLarge,
-    /// More header (or trailer) fields than `max_headers`.
-    TooManyFields,
-    /// A `Content-Length` that is not 1 to 18 decimal digits.
-    BadContentLength,
-    /// `Content-Length` more than once, even with equal values.
-    DuplicateContentLength,
-    /// A `Transfer-Encoding` other than exactly `chunked`.
-    UnsupportedTransferEncoding,
-    /// `Transfer-Encoding` more than once.
-    DuplicateTransferEncoding,
-    /// `Transfer-Encoding` on an HTTP/1.0 request.
-    TransferEncodingInHttp10,
-    /// Both `Content-Length` and `Transfer-Encoding`.
-    ContentLengthWithTransferEncoding,
-    /// A chunk size that is not 1 to 16 hexadecimal digits.
-    BadChunkSize,
-    /// A chunk extension that is not `;name[=value]` without whitespace.
-    BadChunkExtension,
-    /// A chunk-size line longer than the guard keeps.
-    ChunkLineTooLong,
-    /// Chunk data not followed by exactly CRLF.
-    MissingChunkTerminator,
-    /// `Content-Length` or `Transfer-Encoding` among the trailer fields.
-    FramingFieldInTrailer,
-}
+pub use crate::refusal::Violation;
 
 impl Violation {
-    /// Every violation, in code order.
-    pub const ALL: [Violation; 23] = [
-        Violation::BareLineFeed,
-        Violation::BareCarriageReturn,
-        Violation::EmptyLineBeforeRequest,
-        Violation::MalformedRequestLine,
-        Violation::BadRequestTarget,
-        Violation::UnsupportedVersion,
-        Violation::RequestLineTooLong,
-        Violation::ObsFold,
-        Violation::MalformedField,
-        Violation::BadFieldValue,
-        Violation::HeadTooLarge,
-        Violation::TooManyFields,
-        Violation::BadContentLength,
-        Violation::DuplicateContentLength,
-        Violation::UnsupportedTransferEncoding,
-        Violation::DuplicateTransferEncoding,
-        Violation::TransferEncodingInHttp10,
-        Violation::ContentLengthWithTransferEncoding,
-        Violation::BadChunkSize,
-        Violation::BadChunkExtension,
-        Violation::ChunkLineTooLong,
-        Violation::MissingChunkTerminator,
-        Violation::FramingFieldInTrailer,
-    ];
-
-    /// Its row in the registry of codes (`refusal.rs`).
-    pub fn refusal(self) -> crate::refusal::Refusal {
-        crate::refusal::Refusal::Framing(self)
-    }
-
     /// The whole HTTP/1.1 refusal written on the raw connection.
     pub fn refusal_bytes(self) -> Vec<u8> {
         let refusal = self.refusal();
-        crate::refusal::http1_bytes(refusal.status(), refusal.code(), refusal.reason())
+        http1_bytes(refusal.status(), refusal.code(), refusal.reason())
     }
+}
+
+/// A whole HTTP/1.1 refusal as bytes, for the layers below hyper that must answer on the raw
+/// connection: the same body and security headers as every other refusal, then the connection
+/// closes.
+fn http1_bytes(status: StatusCode, code: &str, reason: &str) -> Vec<u8> {
+    let body = crate::refusal::json_body(code, reason);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\ncache-control: no-store\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    for (name, value) in crate::proxy::SECURITY_HEADERS {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes
 }
 
 /// Size limits of a request head, from `server.*` in the config.
@@ -865,7 +805,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::StatusCode;
 
     const LIMITS: FramingLimits = FramingLimits {
         max_request_line: 64,
@@ -1313,6 +1252,18 @@ mod tests {
         assert_eq!(guard.feed(b"\x81\x84partial").release, 0);
         assert_eq!(guard.open_tunnel(), 9);
         assert_eq!(guard.feed(b"\n\r\x00").release, 3);
+    }
+
+    #[test]
+    fn raw_refusals_are_complete_http_responses() {
+        let raw =
+            String::from_utf8(http1_bytes(StatusCode::BAD_REQUEST, "WG-X-001", "bad")).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(head.contains("\r\nconnection: close"));
+        assert!(head.contains("\r\nx-content-type-options: nosniff"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert_eq!(body, r#"{"error":"WG-X-001","message":"bad"}"#);
     }
 
     #[test]

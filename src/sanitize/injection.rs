@@ -56,24 +56,7 @@ use serde_json::Value;
 
 use crate::path::escape_at;
 
-/// The kind of attack a value carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attack {
-    SqlInjection,
-    CrossSiteScripting,
-    PathTraversal,
-    CommandInjection,
-}
-
-impl Attack {
-    /// Every attack, in code order.
-    pub const ALL: [Attack; 4] = [
-        Attack::SqlInjection,
-        Attack::CrossSiteScripting,
-        Attack::PathTraversal,
-        Attack::CommandInjection,
-    ];
-}
+pub use crate::refusal::Attack;
 
 /// An attack and the field that carries it: `query:name`, `form:name` or `json:a.b.c`.
 #[derive(Debug, Clone, PartialEq, Eq)]
