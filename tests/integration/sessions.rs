@@ -26,7 +26,7 @@ pub(crate) fn config(upstream: &str) -> String {
 
 /// The wall clock, as the gateway under test reads it.
 #[allow(clippy::disallowed_methods)]
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
