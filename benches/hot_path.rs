@@ -100,7 +100,7 @@ fn headers(c: &mut Criterion) {
                 proxy::strip_hop_by_hop(headers, false);
                 headers.remove(http::header::HOST);
                 peer.set_forwarding_headers(headers, Some(host.clone()));
-                headers.insert(proxy::X_REQUEST_ID, proxy::new_request_id());
+                headers.insert(proxy::X_REQUEST_ID, proxy::new_request_id(&mut rand::rng()));
                 black_box(client)
             },
             criterion::BatchSize::SmallInput,

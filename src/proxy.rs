@@ -325,10 +325,11 @@ pub fn acceptable_request_id(value: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
-/// 128 random bits, hex.
-pub fn new_request_id() -> HeaderValue {
+/// 128 bits of `rng`, hex.
+pub fn new_request_id(rng: &mut dyn rand::RngCore) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u128>().to_be_bytes();
+    let mut bits = [0u8; 16];
+    rng.fill_bytes(&mut bits);
     let mut text = [0u8; 32];
     for (pair, byte) in text.chunks_exact_mut(2).zip(bits) {
         pair[0] = HEX[usize::from(byte >> 4)];
@@ -572,7 +573,7 @@ mod tests {
         assert!(!acceptable_request_id(
             &HeaderValue::from_str(&"x".repeat(129)).unwrap()
         ));
-        assert_eq!(new_request_id().len(), 32);
+        assert_eq!(new_request_id(&mut rand::rng()).len(), 32);
     }
 
     #[test]

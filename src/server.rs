@@ -387,7 +387,7 @@ fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
     let keyring = Arc::new(keyring);
     let identity: Arc<dyn IdentityStore> = Arc::new(EmbeddedStore::open(&dir, keyring.clone())?);
     let token = match &loaded.config.listen.admin {
-        Some(_) => Some(AdminToken::load_or_create(&dir)?),
+        Some(_) => Some(AdminToken::load_or_create(&dir, &mut rand::rng())?),
         None => None,
     };
     if identity.users()?.is_empty() {

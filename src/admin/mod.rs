@@ -57,9 +57,13 @@ pub enum AdminTokenError {
 }
 
 impl AdminToken {
-    /// Reads `<dir>/admin.token`, creating it (mode 0600, written atomically) when it is missing.
-    /// A token file that anyone but its owner can read is refused: it is an operator's key.
-    pub fn load_or_create(dir: &Path) -> Result<Self, AdminTokenError> {
+    /// Reads `<dir>/admin.token`, creating it (mode 0600, written atomically) from 256 bits of
+    /// `rng` when it is missing. A token file that anyone but its owner can read is refused: it
+    /// is an operator's key.
+    pub fn load_or_create(
+        dir: &Path,
+        rng: &mut dyn rand::CryptoRng,
+    ) -> Result<Self, AdminTokenError> {
         let path = token_path(dir);
         let failed = |source| AdminTokenError::File {
             path: path.clone(),
@@ -69,7 +73,8 @@ impl AdminToken {
             Err(AdminTokenError::File { source, .. }) if source.is_missing() => {}
             other => return other,
         }
-        let bits: [u8; 32] = rand::random();
+        let mut bits = [0u8; 32];
+        rng.fill_bytes(&mut bits);
         let token: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
         match crate::secret_file::create_new(&path, token.as_bytes()) {
             Ok(()) => Ok(Self(token)),
@@ -311,12 +316,16 @@ impl Admin {
         // The store is synchronous (redb): keep it off the runtime's worker threads.
         let admin = self.clone();
         let (status, mut value, effect) = tokio::task::spawn_blocking(move || {
+            let call = users::Call {
+                method: &method,
+                path: &rest,
+                body: &body,
+            };
             users::handle(
                 &admin.store,
-                &method,
-                &rest,
-                &body,
+                call,
                 now,
+                &mut rand::rng(),
                 admin.enrollment_ttl,
                 &admin.events,
             )

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use rand::CryptoRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -119,8 +120,10 @@ fn enrollment(
     id: UserId,
     now: u64,
     ttl: Duration,
+    rng: &mut dyn CryptoRng,
 ) -> Result<Value, AdminError> {
-    let bits: [u8; 32] = rand::random();
+    let mut bits = [0u8; 32];
+    rng.fill_bytes(&mut bits);
     let mut token = String::with_capacity(64);
     hex_encode_into(&bits, &mut token);
     let expires = now + ttl.as_secs();
@@ -138,16 +141,23 @@ pub enum SessionEffect {
     Refresh(UserId),
 }
 
-/// One admin call on the user API. `path` is below `/admin/users`; `now` is unix seconds.
+/// One call on the user API; `path` is below `/admin/users`.
+pub struct Call<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub body: &'a Bytes,
+}
+
+/// Answers one admin call; `now` is unix seconds, `rng` makes user ids and enrollment tokens.
 pub fn handle(
     store: &Arc<dyn IdentityStore>,
-    method: &Method,
-    path: &str,
-    body: &Bytes,
+    call: Call<'_>,
     now: u64,
+    rng: &mut dyn CryptoRng,
     enrollment_ttl: Duration,
     events: &SecurityEvents,
 ) -> Result<(StatusCode, Value, SessionEffect), AdminError> {
+    let Call { method, path, body } = call;
     let store = store.as_ref();
     let segments: Vec<&str> = path
         .trim_matches('/')
@@ -169,12 +179,12 @@ pub fn handle(
             if !valid_name(&new.name) || !valid_roles(&new.roles) {
                 return Err(AdminError::BadRequest);
             }
-            let mut user = User::new(UserId::random(&mut rand::rng()), new.name, now);
+            let mut user = User::new(UserId::random(rng), new.name, now);
             user.email = new.email;
             user.roles = new.roles;
             user.mfa_required_enrollment = true;
             store.create_user(&user)?;
-            let enrollment = enrollment(store, user.id, now, enrollment_ttl)?;
+            let enrollment = enrollment(store, user.id, now, enrollment_ttl, rng)?;
             events.emit(SecurityEvent::AccountChanged {
                 user: user.name.clone(),
                 action: "created",
@@ -226,13 +236,11 @@ pub fn handle(
                     }
                     store.set_recovery_codes(user.id, &[])?;
                     store.set_mfa_required_enrollment(user.id, true)?;
-                    answer =
-                        json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl)? });
+                    answer = json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl, rng)? });
                 }
                 _ => {
                     store.set_password_hash(user.id, None)?;
-                    answer =
-                        json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl)? });
+                    answer = json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl, rng)? });
                 }
             }
             events.emit(SecurityEvent::AccountChanged {
@@ -268,6 +276,8 @@ pub fn handle(
 mod tests {
     use super::*;
     use crate::identity::{EmbeddedStore, Keyring, MasterKey};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -279,14 +289,19 @@ mod tests {
             Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
         let events = SecurityEvents::new();
         let mut seen = events.subscribe();
-        let call = |method: Method, path: &str, body: &str| {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut call = |method: Method, path: &str, body: &str| {
             let body = Bytes::from(body.to_owned());
+            let call = Call {
+                method: &method,
+                path,
+                body: &body,
+            };
             handle(
                 &store,
-                &method,
-                path,
-                &body,
+                call,
                 NOW,
+                &mut rng,
                 Duration::from_secs(60),
                 &events,
             )

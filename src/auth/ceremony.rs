@@ -27,6 +27,8 @@
 
 use std::collections::HashMap;
 
+use rand::CryptoRng;
+
 use crate::identity::UserId;
 use crate::identity::seal::hex_encode_into;
 
@@ -74,15 +76,22 @@ impl<T> Ceremonies<T> {
         before - self.open.len()
     }
 
-    /// Opens an entry for `user` under a fresh random id, dropping the user's oldest when they
-    /// already hold [`MAX_OPEN_PER_USER`]; `None` when the map is full.
-    pub fn start(&mut self, user: UserId, value: T, now: u64) -> Option<String> {
+    /// Opens an entry for `user` under a fresh id of 256 bits from `rng`, dropping the user's
+    /// oldest when they already hold [`MAX_OPEN_PER_USER`]; `None` when the map is full.
+    pub fn start<R: CryptoRng + ?Sized>(
+        &mut self,
+        user: UserId,
+        value: T,
+        now: u64,
+        rng: &mut R,
+    ) -> Option<String> {
         self.prune(now);
         self.keep_newest(user, MAX_OPEN_PER_USER - 1);
         if self.open.len() >= self.capacity {
             return None;
         }
-        let bits: [u8; 32] = rand::random();
+        let mut bits = [0u8; 32];
+        rng.fill_bytes(&mut bits);
         let mut id = String::with_capacity(64);
         hex_encode_into(&bits, &mut id);
         self.opened += 1;
@@ -157,6 +166,8 @@ impl<T> Ceremonies<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
     const NOW: u64 = 1_800_000_000;
     const ALICE: UserId = UserId::from_bytes([1; 16]);
@@ -164,9 +175,10 @@ mod tests {
 
     #[test]
     fn ids_are_random_256_bit_hex_and_entries_expire() {
+        let mut rng = StdRng::seed_from_u64(7);
         let mut map = Ceremonies::new(4, 60);
-        let first = map.start(ALICE, "a", NOW).unwrap();
-        let second = map.start(ALICE, "b", NOW).unwrap();
+        let first = map.start(ALICE, "a", NOW, &mut rng).unwrap();
+        let second = map.start(ALICE, "b", NOW, &mut rng).unwrap();
         assert_eq!(first.len(), 64);
         assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(first, second);
@@ -176,11 +188,26 @@ mod tests {
     }
 
     #[test]
+    fn ids_come_from_the_generator_given() {
+        let id = |seed| {
+            Ceremonies::new(4, 60)
+                .start(ALICE, (), NOW, &mut StdRng::seed_from_u64(seed))
+                .unwrap()
+        };
+        assert_eq!(id(1), id(1));
+        assert_ne!(id(1), id(2));
+    }
+
+    #[test]
     fn the_map_is_bounded_and_taking_is_once() {
+        let mut rng = StdRng::seed_from_u64(7);
         let mut map = Ceremonies::new(2, 60);
-        let a = map.start(ALICE, 1, NOW).unwrap();
-        map.start(BOB, 2, NOW).unwrap();
-        assert!(map.start(UserId::from_bytes([3; 16]), 3, NOW).is_none());
+        let a = map.start(ALICE, 1, NOW, &mut rng).unwrap();
+        map.start(BOB, 2, NOW, &mut rng).unwrap();
+        assert!(
+            map.start(UserId::from_bytes([3; 16]), 3, NOW, &mut rng)
+                .is_none()
+        );
         let held = map.take(&a, NOW).unwrap();
         assert_eq!((held.user, held.value), (ALICE, 1));
         assert!(map.take(&a, NOW).is_none());
@@ -189,15 +216,16 @@ mod tests {
         assert!(map.get(&a, NOW + 59).is_some());
         assert!(map.take(&a, NOW + 60).is_none());
         // Expired entries make room.
-        assert!(map.start(ALICE, 4, NOW + 60).is_some());
+        assert!(map.start(ALICE, 4, NOW + 60, &mut rng).is_some());
     }
 
     #[test]
     fn a_users_newest_entry_replaces_their_oldest_and_others_keep_theirs() {
+        let mut rng = StdRng::seed_from_u64(7);
         let mut map = Ceremonies::new(100, 60);
-        let bobs = map.start(BOB, 0, NOW).unwrap();
+        let bobs = map.start(BOB, 0, NOW, &mut rng).unwrap();
         let ids: Vec<String> = (1..=MAX_OPEN_PER_USER + 1)
-            .map(|n| map.start(ALICE, n, NOW).unwrap())
+            .map(|n| map.start(ALICE, n, NOW, &mut rng).unwrap())
             .collect();
         assert!(map.get(&ids[0], NOW).is_none(), "the oldest is gone");
         for (n, id) in ids.iter().enumerate().skip(1) {
@@ -207,7 +235,7 @@ mod tests {
 
         // One taken while the user opens another: put back, it is the oldest and goes.
         let held = map.take(&ids[1], NOW).unwrap();
-        let newest = map.start(ALICE, 99, NOW).unwrap();
+        let newest = map.start(ALICE, 99, NOW, &mut rng).unwrap();
         map.put_back(&ids[1], held);
         assert!(map.get(&ids[1], NOW).is_none());
         assert_eq!(map.get(&newest, NOW).copied(), Some(99));

@@ -329,7 +329,12 @@ impl Enrollment {
         // The ceremony is reserved before the token is spent: a full map must not burn the link.
         let enrollment = self
             .lock()
-            .start(user.id, Ceremony::new(enrollee, pending.clone()), now)
+            .start(
+                user.id,
+                Ceremony::new(enrollee, pending.clone()),
+                now,
+                &mut rand::rng(),
+            )
             .ok_or_else(busy)?;
         let id = user.id;
         let token = Bytes::from(token.as_bytes().to_vec());
@@ -583,7 +588,12 @@ mod tests {
             ..enrollee(1, "alice")
         };
         let id = ceremonies
-            .start(passkeys_only.user, Ceremony::new(passkeys_only, totp), NOW)
+            .start(
+                passkeys_only.user,
+                Ceremony::new(passkeys_only, totp),
+                NOW,
+                &mut rand::rng(),
+            )
             .unwrap();
         assert_eq!(
             confirm(&mut ceremonies, &id, &code, NOW).err(),
@@ -603,6 +613,7 @@ mod tests {
                 UserId::from_bytes([1; 16]),
                 Ceremony::new(enrollee(1, "alice"), totp),
                 NOW,
+                &mut rand::rng(),
             )
             .unwrap();
         assert_eq!(id.len(), 64);
@@ -628,6 +639,7 @@ mod tests {
                 UserId::from_bytes([1; 16]),
                 Ceremony::new(enrollee(1, "alice"), totp),
                 NOW,
+                &mut rand::rng(),
             )
             .unwrap();
         for bad in ["12345", "abcdef", wrong, wrong, wrong] {

@@ -432,7 +432,7 @@ impl Login {
         };
         let id = self
             .lock()
-            .start(user.id, challenge, now)
+            .start(user.id, challenge, now, &mut rand::rng())
             .ok_or_else(busy)?;
         Ok(Started {
             challenge: id,

@@ -413,7 +413,7 @@ impl Passkeys {
     /// Opens a ceremony for `user`; the user's oldest goes when they hold too many already.
     fn open(&self, user: UserId, state: State, now: u64) -> Result<String, WebAuthnError> {
         self.lock()
-            .start(user, state, now)
+            .start(user, state, now, &mut rand::rng())
             .ok_or(WebAuthnError::Busy)
     }
 
@@ -588,10 +588,11 @@ mod tests {
 
     impl SoftKey {
         fn new() -> Self {
-            let seed: [u8; 32] = rand::random();
+            use rand::Rng;
+            let mut rng = rand::rng();
             Self {
-                key: SigningKey::from_slice(&seed).unwrap(),
-                credential_id: rand::random::<[u8; 16]>().to_vec(),
+                key: SigningKey::from_slice(&rng.random::<[u8; 32]>()).unwrap(),
+                credential_id: rng.random::<[u8; 16]>().to_vec(),
                 counter: 0,
                 user_verified: true,
                 backup_eligible: false,

@@ -9,20 +9,22 @@
 use std::time::Instant;
 
 use http::Request;
+use rand::RngCore;
 
 use crate::proxy::{self, Peer, TrustedProxies, X_REQUEST_ID};
 use crate::telemetry::RequestRecord;
 
-/// Phase 2: the request's record, opened at `start`.
+/// Phase 2: the request's record, opened at `start`; a new request id comes from `rng`.
 pub(super) fn open<B>(
     peer: &Peer,
     trusted: &TrustedProxies,
     request: &Request<B>,
     start: Instant,
+    rng: &mut dyn RngCore,
 ) -> RequestRecord {
     let request_id = match request.headers().get(X_REQUEST_ID) {
         Some(id) if peer.trusted && proxy::acceptable_request_id(id) => id.clone(),
-        _ => proxy::new_request_id(),
+        _ => proxy::new_request_id(rng),
     };
     RequestRecord {
         start,
@@ -39,6 +41,8 @@ pub(super) fn open<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
     use std::net::{IpAddr, SocketAddr};
 
     const PROXY: &str = "10.0.0.1:4000";
@@ -47,7 +51,7 @@ mod tests {
         TrustedProxies::new(vec!["10.0.0.0/24".parse().unwrap()])
     }
 
-    fn record(peer: &str) -> RequestRecord {
+    fn record(peer: &str, seed: u64) -> RequestRecord {
         let request = Request::builder()
             .uri("/")
             .header(X_REQUEST_ID, "abc-1")
@@ -58,21 +62,35 @@ mod tests {
         let peer = Peer::new(peer.parse::<SocketAddr>().unwrap(), &trusted);
         #[allow(clippy::disallowed_methods)] // a test: any instant will do
         let start = Instant::now();
-        open(&peer, &trusted, &request, start)
+        open(
+            &peer,
+            &trusted,
+            &request,
+            start,
+            &mut StdRng::seed_from_u64(seed),
+        )
     }
 
     #[test]
     fn a_trusted_proxy_hands_on_the_request_id_and_the_client() {
-        let record = record(PROXY);
+        let record = record(PROXY, 1);
         assert_eq!(record.request_id, "abc-1");
         assert_eq!(record.client, "203.0.113.9".parse::<IpAddr>().unwrap());
     }
 
     #[test]
     fn anyone_else_gets_a_fresh_id_and_is_the_client() {
-        let record = record("198.51.100.4:4000");
-        assert_ne!(record.request_id, "abc-1");
-        assert_eq!(record.request_id.len(), 32);
+        let record = |seed| super::tests::record("198.51.100.4:4000", seed);
+        let fresh = record(1);
+        assert_ne!(fresh.request_id, "abc-1");
+        assert_eq!(fresh.request_id.len(), 32);
+        assert_eq!(
+            fresh.request_id,
+            record(1).request_id,
+            "from the generator given"
+        );
+        assert_ne!(fresh.request_id, record(2).request_id);
+        let record = fresh;
         assert_eq!(record.client, "198.51.100.4".parse::<IpAddr>().unwrap());
     }
 }

@@ -67,7 +67,7 @@ impl Gateway {
         let now = (self.clock)();
 
         // 2. early
-        let mut record = early::open(&peer, &self.trusted, &request, start);
+        let mut record = early::open(&peer, &self.trusted, &request, start, &mut rand::rng());
 
         let http1 = request.version() < Version::HTTP_2;
         let had_body = !request.body().is_end_stream();

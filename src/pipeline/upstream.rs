@@ -17,6 +17,7 @@ use http::uri::Authority;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use rand::RngCore;
 
 use crate::assertion::{self, Claims};
 use crate::body::{self, IdleBody, RequestBody};
@@ -115,7 +116,8 @@ impl Gateway {
             peer,
         )?;
         if let (Some(live), Some(auth)) = (live, &target.auth) {
-            self.add_identity(&mut parts.headers, live, auth, &target.labels.route, now);
+            let route = &target.labels.route;
+            self.add_identity(&mut parts.headers, live, auth, route, now, &mut rand::rng());
         }
         parts
             .headers
@@ -188,6 +190,7 @@ impl Gateway {
         auth: &RouteAuth,
         route: &str,
         now: u64,
+        rng: &mut dyn RngCore,
     ) {
         for field in &auth.headers {
             let (name, value) = match field {
@@ -201,6 +204,8 @@ impl Gateway {
         }
         if let Some(fields) = &auth.assertion {
             use sha2::Digest;
+            let mut jti = [0u8; 16];
+            rng.fill_bytes(&mut jti);
             let session_hash = sha2::Sha256::digest(live.key.0);
             let mut claims = Claims::new(
                 live.user.to_string(),
@@ -209,7 +214,7 @@ impl Gateway {
                 assertion::DEFAULT_TTL,
                 live.auth_time,
                 &session_hash,
-                rand::random(),
+                jti,
             );
             if fields.contains(&IdentityField::Name) {
                 claims = claims.with_name(live.name.clone());
