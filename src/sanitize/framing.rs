@@ -1118,6 +1118,7 @@ mod tests {
                 "9".repeat(digits)
             )
         };
+        passes(&length(MAX_CONTENT_LENGTH_DIGITS));
         assert_eq!(
             refused(&length(MAX_CONTENT_LENGTH_DIGITS + 1)),
             Some(BadContentLength)
@@ -1345,6 +1346,32 @@ mod tests {
                 }
                 all.extend_from_slice(&buf[..n]);
             }
+        }
+
+        /// One `poll_read` to completion, bounded (`what` says what it should have found).
+        async fn read_once(io: &mut Server, buf: &mut ReadBuf<'_>, what: &str) {
+            let read = std::future::poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, buf));
+            tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .expect(what)
+                .unwrap();
+        }
+
+        /// hyper may call with bytes of its own already in the buffer: the guard counts only
+        /// what this read added, and the end of the stream is still the end.
+        #[tokio::test]
+        async fn a_read_into_a_partly_filled_buffer_adds_only_what_arrived() {
+            let (mut io, mut client, _) = connection();
+            client.write_all(GET.as_bytes()).await.unwrap();
+            drop(client);
+            let mut storage = [0u8; 256];
+            let mut buf = ReadBuf::new(&mut storage);
+            buf.put_slice(b"held");
+            read_once(&mut io, &mut buf, "a read").await;
+            assert_eq!(buf.filled(), format!("held{GET}").as_bytes());
+            let before = buf.filled().len();
+            read_once(&mut io, &mut buf, "the end of the stream, not a wait").await;
+            assert_eq!(buf.filled().len(), before, "nothing after the end");
         }
 
         #[tokio::test]
