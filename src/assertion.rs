@@ -7,7 +7,7 @@
 //!
 //! **The rule.** For each proxied request of an authenticated user the gateway signs a JWT with an
 //! Ed25519 key that only it holds; upstreams verify it with the public key, published as a JWKS at
-//! [`JWKS_PATH`], and can never sign one. The token is bound to one route (`aud`), lives
+//! [`crate::own_api::paths::JWKS`], and can never sign one. The token is bound to one route (`aud`), lives
 //! [`DEFAULT_TTL`] seconds unless the caller says otherwise, carries a random 128-bit `jti` so an
 //! upstream can refuse a replay, and names the session only by a hash (`sid`). `name` and `roles`
 //! are present only when the route asks for them (least privilege).
@@ -51,8 +51,6 @@ use sha2::{Digest, Sha256};
 
 /// The request header that carries the assertion to the upstream.
 pub const HEADER: &str = "x-wardgate-assertion";
-/// Where the gateway publishes the public keys (a JWKS, RFC 7517 section 5).
-pub const JWKS_PATH: &str = "/.wardgate/jwks.json";
 /// The key file's suggested name inside the data directory.
 pub const KEY_FILE: &str = "assertion.key";
 /// The default `iss` claim.
@@ -132,7 +130,7 @@ impl AssertionKey {
         &self.kid
     }
 
-    /// The public keys as a JWKS document, to serve at [`JWKS_PATH`].
+    /// The public keys as a JWKS document, to serve at [`crate::own_api::paths::JWKS`].
     pub fn jwks(&self) -> Value {
         json!({ "keys": [{
             "kty": "OKP",

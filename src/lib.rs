@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod identity;
+pub mod own_api;
 pub mod pages;
 pub mod path;
 pub mod per_address;

@@ -177,7 +177,7 @@ impl Bound {
                 key_file = %key_file.display(),
                 kid = assertion.kid(),
                 "created a new identity assertion key: upstreams that verify assertions need the new JWKS ({})",
-                crate::assertion::JWKS_PATH
+                crate::own_api::paths::JWKS
             );
         }
         let telemetry = Telemetry::new(config.log.requests);

@@ -64,17 +64,9 @@ use crate::auth::webauthn::Passkeys;
 use crate::body::ResponseBody;
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
+use crate::own_api::paths;
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
-
-/// Paths under this prefix are the gateway's own: never routed, never proxied.
-pub const PREFIX: &str = "/.wardgate/";
-/// The enrollment API's own paths.
-pub const API_PREFIX: &str = "/.wardgate/api/enroll/";
-const PASSWORD_PATH: &str = "/.wardgate/api/enroll/password";
-const TOTP_PATH: &str = "/.wardgate/api/enroll/totp";
-const WEBAUTHN_START_PATH: &str = "/.wardgate/api/enroll/webauthn/start";
-const WEBAUTHN_FINISH_PATH: &str = "/.wardgate/api/enroll/webauthn/finish";
 
 /// How long a user has from the password step to the first authenticator code.
 const CEREMONY_TTL_SECS: u64 = 10 * 60;
@@ -85,11 +77,6 @@ const MAX_WRONG_CODES: u32 = 5;
 const RECOVERY_CODES: usize = 10;
 /// 80 random bits: 16 base32 characters.
 const RECOVERY_CODE_BYTES: usize = 10;
-
-/// Whether `path` (normalized) is the gateway's own.
-pub fn is_reserved(path: &str) -> bool {
-    path.starts_with(PREFIX) || path == PREFIX.trim_end_matches('/')
-}
 
 /// The enrollment API's state: built once at start.
 pub struct Enrollment {
@@ -216,10 +203,10 @@ impl Enrollment {
         now: u64,
     ) -> Result<Response<ResponseBody>, Refused> {
         if ![
-            PASSWORD_PATH,
-            TOTP_PATH,
-            WEBAUTHN_START_PATH,
-            WEBAUTHN_FINISH_PATH,
+            paths::ENROLL_PASSWORD_API,
+            paths::ENROLL_TOTP_API,
+            paths::ENROLL_WEBAUTHN_START_API,
+            paths::ENROLL_WEBAUTHN_FINISH_API,
         ]
         .contains(&path)
         {
@@ -229,20 +216,20 @@ impl Enrollment {
             return Err(Refused::method_not_allowed("POST"));
         }
         let bytes = api::json_body(request, idle).await?;
-        if path == WEBAUTHN_START_PATH {
+        if path == paths::ENROLL_WEBAUTHN_START_API {
             let step: WebAuthnStart = parse(&bytes)?;
             let (ceremony, options) = self.webauthn_options(&step.enrollment, now).await?;
             Ok(api::ok(
                 &json!({ "ceremony": ceremony, "options": options }),
             ))
-        } else if path == WEBAUTHN_FINISH_PATH {
+        } else if path == paths::ENROLL_WEBAUTHN_FINISH_API {
             let step: WebAuthnFinish = parse(&bytes)?;
             let credential = step.credential.to_string();
             let codes = self
                 .confirm_webauthn(&step.enrollment, &step.ceremony, credential.as_bytes(), now)
                 .await?;
             Ok(api::ok(&json!({ "recovery_codes": codes })))
-        } else if path == PASSWORD_PATH {
+        } else if path == paths::ENROLL_PASSWORD_API {
             let step: PasswordStep = parse(&bytes)?;
             let started = self
                 .set_password(&step.token, step.password, now)
@@ -729,14 +716,5 @@ mod tests {
             Some(user.id)
         );
         assert!(enrollment.lock().is_empty());
-    }
-
-    #[test]
-    fn only_the_prefix_is_reserved() {
-        assert!(is_reserved("/.wardgate/api/enroll/password"));
-        assert!(is_reserved("/.wardgate/"));
-        assert!(is_reserved("/.wardgate"));
-        assert!(!is_reserved("/.wardgatex"));
-        assert!(!is_reserved("/api/.wardgate/"));
     }
 }

@@ -69,24 +69,11 @@ use crate::auth::totp::{ActiveTotp, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::body::ResponseBody;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
+use crate::own_api::paths;
 use crate::pipeline::Refused;
 use crate::ratelimit::ClientKey;
 use crate::refusal::Refusal;
 use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
-
-pub const LOGIN_PATH: &str = "/.wardgate/api/login";
-pub const TOTP_PATH: &str = "/.wardgate/api/login/totp";
-pub const RECOVERY_PATH: &str = "/.wardgate/api/login/recovery";
-pub const WEBAUTHN_START_PATH: &str = "/.wardgate/api/login/webauthn/start";
-pub const WEBAUTHN_FINISH_PATH: &str = "/.wardgate/api/login/webauthn/finish";
-pub const STEP_UP_PATH: &str = "/.wardgate/api/step-up";
-pub const LOGOUT_PATH: &str = "/.wardgate/api/logout";
-pub const LOGOUT_ALL_PATH: &str = "/.wardgate/api/logout-all";
-pub const SESSION_PATH: &str = "/.wardgate/api/session";
-pub const PASSKEY_START_PATH: &str = "/.wardgate/api/passkeys/start";
-pub const PASSKEY_FINISH_PATH: &str = "/.wardgate/api/passkeys/finish";
-/// The browser login page; protected pages send browsers here with `return_to`.
-pub const LOGIN_PAGE: &str = "/.wardgate/login";
 
 /// How long a user has between the password and the second factor.
 const CHALLENGE_TTL_SECS: u64 = 5 * 60;
@@ -808,7 +795,11 @@ impl Login {
         idle: std::time::Duration,
         now: u64,
     ) -> Result<Response<ResponseBody>, Refused> {
-        let allowed = if path == SESSION_PATH { "GET" } else { "POST" };
+        let allowed = if path == paths::SESSION_API {
+            "GET"
+        } else {
+            "POST"
+        };
         if request.method().as_str() != allowed {
             return Err(Refused::with_header(
                 Refusal::MethodNotAllowed,
@@ -818,7 +809,7 @@ impl Login {
         }
         let client = &Client::new(client, request.headers());
         match path {
-            SESSION_PATH => {
+            paths::SESSION_API => {
                 let live = self.current(request.headers(), now).await?;
                 let lifetimes = self.sessions.lifetimes();
                 Ok(api::ok(&json!({
@@ -829,28 +820,28 @@ impl Login {
                     "expires_in": live.remaining(&lifetimes, now),
                 })))
             }
-            LOGOUT_PATH | LOGOUT_ALL_PATH => {
+            paths::LOGOUT_API | paths::LOGOUT_ALL_API => {
                 let live = self.current(request.headers(), now).await?;
-                let ended = self.logout(&live, path == LOGOUT_ALL_PATH).await?;
+                let ended = self.logout(&live, path == paths::LOGOUT_ALL_API).await?;
                 let mut response = api::ok(&json!({ "ended": ended }));
                 response
                     .headers_mut()
                     .insert(header::SET_COOKIE, session::clear_cookie());
                 Ok(response)
             }
-            STEP_UP_PATH => {
+            paths::STEP_UP_API => {
                 let live = self.current(request.headers(), now).await?;
                 let started = self.step_up(live, now).await?;
                 Ok(api::ok(&started_json(&started)))
             }
-            PASSKEY_START_PATH => {
+            paths::PASSKEY_START_API => {
                 let live = self.current(request.headers(), now).await?;
                 let (ceremony, options) = self.passkey_options(&live, now).await?;
                 Ok(api::ok(
                     &json!({ "ceremony": ceremony, "options": options }),
                 ))
             }
-            PASSKEY_FINISH_PATH => {
+            paths::PASSKEY_FINISH_API => {
                 let live = self.current(request.headers(), now).await?;
                 let step: PasskeyFinish = parse(&api::json_body(request, idle).await?)?;
                 let credential = step.credential.to_string();
@@ -859,16 +850,16 @@ impl Login {
                     .await?;
                 Ok(api::ok(&json!({ "webauthn_credentials": count })))
             }
-            LOGIN_PATH => {
+            paths::LOGIN_API => {
                 let step: PasswordStep = parse(&api::json_body(request, idle).await?)?;
                 let started = self
                     .password(&step.user, step.password, client, now)
                     .await?;
                 Ok(api::ok(&started_json(&started)))
             }
-            TOTP_PATH | RECOVERY_PATH => {
+            paths::LOGIN_TOTP_API | paths::LOGIN_RECOVERY_API => {
                 let step: CodeStep = parse(&api::json_body(request, idle).await?)?;
-                let proof = if path == TOTP_PATH {
+                let proof = if path == paths::LOGIN_TOTP_API {
                     Proof::Totp(&step.code)
                 } else {
                     Proof::RecoveryCode(&step.code)
@@ -878,14 +869,14 @@ impl Login {
                     .await?;
                 Ok(api::ok(&self.completed_json(&completed, now)))
             }
-            WEBAUTHN_START_PATH => {
+            paths::LOGIN_WEBAUTHN_START_API => {
                 let step: WebAuthnStart = parse(&api::json_body(request, idle).await?)?;
                 let (ceremony, options) = self.webauthn_options(&step.challenge, now).await?;
                 Ok(api::ok(
                     &json!({ "ceremony": ceremony, "options": options }),
                 ))
             }
-            WEBAUTHN_FINISH_PATH => {
+            paths::LOGIN_WEBAUTHN_FINISH_API => {
                 let step: WebAuthnFinish = parse(&api::json_body(request, idle).await?)?;
                 let credential = step.credential.to_string();
                 let proof = Proof::WebAuthn {

@@ -26,12 +26,9 @@ use crate::auth::enrollment::{Enrollment, PasswordError};
 use crate::auth::events::Factor;
 use crate::auth::totp::PendingTotp;
 use crate::body::ResponseBody;
+use crate::own_api::paths;
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
-
-pub const PASSWORD_PATH: &str = "/.wardgate/enroll";
-pub const TOTP_PATH: &str = "/.wardgate/enroll/totp";
-pub const WEBAUTHN_PATH: &str = "/.wardgate/enroll/webauthn";
 
 #[derive(Template)]
 #[template(path = "enroll_password.html")]
@@ -141,7 +138,7 @@ pub async fn second_factor(
     let now = request.now;
     let form = request.form().await?;
     let csrf = form.csrf.clone();
-    let (id, confirmed, retry) = if path == WEBAUTHN_PATH {
+    let (id, confirmed, retry) = if path == paths::ENROLL_WEBAUTHN_PAGE {
         let [id, ceremony, credential] = form.take(["enrollment", "ceremony", "credential"])?;
         let confirmed = enrollment
             .confirm_webauthn(&id, &ceremony, credential.as_bytes(), now)

@@ -35,20 +35,13 @@ use http::{Method, Response, StatusCode};
 use super::{Form, PageRequest, html, page, render};
 use crate::auth::csrf::FormToken;
 use crate::auth::events::Factor;
-use crate::auth::login::{self, Completed, Login, Proof, Started};
+use crate::auth::login::{Completed, Login, Proof, Started};
 use crate::auth::return_to::safe_return_target;
 use crate::body::ResponseBody;
+use crate::own_api::paths;
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
 use crate::session::{self, Live};
-
-pub const LOGIN_PATH: &str = login::LOGIN_PAGE;
-pub const TOTP_PATH: &str = "/.wardgate/login/totp";
-pub const RECOVERY_PATH: &str = "/.wardgate/login/recovery";
-pub const WEBAUTHN_PATH: &str = "/.wardgate/login/webauthn";
-pub const HOME_PATH: &str = "/.wardgate/";
-pub const LOGOUT_PATH: &str = "/.wardgate/logout";
-pub const PASSKEYS_PATH: &str = "/.wardgate/passkeys";
 
 #[derive(Template)]
 #[template(path = "login_password.html")]
@@ -185,7 +178,7 @@ pub async fn second_factor(
     let (now, client) = (request.now, request.client());
     let form = request.form().await?;
     let csrf = form.csrf.clone();
-    let (challenge, return_to, answer) = if path == WEBAUTHN_PATH {
+    let (challenge, return_to, answer) = if path == paths::LOGIN_WEBAUTHN_PAGE {
         let [challenge, return_to, ceremony, credential] =
             form.take(["challenge", "return_to", "ceremony", "credential"])?;
         (challenge, return_to, (Some(ceremony), credential))
@@ -198,7 +191,7 @@ pub async fn second_factor(
             ceremony,
             credential: credential.as_bytes(),
         },
-        ((None, code), TOTP_PATH) => Proof::Totp(code),
+        ((None, code), paths::LOGIN_TOTP_PAGE) => Proof::Totp(code),
         ((None, code), _) => Proof::RecoveryCode(code),
     };
     match login.second_factor(&challenge, proof, &client, now).await {
@@ -223,7 +216,7 @@ fn signed_in(
     return_to: &str,
     now: u64,
 ) -> Result<Response<ResponseBody>, Refused> {
-    let next = safe_return_target(return_to).unwrap_or_else(|| HOME_PATH.to_owned());
+    let next = safe_return_target(return_to).unwrap_or_else(|| paths::HOME_PAGE.to_owned());
     let mut response = match completed.recovery_codes_left {
         Some(left) => page(
             StatusCode::OK,
@@ -281,7 +274,7 @@ pub async fn home(
         return Err(Refused::method_not_allowed("GET"));
     }
     let Ok(live) = login.current(&request.parts.headers, request.now).await else {
-        return Ok(see_other(LOGIN_PATH));
+        return Ok(see_other(paths::LOGIN_PAGE));
     };
     let csrf = request.form_token();
     home_page(login, &live, &csrf, None, request.now)
@@ -350,7 +343,7 @@ pub async fn logout(
         _ => return Err(Refusal::MalformedForm.into()),
     };
     login.logout(&live, everywhere).await?;
-    let mut response = see_other(&format!("{LOGIN_PATH}?reason=logout"));
+    let mut response = see_other(&format!("{}?reason=logout", paths::LOGIN_PAGE));
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session::clear_cookie());

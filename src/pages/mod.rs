@@ -50,9 +50,10 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::csrf::{self, FormToken};
-use crate::auth::enrollment::{self, Enrollment};
+use crate::auth::enrollment::Enrollment;
 use crate::auth::login::{Client, Login};
 use crate::body::{self, IdleBody, ResponseBody};
+use crate::own_api::paths;
 use crate::pipeline::Refused;
 use crate::refusal::Refusal;
 use crate::sanitize::injection::form_pairs;
@@ -71,19 +72,16 @@ const HTML: &str = "text/html; charset=utf-8";
 /// script is one of them, so that `script-src 'self'` covers it and nothing else runs.
 const ASSETS: [(&str, &str, &str); 2] = [
     (
-        "/.wardgate/assets/style.css",
+        paths::STYLE_ASSET,
         "text/css; charset=utf-8",
         include_str!("assets/style.css"),
     ),
     (
-        "/.wardgate/assets/webauthn.js",
+        paths::WEBAUTHN_ASSET,
         "text/javascript; charset=utf-8",
         include_str!("assets/webauthn.js"),
     ),
 ];
-
-/// Where [`ASSETS`] live.
-pub const ASSET_PREFIX: &str = "/.wardgate/assets/";
 
 /// Whether `path` (normalized) is one of the gateway's static files.
 pub fn is_asset(path: &str) -> bool {
@@ -93,13 +91,6 @@ pub fn is_asset(path: &str) -> bool {
 /// Form bodies are a few short fields: a token, a password (at most 128 characters), a code,
 /// or a WebAuthn answer (a few hundred bytes of base64url, percent-encoded once more).
 const FORM_LIMIT: u64 = 16 * 1024;
-
-/// Whether `path` (normalized) is a page: under `/.wardgate/` but not its JSON API.
-pub fn is_page(path: &str) -> bool {
-    enrollment::is_reserved(path)
-        && !path.starts_with("/.wardgate/api/")
-        && path != crate::assertion::JWKS_PATH
-}
 
 /// Serves one page request; every refusal becomes an HTML page in the pipeline.
 pub async fn handle(
@@ -119,17 +110,17 @@ pub async fn handle(
         ));
     }
     match path {
-        enroll::PASSWORD_PATH => enroll::password(enrollment, request).await,
-        enroll::TOTP_PATH | enroll::WEBAUTHN_PATH => {
+        paths::ENROLL_PAGE => enroll::password(enrollment, request).await,
+        paths::ENROLL_TOTP_PAGE | paths::ENROLL_WEBAUTHN_PAGE => {
             enroll::second_factor(enrollment, request, path).await
         }
-        login::LOGIN_PATH => login::password(login, request).await,
-        login::TOTP_PATH | login::RECOVERY_PATH | login::WEBAUTHN_PATH => {
+        paths::LOGIN_PAGE => login::password(login, request).await,
+        paths::LOGIN_TOTP_PAGE | paths::LOGIN_RECOVERY_PAGE | paths::LOGIN_WEBAUTHN_PAGE => {
             login::second_factor(login, request, path).await
         }
-        login::HOME_PATH => login::home(login, request).await,
-        login::LOGOUT_PATH => login::logout(login, request).await,
-        login::PASSKEYS_PATH => login::add_passkey(login, request).await,
+        paths::HOME_PAGE => login::home(login, request).await,
+        paths::LOGOUT_PAGE => login::logout(login, request).await,
+        paths::PASSKEYS_PAGE => login::add_passkey(login, request).await,
         _ => Err(Refusal::GatewayPathNotFound.into()),
     }
 }
@@ -324,16 +315,6 @@ mod tests {
     async fn text(response: Response<ResponseBody>) -> String {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
-    }
-
-    #[test]
-    fn only_paths_outside_the_api_are_pages() {
-        assert!(is_page("/.wardgate/enroll"));
-        assert!(is_page("/.wardgate/assets/style.css"));
-        assert!(is_page("/.wardgate/"));
-        assert!(is_page("/.wardgate"));
-        assert!(!is_page("/.wardgate/api/enroll/password"));
-        assert!(!is_page("/api/patients"));
     }
 
     #[tokio::test]

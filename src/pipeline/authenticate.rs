@@ -16,7 +16,8 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request};
 
 use crate::auth::api;
-use crate::auth::login::{self, LOGIN_PAGE};
+use crate::auth::login;
+use crate::own_api::paths;
 use crate::session::{self, Ended, Live};
 
 use super::Refused;
@@ -51,7 +52,8 @@ fn refused(ended: Ended, presented: bool, page: Option<&str>) -> Refused {
     let refusal = login::ended_refusal(ended);
     if let Some(target) = page {
         let location = format!(
-            "{LOGIN_PAGE}?return_to={}&reason={}",
+            "{}?return_to={}&reason={}",
+            paths::LOGIN_PAGE,
             percent_encode(target),
             ended.reason()
         );

@@ -11,7 +11,7 @@ use metrics::SharedString;
 use super::sanitize::HeadRules;
 use super::upstream::Rewrite;
 use crate::assertion::AssertionKey;
-use crate::auth::enrollment::{self, Enrollment};
+use crate::auth::enrollment::Enrollment;
 use crate::auth::events::SecurityEvents;
 use crate::auth::login::{Login, SecondFactors};
 use crate::auth::password::{HashPool, Hasher};
@@ -21,6 +21,7 @@ use crate::config::Loaded;
 use crate::config::{AuthMode, IdentityField};
 use crate::identity::IdentityStore;
 use crate::identity::Keyring;
+use crate::own_api::paths;
 use crate::per_address::PerAddress;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient};
 use crate::ratelimit::{Limiter, LocalLimiter};
@@ -147,7 +148,7 @@ impl Gateway {
                 .iter()
                 .map(String::as_str)
                 .zip(config.routes.value.iter().map(|r| &r.rate_limit))
-                .chain([(enrollment::PREFIX, &config.auth.login_rate_limit)]),
+                .chain([(paths::PREFIX, &config.auth.login_rate_limit)]),
         )?;
         let global_lifetimes = config.session.value.lifetimes();
         let mut upstreams = std::collections::BTreeMap::new();
@@ -216,7 +217,7 @@ impl Gateway {
                 SharedString::const_str(""),
             )),
             own_api: Arc::new(telemetry.route_labels(
-                SharedString::const_str(enrollment::PREFIX),
+                SharedString::const_str(paths::PREFIX),
                 SharedString::const_str(""),
             )),
             telemetry,

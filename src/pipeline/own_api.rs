@@ -13,9 +13,9 @@ use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::assertion;
-use crate::auth::{api, enrollment};
+use crate::auth::api;
 use crate::body::ResponseBody;
+use crate::own_api::paths;
 use crate::pages::{self, PageRequest};
 use crate::ratelimit::{Stage, Subject};
 use crate::telemetry::RequestRecord;
@@ -25,7 +25,7 @@ use super::{Refused, limit};
 
 /// Whether `path` (normalized) belongs to the gateway's own API.
 pub(super) fn owns(path: &str) -> bool {
-    enrollment::is_reserved(path)
+    paths::is_reserved(path)
 }
 
 impl Gateway {
@@ -40,9 +40,9 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, Refused> {
         record.route = Some(self.own_api.clone());
         let limit = if pages::is_asset(&path) {
-            pages::ASSET_PREFIX
+            paths::ASSET_PREFIX
         } else {
-            enrollment::PREFIX
+            paths::PREFIX
         };
         let admitted = limit::deny(&self.limiter.check(&Subject {
             stage: Stage::Anonymous,
@@ -52,7 +52,7 @@ impl Gateway {
         }));
         let client = record.client;
         let idle = self.body_idle_timeout;
-        if pages::is_page(&path) {
+        if paths::is_page(&path) {
             admitted.map_err(Refused::in_html)?;
             let page = PageRequest::new(request, authority, idle, now, client);
             return pages::handle(&self.enrollment, &self.login, page, &path)
@@ -73,10 +73,10 @@ async fn json(
     now: u64,
 ) -> Result<Response<ResponseBody>, Refused> {
     let idle = gateway.body_idle_timeout;
-    if path == assertion::JWKS_PATH {
+    if path == paths::JWKS {
         return Ok(api::ok(&gateway.assertion.jwks()));
     }
-    if path.starts_with(enrollment::API_PREFIX) {
+    if path.starts_with(paths::ENROLL_API_PREFIX) {
         return gateway.enrollment.handle(request, path, idle, now).await;
     }
     gateway.login.handle(request, path, client, idle, now).await
