@@ -27,4 +27,6 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod tls;
+pub mod units;
 pub mod upkeep;
+pub mod warning;

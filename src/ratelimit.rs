@@ -85,7 +85,8 @@ use governor::{Quota, RateLimiter};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 
-use crate::config::{HumanDuration, Warning};
+use crate::units::HumanDuration;
+use crate::warning::Warning;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the limit's quota and window.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

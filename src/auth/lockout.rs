@@ -91,7 +91,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::HumanDuration;
+use crate::units::HumanDuration;
 
 /// The `auth: lockout:` section of the config file.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

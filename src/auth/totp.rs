@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, Builder, Totp};
 
-use crate::config::HumanDuration;
+use crate::units::HumanDuration;
 
 /// Secret length: 160 bits, as RFC 4226 section 4 recommends.
 const SECRET_BYTES: usize = 20;

@@ -6,8 +6,6 @@
 //! gateway are allowed only when written out, and each produces a [`Warning`] that
 //! `wardgate check-config` prints and `wardgate run` logs at start.
 
-mod units;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +19,8 @@ use serde_saphyr::Spanned;
 use crate::auth::password::PasswordConfig;
 use crate::ratelimit::{RateLimits, RouteRateLimit};
 use crate::route::PathPattern;
-pub use units::{ByteSize, HumanDuration};
+pub use crate::units::{ByteSize, HumanDuration};
+pub use crate::warning::Warning;
 
 /// The only config format version this build understands.
 pub const VERSION: u32 = 1;
@@ -622,16 +621,6 @@ pub struct RouteIdentity {
 pub struct Rewrite {
     pub prefix: String,
     pub to: String,
-}
-
-/// A weak-but-allowed setting, worth an operator's attention.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning(pub String);
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

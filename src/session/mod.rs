@@ -62,11 +62,11 @@ use rand::rngs::OsRng;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::config::HumanDuration;
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{
     IdentityStore, Keyring, SessionKey, SessionRecord, StoreError, User, UserId,
 };
+use crate::units::HumanDuration;
 
 /// The browser carrier. `__Host-`: only set over HTTPS, for this host, on `/`.
 pub const COOKIE: &str = "__Host-wardgate-session";

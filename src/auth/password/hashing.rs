@@ -8,7 +8,7 @@ use argon2::{
 };
 
 use super::Secret;
-use crate::config::ByteSize;
+use crate::units::ByteSize;
 
 /// OWASP Password Storage Cheat Sheet, argon2id: m=19 MiB, t=2, p=1 at least.
 const MIN_MEMORY_KIB: u32 = 19 * 1024;

@@ -71,7 +71,7 @@ use std::num::NonZeroUsize;
 
 use serde::Deserialize;
 
-use crate::config::ByteSize;
+use crate::units::ByteSize;
 pub use hashing::{HashError, HashParams, Hasher, Verification};
 pub use policy::{MAX_LENGTH, Owner, Policy, Preset, Reason};
 pub use pool::{HashPool, PoolError};
