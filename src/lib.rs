@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;
 pub mod refusal;
+pub mod refused;
 pub mod route;
 pub mod sanitize;
 pub mod secret_file;

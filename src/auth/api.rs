@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::body::{self, IdleBody, ResponseBody};
 use crate::identity::{IdentityStore, StoreError, UserId};
-use crate::pipeline::Refused;
 use crate::refusal::Refusal;
+use crate::refused::Refused;
 use crate::sanitize::request::media_type;
 
 /// Bodies of this API are a name and a password (at most 128 characters), a token or a code.

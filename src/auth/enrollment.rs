@@ -65,8 +65,8 @@ use crate::body::ResponseBody;
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
 use crate::own_api::paths;
-use crate::pipeline::Refused;
 use crate::refusal::Refusal;
+use crate::refused::Refused;
 
 /// How long a user has from the password step to the first authenticator code.
 const CEREMONY_TTL_SECS: u64 = 10 * 60;

@@ -70,9 +70,9 @@ use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::body::ResponseBody;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
 use crate::own_api::paths;
-use crate::pipeline::Refused;
 use crate::ratelimit::ClientKey;
 use crate::refusal::Refusal;
+use crate::refused::Refused;
 use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
 
 /// How long a user has between the password and the second factor.

@@ -27,8 +27,8 @@ use crate::auth::events::Factor;
 use crate::auth::totp::PendingTotp;
 use crate::body::ResponseBody;
 use crate::own_api::paths;
-use crate::pipeline::Refused;
 use crate::refusal::Refusal;
+use crate::refused::Refused;
 
 #[derive(Template)]
 #[template(path = "enroll_password.html")]

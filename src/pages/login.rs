@@ -39,8 +39,8 @@ use crate::auth::login::{Completed, Login, Proof, Started};
 use crate::auth::return_to::safe_return_target;
 use crate::body::ResponseBody;
 use crate::own_api::paths;
-use crate::pipeline::Refused;
 use crate::refusal::Refusal;
+use crate::refused::Refused;
 use crate::session::{self, Live};
 
 #[derive(Template)]
@@ -230,7 +230,7 @@ fn signed_in(
         .insert(header::SET_COOKIE, completed.token.cookie());
     let lifetimes = login.sessions().lifetimes();
     response.headers_mut().insert(
-        crate::pipeline::SESSION_EXPIRES_IN,
+        crate::session::EXPIRES_IN,
         HeaderValue::from(completed.live.remaining(&lifetimes, now)),
     );
     Ok(response)

@@ -54,8 +54,8 @@ use crate::auth::enrollment::Enrollment;
 use crate::auth::login::{Client, Login};
 use crate::body::{self, IdleBody, ResponseBody};
 use crate::own_api::paths;
-use crate::pipeline::Refused;
 use crate::refusal::Refusal;
+use crate::refused::Refused;
 use crate::sanitize::injection::form_pairs;
 use crate::sanitize::request::media_type;
 

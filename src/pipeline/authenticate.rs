@@ -20,8 +20,8 @@ use crate::auth::login;
 use crate::own_api::paths;
 use crate::session::{self, Ended, Live};
 
-use super::Refused;
 use super::build::{Gateway, RouteAuth};
+use crate::refused::Refused;
 
 impl Gateway {
     /// Phase 6: the live session of a protected route, or the refusal that says why not.
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn a_browser_is_sent_to_the_login_page_with_its_target() {
         let refused = refused(Ended::Absolute, true, Some("/api/labs?id=1&x=a b"));
-        let response = refused.into_response();
+        let response = super::super::rescue::respond(refused);
         assert_eq!(response.status(), http::StatusCode::SEE_OTHER);
         assert_eq!(
             response.headers()[header::LOCATION],

@@ -9,7 +9,7 @@
 use crate::ratelimit::{Decision, DenyCause};
 use crate::refusal::Refusal;
 
-use super::Refused;
+use crate::refused::Refused;
 
 /// A rate-limit denial as a refusal, with its `Retry-After` and `RateLimit` headers.
 pub(super) fn deny(decision: &Decision) -> Result<(), Refused> {

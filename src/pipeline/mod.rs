@@ -22,7 +22,7 @@
 //! 11 record         record.rs           the record            never
 //! ```
 //!
-//! The refusal of any phase becomes its response in one place, [`Refused`] (`refused.rs`);
+//! The refusal of any phase (a [`Refused`]) becomes its response in one place, `rescue.rs`;
 //! the gateway is built once from the configuration in `build.rs`.
 
 mod authenticate;
@@ -32,7 +32,7 @@ mod early;
 mod limit;
 mod own_api;
 mod record;
-mod refused;
+mod rescue;
 mod response;
 mod route;
 mod sanitize;
@@ -48,11 +48,10 @@ use hyper::body::Incoming;
 use crate::body::ResponseBody;
 use crate::proxy::Peer;
 use crate::ratelimit::{Stage, Subject};
+use crate::refused::Refused;
 use crate::telemetry::RequestRecord;
 
 pub use build::{Accounts, Gateway, Removed};
-pub use refused::Refused;
-pub use response::SESSION_EXPIRES_IN;
 
 impl Gateway {
     /// Serves one request from `peer`; never fails: every outcome is a response.
@@ -76,8 +75,8 @@ impl Gateway {
             Err(refused) => {
                 let refusal = refused.refusal();
                 record.code = Some(refusal.code());
-                refused.log_cause(&record.request_id);
-                let mut response = refused.into_response();
+                rescue::log_cause(&refused, &record.request_id);
+                let mut response = rescue::respond(refused);
                 if response::closes_connection(http1, had_body, refusal) {
                     response::close(&mut response);
                 }

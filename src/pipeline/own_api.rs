@@ -21,7 +21,8 @@ use crate::ratelimit::{Stage, Subject};
 use crate::telemetry::RequestRecord;
 
 use super::build::Gateway;
-use super::{Refused, limit};
+use super::limit;
+use crate::refused::Refused;
 
 /// Whether `path` (normalized) belongs to the gateway's own API.
 pub(super) fn owns(path: &str) -> bool {

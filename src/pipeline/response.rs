@@ -8,19 +8,15 @@
 //! refusal that may have left bytes unread.
 
 use http::Response;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 
 use crate::body::{IdleBody, ResponseBody};
 use crate::proxy::{self, X_REQUEST_ID};
 use crate::refusal::Refusal;
-use crate::session::Live;
+use crate::session::{self, Live};
 
 use super::build::RouteTarget;
 use super::upstream::Answer;
-
-/// On every response to an authenticated request: seconds until the session ends (the earlier
-/// of its idle and absolute expiry under the route's caps), so apps can warn before it does.
-pub const SESSION_EXPIRES_IN: HeaderName = HeaderName::from_static("wardgate-session-expires-in");
 
 /// Phase 10, the route's part: the upstream's answer as the client will see it.
 pub(super) fn from_upstream(
@@ -37,7 +33,7 @@ pub(super) fn from_upstream(
     }
     if let (Some(live), Some(auth)) = (live, &target.auth) {
         parts.headers.insert(
-            SESSION_EXPIRES_IN,
+            session::EXPIRES_IN,
             HeaderValue::from(live.remaining(&auth.lifetimes, now)),
         );
     }

@@ -18,8 +18,8 @@ use crate::sanitize::injection::Finding;
 use crate::sanitize::request::{BodyPlan, RouteRules};
 use crate::telemetry::RequestRecord;
 
-use super::Refused;
 use super::build::{Gateway, RouteTarget};
+use crate::refused::Refused;
 
 impl Gateway {
     /// Phase 4: the route for `host` and `path`, and the plan for the request's body.

@@ -32,7 +32,8 @@ use crate::session::{self, Live};
 use crate::telemetry::RequestRecord;
 
 use super::build::{Gateway, RouteAuth, RouteTarget};
-use super::{Refused, route};
+use super::route;
+use crate::refused::Refused;
 
 /// A route's `rewrite:` of the path prefix.
 pub(super) struct Rewrite {

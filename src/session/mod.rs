@@ -55,7 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::HeaderMap;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use moka::sync::Cache;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
@@ -298,6 +298,10 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     }
     found
 }
+
+/// On every response to an authenticated request: seconds until the session ends (the earlier
+/// of its idle and absolute expiry under the route's caps), so apps can warn before it does.
+pub const EXPIRES_IN: HeaderName = HeaderName::from_static("wardgate-session-expires-in");
 
 /// Removes the gateway's own credentials from a request about to go upstream: its session
 /// cookie (other cookies stay) and an `Authorization: Bearer` carrying one of its tokens.
