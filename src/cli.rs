@@ -9,7 +9,7 @@ use crate::cli_user::UserCommand;
 use crate::config::{self, Loaded};
 use crate::identity::{KeyError, Keyring, MASTER_KEY_ENV};
 use crate::server::Bound;
-use crate::{identity, telemetry, tls};
+use crate::{identity, settings, telemetry, tls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -133,8 +133,9 @@ fn check_config(file: &Path) -> ExitCode {
         eprintln!("error: master key: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    if let Err(error) = loaded.config.auth.totp.params() {
-        eprintln!("error: auth.totp: {error}");
+    // The same function `run` calls first: what it would refuse, this refuses.
+    if let Err(error) = settings::compile(&loaded) {
+        eprintln!("error: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
     println!(
@@ -145,7 +146,8 @@ fn check_config(file: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Loads the certificates and keys the config names, without writing or binding anything.
+/// Loads the gateway's own certificate and key, without writing or binding anything (the
+/// upstreams' TLS material is loaded with the settings).
 fn check_tls_material(loaded: &Loaded) -> Result<(), tls::TlsError> {
     let config = &loaded.config;
     let (cert, key) = (
@@ -159,9 +161,6 @@ fn check_tls_material(loaded: &Loaded) -> Result<(), tls::TlsError> {
         );
     } else {
         tls::server_config(&cert, &key, config.tls.min_version)?;
-    }
-    for upstream in config.upstreams.values() {
-        tls::upstream_client_config(&upstream.value, |p| loaded.resolve(p))?;
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod sanitize;
 pub mod secret_file;
 pub mod server;
 pub mod session;
+pub mod settings;
 pub mod telemetry;
 pub mod tls;
 pub mod units;

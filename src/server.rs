@@ -55,21 +55,13 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
-    RateLimit(#[from] crate::ratelimit::RateLimitError),
+    Settings(#[from] crate::settings::SettingsError),
     #[error("master key: {0}")]
     Key(#[from] KeyError),
     #[error("identity store: {0}")]
     Store(#[from] StoreError),
-    #[error("auth.password.hashing: {0}")]
-    Hashing(#[from] crate::auth::password::HashError),
     #[error("cannot start the password hashing threads: {0}")]
     HashPool(std::io::Error),
-    #[error("auth.totp: {0}")]
-    Totp(#[from] crate::auth::totp::TotpError),
-    #[error(transparent)]
-    Lockout(#[from] crate::auth::lockout::LockoutConfigError),
-    #[error("auth.webauthn.{0}")]
-    WebAuthn(#[from] crate::auth::webauthn::WebAuthnConfigError),
     #[error("identity assertion key: {0}")]
     AssertionKey(#[from] crate::assertion::AssertionKeyError),
     #[error("admin token: {0}")]
@@ -156,6 +148,8 @@ impl Bound {
         https: Option<std::net::TcpListener>,
     ) -> Result<Self, StartError> {
         let config = &loaded.config;
+        // Every setting that can be wrong, before anything is written or bound.
+        let settings = crate::settings::compile(loaded)?;
         let cert = loaded.resolve(&config.tls.cert);
         let key = loaded.resolve(&config.tls.key);
         if tls::would_generate(&cert, &key, config.tls.dev_self_signed) {
@@ -188,7 +182,10 @@ impl Bound {
             assertion,
             events: events.clone(),
         };
-        let gateway = Arc::new(Gateway::new(loaded, telemetry, accounts, clock.clone())?);
+        let gateway = Arc::new(
+            Gateway::new(loaded, settings, telemetry, accounts, clock.clone())
+                .map_err(StartError::HashPool)?,
+        );
 
         let https = match https {
             Some(listener) => adopt(listener, config.listen.https, "listen.https")?,

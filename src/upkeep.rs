@@ -144,8 +144,15 @@ routes:
             assertion,
             events: SecurityEvents::new(),
         };
-        let gateway =
-            Gateway::new(&loaded, Telemetry::new(false), accounts, Arc::new(|| T0)).unwrap();
+        let settings = crate::settings::compile(&loaded).unwrap();
+        let gateway = Gateway::new(
+            &loaded,
+            settings,
+            Telemetry::new(false),
+            accounts,
+            Arc::new(|| T0),
+        )
+        .unwrap();
         Fixture {
             _dir: dir,
             store,

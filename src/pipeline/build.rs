@@ -14,8 +14,7 @@ use crate::assertion::AssertionKey;
 use crate::auth::enrollment::Enrollment;
 use crate::auth::events::SecurityEvents;
 use crate::auth::login::{Login, SecondFactors};
-use crate::auth::password::{HashPool, Hasher};
-use crate::auth::webauthn::Passkeys;
+use crate::auth::password::HashPool;
 use crate::clock::Clock;
 use crate::config::Loaded;
 use crate::config::{AuthMode, IdentityField};
@@ -24,11 +23,11 @@ use crate::identity::Keyring;
 use crate::own_api::paths;
 use crate::per_address::PerAddress;
 use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient};
-use crate::ratelimit::{Limiter, LocalLimiter};
+use crate::ratelimit::Limiter;
 use crate::route::RouteTable;
 use crate::sanitize::request::RouteRules;
-use crate::server::StartError;
 use crate::session::{Lifetimes, Sessions};
+use crate::settings::Settings;
 use crate::telemetry::{NO_ROUTE, RouteLabels, Telemetry};
 
 /// What a protected route asks of the session and tells the upstream.
@@ -90,30 +89,24 @@ pub struct Accounts {
 }
 
 impl Gateway {
+    /// Builds the gateway from its configuration and the settings compiled from it; fails only
+    /// when the password hashing threads cannot start.
     pub fn new(
         loaded: &Loaded,
+        settings: Settings,
         telemetry: Arc<Telemetry>,
         accounts: Accounts,
         clock: Clock,
-    ) -> Result<Self, StartError> {
+    ) -> Result<Self, std::io::Error> {
         let config = &loaded.config;
         let hashing = &config.auth.password.hashing;
-        let pool = Arc::new(
-            HashPool::new(
-                Hasher::new(hashing.params.clone())?,
-                hashing.threads(),
-                hashing.queue,
-                hashing.nice,
-            )
-            .map_err(StartError::HashPool)?,
-        );
-        // Checked here, before a port is bound: a login must not fail on a bad setting.
-        let totp = config.auth.totp.params()?;
-        let lockout = config.auth.lockout.policy()?;
-        let passkeys = match &config.auth.webauthn {
-            Some(webauthn) => Some(Arc::new(Passkeys::new(&webauthn.value)?)),
-            None => None,
-        };
+        let pool = Arc::new(HashPool::new(
+            settings.hasher,
+            hashing.threads(),
+            hashing.queue,
+            hashing.nice,
+        )?);
+        let passkeys = settings.passkeys;
         let sessions = Arc::new(Sessions::new(
             accounts.store.clone(),
             accounts.keyring,
@@ -135,27 +128,14 @@ impl Gateway {
             sessions,
             accounts.events,
             SecondFactors {
-                totp,
+                totp: settings.totp,
                 passkeys,
                 mfa: config.auth.mfa.clone(),
             },
-            lockout,
+            settings.lockout,
         );
-        let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();
-        let limiter = LocalLimiter::new(
-            &config.rate_limits,
-            labels
-                .iter()
-                .map(String::as_str)
-                .zip(config.routes.value.iter().map(|r| &r.rate_limit))
-                .chain([(paths::PREFIX, &config.auth.login_rate_limit)]),
-        )?;
         let global_lifetimes = config.session.value.lifetimes();
-        let mut upstreams = std::collections::BTreeMap::new();
-        for (name, upstream) in &config.upstreams {
-            let client = UpstreamClient::new(name, &upstream.value, |p| loaded.resolve(p))?;
-            upstreams.insert(name.as_str(), Arc::new(client));
-        }
+        let upstreams = settings.upstreams;
         let mut targets = Vec::with_capacity(config.routes.value.len());
         for route in &config.routes.value {
             let Some(upstream) = upstreams.get(route.upstream.value.as_str()) else {
@@ -228,7 +208,7 @@ impl Gateway {
                 allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
                 allow_underscores: config.sanitize.value.allow_underscores_in_headers,
             },
-            limiter: Arc::new(limiter),
+            limiter: Arc::new(settings.limiter),
             in_flight: PerAddress::new(config.server.value.max_upstream_requests_per_client),
             enrollment,
             login,

@@ -263,3 +263,42 @@ fn second_factor_lists_must_hold_a_real_factor() {
         "{unknown}"
     );
 }
+
+/// `check-config` and `run` compile the settings with the same function: a setting that would
+/// stop the gateway at start stops the check too, with the same message.
+#[tokio::test]
+async fn check_config_refuses_what_run_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let simple = |extra: &str| crate::harness::simple_config("http://127.0.0.1:1") + extra;
+    for (config, message) in [
+        (
+            simple("auth:\n  lockout: { max_failures: 0 }\n"),
+            "auth.lockout.max_failures: must be between 1 and 100",
+        ),
+        (
+            simple("auth:\n  totp: { period: 5s }\n"),
+            "auth.totp: invalid TOTP setting: period",
+        ),
+        (
+            simple("auth:\n  webauthn: { rp_id: gw.example, origin: \"https://other.example\" }\n"),
+            "auth.webauthn.",
+        ),
+    ] {
+        std::fs::write(&file, &config).unwrap();
+        let output = check_config(&file);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{config}: {stderr}");
+        assert!(stderr.contains(message), "{config}: {stderr}");
+        // `run`: the file is loaded (some settings are refused there, with their line), then
+        // the settings compiled before anything is bound.
+        let refused = match config::load(&file) {
+            Err(error) => error.to_string(),
+            Ok(loaded) => match wardgate::server::Bound::bind(&loaded).await {
+                Err(error) => error.to_string(),
+                Ok(_) => panic!("{config}: the gateway started"),
+            },
+        };
+        assert!(refused.contains(message), "{config}: {refused}");
+    }
+}
