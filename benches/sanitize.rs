@@ -11,9 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use wardgate::config::{RouteSanitize, Sanitize};
 use wardgate::path;
-use wardgate::ratelimit::{
-    LimitSpec, Limiter, LocalLimiter, RateLimits, RouteRateLimit, Stage, Subject,
-};
+use wardgate::ratelimit::{LimitSpec, LocalLimiter, RateLimits, RouteRateLimit, Stage, Subject};
 use wardgate::sanitize::request::{self, BodyKind, RouteRules};
 
 /// A FHIR Bundle of Observations of at least 64 KiB, with narrative and free-text notes.

@@ -70,8 +70,10 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -492,16 +494,20 @@ fn whole_seconds_up(duration: Duration) -> u64 {
 // The limiter.
 // ---------------------------------------------------------------------------------------------
 
+/// A check in progress: ready at once for [`LocalLimiter`], a round trip for a shared backend.
+pub type Checking<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+
 /// A rate limiter the request path can hold as `Arc<dyn Limiter>`; [`LocalLimiter`] keeps its
-/// state in this process, a shared one (Redis, for several replicas) can follow.
+/// state in this process, a shared one (Redis, for several replicas) answers over the network,
+/// so `check` is async: a backend must never block a runtime thread on a socket.
 ///
-/// `check` is synchronous because the local check is a few atomic operations. A shared backend
-/// must not block a runtime thread on the network: it either answers from local state that it
-/// reconciles in the background, or this trait gains an async `check` when it arrives.
+/// Contract: `check` counts the request against every limit it passes and decides, atomically
+/// per limit (two replicas checking at once cannot both spend the last token); a backend that
+/// cannot answer refuses rather than lets the request through unlimited.
 pub trait Limiter: Send + Sync {
     /// Checks the limits of `subject.stage` that apply to the subject, narrowest first; stops at
     /// the first refusal (module doc: "Narrowest first").
-    fn check(&self, subject: &Subject<'_>) -> Decision;
+    fn check<'a>(&'a self, subject: &'a Subject<'a>) -> Checking<'a>;
     /// Drops the keys whose bucket is full again, and returns their memory.
     fn evict_idle(&self);
     /// Keys held, all limits together.
@@ -750,11 +756,12 @@ impl<C: Clock + Clone> LocalLimiter<C> {
     }
 }
 
-impl<C> Limiter for LocalLimiter<C>
+impl<C> LocalLimiter<C>
 where
     C: Clock + Send + Sync,
 {
-    fn check(&self, subject: &Subject<'_>) -> Decision {
+    /// [`Limiter::check`], answered at once: a few atomic operations per limit.
+    pub fn check(&self, subject: &Subject<'_>) -> Decision {
         let (route_name, limits) = match self.routes.get_key_value(subject.route) {
             Some((name, limits)) => (name.clone(), limits),
             None => (Arc::from(subject.route), &self.global),
@@ -795,6 +802,15 @@ where
             decision = decision.stricter(this);
         }
         decision
+    }
+}
+
+impl<C> Limiter for LocalLimiter<C>
+where
+    C: Clock + Send + Sync,
+{
+    fn check<'a>(&'a self, subject: &'a Subject<'a>) -> Checking<'a> {
+        Box::pin(std::future::ready(LocalLimiter::check(self, subject)))
     }
 
     fn evict_idle(&self) {

@@ -131,7 +131,7 @@ impl Gateway {
             client: record.client,
             user: None,
         };
-        limit::deny(&self.limiter.check(&subject))?;
+        limit::deny(&self.limiter.check(&subject).await)?;
 
         // 6. authenticate: a live session on protected routes.
         let live = match &target.auth {
@@ -145,7 +145,7 @@ impl Gateway {
         let user_id = live.as_ref().map(|live| live.user.to_string());
         subject.user = user_id.as_deref();
         subject.stage = Stage::Identified;
-        limit::deny(&self.limiter.check(&subject))?;
+        limit::deny(&self.limiter.check(&subject).await)?;
 
         // 9. upstream
         let outbound = upstream::Outbound {

@@ -45,12 +45,13 @@ impl Gateway {
         } else {
             paths::PREFIX
         };
-        let admitted = limit::deny(&self.limiter.check(&Subject {
+        let subject = Subject {
             stage: Stage::Anonymous,
             route: limit,
             client: record.client,
             user: None,
-        }));
+        };
+        let admitted = limit::deny(&self.limiter.check(&subject).await);
         let client = record.client;
         let idle = self.body_idle_timeout;
         if paths::is_page(&path) {
