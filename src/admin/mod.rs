@@ -276,13 +276,15 @@ impl Admin {
                     self.sessions.end_pending(owner);
                 }
                 let names = self.user_names().await?;
-                self.events.emit(SecurityEvent::SessionsEnded {
-                    user: owner
-                        .and_then(|user| names.get(&user).cloned())
-                        .unwrap_or_default(),
-                    reason: "operator_revoked",
-                    count: 1,
-                });
+                self.events
+                    .emit(SecurityEvent::SessionsEnded {
+                        user: owner
+                            .and_then(|user| names.get(&user).cloned())
+                            .unwrap_or_default(),
+                        reason: "operator_revoked",
+                        count: 1,
+                    })
+                    .await;
                 Ok((StatusCode::OK, serde_json::json!({ "ended": 1 })))
             }
             _ => Err(AdminError::BadRequest),
@@ -315,7 +317,7 @@ impl Admin {
         let now = (self.clock)();
         // The store is synchronous (redb): keep it off the runtime's worker threads.
         let admin = self.clone();
-        let (status, mut value, effect) = tokio::task::spawn_blocking(move || {
+        let answer = tokio::task::spawn_blocking(move || {
             let call = users::Call {
                 method: &method,
                 path: &rest,
@@ -327,12 +329,15 @@ impl Admin {
                 now,
                 &mut rand::rng(),
                 admin.enrollment_ttl,
-                &admin.events,
             )
         })
         .await
         .map_err(|_| AdminError::Store)??;
-        match effect {
+        if let Some(changed) = answer.changed {
+            self.events.emit(changed).await;
+        }
+        let (status, mut value) = (answer.status, answer.body);
+        match answer.effect {
             users::SessionEffect::None => {}
             users::SessionEffect::Refresh(user) => self.sessions.refresh_user(user),
             users::SessionEffect::End(user, name, reason) => {
@@ -340,11 +345,13 @@ impl Admin {
                     tracing::error!(%error, "ending sessions");
                     AdminError::Store
                 })?;
-                self.events.emit(SecurityEvent::SessionsEnded {
-                    user: name,
-                    reason,
-                    count: ended,
-                });
+                self.events
+                    .emit(SecurityEvent::SessionsEnded {
+                        user: name,
+                        reason,
+                        count: ended,
+                    })
+                    .await;
                 value["sessions_ended"] = serde_json::json!(ended);
             }
         }

@@ -37,7 +37,7 @@ use rand::CryptoRng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::events::{SecurityEvent, SecurityEvents};
+use crate::auth::events::SecurityEvent;
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
 
@@ -148,6 +148,16 @@ pub struct Call<'a> {
     pub body: &'a Bytes,
 }
 
+/// What an admin call did: the answer, what it means for the user's sessions, and the account
+/// change to report as a security event (the caller emits it, back on the runtime).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub effect: SessionEffect,
+    pub changed: Option<SecurityEvent>,
+}
+
 /// Answers one admin call; `now` is unix seconds, `rng` makes user ids and enrollment tokens.
 pub fn handle(
     store: &Arc<dyn IdentityStore>,
@@ -155,8 +165,7 @@ pub fn handle(
     now: u64,
     rng: &mut dyn CryptoRng,
     enrollment_ttl: Duration,
-    events: &SecurityEvents,
-) -> Result<(StatusCode, Value, SessionEffect), AdminError> {
+) -> Result<Answer, AdminError> {
     let Call { method, path, body } = call;
     let store = store.as_ref();
     let segments: Vec<&str> = path
@@ -168,11 +177,12 @@ pub fn handle(
         (&Method::GET, []) => {
             let users: Result<Vec<Value>, AdminError> =
                 store.users()?.iter().map(|u| describe(store, u)).collect();
-            Ok((
-                StatusCode::OK,
-                json!({ "users": users? }),
-                SessionEffect::None,
-            ))
+            Ok(Answer {
+                status: StatusCode::OK,
+                body: json!({ "users": users? }),
+                effect: SessionEffect::None,
+                changed: None,
+            })
         }
         (&Method::POST, []) => {
             let new: NewUser = serde_json::from_slice(body).map_err(|_| AdminError::BadRequest)?;
@@ -185,23 +195,25 @@ pub fn handle(
             user.mfa_required_enrollment = true;
             store.create_user(&user)?;
             let enrollment = enrollment(store, user.id, now, enrollment_ttl, rng)?;
-            events.emit(SecurityEvent::AccountChanged {
+            let changed = Some(SecurityEvent::AccountChanged {
                 user: user.name.clone(),
                 action: "created",
             });
-            Ok((
-                StatusCode::CREATED,
-                json!({ "user": describe(store, &user)?, "enrollment": enrollment }),
-                SessionEffect::None,
-            ))
+            Ok(Answer {
+                status: StatusCode::CREATED,
+                body: json!({ "user": describe(store, &user)?, "enrollment": enrollment }),
+                effect: SessionEffect::None,
+                changed,
+            })
         }
         (&Method::GET, [name]) => {
             let user = store.user_by_name(name)?;
-            Ok((
-                StatusCode::OK,
-                json!({ "user": describe(store, &user)? }),
-                SessionEffect::None,
-            ))
+            Ok(Answer {
+                status: StatusCode::OK,
+                body: json!({ "user": describe(store, &user)? }),
+                effect: SessionEffect::None,
+                changed: None,
+            })
         }
         (
             &Method::POST,
@@ -243,13 +255,18 @@ pub fn handle(
                     answer = json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl, rng)? });
                 }
             }
-            events.emit(SecurityEvent::AccountChanged {
+            let changed = Some(SecurityEvent::AccountChanged {
                 user: user.name.clone(),
                 action: change,
             });
             let user = store.user(user.id)?;
             answer["user"] = describe(store, &user)?;
-            Ok((StatusCode::OK, answer, effect))
+            Ok(Answer {
+                status: StatusCode::OK,
+                body: answer,
+                effect,
+                changed,
+            })
         }
         (&Method::PUT, [name, "roles"]) => {
             let roles: Roles = serde_json::from_slice(body).map_err(|_| AdminError::BadRequest)?;
@@ -258,15 +275,16 @@ pub fn handle(
             }
             let user = store.user_by_name(name)?;
             store.set_roles(user.id, &roles.roles)?;
-            events.emit(SecurityEvent::AccountChanged {
+            let changed = Some(SecurityEvent::AccountChanged {
                 user: user.name.clone(),
                 action: "roles_set",
             });
-            Ok((
-                StatusCode::OK,
-                json!({ "user": describe(store, &store.user(user.id)?)? }),
-                SessionEffect::Refresh(user.id),
-            ))
+            Ok(Answer {
+                status: StatusCode::OK,
+                body: json!({ "user": describe(store, &store.user(user.id)?)? }),
+                effect: SessionEffect::Refresh(user.id),
+                changed,
+            })
         }
         _ => Err(AdminError::BadRequest),
     }
@@ -287,8 +305,7 @@ mod tests {
         let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
         let store: Arc<dyn IdentityStore> =
             Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
-        let events = SecurityEvents::new();
-        let mut seen = events.subscribe();
+        let mut changes = Vec::new();
         let mut rng = StdRng::seed_from_u64(7);
         let mut call = |method: Method, path: &str, body: &str| {
             let body = Bytes::from(body.to_owned());
@@ -297,15 +314,9 @@ mod tests {
                 path,
                 body: &body,
             };
-            handle(
-                &store,
-                call,
-                NOW,
-                &mut rng,
-                Duration::from_secs(60),
-                &events,
-            )
-            .unwrap()
+            let answer = handle(&store, call, NOW, &mut rng, Duration::from_secs(60)).unwrap();
+            changes.extend(answer.changed);
+            (answer.status, answer.body, answer.effect)
         };
         let (status, _, effect) = call(Method::POST, "", r#"{"name":"ana","roles":["nurse"]}"#);
         assert_eq!((status, effect), (StatusCode::CREATED, SessionEffect::None));
@@ -317,7 +328,8 @@ mod tests {
         );
         let (_, _, effect) = call(Method::PUT, "/ana/roles", r#"{"roles":["physician"]}"#);
         assert_eq!(effect, SessionEffect::Refresh(id));
-        let actions: Vec<&str> = std::iter::from_fn(|| seen.try_recv().ok())
+        let actions: Vec<&str> = changes
+            .iter()
             .map(|event| match *event {
                 SecurityEvent::AccountChanged { ref user, action } => {
                     assert_eq!(user, "ana");

@@ -339,7 +339,8 @@ impl Enrollment {
             return Err(Refused::from(Refusal::EnrollmentLinkInvalid).into());
         }
         self.events
-            .emit(SecurityEvent::PasswordSet { user: user.name });
+            .emit(SecurityEvent::PasswordSet { user: user.name })
+            .await;
         Ok(TotpStarted {
             enrollment,
             methods,
@@ -441,10 +442,12 @@ impl Enrollment {
             store.set_mfa_required_enrollment(user, false)
         })
         .await?;
-        self.events.emit(SecurityEvent::FactorAdded {
-            user: enrollee.name.clone(),
-            factor,
-        });
+        self.events
+            .emit(SecurityEvent::FactorAdded {
+                user: enrollee.name.clone(),
+                factor,
+            })
+            .await;
         Ok(codes)
     }
 

@@ -12,9 +12,9 @@
 //! (audit controls).
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 /// A second factor: the one proven, or (in `auth.mfa`) one an account may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -152,37 +152,122 @@ impl SecurityEvent {
     }
 }
 
-/// The channel. Cheap to clone; built once at start.
-#[derive(Clone)]
-pub struct SecurityEvents {
-    subscribers: broadcast::Sender<Arc<SecurityEvent>>,
-}
+/// How many events a subscriber may fall behind before `emit` waits for it.
+pub const SUBSCRIBER_QUEUE: usize = 1024;
 
-impl Default for SecurityEvents {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The channel. Cheap to clone; built once at start.
+///
+/// Lossless: each subscriber has a bounded queue, and [`SecurityEvents::emit`] waits while one
+/// is full. A slow subscriber (the audit trail writing to disk) slows the requests that cause
+/// events instead of missing any; a subscriber that has gone is forgotten.
+#[derive(Clone, Default)]
+pub struct SecurityEvents {
+    subscribers: Arc<Mutex<Vec<mpsc::Sender<Arc<SecurityEvent>>>>>,
 }
 
 impl SecurityEvents {
     pub fn new() -> Self {
-        Self {
-            subscribers: broadcast::channel(1024).0,
-        }
+        Self::default()
     }
 
-    /// Logs the event and hands it to every subscriber. Never blocks: a subscriber that falls
-    /// more than 1024 events behind loses the oldest (and learns it from the channel).
-    pub fn emit(&self, event: SecurityEvent) {
+    /// Logs the event and hands it to every subscriber, waiting for room in each queue.
+    pub async fn emit(&self, event: SecurityEvent) {
         tracing::info!(
             target: "wardgate::security",
             event = event.name(),
             fields = %event.fields(),
         );
-        let _ = self.subscribers.send(Arc::new(event));
+        let subscribers = self.lock().clone();
+        if subscribers.is_empty() {
+            return;
+        }
+        let event = Arc::new(event);
+        let mut gone = false;
+        for subscriber in &subscribers {
+            gone |= subscriber.send(event.clone()).await.is_err();
+        }
+        if gone {
+            self.lock().retain(|subscriber| !subscriber.is_closed());
+        }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SecurityEvent>> {
-        self.subscribers.subscribe()
+    /// Every event from now on, in order; dropping the receiver unsubscribes.
+    pub fn subscribe(&self) -> mpsc::Receiver<Arc<SecurityEvent>> {
+        let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
+        self.lock().push(sender);
+        receiver
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<mpsc::Sender<Arc<SecurityEvent>>>> {
+        // A panic while holding the lock leaves at most a subscriber too many: keep using it.
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::time::Duration;
+
+    fn event(n: usize) -> SecurityEvent {
+        SecurityEvent::PasswordSet {
+            user: format!("user{n}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_misses_nothing() {
+        let events = SecurityEvents::new();
+        let mut seen = events.subscribe();
+        let count = 3 * SUBSCRIBER_QUEUE;
+        let emitting = events.clone();
+        let emitter = tokio::spawn(async move {
+            for n in 0..count {
+                emitting.emit(event(n)).await;
+            }
+        });
+        for n in 0..count {
+            if n % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+            let got = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(*got, event(n));
+        }
+        emitter.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_holds_the_emitter_until_there_is_room() {
+        let events = SecurityEvents::new();
+        let mut seen = events.subscribe();
+        for n in 0..SUBSCRIBER_QUEUE {
+            events.emit(event(n)).await;
+        }
+        let mut next = std::pin::pin!(events.emit(event(SUBSCRIBER_QUEUE)));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(next.as_mut().poll(&mut cx).is_pending(), "the event waits");
+        assert_eq!(*seen.recv().await.unwrap(), event(0));
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("room again: the event goes in");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_left_is_forgotten() {
+        let events = SecurityEvents::new();
+        drop(events.subscribe());
+        let kept = events.subscribe();
+        for n in 0..2 {
+            events.emit(event(n)).await;
+        }
+        assert_eq!(events.lock().len(), 1);
+        drop(kept);
     }
 }

@@ -316,7 +316,8 @@ impl Login {
                 accepted
             }
             (_, by_address, by_account) => {
-                self.password_failed(user.as_ref(), client.address, by_address, by_account, now);
+                self.password_failed(user.as_ref(), client.address, by_address, by_account, now)
+                    .await;
                 return Err(Refusal::LoginFailed.into());
             }
         };
@@ -332,7 +333,7 @@ impl Login {
 
     /// Counts a failed password on the lockouts that admitted it (an attempt they refused was
     /// not verified and teaches nothing) and reports it.
-    fn password_failed(
+    async fn password_failed(
         &self,
         known: Option<&User>,
         client: IpAddr,
@@ -340,24 +341,29 @@ impl Login {
         by_account: Option<Attempt<'_, UserId>>,
         now: u64,
     ) {
-        self.events.emit(SecurityEvent::LoginFailed {
-            user: known.map(|u| u.name.clone()),
-            client,
-            stage: "password",
-        });
+        self.events
+            .emit(SecurityEvent::LoginFailed {
+                user: known.map(|u| u.name.clone()),
+                client,
+                stage: "password",
+            })
+            .await;
         if let Some(lock) = by_address.and_then(|attempt| attempt.failed(now)) {
-            self.report_lock(Locked::Address(client), &lock);
+            self.report_lock(Locked::Address(client), &lock).await;
         }
         if let (Some(user), Some(lock)) = (known, by_account.and_then(|a| a.failed(now))) {
-            self.report_lock(Locked::Account(user.name.clone()), &lock);
+            self.report_lock(Locked::Account(user.name.clone()), &lock)
+                .await;
         }
     }
 
-    fn report_lock<K>(&self, what: Locked, lock: &LockEvent<K>) {
-        self.events.emit(SecurityEvent::LockedOut {
-            what,
-            until: lock.until,
-        });
+    async fn report_lock<K>(&self, what: Locked, lock: &LockEvent<K>) {
+        self.events
+            .emit(SecurityEvent::LockedOut {
+                what,
+                until: lock.until,
+            })
+            .await;
     }
 
     /// Stores a hash under the current parameters; a failure only leaves the old hash.
@@ -484,7 +490,8 @@ impl Login {
                 verified
             }
             (_, attempt) => {
-                self.second_factor_failed(challenge_id, held, client.address, attempt, now);
+                self.second_factor_failed(challenge_id, held, client.address, attempt, now)
+                    .await;
                 return Err(Refusal::SecondFactorWrong.into());
             }
         };
@@ -603,7 +610,7 @@ impl Login {
 
     /// Counts a refused proof (unless the second-factor lockout refused to verify it) and drops
     /// the challenge after too many.
-    fn second_factor_failed(
+    async fn second_factor_failed(
         &self,
         id: &str,
         mut held: Held<Challenge>,
@@ -612,13 +619,16 @@ impl Login {
         now: u64,
     ) {
         let challenge = &mut held.value;
-        self.events.emit(SecurityEvent::LoginFailed {
-            user: Some(challenge.name.clone()),
-            client,
-            stage: "second_factor",
-        });
+        self.events
+            .emit(SecurityEvent::LoginFailed {
+                user: Some(challenge.name.clone()),
+                client,
+                stage: "second_factor",
+            })
+            .await;
         if let Some(lock) = attempt.and_then(|attempt| attempt.failed(now)) {
-            self.report_lock(Locked::SecondFactor(challenge.name.clone()), &lock);
+            self.report_lock(Locked::SecondFactor(challenge.name.clone()), &lock)
+                .await;
         }
         challenge.wrong += 1;
         if challenge.wrong < MAX_WRONG_FACTORS {
@@ -656,23 +666,27 @@ impl Login {
             SessionError::Revoked => Refused::from(Refusal::LoginChallengeInvalid),
             other => unavailable(&other),
         })?;
-        self.events.emit(match challenge.purpose {
-            Purpose::Login => SecurityEvent::LoginSucceeded {
-                user: user.name.clone(),
-                factor,
-                client: client.address,
-            },
-            Purpose::StepUp(_) => SecurityEvent::StepUp {
-                user: user.name.clone(),
-                factor,
-            },
-        });
+        self.events
+            .emit(match challenge.purpose {
+                Purpose::Login => SecurityEvent::LoginSucceeded {
+                    user: user.name.clone(),
+                    factor,
+                    client: client.address,
+                },
+                Purpose::StepUp(_) => SecurityEvent::StepUp {
+                    user: user.name.clone(),
+                    factor,
+                },
+            })
+            .await;
         if let Some(left) = recovery_codes_left {
-            self.events.emit(SecurityEvent::RecoveryCodeUsed {
-                user: user.name,
-                client: client.address,
-                left,
-            });
+            self.events
+                .emit(SecurityEvent::RecoveryCodeUsed {
+                    user: user.name,
+                    client: client.address,
+                    left,
+                })
+                .await;
         }
         Ok(Completed {
             token,
@@ -691,11 +705,13 @@ impl Login {
                 .end(live.key)
                 .await
                 .map_err(|e| unavailable(&e))?;
-            self.events.emit(SecurityEvent::SessionsEnded {
-                user: live.name.clone(),
-                reason: "new_login",
-                count: usize::from(ended),
-            });
+            self.events
+                .emit(SecurityEvent::SessionsEnded {
+                    user: live.name.clone(),
+                    reason: "new_login",
+                    count: usize::from(ended),
+                })
+                .await;
         }
         Ok(())
     }
@@ -763,10 +779,12 @@ impl Login {
             Ok(store.webauthn_credentials(id)?.len())
         })
         .await?;
-        self.events.emit(SecurityEvent::FactorAdded {
-            user: live.name.clone(),
-            factor: Factor::WebAuthn,
-        });
+        self.events
+            .emit(SecurityEvent::FactorAdded {
+                user: live.name.clone(),
+                factor: Factor::WebAuthn,
+            })
+            .await;
         Ok(count)
     }
 
@@ -778,11 +796,13 @@ impl Login {
             self.sessions.end(live.key).await.map(usize::from)
         }
         .map_err(|e| unavailable(&e))?;
-        self.events.emit(SecurityEvent::SessionsEnded {
-            user: live.name.clone(),
-            reason: if everywhere { "logout_all" } else { "logout" },
-            count,
-        });
+        self.events
+            .emit(SecurityEvent::SessionsEnded {
+                user: live.name.clone(),
+                reason: if everywhere { "logout_all" } else { "logout" },
+                count,
+            })
+            .await;
         Ok(count)
     }
 
