@@ -5,7 +5,7 @@
 //! idle timeout (a slow-drip client or a hung upstream holds no resources for ever).
 //! [`ResponseBody`] counts the bytes sent and, when the response is done or the client goes
 //! away, closes the request's record: every request ends in exactly one log line. It also
-//! tells an HTTP/2 connection's watch when the client takes data (`server::deadlines`), and holds
+//! tells an HTTP/2 connection's watch when the client takes data (`deadlines.rs`), and holds
 //! the client's in-flight slot until it is gone.
 
 use std::pin::Pin;
@@ -15,11 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
 
+use crate::deadlines::{StallTimer, Stream};
 use crate::per_address::Slot;
 use crate::refusal::Refusal;
-use crate::server::deadlines::Stream;
 use crate::telemetry::Finished;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,42 +26,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("the body stalled for longer than its idle timeout")]
 pub struct IdleTimeout;
-
-/// A deadline that runs while something waits and starts again once it makes progress.
-pub struct StallTimer {
-    timeout: Duration,
-    /// Allocated on the first stall only; most waits never happen.
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
-}
-
-impl StallTimer {
-    pub fn new(timeout: Duration) -> Self {
-        Self {
-            timeout,
-            timer: None,
-            armed: false,
-        }
-    }
-
-    /// The awaited thing moved: the next wait gets the whole timeout again.
-    pub fn progressed(&mut self) {
-        self.armed = false;
-    }
-
-    /// Called while waiting: ready once the wait has lasted `timeout`.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = Instant::now() + self.timeout;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.armed {
-            timer.as_mut().reset(deadline);
-            self.armed = true;
-        }
-        timer.as_mut().poll(cx)
-    }
-}
 
 /// A body that fails when no frame arrives for `timeout`.
 pub struct IdleBody<B> {
@@ -215,7 +178,7 @@ impl ResponseBody {
         self
     }
 
-    /// Reports delivery progress to the connection's watch (`server::deadlines`).
+    /// Reports delivery progress to the connection's watch (`deadlines.rs`).
     pub fn watched(mut self, stream: Stream) -> Self {
         self.stream = Some(stream);
         self

@@ -10,6 +10,7 @@ pub mod cli;
 mod cli_user;
 pub mod clock;
 pub mod config;
+pub mod deadlines;
 pub mod demo;
 pub mod identity;
 pub mod own_api;

@@ -47,8 +47,7 @@ use crate::telemetry::Telemetry;
 use crate::tls::{self, TlsError};
 use crate::{admin, demo};
 
-pub mod deadlines;
-use deadlines::{ConnectionWatch, Expiry, SendDeadline};
+use crate::deadlines::{ConnectionWatch, Expiry, SendDeadline};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

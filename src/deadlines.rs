@@ -37,9 +37,43 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use crate::body::StallTimer;
+/// A deadline that runs while something waits and starts again once it makes progress.
+pub struct StallTimer {
+    timeout: Duration,
+    /// Allocated on the first stall only; most waits never happen.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl StallTimer {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// The awaited thing moved: the next wait gets the whole timeout again.
+    pub fn progressed(&mut self) {
+        self.armed = false;
+    }
+
+    /// Called while waiting: ready once the wait has lasted `timeout`.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = Instant::now() + self.timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        timer.as_mut().poll(cx)
+    }
+}
 
 /// Why [`ConnectionWatch::expired`] ended the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
