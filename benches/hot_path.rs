@@ -116,7 +116,7 @@ fn headers(c: &mut Criterion) {
             || response.clone(),
             |headers| {
                 proxy::strip_hop_by_hop(headers, false);
-                proxy::harden_response(headers);
+                wardgate::hardening::harden_response(headers);
             },
             criterion::BatchSize::SmallInput,
         )

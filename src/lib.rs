@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod deadlines;
 pub mod demo;
+pub mod hardening;
 pub mod identity;
 pub mod own_api;
 pub mod pages;

@@ -35,12 +35,13 @@ use crate::admin::{Admin, AdminToken};
 use crate::body::ResponseBody;
 use crate::clock::Clock;
 use crate::config::{Loaded, Server as Limits};
+use crate::hardening;
 use crate::identity::{
     EmbeddedStore, IdentityStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError,
 };
 use crate::per_address::PerAddress;
 use crate::pipeline::Gateway;
-use crate::proxy::{self, Peer};
+use crate::proxy::Peer;
 use crate::refusal::Refusal;
 use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
 use crate::telemetry::Telemetry;
@@ -748,6 +749,6 @@ pub fn redirect_to_https<B>(
             }
         }
     };
-    proxy::harden_response(response.headers_mut());
+    hardening::harden_response(response.headers_mut());
     response
 }

@@ -18,8 +18,9 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::config::{Log, LogFormat};
-use crate::sanitize::framing::Violation;
+use serde::Deserialize;
+
+use crate::refusal::Violation;
 
 const REQUESTS: &str = "wardgate_requests_total";
 const DURATION: &str = "wardgate_request_duration_seconds";
@@ -38,6 +39,34 @@ pub const NO_ROUTE: &str = "(none)";
 
 const METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The `log:` section of the configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// One record per request.
+    pub requests: bool,
+    /// A `tracing` filter such as `info` or `wardgate=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            requests: true,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
 
 /// Installs the process-wide log subscriber. Called once, by the binary.
 pub fn init_logging(log: &Log) {

@@ -19,6 +19,7 @@ use serde_saphyr::Spanned;
 use crate::auth::password::PasswordConfig;
 use crate::ratelimit::{RateLimits, RouteRateLimit};
 use crate::route::PathPattern;
+pub use crate::telemetry::{Log, LogFormat};
 pub use crate::units::{ByteSize, HumanDuration};
 pub use crate::warning::Warning;
 
@@ -217,33 +218,6 @@ pub struct Forwarding {
     /// (`X-Wardgate-*`, `X-Forwarded-User`, `X-Remote-User`, `X-Auth-Request-*`).
     #[serde(default)]
     pub strip_headers: Vec<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Log {
-    pub format: LogFormat,
-    /// One record per request.
-    pub requests: bool,
-    /// A `tracing` filter such as `info` or `wardgate=debug`; `RUST_LOG` overrides it.
-    pub level: String,
-}
-
-impl Default for Log {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Json,
-            requests: true,
-            level: "info".into(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 #[derive(Debug, Deserialize)]

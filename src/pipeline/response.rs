@@ -11,6 +11,7 @@ use http::Response;
 use http::header::{self, HeaderValue};
 
 use crate::body::{IdleBody, ResponseBody};
+use crate::hardening;
 use crate::proxy::{self, X_REQUEST_ID};
 use crate::refusal::Refusal;
 use crate::session::{self, Live};
@@ -46,7 +47,7 @@ pub(super) fn from_upstream(
 
 /// Phase 10, every response's part.
 pub(super) fn finish(response: &mut Response<ResponseBody>, request_id: &HeaderValue) {
-    proxy::harden_response(response.headers_mut());
+    hardening::harden_response(response.headers_mut());
     response
         .headers_mut()
         .insert(X_REQUEST_ID, request_id.clone());
@@ -92,7 +93,7 @@ mod tests {
         let headers = response.headers();
         assert_eq!(headers[X_REQUEST_ID], "req-1");
         assert!(!headers.contains_key(header::SERVER));
-        for (name, value) in proxy::SECURITY_HEADERS {
+        for (name, value) in hardening::SECURITY_HEADERS {
             assert_eq!(headers[name], value, "{name}");
         }
     }

@@ -101,7 +101,7 @@ fn http1_bytes(status: StatusCode, code: &str, reason: &str) -> Vec<u8> {
         status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    for (name, value) in crate::proxy::SECURITY_HEADERS {
+    for (name, value) in crate::hardening::SECURITY_HEADERS {
         out.push_str(name);
         out.push_str(": ");
         out.push_str(value);
