@@ -8,14 +8,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
-use tokio::net::TcpListener;
-
-pub async fn serve(listener: TcpListener, side: crate::server::SideListener) {
-    crate::server::serve_http1(listener, side, |request| {
-        std::future::ready(answer(&request))
-    })
-    .await;
-}
 
 const PATIENTS: [(&str, &str, &str); 3] = [
     ("1", "Ada Demo", "1961-04-12"),
@@ -30,7 +22,8 @@ fn patient(id: &str) -> Option<serde_json::Value> {
         .map(|(id, name, born)| json!({"id": id, "name": name, "birthDate": born, "demo": true}))
 }
 
-fn answer(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The demo API's answer to one request (the server serves it on `demo_backend.listen`).
+pub fn answer(request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,

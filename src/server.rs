@@ -35,6 +35,7 @@ use crate::admin::{Admin, AdminToken};
 use crate::body::ResponseBody;
 use crate::clock::Clock;
 use crate::config::{Loaded, Server as Limits};
+use crate::demo;
 use crate::hardening;
 use crate::identity::{
     EmbeddedStore, IdentityStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError,
@@ -46,7 +47,6 @@ use crate::refusal::Refusal;
 use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
 use crate::telemetry::Telemetry;
 use crate::tls::{self, TlsError};
-use crate::{admin, demo};
 
 use crate::deadlines::{ConnectionWatch, Expiry, SendDeadline};
 
@@ -263,10 +263,16 @@ impl Bound {
                 clock: self.clock.clone(),
                 events: self.events,
             };
-            side_tasks.spawn(admin::serve(listener, side, Arc::new(admin)));
+            let admin = Arc::new(admin);
+            side_tasks.spawn(serve_http1(listener, side, move |request| {
+                let admin = admin.clone();
+                async move { admin.answer(request).await }
+            }));
         }
         if let Some(listener) = self.demo {
-            side_tasks.spawn(demo::serve(listener, side));
+            side_tasks.spawn(serve_http1(listener, side, |request| {
+                std::future::ready(demo::answer(&request))
+            }));
         }
         if let Some(listener) = self.redirect {
             // Plain HTTP only moves people who typed `http://` onto TLS: nothing is proxied.

@@ -18,7 +18,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
 
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::ResponseBody;
@@ -129,14 +128,6 @@ pub struct Admin {
     pub events: SecurityEvents,
 }
 
-pub async fn serve(listener: TcpListener, side: crate::server::SideListener, admin: Arc<Admin>) {
-    crate::server::serve_http1(listener, side, move |request| {
-        let admin = admin.clone();
-        async move { admin.answer(request).await }
-    })
-    .await;
-}
-
 fn text(
     status: StatusCode,
     content_type: &'static str,
@@ -162,7 +153,7 @@ fn admin_error(error: AdminError) -> Response<ResponseBody> {
 }
 
 impl Admin {
-    async fn answer(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn answer(self: Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
         let path = request.uri().path().to_owned();
         let query = request.uri().query().map(str::to_owned);
         if let Some(rest) = path.strip_prefix("/admin/sessions") {

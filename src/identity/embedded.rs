@@ -31,7 +31,7 @@ use super::store::{
     IdentityStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId,
     WebAuthnCredential, WebAuthnUse,
 };
-use crate::auth::totp::TotpParams;
+use crate::identity::TotpParams;
 
 /// The store's file name inside the data directory.
 pub const FILE_NAME: &str = "identity.redb";

@@ -26,6 +26,7 @@
 pub mod embedded;
 pub mod seal;
 pub mod store;
+mod totp_params;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use store::{
     IdentityStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId,
     WebAuthnCredential, WebAuthnUse,
 };
+pub use totp_params::{Digits, TotpAlgorithm, TotpParams};
 
 /// The outcome of a key rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]

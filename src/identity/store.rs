@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::seal::{SealError, hex_decode, hex_encode_into};
-use crate::auth::totp::TotpParams;
+use crate::identity::TotpParams;
 
 /// A user's id: 128 random bits.
 ///

@@ -4,7 +4,9 @@
 //! - [`framing`]: the HTTP/1.1 byte stream, below hyper (smuggling, desync, sizes).
 //! - [`request`]: the parsed request (host, path, method, body size, type and shape).
 //! - [`injection`]: values in queries, forms and JSON bodies.
+//! - [`config`]: the settings of these rules in the configuration file.
 
+pub mod config;
 pub mod framing;
 pub mod injection;
 pub mod request;

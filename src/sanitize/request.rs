@@ -44,9 +44,9 @@ use http::{Method, Version};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::config::{InjectionMode, JsonLimits, MethodName, RouteSanitize, Sanitize};
 use crate::path::escape_at;
 use crate::refusal::Refusal;
+use crate::sanitize::config::{InjectionMode, JsonLimits, MethodName, RouteSanitize, Sanitize};
 use crate::sanitize::injection::{self, FieldAllowList, Finding};
 
 /// The host, lower-case and without port, must be one of `names` (any when `names` is empty).
