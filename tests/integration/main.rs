@@ -18,5 +18,6 @@ mod proxying;
 mod sanitizing;
 mod sessions;
 mod smuggling;
+mod structure;
 mod totp;
 mod upstream_tls;
