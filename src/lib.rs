@@ -15,7 +15,6 @@ pub mod demo;
 pub mod hardening;
 pub mod identity;
 pub mod own_api;
-pub mod pages;
 pub mod path;
 pub mod per_address;
 pub mod pipeline;

@@ -1,6 +1,6 @@
 //! Enrollment: the steps that turn the one-time token from `wardgate user add` into a
 //! password, an authenticator app and recovery codes, and the JSON API over them. The browser
-//! pages (`crate::pages`, `/.wardgate/enroll`) walk the same steps: [`Enrollment::set_password`]
+//! pages (`crate::own_api::pages`, `/.wardgate/enroll`) walk the same steps: [`Enrollment::set_password`]
 //! and [`Enrollment::confirm_totp`] return typed results that each side renders its own way.
 //!
 //! **The threat.** An enrollment link that works twice (forwarded mail, browser history), a
@@ -48,23 +48,17 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
-use hyper::body::Incoming;
-use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::auth::api::{self, busy, parse, passkey_refusal, unavailable};
 use crate::auth::ceremony::Ceremonies;
 use crate::auth::events::{Factor, SecurityEvent, SecurityEvents};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
+use crate::auth::shared::{self, busy, passkey_refusal, unavailable};
 use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
 use crate::auth::webauthn::Passkeys;
-use crate::body::ResponseBody;
 use crate::identity::seal::hex_encode_into;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
-use crate::own_api::paths;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
 
@@ -89,35 +83,6 @@ pub struct Enrollment {
     mfa: MfaConfig,
     events: SecurityEvents,
     ceremonies: Arc<Mutex<Ceremonies<Ceremony>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PasswordStep {
-    token: String,
-    password: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TotpStep {
-    enrollment: String,
-    code: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebAuthnStart {
-    enrollment: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebAuthnFinish {
-    enrollment: String,
-    ceremony: String,
-    /// What the browser's `navigator.credentials.create()` returned, as JSON.
-    credential: serde_json::Value,
 }
 
 /// The password step succeeded: the ceremony's id, the factors the account may enroll, and
@@ -194,66 +159,6 @@ impl Enrollment {
         self.lock().prune(now)
     }
 
-    /// Serves one request of the JSON API (`/.wardgate/api/enroll/…`); `now` is unix seconds.
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        path: &str,
-        idle: std::time::Duration,
-        now: u64,
-    ) -> Result<Response<ResponseBody>, Refused> {
-        if ![
-            paths::ENROLL_PASSWORD_API,
-            paths::ENROLL_TOTP_API,
-            paths::ENROLL_WEBAUTHN_START_API,
-            paths::ENROLL_WEBAUTHN_FINISH_API,
-        ]
-        .contains(&path)
-        {
-            return Err(Refusal::GatewayPathNotFound.into());
-        }
-        if request.method() != Method::POST {
-            return Err(Refused::method_not_allowed("POST"));
-        }
-        let bytes = api::json_body(request, idle).await?;
-        if path == paths::ENROLL_WEBAUTHN_START_API {
-            let step: WebAuthnStart = parse(&bytes)?;
-            let (ceremony, options) = self.webauthn_options(&step.enrollment, now).await?;
-            Ok(api::ok(
-                &json!({ "ceremony": ceremony, "options": options }),
-            ))
-        } else if path == paths::ENROLL_WEBAUTHN_FINISH_API {
-            let step: WebAuthnFinish = parse(&bytes)?;
-            let credential = step.credential.to_string();
-            let codes = self
-                .confirm_webauthn(&step.enrollment, &step.ceremony, credential.as_bytes(), now)
-                .await?;
-            Ok(api::ok(&json!({ "recovery_codes": codes })))
-        } else if path == paths::ENROLL_PASSWORD_API {
-            let step: PasswordStep = parse(&bytes)?;
-            let started = self
-                .set_password(&step.token, step.password, now)
-                .await
-                .map_err(|error| match error {
-                    PasswordError::Policy { reasons, .. } => policy_refusal(&reasons),
-                    PasswordError::Refused(refused) => refused,
-                })?;
-            let methods: Vec<&str> = started.methods.iter().map(|f| f.name()).collect();
-            let mut answer = json!({ "enrollment": started.enrollment, "methods": methods });
-            if started.methods.contains(&Factor::Totp) {
-                answer["totp"] = json!({
-                    "otpauth": started.totp.otpauth_uri().map_err(|e| unavailable(&e))?,
-                    "secret": started.totp.secret_base32(),
-                });
-            }
-            Ok(api::ok(&answer))
-        } else {
-            let step: TotpStep = parse(&bytes)?;
-            let codes = self.confirm_totp(&step.enrollment, &step.code, now).await?;
-            Ok(api::ok(&json!({ "recovery_codes": codes })))
-        }
-    }
-
     /// The rules a new password must meet.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -262,7 +167,7 @@ impl Enrollment {
     /// The account an enrollment link belongs to, without using the link up.
     pub async fn link_user(&self, token: &str, now: u64) -> Result<User, Refused> {
         let token = Bytes::from(token.as_bytes().to_vec());
-        api::blocking(&self.store, move |store| {
+        shared::blocking(&self.store, move |store| {
             match store.enrollment_token_user(&token, now)? {
                 Some(id) => store.user(id).map(Some),
                 None => Ok(None),
@@ -325,7 +230,7 @@ impl Enrollment {
             .ok_or_else(busy)?;
         let id = user.id;
         let token = Bytes::from(token.as_bytes().to_vec());
-        let consumed = api::blocking(&self.store, move |store| {
+        let consumed = shared::blocking(&self.store, move |store| {
             if store.consume_enrollment_token(&token, now)? != Some(id) {
                 return Ok(false);
             }
@@ -379,7 +284,7 @@ impl Enrollment {
     ) -> Result<(String, serde_json::Value), Refused> {
         let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
         let id = self.open_for(enrollment, Factor::WebAuthn, now)?.user;
-        api::passkey_registration(&self.store, &passkeys, id, now).await
+        shared::passkey_registration(&self.store, &passkeys, id, now).await
     }
 
     /// The browser's answer to the registration ceremony: a verified credential ends the
@@ -436,7 +341,7 @@ impl Enrollment {
         };
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
         let user = enrollee.user;
-        api::blocking(&self.store, move |store| {
+        shared::blocking(&self.store, move |store| {
             store_factor(store)?;
             store.set_recovery_codes(user, &hashes)?;
             store.set_mfa_required_enrollment(user, false)
@@ -457,18 +362,6 @@ impl Enrollment {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// `WG-AUTH-002` with every failed rule, in words for the user.
-fn policy_refusal(reasons: &[Reason]) -> Refused {
-    let refusal = Refusal::PasswordRefused;
-    let messages: Vec<String> = reasons.iter().map(Reason::message).collect();
-    let body = json!({
-        "error": refusal.code(),
-        "message": refusal.reason(),
-        "reasons": messages,
-    });
-    Refused::with_body(refusal, Bytes::from(body.to_string()))
 }
 
 /// Ten recovery codes, `ABCD-EFGH-IJKL-MNOP`: 80 random bits each, base32 (RFC 4648).

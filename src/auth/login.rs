@@ -52,24 +52,19 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use http::header::{self, HeaderValue};
-use http::{Request, Response};
-use hyper::body::Incoming;
-use serde::Deserialize;
+use http::header;
 use serde_json::json;
 
-use crate::auth::api::{self, busy, parse, passkey_refusal, unavailable};
 use crate::auth::ceremony::{Ceremonies, Held};
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
 use crate::auth::lockout::{Attempt, LockEvent, Lockout, LockoutPolicy, OnSuccess};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
+use crate::auth::shared::{self, busy, passkey_refusal, unavailable};
 use crate::auth::totp::{ActiveTotp, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
-use crate::body::ResponseBody;
 use crate::identity::{IdentityStore, StoreError, User, UserId};
-use crate::own_api::paths;
 use crate::ratelimit::ClientKey;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
@@ -84,43 +79,6 @@ const MAX_CHALLENGES: usize = 100_000;
 pub const ADD_FACTOR_WITHIN_SECS: u64 = 10 * 60;
 /// Wrong second factors a challenge survives; the next one drops it.
 const MAX_WRONG_FACTORS: u32 = 5;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PasswordStep {
-    user: String,
-    password: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CodeStep {
-    challenge: String,
-    code: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebAuthnStart {
-    challenge: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PasskeyFinish {
-    ceremony: String,
-    /// What the browser's `navigator.credentials.create()` returned, as JSON.
-    credential: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebAuthnFinish {
-    challenge: String,
-    ceremony: String,
-    /// What the browser's `navigator.credentials.get()` returned, as JSON.
-    credential: serde_json::Value,
-}
 
 /// What the challenge leads to.
 #[derive(Clone)]
@@ -284,7 +242,7 @@ impl Login {
         let since = self.sessions.epoch();
         let address = ClientKey::from(client.address);
         let lookup = name.to_owned();
-        let user = api::blocking(&self.store, move |store| {
+        let user = shared::blocking(&self.store, move |store| {
             match store.user_by_name(&lookup) {
                 Ok(user) => Ok(Some(user)),
                 Err(StoreError::NotFound(_)) => Ok(None),
@@ -373,7 +331,7 @@ impl Login {
         };
         let id = user.id;
         // A failure is logged by `blocking` and leaves the old hash, which still verifies.
-        let _ = api::blocking(&self.store, move |store| {
+        let _ = shared::blocking(&self.store, move |store| {
             store.set_password_hash(id, Some(&phc))
         })
         .await;
@@ -385,7 +343,7 @@ impl Login {
         let id = user.id;
         let webauthn = self.second.passkeys.is_some();
         let allowed = self.second.mfa.allowed(&user.roles);
-        let mut factors = api::blocking(&self.store, move |store| {
+        let mut factors = shared::blocking(&self.store, move |store| {
             let mut factors = Vec::new();
             if store.totp(id)?.is_some() {
                 factors.push(Factor::Totp);
@@ -458,7 +416,7 @@ impl Login {
     }
 
     async fn user(&self, id: UserId) -> Result<User, Refused> {
-        api::blocking(&self.store, move |store| store.user(id)).await
+        shared::blocking(&self.store, move |store| store.user(id)).await
     }
 
     /// The second step. The challenge is taken out while the proof is checked, so two racing
@@ -510,7 +468,7 @@ impl Login {
             Proof::Totp(code) => {
                 let code = code.to_owned();
                 let configured = self.second.totp;
-                api::blocking(&self.store, move |store| {
+                shared::blocking(&self.store, move |store| {
                     let Some(stored) = store.totp(user)? else {
                         return Ok(None);
                     };
@@ -532,7 +490,7 @@ impl Login {
             }
             Proof::RecoveryCode(code) => {
                 let hash = recovery_code_hash(code);
-                api::blocking(&self.store, move |store| {
+                shared::blocking(&self.store, move |store| {
                     match store.use_recovery_code(user, &hash) {
                         Ok(true) => {
                             let left = store
@@ -556,7 +514,7 @@ impl Login {
                     return Ok(None);
                 };
                 let (ceremony, credential) = (ceremony.to_owned(), credential.to_vec());
-                api::blocking(&self.store, move |store| {
+                shared::blocking(&self.store, move |store| {
                     let stored = store.webauthn_credentials(user)?;
                     let verified =
                         passkeys.finish_authentication(&ceremony, user, &credential, &stored, now);
@@ -599,7 +557,7 @@ impl Login {
             .clone()
             .ok_or(Refusal::LoginChallengeInvalid)?;
         let credentials =
-            api::blocking(&self.store, move |store| store.webauthn_credentials(user)).await?;
+            shared::blocking(&self.store, move |store| store.webauthn_credentials(user)).await?;
         passkeys
             .start_authentication(user, &credentials, now)
             .map_err(|error| match error {
@@ -758,7 +716,7 @@ impl Login {
         now: u64,
     ) -> Result<(String, serde_json::Value), Refused> {
         let passkeys = self.may_add_passkey(live, now)?;
-        api::passkey_registration(&self.store, &passkeys, live.user, now).await
+        shared::passkey_registration(&self.store, &passkeys, live.user, now).await
     }
 
     /// Stores the passkey the browser created; returns how many the user has now.
@@ -774,7 +732,7 @@ impl Login {
             .finish_registration(ceremony, live.user, credential, now)
             .map_err(passkey_refusal)?;
         let id = live.user;
-        let count = api::blocking(&self.store, move |store| {
+        let count = shared::blocking(&self.store, move |store| {
             store.add_webauthn(id, &credential)?;
             Ok(store.webauthn_credentials(id)?.len())
         })
@@ -806,112 +764,6 @@ impl Login {
         Ok(count)
     }
 
-    /// Serves the JSON API under `/.wardgate/api/`.
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        path: &str,
-        client: IpAddr,
-        idle: std::time::Duration,
-        now: u64,
-    ) -> Result<Response<ResponseBody>, Refused> {
-        let allowed = if path == paths::SESSION_API {
-            "GET"
-        } else {
-            "POST"
-        };
-        if request.method().as_str() != allowed {
-            return Err(Refused::with_header(
-                Refusal::MethodNotAllowed,
-                header::ALLOW,
-                HeaderValue::from_static(allowed),
-            ));
-        }
-        let client = &Client::new(client, request.headers());
-        match path {
-            paths::SESSION_API => {
-                let live = self.current(request.headers(), now).await?;
-                let lifetimes = self.sessions.lifetimes();
-                Ok(api::ok(&json!({
-                    "user": live.name,
-                    "roles": live.roles,
-                    "created": live.created,
-                    "auth_time": live.auth_time,
-                    "expires_in": live.remaining(&lifetimes, now),
-                })))
-            }
-            paths::LOGOUT_API | paths::LOGOUT_ALL_API => {
-                let live = self.current(request.headers(), now).await?;
-                let ended = self.logout(&live, path == paths::LOGOUT_ALL_API).await?;
-                let mut response = api::ok(&json!({ "ended": ended }));
-                response
-                    .headers_mut()
-                    .insert(header::SET_COOKIE, session::clear_cookie());
-                Ok(response)
-            }
-            paths::STEP_UP_API => {
-                let live = self.current(request.headers(), now).await?;
-                let started = self.step_up(live, now).await?;
-                Ok(api::ok(&started_json(&started)))
-            }
-            paths::PASSKEY_START_API => {
-                let live = self.current(request.headers(), now).await?;
-                let (ceremony, options) = self.passkey_options(&live, now).await?;
-                Ok(api::ok(
-                    &json!({ "ceremony": ceremony, "options": options }),
-                ))
-            }
-            paths::PASSKEY_FINISH_API => {
-                let live = self.current(request.headers(), now).await?;
-                let step: PasskeyFinish = parse(&api::json_body(request, idle).await?)?;
-                let credential = step.credential.to_string();
-                let count = self
-                    .add_passkey(&live, &step.ceremony, credential.as_bytes(), now)
-                    .await?;
-                Ok(api::ok(&json!({ "webauthn_credentials": count })))
-            }
-            paths::LOGIN_API => {
-                let step: PasswordStep = parse(&api::json_body(request, idle).await?)?;
-                let started = self
-                    .password(&step.user, step.password, client, now)
-                    .await?;
-                Ok(api::ok(&started_json(&started)))
-            }
-            paths::LOGIN_TOTP_API | paths::LOGIN_RECOVERY_API => {
-                let step: CodeStep = parse(&api::json_body(request, idle).await?)?;
-                let proof = if path == paths::LOGIN_TOTP_API {
-                    Proof::Totp(&step.code)
-                } else {
-                    Proof::RecoveryCode(&step.code)
-                };
-                let completed = self
-                    .second_factor(&step.challenge, proof, client, now)
-                    .await?;
-                Ok(api::ok(&self.completed_json(&completed, now)))
-            }
-            paths::LOGIN_WEBAUTHN_START_API => {
-                let step: WebAuthnStart = parse(&api::json_body(request, idle).await?)?;
-                let (ceremony, options) = self.webauthn_options(&step.challenge, now).await?;
-                Ok(api::ok(
-                    &json!({ "ceremony": ceremony, "options": options }),
-                ))
-            }
-            paths::LOGIN_WEBAUTHN_FINISH_API => {
-                let step: WebAuthnFinish = parse(&api::json_body(request, idle).await?)?;
-                let credential = step.credential.to_string();
-                let proof = Proof::WebAuthn {
-                    ceremony: &step.ceremony,
-                    credential: credential.as_bytes(),
-                };
-                let completed = self
-                    .second_factor(&step.challenge, proof, client, now)
-                    .await?;
-                Ok(api::ok(&self.completed_json(&completed, now)))
-            }
-            _ => Err(Refusal::GatewayPathNotFound.into()),
-        }
-    }
-
     /// The answer to a finished login: the bearer token and when the session ends.
     pub fn completed_json(&self, completed: &Completed, now: u64) -> serde_json::Value {
         let lifetimes = self.sessions.lifetimes();
@@ -939,15 +791,6 @@ fn lock_challenges(
 ) -> MutexGuard<'_, Ceremonies<Challenge>> {
     // A panic while holding the lock cannot leave the map half-changed in a harmful way.
     challenges.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn started_json(started: &Started) -> serde_json::Value {
-    let factors: Vec<&str> = started.factors.iter().map(|f| f.name()).collect();
-    json!({
-        "challenge": started.challenge,
-        "factors": factors,
-        "expires_in": started.expires_in,
-    })
 }
 
 fn pool_refusal(error: PoolError) -> Refused {

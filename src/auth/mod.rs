@@ -7,17 +7,16 @@
 //! - [`webauthn`]: the WebAuthn second factor (passkeys, security keys): registration and
 //!   login ceremonies, user verification required, cloned-authenticator detection.
 //! - [`enrollment`]: where a new user turns the enrollment token into a password, an
-//!   authenticator app or a passkey, and recovery codes (the JSON API here; the pages in
-//!   [`crate::pages`]).
+//!   authenticator app or a passkey, and recovery codes (the JSON API and the pages are in
+//!   [`crate::own_api`] and [`crate::own_api::pages`]).
 //! - [`csrf`]: the anti-forgery checks of every form the gateway serves.
 //! - [`return_to`]: which targets a browser may be sent to after logging in.
 //!
 //! - [`login`]: password, then second factor, then a session; step-up and logout.
 //! - [`events`]: the one channel for security events.
-//! - [`api`]: what the JSON endpoints share.
+//! - [`shared`]: what the login and enrollment steps share (busy, unavailable, store work).
 //! - [`ceremony`]: short-lived state of multi-step exchanges under random ids.
 
-pub mod api;
 pub mod ceremony;
 pub mod csrf;
 pub mod enrollment;
@@ -27,5 +26,6 @@ pub mod login;
 pub mod mfa;
 pub mod password;
 pub mod return_to;
+pub mod shared;
 pub mod totp;
 pub mod webauthn;

@@ -1,5 +1,11 @@
 //! The gateway's own API: everything under `/.wardgate/` that the gateway answers itself, never
 //! routed and never proxied. [`paths`] is its table of paths; `pipeline/own_api.rs` hands these
-//! requests to the pages (`pages/`) and the JSON handlers.
+//! requests to the [`pages`] (HTML forms for browsers) or to the JSON API ([`login_api`],
+//! [`enroll_api`], with [`json`]). The state machines behind both are in `auth/`, which knows
+//! nothing of HTTP requests.
 
+pub mod enroll_api;
+pub mod json;
+pub mod login_api;
+pub mod pages;
 pub mod paths;

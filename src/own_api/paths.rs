@@ -116,17 +116,17 @@ mod tests {
     #[test]
     fn the_pages_name_only_paths_of_this_table() {
         let sources = [
-            include_str!("../pages/templates/base.html"),
-            include_str!("../pages/templates/csrf_field.html"),
-            include_str!("../pages/templates/enroll_done.html"),
-            include_str!("../pages/templates/enroll_password.html"),
-            include_str!("../pages/templates/enroll_totp.html"),
-            include_str!("../pages/templates/home.html"),
-            include_str!("../pages/templates/login_factor.html"),
-            include_str!("../pages/templates/login_password.html"),
-            include_str!("../pages/templates/login_recovery_used.html"),
-            include_str!("../pages/templates/refusal.html"),
-            include_str!("../pages/assets/webauthn.js"),
+            include_str!("pages/templates/base.html"),
+            include_str!("pages/templates/csrf_field.html"),
+            include_str!("pages/templates/enroll_done.html"),
+            include_str!("pages/templates/enroll_password.html"),
+            include_str!("pages/templates/enroll_totp.html"),
+            include_str!("pages/templates/home.html"),
+            include_str!("pages/templates/login_factor.html"),
+            include_str!("pages/templates/login_password.html"),
+            include_str!("pages/templates/login_recovery_used.html"),
+            include_str!("pages/templates/refusal.html"),
+            include_str!("pages/assets/webauthn.js"),
         ];
         let mut named = 0;
         for source in sources {

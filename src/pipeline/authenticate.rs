@@ -15,8 +15,8 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Request};
 
-use crate::auth::api;
 use crate::auth::login;
+use crate::auth::shared;
 use crate::own_api::paths;
 use crate::session::{self, Ended, Live};
 
@@ -36,7 +36,7 @@ impl Gateway {
             Some((_, token)) => match self.sessions().check(token, &auth.lifetimes, now).await {
                 Ok(Ok(live)) => return Ok(live),
                 Ok(Err(ended)) => ended,
-                Err(error) => return Err(api::unavailable(&error)),
+                Err(error) => return Err(shared::unavailable(&error)),
             },
             None => Ended::Missing,
         };

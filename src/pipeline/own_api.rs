@@ -13,10 +13,9 @@ use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::auth::api;
 use crate::body::ResponseBody;
-use crate::own_api::paths;
-use crate::pages::{self, PageRequest};
+use crate::own_api::pages::{self, PageRequest};
+use crate::own_api::{enroll_api, json, login_api, paths};
 use crate::ratelimit::{Stage, Subject};
 use crate::telemetry::RequestRecord;
 
@@ -76,10 +75,10 @@ async fn json(
 ) -> Result<Response<ResponseBody>, Refused> {
     let idle = gateway.body_idle_timeout;
     if path == paths::JWKS {
-        return Ok(api::ok(&gateway.assertion.jwks()));
+        return Ok(json::ok(&gateway.assertion.jwks()));
     }
     if path.starts_with(paths::ENROLL_API_PREFIX) {
-        return gateway.enrollment.handle(request, path, idle, now).await;
+        return enroll_api::handle(&gateway.enrollment, request, path, idle, now).await;
     }
-    gateway.login.handle(request, path, client, idle, now).await
+    login_api::handle(&gateway.login, request, path, client, idle, now).await
 }

@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::body::ResponseBody;
-use crate::pages;
+use crate::own_api::pages;
 use crate::refused::Refused;
 
 /// The one place a refusal becomes a response: status, body, `no-store`, its headers.

@@ -20,10 +20,10 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 
 use super::{PageRequest, html, page, render};
-use crate::auth::api::unavailable;
 use crate::auth::csrf::FormToken;
 use crate::auth::enrollment::{Enrollment, PasswordError};
 use crate::auth::events::Factor;
+use crate::auth::shared::unavailable;
 use crate::auth::totp::PendingTotp;
 use crate::body::ResponseBody;
 use crate::own_api::paths;
