@@ -64,7 +64,7 @@ use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::shared::{self, busy, passkey_refusal, unavailable};
 use crate::auth::totp::{ActiveTotp, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
-use crate::identity::{IdentityStore, StoreError, User, UserId};
+use crate::identity::{IdentityStore, SessionKey, StoreError, User, UserId};
 use crate::ratelimit::ClientKey;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
@@ -80,12 +80,16 @@ pub const ADD_FACTOR_WITHIN_SECS: u64 = 10 * 60;
 /// Wrong second factors a challenge survives; the next one drops it.
 const MAX_WRONG_FACTORS: u32 = 5;
 
-/// What the challenge leads to.
-#[derive(Clone)]
+/// What the challenge leads to: plain data, so that a challenge can be kept in a shared store.
+#[derive(Clone, Copy)]
 enum Purpose {
     Login,
-    /// Step-up of this live session: its token is replaced.
-    StepUp(Arc<Live>),
+    /// Step-up of the session stored under `session`, opened at `created`: its token is
+    /// replaced by one with the same absolute expiry.
+    StepUp {
+        session: SessionKey,
+        created: u64,
+    },
 }
 
 struct Challenge {
@@ -412,7 +416,11 @@ impl Login {
         if factors.is_empty() {
             return Err(Refusal::EnrollmentRequired.into());
         }
-        self.open_challenge(&user, Purpose::StepUp(live), factors, since, now)
+        let purpose = Purpose::StepUp {
+            session: live.key,
+            created: live.created,
+        };
+        self.open_challenge(&user, purpose, factors, since, now)
     }
 
     async fn user(&self, id: UserId) -> Result<User, Refused> {
@@ -615,9 +623,13 @@ impl Login {
             user_agent: &client.user_agent,
         };
         let since = challenge.since;
-        let created = match &challenge.purpose {
+        let created = match challenge.purpose {
             Purpose::Login => self.sessions.create(new, since, now).await,
-            Purpose::StepUp(old) => self.sessions.rotate(old, new, since, now).await,
+            Purpose::StepUp { session, created } => {
+                self.sessions
+                    .rotate(session, created, new, since, now)
+                    .await
+            }
         };
         let (token, live) = created.map_err(|error| match error {
             // Ended while the second factor was checked: as if the challenge had been dropped.
@@ -631,7 +643,7 @@ impl Login {
                     factor,
                     client: client.address,
                 },
-                Purpose::StepUp(_) => SecurityEvent::StepUp {
+                Purpose::StepUp { .. } => SecurityEvent::StepUp {
                     user: user.name.clone(),
                     factor,
                 },

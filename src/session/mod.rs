@@ -500,20 +500,22 @@ impl Sessions {
         self.create_with(new, now, since, now).await
     }
 
-    /// Step-up: a new token with a fresh `auth_time`; the old session ends at once. The
-    /// absolute cap still counts from the original login. [`SessionError::Revoked`] when the
+    /// Step-up of the session stored under `old`, opened at `created`: a new token with a
+    /// fresh `auth_time`; the old session ends at once. The absolute cap still counts from the
+    /// original login. [`SessionError::Revoked`] when the
     /// old session is gone by now (a logout, an operator), or the user's sessions were ended
     /// after `since`, when the step-up began.
     pub async fn rotate(
         &self,
-        old: &Live,
+        old: SessionKey,
+        created: u64,
         new: NewSession<'_>,
         since: Epoch,
         now: u64,
     ) -> Result<(Token, Arc<Live>), SessionError> {
-        let (token, live) = self.create_with(new, old.created, since, now).await?;
+        let (token, live) = self.create_with(new, created, since, now).await?;
         // The delete is the atomic check: of a logout and this step-up, one ends the old session.
-        if !self.end(old.key).await? {
+        if !self.end(old).await? {
             self.end(live.key).await?;
             return Err(SessionError::Revoked);
         }
@@ -940,7 +942,13 @@ mod tests {
         let since = f.sessions.epoch();
         let (new, rotated) = f
             .sessions
-            .rotate(&live, new_session(&f.alice), since, T0 + 901)
+            .rotate(
+                live.key,
+                live.created,
+                new_session(&f.alice),
+                since,
+                T0 + 901,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -1071,7 +1079,7 @@ mod tests {
         assert!(f.sessions.end(live.key).await.unwrap());
         let refused = f
             .sessions
-            .rotate(&live, new_session(&f.alice), since, T0 + 2)
+            .rotate(live.key, live.created, new_session(&f.alice), since, T0 + 2)
             .await
             .map(|_| ());
         assert!(matches!(refused, Err(SessionError::Revoked)), "{refused:?}");
