@@ -28,6 +28,7 @@ pub mod secret_file;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod units;

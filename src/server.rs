@@ -45,6 +45,7 @@ use crate::pipeline::Gateway;
 use crate::proxy::Peer;
 use crate::refusal::Refusal;
 use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
+use crate::store::keys::{DataDirKeys, SharedKeys};
 use crate::telemetry::Telemetry;
 use crate::tls::{self, TlsError};
 
@@ -161,14 +162,17 @@ impl Bound {
         }
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
         raise_file_limit(&config.server.value)?;
-        let (identity, keyring, admin_token) = open_identity_store(loaded)?;
-        let key_file = loaded
-            .resolve(&config.store.path)
-            .join(crate::assertion::KEY_FILE);
-        let (assertion, created) = crate::assertion::AssertionKey::load_or_create(&key_file)?;
+        let (identity, keyring) = open_identity_store(loaded)?;
+        // Key material every replica shares, read through the store layer.
+        let keys = DataDirKeys::new(loaded.resolve(&config.store.path));
+        let admin_token = match &config.listen.admin {
+            Some(_) => Some(keys.admin_token().await?),
+            None => None,
+        };
+        let (assertion, created) = keys.assertion_key().await?;
         if created {
             tracing::warn!(
-                key_file = %key_file.display(),
+                store = %loaded.resolve(&config.store.path).display(),
                 kid = assertion.kid(),
                 "created a new identity assertion key: upstreams that verify assertions need the new JWKS ({})",
                 crate::own_api::paths::JWKS
@@ -368,7 +372,7 @@ impl Bound {
 /// and, when there is an admin listener, its token: a missing key or an unreadable store stops
 /// the start before any port is bound.
 /// The store, the keyring that seals it, and the admin token (when there is an admin listener).
-type OpenedStore = (Arc<dyn IdentityStore>, Arc<Keyring>, Option<AdminToken>);
+type OpenedStore = (Arc<dyn IdentityStore>, Arc<Keyring>);
 
 fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
     let store = &loaded.config.store;
@@ -389,17 +393,13 @@ fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
     let dir = loaded.resolve(&store.path);
     let keyring = Arc::new(keyring);
     let identity: Arc<dyn IdentityStore> = Arc::new(EmbeddedStore::open(&dir, keyring.clone())?);
-    let token = match &loaded.config.listen.admin {
-        Some(_) => Some(AdminToken::load_or_create(&dir, &mut rand::rng())?),
-        None => None,
-    };
     if identity.users()?.is_empty() {
         tracing::warn!(
             "no accounts yet: create the first with `wardgate user add <name> --role <role> --config {}`",
             loaded.file.display()
         );
     }
-    Ok((identity, keyring, token))
+    Ok((identity, keyring))
 }
 
 fn h1_builder(limits: &Limits) -> http1::Builder {

@@ -1,0 +1,7 @@
+//! The state layer: each concern behind a trait whose doc states its contract (atomicity, what
+//! "missing" means), with an embedded implementation in the data directory; the shared ones
+//! (Redis, PostgreSQL) come with several replicas, behind the same traits.
+//!
+//! - [`keys`]: key material every replica must hold the same of.
+
+pub mod keys;
