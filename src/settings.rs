@@ -8,17 +8,24 @@
 //! `wardgate check-config` call, so the check refuses exactly what the start would. It binds no
 //! port, writes no file and starts no thread.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
 
 use crate::auth::lockout::{LockoutConfigError, LockoutPolicy};
 use crate::auth::password::{HashError, Hasher};
 use crate::auth::totp::{TotpError, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnConfigError};
-use crate::config::Loaded;
+use crate::config::{AuthMode, IdentityField, Loaded, Route, Sanitize};
 use crate::own_api::paths;
 use crate::proxy::UpstreamClient;
 use crate::ratelimit::{LocalLimiter, RateLimitError};
+use crate::route::PathPattern;
+use crate::sanitize::request::RouteRules;
+use crate::session::Lifetimes;
 use crate::tls::TlsError;
 
 /// The fallible part of the configuration, converted.
@@ -31,8 +38,53 @@ pub struct Settings {
     pub passkeys: Option<Arc<Passkeys>>,
     /// Every limit of `rate_limits`, the routes' and the login endpoints'.
     pub limiter: LocalLimiter,
-    /// One pooled client per upstream, by name; none has connected yet.
-    pub upstreams: BTreeMap<String, Arc<UpstreamClient>>,
+    /// Every route, in the order of the file, each with its upstream's pooled client (none has
+    /// connected yet).
+    pub routes: Vec<RouteSettings>,
+}
+
+/// One route, compiled: what the request path needs of it, without spans.
+pub struct RouteSettings {
+    /// The label of logs, metrics and rate limits.
+    pub label: String,
+    pub host: Option<String>,
+    pub path: PathPattern,
+    pub upstream: Arc<UpstreamClient>,
+    /// `None` on a route with `auth: none`.
+    pub auth: Option<RouteAuth>,
+    pub rewrite: Option<PathRewrite>,
+    pub websocket: bool,
+    /// The route's `response_headers`, and `Cache-Control: no-store` on patient data.
+    pub response_headers: HeaderMap,
+    pub rules: RouteRules,
+}
+
+/// What a protected route asks of the session and tells the upstream.
+pub struct RouteAuth {
+    /// The session lifetimes narrowed by the route's own.
+    pub lifetimes: Lifetimes,
+    /// Identity sent as plain headers.
+    pub headers: Vec<IdentityField>,
+    /// Identity sent in a signed assertion, when the route asks for one.
+    pub assertion: Option<Vec<IdentityField>>,
+}
+
+/// A route's `rewrite:` of the path prefix.
+pub struct PathRewrite {
+    pub prefix: String,
+    pub to: String,
+}
+
+impl PathRewrite {
+    /// The path the upstream sees: `path` with the prefix replaced, on a segment boundary.
+    pub fn apply<'a>(&self, path: &'a str) -> Cow<'a, str> {
+        let rest = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
+        match (self.to.as_str(), rest) {
+            ("", "") => Cow::Borrowed("/"),
+            ("", rest) => Cow::Borrowed(rest),
+            (to, rest) => Cow::Owned(format!("{to}{rest}")),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +124,98 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
         let client = UpstreamClient::new(name, &upstream.value, |p| loaded.resolve(p))?;
         upstreams.insert(name.clone(), Arc::new(client));
     }
+    let lifetimes = config.session.value.lifetimes();
+    let routes = config
+        .routes
+        .value
+        .iter()
+        .filter_map(|route| {
+            // `config::load` refuses routes that name an unknown upstream.
+            let upstream = upstreams.get(route.upstream.value.as_str())?.clone();
+            Some(compile_route(
+                route,
+                upstream,
+                &config.sanitize.value,
+                lifetimes,
+            ))
+        })
+        .collect();
     Ok(Settings {
         hasher: Hasher::new(config.auth.password.hashing.params.clone())?,
         totp: config.auth.totp.params()?,
         lockout: config.auth.lockout.policy()?,
         passkeys,
         limiter,
-        upstreams,
+        routes,
     })
+}
+
+fn compile_route(
+    route: &Route,
+    upstream: Arc<UpstreamClient>,
+    sanitize: &Sanitize,
+    lifetimes: Lifetimes,
+) -> RouteSettings {
+    let mut response_headers = HeaderMap::new();
+    for (name, value) in &route.response_headers {
+        // `config::load` refused names and values that are not valid in a header.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.value.as_str()),
+        ) {
+            response_headers.insert(name, value);
+        }
+    }
+    if route.cache_no_store.unwrap_or(route.patient_data) {
+        response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let auth = (route.auth == AuthMode::Session).then(|| {
+        let identity = route.identity.as_ref().map(|i| i.value.clone());
+        RouteAuth {
+            lifetimes: lifetimes.narrowed(
+                route.session.idle_timeout.map(|d| d.0),
+                route.session.absolute_timeout.map(|d| d.0),
+                route.reauth_within.map(|d| d.0),
+            ),
+            headers: identity
+                .as_ref()
+                .map(|i| i.headers.clone())
+                .unwrap_or_default(),
+            assertion: identity.and_then(|i| i.assertion),
+        }
+    });
+    RouteSettings {
+        label: route.label(),
+        host: route.host.as_ref().map(|h| h.value.clone()),
+        path: route.path.value.clone(),
+        upstream,
+        auth,
+        rewrite: route.rewrite.as_ref().map(|r| PathRewrite {
+            prefix: r.value.prefix.clone(),
+            to: r.value.to.clone(),
+        }),
+        websocket: route.websocket,
+        response_headers,
+        rules: RouteRules::new(sanitize, &route.sanitize),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_keeps_segment_boundaries() {
+        let rewrite = |prefix: &str, to: &str| PathRewrite {
+            prefix: prefix.to_owned(),
+            to: to.to_owned(),
+        };
+        assert_eq!(rewrite("/api", "").apply("/api/patients/1"), "/patients/1");
+        assert_eq!(rewrite("/api", "").apply("/api"), "/");
+        assert_eq!(
+            rewrite("/api", "/fhir").apply("/api/Patient"),
+            "/fhir/Patient"
+        );
+        assert_eq!(rewrite("/api", "/fhir").apply("/api"), "/fhir");
+    }
 }

@@ -20,8 +20,9 @@ use crate::auth::shared;
 use crate::own_api::paths;
 use crate::session::{self, Ended, Live};
 
-use super::build::{Gateway, RouteAuth};
+use super::build::Gateway;
 use crate::refused::Refused;
+use crate::settings::RouteAuth;
 
 impl Gateway {
     /// Phase 6: the live session of a protected route, or the refusal that says why not.

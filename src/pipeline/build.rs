@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use metrics::SharedString;
 
 use super::sanitize::HeadRules;
-use super::upstream::Rewrite;
 use crate::assertion::AssertionKey;
 use crate::auth::enrollment::Enrollment;
 use crate::auth::events::SecurityEvents;
@@ -17,7 +16,6 @@ use crate::auth::login::{Login, SecondFactors};
 use crate::auth::password::HashPool;
 use crate::clock::Clock;
 use crate::config::Loaded;
-use crate::config::{AuthMode, IdentityField};
 use crate::identity::IdentityStore;
 use crate::identity::Keyring;
 use crate::own_api::paths;
@@ -26,23 +24,16 @@ use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient};
 use crate::ratelimit::Limiter;
 use crate::route::RouteTable;
 use crate::sanitize::request::RouteRules;
-use crate::session::{Lifetimes, Sessions};
-use crate::settings::Settings;
+use crate::session::Sessions;
+use crate::settings::{PathRewrite, RouteAuth, Settings};
 use crate::telemetry::{NO_ROUTE, RouteLabels, Telemetry};
-
-/// What a protected route asks of the session and tells the upstream.
-pub(super) struct RouteAuth {
-    pub(super) lifetimes: Lifetimes,
-    pub(super) headers: Vec<IdentityField>,
-    pub(super) assertion: Option<Vec<IdentityField>>,
-}
 
 /// Everything a matched route decides.
 pub struct RouteTarget {
     pub(super) auth: Option<RouteAuth>,
     pub(super) labels: Arc<RouteLabels>,
     pub(super) upstream: Arc<UpstreamClient>,
-    pub(super) rewrite: Option<Rewrite>,
+    pub(super) rewrite: Option<PathRewrite>,
     pub(super) websocket: bool,
     pub(super) response_headers: HeaderMap,
     pub(super) rules: RouteRules,
@@ -134,61 +125,24 @@ impl Gateway {
             },
             settings.lockout,
         );
-        let global_lifetimes = config.session.value.lifetimes();
-        let upstreams = settings.upstreams;
-        let mut targets = Vec::with_capacity(config.routes.value.len());
-        for route in &config.routes.value {
-            let Some(upstream) = upstreams.get(route.upstream.value.as_str()) else {
-                // `config::load` refuses routes that name an unknown upstream.
-                continue;
-            };
-            let name = SharedString::from(route.label());
-            let mut response_headers = HeaderMap::new();
-            for (header_name, value) in &route.response_headers {
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::try_from(header_name.as_str()),
-                    HeaderValue::try_from(value.value.as_str()),
-                ) {
-                    response_headers.insert(n, v);
-                }
-            }
-            if route.cache_no_store.unwrap_or(route.patient_data) {
-                response_headers
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            }
-            let auth = (route.auth == AuthMode::Session).then(|| {
-                let identity = route.identity.as_ref().map(|i| i.value.clone());
-                RouteAuth {
-                    lifetimes: global_lifetimes.narrowed(
-                        route.session.idle_timeout.map(|d| d.0),
-                        route.session.absolute_timeout.map(|d| d.0),
-                        route.reauth_within.map(|d| d.0),
-                    ),
-                    headers: identity
-                        .as_ref()
-                        .map(|i| i.headers.clone())
-                        .unwrap_or_default(),
-                    assertion: identity.and_then(|i| i.assertion),
-                }
-            });
-            let target = RouteTarget {
-                auth,
-                labels: Arc::new(telemetry.route_labels(name, upstream.name.clone())),
-                upstream: upstream.clone(),
-                rewrite: route.rewrite.as_ref().map(|r| Rewrite {
-                    prefix: r.value.prefix.clone(),
-                    to: r.value.to.clone(),
-                }),
-                websocket: route.websocket,
-                response_headers,
-                rules: RouteRules::new(&config.sanitize.value, &route.sanitize),
-            };
-            targets.push((
-                route.host.as_ref().map(|h| h.value.clone()),
-                route.path.value.clone(),
-                target,
-            ));
-        }
+        let targets: Vec<_> = settings
+            .routes
+            .into_iter()
+            .map(|route| {
+                let labels = telemetry
+                    .route_labels(SharedString::from(route.label), route.upstream.name.clone());
+                let target = RouteTarget {
+                    auth: route.auth,
+                    labels: Arc::new(labels),
+                    upstream: route.upstream,
+                    rewrite: route.rewrite,
+                    websocket: route.websocket,
+                    response_headers: route.response_headers,
+                    rules: route.rules,
+                };
+                (route.host, route.path, target)
+            })
+            .collect();
         Ok(Self {
             routes: RouteTable::new(targets),
             trusted: TrustedProxies::new(config.forwarding.trusted_proxies.clone()),

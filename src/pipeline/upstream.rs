@@ -31,27 +31,10 @@ use crate::sanitize::request::BodyPlan;
 use crate::session::{self, Live};
 use crate::telemetry::RequestRecord;
 
-use super::build::{Gateway, RouteAuth, RouteTarget};
+use super::build::{Gateway, RouteTarget};
 use super::route;
 use crate::refused::Refused;
-
-/// A route's `rewrite:` of the path prefix.
-pub(super) struct Rewrite {
-    pub(super) prefix: String,
-    pub(super) to: String,
-}
-
-impl Rewrite {
-    /// The path the upstream sees: `path` with the prefix replaced, on a segment boundary.
-    fn apply<'a>(&self, path: &'a str) -> Cow<'a, str> {
-        let rest = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
-        match (self.to.as_str(), rest) {
-            ("", "") => Cow::Borrowed("/"),
-            ("", rest) => Cow::Borrowed(rest),
-            (to, rest) => Cow::Owned(format!("{to}{rest}")),
-        }
-    }
-}
+use crate::settings::RouteAuth;
 
 /// The upstream's URI for a normalized `path` and the client's query, on `target`'s upstream.
 pub(super) fn upstream_uri(
@@ -281,21 +264,6 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 mod tests {
     use super::*;
     use crate::proxy::TrustedProxies;
-
-    #[test]
-    fn rewrite_keeps_segment_boundaries() {
-        let rewrite = |prefix: &str, to: &str| Rewrite {
-            prefix: prefix.to_owned(),
-            to: to.to_owned(),
-        };
-        assert_eq!(rewrite("/api", "").apply("/api/patients/1"), "/patients/1");
-        assert_eq!(rewrite("/api", "").apply("/api"), "/");
-        assert_eq!(
-            rewrite("/api", "/fhir").apply("/api/Patient"),
-            "/fhir/Patient"
-        );
-        assert_eq!(rewrite("/api", "/fhir").apply("/api"), "/fhir");
-    }
 
     #[test]
     fn the_upstream_sees_no_client_claims_and_the_checked_authority() {
