@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
@@ -21,7 +22,7 @@ use crate::auth::totp::{TotpError, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnConfigError};
 use crate::config::{AuthMode, IdentityField, Loaded, Route, Sanitize};
 use crate::own_api::paths;
-use crate::proxy::UpstreamClient;
+use crate::proxy::{self, UpstreamClient};
 use crate::ratelimit::{LocalLimiter, RateLimitError};
 use crate::route::PathPattern;
 use crate::sanitize::request::RouteRules;
@@ -41,6 +42,24 @@ pub struct Settings {
     /// Every route, in the order of the file, each with its upstream's pooled client (none has
     /// connected yet).
     pub routes: Vec<RouteSettings>,
+    /// What every request's head is checked against.
+    pub head: HeadRules,
+    /// `server.body_idle_timeout`.
+    pub body_idle_timeout: Duration,
+    /// `server.max_upstream_requests_per_client`.
+    pub max_in_flight_per_client: usize,
+    /// The identity headers stripped from every request besides the built-in ones, in the form
+    /// the strip rule compares.
+    pub strip_headers: Vec<String>,
+}
+
+/// The gateway-wide head rules (`sanitize:` and `server.max_request_line`).
+pub struct HeadRules {
+    pub max_request_line: u64,
+    /// The host names the gateway answers for (`Host` / `:authority`).
+    pub server_names: Vec<String>,
+    pub allow_encoded_slash: bool,
+    pub allow_underscores: bool,
 }
 
 /// One route, compiled: what the request path needs of it, without spans.
@@ -147,6 +166,20 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
         passkeys,
         limiter,
         routes,
+        head: HeadRules {
+            max_request_line: config.server.value.max_request_line.0,
+            server_names: config.sanitize.value.host_names(),
+            allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
+            allow_underscores: config.sanitize.value.allow_underscores_in_headers,
+        },
+        body_idle_timeout: config.server.value.body_idle_timeout.0,
+        max_in_flight_per_client: config.server.value.max_upstream_requests_per_client,
+        strip_headers: config
+            .forwarding
+            .strip_headers
+            .iter()
+            .map(|name| proxy::identity_header_key(&name.value).into_owned())
+            .collect(),
     })
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use http::header::HeaderMap;
 use metrics::SharedString;
 
-use super::sanitize::HeadRules;
 use crate::assertion::AssertionKey;
 use crate::auth::enrollment::Enrollment;
 use crate::auth::events::SecurityEvents;
@@ -20,11 +19,12 @@ use crate::identity::IdentityStore;
 use crate::identity::Keyring;
 use crate::own_api::paths;
 use crate::per_address::PerAddress;
-use crate::proxy::{self, Peer, TrustedProxies, UpstreamClient};
+use crate::proxy::{Peer, TrustedProxies, UpstreamClient};
 use crate::ratelimit::Limiter;
 use crate::route::RouteTable;
 use crate::sanitize::request::RouteRules;
 use crate::session::Sessions;
+use crate::settings::HeadRules;
 use crate::settings::{PathRewrite, RouteAuth, Settings};
 use crate::telemetry::{NO_ROUTE, RouteLabels, Telemetry};
 
@@ -155,24 +155,14 @@ impl Gateway {
                 SharedString::const_str(""),
             )),
             telemetry,
-            body_idle_timeout: config.server.value.body_idle_timeout.0,
-            head: HeadRules {
-                max_request_line: config.server.value.max_request_line.0,
-                server_names: config.sanitize.value.host_names(),
-                allow_encoded_slash: config.sanitize.value.allow_encoded_slash,
-                allow_underscores: config.sanitize.value.allow_underscores_in_headers,
-            },
+            body_idle_timeout: settings.body_idle_timeout,
+            head: settings.head,
             limiter: Arc::new(settings.limiter),
-            in_flight: PerAddress::new(config.server.value.max_upstream_requests_per_client),
+            in_flight: PerAddress::new(settings.max_in_flight_per_client),
             enrollment,
             login,
             assertion: accounts.assertion,
-            strip_headers: config
-                .forwarding
-                .strip_headers
-                .iter()
-                .map(|name| proxy::identity_header_key(&name.value).into_owned())
-                .collect(),
+            strip_headers: settings.strip_headers,
             clock,
         })
     }

@@ -16,15 +16,7 @@ use http::uri::Authority;
 use crate::path;
 use crate::refusal::Refusal;
 use crate::sanitize;
-
-/// The gateway-wide head rules (`sanitize:` and `server.max_request_line`).
-pub(super) struct HeadRules {
-    pub(super) max_request_line: u64,
-    /// The host names the gateway answers for (`Host` / `:authority`).
-    pub(super) server_names: Vec<String>,
-    pub(super) allow_encoded_slash: bool,
-    pub(super) allow_underscores: bool,
-}
+use crate::settings::HeadRules;
 
 /// A request head that passed: what the later phases read instead of the raw one.
 pub(super) struct Sanitized<'a> {
