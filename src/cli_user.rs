@@ -16,7 +16,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::admin;
 use crate::config;
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +110,7 @@ fn call(file: &Path, command: &UserCommand) -> Result<Value, String> {
             "the config has no admin listener (listen.admin): account management goes through it",
         )?
         .value;
-    let token_file = admin::token_path(&loaded.resolve(&loaded.config.store.path));
+    let token_file = crate::store::keys::token_path(&loaded.resolve(&loaded.config.store.path));
     let token = std::fs::read_to_string(&token_file).map_err(|e| {
         format!(
             "{}: {e} (is the gateway running with this config?)",

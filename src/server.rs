@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{Admin, AdminToken};
+use crate::admin::Admin;
 use crate::body::ResponseBody;
 use crate::clock::Clock;
 use crate::config::{Loaded, Server as Limits};
@@ -45,7 +45,7 @@ use crate::pipeline::Gateway;
 use crate::proxy::Peer;
 use crate::refusal::Refusal;
 use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
-use crate::store::keys::{DataDirKeys, SharedKeys};
+use crate::store::keys::{AdminToken, DataDirKeys, SharedKeys};
 use crate::telemetry::Telemetry;
 use crate::tls::{self, TlsError};
 
@@ -66,7 +66,7 @@ pub enum StartError {
     #[error("identity assertion key: {0}")]
     AssertionKey(#[from] crate::assertion::AssertionKeyError),
     #[error("admin token: {0}")]
-    AdminToken(#[from] crate::admin::AdminTokenError),
+    AdminToken(#[from] crate::store::keys::AdminTokenError),
     #[error(
         "the open-file limit (RLIMIT_NOFILE) allows {allowed} descriptors, and these server \
          limits need {needed} (a client and an upstream connection for each of \

@@ -8,7 +8,6 @@
 
 pub mod users;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,104 +16,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq;
 
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::ResponseBody;
 use crate::identity::IdentityStore;
 use crate::refusal::Refusal;
+use crate::store::keys::AdminToken;
 use crate::telemetry::Telemetry;
 use users::AdminError;
 
-/// The admin token's file name inside the data directory.
-pub const TOKEN_FILE: &str = "admin.token";
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
-
-/// The secret that `wardgate user …` presents to the running gateway: 256 random bits as 64
-/// lower-case hex digits, nothing else. An empty or cut-short file (a crash during the first
-/// start, or a file provisioned empty) is refused at start instead of comparing equal to an
-/// empty presented token.
-pub struct AdminToken(String);
-
-/// The token's length in hex digits.
-const TOKEN_HEX_DIGITS: usize = 64;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AdminTokenError {
-    #[error("{}: {source}", path.display())]
-    File {
-        path: PathBuf,
-        source: crate::secret_file::SecretFileError,
-    },
-    #[error(
-        "{} is not an admin token (it must be {TOKEN_HEX_DIGITS} hex digits; the file is empty, \
-         cut short or edited). Delete it to have a new one generated at the next start",
-        path.display()
-    )]
-    Malformed { path: PathBuf },
-}
-
-impl AdminToken {
-    /// Reads `<dir>/admin.token`, creating it (mode 0600, written atomically) from 256 bits of
-    /// `rng` when it is missing. A token file that anyone but its owner can read is refused: it
-    /// is an operator's key.
-    pub fn load_or_create(
-        dir: &Path,
-        rng: &mut dyn rand::CryptoRng,
-    ) -> Result<Self, AdminTokenError> {
-        let path = token_path(dir);
-        let failed = |source| AdminTokenError::File {
-            path: path.clone(),
-            source,
-        };
-        match Self::load(&path) {
-            Err(AdminTokenError::File { source, .. }) if source.is_missing() => {}
-            other => return other,
-        }
-        let mut bits = [0u8; 32];
-        rng.fill_bytes(&mut bits);
-        let token: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
-        match crate::secret_file::create_new(&path, token.as_bytes()) {
-            Ok(()) => Ok(Self(token)),
-            // Another process created it between our read and our link: use theirs.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Self::load(&path),
-            Err(error) => Err(failed(error.into())),
-        }
-    }
-
-    fn load(path: &Path) -> Result<Self, AdminTokenError> {
-        let text =
-            crate::secret_file::read(path, 4 * TOKEN_HEX_DIGITS as u64).map_err(|source| {
-                AdminTokenError::File {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?;
-        let token = text.trim();
-        if token.len() != TOKEN_HEX_DIGITS || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(AdminTokenError::Malformed {
-                path: path.to_owned(),
-            });
-        }
-        Ok(Self(token.to_owned()))
-    }
-
-    /// A presented token matches only when it is not empty and equal, in constant time.
-    fn matches(&self, presented: &[u8]) -> bool {
-        !presented.is_empty() && bool::from(self.0.as_bytes().ct_eq(presented))
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(..)")
-    }
-}
-
-pub fn token_path(dir: &Path) -> PathBuf {
-    dir.join(TOKEN_FILE)
-}
 
 /// What the admin listener serves.
 pub struct Admin {
@@ -347,20 +259,5 @@ impl Admin {
             }
         }
         Ok((status, value))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_empty_presented_token_never_matches_even_an_empty_token() {
-        // `load` refuses an empty token file; this is the second line behind it.
-        assert!(!AdminToken(String::new()).matches(b""));
-        let token = AdminToken("ab".repeat(32));
-        assert!(token.matches("ab".repeat(32).as_bytes()));
-        assert!(!token.matches(b""));
-        assert!(!token.matches("ab".repeat(31).as_bytes()));
     }
 }

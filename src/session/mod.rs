@@ -66,6 +66,7 @@ use crate::identity::seal::hex_encode_into;
 use crate::identity::{
     IdentityStore, Keyring, SessionKey, SessionRecord, StoreError, User, UserId,
 };
+use crate::store::sessions::{EmbeddedSessions, SessionStore};
 use crate::units::HumanDuration;
 
 /// The browser carrier. `__Host-`: only set over HTTPS, for this host, on `/`.
@@ -415,6 +416,9 @@ type EndUserListener = Box<dyn Fn(UserId) + Send + Sync>;
 
 /// Live sessions: the store, a cache in front of it and the global lifetimes.
 pub struct Sessions {
+    /// The session records (`store/sessions.rs`).
+    records: Arc<dyn SessionStore>,
+    /// The accounts, for the user of a session read from the store.
     store: Arc<dyn IdentityStore>,
     keyring: Arc<Keyring>,
     cache: Cache<[u8; 32], Arc<Live>>,
@@ -440,6 +444,7 @@ impl Sessions {
     ) -> Self {
         let lifetimes = config.lifetimes();
         Self {
+            records: Arc::new(EmbeddedSessions::new(store.clone())),
             store,
             keyring,
             cache: Cache::builder()
@@ -538,10 +543,10 @@ impl Sessions {
             client: new.client.to_string(),
             user_agent: new.user_agent.chars().take(USER_AGENT_CHARS).collect(),
         };
-        let store = self.store.clone();
-        let bytes = Zeroizing::new(token.as_str().as_bytes().to_vec());
-        let stored = record.clone();
-        let key = blocking(move || store.create_session(&bytes, &stored)).await?;
+        let key = self
+            .records
+            .create(token.as_str().as_bytes(), record.clone())
+            .await?;
         let live = Arc::new(Live::new(key, &record, new.user));
         self.cache.insert(
             self.keyring.token_hash(token.as_str().as_bytes()),
@@ -596,9 +601,9 @@ impl Sessions {
                 .compare_exchange(persisted, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            let (store, key) = (self.store.clone(), live.key);
-            tokio::task::spawn_blocking(move || {
-                if let Err(error) = store.touch_session(key, now) {
+            let (records, key) = (self.records.clone(), live.key);
+            tokio::spawn(async move {
+                if let Err(error) = records.touch(key, now).await {
                     tracing::warn!(%error, "could not record session activity");
                 }
             });
@@ -613,19 +618,12 @@ impl Sessions {
         cache_key: [u8; 32],
     ) -> Result<Option<Arc<Live>>, SessionError> {
         let epoch = self.revocations.load(Ordering::SeqCst);
-        let store = self.store.clone();
-        let bytes = Zeroizing::new(token.as_bytes().to_vec());
-        let found = blocking(move || match store.session(&bytes)? {
-            Some((key, record)) => {
-                let user = store.user(record.user)?;
-                Ok(Some((key, record, user)))
-            }
-            None => Ok(None),
-        })
-        .await?;
-        let Some((key, record, user)) = found else {
+        let Some((key, record)) = self.records.find(token.as_bytes()).await? else {
             return Ok(None);
         };
+        let store = self.store.clone();
+        let id = record.user;
+        let user = blocking(move || store.user(id)).await?;
         if user.disabled {
             self.end(key).await?;
             return Ok(None);
@@ -641,8 +639,7 @@ impl Sessions {
     pub async fn end(&self, key: SessionKey) -> Result<bool, SessionError> {
         self.revocations.fetch_add(1, Ordering::SeqCst);
         self.forget(|live| live.key == key);
-        let store = self.store.clone();
-        blocking(move || store.delete_session(key)).await
+        Ok(self.records.delete(key).await?)
     }
 
     /// Ends every session of `user` (logout everywhere, disabled account, credential resets);
@@ -650,8 +647,7 @@ impl Sessions {
     pub async fn end_user(&self, user: UserId) -> Result<usize, SessionError> {
         // Counts as the revocation that keeps a racing store read out of the cache, too.
         self.end_pending(user);
-        let store = self.store.clone();
-        let ended = blocking(move || store.delete_user_sessions(user)).await?;
+        let ended = self.records.delete_user(user).await?;
         // Forgotten after the delete: a check that read the store before it may have cached.
         self.forget(|live| live.user == user);
         Ok(ended.len())
@@ -675,8 +671,7 @@ impl Sessions {
     /// Every session still alive at `now` under the global caps, oldest first, optionally of
     /// one user. Cached activity is more recent than the store's and wins.
     pub async fn list(&self, user: Option<UserId>, now: u64) -> Result<Vec<Listed>, SessionError> {
-        let store = self.store.clone();
-        let mut sessions = blocking(move || store.sessions()).await?;
+        let mut sessions = self.records.all().await?;
         let recent: std::collections::HashMap<SessionKey, u64> = self
             .cache
             .iter()
@@ -707,20 +702,16 @@ impl Sessions {
 
     /// Deletes the sessions that are dead at `now` from the store; returns how many.
     pub async fn prune(&self, now: u64) -> Result<usize, SessionError> {
-        let store = self.store.clone();
         let lifetimes = self.lifetimes;
-        blocking(move || {
-            let mut pruned = 0;
-            for (key, record) in store.sessions()? {
-                let dead = now >= record.created.saturating_add(lifetimes.absolute)
-                    || now >= record.last_seen.saturating_add(lifetimes.idle);
-                if dead && store.delete_session(key)? {
-                    pruned += 1;
-                }
+        let mut pruned = 0;
+        for (key, record) in self.records.all().await? {
+            let dead = now >= record.created.saturating_add(lifetimes.absolute)
+                || now >= record.last_seen.saturating_add(lifetimes.idle);
+            if dead && self.records.delete(key).await? {
+                pruned += 1;
             }
-            Ok(pruned)
-        })
-        .await
+        }
+        Ok(pruned)
     }
 
     /// Sessions in the cache (for the memory measurement).

@@ -3,5 +3,7 @@
 //! (Redis, PostgreSQL) come with several replicas, behind the same traits.
 //!
 //! - [`keys`]: key material every replica must hold the same of.
+//! - [`sessions`]: session records, under the keyed hash of their token.
 
 pub mod keys;
+pub mod sessions;

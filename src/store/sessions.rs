@@ -1,0 +1,84 @@
+//! Session records, stored under the keyed hash of their token (the token itself is never
+//! stored), read and written without blocking the runtime.
+//!
+//! **Contract.** [`SessionStore::find`] returns the record of a token and the key it is stored
+//! under, `None` when the store has none (forged, ended, pruned). [`SessionStore::touch`] only
+//! moves `last_seen` forward; a session that is gone is no error (`false`).
+//! [`SessionStore::delete`] is the atomic check every revocation relies on: of two callers
+//! ending one session, exactly one gets `true`. [`SessionStore::delete_user`] removes every
+//! session of a user at once and returns their keys. [`SessionStore::all`] lists every record,
+//! dead or alive: the caller judges them with its lifetimes. A store that cannot answer returns
+//! an error, and the request path refuses (503); nothing falls back to memory.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::identity::{IdentityStore, SessionKey, SessionRecord, StoreError, UserId};
+
+/// A store operation in progress.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session for `token`; returns its key.
+    fn create(&self, token: &[u8], record: SessionRecord) -> Pending<'_, SessionKey>;
+    fn find(&self, token: &[u8]) -> Pending<'_, Option<(SessionKey, SessionRecord)>>;
+    fn touch(&self, key: SessionKey, last_seen: u64) -> Pending<'_, bool>;
+    fn delete(&self, key: SessionKey) -> Pending<'_, bool>;
+    fn delete_user(&self, user: UserId) -> Pending<'_, Vec<SessionKey>>;
+    fn all(&self) -> Pending<'_, Vec<(SessionKey, SessionRecord)>>;
+}
+
+/// The embedded store: the sessions table of `identity.redb`, on the blocking pool (redb is
+/// synchronous).
+pub struct EmbeddedSessions {
+    store: Arc<dyn IdentityStore>,
+}
+
+impl EmbeddedSessions {
+    pub fn new(store: Arc<dyn IdentityStore>) -> Self {
+        Self { store }
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Pending<'_, T> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || work(store.as_ref()))
+                .await
+                .map_err(|error| StoreError::Storage(format!("store task: {error}")))?
+        })
+    }
+}
+
+impl SessionStore for EmbeddedSessions {
+    fn create(&self, token: &[u8], record: SessionRecord) -> Pending<'_, SessionKey> {
+        let token = Zeroizing::new(token.to_vec());
+        self.run(move |store| store.create_session(&token, &record))
+    }
+
+    fn find(&self, token: &[u8]) -> Pending<'_, Option<(SessionKey, SessionRecord)>> {
+        let token = Zeroizing::new(token.to_vec());
+        self.run(move |store| store.session(&token))
+    }
+
+    fn touch(&self, key: SessionKey, last_seen: u64) -> Pending<'_, bool> {
+        self.run(move |store| store.touch_session(key, last_seen))
+    }
+
+    fn delete(&self, key: SessionKey) -> Pending<'_, bool> {
+        self.run(move |store| store.delete_session(key))
+    }
+
+    fn delete_user(&self, user: UserId) -> Pending<'_, Vec<SessionKey>> {
+        self.run(move |store| store.delete_user_sessions(user))
+    }
+
+    fn all(&self) -> Pending<'_, Vec<(SessionKey, SessionRecord)>> {
+        self.run(|store| store.sessions())
+    }
+}
