@@ -82,3 +82,59 @@ impl SessionStore for EmbeddedSessions {
         self.run(|store| store.sessions())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{EmbeddedStore, Keyring, MasterKey, User};
+
+    const T0: u64 = 1_800_000_000;
+
+    fn record(user: UserId) -> SessionRecord {
+        SessionRecord {
+            user,
+            created: T0,
+            last_seen: T0,
+            auth_time: T0,
+            client: "192.0.2.1".into(),
+            user_agent: "test".into(),
+        }
+    }
+
+    /// The contract every implementation keeps, on the embedded one.
+    #[tokio::test]
+    async fn the_embedded_store_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
+        let identity: Arc<dyn IdentityStore> =
+            Arc::new(EmbeddedStore::open(dir.path(), keyring).unwrap());
+        let alice = User::new(UserId::from_bytes([1; 16]), "alice", T0);
+        identity.create_user(&alice).unwrap();
+        let store = EmbeddedSessions::new(identity);
+
+        let key = store.create(b"token-1", record(alice.id)).await.unwrap();
+        let other = store.create(b"token-2", record(alice.id)).await.unwrap();
+        let (found, _) = store.find(b"token-1").await.unwrap().unwrap();
+        assert!(found == key);
+        assert!(store.find(b"forged").await.unwrap().is_none());
+
+        // Activity only moves forward.
+        assert!(store.touch(key, T0 + 60).await.unwrap());
+        assert!(store.touch(key, T0 + 30).await.unwrap());
+        let (_, seen) = store.find(b"token-1").await.unwrap().unwrap();
+        assert_eq!(seen.last_seen, T0 + 60);
+
+        // Of two revocations of one session, exactly one ends it.
+        assert!(store.delete(key).await.unwrap());
+        assert!(!store.delete(key).await.unwrap());
+        assert!(
+            !store.touch(key, T0 + 90).await.unwrap(),
+            "gone is no error"
+        );
+        assert!(store.find(b"token-1").await.unwrap().is_none());
+
+        let ended = store.delete_user(alice.id).await.unwrap();
+        assert!(ended == vec![other]);
+        assert!(store.all().await.unwrap().is_empty());
+    }
+}
