@@ -25,6 +25,7 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use wardgate::config::{ByteSize, MethodName, RouteSanitize, Sanitize};
+use wardgate::hardening;
 use wardgate::proxy::{self, Peer, TrustedProxies};
 use wardgate::refusal::Refusal;
 use wardgate::sanitize::request::{self, BodyKind, BodyPlan, RouteRules};
@@ -281,10 +282,10 @@ fn check_header_rules(headers: &HeaderMap) {
 
 fn check_response(headers: &HeaderMap) {
     let mut response = headers.clone();
-    proxy::harden_response(&mut response);
+    hardening::harden_response(&mut response);
     assert!(!response.contains_key(header::SERVER));
     assert!(!response.contains_key("x-powered-by"));
-    for (name, value) in proxy::SECURITY_HEADERS {
+    for (name, value) in hardening::SECURITY_HEADERS {
         assert_eq!(values(&response, &HeaderName::from_static(name)), [value]);
     }
 }
