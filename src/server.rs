@@ -164,7 +164,8 @@ impl Bound {
         raise_file_limit(&config.server.value)?;
         let (identity, keyring) = open_identity_store(loaded)?;
         // Key material every replica shares, read through the store layer.
-        let keys = DataDirKeys::new(loaded.resolve(&config.store.path));
+        let data_dir = loaded.resolve(&config.store.path);
+        let keys = DataDirKeys::new(data_dir.clone());
         let admin_token = match &config.listen.admin {
             Some(_) => Some(keys.admin_token().await?),
             None => None,
@@ -172,7 +173,7 @@ impl Bound {
         let (assertion, created) = keys.assertion_key().await?;
         if created {
             tracing::warn!(
-                store = %loaded.resolve(&config.store.path).display(),
+                store = %data_dir.display(),
                 kid = assertion.kid(),
                 "created a new identity assertion key: upstreams that verify assertions need the new JWKS ({})",
                 crate::own_api::paths::JWKS
@@ -365,15 +366,11 @@ impl Bound {
     }
 }
 
-/// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening
-/// bytes to sniff for HTTP/2, outside hyper's header-read deadline, and the framing guard holds
-/// those bytes back until the head is complete, so a slowloris client would never be cut off.
-/// Loads the master key (generating it in development mode, loudly), opens the identity store
-/// and, when there is an admin listener, its token: a missing key or an unreadable store stops
-/// the start before any port is bound.
-/// The store, the keyring that seals it, and the admin token (when there is an admin listener).
+/// The store and the keyring that seals it.
 type OpenedStore = (Arc<dyn IdentityStore>, Arc<Keyring>);
 
+/// Loads the master key (generating it in development mode, loudly) and opens the identity
+/// store: a missing key or an unreadable store stops the start before any port is bound.
 fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
     let store = &loaded.config.store;
     let key_file = loaded.resolve(&store.key_file());
@@ -402,6 +399,9 @@ fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
     Ok((identity, keyring))
 }
 
+/// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening
+/// bytes to sniff for HTTP/2, outside hyper's header-read deadline, and the framing guard holds
+/// those bytes back until the head is complete, so a slowloris client would never be cut off.
 fn h1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder

@@ -53,7 +53,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use http::header;
-use serde_json::json;
 
 use crate::auth::ceremony::{Ceremonies, Held};
 use crate::auth::enrollment::recovery_code_hash;
@@ -69,6 +68,7 @@ use crate::ratelimit::ClientKey;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
+use crate::store;
 
 /// How long a user has between the password and the second factor.
 const CHALLENGE_TTL_SECS: u64 = 5 * 60;
@@ -334,11 +334,13 @@ impl Login {
             return;
         };
         let id = user.id;
-        // A failure is logged by `blocking` and leaves the old hash, which still verifies.
-        let _ = shared::blocking(&self.store, move |store| {
+        let stored = store::blocking(self.store.clone(), move |store| {
             store.set_password_hash(id, Some(&phc))
         })
         .await;
+        if let Err(error) = stored {
+            tracing::warn!(%error, "the re-hashed password was not stored; the old hash still verifies");
+        }
     }
 
     /// The factors `user` has enrolled and may use (`auth.mfa`); empty when none of them is a
@@ -774,23 +776,6 @@ impl Login {
             })
             .await;
         Ok(count)
-    }
-
-    /// The answer to a finished login: the bearer token and when the session ends.
-    pub fn completed_json(&self, completed: &Completed, now: u64) -> serde_json::Value {
-        let lifetimes = self.sessions.lifetimes();
-        let mut answer = json!({
-            "token": completed.token.as_str(),
-            "token_type": "Bearer",
-            "expires_in": completed.live.remaining(&lifetimes, now),
-            "session_expires_at": completed.live.created + lifetimes.absolute,
-            "factor": completed.factor.name(),
-        });
-        if let Some(left) = completed.recovery_codes_left {
-            answer["recovery_codes_left"] = json!(left);
-            answer["reenroll"] = json!(true);
-        }
-        answer
     }
 
     fn lock(&self) -> MutexGuard<'_, Ceremonies<Challenge>> {

@@ -9,6 +9,7 @@ use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::identity::{IdentityStore, StoreError, UserId};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
+use crate::store;
 
 /// `WG-AUTH-003`: no capacity left now; one second is about a queue's worth of hashing.
 pub fn busy() -> Refused {
@@ -29,12 +30,9 @@ pub async fn blocking<T: Send + 'static>(
     store: &Arc<dyn IdentityStore>,
     work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Refused> {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(unavailable(&error)),
-        Err(error) => Err(unavailable(&error)),
-    }
+    store::blocking(store.clone(), work)
+        .await
+        .map_err(|error| unavailable(&error))
 }
 
 /// A registration that did not succeed: busy and internal failures as such, every other

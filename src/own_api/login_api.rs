@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::json::{self, parse};
 use super::paths;
-use crate::auth::login::{Client, Login, Proof, Started};
+use crate::auth::login::{Client, Completed, Login, Proof, Started};
 use crate::body::ResponseBody;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
@@ -135,7 +135,7 @@ pub async fn handle(
             let completed = login
                 .second_factor(&step.challenge, proof, client, now)
                 .await?;
-            Ok(json::ok(&login.completed_json(&completed, now)))
+            Ok(json::ok(&completed_json(login, &completed, now)))
         }
         paths::LOGIN_WEBAUTHN_START_API => {
             let step: WebAuthnStart = parse(&json::body(request, idle).await?)?;
@@ -154,17 +154,34 @@ pub async fn handle(
             let completed = login
                 .second_factor(&step.challenge, proof, client, now)
                 .await?;
-            Ok(json::ok(&login.completed_json(&completed, now)))
+            Ok(json::ok(&completed_json(login, &completed, now)))
         }
         _ => Err(Refusal::GatewayPathNotFound.into()),
     }
 }
 
-pub fn started_json(started: &Started) -> serde_json::Value {
+fn started_json(started: &Started) -> serde_json::Value {
     let factors: Vec<&str> = started.factors.iter().map(|f| f.name()).collect();
     json!({
         "challenge": started.challenge,
         "factors": factors,
         "expires_in": started.expires_in,
     })
+}
+
+/// The answer to a finished login: the bearer token and when the session ends.
+fn completed_json(login: &Login, completed: &Completed, now: u64) -> serde_json::Value {
+    let lifetimes = login.sessions().lifetimes();
+    let mut answer = json!({
+        "token": completed.token.as_str(),
+        "token_type": "Bearer",
+        "expires_in": completed.live.remaining(&lifetimes, now),
+        "session_expires_at": completed.live.created + lifetimes.absolute,
+        "factor": completed.factor.name(),
+    });
+    if let Some(left) = completed.recovery_codes_left {
+        answer["recovery_codes_left"] = json!(left);
+        answer["reenroll"] = json!(true);
+    }
+    answer
 }

@@ -80,17 +80,16 @@ mod tests {
 
     #[test]
     fn anyone_else_gets_a_fresh_id_and_is_the_client() {
-        let record = |seed| super::tests::record("198.51.100.4:4000", seed);
-        let fresh = record(1);
+        const OUTSIDER: &str = "198.51.100.4:4000";
+        let fresh = record(OUTSIDER, 1);
         assert_ne!(fresh.request_id, "abc-1");
         assert_eq!(fresh.request_id.len(), 32);
         assert_eq!(
             fresh.request_id,
-            record(1).request_id,
+            record(OUTSIDER, 1).request_id,
             "from the generator given"
         );
-        assert_ne!(fresh.request_id, record(2).request_id);
-        let record = fresh;
-        assert_eq!(record.client, "198.51.100.4".parse::<IpAddr>().unwrap());
+        assert_ne!(fresh.request_id, record(OUTSIDER, 2).request_id);
+        assert_eq!(fresh.client, "198.51.100.4".parse::<IpAddr>().unwrap());
     }
 }

@@ -66,6 +66,7 @@ use crate::identity::seal::hex_encode_into;
 use crate::identity::{
     IdentityStore, Keyring, SessionKey, SessionRecord, StoreError, User, UserId,
 };
+use crate::store;
 use crate::store::sessions::{EmbeddedSessions, SessionStore};
 use crate::units::HumanDuration;
 
@@ -203,8 +204,6 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
-    #[error("a blocking task failed: {0}")]
-    Task(String),
 }
 
 /// A fresh session token. Zeroized on drop; `Debug` does not print it.
@@ -621,9 +620,8 @@ impl Sessions {
         let Some((key, record)) = self.records.find(token.as_bytes()).await? else {
             return Ok(None);
         };
-        let store = self.store.clone();
         let id = record.user;
-        let user = blocking(move || store.user(id)).await?;
+        let user = store::blocking(self.store.clone(), move |store| store.user(id)).await?;
         if user.disabled {
             self.end(key).await?;
             return Ok(None);
@@ -718,16 +716,6 @@ impl Sessions {
     pub fn cached(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
-    }
-}
-
-/// Store work off the async runtime.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, SessionError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => Ok(result?),
-        Err(error) => Err(SessionError::Task(error.to_string())),
     }
 }
 

@@ -7,3 +7,18 @@
 
 pub mod keys;
 pub mod sessions;
+
+use std::sync::Arc;
+
+use crate::identity::{IdentityStore, StoreError};
+
+/// Runs synchronous work on the embedded identity store (redb) on the blocking pool, off the
+/// runtime's threads; a task that died is a store failure.
+pub async fn blocking<T: Send + 'static>(
+    store: Arc<dyn IdentityStore>,
+    work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(move || work(store.as_ref()))
+        .await
+        .map_err(|error| StoreError::Storage(format!("store task: {error}")))?
+}

@@ -46,12 +46,7 @@ impl EmbeddedSessions {
         &self,
         work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Pending<'_, T> {
-        let store = self.store.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || work(store.as_ref()))
-                .await
-                .map_err(|error| StoreError::Storage(format!("store task: {error}")))?
-        })
+        Box::pin(super::blocking(self.store.clone(), work))
     }
 }
 
