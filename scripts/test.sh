@@ -20,6 +20,14 @@ scripts/browser-deps.sh
 echo "== cargo test"
 cargo test --all-targets --locked
 
+# The fuzz targets (fuzz/, their own workspace) are only built here, not run: an API change in
+# the crate must not leave them broken until the next fuzzing run. libFuzzer is C++.
+echo "== cargo check of the fuzz targets"
+if ! command -v c++ >/dev/null 2>&1; then
+    apt-get install -y g++ || { apt-get update && apt-get install -y g++; }
+fi
+(cd fuzz && cargo check --bins --locked)
+
 echo "== wardgate check-config on every config in the repo"
 git ls-files -z -- '*.yaml' '*.yml' | while IFS= read -r -d '' config; do
     "$CARGO_TARGET_DIR/debug/wardgate" check-config --config "$config"
