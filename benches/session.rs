@@ -29,7 +29,7 @@ fn ready<T>(future: impl Future<Output = T>) -> T {
 fn session(c: &mut Criterion) {
     let fixture = Fixture::new();
     let sessions = Sessions::new(
-        fixture.store.clone(),
+        &fixture.stores(),
         fixture.keyring.clone(),
         &SessionConfig::default(),
     );

@@ -59,7 +59,7 @@ fn main() {
 
     eprintln!("creating {count} sessions in the store ...");
     let tokens: Vec<Token> = {
-        let creator = Sessions::new(fixture.store.clone(), fixture.keyring.clone(), &config);
+        let creator = Sessions::new(&fixture.stores(), fixture.keyring.clone(), &config);
         runtime.block_on(async {
             let mut tokens = Vec::with_capacity(count);
             for _ in 0..count {
@@ -75,11 +75,11 @@ fn main() {
         })
     };
     let now = T0 + 1;
-    let warm = Sessions::new(fixture.store.clone(), fixture.keyring.clone(), &config);
+    let warm = Sessions::new(&fixture.stores(), fixture.keyring.clone(), &config);
     check_all(&runtime, &warm, &tokens, now);
     drop(warm);
 
-    let sessions = Sessions::new(fixture.store.clone(), fixture.keyring.clone(), &config);
+    let sessions = Sessions::new(&fixture.stores(), fixture.keyring.clone(), &config);
     let region = Region::new(GLOBAL);
     let cached = check_all(&runtime, &sessions, &tokens, now);
     let change = region.change();

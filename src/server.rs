@@ -37,14 +37,13 @@ use crate::clock::Clock;
 use crate::config::{Loaded, Server as Limits};
 use crate::demo;
 use crate::hardening;
-use crate::identity::{
-    EmbeddedStore, IdentityStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError,
-};
+use crate::identity::{EmbeddedStore, KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, StoreError};
 use crate::per_address::PerAddress;
 use crate::pipeline::Gateway;
 use crate::proxy::Peer;
 use crate::refusal::Refusal;
 use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
+use crate::store::Stores;
 use crate::store::keys::{AdminToken, DataDirKeys, SharedKeys};
 use crate::telemetry::Telemetry;
 use crate::tls::{self, TlsError};
@@ -86,7 +85,7 @@ pub enum StartError {
 pub struct Bound {
     /// Held for the gateway's lifetime: the store's file lock keeps a second process (a stray
     /// `wardgate keys rotate`) from writing under the running gateway.
-    identity: Arc<dyn IdentityStore>,
+    stores: Stores,
     admin_token: Option<AdminToken>,
     enrollment_ttl: Duration,
     https: TcpListener,
@@ -162,7 +161,7 @@ impl Bound {
         }
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
         raise_file_limit(&config.server.value)?;
-        let (identity, keyring) = open_identity_store(loaded)?;
+        let (stores, keyring) = open_identity_store(loaded)?;
         // Key material every replica shares, read through the store layer.
         let data_dir = loaded.resolve(&config.store.path);
         let keys = DataDirKeys::new(data_dir.clone());
@@ -181,14 +180,14 @@ impl Bound {
         }
         let telemetry = Telemetry::new(config.log.requests);
         let events = crate::auth::events::SecurityEvents::new();
-        let accounts = crate::pipeline::Accounts {
-            store: identity.clone(),
+        let identity = crate::pipeline::Identity {
+            stores: stores.clone(),
             keyring,
             assertion,
             events: events.clone(),
         };
         let gateway = Arc::new(
-            Gateway::new(loaded, settings, telemetry, accounts, clock.clone())
+            Gateway::new(loaded, settings, telemetry, identity, clock.clone())
                 .map_err(StartError::HashPool)?,
         );
 
@@ -213,7 +212,7 @@ impl Bound {
             .map_or(config.listen.https.port(), |a| a.port());
         let limits = config.server.value.clone();
         Ok(Self {
-            identity,
+            stores,
             admin_token,
             enrollment_ttl: config.auth.enrollment_ttl.0,
             https,
@@ -261,7 +260,7 @@ impl Bound {
             let admin = Admin {
                 telemetry: telemetry.clone(),
                 ready: ready.clone(),
-                store: self.identity.clone(),
+                stores: self.stores.clone(),
                 sessions: self.gateway.sessions().clone(),
                 token,
                 enrollment_ttl: self.enrollment_ttl,
@@ -366,8 +365,8 @@ impl Bound {
     }
 }
 
-/// The store and the keyring that seals it.
-type OpenedStore = (Arc<dyn IdentityStore>, Arc<Keyring>);
+/// The stores and the keyring that seals them.
+type OpenedStore = (Stores, Arc<Keyring>);
 
 /// Loads the master key (generating it in development mode, loudly) and opens the identity
 /// store: a missing key or an unreadable store stops the start before any port is bound.
@@ -389,14 +388,14 @@ fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
     }
     let dir = loaded.resolve(&store.path);
     let keyring = Arc::new(keyring);
-    let identity: Arc<dyn IdentityStore> = Arc::new(EmbeddedStore::open(&dir, keyring.clone())?);
+    let identity = Arc::new(EmbeddedStore::open(&dir, keyring.clone())?);
     if identity.users()?.is_empty() {
         tracing::warn!(
             "no accounts yet: create the first with `wardgate user add <name> --role <role> --config {}`",
             loaded.file.display()
         );
     }
-    Ok((identity, keyring))
+    Ok((Stores::embedded(identity), keyring))
 }
 
 /// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening

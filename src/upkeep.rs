@@ -105,9 +105,10 @@ mod tests {
     use super::*;
     use crate::assertion::AssertionKey;
     use crate::auth::events::SecurityEvents;
-    use crate::identity::{EmbeddedStore, IdentityStore, Keyring, MasterKey, User, UserId};
-    use crate::pipeline::Accounts;
+    use crate::identity::{EmbeddedStore, Keyring, MasterKey, User, UserId};
+    use crate::pipeline::Identity;
     use crate::session::NewSession;
+    use crate::store::Stores;
     use std::net::IpAddr;
 
     const T0: u64 = 1_800_000_000;
@@ -123,7 +124,7 @@ routes:
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        store: Arc<dyn IdentityStore>,
+        store: Arc<EmbeddedStore>,
         gateway: Arc<Gateway>,
         alice: User,
     }
@@ -132,14 +133,13 @@ routes:
         let dir = tempfile::tempdir().unwrap();
         let loaded = crate::config::parse(&dir.path().join("gateway.yaml"), CONFIG).unwrap();
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
-        let store: Arc<dyn IdentityStore> =
-            Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
         let alice = User::new(UserId::random(&mut rand::rng()), "alice", T0);
         store.create_user(&alice).unwrap();
         let (assertion, _) =
             AssertionKey::load_or_create(&dir.path().join("assertion.key")).unwrap();
-        let accounts = Accounts {
-            store: store.clone(),
+        let identity = Identity {
+            stores: Stores::embedded(store.clone()),
             keyring,
             assertion,
             events: SecurityEvents::new(),
@@ -149,7 +149,7 @@ routes:
             &loaded,
             settings,
             Telemetry::new(false),
-            accounts,
+            identity,
             Arc::new(|| T0),
         )
         .unwrap();

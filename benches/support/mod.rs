@@ -3,13 +3,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use wardgate::identity::{EmbeddedStore, IdentityStore, Keyring, MasterKey, User, UserId};
+use wardgate::identity::{EmbeddedStore, Keyring, MasterKey, User, UserId};
 use wardgate::session::NewSession;
+use wardgate::store::Stores;
 
 pub const T0: u64 = 1_800_000_000;
 
 pub struct Fixture {
-    pub store: Arc<dyn IdentityStore>,
+    pub store: Arc<EmbeddedStore>,
     pub keyring: Arc<Keyring>,
     pub user: User,
     /// Removed on drop.
@@ -21,8 +22,7 @@ impl Fixture {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
-        let store: Arc<dyn IdentityStore> =
-            Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
         let mut user = User::new(UserId::random(&mut rand::rng()), "alice.martin", T0);
         user.roles = vec!["physician".into(), "cardiology".into()];
         store.create_user(&user).unwrap();
@@ -32,6 +32,11 @@ impl Fixture {
             user,
             _dir: dir,
         }
+    }
+
+    /// The state layer over the store.
+    pub fn stores(&self) -> Stores {
+        Stores::embedded(self.store.clone())
     }
 
     /// A login by the user from a browser.

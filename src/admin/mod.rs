@@ -16,11 +16,13 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::ResponseBody;
-use crate::identity::IdentityStore;
 use crate::refusal::Refusal;
+use crate::store::Stores;
 use crate::store::keys::AdminToken;
 use crate::telemetry::Telemetry;
 use users::AdminError;
@@ -32,7 +34,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct Admin {
     pub telemetry: Arc<Telemetry>,
     pub ready: Arc<AtomicBool>,
-    pub store: Arc<dyn IdentityStore>,
+    pub stores: Stores,
     pub sessions: Arc<crate::session::Sessions>,
     pub token: AdminToken,
     pub enrollment_ttl: Duration,
@@ -132,13 +134,7 @@ impl Admin {
         match (request.method(), rest.trim_matches('/')) {
             (&Method::GET, "") => {
                 let user = match query.and_then(|q| q.strip_prefix("user=")) {
-                    Some(name) => {
-                        let (store, name) = (self.store.clone(), name.to_owned());
-                        let user = tokio::task::spawn_blocking(move || store.user_by_name(&name))
-                            .await
-                            .map_err(|_| AdminError::Store)??;
-                        Some(user.id)
-                    }
+                    Some(name) => Some(self.stores.accounts.user_by_name(name).await?.id),
                     None => None,
                 };
                 let listed = self.sessions.list(user, now).await.map_err(fail)?;
@@ -197,10 +193,7 @@ impl Admin {
     async fn user_names(
         &self,
     ) -> Result<std::collections::HashMap<crate::identity::UserId, String>, AdminError> {
-        let store = self.store.clone();
-        let users = tokio::task::spawn_blocking(move || store.users())
-            .await
-            .map_err(|_| AdminError::Store)??;
+        let users = self.stores.accounts.users().await?;
         Ok(users.into_iter().map(|u| (u.id, u.name)).collect())
     }
 
@@ -218,24 +211,14 @@ impl Admin {
             .map_err(|_| AdminError::BadRequest)?
             .to_bytes();
         let now = (self.clock)();
-        // The store is synchronous (redb): keep it off the runtime's worker threads.
-        let admin = self.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            let call = users::Call {
-                method: &method,
-                path: &rest,
-                body: &body,
-            };
-            users::handle(
-                &admin.store,
-                call,
-                now,
-                &mut rand::rng(),
-                admin.enrollment_ttl,
-            )
-        })
-        .await
-        .map_err(|_| AdminError::Store)??;
+        let call = users::Call {
+            method: &method,
+            path: &rest,
+            body: &body,
+        };
+        // Seeded from the thread's generator: the answer is awaited, and that one stays put.
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let answer = users::handle(&self.stores, call, now, &mut rng, self.enrollment_ttl).await?;
         if let Some(changed) = answer.changed {
             self.events.emit(changed).await;
         }

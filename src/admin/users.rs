@@ -28,7 +28,6 @@
 //! Disabling an account, resetting its password or its second factors end its sessions at once;
 //! a change of roles reaches its live sessions at their next request.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +38,8 @@ use serde_json::{Value, json};
 
 use crate::auth::events::SecurityEvent;
 use crate::identity::seal::hex_encode_into;
-use crate::identity::{IdentityStore, StoreError, User, UserId};
+use crate::identity::{StoreError, User, UserId};
+use crate::store::Stores;
 
 pub use crate::refusal::AdminError;
 
@@ -89,11 +89,13 @@ fn valid_roles(roles: &[String]) -> bool {
 }
 
 /// Everything an operator may see of an account: never a hash or a secret.
-fn describe(store: &dyn IdentityStore, user: &User) -> Result<Value, AdminError> {
-    let totp = store.totp(user.id)?.is_some();
-    let webauthn = store.webauthn_credentials(user.id)?.len();
-    let recovery_left = store
-        .recovery_codes(user.id)?
+async fn describe(stores: &Stores, user: &User) -> Result<Value, AdminError> {
+    let credentials = &stores.credentials;
+    let totp = credentials.totp(user.id).await?.is_some();
+    let webauthn = credentials.webauthn_credentials(user.id).await?.len();
+    let recovery_left = credentials
+        .recovery_codes(user.id)
+        .await?
         .iter()
         .filter(|c| !c.used)
         .count();
@@ -115,19 +117,22 @@ fn describe(store: &dyn IdentityStore, user: &User) -> Result<Value, AdminError>
 }
 
 /// A one-time enrollment token: 256 random bits, hex; the store keeps only its keyed hash.
-fn enrollment(
-    store: &dyn IdentityStore,
+async fn enrollment(
+    stores: &Stores,
     id: UserId,
     now: u64,
     ttl: Duration,
-    rng: &mut dyn CryptoRng,
+    rng: &mut (dyn CryptoRng + Send),
 ) -> Result<Value, AdminError> {
     let mut bits = [0u8; 32];
     rng.fill_bytes(&mut bits);
     let mut token = String::with_capacity(64);
     hex_encode_into(&bits, &mut token);
     let expires = now + ttl.as_secs();
-    store.create_enrollment_token(id, token.as_bytes(), expires)?;
+    let accounts = &stores.accounts;
+    accounts
+        .create_enrollment_token(id, token.as_bytes(), expires)
+        .await?;
     Ok(json!({ "token": token, "expires": expires }))
 }
 
@@ -159,15 +164,15 @@ pub struct Answer {
 }
 
 /// Answers one admin call; `now` is unix seconds, `rng` makes user ids and enrollment tokens.
-pub fn handle(
-    store: &Arc<dyn IdentityStore>,
+pub async fn handle(
+    stores: &Stores,
     call: Call<'_>,
     now: u64,
-    rng: &mut dyn CryptoRng,
+    rng: &mut (dyn CryptoRng + Send),
     enrollment_ttl: Duration,
 ) -> Result<Answer, AdminError> {
     let Call { method, path, body } = call;
-    let store = store.as_ref();
+    let (accounts, credentials) = (&stores.accounts, &stores.credentials);
     let segments: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -175,11 +180,13 @@ pub fn handle(
         .collect();
     match (method, segments.as_slice()) {
         (&Method::GET, []) => {
-            let users: Result<Vec<Value>, AdminError> =
-                store.users()?.iter().map(|u| describe(store, u)).collect();
+            let mut users = Vec::new();
+            for user in accounts.users().await? {
+                users.push(describe(stores, &user).await?);
+            }
             Ok(Answer {
                 status: StatusCode::OK,
-                body: json!({ "users": users? }),
+                body: json!({ "users": users }),
                 effect: SessionEffect::None,
                 changed: None,
             })
@@ -193,24 +200,24 @@ pub fn handle(
             user.email = new.email;
             user.roles = new.roles;
             user.mfa_required_enrollment = true;
-            store.create_user(&user)?;
-            let enrollment = enrollment(store, user.id, now, enrollment_ttl, rng)?;
+            accounts.create(user.clone()).await?;
+            let enrollment = enrollment(stores, user.id, now, enrollment_ttl, rng).await?;
             let changed = Some(SecurityEvent::AccountChanged {
                 user: user.name.clone(),
                 action: "created",
             });
             Ok(Answer {
                 status: StatusCode::CREATED,
-                body: json!({ "user": describe(store, &user)?, "enrollment": enrollment }),
+                body: json!({ "user": describe(stores, &user).await?, "enrollment": enrollment }),
                 effect: SessionEffect::None,
                 changed,
             })
         }
         (&Method::GET, [name]) => {
-            let user = store.user_by_name(name)?;
+            let user = accounts.user_by_name(name).await?;
             Ok(Answer {
                 status: StatusCode::OK,
-                body: json!({ "user": describe(store, &user)? }),
+                body: json!({ "user": describe(stores, &user).await? }),
                 effect: SessionEffect::None,
                 changed: None,
             })
@@ -222,7 +229,7 @@ pub fn handle(
                 action @ ("disable" | "enable" | "reset-mfa" | "reset-password" | "logout"),
             ],
         ) => {
-            let user = store.user_by_name(name)?;
+            let user = accounts.user_by_name(name).await?;
             let mut answer = json!({});
             let change = match *action {
                 "enable" => "account_enabled",
@@ -237,30 +244,34 @@ pub fn handle(
             };
             match *action {
                 "logout" => {}
-                "disable" => store.set_disabled(user.id, true)?,
-                "enable" => store.set_disabled(user.id, false)?,
+                "disable" => accounts.set_disabled(user.id, true).await?,
+                "enable" => accounts.set_disabled(user.id, false).await?,
                 "reset-mfa" => {
-                    if store.totp(user.id)?.is_some() {
-                        store.delete_totp(user.id)?;
+                    if credentials.totp(user.id).await?.is_some() {
+                        credentials.delete_totp(user.id).await?;
                     }
-                    for credential in store.webauthn_credentials(user.id)? {
-                        store.delete_webauthn(user.id, &credential.credential_id)?;
+                    for credential in credentials.webauthn_credentials(user.id).await? {
+                        credentials
+                            .delete_webauthn(user.id, credential.credential_id.clone())
+                            .await?;
                     }
-                    store.set_recovery_codes(user.id, &[])?;
-                    store.set_mfa_required_enrollment(user.id, true)?;
-                    answer = json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl, rng)? });
+                    credentials.set_recovery_codes(user.id, Vec::new()).await?;
+                    accounts.set_mfa_required_enrollment(user.id, true).await?;
+                    let link = enrollment(stores, user.id, now, enrollment_ttl, rng).await?;
+                    answer = json!({ "enrollment": link });
                 }
                 _ => {
-                    store.set_password_hash(user.id, None)?;
-                    answer = json!({ "enrollment": enrollment(store, user.id, now, enrollment_ttl, rng)? });
+                    accounts.set_password_hash(user.id, None).await?;
+                    let link = enrollment(stores, user.id, now, enrollment_ttl, rng).await?;
+                    answer = json!({ "enrollment": link });
                 }
             }
             let changed = Some(SecurityEvent::AccountChanged {
                 user: user.name.clone(),
                 action: change,
             });
-            let user = store.user(user.id)?;
-            answer["user"] = describe(store, &user)?;
+            let user = accounts.user(user.id).await?;
+            answer["user"] = describe(stores, &user).await?;
             Ok(Answer {
                 status: StatusCode::OK,
                 body: answer,
@@ -273,15 +284,15 @@ pub fn handle(
             if !valid_roles(&roles.roles) {
                 return Err(AdminError::BadRequest);
             }
-            let user = store.user_by_name(name)?;
-            store.set_roles(user.id, &roles.roles)?;
+            let user = accounts.user_by_name(name).await?;
+            accounts.set_roles(user.id, roles.roles).await?;
             let changed = Some(SecurityEvent::AccountChanged {
                 user: user.name.clone(),
                 action: "roles_set",
             });
             Ok(Answer {
                 status: StatusCode::OK,
-                body: json!({ "user": describe(store, &store.user(user.id)?)? }),
+                body: json!({ "user": describe(stores, &accounts.user(user.id).await?).await? }),
                 effect: SessionEffect::Refresh(user.id),
                 changed,
             })
@@ -292,6 +303,8 @@ pub fn handle(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::identity::{EmbeddedStore, Keyring, MasterKey};
     use rand::SeedableRng;
@@ -299,34 +312,36 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
-    #[test]
-    fn account_changes_are_security_events_and_end_sessions() {
+    #[tokio::test]
+    async fn account_changes_are_security_events_and_end_sessions() {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
-        let store: Arc<dyn IdentityStore> =
-            Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
+        let stores = Stores::embedded(store.clone());
         let mut changes = Vec::new();
         let mut rng = StdRng::seed_from_u64(7);
-        let mut call = |method: Method, path: &str, body: &str| {
+        let mut call = async |method: Method, path: &str, body: &str| {
             let body = Bytes::from(body.to_owned());
             let call = Call {
                 method: &method,
                 path,
                 body: &body,
             };
-            let answer = handle(&store, call, NOW, &mut rng, Duration::from_secs(60)).unwrap();
+            let ttl = Duration::from_secs(60);
+            let answer = handle(&stores, call, NOW, &mut rng, ttl).await.unwrap();
             changes.extend(answer.changed);
             (answer.status, answer.body, answer.effect)
         };
-        let (status, _, effect) = call(Method::POST, "", r#"{"name":"ana","roles":["nurse"]}"#);
+        let (status, _, effect) =
+            call(Method::POST, "", r#"{"name":"ana","roles":["nurse"]}"#).await;
         assert_eq!((status, effect), (StatusCode::CREATED, SessionEffect::None));
-        let (_, _, effect) = call(Method::POST, "/ana/disable", "");
+        let (_, _, effect) = call(Method::POST, "/ana/disable", "").await;
         let id = store.user_by_name("ana").unwrap().id;
         assert_eq!(
             effect,
             SessionEffect::End(id, "ana".into(), "account_disabled")
         );
-        let (_, _, effect) = call(Method::PUT, "/ana/roles", r#"{"roles":["physician"]}"#);
+        let (_, _, effect) = call(Method::PUT, "/ana/roles", r#"{"roles":["physician"]}"#).await;
         assert_eq!(effect, SessionEffect::Refresh(id));
         let actions: Vec<&str> = changes
             .iter()

@@ -47,20 +47,21 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::auth::ceremony::Ceremonies;
 use crate::auth::events::{Factor, SecurityEvent, SecurityEvents};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
-use crate::auth::shared::{self, busy, passkey_refusal, unavailable};
+use crate::auth::shared::{self, busy, passkey_refusal, store_failure, unavailable};
 use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
 use crate::auth::webauthn::Passkeys;
 use crate::identity::seal::hex_encode_into;
-use crate::identity::{IdentityStore, StoreError, User, UserId};
+use crate::identity::{User, UserId};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
+use crate::store::{Pending, Stores};
 
 /// How long a user has from the password step to the first authenticator code.
 const CEREMONY_TTL_SECS: u64 = 10 * 60;
@@ -74,7 +75,7 @@ const RECOVERY_CODE_BYTES: usize = 10;
 
 /// The enrollment API's state: built once at start.
 pub struct Enrollment {
-    store: Arc<dyn IdentityStore>,
+    stores: Stores,
     pool: Arc<HashPool>,
     policy: Policy,
     totp: TotpConfig,
@@ -119,7 +120,7 @@ impl From<Refused> for PasswordError {
 
 impl Enrollment {
     pub fn new(
-        store: Arc<dyn IdentityStore>,
+        stores: Stores,
         pool: Arc<HashPool>,
         policy: Policy,
         totp: TotpConfig,
@@ -128,7 +129,7 @@ impl Enrollment {
         events: SecurityEvents,
     ) -> Self {
         Self {
-            store,
+            stores,
             pool,
             policy,
             totp,
@@ -166,17 +167,17 @@ impl Enrollment {
 
     /// The account an enrollment link belongs to, without using the link up.
     pub async fn link_user(&self, token: &str, now: u64) -> Result<User, Refused> {
-        let token = Bytes::from(token.as_bytes().to_vec());
-        shared::blocking(&self.store, move |store| {
-            match store.enrollment_token_user(&token, now)? {
-                Some(id) => store.user(id).map(Some),
-                None => Ok(None),
-            }
-        })
-        .await?
+        let accounts = &self.stores.accounts;
+        let owner = accounts.enrollment_token_user(token.as_bytes(), now).await;
+        let Some(id) = owner.map_err(store_failure)? else {
+            return Err(Refusal::EnrollmentLinkInvalid.into());
+        };
+        let user = accounts.user(id).await.map_err(store_failure)?;
         // A disabled account cannot be enrolled: its link is as good as expired.
-        .filter(|user| !user.disabled)
-        .ok_or_else(|| Refusal::EnrollmentLinkInvalid.into())
+        if user.disabled {
+            return Err(Refusal::EnrollmentLinkInvalid.into());
+        }
+        Ok(user)
     }
 
     /// Step 1: the link's password is checked, hashed and stored, the link used up, and an
@@ -228,20 +229,9 @@ impl Enrollment {
                 &mut rand::rng(),
             )
             .ok_or_else(busy)?;
-        let id = user.id;
-        let token = Bytes::from(token.as_bytes().to_vec());
-        let consumed = shared::blocking(&self.store, move |store| {
-            if store.consume_enrollment_token(&token, now)? != Some(id) {
-                return Ok(false);
-            }
-            store.set_password_hash(id, Some(&phc))?;
-            Ok(true)
-        })
-        .await;
-        if !matches!(consumed, Ok(true)) {
+        if let Err(refused) = self.spend_link(token, user.id, phc, now).await {
             self.lock().take(&enrollment, now);
-            consumed?;
-            return Err(Refused::from(Refusal::EnrollmentLinkInvalid).into());
+            return Err(refused.into());
         }
         self.events
             .emit(SecurityEvent::PasswordSet { user: user.name })
@@ -251,6 +241,26 @@ impl Enrollment {
             methods,
             totp: pending,
         })
+    }
+
+    /// Uses the link up and stores the password it set: `WG-AUTH-011` when the link went in the
+    /// meantime (used by a racing request, or reissued).
+    async fn spend_link(
+        &self,
+        token: &str,
+        id: UserId,
+        phc: String,
+        now: u64,
+    ) -> Result<(), Refused> {
+        let accounts = &self.stores.accounts;
+        let owner = accounts
+            .consume_enrollment_token(token.as_bytes(), now)
+            .await;
+        if owner.map_err(store_failure)? != Some(id) {
+            return Err(Refusal::EnrollmentLinkInvalid.into());
+        }
+        let stored = accounts.set_password_hash(id, Some(phc)).await;
+        stored.map_err(store_failure)
     }
 
     /// The factors and the authenticator of an open ceremony, to show again after a wrong try.
@@ -268,11 +278,12 @@ impl Enrollment {
         now: u64,
     ) -> Result<Vec<String>, Refused> {
         let (enrollee, active, last_step) = confirm(&mut self.lock(), enrollment, code, now)?;
-        let user = enrollee.user;
-        self.complete(&enrollee, Factor::Totp, move |store| {
-            store.set_totp(user, active.secret_bytes(), active.params(), last_step)
-        })
-        .await
+        let seed = Zeroizing::new(active.secret_bytes().to_vec());
+        let stored =
+            self.stores
+                .credentials
+                .set_totp(enrollee.user, seed, active.params(), last_step);
+        self.complete(&enrollee, Factor::Totp, stored).await
     }
 
     /// A passkey instead of the app: opens the WebAuthn registration ceremony for the user of
@@ -284,7 +295,7 @@ impl Enrollment {
     ) -> Result<(String, serde_json::Value), Refused> {
         let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
         let id = self.open_for(enrollment, Factor::WebAuthn, now)?.user;
-        shared::passkey_registration(&self.store, &passkeys, id, now).await
+        shared::passkey_registration(&self.stores, &passkeys, id, now).await
     }
 
     /// The browser's answer to the registration ceremony: a verified credential ends the
@@ -307,10 +318,8 @@ impl Enrollment {
             .take(enrollment, now)
             .map(|held| held.value.enrollee)
             .ok_or(Refusal::EnrollmentUnknown)?;
-        self.complete(&enrollee, Factor::WebAuthn, move |store| {
-            store.add_webauthn(user, &credential)
-        })
-        .await
+        let stored = self.stores.credentials.add_webauthn(user, credential);
+        self.complete(&enrollee, Factor::WebAuthn, stored).await
     }
 
     /// Who an open enrollment is for, when it may end with `factor` (else `WG-AUTH-013`).
@@ -326,13 +335,13 @@ impl Enrollment {
         Ok(enrollee)
     }
 
-    /// Stores the proven factor with fresh recovery codes (when the account may use them) and
-    /// ends the enrollment requirement; returns the codes, shown once.
+    /// Stores the proven factor (`stored`, run first) with fresh recovery codes (when the
+    /// account may use them) and ends the enrollment requirement; returns the codes, shown once.
     async fn complete(
         &self,
         enrollee: &Enrollee,
         factor: Factor,
-        store_factor: impl FnOnce(&dyn IdentityStore) -> Result<(), StoreError> + Send + 'static,
+        stored: Pending<'_, ()>,
     ) -> Result<Vec<String>, Refused> {
         let codes = if enrollee.methods.contains(&Factor::RecoveryCode) {
             recovery_codes(&mut rand::rng())
@@ -341,12 +350,16 @@ impl Enrollment {
         };
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
         let user = enrollee.user;
-        shared::blocking(&self.store, move |store| {
-            store_factor(store)?;
-            store.set_recovery_codes(user, &hashes)?;
-            store.set_mfa_required_enrollment(user, false)
-        })
-        .await?;
+        stored.await.map_err(store_failure)?;
+        let codes_stored = self
+            .stores
+            .credentials
+            .set_recovery_codes(user, hashes)
+            .await;
+        codes_stored.map_err(store_failure)?;
+        let accounts = &self.stores.accounts;
+        let done = accounts.set_mfa_required_enrollment(user, false).await;
+        done.map_err(store_failure)?;
         self.events
             .emit(SecurityEvent::FactorAdded {
                 user: enrollee.name.clone(),
@@ -567,8 +580,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
-        let store: Arc<dyn IdentityStore> =
-            Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
         let user = User::new(UserId::from_bytes([1; 16]), "alice", NOW);
         store.create_user(&user).unwrap();
         store
@@ -583,7 +595,7 @@ mod tests {
         .unwrap();
         let _release = pool.saturate();
         let enrollment = Enrollment::new(
-            store.clone(),
+            Stores::embedded(store.clone()),
             Arc::new(pool),
             Policy::default(),
             TotpConfig::default(),

@@ -60,15 +60,15 @@ use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
 use crate::auth::lockout::{Attempt, LockEvent, Lockout, LockoutPolicy, OnSuccess};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
-use crate::auth::shared::{self, busy, passkey_refusal, unavailable};
+use crate::auth::shared::{self, busy, passkey_refusal, store_failure, unavailable};
 use crate::auth::totp::{ActiveTotp, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
-use crate::identity::{IdentityStore, SessionKey, StoreError, User, UserId};
+use crate::identity::{SessionKey, StoreError, User, UserId};
 use crate::ratelimit::ClientKey;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
-use crate::store;
+use crate::store::Stores;
 
 /// How long a user has between the password and the second factor.
 const CHALLENGE_TTL_SECS: u64 = 5 * 60;
@@ -165,7 +165,7 @@ impl Client {
 
 /// The login state: built once at start.
 pub struct Login {
-    store: Arc<dyn IdentityStore>,
+    stores: Stores,
     pool: Arc<HashPool>,
     sessions: Arc<Sessions>,
     events: SecurityEvents,
@@ -188,7 +188,7 @@ pub struct SecondFactors {
 
 impl Login {
     pub fn new(
-        store: Arc<dyn IdentityStore>,
+        stores: Stores,
         pool: Arc<HashPool>,
         sessions: Arc<Sessions>,
         events: SecurityEvents,
@@ -209,7 +209,7 @@ impl Login {
             }
         });
         Self {
-            store,
+            stores,
             pool,
             sessions,
             events,
@@ -245,15 +245,11 @@ impl Login {
     ) -> Result<Started, Refused> {
         let since = self.sessions.epoch();
         let address = ClientKey::from(client.address);
-        let lookup = name.to_owned();
-        let user = shared::blocking(&self.store, move |store| {
-            match store.user_by_name(&lookup) {
-                Ok(user) => Ok(Some(user)),
-                Err(StoreError::NotFound(_)) => Ok(None),
-                Err(other) => Err(other),
-            }
-        })
-        .await?;
+        let user = match self.stores.accounts.user_by_name(name).await {
+            Ok(user) => Some(user),
+            Err(StoreError::NotFound(_)) => None,
+            Err(other) => return Err(store_failure(other)),
+        };
         let rehash = Secret::new(typed.clone());
         let password = Secret::new(typed);
         // An address that is not admitted admits nothing on any account either.
@@ -333,11 +329,11 @@ impl Login {
         let Ok(phc) = self.pool.hash(password).await else {
             return;
         };
-        let id = user.id;
-        let stored = store::blocking(self.store.clone(), move |store| {
-            store.set_password_hash(id, Some(&phc))
-        })
-        .await;
+        let stored = self
+            .stores
+            .accounts
+            .set_password_hash(user.id, Some(phc))
+            .await;
         if let Err(error) = stored {
             tracing::warn!(%error, "the re-hashed password was not stored; the old hash still verifies");
         }
@@ -349,20 +345,24 @@ impl Login {
         let id = user.id;
         let webauthn = self.second.passkeys.is_some();
         let allowed = self.second.mfa.allowed(&user.roles);
-        let mut factors = shared::blocking(&self.store, move |store| {
-            let mut factors = Vec::new();
-            if store.totp(id)?.is_some() {
-                factors.push(Factor::Totp);
-            }
-            if webauthn && !store.webauthn_credentials(id)?.is_empty() {
-                factors.push(Factor::WebAuthn);
-            }
-            if store.recovery_codes(id)?.iter().any(|c| !c.used) {
-                factors.push(Factor::RecoveryCode);
-            }
-            Ok(factors)
-        })
-        .await?;
+        let credentials = &self.stores.credentials;
+        let mut factors = Vec::new();
+        if credentials.totp(id).await.map_err(store_failure)?.is_some() {
+            factors.push(Factor::Totp);
+        }
+        if webauthn
+            && !credentials
+                .webauthn_credentials(id)
+                .await
+                .map_err(store_failure)?
+                .is_empty()
+        {
+            factors.push(Factor::WebAuthn);
+        }
+        let codes = credentials.recovery_codes(id).await;
+        if codes.map_err(store_failure)?.iter().any(|c| !c.used) {
+            factors.push(Factor::RecoveryCode);
+        }
         factors.retain(|f| allowed.contains(f));
         if factors.iter().all(|f| *f == Factor::RecoveryCode) {
             factors.clear();
@@ -426,7 +426,7 @@ impl Login {
     }
 
     async fn user(&self, id: UserId) -> Result<User, Refused> {
-        shared::blocking(&self.store, move |store| store.user(id)).await
+        self.stores.accounts.user(id).await.map_err(store_failure)
     }
 
     /// The second step. The challenge is taken out while the proof is checked, so two racing
@@ -476,45 +476,40 @@ impl Login {
     ) -> Result<Option<(Factor, Option<usize>)>, Refused> {
         match *proof {
             Proof::Totp(code) => {
-                let code = code.to_owned();
-                let configured = self.second.totp;
-                shared::blocking(&self.store, move |store| {
-                    let Some(stored) = store.totp(user)? else {
-                        return Ok(None);
-                    };
-                    // The enrollment's own parameters; a seed stored before they were kept was
-                    // enrolled under the config of its time, taken to be today's.
-                    let params = stored.params.unwrap_or(configured);
-                    let Ok(totp) = ActiveTotp::restore(params, &stored.seed) else {
-                        return Ok(None);
-                    };
-                    let Ok(step) = totp.verify(&code, stored.last_used_step, now) else {
-                        return Ok(None);
-                    };
-                    // Atomic: of two requests with the same code, one wins.
-                    Ok(store
-                        .advance_totp_step(user, step)?
-                        .then_some((Factor::Totp, None)))
-                })
-                .await
+                let credentials = &self.stores.credentials;
+                let Some(stored) = credentials.totp(user).await.map_err(store_failure)? else {
+                    return Ok(None);
+                };
+                // The enrollment's own parameters; a seed stored before they were kept was
+                // enrolled under the config of its time, taken to be today's.
+                let params = stored.params.unwrap_or(self.second.totp);
+                let Ok(totp) = ActiveTotp::restore(params, &stored.seed) else {
+                    return Ok(None);
+                };
+                let Ok(step) = totp.verify(code, stored.last_used_step, now) else {
+                    return Ok(None);
+                };
+                // Atomic: of two requests with the same code, one wins.
+                let advanced = credentials.advance_totp_step(user, step).await;
+                Ok(advanced
+                    .map_err(store_failure)?
+                    .then_some((Factor::Totp, None)))
             }
             Proof::RecoveryCode(code) => {
-                let hash = recovery_code_hash(code);
-                shared::blocking(&self.store, move |store| {
-                    match store.use_recovery_code(user, &hash) {
-                        Ok(true) => {
-                            let left = store
-                                .recovery_codes(user)?
-                                .iter()
-                                .filter(|c| !c.used)
-                                .count();
-                            Ok(Some((Factor::RecoveryCode, Some(left))))
-                        }
-                        Ok(false) | Err(StoreError::NotFound(_)) => Ok(None),
-                        Err(other) => Err(other),
+                let credentials = &self.stores.credentials;
+                match credentials
+                    .use_recovery_code(user, recovery_code_hash(code))
+                    .await
+                {
+                    Ok(true) => {
+                        let codes = credentials.recovery_codes(user).await;
+                        let left = codes.map_err(store_failure)?;
+                        let left = left.iter().filter(|c| !c.used).count();
+                        Ok(Some((Factor::RecoveryCode, Some(left))))
                     }
-                })
-                .await
+                    Ok(false) | Err(StoreError::NotFound(_)) => Ok(None),
+                    Err(other) => Err(store_failure(other)),
+                }
             }
             Proof::WebAuthn {
                 ceremony,
@@ -523,27 +518,26 @@ impl Login {
                 let Some(passkeys) = self.second.passkeys.clone() else {
                     return Ok(None);
                 };
-                let (ceremony, credential) = (ceremony.to_owned(), credential.to_vec());
-                shared::blocking(&self.store, move |store| {
-                    let stored = store.webauthn_credentials(user)?;
-                    let verified =
-                        passkeys.finish_authentication(&ceremony, user, &credential, &stored, now);
-                    let (id, used) = match verified {
-                        Ok(verified) => verified,
-                        Err(WebAuthnError::Internal(detail)) => {
-                            return Err(StoreError::Corrupt(detail));
-                        }
-                        Err(refused) => {
-                            tracing::info!(target: "wardgate::security", reason = %refused, "WebAuthn assertion refused");
-                            return Ok(None);
-                        }
-                    };
-                    // Atomic: of two racing uses of one signature, one wins.
-                    Ok(store
-                        .record_webauthn_use(user, &id, used, now)?
-                        .then_some((Factor::WebAuthn, None)))
-                })
-                .await
+                let credentials = &self.stores.credentials;
+                let stored = credentials.webauthn_credentials(user).await;
+                let stored = stored.map_err(store_failure)?;
+                let verified =
+                    passkeys.finish_authentication(ceremony, user, credential, &stored, now);
+                let (id, used) = match verified {
+                    Ok(verified) => verified,
+                    Err(WebAuthnError::Internal(detail)) => {
+                        return Err(store_failure(StoreError::Corrupt(detail)));
+                    }
+                    Err(refused) => {
+                        tracing::info!(target: "wardgate::security", reason = %refused, "WebAuthn assertion refused");
+                        return Ok(None);
+                    }
+                };
+                // Atomic: of two racing uses of one signature, one wins.
+                let recorded = credentials.record_webauthn_use(user, id, used, now).await;
+                Ok(recorded
+                    .map_err(store_failure)?
+                    .then_some((Factor::WebAuthn, None)))
             }
         }
     }
@@ -566,8 +560,8 @@ impl Login {
             .passkeys
             .clone()
             .ok_or(Refusal::LoginChallengeInvalid)?;
-        let credentials =
-            shared::blocking(&self.store, move |store| store.webauthn_credentials(user)).await?;
+        let credentials = self.stores.credentials.webauthn_credentials(user).await;
+        let credentials = credentials.map_err(store_failure)?;
         passkeys
             .start_authentication(user, &credentials, now)
             .map_err(|error| match error {
@@ -730,7 +724,7 @@ impl Login {
         now: u64,
     ) -> Result<(String, serde_json::Value), Refused> {
         let passkeys = self.may_add_passkey(live, now)?;
-        shared::passkey_registration(&self.store, &passkeys, live.user, now).await
+        shared::passkey_registration(&self.stores, &passkeys, live.user, now).await
     }
 
     /// Stores the passkey the browser created; returns how many the user has now.
@@ -745,12 +739,11 @@ impl Login {
         let credential = passkeys
             .finish_registration(ceremony, live.user, credential, now)
             .map_err(passkey_refusal)?;
-        let id = live.user;
-        let count = shared::blocking(&self.store, move |store| {
-            store.add_webauthn(id, &credential)?;
-            Ok(store.webauthn_credentials(id)?.len())
-        })
-        .await?;
+        let credentials = &self.stores.credentials;
+        let added = credentials.add_webauthn(live.user, credential).await;
+        added.map_err(store_failure)?;
+        let all = credentials.webauthn_credentials(live.user).await;
+        let count = all.map_err(store_failure)?.len();
         self.events
             .emit(SecurityEvent::FactorAdded {
                 user: live.name.clone(),

@@ -1,15 +1,13 @@
 //! What the login and enrollment steps share: the fixed refusals for a busy hashing pool, a
-//! failing store or a refused passkey, and store work kept off the runtime's threads.
-
-use std::sync::Arc;
+//! failing store or a refused passkey, and the start of a passkey registration.
 
 use http::header::{self, HeaderValue};
 
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
-use crate::identity::{IdentityStore, StoreError, UserId};
+use crate::identity::{StoreError, UserId};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
-use crate::store;
+use crate::store::Stores;
 
 /// `WG-AUTH-003`: no capacity left now; one second is about a queue's worth of hashing.
 pub fn busy() -> Refused {
@@ -25,14 +23,9 @@ pub fn unavailable(error: &dyn std::fmt::Display) -> Refused {
     Refused::because(Refusal::AuthUnavailable, error)
 }
 
-/// Runs synchronous store work off the async runtime.
-pub async fn blocking<T: Send + 'static>(
-    store: &Arc<dyn IdentityStore>,
-    work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Refused> {
-    store::blocking(store.clone(), work)
-        .await
-        .map_err(|error| unavailable(&error))
+/// `WG-AUTH-008` for a store that could not answer.
+pub fn store_failure(error: StoreError) -> Refused {
+    unavailable(&error)
 }
 
 /// A registration that did not succeed: busy and internal failures as such, every other
@@ -51,15 +44,14 @@ pub fn passkey_refusal(error: WebAuthnError) -> Refused {
 /// Opens a WebAuthn registration for the user `id`, the authenticators they already have
 /// excluded: the ceremony id and the options for `navigator.credentials.create()`.
 pub async fn passkey_registration(
-    store: &Arc<dyn IdentityStore>,
+    stores: &Stores,
     passkeys: &Passkeys,
     id: UserId,
     now: u64,
 ) -> Result<(String, serde_json::Value), Refused> {
-    let (user, existing) = blocking(store, move |store| {
-        Ok((store.user(id)?, store.webauthn_credentials(id)?))
-    })
-    .await?;
+    let user = stores.accounts.user(id).await.map_err(store_failure)?;
+    let existing = stores.credentials.webauthn_credentials(id).await;
+    let existing = existing.map_err(store_failure)?;
     passkeys
         .start_registration(&user, &existing, now)
         .map_err(passkey_refusal)

@@ -30,7 +30,7 @@
 //!  finish_registration(id, user, json, now)      finish_authentication(id, user, json, creds, now)
 //!    │ ceremony removed (ok or not)                │ ceremony removed (ok or not)
 //!    ▼                                             ▼
-//!  WebAuthnCredential ─▶ IdentityStore::         (credential id, WebAuthnUse) ─▶ IdentityStore::
+//!  WebAuthnCredential ─▶ Credentials::           (credential id, WebAuthnUse) ─▶ Credentials::
 //!                        add_webauthn                                   record_webauthn_use
 //! ```
 //!
@@ -293,7 +293,7 @@ impl Passkeys {
     }
 
     /// Verifies the browser's answer to a registration ceremony and returns the credential to
-    /// store with [`crate::identity::IdentityStore::add_webauthn`]. The ceremony ends here,
+    /// store with [`crate::store::credentials::Credentials::add_webauthn`]. The ceremony ends here,
     /// whatever the outcome.
     pub fn finish_registration(
         &self,
@@ -358,7 +358,7 @@ impl Passkeys {
     /// Verifies the browser's answer to a login ceremony. `credentials` are the user's as the
     /// store holds them now: their counter and backup flags are what the answer is checked
     /// against. Returns the id of the credential used and what to record with
-    /// [`crate::identity::IdentityStore::record_webauthn_use`]. The ceremony ends here,
+    /// [`crate::store::credentials::Credentials::record_webauthn_use`]. The ceremony ends here,
     /// whatever the outcome.
     pub fn finish_authentication(
         &self,
@@ -502,7 +502,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::identity::{EmbeddedStore, IdentityStore, Keyring, MasterKey};
+    use crate::identity::{EmbeddedStore, Keyring, MasterKey};
     use p256::ecdsa::signature::Signer;
     use p256::ecdsa::{DerSignature, SigningKey};
     use serde_json::{Value, json};

@@ -28,8 +28,8 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::seal::{Keyring, Purpose};
 use super::store::{
-    IdentityStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId,
-    WebAuthnCredential, WebAuthnUse,
+    RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId, WebAuthnCredential,
+    WebAuthnUse,
 };
 use crate::identity::TotpParams;
 
@@ -83,7 +83,7 @@ struct TokenRecord {
     expires: u64,
 }
 
-/// The redb-backed [`IdentityStore`].
+/// The redb-backed identity store.
 pub struct EmbeddedStore {
     db: Database,
     keyring: Arc<Keyring>,
@@ -208,8 +208,10 @@ impl EmbeddedStore {
     }
 }
 
-impl IdentityStore for EmbeddedStore {
-    fn create_user(&self, user: &User) -> Result<(), StoreError> {
+/// The operations, synchronous (redb is): the store layer (`store::embedded`) runs them on the
+/// blocking pool behind its async traits, whose docs state the contract each keeps.
+impl EmbeddedStore {
+    pub fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let folded = fold_name(&user.name);
         self.write(|tx| {
             let mut users = tx.open_table(USERS)?;
@@ -226,7 +228,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn user(&self, id: UserId) -> Result<User, StoreError> {
+    pub fn user(&self, id: UserId) -> Result<User, StoreError> {
         let tx = self.read()?;
         let users = tx.open_table(USERS)?;
         match users.get(id.as_bytes().as_slice())? {
@@ -235,7 +237,7 @@ impl IdentityStore for EmbeddedStore {
         }
     }
 
-    fn user_by_name(&self, name: &str) -> Result<User, StoreError> {
+    pub fn user_by_name(&self, name: &str) -> Result<User, StoreError> {
         let id = {
             let tx = self.read()?;
             let names = tx.open_table(NAMES)?;
@@ -247,7 +249,7 @@ impl IdentityStore for EmbeddedStore {
         self.user(id)
     }
 
-    fn users(&self) -> Result<Vec<User>, StoreError> {
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
         let tx = self.read()?;
         let users = tx.open_table(USERS)?;
         users
@@ -259,23 +261,27 @@ impl IdentityStore for EmbeddedStore {
             .collect()
     }
 
-    fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError> {
+    pub fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError> {
         self.update_user(id, |user| user.disabled = disabled)
     }
 
-    fn set_roles(&self, id: UserId, roles: &[String]) -> Result<(), StoreError> {
+    pub fn set_roles(&self, id: UserId, roles: &[String]) -> Result<(), StoreError> {
         self.update_user(id, |user| user.roles = roles.to_vec())
     }
 
-    fn set_password_hash(&self, id: UserId, phc: Option<&str>) -> Result<(), StoreError> {
+    pub fn set_password_hash(&self, id: UserId, phc: Option<&str>) -> Result<(), StoreError> {
         self.update_user(id, |user| user.password_hash = phc.map(str::to_owned))
     }
 
-    fn set_mfa_required_enrollment(&self, id: UserId, required: bool) -> Result<(), StoreError> {
+    pub fn set_mfa_required_enrollment(
+        &self,
+        id: UserId,
+        required: bool,
+    ) -> Result<(), StoreError> {
         self.update_user(id, |user| user.mfa_required_enrollment = required)
     }
 
-    fn set_totp(
+    pub fn set_totp(
         &self,
         id: UserId,
         seed: &[u8],
@@ -295,7 +301,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn totp(&self, id: UserId) -> Result<Option<Totp>, StoreError> {
+    pub fn totp(&self, id: UserId) -> Result<Option<Totp>, StoreError> {
         let record: TotpRecord = {
             let tx = self.read()?;
             let totp = tx.open_table(TOTP)?;
@@ -314,7 +320,7 @@ impl IdentityStore for EmbeddedStore {
         }))
     }
 
-    fn advance_totp_step(&self, id: UserId, step: u64) -> Result<bool, StoreError> {
+    pub fn advance_totp_step(&self, id: UserId, step: u64) -> Result<bool, StoreError> {
         self.write(|tx| {
             let mut totp = tx.open_table(TOTP)?;
             let mut record: TotpRecord = match totp.get(id.as_bytes().as_slice())? {
@@ -330,7 +336,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn delete_totp(&self, id: UserId) -> Result<(), StoreError> {
+    pub fn delete_totp(&self, id: UserId) -> Result<(), StoreError> {
         self.write(|tx| {
             let mut totp = tx.open_table(TOTP)?;
             match totp.remove(id.as_bytes().as_slice())? {
@@ -340,7 +346,11 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn add_webauthn(&self, id: UserId, credential: &WebAuthnCredential) -> Result<(), StoreError> {
+    pub fn add_webauthn(
+        &self,
+        id: UserId,
+        credential: &WebAuthnCredential,
+    ) -> Result<(), StoreError> {
         let key = webauthn_key(id, &credential.credential_id);
         let record = WebAuthnRecord {
             credential_id: credential.credential_id.clone(),
@@ -366,7 +376,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn webauthn_credentials(&self, id: UserId) -> Result<Vec<WebAuthnCredential>, StoreError> {
+    pub fn webauthn_credentials(&self, id: UserId) -> Result<Vec<WebAuthnCredential>, StoreError> {
         let records: Vec<WebAuthnRecord> = {
             let tx = self.read()?;
             let table = tx.open_table(WEBAUTHN)?;
@@ -387,7 +397,7 @@ impl IdentityStore for EmbeddedStore {
             .collect()
     }
 
-    fn record_webauthn_use(
+    pub fn record_webauthn_use(
         &self,
         id: UserId,
         credential_id: &[u8],
@@ -415,7 +425,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn delete_webauthn(&self, id: UserId, credential_id: &[u8]) -> Result<(), StoreError> {
+    pub fn delete_webauthn(&self, id: UserId, credential_id: &[u8]) -> Result<(), StoreError> {
         let key = webauthn_key(id, credential_id);
         self.write(|tx| {
             let mut table = tx.open_table(WEBAUTHN)?;
@@ -426,7 +436,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn set_recovery_codes(&self, id: UserId, hashes: &[String]) -> Result<(), StoreError> {
+    pub fn set_recovery_codes(&self, id: UserId, hashes: &[String]) -> Result<(), StoreError> {
         let codes: Vec<RecoveryCode> = hashes
             .iter()
             .map(|hash| RecoveryCode {
@@ -442,7 +452,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn recovery_codes(&self, id: UserId) -> Result<Vec<RecoveryCode>, StoreError> {
+    pub fn recovery_codes(&self, id: UserId) -> Result<Vec<RecoveryCode>, StoreError> {
         let tx = self.read()?;
         let table = tx.open_table(RECOVERY)?;
         match table.get(id.as_bytes().as_slice())? {
@@ -451,7 +461,7 @@ impl IdentityStore for EmbeddedStore {
         }
     }
 
-    fn use_recovery_code(&self, id: UserId, hash: &str) -> Result<bool, StoreError> {
+    pub fn use_recovery_code(&self, id: UserId, hash: &str) -> Result<bool, StoreError> {
         self.write(|tx| {
             let mut table = tx.open_table(RECOVERY)?;
             let mut codes: Vec<RecoveryCode> = match table.get(id.as_bytes().as_slice())? {
@@ -471,7 +481,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn create_enrollment_token(
+    pub fn create_enrollment_token(
         &self,
         id: UserId,
         token: &[u8],
@@ -501,7 +511,11 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn enrollment_token_user(&self, token: &[u8], now: u64) -> Result<Option<UserId>, StoreError> {
+    pub fn enrollment_token_user(
+        &self,
+        token: &[u8],
+        now: u64,
+    ) -> Result<Option<UserId>, StoreError> {
         let tx = self.read()?;
         let table = tx.open_table(TOKENS)?;
         for hash in self.keyring.token_hashes(token) {
@@ -513,7 +527,7 @@ impl IdentityStore for EmbeddedStore {
         Ok(None)
     }
 
-    fn consume_enrollment_token(
+    pub fn consume_enrollment_token(
         &self,
         token: &[u8],
         now: u64,
@@ -532,7 +546,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn create_session(
+    pub fn create_session(
         &self,
         token: &[u8],
         record: &SessionRecord,
@@ -550,7 +564,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn session(&self, token: &[u8]) -> Result<Option<(SessionKey, SessionRecord)>, StoreError> {
+    pub fn session(&self, token: &[u8]) -> Result<Option<(SessionKey, SessionRecord)>, StoreError> {
         let found = {
             let tx = self.read()?;
             let table = tx.open_table(SESSIONS)?;
@@ -569,7 +583,7 @@ impl IdentityStore for EmbeddedStore {
         }
     }
 
-    fn touch_session(&self, key: SessionKey, last_seen: u64) -> Result<bool, StoreError> {
+    pub fn touch_session(&self, key: SessionKey, last_seen: u64) -> Result<bool, StoreError> {
         self.write(|tx| {
             let mut table = tx.open_table(SESSIONS)?;
             let mut record = match table.get(key.0.as_slice())? {
@@ -585,14 +599,14 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn delete_session(&self, key: SessionKey) -> Result<bool, StoreError> {
+    pub fn delete_session(&self, key: SessionKey) -> Result<bool, StoreError> {
         self.write(|tx| {
             let mut table = tx.open_table(SESSIONS)?;
             Ok(table.remove(key.0.as_slice())?.is_some())
         })
     }
 
-    fn delete_user_sessions(&self, user: UserId) -> Result<Vec<SessionKey>, StoreError> {
+    pub fn delete_user_sessions(&self, user: UserId) -> Result<Vec<SessionKey>, StoreError> {
         self.write(|tx| {
             let mut table = tx.open_table(SESSIONS)?;
             let mut ended = Vec::new();
@@ -610,7 +624,7 @@ impl IdentityStore for EmbeddedStore {
         })
     }
 
-    fn sessions(&self) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError> {
+    pub fn sessions(&self) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError> {
         let tx = self.read()?;
         let table = tx.open_table(SESSIONS)?;
         let mut sessions = Vec::new();
@@ -622,7 +636,7 @@ impl IdentityStore for EmbeddedStore {
         Ok(sessions)
     }
 
-    fn reseal_all(&self) -> Result<usize, StoreError> {
+    pub fn reseal_all(&self) -> Result<usize, StoreError> {
         let keyring = &self.keyring;
         self.write(|tx| {
             let mut count = 0;

@@ -10,7 +10,7 @@
 //! AEAD model with XChaCha20-Poly1305; NIST SP 800-63B; OWASP ASVS 5 V6, V11, V13.
 //!
 //! ```text
-//!   caller (login, admin)          IdentityStore (trait, sync)        storage
+//!   store layer (async traits)     EmbeddedStore (sync)               storage
 //!   plaintext seed, blob  ──────►  seal with Keyring.current  ──────► identity.redb
 //!                         ◄──────  open with any ring key     ◄────── (sealed values,
 //!   token                 ──────►  keyed BLAKE2b hash         ──────►  hashes, metadata)
@@ -36,8 +36,8 @@ use rand::CryptoRng;
 pub use embedded::EmbeddedStore;
 pub use seal::{KeyError, KeyOrigin, Keyring, MASTER_KEY_ENV, MasterKey, Purpose, SealError};
 pub use store::{
-    IdentityStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId,
-    WebAuthnCredential, WebAuthnUse,
+    RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, User, UserId, WebAuthnCredential,
+    WebAuthnUse,
 };
 pub use totp_params::{Digits, TotpAlgorithm, TotpParams};
 

@@ -1,20 +1,13 @@
-//! The identity store's contract: what the login work may ask of any backend.
+//! The records of the identity store (users, second factors, sessions) and its error.
 //!
 //! **Threat.** A read of the store (backup, disk, SQL injection elsewhere, a curious DBA) must not
-//! yield anything that logs a user in, and a replayed TOTP code, a reused recovery code or a reused
-//! enrollment link must not work twice even when two requests race.
+//! yield anything that logs a user in. **Rule.** The records here carry plaintext secrets only
+//! between a caller and a backend: backends keep sealed values (see [`super::seal`]) and keyed
+//! hashes of bearer tokens, and `Debug` never prints a secret. The contracts of the operations
+//! (atomic use-once checks, what "not found" means) are written on the traits of the state layer:
+//! `store::accounts`, `store::credentials`, `store::sessions`.
 //!
-//! **Rule.** Backends receive and return plaintext secrets but keep only sealed values (see
-//! [`super::seal`]) and keyed hashes of bearer tokens. Every "use once" operation (TOTP step,
-//! recovery code, enrollment token) is a single atomic check-and-set inside the backend. Time is
-//! a parameter (`now`, unix seconds): no method reads the clock.
-//!
-//! **Standard.** NIST SP 800-63B 5.1.2 (recovery codes used once), 5.1.4.2 (OTP not accepted twice),
-//! OWASP ASVS 5 V6 (authentication) and V11.
-//!
-//! The methods are synchronous: the embedded backend (redb) is. Async callers run them inside
-//! `tokio::task::spawn_blocking`. A PostgreSQL backend implements the same trait; callers hold a
-//! `dyn IdentityStore` and never learn which backend they talk to.
+//! **Standard.** NIST SP 800-63B 5.1.2 and 5.1.4.2, OWASP ASVS 5 V6 (authentication) and V11.
 
 use std::fmt;
 use std::str::FromStr;
@@ -272,105 +265,4 @@ pub enum StoreError {
     Locked(String),
     #[error("identity store: {0}")]
     Storage(String),
-}
-
-/// Users, their credentials and single-use tokens. See the module docs for the contract.
-pub trait IdentityStore: Send + Sync {
-    /// Refuses with `Conflict` when the id or the (case-insensitive) name is taken.
-    fn create_user(&self, user: &User) -> Result<(), StoreError>;
-    fn user(&self, id: UserId) -> Result<User, StoreError>;
-    /// Case-insensitive, like the uniqueness rule.
-    fn user_by_name(&self, name: &str) -> Result<User, StoreError>;
-    /// Every user, ordered by id.
-    fn users(&self) -> Result<Vec<User>, StoreError>;
-    fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError>;
-    fn set_roles(&self, id: UserId, roles: &[String]) -> Result<(), StoreError>;
-    /// `phc` is a PHC string (`$argon2id$...`), never a password; `None` removes the password
-    /// (a reset: the user sets a new one through an enrollment link).
-    fn set_password_hash(&self, id: UserId, phc: Option<&str>) -> Result<(), StoreError>;
-    fn set_mfa_required_enrollment(&self, id: UserId, required: bool) -> Result<(), StoreError>;
-
-    /// Stores (or replaces) the user's TOTP seed, sealed, with the parameters it was enrolled
-    /// with.
-    fn set_totp(
-        &self,
-        id: UserId,
-        seed: &[u8],
-        params: TotpParams,
-        last_used_step: u64,
-    ) -> Result<(), StoreError>;
-    fn totp(&self, id: UserId) -> Result<Option<Totp>, StoreError>;
-    /// Records that a code for `step` was accepted, only if `step` is newer than the last one:
-    /// true when recorded, false for a replay. Atomic, so two racing logins cannot both win.
-    fn advance_totp_step(&self, id: UserId, step: u64) -> Result<bool, StoreError>;
-    /// `NotFound` when the user has no TOTP seed.
-    fn delete_totp(&self, id: UserId) -> Result<(), StoreError>;
-
-    /// Refuses with `Conflict` when the user already has this credential id.
-    fn add_webauthn(&self, id: UserId, credential: &WebAuthnCredential) -> Result<(), StoreError>;
-    fn webauthn_credentials(&self, id: UserId) -> Result<Vec<WebAuthnCredential>, StoreError>;
-    /// After a verified assertion: new counter and backup flags, `last_used = now`. Atomic
-    /// compare-and-set: false (nothing written) when the stored counter has meanwhile reached
-    /// the new one (two logins racing with one signature, or a cloned authenticator); a counter
-    /// that both sides leave at 0 always passes (authenticators without counters).
-    fn record_webauthn_use(
-        &self,
-        id: UserId,
-        credential_id: &[u8],
-        used: WebAuthnUse,
-        now: u64,
-    ) -> Result<bool, StoreError>;
-    fn delete_webauthn(&self, id: UserId, credential_id: &[u8]) -> Result<(), StoreError>;
-
-    /// Replaces the user's recovery codes with these hashes, all unused.
-    fn set_recovery_codes(&self, id: UserId, hashes: &[String]) -> Result<(), StoreError>;
-    fn recovery_codes(&self, id: UserId) -> Result<Vec<RecoveryCode>, StoreError>;
-    /// Marks the code with this hash used: true if it was unused, false if already spent.
-    /// `NotFound` when the user has no such code.
-    fn use_recovery_code(&self, id: UserId, hash: &str) -> Result<bool, StoreError>;
-
-    /// Stores a keyed hash of `token` (never the token) for `id`, valid until `expires`, and
-    /// revokes every older token of `id` in the same transaction: the newest link is the only
-    /// one that works, so a link reissued after a reset (or a lost mail) cannot be raced by the
-    /// old one.
-    fn create_enrollment_token(
-        &self,
-        id: UserId,
-        token: &[u8],
-        expires: u64,
-    ) -> Result<(), StoreError>;
-    /// The token's user, without using the token up: a check before work that may still be
-    /// refused (a password the policy rejects must not burn the link). `None` for an unknown or
-    /// expired (`now >= expires`) token, alike. Only [`Self::consume_enrollment_token`] decides.
-    fn enrollment_token_user(&self, token: &[u8], now: u64) -> Result<Option<UserId>, StoreError>;
-    /// The token's user, once: the token is gone afterwards. `None` for an unknown, used or
-    /// expired (`now >= expires`) token, deliberately alike.
-    fn consume_enrollment_token(
-        &self,
-        token: &[u8],
-        now: u64,
-    ) -> Result<Option<UserId>, StoreError>;
-
-    /// Stores a new session under the keyed hash of `token` (never the token); returns its key.
-    fn create_session(
-        &self,
-        token: &[u8],
-        record: &SessionRecord,
-    ) -> Result<SessionKey, StoreError>;
-    /// The session of `token` (found under any key of the ring, so sessions outlive a key
-    /// rotation), or `None`.
-    fn session(&self, token: &[u8]) -> Result<Option<(SessionKey, SessionRecord)>, StoreError>;
-    /// Moves `last_seen` forward (never back); `false` when the session is gone.
-    fn touch_session(&self, key: SessionKey, last_seen: u64) -> Result<bool, StoreError>;
-    /// `false` when there was no such session.
-    fn delete_session(&self, key: SessionKey) -> Result<bool, StoreError>;
-    /// Ends every session of `user`; returns their keys.
-    fn delete_user_sessions(&self, user: UserId) -> Result<Vec<SessionKey>, StoreError>;
-    /// Every stored session, dead or alive: the caller decides with its lifetimes.
-    fn sessions(&self) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError>;
-
-    /// Re-seals every sealed value not under the keyring's current key, in one transaction;
-    /// returns how many were re-sealed. Enrollment-token hashes cannot be re-keyed (the store
-    /// does not know the tokens): they stay valid while their key stays in the keyring.
-    fn reseal_all(&self) -> Result<usize, StoreError>;
 }

@@ -15,7 +15,6 @@ use crate::auth::login::{Login, SecondFactors};
 use crate::auth::password::HashPool;
 use crate::clock::Clock;
 use crate::config::Loaded;
-use crate::identity::IdentityStore;
 use crate::identity::Keyring;
 use crate::own_api::paths;
 use crate::per_address::PerAddress;
@@ -26,6 +25,7 @@ use crate::sanitize::request::RouteRules;
 use crate::session::Sessions;
 use crate::settings::HeadRules;
 use crate::settings::{PathRewrite, RouteAuth, Settings};
+use crate::store::Stores;
 use crate::telemetry::{NO_ROUTE, RouteLabels, Telemetry};
 
 /// Everything a matched route decides.
@@ -72,8 +72,8 @@ pub struct Removed {
 }
 
 /// The account side of the gateway, opened before it is built.
-pub struct Accounts {
-    pub store: Arc<dyn IdentityStore>,
+pub struct Identity {
+    pub stores: Stores,
     pub keyring: Arc<Keyring>,
     pub assertion: AssertionKey,
     pub events: SecurityEvents,
@@ -86,7 +86,7 @@ impl Gateway {
         loaded: &Loaded,
         settings: Settings,
         telemetry: Arc<Telemetry>,
-        accounts: Accounts,
+        identity: Identity,
         clock: Clock,
     ) -> Result<Self, std::io::Error> {
         let config = &loaded.config;
@@ -99,25 +99,25 @@ impl Gateway {
         )?);
         let passkeys = settings.passkeys;
         let sessions = Arc::new(Sessions::new(
-            accounts.store.clone(),
-            accounts.keyring,
+            &identity.stores,
+            identity.keyring,
             &config.session.value,
         ));
         let enrollment = Enrollment::new(
-            accounts.store.clone(),
+            identity.stores.clone(),
             pool.clone(),
             config.auth.password.policy,
             config.auth.totp.clone(),
             passkeys.clone(),
             config.auth.mfa.clone(),
-            accounts.events.clone(),
+            identity.events.clone(),
         );
         enrollment.end_with_sessions(&sessions);
         let login = Login::new(
-            accounts.store,
+            identity.stores,
             pool,
             sessions,
-            accounts.events,
+            identity.events,
             SecondFactors {
                 totp: settings.totp,
                 passkeys,
@@ -161,7 +161,7 @@ impl Gateway {
             in_flight: PerAddress::new(settings.max_in_flight_per_client),
             enrollment,
             login,
-            assertion: accounts.assertion,
+            assertion: identity.assertion,
             strip_headers: settings.strip_headers,
             clock,
         })

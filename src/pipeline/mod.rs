@@ -51,7 +51,7 @@ use crate::ratelimit::{Stage, Subject};
 use crate::refused::Refused;
 use crate::telemetry::RequestRecord;
 
-pub use build::{Accounts, Gateway, Removed};
+pub use build::{Gateway, Identity, Removed};
 
 impl Gateway {
     /// Serves one request from `peer`; never fails: every outcome is a response.

@@ -63,11 +63,10 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::identity::seal::hex_encode_into;
-use crate::identity::{
-    IdentityStore, Keyring, SessionKey, SessionRecord, StoreError, User, UserId,
-};
-use crate::store;
-use crate::store::sessions::{EmbeddedSessions, SessionStore};
+use crate::identity::{Keyring, SessionKey, SessionRecord, StoreError, User, UserId};
+use crate::store::Stores;
+use crate::store::accounts::Accounts;
+use crate::store::sessions::SessionStore;
 use crate::units::HumanDuration;
 
 /// The browser carrier. `__Host-`: only set over HTTPS, for this host, on `/`.
@@ -418,7 +417,7 @@ pub struct Sessions {
     /// The session records (`store/sessions.rs`).
     records: Arc<dyn SessionStore>,
     /// The accounts, for the user of a session read from the store.
-    store: Arc<dyn IdentityStore>,
+    accounts: Arc<dyn Accounts>,
     keyring: Arc<Keyring>,
     cache: Cache<[u8; 32], Arc<Live>>,
     lifetimes: Lifetimes,
@@ -436,15 +435,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Sessions {
-    pub fn new(
-        store: Arc<dyn IdentityStore>,
-        keyring: Arc<Keyring>,
-        config: &SessionConfig,
-    ) -> Self {
+    pub fn new(stores: &Stores, keyring: Arc<Keyring>, config: &SessionConfig) -> Self {
         let lifetimes = config.lifetimes();
         Self {
-            records: Arc::new(EmbeddedSessions::new(store.clone())),
-            store,
+            records: stores.sessions.clone(),
+            accounts: stores.accounts.clone(),
             keyring,
             cache: Cache::builder()
                 .max_capacity(config.cache_capacity)
@@ -620,8 +615,7 @@ impl Sessions {
         let Some((key, record)) = self.records.find(token.as_bytes()).await? else {
             return Ok(None);
         };
-        let id = record.user;
-        let user = store::blocking(self.store.clone(), move |store| store.user(id)).await?;
+        let user = self.accounts.user(record.user).await?;
         if user.disabled {
             self.end(key).await?;
             return Ok(None);
@@ -728,7 +722,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        store: Arc<dyn IdentityStore>,
+        store: Arc<EmbeddedStore>,
         sessions: Sessions,
         alice: User,
     }
@@ -736,12 +730,11 @@ mod tests {
     fn fixture(config: &SessionConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
-        let store: Arc<dyn IdentityStore> =
-            Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
         let mut alice = User::new(UserId::random(&mut rand::rng()), "alice", T0);
         alice.roles = vec!["physician".into()];
         store.create_user(&alice).unwrap();
-        let sessions = Sessions::new(store.clone(), keyring, config);
+        let sessions = Sessions::new(&Stores::embedded(store.clone()), keyring, config);
         Fixture {
             _dir: dir,
             store,
@@ -963,7 +956,7 @@ mod tests {
         drop(store);
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
         let store = Arc::new(EmbeddedStore::open(dir.path(), keyring.clone()).unwrap());
-        let restarted = Sessions::new(store, keyring, &SessionConfig::default());
+        let restarted = Sessions::new(&Stores::embedded(store), keyring, &SessionConfig::default());
         let lifetimes = restarted.lifetimes();
         assert_eq!(restarted.cached(), 0);
         let live = restarted

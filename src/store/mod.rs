@@ -2,23 +2,46 @@
 //! "missing" means), with an embedded implementation in the data directory; the shared ones
 //! (Redis, PostgreSQL) come with several replicas, behind the same traits.
 //!
-//! - [`keys`]: key material every replica must hold the same of.
+//! - [`accounts`]: users, roles, password hashes, enrollment tokens.
+//! - [`credentials`]: second factors (TOTP, WebAuthn, recovery codes).
 //! - [`sessions`]: session records, under the keyed hash of their token.
+//! - [`keys`]: key material every replica must hold the same of.
+//! - [`embedded`]: the redb backend of the first three.
 
+pub mod accounts;
+pub mod credentials;
+pub mod embedded;
 pub mod keys;
 pub mod sessions;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::identity::{IdentityStore, StoreError};
+use crate::identity::{EmbeddedStore, StoreError};
+use accounts::Accounts;
+use credentials::Credentials;
+use sessions::SessionStore;
 
-/// Runs synchronous work on the embedded identity store (redb) on the blocking pool, off the
-/// runtime's threads; a task that died is a store failure.
-pub async fn blocking<T: Send + 'static>(
-    store: Arc<dyn IdentityStore>,
-    work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(move || work(store.as_ref()))
-        .await
-        .map_err(|error| StoreError::Storage(format!("store task: {error}")))?
+/// A store operation in progress.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The durable stores the request path and the admin API work with, whichever backend holds them.
+#[derive(Clone)]
+pub struct Stores {
+    pub accounts: Arc<dyn Accounts>,
+    pub credentials: Arc<dyn Credentials>,
+    pub sessions: Arc<dyn SessionStore>,
+}
+
+impl Stores {
+    /// All three in the embedded identity store.
+    pub fn embedded(store: Arc<EmbeddedStore>) -> Self {
+        let embedded = Arc::new(embedded::Embedded::new(store));
+        Self {
+            accounts: embedded.clone(),
+            credentials: embedded.clone(),
+            sessions: embedded,
+        }
+    }
 }

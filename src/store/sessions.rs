@@ -10,16 +10,8 @@
 //! dead or alive: the caller judges them with its lifetimes. A store that cannot answer returns
 //! an error, and the request path refuses (503); nothing falls back to memory.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
-use zeroize::Zeroizing;
-
-use crate::identity::{IdentityStore, SessionKey, SessionRecord, StoreError, UserId};
-
-/// A store operation in progress.
-pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+use super::Pending;
+use crate::identity::{SessionKey, SessionRecord, UserId};
 
 pub trait SessionStore: Send + Sync {
     /// Stores a new session for `token`; returns its key.
@@ -31,57 +23,9 @@ pub trait SessionStore: Send + Sync {
     fn all(&self) -> Pending<'_, Vec<(SessionKey, SessionRecord)>>;
 }
 
-/// The embedded store: the sessions table of `identity.redb`, on the blocking pool (redb is
-/// synchronous).
-pub struct EmbeddedSessions {
-    store: Arc<dyn IdentityStore>,
-}
-
-impl EmbeddedSessions {
-    pub fn new(store: Arc<dyn IdentityStore>) -> Self {
-        Self { store }
-    }
-
-    fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&dyn IdentityStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> Pending<'_, T> {
-        Box::pin(super::blocking(self.store.clone(), work))
-    }
-}
-
-impl SessionStore for EmbeddedSessions {
-    fn create(&self, token: &[u8], record: SessionRecord) -> Pending<'_, SessionKey> {
-        let token = Zeroizing::new(token.to_vec());
-        self.run(move |store| store.create_session(&token, &record))
-    }
-
-    fn find(&self, token: &[u8]) -> Pending<'_, Option<(SessionKey, SessionRecord)>> {
-        let token = Zeroizing::new(token.to_vec());
-        self.run(move |store| store.session(&token))
-    }
-
-    fn touch(&self, key: SessionKey, last_seen: u64) -> Pending<'_, bool> {
-        self.run(move |store| store.touch_session(key, last_seen))
-    }
-
-    fn delete(&self, key: SessionKey) -> Pending<'_, bool> {
-        self.run(move |store| store.delete_session(key))
-    }
-
-    fn delete_user(&self, user: UserId) -> Pending<'_, Vec<SessionKey>> {
-        self.run(move |store| store.delete_user_sessions(user))
-    }
-
-    fn all(&self) -> Pending<'_, Vec<(SessionKey, SessionRecord)>> {
-        self.run(|store| store.sessions())
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod contract {
     use super::*;
-    use crate::identity::{EmbeddedStore, Keyring, MasterKey, User};
 
     const T0: u64 = 1_800_000_000;
 
@@ -96,19 +40,10 @@ mod tests {
         }
     }
 
-    /// The contract every implementation keeps, on the embedded one.
-    #[tokio::test]
-    async fn the_embedded_store_keeps_the_contract() {
-        let dir = tempfile::tempdir().unwrap();
-        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
-        let identity: Arc<dyn IdentityStore> =
-            Arc::new(EmbeddedStore::open(dir.path(), keyring).unwrap());
-        let alice = User::new(UserId::from_bytes([1; 16]), "alice", T0);
-        identity.create_user(&alice).unwrap();
-        let store = EmbeddedSessions::new(identity);
-
-        let key = store.create(b"token-1", record(alice.id)).await.unwrap();
-        let other = store.create(b"token-2", record(alice.id)).await.unwrap();
+    /// The contract every backend keeps, for a user `alice` that exists in the store.
+    pub async fn kept_by(store: &dyn SessionStore, alice: UserId) {
+        let key = store.create(b"token-1", record(alice)).await.unwrap();
+        let other = store.create(b"token-2", record(alice)).await.unwrap();
         let (found, _) = store.find(b"token-1").await.unwrap().unwrap();
         assert!(found == key);
         assert!(store.find(b"forged").await.unwrap().is_none());
@@ -128,7 +63,7 @@ mod tests {
         );
         assert!(store.find(b"token-1").await.unwrap().is_none());
 
-        let ended = store.delete_user(alice.id).await.unwrap();
+        let ended = store.delete_user(alice).await.unwrap();
         assert!(ended == vec![other]);
         assert!(store.all().await.unwrap().is_empty());
     }

@@ -5,7 +5,6 @@
 use http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
-use wardgate::identity::IdentityStore;
 
 use crate::enrollment::{Answer, PASSWORD, STRONG, TOTP, assert_refused, post, read_answer};
 use crate::harness::*;

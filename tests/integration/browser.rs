@@ -15,7 +15,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use http::{Method, Request, StatusCode, header};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use wardgate::identity::IdentityStore;
 
 use crate::harness::*;
 

@@ -1,0 +1,214 @@
+//! The embedded backend of the state layer: the identity store's redb file
+//! (`identity::EmbeddedStore`) behind the async traits. redb is synchronous, so every operation
+//! runs on the blocking pool, off the runtime's threads; a task that died is a store failure.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::Pending;
+use super::accounts::Accounts;
+use super::credentials::Credentials;
+use super::sessions::SessionStore;
+use crate::identity::{
+    EmbeddedStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, TotpParams, User,
+    UserId, WebAuthnCredential, WebAuthnUse,
+};
+
+/// Accounts, credentials and sessions in one redb file.
+pub struct Embedded {
+    store: Arc<EmbeddedStore>,
+}
+
+impl Embedded {
+    pub fn new(store: Arc<EmbeddedStore>) -> Self {
+        Self { store }
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&EmbeddedStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Pending<'_, T> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || work(&store))
+                .await
+                .map_err(|error| StoreError::Storage(format!("store task: {error}")))?
+        })
+    }
+}
+
+impl Accounts for Embedded {
+    fn create(&self, user: User) -> Pending<'_, ()> {
+        self.run(move |store| store.create_user(&user))
+    }
+
+    fn user(&self, id: UserId) -> Pending<'_, User> {
+        self.run(move |store| store.user(id))
+    }
+
+    fn user_by_name(&self, name: &str) -> Pending<'_, User> {
+        let name = name.to_owned();
+        self.run(move |store| store.user_by_name(&name))
+    }
+
+    fn users(&self) -> Pending<'_, Vec<User>> {
+        self.run(|store| store.users())
+    }
+
+    fn set_disabled(&self, id: UserId, disabled: bool) -> Pending<'_, ()> {
+        self.run(move |store| store.set_disabled(id, disabled))
+    }
+
+    fn set_roles(&self, id: UserId, roles: Vec<String>) -> Pending<'_, ()> {
+        self.run(move |store| store.set_roles(id, &roles))
+    }
+
+    fn set_password_hash(&self, id: UserId, phc: Option<String>) -> Pending<'_, ()> {
+        self.run(move |store| store.set_password_hash(id, phc.as_deref()))
+    }
+
+    fn set_mfa_required_enrollment(&self, id: UserId, required: bool) -> Pending<'_, ()> {
+        self.run(move |store| store.set_mfa_required_enrollment(id, required))
+    }
+
+    fn create_enrollment_token(&self, id: UserId, token: &[u8], expires: u64) -> Pending<'_, ()> {
+        let token = Zeroizing::new(token.to_vec());
+        self.run(move |store| store.create_enrollment_token(id, &token, expires))
+    }
+
+    fn enrollment_token_user(&self, token: &[u8], now: u64) -> Pending<'_, Option<UserId>> {
+        let token = Zeroizing::new(token.to_vec());
+        self.run(move |store| store.enrollment_token_user(&token, now))
+    }
+
+    fn consume_enrollment_token(&self, token: &[u8], now: u64) -> Pending<'_, Option<UserId>> {
+        let token = Zeroizing::new(token.to_vec());
+        self.run(move |store| store.consume_enrollment_token(&token, now))
+    }
+}
+
+impl Credentials for Embedded {
+    fn set_totp(
+        &self,
+        id: UserId,
+        seed: Zeroizing<Vec<u8>>,
+        params: TotpParams,
+        last_used_step: u64,
+    ) -> Pending<'_, ()> {
+        self.run(move |store| store.set_totp(id, &seed, params, last_used_step))
+    }
+
+    fn totp(&self, id: UserId) -> Pending<'_, Option<Totp>> {
+        self.run(move |store| store.totp(id))
+    }
+
+    fn advance_totp_step(&self, id: UserId, step: u64) -> Pending<'_, bool> {
+        self.run(move |store| store.advance_totp_step(id, step))
+    }
+
+    fn delete_totp(&self, id: UserId) -> Pending<'_, ()> {
+        self.run(move |store| store.delete_totp(id))
+    }
+
+    fn add_webauthn(&self, id: UserId, credential: WebAuthnCredential) -> Pending<'_, ()> {
+        self.run(move |store| store.add_webauthn(id, &credential))
+    }
+
+    fn webauthn_credentials(&self, id: UserId) -> Pending<'_, Vec<WebAuthnCredential>> {
+        self.run(move |store| store.webauthn_credentials(id))
+    }
+
+    fn record_webauthn_use(
+        &self,
+        id: UserId,
+        credential_id: Vec<u8>,
+        used: WebAuthnUse,
+        now: u64,
+    ) -> Pending<'_, bool> {
+        self.run(move |store| store.record_webauthn_use(id, &credential_id, used, now))
+    }
+
+    fn delete_webauthn(&self, id: UserId, credential_id: Vec<u8>) -> Pending<'_, ()> {
+        self.run(move |store| store.delete_webauthn(id, &credential_id))
+    }
+
+    fn set_recovery_codes(&self, id: UserId, hashes: Vec<String>) -> Pending<'_, ()> {
+        self.run(move |store| store.set_recovery_codes(id, &hashes))
+    }
+
+    fn recovery_codes(&self, id: UserId) -> Pending<'_, Vec<RecoveryCode>> {
+        self.run(move |store| store.recovery_codes(id))
+    }
+
+    fn use_recovery_code(&self, id: UserId, hash: String) -> Pending<'_, bool> {
+        self.run(move |store| store.use_recovery_code(id, &hash))
+    }
+}
+
+impl SessionStore for Embedded {
+    fn create(&self, token: &[u8], record: SessionRecord) -> Pending<'_, SessionKey> {
+        let token = Zeroizing::new(token.to_vec());
+        self.run(move |store| store.create_session(&token, &record))
+    }
+
+    fn find(&self, token: &[u8]) -> Pending<'_, Option<(SessionKey, SessionRecord)>> {
+        let token = Zeroizing::new(token.to_vec());
+        self.run(move |store| store.session(&token))
+    }
+
+    fn touch(&self, key: SessionKey, last_seen: u64) -> Pending<'_, bool> {
+        self.run(move |store| store.touch_session(key, last_seen))
+    }
+
+    fn delete(&self, key: SessionKey) -> Pending<'_, bool> {
+        self.run(move |store| store.delete_session(key))
+    }
+
+    fn delete_user(&self, user: UserId) -> Pending<'_, Vec<SessionKey>> {
+        self.run(move |store| store.delete_user_sessions(user))
+    }
+
+    fn all(&self) -> Pending<'_, Vec<(SessionKey, SessionRecord)>> {
+        self.run(|store| store.sessions())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Keyring, MasterKey};
+
+    fn embedded(dir: &std::path::Path) -> Embedded {
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
+        Embedded::new(Arc::new(EmbeddedStore::open(dir, keyring).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn keeps_the_accounts_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::accounts::contract::kept_by(&embedded(dir.path())).await;
+    }
+
+    /// A store holding the user `alice`.
+    async fn with_alice(dir: &std::path::Path) -> (Embedded, UserId) {
+        let store = embedded(dir);
+        let alice = User::new(UserId::from_bytes([1; 16]), "alice", 0);
+        Accounts::create(&store, alice.clone()).await.unwrap();
+        (store, alice.id)
+    }
+
+    #[tokio::test]
+    async fn keeps_the_credentials_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alice) = with_alice(dir.path()).await;
+        crate::store::credentials::contract::kept_by(&store, alice).await;
+    }
+
+    #[tokio::test]
+    async fn keeps_the_sessions_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alice) = with_alice(dir.path()).await;
+        crate::store::sessions::contract::kept_by(&store, alice).await;
+    }
+}
