@@ -19,7 +19,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use crate::auth::lockout::{LockoutConfigError, LockoutPolicy};
 use crate::auth::password::{HashError, Hasher};
 use crate::auth::totp::{TotpError, TotpParams};
-use crate::auth::webauthn::{Passkeys, WebAuthnConfigError};
+use crate::auth::webauthn::{RelyingParty, WebAuthnConfigError};
 use crate::config::{AuthMode, IdentityField, Loaded, Route, Sanitize};
 use crate::own_api::paths;
 use crate::proxy::{self, UpstreamClient};
@@ -36,7 +36,7 @@ pub struct Settings {
     pub totp: TotpParams,
     pub lockout: LockoutPolicy,
     /// `None` when WebAuthn is not configured.
-    pub passkeys: Option<Arc<Passkeys>>,
+    pub passkeys: Option<RelyingParty>,
     /// Every limit of `rate_limits`, the routes' and the login endpoints'.
     pub limiter: LocalLimiter,
     /// Every route, in the order of the file, each with its upstream's pooled client (none has
@@ -126,7 +126,7 @@ pub enum SettingsError {
 pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
     let config = &loaded.config;
     let passkeys = match &config.auth.webauthn {
-        Some(webauthn) => Some(Arc::new(Passkeys::new(&webauthn.value)?)),
+        Some(webauthn) => Some(RelyingParty::new(&webauthn.value)?),
         None => None,
     };
     let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();

@@ -172,7 +172,7 @@ impl Admin {
                 }
                 // Whoever held a revoked session may hold a half-finished login of its user too.
                 if let Some(owner) = owner {
-                    self.sessions.end_pending(owner);
+                    self.sessions.end_pending(owner).await.map_err(fail)?;
                 }
                 let names = self.user_names().await?;
                 self.events

@@ -45,12 +45,12 @@
 //! 4.1 enrollment binding of authenticators; recovery codes: 3.1.2 look-up secrets of at least
 //! 64 bits), RFC 6238, OWASP ASVS 5 V6.4 (authenticator lifecycle).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::auth::ceremony::Ceremonies;
 use crate::auth::events::{Factor, SecurityEvent, SecurityEvents};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, Owner, Policy, PoolError, Reason, Secret};
@@ -58,15 +58,21 @@ use crate::auth::shared::{self, busy, passkey_refusal, store_failure, unavailabl
 use crate::auth::totp::{ActiveTotp, PendingTotp, TotpConfig};
 use crate::auth::webauthn::Passkeys;
 use crate::identity::seal::hex_encode_into;
-use crate::identity::{User, UserId};
+use crate::identity::{StoreError, User, UserId};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
+use crate::store::ephemeral::{Ceremonies, Space};
 use crate::store::{Pending, Stores};
 
 /// How long a user has from the password step to the first authenticator code.
 const CEREMONY_TTL_SECS: u64 = 10 * 60;
 /// Open ceremonies kept at most; one more is refused as busy.
 pub const MAX_CEREMONIES: usize = 10_000;
+const CEREMONIES: Space = Space {
+    name: "enrollment",
+    ttl: CEREMONY_TTL_SECS,
+    capacity: MAX_CEREMONIES,
+};
 /// Wrong codes a ceremony survives; the next one drops it.
 const MAX_WRONG_CODES: u32 = 5;
 const RECOVERY_CODES: usize = 10;
@@ -83,7 +89,7 @@ pub struct Enrollment {
     passkeys: Option<Arc<Passkeys>>,
     mfa: MfaConfig,
     events: SecurityEvents,
-    ceremonies: Arc<Mutex<Ceremonies<Ceremony>>>,
+    ceremonies: Ceremonies<Ceremony>,
 }
 
 /// The password step succeeded: the ceremony's id, the factors the account may enroll, and
@@ -95,7 +101,7 @@ pub struct TotpStarted {
 }
 
 /// Whose enrollment a ceremony is, and which factors it may end with.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Enrollee {
     user: UserId,
     name: String,
@@ -129,6 +135,7 @@ impl Enrollment {
         events: SecurityEvents,
     ) -> Self {
         Self {
+            ceremonies: Ceremonies::new(stores.ephemeral.clone(), CEREMONIES),
             stores,
             pool,
             policy,
@@ -136,28 +143,12 @@ impl Enrollment {
             passkeys,
             mfa,
             events,
-            ceremonies: Arc::new(Mutex::new(Ceremonies::new(
-                MAX_CEREMONIES,
-                CEREMONY_TTL_SECS,
-            ))),
         }
     }
 
-    /// Ends a user's open enrollments whenever `sessions` ends the user's sessions: a reset
-    /// credential, a disabled account or an operator's revocation also ends an enrollment past
-    /// its password step, so an old link's holder cannot finish it.
-    pub fn end_with_sessions(&self, sessions: &crate::session::Sessions) {
-        let open = self.ceremonies.clone();
-        sessions.on_end_user(move |user| {
-            open.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .drop_user(user);
-        });
-    }
-
     /// Forgets enrollments that have expired; returns how many.
-    pub fn prune(&self, now: u64) -> usize {
-        self.lock().prune(now)
+    pub async fn prune(&self, now: u64) -> Result<usize, StoreError> {
+        self.ceremonies.prune(now).await
     }
 
     /// The rules a new password must meet.
@@ -220,17 +211,14 @@ impl Enrollment {
             methods: methods.clone(),
         };
         // The ceremony is reserved before the token is spent: a full map must not burn the link.
-        let enrollment = self
-            .lock()
-            .start(
-                user.id,
-                Ceremony::new(enrollee, pending.clone()),
-                now,
-                &mut rand::rng(),
-            )
-            .ok_or_else(busy)?;
+        let ceremony = Ceremony::new(enrollee, pending.clone());
+        let opened = self
+            .ceremonies
+            .open(user.id, &ceremony, now, &mut rand::rng());
+        let enrollment = opened.await.map_err(store_failure)?.ok_or_else(busy)?;
         if let Err(refused) = self.spend_link(token, user.id, phc, now).await {
-            self.lock().take(&enrollment, now);
+            let closed = self.ceremonies.take(&enrollment, now).await;
+            closed.map_err(store_failure)?;
             return Err(refused.into());
         }
         self.events
@@ -264,10 +252,14 @@ impl Enrollment {
     }
 
     /// The factors and the authenticator of an open ceremony, to show again after a wrong try.
-    pub fn pending(&self, enrollment: &str, now: u64) -> Option<(Vec<Factor>, PendingTotp)> {
-        self.lock()
-            .get(enrollment, now)
-            .map(|c| (c.enrollee.methods.clone(), c.totp.clone()))
+    pub async fn pending(
+        &self,
+        enrollment: &str,
+        now: u64,
+    ) -> Result<Option<(Vec<Factor>, PendingTotp)>, Refused> {
+        let open = self.ceremonies.read(enrollment, now).await;
+        let open = open.map_err(store_failure)?;
+        Ok(open.map(|(_, c)| (c.enrollee.methods, c.totp)))
     }
 
     /// Step 2: the first code from the app; returns the recovery codes, shown once.
@@ -277,7 +269,8 @@ impl Enrollment {
         code: &str,
         now: u64,
     ) -> Result<Vec<String>, Refused> {
-        let (enrollee, active, last_step) = confirm(&mut self.lock(), enrollment, code, now)?;
+        let (enrollee, active, last_step) =
+            confirm(&self.ceremonies, enrollment, code, now).await?;
         let seed = Zeroizing::new(active.secret_bytes().to_vec());
         let stored =
             self.stores
@@ -294,7 +287,7 @@ impl Enrollment {
         now: u64,
     ) -> Result<(String, serde_json::Value), Refused> {
         let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
-        let id = self.open_for(enrollment, Factor::WebAuthn, now)?.user;
+        let id = self.open_for(enrollment, Factor::WebAuthn, now).await?.user;
         shared::passkey_registration(&self.stores, &passkeys, id, now).await
     }
 
@@ -308,14 +301,15 @@ impl Enrollment {
         now: u64,
     ) -> Result<Vec<String>, Refused> {
         let passkeys = self.passkeys.clone().ok_or(Refusal::GatewayPathNotFound)?;
-        let user = self.open_for(enrollment, Factor::WebAuthn, now)?.user;
+        let user = self.open_for(enrollment, Factor::WebAuthn, now).await?.user;
         let credential = passkeys
             .finish_registration(ceremony, user, credential, now)
+            .await
             .map_err(passkey_refusal)?;
         // Of two racing finishes, the one that closes the enrollment stores its credential.
-        let enrollee = self
-            .lock()
-            .take(enrollment, now)
+        let taken = self.ceremonies.take(enrollment, now).await;
+        let enrollee = taken
+            .map_err(store_failure)?
             .map(|held| held.value.enrollee)
             .ok_or(Refusal::EnrollmentUnknown)?;
         let stored = self.stores.credentials.add_webauthn(user, credential);
@@ -323,14 +317,19 @@ impl Enrollment {
     }
 
     /// Who an open enrollment is for, when it may end with `factor` (else `WG-AUTH-013`).
-    fn open_for(&self, enrollment: &str, factor: Factor, now: u64) -> Result<Enrollee, Refusal> {
-        let enrollee = self
-            .lock()
-            .get(enrollment, now)
-            .map(|c| c.enrollee.clone())
+    async fn open_for(
+        &self,
+        enrollment: &str,
+        factor: Factor,
+        now: u64,
+    ) -> Result<Enrollee, Refused> {
+        let open = self.ceremonies.read(enrollment, now).await;
+        let enrollee = open
+            .map_err(store_failure)?
+            .map(|(_, c)| c.enrollee)
             .ok_or(Refusal::EnrollmentUnknown)?;
         if !enrollee.methods.contains(&factor) {
-            return Err(Refusal::FactorNotRegistered);
+            return Err(Refusal::FactorNotRegistered.into());
         }
         Ok(enrollee)
     }
@@ -367,13 +366,6 @@ impl Enrollment {
             })
             .await;
         Ok(codes)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Ceremonies<Ceremony>> {
-        // A panic while holding the lock cannot leave the map half-changed in a harmful way.
-        self.ceremonies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -412,6 +404,7 @@ pub fn recovery_code_hash(code: &str) -> String {
 }
 
 /// One open enrollment: the password is set, the authenticator not yet confirmed.
+#[derive(Serialize, Deserialize)]
 struct Ceremony {
     enrollee: Enrollee,
     totp: PendingTotp,
@@ -431,29 +424,33 @@ impl Ceremony {
 /// Checks `code` (for an enrollment that may end with the app, else `WG-AUTH-013`); a right one
 /// ends the ceremony and hands back the active factor and its step, a wrong one counts and the
 /// last allowed one drops the ceremony.
-fn confirm(
-    open: &mut Ceremonies<Ceremony>,
+///
+/// The ceremony is taken out while the code is checked, so two racing requests cannot both end
+/// it; it goes back unless it ended.
+async fn confirm(
+    open: &Ceremonies<Ceremony>,
     id: &str,
     code: &str,
     now: u64,
-) -> Result<(Enrollee, ActiveTotp, u64), Refusal> {
-    let ceremony = open.get(id, now).ok_or(Refusal::EnrollmentUnknown)?;
-    if !ceremony.enrollee.methods.contains(&Factor::Totp) {
-        return Err(Refusal::FactorNotRegistered);
-    }
-    match ceremony.totp.activate(code, now) {
-        Ok((active, step)) => {
-            let held = open.take(id, now).ok_or(Refusal::EnrollmentUnknown)?;
-            Ok((held.value.enrollee, active, step))
-        }
-        Err(_) => {
-            ceremony.wrong_codes += 1;
-            if ceremony.wrong_codes >= MAX_WRONG_CODES {
-                open.take(id, now);
+) -> Result<(Enrollee, ActiveTotp, u64), Refused> {
+    let taken = open.take(id, now).await.map_err(store_failure)?;
+    let mut held = taken.ok_or(Refusal::EnrollmentUnknown)?;
+    let ceremony = &mut held.value;
+    let refusal = if !ceremony.enrollee.methods.contains(&Factor::Totp) {
+        Refusal::FactorNotRegistered
+    } else {
+        match ceremony.totp.activate(code, now) {
+            Ok((active, step)) => return Ok((held.value.enrollee, active, step)),
+            Err(_) => {
+                ceremony.wrong_codes += 1;
+                Refusal::TotpCodeWrong
             }
-            Err(Refusal::TotpCodeWrong)
         }
+    };
+    if held.value.wrong_codes < MAX_WRONG_CODES {
+        open.put_back(id, held).await.map_err(store_failure)?;
     }
+    Err(refusal.into())
 }
 
 #[cfg(test)]
@@ -474,79 +471,73 @@ mod tests {
         PendingTotp::new(&TotpConfig::default(), "alice", &mut rand::rng()).unwrap()
     }
 
-    #[test]
-    fn the_app_cannot_end_an_enrollment_whose_roles_want_passkeys() {
-        let mut ceremonies = Ceremonies::new(4, CEREMONY_TTL_SECS);
+    /// An open ceremony for `enrollee` in a fresh memory store, and its id.
+    async fn opened(enrollee: Enrollee, totp: PendingTotp) -> (Ceremonies<Ceremony>, String) {
+        let store = Arc::new(crate::store::ephemeral::Memory::new());
+        let ceremonies = Ceremonies::new(store, CEREMONIES);
+        let ceremony = Ceremony::new(enrollee.clone(), totp);
+        let opened = ceremonies.open(enrollee.user, &ceremony, NOW, &mut rand::rng());
+        let id = opened.await.unwrap().unwrap();
+        (ceremonies, id)
+    }
+
+    /// What `confirm` refused with, if it did.
+    async fn refused(open: &Ceremonies<Ceremony>, id: &str, code: &str) -> Option<Refusal> {
+        confirm(open, id, code, NOW)
+            .await
+            .err()
+            .map(|r| r.refusal())
+    }
+
+    #[tokio::test]
+    async fn the_app_cannot_end_an_enrollment_whose_roles_want_passkeys() {
         let totp = pending();
         let code = totp.code_at(NOW);
         let passkeys_only = Enrollee {
             methods: vec![Factor::WebAuthn, Factor::RecoveryCode],
             ..enrollee(1, "alice")
         };
-        let id = ceremonies
-            .start(
-                passkeys_only.user,
-                Ceremony::new(passkeys_only, totp),
-                NOW,
-                &mut rand::rng(),
-            )
-            .unwrap();
+        let (ceremonies, id) = opened(passkeys_only, totp).await;
         assert_eq!(
-            confirm(&mut ceremonies, &id, &code, NOW).err(),
+            refused(&ceremonies, &id, &code).await,
             Some(Refusal::FactorNotRegistered)
         );
         // Still open for the passkey.
-        assert!(ceremonies.get(&id, NOW).is_some());
+        assert!(ceremonies.read(&id, NOW).await.unwrap().is_some());
     }
 
-    #[test]
-    fn a_right_code_ends_the_ceremony_once() {
-        let mut ceremonies = Ceremonies::new(4, CEREMONY_TTL_SECS);
+    #[tokio::test]
+    async fn a_right_code_ends_the_ceremony_once() {
         let totp = pending();
         let code = totp.code_at(NOW);
-        let id = ceremonies
-            .start(
-                UserId::from_bytes([1; 16]),
-                Ceremony::new(enrollee(1, "alice"), totp),
-                NOW,
-                &mut rand::rng(),
-            )
-            .unwrap();
+        let (ceremonies, id) = opened(enrollee(1, "alice"), totp).await;
         assert_eq!(id.len(), 64);
-        let (enrollee, _, step) = confirm(&mut ceremonies, &id, &code, NOW).unwrap();
+        let (enrollee, _, step) = confirm(&ceremonies, &id, &code, NOW).await.unwrap();
         assert_eq!(
             (enrollee.user, enrollee.name.as_str(), step),
             (UserId::from_bytes([1; 16]), "alice", NOW / 30)
         );
         assert_eq!(
-            confirm(&mut ceremonies, &id, &code, NOW).err(),
+            refused(&ceremonies, &id, &code).await,
             Some(Refusal::EnrollmentUnknown)
         );
     }
 
-    #[test]
-    fn the_fifth_wrong_code_drops_the_ceremony() {
-        let mut ceremonies = Ceremonies::new(4, CEREMONY_TTL_SECS);
+    #[tokio::test]
+    async fn the_fifth_wrong_code_drops_the_ceremony() {
         let totp = pending();
         let code = totp.code_at(NOW);
         let wrong = if code == "000000" { "111111" } else { "000000" };
-        let id = ceremonies
-            .start(
-                UserId::from_bytes([1; 16]),
-                Ceremony::new(enrollee(1, "alice"), totp),
-                NOW,
-                &mut rand::rng(),
-            )
-            .unwrap();
+        let (ceremonies, id) = opened(enrollee(1, "alice"), totp).await;
         for bad in ["12345", "abcdef", wrong, wrong, wrong] {
             assert_eq!(
-                confirm(&mut ceremonies, &id, bad, NOW).err(),
+                refused(&ceremonies, &id, bad).await,
                 Some(Refusal::TotpCodeWrong),
                 "{bad}"
             );
         }
         assert_eq!(
-            confirm(&mut ceremonies, &id, &code, NOW).err(),
+            refused(&ceremonies, &id, &code).await,
             Some(Refusal::EnrollmentUnknown)
         );
     }
@@ -623,6 +614,7 @@ mod tests {
             store.enrollment_token_user(b"token", NOW).unwrap(),
             Some(user.id)
         );
-        assert!(enrollment.lock().is_empty());
+        let open = enrollment.prune(NOW + CEREMONY_TTL_SECS).await.unwrap();
+        assert_eq!(open, 0, "no ceremony was opened");
     }
 }

@@ -50,11 +50,11 @@
 //! ASVS 5 V6.2/V6.3 (no enumeration, brute-force defence), RFC 6238 5.2, RFC 6750.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use http::header;
+use serde::{Deserialize, Serialize};
 
-use crate::auth::ceremony::{Ceremonies, Held};
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
 use crate::auth::lockout::{Attempt, LockEvent, Lockout, LockoutPolicy, OnSuccess};
@@ -69,11 +69,17 @@ use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
 use crate::store::Stores;
+use crate::store::ephemeral::{Ceremonies, Held, Space};
 
 /// How long a user has between the password and the second factor.
 const CHALLENGE_TTL_SECS: u64 = 5 * 60;
 /// Open challenges kept at most; one more is refused as busy.
 const MAX_CHALLENGES: usize = 100_000;
+const CHALLENGES: Space = Space {
+    name: "login",
+    ttl: CHALLENGE_TTL_SECS,
+    capacity: MAX_CHALLENGES,
+};
 /// How recent the last second-factor proof must be to register another authenticator: a
 /// session left open on a shared computer must not let someone add their own key.
 pub const ADD_FACTOR_WITHIN_SECS: u64 = 10 * 60;
@@ -81,7 +87,7 @@ pub const ADD_FACTOR_WITHIN_SECS: u64 = 10 * 60;
 const MAX_WRONG_FACTORS: u32 = 5;
 
 /// What the challenge leads to: plain data, so that a challenge can be kept in a shared store.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 enum Purpose {
     Login,
     /// Step-up of the session stored under `session`, opened at `created`: its token is
@@ -92,6 +98,7 @@ enum Purpose {
     },
 }
 
+#[derive(Serialize, Deserialize)]
 struct Challenge {
     user: UserId,
     name: String,
@@ -173,8 +180,7 @@ pub struct Login {
     accounts: Lockout<UserId>,
     addresses: Lockout<ClientKey>,
     factors: Lockout<UserId>,
-    /// Shared with the listener that drops a user's challenges when their sessions end.
-    challenges: Arc<Mutex<Ceremonies<Challenge>>>,
+    challenges: Ceremonies<Challenge>,
 }
 
 /// How second factors are checked: the app's parameters, the WebAuthn relying party (`None`
@@ -195,19 +201,7 @@ impl Login {
         second: SecondFactors,
         lockout: LockoutPolicy,
     ) -> Self {
-        let challenges = Arc::new(Mutex::new(Ceremonies::new(
-            MAX_CHALLENGES,
-            CHALLENGE_TTL_SECS,
-        )));
-        // Logout everywhere, an operator's revocation, a disabled account, a reset credential:
-        // the user's half-finished logins and WebAuthn ceremonies end with their sessions.
-        let (open, passkeys) = (challenges.clone(), second.passkeys.clone());
-        sessions.on_end_user(move |user| {
-            lock_challenges(&open).drop_user(user);
-            if let Some(passkeys) = &passkeys {
-                passkeys.drop_user(user);
-            }
-        });
+        let challenges = Ceremonies::new(stores.ephemeral.clone(), CHALLENGES);
         Self {
             stores,
             pool,
@@ -227,10 +221,10 @@ impl Login {
 
     /// Forgets lockout entries and challenges that have nothing left to say; returns how many
     /// of each.
-    pub fn prune(&self, now: u64) -> (usize, usize) {
+    pub async fn prune(&self, now: u64) -> Result<(usize, usize), StoreError> {
         let lockouts =
             self.accounts.prune(now) + self.addresses.prune(now) + self.factors.prune(now);
-        (lockouts, self.lock().prune(now))
+        Ok((lockouts, self.challenges.prune(now).await?))
     }
 
     /// The password step. Every failure is the same [`Refusal::LoginFailed`] after the same
@@ -287,6 +281,7 @@ impl Login {
             return Err(Refusal::EnrollmentRequired.into());
         }
         self.open_challenge(user, Purpose::Login, factors, since, now)
+            .await
     }
 
     /// Counts a failed password on the lockouts that admitted it (an attempt they refused was
@@ -371,7 +366,7 @@ impl Login {
     }
 
     /// Opens a challenge; the user's oldest goes when they hold too many already.
-    fn open_challenge(
+    async fn open_challenge(
         &self,
         user: &User,
         purpose: Purpose,
@@ -387,10 +382,10 @@ impl Login {
             wrong: 0,
             since,
         };
-        let id = self
-            .lock()
-            .start(user.id, challenge, now, &mut rand::rng())
-            .ok_or_else(busy)?;
+        let opened = self
+            .challenges
+            .open(user.id, &challenge, now, &mut rand::rng());
+        let id = opened.await.map_err(store_failure)?.ok_or_else(busy)?;
         Ok(Started {
             challenge: id,
             factors,
@@ -399,10 +394,13 @@ impl Login {
     }
 
     /// The factors an open challenge still accepts: `None` once it has expired or was dropped.
-    pub fn open_factors(&self, challenge_id: &str, now: u64) -> Option<Vec<Factor>> {
-        self.lock()
-            .get(challenge_id, now)
-            .map(|c| c.factors.clone())
+    pub async fn open_factors(
+        &self,
+        challenge_id: &str,
+        now: u64,
+    ) -> Result<Option<Vec<Factor>>, Refused> {
+        let open = self.challenges.read(challenge_id, now).await;
+        Ok(open.map_err(store_failure)?.map(|(_, c)| c.factors))
     }
 
     /// Step-up for a live session: a challenge without a password.
@@ -423,6 +421,7 @@ impl Login {
             created: live.created,
         };
         self.open_challenge(&user, purpose, factors, since, now)
+            .await
     }
 
     async fn user(&self, id: UserId) -> Result<User, Refused> {
@@ -438,12 +437,13 @@ impl Login {
         client: &Client,
         now: u64,
     ) -> Result<Completed, Refused> {
-        let held = self
-            .lock()
-            .take(challenge_id, now)
+        let taken = self.challenges.take(challenge_id, now).await;
+        let held = taken
+            .map_err(store_failure)?
             .ok_or(Refusal::LoginChallengeInvalid)?;
         if !held.value.factors.contains(&proof.factor()) {
-            self.lock().put_back(challenge_id, held);
+            let back = self.challenges.put_back(challenge_id, held).await;
+            back.map_err(store_failure)?;
             return Err(Refusal::SecondFactorWrong.into());
         }
         let user = held.value.user;
@@ -459,7 +459,7 @@ impl Login {
             }
             (_, attempt) => {
                 self.second_factor_failed(challenge_id, held, client.address, attempt, now)
-                    .await;
+                    .await?;
                 return Err(Refusal::SecondFactorWrong.into());
             }
         };
@@ -521,8 +521,9 @@ impl Login {
                 let credentials = &self.stores.credentials;
                 let stored = credentials.webauthn_credentials(user).await;
                 let stored = stored.map_err(store_failure)?;
-                let verified =
-                    passkeys.finish_authentication(ceremony, user, credential, &stored, now);
+                let verified = passkeys
+                    .finish_authentication(ceremony, user, credential, &stored, now)
+                    .await;
                 let (id, used) = match verified {
                     Ok(verified) => verified,
                     Err(WebAuthnError::Internal(detail)) => {
@@ -549,11 +550,11 @@ impl Login {
         challenge_id: &str,
         now: u64,
     ) -> Result<(String, serde_json::Value), Refused> {
-        let user = self
-            .lock()
-            .get(challenge_id, now)
-            .filter(|c| c.factors.contains(&Factor::WebAuthn))
-            .map(|c| c.user)
+        let open = self.challenges.read(challenge_id, now).await;
+        let user = open
+            .map_err(store_failure)?
+            .filter(|(_, c)| c.factors.contains(&Factor::WebAuthn))
+            .map(|(user, _)| user)
             .ok_or(Refusal::LoginChallengeInvalid)?;
         let passkeys = self
             .second
@@ -564,6 +565,7 @@ impl Login {
         let credentials = credentials.map_err(store_failure)?;
         passkeys
             .start_authentication(user, &credentials, now)
+            .await
             .map_err(|error| match error {
                 WebAuthnError::Busy => busy(),
                 other => unavailable(&other),
@@ -579,7 +581,7 @@ impl Login {
         client: IpAddr,
         attempt: Option<Attempt<'_, UserId>>,
         now: u64,
-    ) {
+    ) -> Result<(), Refused> {
         let challenge = &mut held.value;
         self.events
             .emit(SecurityEvent::LoginFailed {
@@ -594,8 +596,10 @@ impl Login {
         }
         challenge.wrong += 1;
         if challenge.wrong < MAX_WRONG_FACTORS {
-            self.lock().put_back(id, held);
+            let back = self.challenges.put_back(id, held).await;
+            back.map_err(store_failure)?;
         }
+        Ok(())
     }
 
     async fn finish(
@@ -738,6 +742,7 @@ impl Login {
         let passkeys = self.may_add_passkey(live, now)?;
         let credential = passkeys
             .finish_registration(ceremony, live.user, credential, now)
+            .await
             .map_err(passkey_refusal)?;
         let credentials = &self.stores.credentials;
         let added = credentials.add_webauthn(live.user, credential).await;
@@ -770,17 +775,6 @@ impl Login {
             .await;
         Ok(count)
     }
-
-    fn lock(&self) -> MutexGuard<'_, Ceremonies<Challenge>> {
-        lock_challenges(&self.challenges)
-    }
-}
-
-fn lock_challenges(
-    challenges: &Mutex<Ceremonies<Challenge>>,
-) -> MutexGuard<'_, Ceremonies<Challenge>> {
-    // A panic while holding the lock cannot leave the map half-changed in a harmful way.
-    challenges.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn pool_refusal(error: PoolError) -> Refused {

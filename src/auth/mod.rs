@@ -15,9 +15,7 @@
 //! - [`login`]: password, then second factor, then a session; step-up and logout.
 //! - [`events`]: the one channel for security events.
 //! - [`shared`]: what the login and enrollment steps share (busy, unavailable, store work).
-//! - [`ceremony`]: short-lived state of multi-step exchanges under random ids.
 
-pub mod ceremony;
 pub mod csrf;
 pub mod enrollment;
 pub mod events;

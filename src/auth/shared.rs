@@ -54,5 +54,6 @@ pub async fn passkey_registration(
     let existing = existing.map_err(store_failure)?;
     passkeys
         .start_registration(&user, &existing, now)
+        .await
         .map_err(passkey_refusal)
 }

@@ -152,7 +152,8 @@ impl TotpParams {
 }
 
 /// An enrollment in progress: the secret has been shown to the user, not yet confirmed.
-#[derive(Clone)]
+/// Serializable, to be kept in the ephemeral store between the two steps.
+#[derive(Clone, serde::Serialize, Deserialize)]
 pub struct PendingTotp {
     params: TotpParams,
     totp: Totp,

@@ -6,17 +6,19 @@
 //!
 //! **The rule.** The browser's authenticator signs a fresh server challenge together with the
 //! origin it sees, with a key bound to the relying party id: a phishing site on another origin
-//! gets a signature the gateway refuses. Every ceremony is held here, in memory, for at most
+//! gets a signature the gateway refuses. Every ceremony is held in the ephemeral store
+//! (`store::ephemeral`, so a ceremony started on one replica may finish on another) for at most
 //! [`CEREMONY_TTL_SECS`]: it is bound to the user it was started for, answered once (success or
 //! failure ends it) and its state never leaves the server, so a recorded response cannot be
 //! replayed. User verification (PIN or biometric on the authenticator) is **required** at
 //! registration and at every login. At login the signature counter must grow when either side
 //! reports one (a counter that does not grow betrays a cloned authenticator), and the backup
 //! eligibility of a credential must not change. The open ceremonies are bounded: a user holds
-//! at most [`MAX_OPEN_PER_USER`](crate::auth::ceremony::MAX_OPEN_PER_USER), the newest replacing the oldest, so that one account cannot
-//! fill the map and lock every other passkey user out; all users together at most
-//! [`MAX_CEREMONIES`], and a full map refuses new ones as busy instead of growing. Ending a
-//! user's sessions ends their ceremonies ([`Passkeys::drop_user`]).
+//! at most [`MAX_OPEN_PER_USER`](crate::store::ephemeral::MAX_OPEN_PER_USER), the newest
+//! replacing the oldest, so that one account cannot fill the store and lock every other passkey
+//! user out; all users together at most [`MAX_CEREMONIES`], and a full store refuses new ones as
+//! busy instead of growing. Ending a user's sessions ends their ceremonies
+//! (`Sessions::end_pending`).
 //!
 //! ```text
 //!  registration                                  authentication
@@ -43,17 +45,17 @@
 //! appear in errors or `Debug` output.
 
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
     CredentialID, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
     RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
 };
 
-use crate::auth::ceremony::Ceremonies;
 use crate::identity::{User, UserId, WebAuthnCredential, WebAuthnUse};
+use crate::store::ephemeral::{Ceremonies, Ephemeral, Space};
 
 /// How long a started ceremony may be finished: the user must find, touch and unlock the
 /// authenticator. The options sent to the browser carry the same timeout.
@@ -61,6 +63,11 @@ pub const CEREMONY_TTL_SECS: u64 = 5 * 60;
 
 /// Open ceremonies at most, all users together: a flood of starts costs bounded memory.
 pub const MAX_CEREMONIES: usize = 10_000;
+const CEREMONIES: Space = Space {
+    name: "webauthn",
+    ttl: CEREMONY_TTL_SECS,
+    capacity: MAX_CEREMONIES,
+};
 
 /// Why a ceremony did not succeed. Each variant maps to one fixed refusal; the text is for logs
 /// and never carries key material, challenges or stored blobs.
@@ -224,28 +231,21 @@ impl WebAuthnConfig {
     }
 }
 
-/// The WebAuthn relying party: built once at start, shared by reference across requests.
-pub struct Passkeys {
+/// The relying party the config describes, checked: compiled with the settings, before the
+/// stores exist.
+pub struct RelyingParty {
     webauthn: Webauthn,
-    ceremonies: Mutex<Ceremonies<State>>,
 }
 
-impl fmt::Debug for Passkeys {
+impl fmt::Debug for RelyingParty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Passkeys").finish_non_exhaustive()
+        f.debug_struct("RelyingParty").finish_non_exhaustive()
     }
 }
 
-impl Passkeys {
+impl RelyingParty {
     /// Validates the config and builds the relying party.
     pub fn new(config: &WebAuthnConfig) -> Result<Self, WebAuthnConfigError> {
-        Self::with_capacity(config, MAX_CEREMONIES)
-    }
-
-    fn with_capacity(
-        config: &WebAuthnConfig,
-        capacity: usize,
-    ) -> Result<Self, WebAuthnConfigError> {
         let origin = config.validate()?;
         let webauthn = WebauthnBuilder::new(&config.rp_id, &origin)
             .map(|builder| {
@@ -255,17 +255,41 @@ impl Passkeys {
             })
             .and_then(|builder| builder.build())
             .map_err(|error| config_error("origin", format!("refused by WebAuthn: {error}")))?;
-        Ok(Self {
-            webauthn,
-            ceremonies: Mutex::new(Ceremonies::new(capacity, CEREMONY_TTL_SECS)),
-        })
+        Ok(Self { webauthn })
+    }
+}
+
+/// The WebAuthn relying party and its open ceremonies: built once at start, shared by
+/// reference across requests.
+pub struct Passkeys {
+    webauthn: Webauthn,
+    ceremonies: Ceremonies<State>,
+}
+
+impl fmt::Debug for Passkeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Passkeys").finish_non_exhaustive()
+    }
+}
+
+impl Passkeys {
+    /// The relying party, its ceremonies kept in `ephemeral`.
+    pub fn new(party: RelyingParty, ephemeral: Arc<dyn Ephemeral>) -> Self {
+        Self::in_space(party, ephemeral, CEREMONIES)
+    }
+
+    fn in_space(party: RelyingParty, ephemeral: Arc<dyn Ephemeral>, space: Space) -> Self {
+        Self {
+            webauthn: party.webauthn,
+            ceremonies: Ceremonies::new(ephemeral, space),
+        }
     }
 
     /// Starts enrolling a new authenticator for `user`. The credentials the user already has
     /// are excluded, so the same authenticator is not registered twice. Returns the ceremony id
     /// and the options for `navigator.credentials.create()` (a `CreationChallengeResponse`:
     /// `{"publicKey": {...}}`, binary fields base64url).
-    pub fn start_registration(
+    pub async fn start_registration(
         &self,
         user: &User,
         existing: &[WebAuthnCredential],
@@ -288,21 +312,23 @@ impl Passkeys {
             .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
         let json = serde_json::to_value(&options)
             .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
-        let id = self.open(user.id, State::Registration(Box::new(state)), now)?;
+        let id = self
+            .open(user.id, State::Registration(Box::new(state)), now)
+            .await?;
         Ok((id, json))
     }
 
     /// Verifies the browser's answer to a registration ceremony and returns the credential to
     /// store with [`crate::store::credentials::Credentials::add_webauthn`]. The ceremony ends here,
     /// whatever the outcome.
-    pub fn finish_registration(
+    pub async fn finish_registration(
         &self,
         ceremony: &str,
         user: UserId,
         response: &[u8],
         now: u64,
     ) -> Result<WebAuthnCredential, WebAuthnError> {
-        let State::Registration(state) = self.take(ceremony, user, now)? else {
+        let State::Registration(state) = self.take(ceremony, user, now).await? else {
             return Err(WebAuthnError::UnknownCeremony);
         };
         let response: RegisterPublicKeyCredential =
@@ -328,7 +354,7 @@ impl Passkeys {
     /// Starts a login with one of `credentials` (the user's, from the store). Returns the
     /// ceremony id and the options for `navigator.credentials.get()` (a
     /// `RequestChallengeResponse`: `{"publicKey": {...}}`, binary fields base64url).
-    pub fn start_authentication(
+    pub async fn start_authentication(
         &self,
         user: UserId,
         credentials: &[WebAuthnCredential],
@@ -351,7 +377,9 @@ impl Passkeys {
             .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
         let json = serde_json::to_value(&options)
             .map_err(|error| WebAuthnError::Internal(error.to_string()))?;
-        let id = self.open(user, State::Authentication(Box::new(state)), now)?;
+        let id = self
+            .open(user, State::Authentication(Box::new(state)), now)
+            .await?;
         Ok((id, json))
     }
 
@@ -360,7 +388,7 @@ impl Passkeys {
     /// against. Returns the id of the credential used and what to record with
     /// [`crate::store::credentials::Credentials::record_webauthn_use`]. The ceremony ends here,
     /// whatever the outcome.
-    pub fn finish_authentication(
+    pub async fn finish_authentication(
         &self,
         ceremony: &str,
         user: UserId,
@@ -368,7 +396,7 @@ impl Passkeys {
         credentials: &[WebAuthnCredential],
         now: u64,
     ) -> Result<(Vec<u8>, WebAuthnUse), WebAuthnError> {
-        let State::Authentication(state) = self.take(ceremony, user, now)? else {
+        let State::Authentication(state) = self.take(ceremony, user, now).await? else {
             return Err(WebAuthnError::UnknownCeremony);
         };
         let response: PublicKeyCredential =
@@ -411,33 +439,24 @@ impl Passkeys {
     }
 
     /// Opens a ceremony for `user`; the user's oldest goes when they hold too many already.
-    fn open(&self, user: UserId, state: State, now: u64) -> Result<String, WebAuthnError> {
-        self.lock()
-            .start(user, state, now, &mut rand::rng())
-            .ok_or(WebAuthnError::Busy)
+    async fn open(&self, user: UserId, state: State, now: u64) -> Result<String, WebAuthnError> {
+        let opened = self.ceremonies.open(user, &state, now, &mut rand::rng());
+        opened.await.map_err(internal)?.ok_or(WebAuthnError::Busy)
     }
 
     /// Removes the ceremony and hands back its state when it is open and was started for
     /// `user`. Removed in every case: a ceremony is answered once.
-    fn take(&self, id: &str, user: UserId, now: u64) -> Result<State, WebAuthnError> {
-        match self.lock().take(id, now) {
+    async fn take(&self, id: &str, user: UserId, now: u64) -> Result<State, WebAuthnError> {
+        match self.ceremonies.take(id, now).await.map_err(internal)? {
             Some(held) if held.user == user => Ok(held.value),
             _ => Err(WebAuthnError::UnknownCeremony),
         }
     }
+}
 
-    /// Ends every open ceremony of `user`: their sessions were ended or a credential reset.
-    pub fn drop_user(&self, user: UserId) {
-        self.lock().drop_user(user);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Ceremonies<State>> {
-        // A panic while holding the lock cannot leave the map half-updated (every operation is
-        // one insert or one remove), so a poisoned lock is still safe to use.
-        self.ceremonies
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// The ceremony store could not answer.
+fn internal(error: crate::identity::StoreError) -> WebAuthnError {
+    WebAuthnError::Internal(error.to_string())
 }
 
 /// A fixed phrase for the audit log: why the library refused a response.
@@ -492,6 +511,7 @@ impl PasskeyFacts {
 }
 
 /// The server half of a ceremony. Boxed: the two states differ much in size.
+#[derive(Serialize, Deserialize)]
 enum State {
     Registration(Box<PasskeyRegistration>),
     Authentication(Box<PasskeyAuthentication>),
@@ -503,6 +523,7 @@ mod tests {
 
     use super::*;
     use crate::identity::{EmbeddedStore, Keyring, MasterKey};
+    use crate::store::ephemeral::Memory;
     use p256::ecdsa::signature::Signer;
     use p256::ecdsa::{DerSignature, SigningKey};
     use serde_json::{Value, json};
@@ -519,8 +540,12 @@ mod tests {
         }
     }
 
+    fn party() -> RelyingParty {
+        RelyingParty::new(&config("localhost", ORIGIN)).unwrap()
+    }
+
     fn passkeys() -> Passkeys {
-        Passkeys::new(&config("localhost", ORIGIN)).unwrap()
+        Passkeys::new(party(), Arc::new(Memory::new()))
     }
 
     fn user(name: &str) -> User {
@@ -703,22 +728,29 @@ mod tests {
     }
 
     /// Registers `key` for `alice` and returns the stored credential.
-    fn register(passkeys: &Passkeys, alice: &User, key: &SoftKey) -> WebAuthnCredential {
-        let (id, options) = passkeys.start_registration(alice, &[], NOW).unwrap();
+    async fn register(passkeys: &Passkeys, alice: &User, key: &SoftKey) -> WebAuthnCredential {
+        let (id, options) = passkeys.start_registration(alice, &[], NOW).await.unwrap();
         passkeys
             .finish_registration(&id, alice.id, &key.create(&options), NOW + 1)
+            .await
             .unwrap()
     }
 
-    #[test]
-    fn each_rejection_names_its_reason() {
+    #[tokio::test]
+    async fn each_rejection_names_its_reason() {
         let passkeys = passkeys();
         let alice = user("alice");
-        let register_with = |tamper: Tamper, existing: &[WebAuthnCredential], key: &mut SoftKey| {
-            key.tamper = tamper;
-            let (id, options) = passkeys.start_registration(&alice, existing, NOW).unwrap();
-            passkeys.finish_registration(&id, alice.id, &key.create(&options), NOW + 1)
-        };
+        let register_with =
+            async |tamper: Tamper, existing: &[WebAuthnCredential], key: &mut SoftKey| {
+                key.tamper = tamper;
+                let (id, options) = passkeys
+                    .start_registration(&alice, existing, NOW)
+                    .await
+                    .unwrap();
+                passkeys
+                    .finish_registration(&id, alice.id, &key.create(&options), NOW + 1)
+                    .await
+            };
         let cases: [(Tamper, &str); 5] = [
             (
                 Tamper {
@@ -754,23 +786,28 @@ mod tests {
             ),
         ];
         let mut key = SoftKey::new();
-        let registered = register(&passkeys, &alice, &key);
+        let registered = register(&passkeys, &alice, &key).await;
         for (tamper, reason) in cases {
             assert_eq!(
-                register_with(tamper, std::slice::from_ref(&registered), &mut key).map(|_| ()),
+                register_with(tamper, std::slice::from_ref(&registered), &mut key)
+                    .await
+                    .map(|_| ()),
                 Err(WebAuthnError::Rejected(reason))
             );
         }
         let mut synced = SoftKey::new();
         synced.backup_state = true;
         assert_eq!(
-            register_with(Tamper::default(), &[], &mut synced).map(|_| ()),
+            register_with(Tamper::default(), &[], &mut synced)
+                .await
+                .map(|_| ()),
             Err(WebAuthnError::Rejected("the backup flags are inconsistent"))
         );
 
-        let log_in_with = |key: &mut SoftKey| {
+        let log_in_with = async |key: &mut SoftKey| {
             let (id, options) = passkeys
                 .start_authentication(alice.id, std::slice::from_ref(&registered), NOW)
+                .await
                 .unwrap();
             let response = key.get(&options);
             passkeys
@@ -781,6 +818,7 @@ mod tests {
                     std::slice::from_ref(&registered),
                     NOW,
                 )
+                .await
                 .map(|_| ())
         };
         key.counter = 1;
@@ -789,11 +827,11 @@ mod tests {
             ..Tamper::default()
         };
         assert_eq!(
-            log_in_with(&mut key),
+            log_in_with(&mut key).await,
             Err(WebAuthnError::Rejected("the signature does not verify"))
         );
         assert_eq!(
-            log_in_with(&mut SoftKey::new()),
+            log_in_with(&mut SoftKey::new()).await,
             Err(WebAuthnError::Rejected(
                 "the credential was not offered for this login"
             ))
@@ -816,7 +854,7 @@ mod tests {
         ] {
             assert!(config(rp_id, origin).validate().is_ok(), "{rp_id} {origin}");
             assert!(
-                Passkeys::new(&config(rp_id, origin)).is_ok(),
+                RelyingParty::new(&config(rp_id, origin)).is_ok(),
                 "{rp_id} {origin}"
             );
         }
@@ -923,13 +961,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn registration_options_require_verification_and_exclude_existing() {
+    #[tokio::test]
+    async fn registration_options_require_verification_and_exclude_existing() {
         let passkeys = passkeys();
         let alice = user("alice");
-        let existing = register(&passkeys, &alice, &SoftKey::new());
+        let existing = register(&passkeys, &alice, &SoftKey::new()).await;
         let (id, options) = passkeys
             .start_registration(&alice, std::slice::from_ref(&existing), NOW)
+            .await
             .unwrap();
         assert_eq!(id.len(), 64);
         let public_key = &options["publicKey"];
@@ -951,7 +990,7 @@ mod tests {
 
     /// Finishes a login with `key`'s answer against the credentials `store` holds, and records
     /// the use there, as the login handler does.
-    fn log_in(
+    async fn log_in(
         passkeys: &Passkeys,
         store: &EmbeddedStore,
         alice: &User,
@@ -960,9 +999,11 @@ mod tests {
         let registered = store.webauthn_credentials(alice.id).unwrap();
         let (id, options) = passkeys
             .start_authentication(alice.id, &registered, NOW)
+            .await
             .unwrap();
-        let (used, update) =
-            passkeys.finish_authentication(&id, alice.id, &key.get(&options), &registered, NOW)?;
+        let (used, update) = passkeys
+            .finish_authentication(&id, alice.id, &key.get(&options), &registered, NOW)
+            .await?;
         assert_eq!(used, key.credential_id);
         assert!(
             store
@@ -979,8 +1020,8 @@ mod tests {
         credentials[0].sign_count
     }
 
-    #[test]
-    fn a_registered_key_logs_in_and_its_counter_must_grow() {
+    #[tokio::test]
+    async fn a_registered_key_logs_in_and_its_counter_must_grow() {
         let passkeys = passkeys();
         let alice = user("alice");
         let dir = tempfile::tempdir().unwrap();
@@ -989,7 +1030,7 @@ mod tests {
         store.create_user(&alice).unwrap();
         let mut key = SoftKey::new();
         key.counter = 1;
-        let stored = register(&passkeys, &alice, &key);
+        let stored = register(&passkeys, &alice, &key).await;
         assert_eq!(stored.credential_id, key.credential_id);
         assert_eq!(stored.created, NOW + 1);
         assert_eq!(stored.sign_count, 1);
@@ -998,6 +1039,7 @@ mod tests {
 
         let (id, options) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         assert_eq!(options["publicKey"]["userVerification"], "required");
         assert_eq!(options["publicKey"]["rpId"], "localhost");
@@ -1009,6 +1051,7 @@ mod tests {
         let response = key.get(&options);
         let (used, update) = passkeys
             .finish_authentication(&id, alice.id, &response, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         assert_eq!(used, key.credential_id);
         assert_eq!(
@@ -1021,13 +1064,9 @@ mod tests {
         );
         // The same response again: the ceremony is gone.
         assert_eq!(
-            passkeys.finish_authentication(
-                &id,
-                alice.id,
-                &response,
-                std::slice::from_ref(&stored),
-                NOW
-            ),
+            passkeys
+                .finish_authentication(&id, alice.id, &response, std::slice::from_ref(&stored), NOW)
+                .await,
             Err(WebAuthnError::UnknownCeremony)
         );
 
@@ -1042,7 +1081,9 @@ mod tests {
         // A clone that reports no counter at all is refused too.
         for counter in [5, 3, 0] {
             key.counter = counter;
-            let error = log_in(&passkeys, &store, &alice, &mut key).unwrap_err();
+            let error = log_in(&passkeys, &store, &alice, &mut key)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(error, WebAuthnError::Rejected(reason) if reason.contains("counter")),
                 "{error}"
@@ -1050,23 +1091,24 @@ mod tests {
             assert_eq!(stored_counter(&store, &alice), 5);
         }
         key.counter = 6;
-        log_in(&passkeys, &store, &alice, &mut key).unwrap();
+        log_in(&passkeys, &store, &alice, &mut key).await.unwrap();
         assert_eq!(stored_counter(&store, &alice), 6);
     }
 
-    #[test]
-    fn counterless_synced_passkeys_log_in_and_report_backup_state() {
+    #[tokio::test]
+    async fn counterless_synced_passkeys_log_in_and_report_backup_state() {
         let passkeys = passkeys();
         let alice = user("alice");
         let mut key = SoftKey::new();
         key.backup_eligible = true;
-        let stored = register(&passkeys, &alice, &key);
+        let stored = register(&passkeys, &alice, &key).await;
         assert!(stored.backup_eligible && !stored.backup_state);
         assert_eq!(stored.sign_count, 0);
 
         key.backup_state = true;
         let (id, options) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         let (_, update) = passkeys
             .finish_authentication(
@@ -1076,6 +1118,7 @@ mod tests {
                 std::slice::from_ref(&stored),
                 NOW,
             )
+            .await
             .unwrap();
         assert_eq!(
             update,
@@ -1091,171 +1134,197 @@ mod tests {
         key.backup_state = false;
         let (id, options) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         assert!(matches!(
-            passkeys.finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW),
+            passkeys
+                .finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW)
+                .await,
             Err(WebAuthnError::Rejected(_))
         ));
     }
 
-    #[test]
-    fn a_backup_eligibility_upgrade_is_refused() {
+    #[tokio::test]
+    async fn a_backup_eligibility_upgrade_is_refused() {
         // webauthn-rs would allow false -> true; Wardgate follows W3C Level 3 and refuses.
         let passkeys = passkeys();
         let alice = user("alice");
         let mut key = SoftKey::new();
-        let stored = register(&passkeys, &alice, &key);
+        let stored = register(&passkeys, &alice, &key).await;
         key.backup_eligible = true;
         let (id, options) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         assert_eq!(
-            passkeys.finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW),
+            passkeys
+                .finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW)
+                .await,
             Err(WebAuthnError::Rejected("the backup eligibility changed"))
         );
     }
 
-    #[test]
-    fn user_verification_is_required_at_registration_and_login() {
+    #[tokio::test]
+    async fn user_verification_is_required_at_registration_and_login() {
         let passkeys = passkeys();
         let alice = user("alice");
         let mut key = SoftKey::new();
         key.user_verified = false;
-        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
         assert_eq!(
             passkeys
                 .finish_registration(&id, alice.id, &key.create(&options), NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::Rejected("user verification missing"))
         );
 
         key.user_verified = true;
-        let stored = register(&passkeys, &alice, &key);
+        let stored = register(&passkeys, &alice, &key).await;
         key.user_verified = false;
         let (id, options) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         assert_eq!(
-            passkeys.finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW),
+            passkeys
+                .finish_authentication(&id, alice.id, &key.get(&options), &[stored], NOW)
+                .await,
             Err(WebAuthnError::Rejected("user verification missing"))
         );
     }
 
-    #[test]
-    fn a_phishing_origin_or_a_foreign_key_is_rejected() {
+    #[tokio::test]
+    async fn a_phishing_origin_or_a_foreign_key_is_rejected() {
         let passkeys = passkeys();
         let alice = user("alice");
         let mut key = SoftKey::new();
         key.origin = "https://localhost.evil.example".into();
-        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
         assert_eq!(
             passkeys
                 .finish_registration(&id, alice.id, &key.create(&options), NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::Rejected("the origin is not the gateway's"))
         );
 
         // A key that was never registered signs a login for a registered one's id.
-        let stored = register(&passkeys, &alice, &SoftKey::new());
+        let stored = register(&passkeys, &alice, &SoftKey::new()).await;
         let mut impostor = SoftKey::new();
         impostor.credential_id = stored.credential_id.clone();
         let (id, options) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         assert!(matches!(
-            passkeys.finish_authentication(&id, alice.id, &impostor.get(&options), &[stored], NOW),
+            passkeys
+                .finish_authentication(&id, alice.id, &impostor.get(&options), &[stored], NOW)
+                .await,
             Err(WebAuthnError::Rejected(_))
         ));
     }
 
-    #[test]
-    fn a_response_to_another_ceremony_is_rejected() {
+    #[tokio::test]
+    async fn a_response_to_another_ceremony_is_rejected() {
         let passkeys = passkeys();
         let alice = user("alice");
         let key = SoftKey::new();
-        let (_, first) = passkeys.start_registration(&alice, &[], NOW).unwrap();
-        let (second, _) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (_, first) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
+        let (second, _) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
         assert_eq!(
             passkeys
                 .finish_registration(&second, alice.id, &key.create(&first), NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::Rejected("the challenge does not match"))
         );
         assert_eq!(
             passkeys
                 .finish_registration(&second, alice.id, &key.create(&first), NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::UnknownCeremony)
         );
     }
 
-    #[test]
-    fn a_ceremony_is_used_once_even_when_it_fails() {
+    #[tokio::test]
+    async fn a_ceremony_is_used_once_even_when_it_fails() {
         let passkeys = passkeys();
         let alice = user("alice");
         let key = SoftKey::new();
-        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
         assert_eq!(
             passkeys
                 .finish_registration(&id, alice.id, b"{not json", NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::Malformed)
         );
         assert_eq!(
             passkeys
                 .finish_registration(&id, alice.id, &key.create(&options), NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::UnknownCeremony)
         );
 
-        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
         let response = key.create(&options);
         passkeys
             .finish_registration(&id, alice.id, &response, NOW)
+            .await
             .unwrap();
         assert_eq!(
             passkeys
                 .finish_registration(&id, alice.id, &response, NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::UnknownCeremony)
         );
     }
 
-    #[test]
-    fn well_formed_json_of_the_wrong_shape_is_malformed() {
+    #[tokio::test]
+    async fn well_formed_json_of_the_wrong_shape_is_malformed() {
         let passkeys = passkeys();
         let alice = user("alice");
-        let stored = register(&passkeys, &alice, &SoftKey::new());
+        let stored = register(&passkeys, &alice, &SoftKey::new()).await;
         let (id, _) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         assert_eq!(
-            passkeys.finish_authentication(
-                &id,
-                alice.id,
-                br#"{"id": 1}"#,
-                std::slice::from_ref(&stored),
-                NOW
-            ),
+            passkeys
+                .finish_authentication(
+                    &id,
+                    alice.id,
+                    br#"{"id": 1}"#,
+                    std::slice::from_ref(&stored),
+                    NOW
+                )
+                .await,
             Err(WebAuthnError::Malformed)
         );
         assert_eq!(
-            passkeys.finish_authentication(&id, alice.id, b"{}", &[stored], NOW),
+            passkeys
+                .finish_authentication(&id, alice.id, b"{}", &[stored], NOW)
+                .await,
             Err(WebAuthnError::UnknownCeremony)
         );
     }
 
-    #[test]
-    fn a_ceremony_started_for_alice_cannot_be_finished_for_bob() {
+    #[tokio::test]
+    async fn a_ceremony_started_for_alice_cannot_be_finished_for_bob() {
         let passkeys = passkeys();
         let alice = user("alice");
         let bob = user("bob");
         let key = SoftKey::new();
-        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
         let response = key.create(&options);
         assert_eq!(
             passkeys
                 .finish_registration(&id, bob.id, &response, NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::UnknownCeremony)
         );
@@ -1263,75 +1332,85 @@ mod tests {
         assert_eq!(
             passkeys
                 .finish_registration(&id, alice.id, &response, NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::UnknownCeremony)
         );
     }
 
-    #[test]
-    fn kinds_do_not_mix() {
+    #[tokio::test]
+    async fn kinds_do_not_mix() {
         let passkeys = passkeys();
         let alice = user("alice");
-        let stored = register(&passkeys, &alice, &SoftKey::new());
+        let stored = register(&passkeys, &alice, &SoftKey::new()).await;
         let (id, _) = passkeys
             .start_authentication(alice.id, std::slice::from_ref(&stored), NOW)
+            .await
             .unwrap();
         assert_eq!(
             passkeys
                 .finish_registration(&id, alice.id, b"{}", NOW)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::UnknownCeremony)
         );
     }
 
-    #[test]
-    fn debug_output_shows_no_ceremony_state() {
+    #[tokio::test]
+    async fn debug_output_shows_no_ceremony_state() {
         let passkeys = passkeys();
         passkeys
             .start_registration(&user("alice"), &[], NOW)
+            .await
             .unwrap();
         assert_eq!(format!("{passkeys:?}"), "Passkeys { .. }");
     }
 
-    #[test]
-    fn ceremonies_expire_after_the_ttl() {
+    #[tokio::test]
+    async fn ceremonies_expire_after_the_ttl() {
         let passkeys = passkeys();
         let alice = user("alice");
         let key = SoftKey::new();
-        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
         let response = key.create(&options);
         // Five minutes to find, touch and unlock the authenticator, and not a second more.
         assert_eq!(
             passkeys
                 .finish_registration(&id, alice.id, &response, NOW + 300)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::UnknownCeremony)
         );
-        let (id, options) = passkeys.start_registration(&alice, &[], NOW).unwrap();
+        let (id, options) = passkeys.start_registration(&alice, &[], NOW).await.unwrap();
         let response = key.create(&options);
         assert!(
             passkeys
                 .finish_registration(&id, alice.id, &response, NOW + 299)
+                .await
                 .is_ok()
         );
     }
 
-    #[test]
-    fn no_credentials_no_login() {
+    #[tokio::test]
+    async fn no_credentials_no_login() {
         assert_eq!(
-            passkeys().start_authentication(user("alice").id, &[], NOW),
+            passkeys()
+                .start_authentication(user("alice").id, &[], NOW)
+                .await,
             Err(WebAuthnError::NoCredentials)
         );
     }
 
-    #[test]
-    fn a_corrupt_stored_credential_is_an_internal_error() {
+    #[tokio::test]
+    async fn a_corrupt_stored_credential_is_an_internal_error() {
         let passkeys = passkeys();
         let alice = user("alice");
-        let mut stored = register(&passkeys, &alice, &SoftKey::new());
+        let mut stored = register(&passkeys, &alice, &SoftKey::new()).await;
         stored.credential = b"not a passkey".to_vec().into();
         assert!(matches!(
-            passkeys.start_authentication(alice.id, &[stored], NOW),
+            passkeys
+                .start_authentication(alice.id, &[stored], NOW)
+                .await,
             Err(WebAuthnError::Internal(_))
         ));
     }
@@ -1344,9 +1423,9 @@ mod tests {
     }
 
     impl Holder {
-        fn new(passkeys: &Passkeys, name: &str) -> Self {
+        async fn new(passkeys: &Passkeys, name: &str) -> Self {
             let (user, key) = (user(name), SoftKey::new());
-            let credentials = [register(passkeys, &user, &key)];
+            let credentials = [register(passkeys, &user, &key).await];
             Self {
                 user,
                 key,
@@ -1354,71 +1433,90 @@ mod tests {
             }
         }
 
-        fn start(&self, passkeys: &Passkeys) -> (String, Value) {
+        async fn start(&self, passkeys: &Passkeys) -> (String, Value) {
             passkeys
                 .start_authentication(self.user.id, &self.credentials, NOW)
+                .await
                 .unwrap()
         }
 
-        fn finish(
+        async fn finish(
             &mut self,
             passkeys: &Passkeys,
             (id, options): &(String, Value),
         ) -> Result<(Vec<u8>, WebAuthnUse), WebAuthnError> {
             let response = self.key.get(options);
-            passkeys.finish_authentication(id, self.user.id, &response, &self.credentials, NOW)
+            passkeys
+                .finish_authentication(id, self.user.id, &response, &self.credentials, NOW)
+                .await
         }
     }
 
-    #[test]
-    fn a_users_newest_ceremony_replaces_their_oldest_and_others_keep_theirs() {
+    #[tokio::test]
+    async fn a_users_newest_ceremony_replaces_their_oldest_and_others_keep_theirs() {
         let passkeys = passkeys();
         let (mut alice, mut bob) = (
-            Holder::new(&passkeys, "alice"),
-            Holder::new(&passkeys, "bob"),
+            Holder::new(&passkeys, "alice").await,
+            Holder::new(&passkeys, "bob").await,
         );
-        let bobs = bob.start(&passkeys);
-        let opened: Vec<_> = (0..=crate::auth::ceremony::MAX_OPEN_PER_USER)
-            .map(|_| alice.start(&passkeys))
-            .collect();
+        let bobs = bob.start(&passkeys).await;
+        let mut opened = Vec::new();
+        for _ in 0..=crate::store::ephemeral::MAX_OPEN_PER_USER {
+            opened.push(alice.start(&passkeys).await);
+        }
         assert_eq!(
-            alice.finish(&passkeys, &opened[0]),
+            alice.finish(&passkeys, &opened[0]).await,
             Err(WebAuthnError::UnknownCeremony)
         );
-        assert!(alice.finish(&passkeys, &opened[opened.len() - 1]).is_ok());
-        assert!(bob.finish(&passkeys, &bobs).is_ok());
+        assert!(
+            alice
+                .finish(&passkeys, &opened[opened.len() - 1])
+                .await
+                .is_ok()
+        );
+        assert!(bob.finish(&passkeys, &bobs).await.is_ok());
     }
 
-    #[test]
-    fn ending_a_users_sessions_ends_their_ceremonies_only() {
-        let passkeys = passkeys();
+    #[tokio::test]
+    async fn ending_a_users_sessions_ends_their_ceremonies_only() {
+        let store = Arc::new(Memory::new());
+        let passkeys = Passkeys::new(party(), store.clone());
         let (mut alice, mut bob) = (
-            Holder::new(&passkeys, "alice"),
-            Holder::new(&passkeys, "bob"),
+            Holder::new(&passkeys, "alice").await,
+            Holder::new(&passkeys, "bob").await,
         );
-        let (alices, bobs) = (alice.start(&passkeys), bob.start(&passkeys));
-        passkeys.drop_user(alice.user.id);
+        let (alices, bobs) = (alice.start(&passkeys).await, bob.start(&passkeys).await);
+        store.drop_user(alice.user.id).await.unwrap();
         assert_eq!(
-            alice.finish(&passkeys, &alices),
+            alice.finish(&passkeys, &alices).await,
             Err(WebAuthnError::UnknownCeremony)
         );
-        assert!(bob.finish(&passkeys, &bobs).is_ok());
+        assert!(bob.finish(&passkeys, &bobs).await.is_ok());
     }
 
-    #[test]
-    fn the_map_is_bounded_and_expired_ceremonies_make_room() {
-        let passkeys = Passkeys::with_capacity(&config("localhost", ORIGIN), 2).unwrap();
+    #[tokio::test]
+    async fn the_map_is_bounded_and_expired_ceremonies_make_room() {
+        let two = Space {
+            capacity: 2,
+            ..CEREMONIES
+        };
+        let passkeys = Passkeys::in_space(party(), Arc::new(Memory::new()), two);
         let alice = user("alice");
-        passkeys.start_registration(&alice, &[], NOW).unwrap();
-        passkeys.start_registration(&alice, &[], NOW + 1).unwrap();
+        passkeys.start_registration(&alice, &[], NOW).await.unwrap();
+        passkeys
+            .start_registration(&alice, &[], NOW + 1)
+            .await
+            .unwrap();
         assert_eq!(
             passkeys
                 .start_registration(&alice, &[], NOW + 2)
+                .await
                 .map(|_| ()),
             Err(WebAuthnError::Busy)
         );
         passkeys
             .start_registration(&alice, &[], NOW + CEREMONY_TTL_SECS)
+            .await
             .unwrap();
     }
 }

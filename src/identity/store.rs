@@ -219,7 +219,7 @@ pub struct SessionRecord {
 
 /// The name a session is stored under: the keyed hash of its token. Safe to show an operator
 /// or put in a log: it cannot be turned back into the token.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionKey(pub [u8; 32]);
 
 impl fmt::Display for SessionKey {

@@ -13,6 +13,7 @@ use crate::auth::enrollment::Enrollment;
 use crate::auth::events::SecurityEvents;
 use crate::auth::login::{Login, SecondFactors};
 use crate::auth::password::HashPool;
+use crate::auth::webauthn::Passkeys;
 use crate::clock::Clock;
 use crate::config::Loaded;
 use crate::identity::Keyring;
@@ -97,7 +98,10 @@ impl Gateway {
             hashing.queue,
             hashing.nice,
         )?);
-        let passkeys = settings.passkeys;
+        let ephemeral = identity.stores.ephemeral.clone();
+        let passkeys = settings
+            .passkeys
+            .map(|party| Arc::new(Passkeys::new(party, ephemeral)));
         let sessions = Arc::new(Sessions::new(
             &identity.stores,
             identity.keyring,
@@ -112,7 +116,6 @@ impl Gateway {
             config.auth.mfa.clone(),
             identity.events.clone(),
         );
-        enrollment.end_with_sessions(&sessions);
         let login = Login::new(
             identity.stores,
             pool,
@@ -173,8 +176,8 @@ impl Gateway {
 
     /// Forgets expired login and enrollment state and dead sessions (`now`: unix seconds).
     pub async fn prune(&self, now: u64) -> Result<Removed, crate::session::SessionError> {
-        let (lockouts, challenges) = self.login.prune(now);
-        let enrollments = self.enrollment.prune(now);
+        let (lockouts, challenges) = self.login.prune(now).await?;
+        let enrollments = self.enrollment.prune(now).await?;
         let sessions = self.sessions().prune(now).await?;
         Ok(Removed {
             sessions,

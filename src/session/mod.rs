@@ -31,9 +31,9 @@
 //! - Logout, logout everywhere, operator revocation, a disabled account, a password reset and an
 //!   MFA reset delete the sessions from the store and the cache at once. A revocation counter
 //!   keeps a store read that raced with a revocation from putting the session back in the cache.
-//! - Ending all of a user's sessions also ends what is on its way to becoming one: the
-//!   listeners registered with [`Sessions::on_end_user`] drop the user's open login challenges
-//!   and WebAuthn ceremonies, and a login or step-up that was already past them (its second
+//! - Ending all of a user's sessions also ends what is on its way to becoming one: the user's
+//!   open login challenges, enrollments and WebAuthn ceremonies are dropped from the ephemeral
+//!   store ([`Sessions::end_pending`]), and a login or step-up that was already past them (its second
 //!   factor being verified) is refused when it would create its session: it carries the
 //!   [`Epoch`] in which it began, and [`Sessions::create`] refuses it once the user's sessions
 //!   were ended after that epoch. A step-up also refuses when the session it replaces is gone.
@@ -66,6 +66,7 @@ use crate::identity::seal::hex_encode_into;
 use crate::identity::{Keyring, SessionKey, SessionRecord, StoreError, User, UserId};
 use crate::store::Stores;
 use crate::store::accounts::Accounts;
+use crate::store::ephemeral::Ephemeral;
 use crate::store::sessions::SessionStore;
 use crate::units::HumanDuration;
 
@@ -406,11 +407,8 @@ pub struct Listed {
 }
 
 /// A point in the sequence of revocations, taken when a login or step-up begins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
 pub struct Epoch(u64);
-
-/// Called with the user's id when all their sessions are about to end.
-type EndUserListener = Box<dyn Fn(UserId) + Send + Sync>;
 
 /// Live sessions: the store, a cache in front of it and the global lifetimes.
 pub struct Sessions {
@@ -426,7 +424,8 @@ pub struct Sessions {
     /// Per user, the epoch of the last time all their sessions were ended. One small entry per
     /// account whose sessions were ever ended: bounded by the accounts operators create.
     ended: Mutex<HashMap<UserId, Epoch>>,
-    listeners: Mutex<Vec<EndUserListener>>,
+    /// Where the user's half-finished logins and ceremonies are kept.
+    ephemeral: Arc<dyn Ephemeral>,
 }
 
 /// A poisoned lock is still good: every update under these locks is a single insert or call.
@@ -449,7 +448,7 @@ impl Sessions {
             lifetimes,
             revocations: AtomicU64::new(0),
             ended: Mutex::new(HashMap::new()),
-            listeners: Mutex::new(Vec::new()),
+            ephemeral: stores.ephemeral.clone(),
         }
     }
 
@@ -459,21 +458,13 @@ impl Sessions {
         Epoch(self.revocations.load(Ordering::SeqCst))
     }
 
-    /// Registers `listener`, to be called with a user's id just before all their sessions end
-    /// (and when an operator revokes one of them): what it holds on its way to becoming a
-    /// session of that user must go.
-    pub fn on_end_user(&self, listener: impl Fn(UserId) + Send + Sync + 'static) {
-        lock(&self.listeners).push(Box::new(listener));
-    }
-
-    /// Ends what is on its way to becoming a session of `user`: the listeners drop it, and a
-    /// login that began before now creates no session.
-    pub fn end_pending(&self, user: UserId) {
+    /// Ends what is on its way to becoming a session of `user` (just before all their sessions
+    /// end, and when an operator revokes one of them): their open login challenges, enrollments
+    /// and WebAuthn ceremonies go, and a login that began before now creates no session.
+    pub async fn end_pending(&self, user: UserId) -> Result<(), SessionError> {
         let epoch = Epoch(self.revocations.fetch_add(1, Ordering::SeqCst) + 1);
         lock(&self.ended).insert(user, epoch);
-        for listener in lock(&self.listeners).iter() {
-            listener(user);
-        }
+        Ok(self.ephemeral.drop_user(user).await?)
     }
 
     fn ended_since(&self, user: UserId, since: Epoch) -> bool {
@@ -638,7 +629,7 @@ impl Sessions {
     /// returns how many there were.
     pub async fn end_user(&self, user: UserId) -> Result<usize, SessionError> {
         // Counts as the revocation that keeps a racing store read out of the cache, too.
-        self.end_pending(user);
+        self.end_pending(user).await?;
         let ended = self.records.delete_user(user).await?;
         // Forgotten after the delete: a check that read the store before it may have cached.
         self.forget(|live| live.user == user);
@@ -723,6 +714,7 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         store: Arc<EmbeddedStore>,
+        stores: Stores,
         sessions: Sessions,
         alice: User,
     }
@@ -734,10 +726,12 @@ mod tests {
         let mut alice = User::new(UserId::random(&mut rand::rng()), "alice", T0);
         alice.roles = vec!["physician".into()];
         store.create_user(&alice).unwrap();
-        let sessions = Sessions::new(&Stores::embedded(store.clone()), keyring, config);
+        let stores = Stores::embedded(store.clone());
+        let sessions = Sessions::new(&stores, keyring, config);
         Fixture {
             _dir: dir,
             store,
+            stores,
             sessions,
             alice,
         }
@@ -948,10 +942,11 @@ mod tests {
         let Fixture {
             _dir: dir,
             store,
+            stores,
             sessions,
             ..
         } = f;
-        drop(sessions);
+        drop((sessions, stores));
         assert_eq!(Arc::strong_count(&store), 1, "the store is still in use");
         drop(store);
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
@@ -1015,13 +1010,23 @@ mod tests {
         let f = fixture(&SessionConfig::default());
         let bob = User::new(UserId::random(&mut rand::rng()), "bob", T0);
         f.store.create_user(&bob).unwrap();
-        let told = Arc::new(Mutex::new(Vec::new()));
-        let heard = told.clone();
-        f.sessions.on_end_user(move |user| lock(&heard).push(user));
+        let space = crate::store::ephemeral::Space {
+            name: "test",
+            ttl: 60,
+            capacity: 10,
+        };
+        let pending = crate::store::ephemeral::Ceremonies::new(f.stores.ephemeral.clone(), space);
+        let mut rng = rand::rng();
+        let alices = pending.open(f.alice.id, &1u8, T0, &mut rng).await.unwrap();
+        let bobs = pending.open(bob.id, &2u8, T0, &mut rng).await.unwrap();
 
         let since = f.sessions.epoch();
         f.sessions.end_user(f.alice.id).await.unwrap();
-        assert_eq!(*lock(&told), [f.alice.id], "the listeners were told");
+        let (alices, bobs) = (alices.unwrap(), bobs.unwrap());
+        let left = pending.read(&alices, T0).await.unwrap();
+        assert_eq!(left, None, "alice's ceremony ended");
+        let left = pending.read(&bobs, T0).await.unwrap();
+        assert_eq!(left, Some((bob.id, 2)), "bob's is open");
         let refused = f
             .sessions
             .create(new_session(&f.alice), since, T0)

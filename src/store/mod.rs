@@ -5,12 +5,14 @@
 //! - [`accounts`]: users, roles, password hashes, enrollment tokens.
 //! - [`credentials`]: second factors (TOTP, WebAuthn, recovery codes).
 //! - [`sessions`]: session records, under the keyed hash of their token.
+//! - [`ephemeral`]: ceremonies and challenges of multi-step exchanges, for minutes.
 //! - [`keys`]: key material every replica must hold the same of.
 //! - [`embedded`]: the redb backend of the first three.
 
 pub mod accounts;
 pub mod credentials;
 pub mod embedded;
+pub mod ephemeral;
 pub mod keys;
 pub mod sessions;
 
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use crate::identity::{EmbeddedStore, StoreError};
 use accounts::Accounts;
 use credentials::Credentials;
+use ephemeral::Ephemeral;
 use sessions::SessionStore;
 
 /// A store operation in progress.
@@ -32,16 +35,18 @@ pub struct Stores {
     pub accounts: Arc<dyn Accounts>,
     pub credentials: Arc<dyn Credentials>,
     pub sessions: Arc<dyn SessionStore>,
+    pub ephemeral: Arc<dyn Ephemeral>,
 }
 
 impl Stores {
-    /// All three in the embedded identity store.
+    /// Accounts, credentials and sessions in the embedded identity store; ceremonies in memory.
     pub fn embedded(store: Arc<EmbeddedStore>) -> Self {
         let embedded = Arc::new(embedded::Embedded::new(store));
         Self {
             accounts: embedded.clone(),
             credentials: embedded.clone(),
             sessions: embedded,
+            ephemeral: Arc::new(ephemeral::Memory::new()),
         }
     }
 }

@@ -218,7 +218,7 @@ async fn a_users_newest_login_challenges_replace_the_oldest_and_others_keep_thei
     let (gils, _) = enroll(&gateway, "gil").await;
     let gils_challenge = challenge(&gateway, "gil").await;
     let mut challenges = Vec::new();
-    for _ in 0..=wardgate::auth::ceremony::MAX_OPEN_PER_USER {
+    for _ in 0..=wardgate::store::ephemeral::MAX_OPEN_PER_USER {
         challenges.push(challenge(&gateway, "fay").await);
     }
 

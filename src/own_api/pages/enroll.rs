@@ -149,12 +149,12 @@ pub async fn second_factor(
         let confirmed = enrollment.confirm_totp(&id, &code, now).await;
         (id, confirmed, Refusal::TotpCodeWrong)
     };
-    finished(enrollment, confirmed, &csrf, &id, retry, now)
+    finished(enrollment, confirmed, &csrf, &id, retry, now).await
 }
 
 /// The recovery codes after a proven factor; after a refused one (`retry`), the second-factor
 /// page again while the enrollment lasts (after the last wrong code it is gone).
-fn finished(
+async fn finished(
     enrollment: &Enrollment,
     confirmed: Result<Vec<String>, Refused>,
     csrf: &FormToken,
@@ -164,7 +164,7 @@ fn finished(
 ) -> Result<Response<ResponseBody>, Refused> {
     match confirmed {
         Ok(codes) => page(StatusCode::OK, &DonePage { codes: &codes }, None),
-        Err(refused) if refused.refusal() == retry => match enrollment.pending(id, now) {
+        Err(refused) if refused.refusal() == retry => match enrollment.pending(id, now).await? {
             Some((methods, totp)) => {
                 let html = factor_html(csrf, id, &methods, &totp, Some(retry.reason()))?;
                 Err(Refused::page(retry, html))

@@ -198,7 +198,7 @@ pub async fn second_factor(
         Ok(completed) => signed_in(login, &completed, &return_to, now),
         Err(refused) if refused.refusal() == Refusal::SecondFactorWrong => {
             // Shown again while the challenge lasts; after the last wrong answer it is gone.
-            let Some(factors) = login.open_factors(&challenge, now) else {
+            let Some(factors) = login.open_factors(&challenge, now).await? else {
                 return Err(refused);
             };
             let error = Some(Refusal::SecondFactorWrong.reason());
