@@ -86,11 +86,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::Pending;
+use crate::store::lockouts::{Admitted, Lockouts};
+pub use crate::store::lockouts::{LockEvent, NotAdmitted};
 use crate::units::HumanDuration;
 
 /// The `auth: lockout:` section of the config file.
@@ -180,33 +183,12 @@ impl LockoutPolicy {
     }
 }
 
-/// [`Lockout::admit`] refused an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum NotAdmitted {
-    /// The key is locked until `until` (unix seconds).
-    #[error("locked until {until}")]
-    Locked { until: u64 },
-    /// As many attempts are in flight as the key has failures left before the lock.
-    #[error("as many attempts are in flight as may still fail before the lock")]
-    InFlight,
-}
-
 /// What a success does to a key's failures: forgets them (accounts, users), or keeps them
 /// (client addresses: see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnSuccess {
     Forget,
     Keep,
-}
-
-/// A lock has just started: for the security log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LockEvent<K> {
-    pub key: K,
-    /// When the lock ends (unix seconds).
-    pub until: u64,
-    /// 1 for the first lock, then 2, 3, ... while the key keeps failing.
-    pub lock: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -228,9 +210,16 @@ impl Entry {
     }
 }
 
-/// Failure counters and soft locks for one kind of key (account, client address, user).
+/// Failure counters and soft locks for one kind of key (account, client address, user), in
+/// this process's memory: the embedded backend of [`Lockouts`].
 #[derive(Debug)]
 pub struct Lockout<K> {
+    shared: Arc<Shared<K>>,
+}
+
+/// What a lockout and its attempts in flight share.
+#[derive(Debug)]
+struct Shared<K> {
     policy: LockoutPolicy,
     on_success: OnSuccess,
     table: Mutex<Table<K>>,
@@ -247,34 +236,43 @@ struct Table<K> {
 /// [`Attempt::failed`] or [`Attempt::succeeded`], or dropped (the work never ran).
 #[must_use = "an attempt counts against the limit until it is settled"]
 #[derive(Debug)]
-pub struct Attempt<'a, K: Clone + Eq + Hash> {
-    lockout: &'a Lockout<K>,
+pub struct Attempt<K: Clone + Eq + Hash> {
+    shared: Arc<Shared<K>>,
     key: K,
     holds_place: bool,
 }
 
+impl<K: Clone + Eq + Hash> Shared<K> {
+    /// The table. A panic elsewhere while it was held cannot leave an entry half written (every
+    /// update is a single assignment), so a poisoned lock is still good to use.
+    fn table(&self) -> MutexGuard<'_, Table<K>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl<K: Clone + Eq + Hash> Lockout<K> {
     pub fn new(policy: LockoutPolicy, on_success: OnSuccess) -> Self {
-        Self {
+        let shared = Shared {
             policy,
             on_success,
             table: Mutex::new(Table {
                 entries: HashMap::new(),
                 in_flight: HashMap::new(),
             }),
+        };
+        Self {
+            shared: Arc::new(shared),
         }
     }
 
-    /// The table. A panic elsewhere while it was held cannot leave an entry half written (every
-    /// update is a single assignment), so a poisoned lock is still good to use.
     fn table(&self) -> MutexGuard<'_, Table<K>> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.table()
     }
 
     /// Admits an attempt on `key` at `now`, before any work is done for it: refused while the
     /// key is locked, or while the attempts in flight would be enough to lock it.
-    pub fn admit(&self, key: &K, now: u64) -> Result<Attempt<'_, K>, NotAdmitted> {
-        let policy = &self.policy;
+    pub fn admit(&self, key: &K, now: u64) -> Result<Attempt<K>, NotAdmitted> {
+        let policy = &self.shared.policy;
         let mut table = self.table();
         let room = match table.entries.get(key) {
             Some(&Entry::Locked { until, .. }) if now < until => {
@@ -300,12 +298,32 @@ impl<K: Clone + Eq + Hash> Lockout<K> {
         }
         table.in_flight.insert(key.clone(), in_flight + 1);
         Ok(Attempt {
-            lockout: self,
+            shared: self.shared.clone(),
             key: key.clone(),
             holds_place: true,
         })
     }
 
+    /// Drops entries with nothing left to say at `now`; returns how many.
+    pub fn prune(&self, now: u64) -> usize {
+        let policy = &self.shared.policy;
+        let entries = &mut self.table().entries;
+        let before = entries.len();
+        entries.retain(|_, entry| now < entry.expires(policy));
+        before - entries.len()
+    }
+
+    /// Keys held, for metrics.
+    pub fn len(&self) -> usize {
+        self.table().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: Clone + Eq + Hash> Shared<K> {
     /// Counts a failure; returns the event when it starts a lock.
     fn record_failure(&self, table: &mut Table<K>, key: &K, now: u64) -> Option<LockEvent<K>> {
         let policy = &self.policy;
@@ -377,30 +395,12 @@ impl<K: Clone + Eq + Hash> Lockout<K> {
             };
         }
     }
-
-    /// Drops entries with nothing left to say at `now`; returns how many.
-    pub fn prune(&self, now: u64) -> usize {
-        let policy = &self.policy;
-        let entries = &mut self.table().entries;
-        let before = entries.len();
-        entries.retain(|_, entry| now < entry.expires(policy));
-        before - entries.len()
-    }
-
-    /// Keys held, for metrics.
-    pub fn len(&self) -> usize {
-        self.table().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
-impl<K: Clone + Eq + Hash> Attempt<'_, K> {
+impl<K: Clone + Eq + Hash> Attempt<K> {
     /// The table, with this attempt's place given back.
     fn settle(&mut self) -> MutexGuard<'_, Table<K>> {
-        let mut table = self.lockout.table();
+        let mut table = self.shared.table();
         if std::mem::take(&mut self.holds_place) {
             match table.in_flight.get_mut(&self.key) {
                 Some(count) if *count > 1 => *count -= 1,
@@ -415,16 +415,16 @@ impl<K: Clone + Eq + Hash> Attempt<'_, K> {
     /// The attempt failed: its place becomes a counted failure. Returns the event when it
     /// starts a lock.
     pub fn failed(mut self, now: u64) -> Option<LockEvent<K>> {
-        let lockout = self.lockout;
+        let shared = self.shared.clone();
         let key = self.key.clone();
         let mut table = self.settle();
-        lockout.record_failure(&mut table, &key, now)
+        shared.record_failure(&mut table, &key, now)
     }
 
     /// The attempt succeeded: its place is given back and, for [`OnSuccess::Forget`], the key's
     /// failures and past locks are forgotten.
     pub fn succeeded(mut self) {
-        let on_success = self.lockout.on_success;
+        let on_success = self.shared.on_success;
         let key = self.key.clone();
         let mut table = self.settle();
         if on_success == OnSuccess::Forget {
@@ -433,10 +433,33 @@ impl<K: Clone + Eq + Hash> Attempt<'_, K> {
     }
 }
 
-impl<K: Clone + Eq + Hash> Drop for Attempt<'_, K> {
+impl<K: Clone + Eq + Hash> Drop for Attempt<K> {
     /// An attempt dropped unsettled was never verified: its place is given back, uncounted.
     fn drop(&mut self) {
         drop(self.settle());
+    }
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> Lockouts<K> for Lockout<K> {
+    fn admit(&self, key: &K, now: u64) -> Pending<'_, Result<Box<dyn Admitted<K>>, NotAdmitted>> {
+        let admitted = Lockout::admit(self, key, now);
+        let admitted = admitted.map(|attempt| Box::new(attempt) as Box<dyn Admitted<K>>);
+        Box::pin(std::future::ready(Ok(admitted)))
+    }
+
+    fn prune(&self, now: u64) -> Pending<'_, usize> {
+        Box::pin(std::future::ready(Ok(Lockout::prune(self, now))))
+    }
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> Admitted<K> for Attempt<K> {
+    fn failed(self: Box<Self>, now: u64) -> Pending<'static, Option<LockEvent<K>>> {
+        Box::pin(std::future::ready(Ok(Attempt::failed(*self, now))))
+    }
+
+    fn succeeded(self: Box<Self>) -> Pending<'static, ()> {
+        Attempt::succeeded(*self);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -470,10 +493,11 @@ mod tests {
         n: u64,
         start: u64,
     ) -> Option<LockEvent<&'static str>> {
-        (0..n)
-            .map(|i| fail_once(lockout, key, start + i))
-            .last()
-            .flatten()
+        let mut last = None;
+        for i in 0..n {
+            last = fail_once(lockout, key, start + i);
+        }
+        last
     }
 
     fn locked_until(lockout: &Lockout<&'static str>, key: &'static str, now: u64) -> Option<u64> {
@@ -798,6 +822,15 @@ mod tests {
         fail(4, later);
         fail(5, later + 15 * MIN);
         assert_eq!(lockout.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_memory_table_keeps_the_lockouts_contract() {
+        let lockout: Lockout<u32> = Lockout::new(
+            LockoutConfig::default().policy().unwrap(),
+            OnSuccess::Forget,
+        );
+        crate::store::lockouts::contract::kept_by(&lockout).await;
     }
 
     #[test]

@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
-use crate::auth::lockout::{Attempt, LockEvent, Lockout, LockoutPolicy, OnSuccess};
+use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy, OnSuccess};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::shared::{self, busy, passkey_refusal, store_failure, unavailable};
@@ -70,6 +70,7 @@ use crate::refused::Refused;
 use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
 use crate::store::Stores;
 use crate::store::ephemeral::{Ceremonies, Held, Space};
+use crate::store::lockouts::{Admitted, Lockouts};
 
 /// How long a user has between the password and the second factor.
 const CHALLENGE_TTL_SECS: u64 = 5 * 60;
@@ -177,10 +178,30 @@ pub struct Login {
     sessions: Arc<Sessions>,
     events: SecurityEvents,
     second: SecondFactors,
-    accounts: Lockout<UserId>,
-    addresses: Lockout<ClientKey>,
-    factors: Lockout<UserId>,
+    lockouts: LoginLockouts,
     challenges: Ceremonies<Challenge>,
+}
+
+/// The lockouts of the login steps, each an independent counter (see `auth::lockout`, "How the
+/// server uses it").
+pub struct LoginLockouts {
+    /// Password attempts per account; a success forgets the account's failures.
+    pub accounts: Arc<dyn Lockouts<UserId>>,
+    /// Password attempts per client address; a success keeps them.
+    pub addresses: Arc<dyn Lockouts<ClientKey>>,
+    /// Second-factor attempts per user; a success forgets them.
+    pub factors: Arc<dyn Lockouts<UserId>>,
+}
+
+impl LoginLockouts {
+    /// In this process's memory: the embedded backend.
+    pub fn embedded(policy: LockoutPolicy) -> Self {
+        Self {
+            accounts: Arc::new(Lockout::new(policy, OnSuccess::Forget)),
+            addresses: Arc::new(Lockout::new(policy, OnSuccess::Keep)),
+            factors: Arc::new(Lockout::new(policy, OnSuccess::Forget)),
+        }
+    }
 }
 
 /// How second factors are checked: the app's parameters, the WebAuthn relying party (`None`
@@ -199,7 +220,7 @@ impl Login {
         sessions: Arc<Sessions>,
         events: SecurityEvents,
         second: SecondFactors,
-        lockout: LockoutPolicy,
+        lockouts: LoginLockouts,
     ) -> Self {
         let challenges = Ceremonies::new(stores.ephemeral.clone(), CHALLENGES);
         Self {
@@ -208,9 +229,7 @@ impl Login {
             sessions,
             events,
             second,
-            accounts: Lockout::new(lockout, OnSuccess::Forget),
-            addresses: Lockout::new(lockout, OnSuccess::Keep),
-            factors: Lockout::new(lockout, OnSuccess::Forget),
+            lockouts,
             challenges,
         }
     }
@@ -222,8 +241,13 @@ impl Login {
     /// Forgets lockout entries and challenges that have nothing left to say; returns how many
     /// of each.
     pub async fn prune(&self, now: u64) -> Result<(usize, usize), StoreError> {
+        let LoginLockouts {
+            accounts,
+            addresses,
+            factors,
+        } = &self.lockouts;
         let lockouts =
-            self.accounts.prune(now) + self.addresses.prune(now) + self.factors.prune(now);
+            accounts.prune(now).await? + addresses.prune(now).await? + factors.prune(now).await?;
         Ok((lockouts, self.challenges.prune(now).await?))
     }
 
@@ -247,9 +271,14 @@ impl Login {
         let rehash = Secret::new(typed.clone());
         let password = Secret::new(typed);
         // An address that is not admitted admits nothing on any account either.
-        let by_address = self.addresses.admit(&address, now).ok();
+        let lockouts = &self.lockouts;
+        let by_address = lockouts.addresses.admit(&address, now).await;
+        let by_address = by_address.map_err(store_failure)?.ok();
         let by_account = match (&user, &by_address) {
-            (Some(user), Some(_)) => self.accounts.admit(&user.id, now).ok(),
+            (Some(user), Some(_)) => {
+                let admitted = lockouts.accounts.admit(&user.id, now).await;
+                admitted.map_err(store_failure)?.ok()
+            }
             _ => None,
         };
         let usable = user
@@ -263,13 +292,13 @@ impl Login {
         let accepted = usable.filter(|_| verification != Verification::Invalid);
         let user = match (accepted, by_address, by_account) {
             (Some(accepted), Some(by_address), Some(by_account)) => {
-                by_address.succeeded();
-                by_account.succeeded();
+                by_address.succeeded().await.map_err(store_failure)?;
+                by_account.succeeded().await.map_err(store_failure)?;
                 accepted
             }
             (_, by_address, by_account) => {
                 self.password_failed(user.as_ref(), client.address, by_address, by_account, now)
-                    .await;
+                    .await?;
                 return Err(Refusal::LoginFailed.into());
             }
         };
@@ -290,10 +319,10 @@ impl Login {
         &self,
         known: Option<&User>,
         client: IpAddr,
-        by_address: Option<Attempt<'_, ClientKey>>,
-        by_account: Option<Attempt<'_, UserId>>,
+        by_address: Option<Box<dyn Admitted<ClientKey>>>,
+        by_account: Option<Box<dyn Admitted<UserId>>>,
         now: u64,
-    ) {
+    ) -> Result<(), Refused> {
         self.events
             .emit(SecurityEvent::LoginFailed {
                 user: known.map(|u| u.name.clone()),
@@ -301,13 +330,14 @@ impl Login {
                 stage: "password",
             })
             .await;
-        if let Some(lock) = by_address.and_then(|attempt| attempt.failed(now)) {
+        if let Some(lock) = failed(by_address, now).await? {
             self.report_lock(Locked::Address(client), &lock).await;
         }
-        if let (Some(user), Some(lock)) = (known, by_account.and_then(|a| a.failed(now))) {
+        if let (Some(user), Some(lock)) = (known, failed(by_account, now).await?) {
             self.report_lock(Locked::Account(user.name.clone()), &lock)
                 .await;
         }
+        Ok(())
     }
 
     async fn report_lock<K>(&self, what: Locked, lock: &LockEvent<K>) {
@@ -447,14 +477,15 @@ impl Login {
             return Err(Refusal::SecondFactorWrong.into());
         }
         let user = held.value.user;
-        let attempt = self.factors.admit(&user, now).ok();
+        let admitted = self.lockouts.factors.admit(&user, now).await;
+        let attempt = admitted.map_err(store_failure)?.ok();
         let verified = match attempt {
             Some(_) => self.verify(user, &proof, now).await?,
             None => None,
         };
         let (factor, recovery_codes_left) = match (verified, attempt) {
             (Some(verified), Some(attempt)) => {
-                attempt.succeeded();
+                attempt.succeeded().await.map_err(store_failure)?;
                 verified
             }
             (_, attempt) => {
@@ -579,7 +610,7 @@ impl Login {
         id: &str,
         mut held: Held<Challenge>,
         client: IpAddr,
-        attempt: Option<Attempt<'_, UserId>>,
+        attempt: Option<Box<dyn Admitted<UserId>>>,
         now: u64,
     ) -> Result<(), Refused> {
         let challenge = &mut held.value;
@@ -590,7 +621,7 @@ impl Login {
                 stage: "second_factor",
             })
             .await;
-        if let Some(lock) = attempt.and_then(|attempt| attempt.failed(now)) {
+        if let Some(lock) = failed(attempt, now).await? {
             self.report_lock(Locked::SecondFactor(challenge.name.clone()), &lock)
                 .await;
         }
@@ -774,6 +805,17 @@ impl Login {
             })
             .await;
         Ok(count)
+    }
+}
+
+/// Counts a failure on the lockout that admitted the attempt, if one did; the lock it starts.
+async fn failed<K>(
+    attempt: Option<Box<dyn Admitted<K>>>,
+    now: u64,
+) -> Result<Option<LockEvent<K>>, Refused> {
+    match attempt {
+        Some(attempt) => attempt.failed(now).await.map_err(store_failure),
+        None => Ok(None),
     }
 }
 

@@ -11,7 +11,7 @@ use metrics::SharedString;
 use crate::assertion::AssertionKey;
 use crate::auth::enrollment::Enrollment;
 use crate::auth::events::SecurityEvents;
-use crate::auth::login::{Login, SecondFactors};
+use crate::auth::login::{Login, LoginLockouts, SecondFactors};
 use crate::auth::password::HashPool;
 use crate::auth::webauthn::Passkeys;
 use crate::clock::Clock;
@@ -126,7 +126,7 @@ impl Gateway {
                 passkeys,
                 mfa: config.auth.mfa.clone(),
             },
-            settings.lockout,
+            LoginLockouts::embedded(settings.lockout),
         );
         let targets: Vec<_> = settings
             .routes

@@ -10,6 +10,11 @@
 //! forward only past the stored one (a cloned authenticator or a replayed signature loses). "Not
 //! found" is `None` or an empty list for a user without such a factor, and
 //! `StoreError::NotFound` for a delete of one that is not there. Time is a parameter.
+//!
+//! The last accepted TOTP step is kept here, with the seed, and not in the ephemeral store: the
+//! replay check is then one atomic update of the record that holds the seed, in whichever store
+//! holds the credentials, so replicas that share the credentials share the check, and a restart
+//! cannot forget it (a forgotten step would let a code seen in the last 30 s work again).
 
 use zeroize::Zeroizing;
 

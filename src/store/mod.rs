@@ -6,6 +6,7 @@
 //! - [`credentials`]: second factors (TOTP, WebAuthn, recovery codes).
 //! - [`sessions`]: session records, under the keyed hash of their token.
 //! - [`ephemeral`]: ceremonies and challenges of multi-step exchanges, for minutes.
+//! - [`lockouts`]: failure counters and soft locks of login attempts.
 //! - [`keys`]: key material every replica must hold the same of.
 //! - [`embedded`]: the redb backend of the first three.
 
@@ -14,6 +15,7 @@ pub mod credentials;
 pub mod embedded;
 pub mod ephemeral;
 pub mod keys;
+pub mod lockouts;
 pub mod sessions;
 
 use std::future::Future;
