@@ -287,6 +287,9 @@ impl Bound {
             }));
         }
         side_tasks.spawn(drain_histograms(telemetry.clone()));
+        // Sessions ended on another replica leave this one's cache.
+        let sessions = self.gateway.sessions().clone();
+        side_tasks.spawn(async move { sessions.follow_revocations().await });
         side_tasks.spawn(crate::upkeep::run(
             self.gateway.clone(),
             self.clock.clone(),

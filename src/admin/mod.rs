@@ -55,6 +55,12 @@ fn text(
     response
 }
 
+/// The session layer could not answer: logged here, the operator gets the fixed store error.
+fn sessions_failed(error: crate::session::SessionError) -> AdminError {
+    tracing::error!(%error, "admin: sessions");
+    AdminError::Store
+}
+
 fn admin_error(error: AdminError) -> Response<ResponseBody> {
     let refusal = error.refusal();
     let mut response = text(refusal.status(), "application/json", refusal.body());
@@ -127,17 +133,17 @@ impl Admin {
     ) -> Result<(StatusCode, serde_json::Value), AdminError> {
         self.authorize(&request)?;
         let now = (self.clock)();
-        let fail = |error: crate::session::SessionError| {
-            tracing::error!(%error, "admin sessions");
-            AdminError::Store
-        };
         match (request.method(), rest.trim_matches('/')) {
             (&Method::GET, "") => {
                 let user = match query.and_then(|q| q.strip_prefix("user=")) {
                     Some(name) => Some(self.stores.accounts.user_by_name(name).await?.id),
                     None => None,
                 };
-                let listed = self.sessions.list(user, now).await.map_err(fail)?;
+                let listed = self
+                    .sessions
+                    .list(user, now)
+                    .await
+                    .map_err(sessions_failed)?;
                 let names = self.user_names().await?;
                 let sessions: Vec<serde_json::Value> = listed
                     .iter()
@@ -163,16 +169,19 @@ impl Admin {
                     .sessions
                     .list(None, now)
                     .await
-                    .map_err(fail)?
+                    .map_err(sessions_failed)?
                     .into_iter()
                     .find(|listed| listed.key == key)
                     .map(|listed| listed.record.user);
-                if !self.sessions.end(key).await.map_err(fail)? {
+                if !self.sessions.end(key).await.map_err(sessions_failed)? {
                     return Err(AdminError::NoSuchSession);
                 }
                 // Whoever held a revoked session may hold a half-finished login of its user too.
                 if let Some(owner) = owner {
-                    self.sessions.end_pending(owner).await.map_err(fail)?;
+                    self.sessions
+                        .end_pending(owner)
+                        .await
+                        .map_err(sessions_failed)?;
                 }
                 let names = self.user_names().await?;
                 self.events
@@ -225,12 +234,13 @@ impl Admin {
         let (status, mut value) = (answer.status, answer.body);
         match answer.effect {
             users::SessionEffect::None => {}
-            users::SessionEffect::Refresh(user) => self.sessions.refresh_user(user),
+            users::SessionEffect::Refresh(user) => {
+                let refreshed = self.sessions.refresh_user(user).await;
+                refreshed.map_err(sessions_failed)?;
+            }
             users::SessionEffect::End(user, name, reason) => {
-                let ended = self.sessions.end_user(user).await.map_err(|error| {
-                    tracing::error!(%error, "ending sessions");
-                    AdminError::Store
-                })?;
+                let ended = self.sessions.end_user(user).await;
+                let ended = ended.map_err(sessions_failed)?;
                 self.events
                     .emit(SecurityEvent::SessionsEnded {
                         user: name,

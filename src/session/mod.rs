@@ -57,9 +57,11 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 use moka::sync::Cache;
-use rand::TryRngCore;
 use rand::rngs::OsRng;
+use rand::{RngCore, TryRngCore};
 use serde::Deserialize;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 use zeroize::Zeroizing;
 
 use crate::identity::seal::hex_encode_into;
@@ -68,6 +70,7 @@ use crate::store::Stores;
 use crate::store::accounts::Accounts;
 use crate::store::ephemeral::Ephemeral;
 use crate::store::sessions::SessionStore;
+use crate::store::sessions::{Published, Revocation};
 use crate::units::HumanDuration;
 
 /// The browser carrier. `__Host-`: only set over HTTPS, for this host, on `/`.
@@ -426,6 +429,11 @@ pub struct Sessions {
     ended: Mutex<HashMap<UserId, Epoch>>,
     /// Where the user's half-finished logins and ceremonies are kept.
     ephemeral: Arc<dyn Ephemeral>,
+    /// This instance's id on the revocation feed.
+    origin: u64,
+    /// The revocation feed, subscribed at construction (so that nothing published after it is
+    /// missed) and taken by [`Sessions::follow_revocations`].
+    feed: Mutex<Option<broadcast::Receiver<Published>>>,
 }
 
 /// A poisoned lock is still good: every update under these locks is a single insert or call.
@@ -449,7 +457,61 @@ impl Sessions {
             revocations: AtomicU64::new(0),
             ended: Mutex::new(HashMap::new()),
             ephemeral: stores.ephemeral.clone(),
+            origin: rand::rng().next_u64(),
+            feed: Mutex::new(Some(stores.sessions.subscribe())),
         }
+    }
+
+    /// Applies what the other replicas publish to this one's cache, until the feed closes: run
+    /// for the gateway's lifetime (the server spawns it beside the listeners). What this
+    /// instance publishes it has applied already.
+    pub async fn follow_revocations(&self) {
+        let Some(mut feed) = lock(&self.feed).take() else {
+            return;
+        };
+        loop {
+            match feed.recv().await {
+                Ok(published) if published.origin == self.origin => {}
+                Ok(published) => self.apply(published.revocation),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "the session revocation feed fell behind: every cached session is read from the store again"
+                    );
+                    self.revocations.fetch_add(1, Ordering::SeqCst);
+                    self.cache.invalidate_all();
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Drops what `revocation` made stale from the cache.
+    fn apply(&self, revocation: Revocation) {
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        match revocation {
+            Revocation::Session(key) => self.forget(|live| live.key == key),
+            Revocation::User(user) => {
+                self.mark_ended(user);
+                self.forget(|live| live.user == user);
+            }
+            Revocation::Refresh(user) => self.forget(|live| live.user == user),
+        }
+    }
+
+    /// Tells every replica's cache, this one's included.
+    async fn publish(&self, revocation: Revocation) -> Result<(), SessionError> {
+        let published = Published {
+            origin: self.origin,
+            revocation,
+        };
+        Ok(self.records.publish(published).await?)
+    }
+
+    /// A login of `user` that began before now creates no session.
+    fn mark_ended(&self, user: UserId) {
+        let epoch = Epoch(self.revocations.fetch_add(1, Ordering::SeqCst) + 1);
+        lock(&self.ended).insert(user, epoch);
     }
 
     /// The current epoch: taken when a login or step-up begins, and given back to
@@ -462,8 +524,7 @@ impl Sessions {
     /// end, and when an operator revokes one of them): their open login challenges, enrollments
     /// and WebAuthn ceremonies go, and a login that began before now creates no session.
     pub async fn end_pending(&self, user: UserId) -> Result<(), SessionError> {
-        let epoch = Epoch(self.revocations.fetch_add(1, Ordering::SeqCst) + 1);
-        lock(&self.ended).insert(user, epoch);
+        self.mark_ended(user);
         Ok(self.ephemeral.drop_user(user).await?)
     }
 
@@ -622,7 +683,9 @@ impl Sessions {
     pub async fn end(&self, key: SessionKey) -> Result<bool, SessionError> {
         self.revocations.fetch_add(1, Ordering::SeqCst);
         self.forget(|live| live.key == key);
-        Ok(self.records.delete(key).await?)
+        let ended = self.records.delete(key).await?;
+        self.publish(Revocation::Session(key)).await?;
+        Ok(ended)
     }
 
     /// Ends every session of `user` (logout everywhere, disabled account, credential resets);
@@ -633,14 +696,16 @@ impl Sessions {
         let ended = self.records.delete_user(user).await?;
         // Forgotten after the delete: a check that read the store before it may have cached.
         self.forget(|live| live.user == user);
+        self.publish(Revocation::User(user)).await?;
         Ok(ended.len())
     }
 
     /// Drops `user`'s cached sessions so that the next request reads the account again (after
     /// a change of roles, say); the sessions stay valid.
-    pub fn refresh_user(&self, user: UserId) {
+    pub async fn refresh_user(&self, user: UserId) -> Result<(), SessionError> {
         self.revocations.fetch_add(1, Ordering::SeqCst);
         self.forget(|live| live.user == user);
+        self.publish(Revocation::Refresh(user)).await
     }
 
     fn forget(&self, which: impl Fn(&Live) -> bool) {
@@ -715,6 +780,7 @@ mod tests {
         _dir: tempfile::TempDir,
         store: Arc<EmbeddedStore>,
         stores: Stores,
+        keyring: Arc<Keyring>,
         sessions: Sessions,
         alice: User,
     }
@@ -727,11 +793,12 @@ mod tests {
         alice.roles = vec!["physician".into()];
         store.create_user(&alice).unwrap();
         let stores = Stores::embedded(store.clone());
-        let sessions = Sessions::new(&stores, keyring, config);
+        let sessions = Sessions::new(&stores, keyring.clone(), config);
         Fixture {
             _dir: dir,
             store,
             stores,
+            keyring,
             sessions,
             alice,
         }
@@ -1000,9 +1067,83 @@ mod tests {
 
         let c = f.login(T0).await;
         f.store.set_disabled(f.alice.id, true).unwrap();
-        f.sessions.refresh_user(f.alice.id);
+        f.sessions.refresh_user(f.alice.id).await.unwrap();
         assert_eq!(f.check(&c, T0 + 3).await.unwrap_err(), Ended::Missing);
         assert!(f.store.sessions().unwrap().is_empty());
+    }
+
+    /// Two replicas over one store, the first following the revocation feed.
+    fn replicas(f: &Fixture) -> (Arc<Sessions>, Sessions) {
+        let config = SessionConfig::default();
+        let this = Arc::new(Sessions::new(&f.stores, f.keyring.clone(), &config));
+        let following = this.clone();
+        tokio::spawn(async move { following.follow_revocations().await });
+        let other = Sessions::new(&f.stores, f.keyring.clone(), &config);
+        (this, other)
+    }
+
+    /// Lets the feed's follower run until `done` holds (a bounded number of turns).
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_on_another_replica_leaves_this_ones_cache() {
+        let f = fixture(&SessionConfig::default());
+        let (this, other) = replicas(&f);
+        let lifetimes = this.lifetimes();
+        let (token, live) = this
+            .create(new_session(&f.alice), this.epoch(), T0)
+            .await
+            .unwrap();
+        let check = |now| this.check(token.as_str(), &lifetimes, now);
+        assert!(check(T0 + 1).await.unwrap().is_ok());
+        assert_eq!(this.cached(), 1);
+
+        // Ended on the other replica: this one's cache must not keep it working.
+        assert!(other.end(live.key).await.unwrap());
+        until(|| this.cached() == 0).await;
+        assert_eq!(check(T0 + 2).await.unwrap().unwrap_err(), Ended::Missing);
+
+        // Every session of the user, and a login that was under way here.
+        let since = this.epoch();
+        let (token, _) = this.create(new_session(&f.alice), since, T0).await.unwrap();
+        let check = |now| this.check(token.as_str(), &lifetimes, now);
+        assert!(check(T0 + 3).await.unwrap().is_ok());
+        other.end_user(f.alice.id).await.unwrap();
+        until(|| this.cached() == 0).await;
+        assert_eq!(check(T0 + 4).await.unwrap().unwrap_err(), Ended::Missing);
+        let late = this.create(new_session(&f.alice), since, T0 + 4).await;
+        assert!(
+            matches!(late, Err(SessionError::Revoked)),
+            "{:?}",
+            late.map(|_| ())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_role_change_on_another_replica_is_read_here_at_the_next_request() {
+        let f = fixture(&SessionConfig::default());
+        let (this, other) = replicas(&f);
+        let lifetimes = this.lifetimes();
+        let (token, _) = this
+            .create(new_session(&f.alice), this.epoch(), T0)
+            .await
+            .unwrap();
+        let roles = async |now| {
+            let live = this.check(token.as_str(), &lifetimes, now).await;
+            live.unwrap().unwrap().roles.clone()
+        };
+        assert_eq!(roles(T0 + 1).await, ["physician"]);
+        f.store.set_roles(f.alice.id, &["nurse".into()]).unwrap();
+        other.refresh_user(f.alice.id).await.unwrap();
+        until(|| this.cached() == 0).await;
+        assert_eq!(roles(T0 + 2).await, ["nurse"]);
     }
 
     #[tokio::test]
@@ -1071,7 +1212,7 @@ mod tests {
         f.store
             .set_roles(f.alice.id, &["nurse".to_owned()])
             .unwrap();
-        f.sessions.refresh_user(f.alice.id);
+        f.sessions.refresh_user(f.alice.id).await.unwrap();
         assert_eq!(f.check(&token, T0 + 2).await.unwrap().roles, ["nurse"]);
     }
 

@@ -4,25 +4,32 @@
 
 use std::sync::Arc;
 
+use tokio::sync::broadcast;
 use zeroize::Zeroizing;
 
 use super::Pending;
 use super::accounts::Accounts;
 use super::credentials::Credentials;
-use super::sessions::SessionStore;
+use super::sessions::{Published, SessionStore};
 use crate::identity::{
     EmbeddedStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, TotpParams, User,
     UserId, WebAuthnCredential, WebAuthnUse,
 };
 
-/// Accounts, credentials and sessions in one redb file.
+/// Revocations a subscriber may fall behind by before it must drop its whole cache.
+const FEED_CAPACITY: usize = 1024;
+
+/// Accounts, credentials and sessions in one redb file; the revocation feed within the process
+/// (the file is one process's: a second replica needs a shared store).
 pub struct Embedded {
     store: Arc<EmbeddedStore>,
+    feed: broadcast::Sender<Published>,
 }
 
 impl Embedded {
     pub fn new(store: Arc<EmbeddedStore>) -> Self {
-        Self { store }
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        Self { store, feed }
     }
 
     fn run<T: Send + 'static>(
@@ -171,6 +178,16 @@ impl SessionStore for Embedded {
 
     fn all(&self) -> Pending<'_, Vec<(SessionKey, SessionRecord)>> {
         self.run(|store| store.sessions())
+    }
+
+    fn publish(&self, published: Published) -> Pending<'_, ()> {
+        // No subscriber is no error: then no cache holds anything stale.
+        let _ = self.feed.send(published);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Published> {
+        self.feed.subscribe()
     }
 }
 

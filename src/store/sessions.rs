@@ -9,9 +9,37 @@
 //! session of a user at once and returns their keys. [`SessionStore::all`] lists every record,
 //! dead or alive: the caller judges them with its lifetimes. A store that cannot answer returns
 //! an error, and the request path refuses (503); nothing falls back to memory.
+//!
+//! **Revocation feed.** Replicas keep live sessions in a cache in front of the store, so a
+//! session ended on one replica must leave every other replica's cache at once, or it keeps
+//! working there until the cache forgets it. [`SessionStore::publish`] announces what went stale
+//! to every subscriber on every replica, the publisher included; [`SessionStore::subscribe`] is
+//! the feed from now on. A subscriber that falls behind is told how much it missed
+//! (`RecvError::Lagged`), and must then drop its whole cache: it cannot know what it missed.
+
+use tokio::sync::broadcast;
 
 use super::Pending;
 use crate::identity::{SessionKey, SessionRecord, UserId};
+
+/// What went stale in the caches, and which replica says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The publishing replica's id, so that it can pass over what it has applied already.
+    pub origin: u64,
+    pub revocation: Revocation,
+}
+
+/// What a cache in front of the store must drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// One session ended.
+    Session(SessionKey),
+    /// Every session of the user ended, and whatever was on its way to becoming one.
+    User(UserId),
+    /// The account changed (its roles, say): the sessions stay, the account is read again.
+    Refresh(UserId),
+}
 
 pub trait SessionStore: Send + Sync {
     /// Stores a new session for `token`; returns its key.
@@ -21,6 +49,10 @@ pub trait SessionStore: Send + Sync {
     fn delete(&self, key: SessionKey) -> Pending<'_, bool>;
     fn delete_user(&self, user: UserId) -> Pending<'_, Vec<SessionKey>>;
     fn all(&self) -> Pending<'_, Vec<(SessionKey, SessionRecord)>>;
+    /// Announces to every replica's cache (this one's included) what went stale.
+    fn publish(&self, published: Published) -> Pending<'_, ()>;
+    /// Everything published from now on.
+    fn subscribe(&self) -> broadcast::Receiver<Published>;
 }
 
 #[cfg(test)]
@@ -66,5 +98,21 @@ pub(crate) mod contract {
         let ended = store.delete_user(alice).await.unwrap();
         assert!(ended == vec![other]);
         assert!(store.all().await.unwrap().is_empty());
+
+        // Every subscriber hears every revocation, in order.
+        let (mut one, mut two) = (store.subscribe(), store.subscribe());
+        let published = |revocation| Published {
+            origin: 7,
+            revocation,
+        };
+        let revocations = [Revocation::Session(key), Revocation::User(alice)];
+        for revocation in revocations {
+            store.publish(published(revocation)).await.unwrap();
+        }
+        for feed in [&mut one, &mut two] {
+            for revocation in revocations {
+                assert!(feed.recv().await.unwrap() == published(revocation));
+            }
+        }
     }
 }
