@@ -15,6 +15,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -43,6 +44,7 @@ use crate::pipeline::Gateway;
 use crate::proxy::Peer;
 use crate::refusal::Refusal;
 use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
+use crate::settings::StoreFiles;
 use crate::store::Stores;
 use crate::store::keys::{AdminToken, DataDirKeys, SharedKeys};
 use crate::telemetry::Telemetry;
@@ -147,25 +149,23 @@ impl Bound {
         clock: Clock,
         https: Option<std::net::TcpListener>,
     ) -> Result<Self, StartError> {
-        let config = &loaded.config;
         // Every setting that can be wrong, before anything is written or bound.
         let settings = crate::settings::compile(loaded)?;
-        let cert = loaded.resolve(&config.tls.cert);
-        let key = loaded.resolve(&config.tls.key);
-        if tls::would_generate(&cert, &key, config.tls.dev_self_signed) {
-            tls::generate_dev_certificate(&cert, &key)?;
+        let (cert, key) = (&settings.tls.cert, &settings.tls.key);
+        if tls::would_generate(cert, key, settings.tls.dev_self_signed) {
+            tls::generate_dev_certificate(cert, key)?;
             tracing::warn!(
                 cert = %cert.display(),
                 "GENERATED A SELF-SIGNED DEVELOPMENT CERTIFICATE (tls.dev_self_signed). Browsers will warn; never use this in production."
             );
         }
-        let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key, config.tls.min_version)?);
-        raise_file_limit(&config.server.value)?;
-        let (stores, keyring) = open_identity_store(loaded)?;
+        let acceptor = TlsAcceptor::from(tls::server_config(cert, key, settings.tls.min_version)?);
+        raise_file_limit(&settings.server)?;
+        let (stores, keyring) = open_identity_store(&settings.store, &loaded.file)?;
         // Key material every replica shares, read through the store layer.
-        let data_dir = loaded.resolve(&config.store.path);
+        let data_dir = settings.store.dir.clone();
         let keys = DataDirKeys::new(data_dir.clone());
-        let admin_token = match &config.listen.admin {
+        let admin_token = match &settings.listen.admin {
             Some(_) => Some(keys.admin_token().await?),
             None => None,
         };
@@ -178,7 +178,10 @@ impl Bound {
                 crate::own_api::paths::JWKS
             );
         }
-        let telemetry = Telemetry::new(config.log.requests);
+        let telemetry = Telemetry::new(settings.log_requests);
+        let (limits, enrollment_ttl) = (settings.server.clone(), settings.enrollment_ttl);
+        let server_names = settings.head.server_names.clone();
+        let listen = settings.listen;
         let events = crate::auth::events::SecurityEvents::new();
         let identity = crate::pipeline::Identity {
             stores: stores.clone(),
@@ -187,34 +190,31 @@ impl Bound {
             events: events.clone(),
         };
         let gateway = Arc::new(
-            Gateway::new(loaded, settings, telemetry, identity, clock.clone())
+            Gateway::new(settings, telemetry, identity, clock.clone())
                 .map_err(StartError::HashPool)?,
         );
 
         let https = match https {
-            Some(listener) => adopt(listener, config.listen.https, "listen.https")?,
-            None => bind(config.listen.https, "listen.https").await?,
+            Some(listener) => adopt(listener, listen.https, "listen.https")?,
+            None => bind(listen.https, "listen.https").await?,
         };
-        let redirect = match config.listen.http_redirect {
+        let redirect = match listen.http_redirect {
             Some(addr) => Some(bind(addr, "listen.http_redirect").await?),
             None => None,
         };
-        let admin = match &config.listen.admin {
-            Some(addr) => Some(bind(addr.value, "listen.admin").await?),
+        let admin = match listen.admin {
+            Some(addr) => Some(bind(addr, "listen.admin").await?),
             None => None,
         };
-        let demo = match &config.demo_backend {
-            Some(demo) => Some(bind(demo.listen.value, "demo_backend.listen").await?),
+        let demo = match listen.demo {
+            Some(addr) => Some(bind(addr, "demo_backend.listen").await?),
             None => None,
         };
-        let https_port = https
-            .local_addr()
-            .map_or(config.listen.https.port(), |a| a.port());
-        let limits = config.server.value.clone();
+        let https_port = https.local_addr().map_or(listen.https.port(), |a| a.port());
         Ok(Self {
             stores,
             admin_token,
-            enrollment_ttl: config.auth.enrollment_ttl.0,
+            enrollment_ttl,
             https,
             redirect,
             admin,
@@ -223,7 +223,7 @@ impl Bound {
             gateway,
             limits,
             https_port,
-            server_names: config.sanitize.value.host_names(),
+            server_names,
             clock,
             events,
         })
@@ -373,12 +373,10 @@ type OpenedStore = (Stores, Arc<Keyring>);
 
 /// Loads the master key (generating it in development mode, loudly) and opens the identity
 /// store: a missing key or an unreadable store stops the start before any port is bound.
-fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
-    let store = &loaded.config.store;
-    let key_file = loaded.resolve(&store.key_file());
+fn open_identity_store(store: &StoreFiles, config_file: &Path) -> Result<OpenedStore, StartError> {
     let from_env = std::env::var(MASTER_KEY_ENV).ok();
     let (keyring, origin) = Keyring::load(
-        &key_file,
+        &store.key_file,
         from_env.as_deref(),
         store.dev_generate_key,
         &mut rand::rng(),
@@ -389,13 +387,12 @@ fn open_identity_store(loaded: &Loaded) -> Result<OpenedStore, StartError> {
             "GENERATED A NEW MASTER KEY (store.dev_generate_key). Back it up: without it the sealed secrets in the identity store cannot be read. Never use this in production."
         );
     }
-    let dir = loaded.resolve(&store.path);
     let keyring = Arc::new(keyring);
-    let identity = Arc::new(EmbeddedStore::open(&dir, keyring.clone())?);
+    let identity = Arc::new(EmbeddedStore::open(&store.dir, keyring.clone())?);
     if identity.users()?.is_empty() {
         tracing::warn!(
             "no accounts yet: create the first with `wardgate user add <name> --role <role> --config {}`",
-            loaded.file.display()
+            config_file.display()
         );
     }
     Ok((Stores::embedded(identity), keyring))

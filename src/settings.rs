@@ -10,6 +10,9 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,23 +20,45 @@ use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
 use crate::auth::lockout::{LockoutConfigError, LockoutPolicy};
-use crate::auth::password::{HashError, Hasher};
-use crate::auth::totp::{TotpError, TotpParams};
+use crate::auth::mfa::MfaConfig;
+use crate::auth::password::{HashError, Hasher, Policy};
+use crate::auth::totp::{TotpConfig, TotpError, TotpParams};
 use crate::auth::webauthn::{RelyingParty, WebAuthnConfigError};
-use crate::config::{AuthMode, IdentityField, Loaded, Route, Sanitize};
+use crate::config::{AuthMode, IdentityField, Loaded, Route, Sanitize, Server as Limits, Tls};
 use crate::own_api::paths;
-use crate::proxy::{self, UpstreamClient};
+use crate::proxy::{self, TrustedProxies, UpstreamClient};
 use crate::ratelimit::{LocalLimiter, RateLimitError};
 use crate::route::PathPattern;
 use crate::sanitize::request::RouteRules;
-use crate::session::Lifetimes;
+use crate::session::{Lifetimes, SessionConfig};
 use crate::tls::TlsError;
 
-/// The fallible part of the configuration, converted.
+/// The configuration as the gateway runs with it: every fallible conversion done, no spans.
 pub struct Settings {
     /// Argon2id with the configured parameters (and its dummy hash for unknown users).
     pub hasher: Hasher,
+    /// The hashing threads (`auth.password.hashing`).
+    pub hashing: HashingPool,
+    pub password_policy: Policy,
+    /// `auth.totp` as configured now: for new enrollments, and for seeds stored without their
+    /// own parameters.
+    pub totp_config: TotpConfig,
     pub totp: TotpParams,
+    pub mfa: MfaConfig,
+    /// How long an enrollment link works.
+    pub enrollment_ttl: Duration,
+    pub session: SessionConfig,
+    /// The addresses whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Connection limits and timeouts (`server:`).
+    pub server: Limits,
+    pub listen: Listeners,
+    /// The certificate files, paths resolved (they are read, or made, at the start).
+    pub tls: Tls,
+    /// Where the data directory and the master key are, paths resolved.
+    pub store: StoreFiles,
+    /// Log every request (`log.requests`).
+    pub log_requests: bool,
     pub lockout: LockoutPolicy,
     /// `None` when WebAuthn is not configured.
     pub passkeys: Option<RelyingParty>,
@@ -51,6 +76,29 @@ pub struct Settings {
     /// The identity headers stripped from every request besides the built-in ones, in the form
     /// the strip rule compares.
     pub strip_headers: Vec<String>,
+}
+
+/// The data directory and the master key file.
+pub struct StoreFiles {
+    pub dir: PathBuf,
+    pub key_file: PathBuf,
+    pub dev_generate_key: bool,
+}
+
+/// The addresses to listen on (`listen:`, `demo_backend.listen`).
+#[derive(Clone, Copy, Debug)]
+pub struct Listeners {
+    pub https: SocketAddr,
+    pub http_redirect: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub demo: Option<SocketAddr>,
+}
+
+/// The password hashing pool's size and priority.
+pub struct HashingPool {
+    pub threads: NonZeroUsize,
+    pub queue: usize,
+    pub nice: u8,
 }
 
 /// The gateway-wide head rules (`sanitize:` and `server.max_request_line`).
@@ -159,9 +207,40 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
             ))
         })
         .collect();
+    let hashing = &config.auth.password.hashing;
     Ok(Settings {
-        hasher: Hasher::new(config.auth.password.hashing.params.clone())?,
+        hasher: Hasher::new(hashing.params.clone())?,
+        hashing: HashingPool {
+            threads: hashing.threads(),
+            queue: hashing.queue,
+            nice: hashing.nice,
+        },
+        password_policy: config.auth.password.policy,
+        totp_config: config.auth.totp.clone(),
         totp: config.auth.totp.params()?,
+        mfa: config.auth.mfa.clone(),
+        enrollment_ttl: config.auth.enrollment_ttl.0,
+        session: config.session.value.clone(),
+        trusted_proxies: TrustedProxies::new(config.forwarding.trusted_proxies.clone()),
+        server: config.server.value.clone(),
+        tls: Tls {
+            cert: loaded.resolve(&config.tls.cert),
+            key: loaded.resolve(&config.tls.key),
+            min_version: config.tls.min_version,
+            dev_self_signed: config.tls.dev_self_signed,
+        },
+        store: StoreFiles {
+            dir: loaded.resolve(&config.store.path),
+            key_file: loaded.resolve(&config.store.key_file()),
+            dev_generate_key: config.store.dev_generate_key,
+        },
+        log_requests: config.log.requests,
+        listen: Listeners {
+            https: config.listen.https,
+            http_redirect: config.listen.http_redirect,
+            admin: config.listen.admin.as_ref().map(|admin| admin.value),
+            demo: config.demo_backend.as_ref().map(|demo| demo.listen.value),
+        },
         lockout: config.auth.lockout.policy()?,
         passkeys,
         limiter,

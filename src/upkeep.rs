@@ -145,14 +145,8 @@ routes:
             events: SecurityEvents::new(),
         };
         let settings = crate::settings::compile(&loaded).unwrap();
-        let gateway = Gateway::new(
-            &loaded,
-            settings,
-            Telemetry::new(false),
-            identity,
-            Arc::new(|| T0),
-        )
-        .unwrap();
+        let gateway =
+            Gateway::new(settings, Telemetry::new(false), identity, Arc::new(|| T0)).unwrap();
         Fixture {
             _dir: dir,
             store,

@@ -15,7 +15,6 @@ use crate::auth::login::{Login, LoginLockouts, SecondFactors};
 use crate::auth::password::HashPool;
 use crate::auth::webauthn::Passkeys;
 use crate::clock::Clock;
-use crate::config::Loaded;
 use crate::identity::Keyring;
 use crate::own_api::paths;
 use crate::per_address::PerAddress;
@@ -81,20 +80,18 @@ pub struct Identity {
 }
 
 impl Gateway {
-    /// Builds the gateway from its configuration and the settings compiled from it; fails only
-    /// when the password hashing threads cannot start.
+    /// Builds the gateway from the settings compiled from its configuration; fails only when
+    /// the password hashing threads cannot start.
     pub fn new(
-        loaded: &Loaded,
         settings: Settings,
         telemetry: Arc<Telemetry>,
         identity: Identity,
         clock: Clock,
     ) -> Result<Self, std::io::Error> {
-        let config = &loaded.config;
-        let hashing = &config.auth.password.hashing;
+        let hashing = &settings.hashing;
         let pool = Arc::new(HashPool::new(
             settings.hasher,
-            hashing.threads(),
+            hashing.threads,
             hashing.queue,
             hashing.nice,
         )?);
@@ -105,15 +102,15 @@ impl Gateway {
         let sessions = Arc::new(Sessions::new(
             &identity.stores,
             identity.keyring,
-            &config.session.value,
+            &settings.session,
         ));
         let enrollment = Enrollment::new(
             identity.stores.clone(),
             pool.clone(),
-            config.auth.password.policy,
-            config.auth.totp.clone(),
+            settings.password_policy,
+            settings.totp_config,
             passkeys.clone(),
-            config.auth.mfa.clone(),
+            settings.mfa.clone(),
             identity.events.clone(),
         );
         let login = Login::new(
@@ -124,7 +121,7 @@ impl Gateway {
             SecondFactors {
                 totp: settings.totp,
                 passkeys,
-                mfa: config.auth.mfa.clone(),
+                mfa: settings.mfa,
             },
             LoginLockouts::embedded(settings.lockout),
         );
@@ -148,7 +145,7 @@ impl Gateway {
             .collect();
         Ok(Self {
             routes: RouteTable::new(targets),
-            trusted: TrustedProxies::new(config.forwarding.trusted_proxies.clone()),
+            trusted: settings.trusted_proxies,
             unrouted: Arc::new(telemetry.route_labels(
                 SharedString::const_str(NO_ROUTE),
                 SharedString::const_str(""),
