@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::{
 
 use serde::Deserialize;
 
+use crate::identity::UserId;
 use crate::refusal::Violation;
 
 const REQUESTS: &str = "wardgate_requests_total";
@@ -287,7 +288,8 @@ impl RouteLabels {
     }
 }
 
-/// What is known of a request while it is served.
+/// What the phases learn of a request while it is served: the request's context, closed into
+/// its log line and metrics (and, with the audit trail, its audit record).
 pub struct RequestRecord {
     pub start: Instant,
     pub request_id: HeaderValue,
@@ -296,6 +298,8 @@ pub struct RequestRecord {
     /// The normalized path, kept only when requests are logged.
     pub path: Option<String>,
     pub route: Option<Arc<RouteLabels>>,
+    /// The user of the session the request carried, once `authenticate` has seen it.
+    pub user: Option<UserId>,
     pub status: u16,
     pub code: Option<&'static str>,
 }
@@ -362,6 +366,7 @@ fn log_request(
         client = %record.client,
         method = %record.method,
         path = record.path.as_deref().unwrap_or_default(),
+        user = record.user.map(|user| user.to_string()).unwrap_or_default(),
         route = &*labels.route,
         upstream = &*labels.upstream,
         status = record.status,

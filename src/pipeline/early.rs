@@ -33,6 +33,7 @@ pub(super) fn open<B>(
         method: request.method().clone(),
         path: None,
         route: None,
+        user: None,
         status: 0,
         code: None,
     }

@@ -138,6 +138,7 @@ impl Gateway {
             Some(auth) => Some(self.authenticate(&request, auth, now).await?),
             None => None,
         };
+        record.user = live.as_ref().map(|live| live.user);
 
         // 7. authorize: not built yet (authorize.rs).
 

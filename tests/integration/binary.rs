@@ -423,18 +423,34 @@ async fn sessions_survive_a_restart_and_a_logged_out_one_stays_refused() {
     binary.stop().await;
 
     // A new process on the same data directory and config: nothing of the old one in memory.
-    let binary = Binary::start(dir.path(), &config).await;
+    // It logs its requests, each with the user of the session it carried.
+    let logged = config.replace("  requests: false", "  requests: true\n  format: json");
+    let binary = Binary::start(dir.path(), &logged).await;
     let (status, _, body) = call(&binary, "/api/records/1", Some(&kept), &[]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "recorded"));
     let (status, _, body) = call(&binary, "/api/records/1", Some(&ended), &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let refused: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(refused["error"], "WG-SESSION-001", "{body}");
-    binary.stop().await;
-    let users: Vec<_> = upstream
-        .seen()
+    let lines = binary.stop().await;
+    let seen = upstream.seen();
+    let users: Vec<_> = seen
         .iter()
         .map(|seen| seen.headers["x-wardgate-user"].clone())
         .collect();
     assert_eq!(users, ["alice", "alice"]);
+    let records: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["target"] == "wardgate::request")
+        .collect();
+    let logged: Vec<(&Value, &Value)> = records
+        .iter()
+        .map(|record| (&record["status"], &record["user"]))
+        .collect();
+    let id = seen[1].headers["x-wardgate-user-id"].to_str().unwrap();
+    assert_eq!(
+        logged,
+        [(&json!(200), &json!(id)), (&json!(401), &json!(""))]
+    );
 }
