@@ -279,6 +279,13 @@ pub struct Claims {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// Why the access policy let the request through, in HL7's purpose-of-use vocabulary
+    /// (`TREAT`; `ETREAT` for break-glass): only on patient-data routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose_of_use: Option<String>,
+    /// The access grant that allowed the request, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
 }
 
 impl Claims {
@@ -305,6 +312,8 @@ impl Claims {
             jti: URL_SAFE_NO_PAD.encode(jti),
             name: None,
             roles: None,
+            purpose_of_use: None,
+            grant: None,
         }
     }
 
@@ -326,6 +335,14 @@ impl Claims {
         self
     }
 
+    /// Adds the access decision of a patient-data route: its purpose of use and the grant
+    /// it rests on, if any.
+    pub fn with_access(mut self, purpose_of_use: &str, grant: Option<String>) -> Self {
+        self.purpose_of_use = Some(purpose_of_use.to_owned());
+        self.grant = grant;
+        self
+    }
+
     /// The same JSON as the `Serialize` derive, built without a fallible serializer so that
     /// signing cannot fail. A test keeps the two equal.
     fn to_json(&self) -> Value {
@@ -343,6 +360,12 @@ impl Claims {
         }
         if let Some(roles) = &self.roles {
             map.insert("roles".into(), roles.clone().into());
+        }
+        if let Some(purpose) = &self.purpose_of_use {
+            map.insert("purpose_of_use".into(), purpose.clone().into());
+        }
+        if let Some(grant) = &self.grant {
+            map.insert("grant".into(), grant.clone().into());
         }
         Value::Object(map)
     }
@@ -520,6 +543,7 @@ mod tests {
     fn optional_claims_appear_only_when_asked_for() {
         let plain = serde_json::to_value(claims()).unwrap();
         assert!(plain.get("name").is_none() && plain.get("roles").is_none());
+        assert!(plain.get("purpose_of_use").is_none() && plain.get("grant").is_none());
         let full = claims()
             .with_issuer("gw-eu")
             .with_name("Dr. Alice")
@@ -533,7 +557,13 @@ mod tests {
 
     #[test]
     fn hand_built_json_matches_the_serde_derive() {
-        for claims in [claims(), claims().with_name("A").with_roles(vec![])] {
+        let decided = claims().with_access("TREAT", Some("0a".repeat(16)));
+        for claims in [
+            claims(),
+            claims().with_name("A").with_roles(vec![]),
+            decided,
+            claims().with_access("TREAT", None),
+        ] {
             assert_eq!(claims.to_json(), serde_json::to_value(&claims).unwrap());
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! The request path and its phases are in [`pipeline`]; start there.
 
+pub mod access;
 pub mod admin;
 pub mod assertion;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod own_api;
 pub mod path;
 pub mod per_address;
 pub mod pipeline;
+pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod refusal;

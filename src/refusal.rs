@@ -112,6 +112,25 @@ pub enum Refusal {
     StepUpRequired,
     /// A form post failed the CSRF checks (`auth::csrf`): token, `Origin` or fetch metadata.
     FormNotVerified,
+    /// Access policy (`policy`): not on the patient's care team for this data (or it is
+    /// sensitive, or the role only gets it on request) and no grant covers it.
+    PolicyNeedsGrant,
+    /// No role of the person ever gives this category.
+    PolicyNeverAllowed,
+    /// The person holds an operator role: never patient data.
+    PolicyOperator,
+    /// A patient route whose request names no valid patient id.
+    PolicyNoPatient,
+    /// The care-team links or grants could not be read: nothing passes.
+    PolicyUnavailable,
+    /// Access requests (`policy::grants`).
+    GrantUnknown,
+    GrantOwnRequest,
+    GrantNotApprover,
+    GrantNotPending,
+    GrantApprovedAlready,
+    GrantRequestInvalid,
+    GrantNotRevocable,
 }
 
 impl Refusal {
@@ -327,6 +346,62 @@ impl Refusal {
                 "WG-AUTH-020",
                 "the form could not be verified; reload the page and try again",
             ),
+            Refusal::PolicyNeedsGrant => (
+                S::FORBIDDEN,
+                "WG-POLICY-001",
+                "you may see this only with an access grant for this patient: ask for access",
+            ),
+            Refusal::PolicyNeverAllowed => (
+                S::FORBIDDEN,
+                "WG-POLICY-002",
+                "your roles never give access to this kind of data",
+            ),
+            Refusal::PolicyOperator => (
+                S::FORBIDDEN,
+                "WG-POLICY-003",
+                "operator accounts never see patient data",
+            ),
+            Refusal::PolicyNoPatient => (
+                S::BAD_REQUEST,
+                "WG-POLICY-004",
+                "this route needs one valid patient id in the request",
+            ),
+            Refusal::PolicyUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "WG-POLICY-005",
+                "access cannot be checked right now: try again shortly",
+            ),
+            Refusal::GrantUnknown => (S::NOT_FOUND, "WG-GRANT-001", "no such access request"),
+            Refusal::GrantOwnRequest => (
+                S::FORBIDDEN,
+                "WG-GRANT-002",
+                "nobody approves or denies their own access request",
+            ),
+            Refusal::GrantNotApprover => (
+                S::FORBIDDEN,
+                "WG-GRANT-003",
+                "only an approver may decide access requests",
+            ),
+            Refusal::GrantNotPending => (
+                S::CONFLICT,
+                "WG-GRANT-004",
+                "this access request is no longer pending",
+            ),
+            Refusal::GrantApprovedAlready => (
+                S::CONFLICT,
+                "WG-GRANT-005",
+                "you approved this access request already",
+            ),
+            Refusal::GrantRequestInvalid => (
+                S::BAD_REQUEST,
+                "WG-GRANT-006",
+                "an access request names a patient, categories your roles may request, a reason and a duration within the maximum",
+            ),
+            Refusal::GrantNotRevocable => (
+                S::CONFLICT,
+                "WG-GRANT-007",
+                "this grant is neither pending nor active",
+            ),
         }
     }
 
@@ -382,6 +457,18 @@ impl Refusal {
             Refusal::SessionAbsolute,
             Refusal::StepUpRequired,
             Refusal::FormNotVerified,
+            Refusal::PolicyNeedsGrant,
+            Refusal::PolicyNeverAllowed,
+            Refusal::PolicyOperator,
+            Refusal::PolicyNoPatient,
+            Refusal::PolicyUnavailable,
+            Refusal::GrantUnknown,
+            Refusal::GrantOwnRequest,
+            Refusal::GrantNotApprover,
+            Refusal::GrantNotPending,
+            Refusal::GrantApprovedAlready,
+            Refusal::GrantRequestInvalid,
+            Refusal::GrantNotRevocable,
         ];
         plain
             .into_iter()

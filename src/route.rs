@@ -26,8 +26,10 @@ use crate::path;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
     Literal(Box<str>),
-    /// `{name}` or `*`.
+    /// `*`
     One,
+    /// `{name}`: one segment, as `*`, whose value a route may use (its patient id).
+    Param(Box<str>),
     /// `**`
     Rest,
 }
@@ -37,7 +39,7 @@ impl Segment {
     fn rank(&self) -> u8 {
         match self {
             Segment::Literal(_) => 4,
-            Segment::One => 3,
+            Segment::One | Segment::Param(_) => 3,
             Segment::Rest => 1,
         }
     }
@@ -82,7 +84,7 @@ impl TryFrom<String> for PathPattern {
                             "`{text}`: parameter `{param}` needs a name of letters, digits and `_`"
                         ));
                     }
-                    Segment::One
+                    Segment::Param(name.into())
                 }
                 literal if literal.contains(['*', '{', '}']) => {
                     return Err(format!(
@@ -116,7 +118,7 @@ impl PathPattern {
             .iter()
             .map(|s| match s {
                 Segment::Literal(text) => text.as_ref(),
-                Segment::One => "*",
+                Segment::One | Segment::Param(_) => "*",
                 Segment::Rest => "**",
             })
             .collect::<Vec<_>>()
@@ -137,12 +139,19 @@ impl PathPattern {
                 .all(|(w, s)| matches!(s, Segment::Literal(l) if l.as_ref() == *w))
     }
 
+    /// The position of the `{name}` segment (0 is the first after the leading `/`).
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.segments
+            .iter()
+            .position(|s| matches!(s, Segment::Param(n) if n.as_ref() == name))
+    }
+
     fn matches(&self, segments: &[&str]) -> bool {
         let mut input = segments.iter();
         for pattern in &self.segments {
             match pattern {
                 Segment::Rest => return true,
-                Segment::One => match input.next() {
+                Segment::One | Segment::Param(_) => match input.next() {
                     Some(s) if !s.is_empty() => {}
                     _ => return false,
                 },
@@ -242,6 +251,15 @@ mod tests {
 
     fn found<'a>(table: &'a RouteTable<String>, host: Option<&str>, path: &str) -> Option<&'a str> {
         table.find(host, path).map(|t| t.as_str())
+    }
+
+    #[test]
+    fn parameters_are_found_by_name() {
+        let p = pattern("/api/{site}/patients/{patient}/**");
+        assert_eq!(p.param_index("patient"), Some(3));
+        assert_eq!(p.param_index("site"), Some(1));
+        assert_eq!(p.param_index("api"), None);
+        assert_eq!(pattern("/api/*/x").param_index("*"), None);
     }
 
     #[test]

@@ -266,6 +266,7 @@ impl Bound {
                 enrollment_ttl: self.enrollment_ttl,
                 clock: self.clock.clone(),
                 events: self.events,
+                access: self.gateway.access().cloned(),
             };
             let admin = Arc::new(admin);
             side_tasks.spawn(serve_http1(listener, side, move |request| {

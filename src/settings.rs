@@ -24,8 +24,11 @@ use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashError, Hasher, Policy};
 use crate::auth::totp::{TotpConfig, TotpError, TotpParams};
 use crate::auth::webauthn::{RelyingParty, WebAuthnConfigError};
-use crate::config::{AuthMode, IdentityField, Loaded, Route, Sanitize, Server as Limits, Tls};
+use crate::config::{
+    AuthMode, IdentityField, Loaded, PatientSource, Route, Sanitize, Server as Limits, Tls,
+};
 use crate::own_api::paths;
+use crate::policy::{AccessPolicy, DataRule, PatientAt, PolicyError};
 use crate::proxy::{self, TrustedProxies, UpstreamClient};
 use crate::ratelimit::{LocalLimiter, RateLimitError};
 use crate::route::PathPattern;
@@ -53,6 +56,8 @@ pub struct Settings {
     /// Connection limits and timeouts (`server:`).
     pub server: Limits,
     pub listen: Listeners,
+    /// The access policy (`policy:`), when there is one.
+    pub policy: Option<Arc<AccessPolicy>>,
     /// The certificate files, paths resolved (they are read, or made, at the start).
     pub tls: Tls,
     /// Where the data directory and the master key are, paths resolved.
@@ -124,6 +129,8 @@ pub struct RouteSettings {
     /// The route's `response_headers`, and `Cache-Control: no-store` on patient data.
     pub response_headers: HeaderMap,
     pub rules: RouteRules,
+    /// The route's part in the access policy: `None` for a route that carries no patient data.
+    pub data: Option<DataRule>,
 }
 
 /// What a protected route asks of the session and tells the upstream.
@@ -168,11 +175,17 @@ pub enum SettingsError {
     RateLimit(#[from] RateLimitError),
     #[error(transparent)]
     Upstream(#[from] TlsError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 /// Compiles `loaded` into the settings the gateway runs with, or the first setting it refuses.
 pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
     let config = &loaded.config;
+    let policy = match &config.policy {
+        Some(policy) => Some(Arc::new(policy.value.compile()?)),
+        None => None,
+    };
     let passkeys = match &config.auth.webauthn {
         Some(webauthn) => Some(RelyingParty::new(&webauthn.value)?),
         None => None,
@@ -204,6 +217,7 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
                 upstream,
                 &config.sanitize.value,
                 lifetimes,
+                policy.as_deref(),
             ))
         })
         .collect();
@@ -235,6 +249,7 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
             dev_generate_key: config.store.dev_generate_key,
         },
         log_requests: config.log.requests,
+        policy,
         listen: Listeners {
             https: config.listen.https,
             http_redirect: config.listen.http_redirect,
@@ -267,6 +282,7 @@ fn compile_route(
     upstream: Arc<UpstreamClient>,
     sanitize: &Sanitize,
     lifetimes: Lifetimes,
+    policy: Option<&AccessPolicy>,
 ) -> RouteSettings {
     let mut response_headers = HeaderMap::new();
     for (name, value) in &route.response_headers {
@@ -309,7 +325,21 @@ fn compile_route(
         websocket: route.websocket,
         response_headers,
         rules: RouteRules::new(sanitize, &route.sanitize),
+        data: policy.and_then(|policy| data_rule(route, policy)),
     }
+}
+
+/// A route's category and patient source; `config::load` refused a `data` route without both.
+fn data_rule(route: &Route, policy: &AccessPolicy) -> Option<DataRule> {
+    let category = policy.category(&route.data.as_ref()?.value)?;
+    let patient = match &route.patient.as_ref()?.value {
+        PatientSource::Path(text) => {
+            let name = text.strip_prefix('{')?.strip_suffix('}')?;
+            PatientAt::Segment(route.path.value.param_index(name)?)
+        }
+        PatientSource::Query(parameter) => PatientAt::Query(parameter.query.clone()),
+    };
+    Some(DataRule { category, patient })
 }
 
 #[cfg(test)]

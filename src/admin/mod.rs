@@ -6,6 +6,7 @@
 //! else is 404. `/readyz` turns 503 as soon as shutdown starts, so a load balancer stops sending
 //! new work before the drain.
 
+pub mod relations;
 pub mod users;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::access::Access;
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::ResponseBody;
 use crate::refusal::Refusal;
@@ -29,6 +31,8 @@ use users::AdminError;
 
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
+/// A care-team import: one JSON line per link, the whole list of an EHR.
+const MAX_IMPORT: usize = 16 * 1024 * 1024;
 
 /// What the admin listener serves.
 pub struct Admin {
@@ -40,6 +44,8 @@ pub struct Admin {
     pub enrollment_ttl: Duration,
     pub clock: crate::clock::Clock,
     pub events: SecurityEvents,
+    /// Access requests and grants; `None` without a policy.
+    pub access: Option<Arc<Access>>,
 }
 
 fn text(
@@ -53,6 +59,13 @@ fn text(
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// The two relation APIs of [`relations`].
+#[derive(Clone, Copy)]
+enum Relation {
+    CareTeam,
+    Grants,
 }
 
 /// The session layer could not answer: logged here, the operator gets the fixed store error.
@@ -82,6 +95,21 @@ impl Admin {
                 Err(error) => admin_error(error),
             };
         }
+        for (prefix, kind) in [
+            ("/admin/care-team", Relation::CareTeam),
+            ("/admin/grants", Relation::Grants),
+        ] {
+            if let Some(rest) = path.strip_prefix(prefix) {
+                let rest = rest.to_owned();
+                return match self
+                    .relation_call(request, kind, &rest, query.as_deref())
+                    .await
+                {
+                    Ok((status, value)) => text(status, "application/json", value.to_string()),
+                    Err(refusal) => refusal.response(),
+                };
+            }
+        }
         if let Some(rest) = path.strip_prefix("/admin/users") {
             return match self.users(request, rest.to_owned()).await {
                 Ok((status, value)) => text(status, "application/json", value.to_string()),
@@ -107,6 +135,42 @@ impl Admin {
                 self.telemetry.render(),
             ),
             _ => Refusal::AdminNotFound.response(),
+        }
+    }
+
+    /// Care-team links and grants ([`relations`]).
+    async fn relation_call(
+        &self,
+        request: Request<Incoming>,
+        kind: Relation,
+        rest: &str,
+        query: Option<&str>,
+    ) -> Result<(StatusCode, serde_json::Value), Refusal> {
+        self.authorize(&request).map_err(AdminError::refusal)?;
+        let Some(access) = &self.access else {
+            // Without a policy there are no patient relations to manage.
+            return Err(Refusal::AdminNotFound);
+        };
+        let method = request.method().clone();
+        let limit = if rest.trim_matches('/') == "import" {
+            MAX_IMPORT
+        } else {
+            MAX_BODY
+        };
+        let limited = http_body_util::Limited::new(request.into_body(), limit);
+        let body = limited
+            .collect()
+            .await
+            .map_err(|_| AdminError::BadRequest.refusal())?
+            .to_bytes();
+        let now = (self.clock)();
+        match kind {
+            Relation::CareTeam => {
+                relations::care_team(&self.stores, &method, rest, query, &body).await
+            }
+            Relation::Grants => {
+                relations::grants(access, &self.stores, &method, rest, &body, now).await
+            }
         }
     }
 
@@ -239,6 +303,16 @@ impl Admin {
                 refreshed.map_err(sessions_failed)?;
             }
             users::SessionEffect::End(user, name, reason) => {
+                if let (Some(access), "account_disabled") = (&self.access, reason) {
+                    let revoked = access.revoke_all_of(user, now).await.map_err(|refused| {
+                        tracing::error!(
+                            code = refused.refusal().code(),
+                            "admin: revoking the grants of a disabled account"
+                        );
+                        AdminError::Store
+                    })?;
+                    value["grants_revoked"] = serde_json::json!(revoked);
+                }
                 let ended = self.sessions.end_user(user).await;
                 let ended = ended.map_err(sessions_failed)?;
                 self.events

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::auth::password::PasswordConfig;
+use crate::policy::PolicyConfig;
 use crate::ratelimit::{RateLimits, RouteRateLimit};
 use crate::route::PathPattern;
 pub use crate::sanitize::config::{
@@ -59,6 +60,10 @@ pub struct Config {
     /// Session lifetimes (see `session`); routes may narrow them.
     #[serde(default = "unlocated")]
     pub session: Spanned<crate::session::SessionConfig>,
+    /// Who may see which kind of data about which patient (`policy`); without it every
+    /// logged-in person may reach every protected route, and the start says so.
+    #[serde(default)]
+    pub policy: Option<Spanned<PolicyConfig>>,
     pub upstreams: BTreeMap<String, Spanned<Upstream>>,
     pub routes: Spanned<Vec<Route>>,
 }
@@ -404,6 +409,29 @@ pub struct Route {
     /// Overrides of the global `rate_limits` for this route.
     #[serde(default)]
     pub rate_limit: RouteRateLimit,
+    /// The data category of `policy.categories` the route carries: every request is then
+    /// decided by the access policy, for the patient `patient` names.
+    #[serde(default)]
+    pub data: Option<Spanned<String>>,
+    /// Where the patient id is: `"{patient}"` (a parameter of `path`) or `{ query: name }`.
+    #[serde(default)]
+    pub patient: Option<Spanned<PatientSource>>,
+}
+
+/// Where a route's patient id is.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PatientSource {
+    /// `"{name}"`: the `{name}` segment of the route's path pattern.
+    Path(String),
+    /// `{ query: name }`: the query parameter `name`.
+    Query(QueryParameter),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParameter {
+    pub query: String,
 }
 
 impl Route {
@@ -704,7 +732,114 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
     validate_sanitize(file, config, &mut warnings)?;
     warnings.extend(config.rate_limits.warnings());
     validate_routes(file, config, &mut warnings)?;
+    validate_policy(file, config, &mut warnings)?;
     Ok(warnings)
+}
+
+/// The access policy, and every route's part in it.
+fn validate_policy(
+    file: &Path,
+    config: &Config,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
+    let policy = match &config.policy {
+        Some(policy) => Some(policy.value.compile().map_err(|error| {
+            ConfigError::at(file, policy, format!("policy.{}", error.key), error.message)
+        })?),
+        None => None,
+    };
+    for (index, route) in config.routes.value.iter().enumerate() {
+        let key = |field: &str| format!("routes[{index}].{field}");
+        let Some(data) = &route.data else {
+            if let Some(patient) = &route.patient {
+                return Err(ConfigError::at(
+                    file,
+                    patient,
+                    key("patient"),
+                    "a patient source needs `data`: the category the route carries",
+                ));
+            }
+            if policy.is_some() && route.patient_data && route.auth == AuthMode::Session {
+                return Err(ConfigError::at(
+                    file,
+                    &route.path,
+                    key("data"),
+                    "a route that carries patient data names its `data` category and `patient` under a policy",
+                ));
+            }
+            continue;
+        };
+        let Some(policy) = &policy else {
+            return Err(ConfigError::at(
+                file,
+                data,
+                key("data"),
+                "needs a `policy:` section that names the category",
+            ));
+        };
+        if policy.category(&data.value).is_none() {
+            return Err(ConfigError::at(
+                file,
+                data,
+                key("data"),
+                format!("`{}` is not one of policy.categories", data.value),
+            ));
+        }
+        if route.auth != AuthMode::Session {
+            return Err(ConfigError::at(
+                file,
+                data,
+                key("auth"),
+                "a route with `data` needs `auth: session`: the policy decides for a person",
+            ));
+        }
+        let Some(patient) = &route.patient else {
+            return Err(ConfigError::at(
+                file,
+                data,
+                key("patient"),
+                "a route with `data` names where the patient id is: `\"{patient}\"` or `{ query: patient }`",
+            ));
+        };
+        let found = match &patient.value {
+            PatientSource::Path(text) => text
+                .strip_prefix('{')
+                .and_then(|t| t.strip_suffix('}'))
+                .and_then(|name| route.path.value.param_index(name))
+                .is_some(),
+            PatientSource::Query(parameter) => {
+                !parameter.query.is_empty()
+                    && parameter
+                        .query
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            }
+        };
+        if !found {
+            return Err(ConfigError::at(
+                file,
+                patient,
+                key("patient"),
+                format!(
+                    "names no `{{parameter}}` of the path `{}` and no query parameter",
+                    route.path.value
+                ),
+            ));
+        }
+    }
+    if policy.is_none()
+        && config
+            .routes
+            .value
+            .iter()
+            .any(|r| r.auth == AuthMode::Session)
+    {
+        warnings.push(Warning(
+            "no `policy:` section: every logged-in person may reach every `auth: session` route, whatever patient it names"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_server(file: &Path, config: &Config) -> Result<(), ConfigError> {

@@ -147,6 +147,12 @@ impl EmbeddedStore {
         &self.path
     }
 
+    /// The database, for the state layer's tables that live in the same file
+    /// (`store::embedded`: care-team links and access requests).
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Runs `f` in a write transaction, committed only when `f` succeeds.
     fn write<T>(
         &self,
@@ -725,11 +731,11 @@ fn user_id_from(table: &str, bytes: &[u8]) -> Result<UserId, StoreError> {
     Ok(UserId::from_bytes(bytes))
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
-fn decode<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt(format!("{table}: {error}")))
 }
 

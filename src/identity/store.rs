@@ -12,78 +12,92 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::seal::{SealError, hex_decode, hex_encode_into};
 use crate::identity::TotpParams;
 
-/// A user's id: 128 random bits.
-///
-/// Random rather than sequential: ids appear in URLs, logs and audit records, and a random id
-/// reveals neither how many accounts exist nor their order, cannot be guessed from a neighbour,
-/// and needs no coordination between gateway replicas sharing one PostgreSQL store.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct UserId([u8; 16]);
+/// Declares a 128-bit random id: `random`, `as_bytes`, `from_bytes`, hex text both ways (32
+/// digits), `Debug` as `Name(hex)`, and serde as the hex string. `$what` names it in errors.
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+        )]
+        #[serde(into = "String", try_from = "String")]
+        pub struct $name([u8; 16]);
 
-impl UserId {
-    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = [0u8; 16];
-        rng.fill_bytes(&mut bytes);
-        Self(bytes)
-    }
+        impl $name {
+            pub fn random<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> Self {
+                let mut bytes = [0u8; 16];
+                rng.fill_bytes(&mut bytes);
+                Self(bytes)
+            }
 
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
 
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = String::with_capacity(32);
-        hex_encode_into(&self.0, &mut text);
-        f.write_str(&text)
-    }
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({self})")
-    }
-}
-
-impl FromStr for UserId {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let mut bytes = [0u8; 16];
-        if hex_decode(text, &mut bytes) {
-            Ok(Self(bytes))
-        } else {
-            Err(format!("`{text}` is not a user id (32 hex digits)"))
+            pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+                Self(bytes)
+            }
         }
-    }
-}
 
-impl From<UserId> for String {
-    fn from(id: UserId) -> String {
-        id.to_string()
-    }
-}
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut text = String::with_capacity(32);
+                $crate::identity::seal::hex_encode_into(&self.0, &mut text);
+                f.write_str(&text)
+            }
+        }
 
-impl TryFrom<String> for UserId {
-    type Error = String;
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
 
-    fn try_from(text: String) -> Result<Self, String> {
-        text.parse()
-    }
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, String> {
+                let mut bytes = [0u8; 16];
+                if $crate::identity::seal::hex_decode(text, &mut bytes) {
+                    Ok(Self(bytes))
+                } else {
+                    Err(format!(concat!("`{}` is not a ", $what, " (32 hex digits)"), text))
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.to_string()
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(text: String) -> Result<Self, String> {
+                text.parse()
+            }
+        }
+    };
 }
+pub(crate) use random_id;
+
+random_id!(
+    /// A user's id: 128 random bits.
+    ///
+    /// Random rather than sequential: ids appear in URLs, logs and audit records, and a random id
+    /// reveals neither how many accounts exist nor their order, cannot be guessed from a neighbour,
+    /// and needs no coordination between gateway replicas sharing one PostgreSQL store.
+    UserId,
+    "user id"
+);
 
 /// An account. The password hash is a PHC string (argon2id); `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! [`enroll_api`], with [`json`]). The state machines behind both are in `auth/`, which knows
 //! nothing of HTTP requests.
 
+pub mod access_api;
 pub mod enroll_api;
 pub mod json;
 pub mod login_api;

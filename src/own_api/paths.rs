@@ -24,6 +24,12 @@ pub const LOGOUT_ALL_API: &str = "/.wardgate/api/logout-all";
 pub const SESSION_API: &str = "/.wardgate/api/session";
 pub const PASSKEY_START_API: &str = "/.wardgate/api/passkeys/start";
 pub const PASSKEY_FINISH_API: &str = "/.wardgate/api/passkeys/finish";
+/// Access requests: ask (POST), list one's own (GET).
+pub const ACCESS_REQUESTS_API: &str = "/.wardgate/api/access/requests";
+/// Requests waiting for approval, for approvers.
+pub const ACCESS_PENDING_API: &str = "/.wardgate/api/access/pending";
+pub const ACCESS_APPROVE_API: &str = "/.wardgate/api/access/approve";
+pub const ACCESS_DENY_API: &str = "/.wardgate/api/access/deny";
 /// The public keys upstreams verify identity assertions with (RFC 7517).
 pub const JWKS: &str = "/.wardgate/jwks.json";
 
@@ -45,7 +51,7 @@ pub const STYLE_ASSET: &str = "/.wardgate/assets/style.css";
 pub const WEBAUTHN_ASSET: &str = "/.wardgate/assets/webauthn.js";
 
 /// Every path above that is answered (the prefixes are not).
-pub const ALL: [&str; 28] = [
+pub const ALL: [&str; 32] = [
     ENROLL_PASSWORD_API,
     ENROLL_TOTP_API,
     ENROLL_WEBAUTHN_START_API,
@@ -61,6 +67,10 @@ pub const ALL: [&str; 28] = [
     SESSION_API,
     PASSKEY_START_API,
     PASSKEY_FINISH_API,
+    ACCESS_REQUESTS_API,
+    ACCESS_PENDING_API,
+    ACCESS_APPROVE_API,
+    ACCESS_DENY_API,
     JWKS,
     HOME_PAGE,
     LOGIN_PAGE,

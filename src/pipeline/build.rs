@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::header::HeaderMap;
 use metrics::SharedString;
 
+use crate::access::Access;
 use crate::assertion::AssertionKey;
 use crate::auth::enrollment::Enrollment;
 use crate::auth::events::SecurityEvents;
@@ -18,6 +19,7 @@ use crate::clock::Clock;
 use crate::identity::Keyring;
 use crate::own_api::paths;
 use crate::per_address::PerAddress;
+use crate::policy::{AccessPolicy, DataRule};
 use crate::proxy::{Peer, TrustedProxies, UpstreamClient};
 use crate::ratelimit::Limiter;
 use crate::route::RouteTable;
@@ -26,6 +28,7 @@ use crate::session::Sessions;
 use crate::settings::HeadRules;
 use crate::settings::{PathRewrite, RouteAuth, Settings};
 use crate::store::Stores;
+use crate::store::relations::Relations;
 use crate::telemetry::{NO_ROUTE, RouteLabels, Telemetry};
 
 /// Everything a matched route decides.
@@ -37,6 +40,7 @@ pub struct RouteTarget {
     pub(super) websocket: bool,
     pub(super) response_headers: HeaderMap,
     pub(super) rules: RouteRules,
+    pub(super) data: Option<DataRule>,
 }
 
 /// The shared, immutable state of the request path.
@@ -59,6 +63,11 @@ pub struct Gateway {
     /// Labels for the gateway's own API in logs and metrics.
     pub(super) own_api: Arc<RouteLabels>,
     pub(super) clock: Clock,
+    /// The access policy (`policy:`), and the care-team links and grants it decides with.
+    pub(super) policy: Option<Arc<AccessPolicy>>,
+    pub(super) relations: Arc<dyn Relations>,
+    /// Access requests and grants; `None` without a policy.
+    pub(super) access: Option<Arc<Access>>,
 }
 
 /// What one upkeep sweep removed, by kind (`upkeep.rs`).
@@ -96,6 +105,8 @@ impl Gateway {
             hashing.nice,
         )?);
         let ephemeral = identity.stores.ephemeral.clone();
+        let relations = identity.stores.relations.clone();
+        let identity_stores = identity.stores.clone();
         let passkeys = settings
             .passkeys
             .map(|party| Arc::new(Passkeys::new(party, ephemeral)));
@@ -139,6 +150,7 @@ impl Gateway {
                     websocket: route.websocket,
                     response_headers: route.response_headers,
                     rules: route.rules,
+                    data: route.data,
                 };
                 (route.host, route.path, target)
             })
@@ -164,7 +176,18 @@ impl Gateway {
             assertion: identity.assertion,
             strip_headers: settings.strip_headers,
             clock,
+            access: settings
+                .policy
+                .clone()
+                .map(|policy| Arc::new(Access::new(policy, identity_stores.clone()))),
+            policy: settings.policy,
+            relations,
         })
+    }
+
+    /// Access requests and grants, when there is a policy.
+    pub fn access(&self) -> Option<&Arc<Access>> {
+        self.access.as_ref()
     }
 
     pub fn sessions(&self) -> &Arc<Sessions> {

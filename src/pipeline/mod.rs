@@ -15,7 +15,7 @@
 //!  4 route          route.rs            host, path, head      404, 405, 413, 415, 400
 //!  5 rate limit     limit.rs            client address        429
 //!  6 authenticate   authenticate.rs     cookie / bearer       401 (303 to login), 503
-//!  7 authorize      authorize.rs        (policy issue)        -
+//!  7 authorize      authorize.rs        patient, roles, store 400, 403, 503
 //!  8 rate limit     limit.rs            user, route           429
 //!  9 upstream       upstream.rs         head, body            429, 413, 400, 502, 504
 //! 10 response       response.rs         the answer            never
@@ -140,7 +140,14 @@ impl Gateway {
         };
         record.user = live.as_ref().map(|live| live.user);
 
-        // 7. authorize: not built yet (authorize.rs).
+        // 7. authorize: the access policy, on routes that carry patient data.
+        let allowed = match (&target.data, live.as_deref()) {
+            (Some(rule), Some(live)) => {
+                let query = request.uri().query();
+                Some(self.authorize(rule, live, &path, query, now).await?)
+            }
+            _ => None,
+        };
 
         // 8. rate limit (per identity): per user, per route, per user and route.
         let user_id = live.as_ref().map(|live| live.user.to_string());
@@ -155,6 +162,7 @@ impl Gateway {
             authority,
             plan,
             live: live.as_deref(),
+            allowed: allowed.as_ref(),
         };
         let answer = self.upstream(request, outbound, peer, record, now).await?;
 

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
 use crate::own_api::pages::{self, PageRequest};
-use crate::own_api::{enroll_api, json, login_api, paths};
+use crate::own_api::{access_api, enroll_api, json, login_api, paths};
 use crate::ratelimit::{Stage, Subject};
 use crate::telemetry::RequestRecord;
 
@@ -65,7 +65,7 @@ impl Gateway {
     }
 }
 
-/// The JSON endpoints: the assertion keys, enrollment, login.
+/// The JSON endpoints: the assertion keys, enrollment, access requests, login.
 async fn json(
     gateway: &Gateway,
     request: Request<Incoming>,
@@ -79,6 +79,10 @@ async fn json(
     }
     if path.starts_with(paths::ENROLL_API_PREFIX) {
         return enroll_api::handle(&gateway.enrollment, request, path, idle, now).await;
+    }
+    if access_api::owns(path) {
+        let access = gateway.access.as_deref();
+        return access_api::handle(access, &gateway.login, request, path, idle, now).await;
     }
     login_api::handle(&gateway.login, request, path, client, idle, now).await
 }

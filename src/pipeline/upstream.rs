@@ -23,6 +23,7 @@ use crate::assertion::{self, Claims};
 use crate::body::{self, IdleBody, RequestBody};
 use crate::config::IdentityField;
 use crate::per_address::Slot;
+use crate::policy::Basis;
 use crate::proxy::{self, Peer, X_REQUEST_ID};
 use crate::refusal::Refusal;
 use crate::sanitize;
@@ -31,6 +32,7 @@ use crate::sanitize::request::BodyPlan;
 use crate::session::{self, Live};
 use crate::telemetry::RequestRecord;
 
+use super::authorize::Allowed;
 use super::build::{Gateway, RouteTarget};
 use super::route;
 use crate::refused::Refused;
@@ -56,6 +58,14 @@ pub(super) struct Outbound<'a> {
     pub(super) authority: Authority,
     pub(super) plan: BodyPlan,
     pub(super) live: Option<&'a Live>,
+    /// The access decision, on a route that carries patient data.
+    pub(super) allowed: Option<&'a Allowed>,
+}
+
+/// Who is asking, and what the policy decided.
+struct Identity<'a> {
+    live: &'a Live,
+    allowed: Option<&'a Allowed>,
 }
 
 /// The upstream's answer, with the client's slot it holds until its body is gone.
@@ -81,6 +91,7 @@ impl Gateway {
             authority,
             plan,
             live,
+            allowed,
         } = outbound;
         let slot = self
             .in_flight
@@ -101,7 +112,15 @@ impl Gateway {
         )?;
         if let (Some(live), Some(auth)) = (live, &target.auth) {
             let route = &target.labels.route;
-            self.add_identity(&mut parts.headers, live, auth, route, now, &mut rand::rng());
+            let identity = Identity { live, allowed };
+            self.add_identity(
+                &mut parts.headers,
+                identity,
+                auth,
+                route,
+                now,
+                &mut rand::rng(),
+            );
         }
         parts
             .headers
@@ -166,16 +185,18 @@ impl Gateway {
         })
     }
 
-    /// What the route asked to tell the upstream about the user, and nothing more.
+    /// What the route asked to tell the upstream about the user (and, on patient-data routes,
+    /// the access decision), and nothing more.
     fn add_identity(
         &self,
         headers: &mut HeaderMap,
-        live: &Live,
+        identity: Identity<'_>,
         auth: &RouteAuth,
         route: &str,
         now: u64,
         rng: &mut dyn RngCore,
     ) {
+        let Identity { live, allowed } = identity;
         for field in &auth.headers {
             let (name, value) = match field {
                 IdentityField::Id => ("x-wardgate-user-id", live.user.to_string()),
@@ -205,6 +226,13 @@ impl Gateway {
             }
             if fields.contains(&IdentityField::Roles) {
                 claims = claims.with_roles(live.roles.clone());
+            }
+            if let Some(allowed) = allowed {
+                let grant = match allowed.basis {
+                    Basis::Grant(id) => Some(id.to_string()),
+                    Basis::CareTeam => None,
+                };
+                claims = claims.with_access("TREAT", grant);
             }
             if let Ok(value) = HeaderValue::from_str(&self.assertion.sign(&claims)) {
                 headers.insert(HeaderName::from_static(assertion::HEADER), value);

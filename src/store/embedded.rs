@@ -1,6 +1,9 @@
 //! The embedded backend of the state layer: the identity store's redb file
-//! (`identity::EmbeddedStore`) behind the async traits. redb is synchronous, so every operation
-//! runs on the blocking pool, off the runtime's threads; a task that died is a store failure.
+//! (`identity::EmbeddedStore`) behind the async traits, with the care-team and access-request
+//! tables beside its own ([`relations`]). redb is synchronous, so every operation runs on the
+//! blocking pool, off the runtime's threads; a task that died is a store failure.
+
+mod relations;
 
 use std::sync::Arc;
 
@@ -10,11 +13,13 @@ use zeroize::Zeroizing;
 use super::Pending;
 use super::accounts::Accounts;
 use super::credentials::Credentials;
+use super::relations::{CareTeamLink, Change, Relations};
 use super::sessions::{Published, SessionStore};
 use crate::identity::{
     EmbeddedStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, TotpParams, User,
     UserId, WebAuthnCredential, WebAuthnUse,
 };
+use crate::policy::grants::{AccessRequest, GrantError, GrantId};
 
 /// Revocations a subscriber may fall behind by before it must drop its whole cache.
 const FEED_CAPACITY: usize = 1024;
@@ -153,6 +158,63 @@ impl Credentials for Embedded {
     }
 }
 
+impl Relations for Embedded {
+    fn link(&self, link: CareTeamLink) -> Pending<'_, ()> {
+        self.run(move |store| relations::link(store.database(), &link))
+    }
+
+    fn import(&self, links: Vec<CareTeamLink>) -> Pending<'_, usize> {
+        self.run(move |store| relations::import(store.database(), &links))
+    }
+
+    fn unlink(&self, user: UserId, patient: &str) -> Pending<'_, bool> {
+        let patient = patient.to_owned();
+        self.run(move |store| relations::unlink(store.database(), user, &patient))
+    }
+
+    fn links(&self, user: Option<UserId>) -> Pending<'_, Vec<CareTeamLink>> {
+        self.run(move |store| relations::links(store.database(), user))
+    }
+
+    fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, bool> {
+        let patient = patient.to_owned();
+        self.run(move |store| relations::on_care_team(store.database(), user, &patient, now))
+    }
+
+    fn create_request(&self, request: AccessRequest) -> Pending<'_, ()> {
+        self.run(move |store| relations::create_request(store.database(), &request))
+    }
+
+    fn request(&self, id: GrantId) -> Pending<'_, Option<AccessRequest>> {
+        self.run(move |store| relations::request(store.database(), id))
+    }
+
+    fn requests(&self) -> Pending<'_, Vec<AccessRequest>> {
+        self.run(|store| relations::requests(store.database()))
+    }
+
+    fn update_request(
+        &self,
+        id: GrantId,
+        change: Change,
+    ) -> Pending<'_, Result<AccessRequest, GrantError>> {
+        self.run(move |store| relations::update_request(store.database(), id, change))
+    }
+
+    fn grant_for(
+        &self,
+        user: UserId,
+        patient: &str,
+        category: &str,
+        now: u64,
+    ) -> Pending<'_, Option<GrantId>> {
+        let (patient, category) = (patient.to_owned(), category.to_owned());
+        self.run(move |store| {
+            relations::grant_for(store.database(), user, &patient, &category, now)
+        })
+    }
+}
+
 impl SessionStore for Embedded {
     fn create(&self, token: &[u8], record: SessionRecord) -> Pending<'_, SessionKey> {
         let token = Zeroizing::new(token.to_vec());
@@ -220,6 +282,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, alice) = with_alice(dir.path()).await;
         crate::store::credentials::contract::kept_by(&store, alice).await;
+    }
+
+    #[tokio::test]
+    async fn keeps_the_relations_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::relations::contract::kept_by(&embedded(dir.path())).await;
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! - [`accounts`]: users, roles, password hashes, enrollment tokens.
 //! - [`credentials`]: second factors (TOTP, WebAuthn, recovery codes).
 //! - [`sessions`]: session records, under the keyed hash of their token.
+//! - [`relations`]: care-team links, access requests and grants.
 //! - [`ephemeral`]: ceremonies and challenges of multi-step exchanges, for minutes.
 //! - [`lockouts`]: failure counters and soft locks of login attempts.
 //! - [`keys`]: key material every replica must hold the same of.
@@ -16,6 +17,7 @@ pub mod embedded;
 pub mod ephemeral;
 pub mod keys;
 pub mod lockouts;
+pub mod relations;
 pub mod sessions;
 
 use std::future::Future;
@@ -26,6 +28,7 @@ use crate::identity::{EmbeddedStore, StoreError};
 use accounts::Accounts;
 use credentials::Credentials;
 use ephemeral::Ephemeral;
+use relations::Relations;
 use sessions::SessionStore;
 
 /// A store operation in progress.
@@ -38,6 +41,7 @@ pub struct Stores {
     pub credentials: Arc<dyn Credentials>,
     pub sessions: Arc<dyn SessionStore>,
     pub ephemeral: Arc<dyn Ephemeral>,
+    pub relations: Arc<dyn Relations>,
 }
 
 impl Stores {
@@ -47,7 +51,8 @@ impl Stores {
         Self {
             accounts: embedded.clone(),
             credentials: embedded.clone(),
-            sessions: embedded,
+            sessions: embedded.clone(),
+            relations: embedded,
             ephemeral: Arc::new(ephemeral::Memory::new()),
         }
     }

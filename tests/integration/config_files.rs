@@ -302,3 +302,84 @@ async fn check_config_refuses_what_run_refuses() {
         assert!(refused.contains(message), "{config}: {refused}");
     }
 }
+
+/// The access policy's refusals: each names its key (line numbers are checked above).
+#[test]
+fn the_policy_refuses_operators_with_data_and_routes_without_a_patient() {
+    let policy =
+        "policy:\n  categories: { labs: {} }\n  roles:\n    physician: { care_team: [labs] }\n";
+    let route = |extra: &str| {
+        crate::harness::config_with(
+            "  ehr: { url: \"http://127.0.0.1:9000\" }",
+            &format!("  - {{ path: \"/p/{{patient}}/**\", upstream: ehr, auth: session{extra} }}"),
+            policy,
+        )
+    };
+    let key_of = |text: String| match error_for(&text) {
+        ConfigError::Invalid { key, message, .. } => format!("{key}: {message}"),
+        other => panic!("{other}"),
+    };
+    let cases = [
+        (
+            route(", data: labs, patient: \"{patient}\"").replace(
+                "physician: { care_team: [labs] }",
+                "ops: { operator: true, care_team: [labs] }",
+            ),
+            "policy.roles.ops: an operator role",
+        ),
+        (
+            route(", data: labs, patient: \"{patient}\"").replace(
+                "physician: { care_team: [labs] }",
+                "ops: { operator: true, approve: true }",
+            ),
+            "policy.roles.ops.approve",
+        ),
+        (
+            route(", data: labs, patient: \"{patient}\"").replace("[labs] }", "[lab] }"),
+            "policy.roles.physician.care_team: `lab` is not",
+        ),
+        (
+            route(", data: labs"),
+            "routes[0].patient: a route with `data`",
+        ),
+        (
+            route(", data: labs, patient: \"{id}\""),
+            "routes[0].patient: names no `{parameter}`",
+        ),
+        (
+            route(", data: imaging, patient: \"{patient}\""),
+            "routes[0].data: `imaging`",
+        ),
+        (
+            route(", patient: \"{patient}\""),
+            "routes[0].patient: a patient source needs `data`",
+        ),
+        (
+            route(", patient_data: true"),
+            "routes[0].data: a route that carries patient data",
+        ),
+        (
+            route(", data: labs, patient: \"{patient}\"").replace(policy, ""),
+            "routes[0].data: needs a `policy:` section",
+        ),
+        (
+            route(", data: labs, patient: \"{patient}\"").replace("auth: session", "auth: none"),
+            "routes[0].auth: a route with `data` needs `auth: session`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let found = key_of(text);
+        assert!(found.starts_with(expected), "{found}\nexpected {expected}");
+    }
+    // Without a policy, protected routes are warned about.
+    let open = route("").replace(policy, "");
+    let loaded = config::parse(Path::new("gw.yaml"), &open).unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.0.contains("no `policy:` section")),
+        "{:?}",
+        loaded.warnings
+    );
+}

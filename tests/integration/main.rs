@@ -14,6 +14,7 @@ mod hardening;
 mod harness;
 mod hygiene;
 mod injection;
+mod policy;
 mod proxying;
 mod sanitizing;
 mod sessions;

@@ -1,0 +1,192 @@
+//! The access workflows over the policy and the store: asking for access, approving and
+//! denying, revoking, and the care-team links, for the JSON API (`own_api/access_api.rs`) and
+//! the admin API alike, so that every interface keeps the same rules (the requester never
+//! decides their own request, whichever door they come through). HTTP-free.
+
+use std::sync::Arc;
+
+use crate::identity::{StoreError, UserId};
+use crate::policy::AccessPolicy;
+use crate::policy::grants::{AccessRequest, Asked, GrantError, GrantId, Status};
+use crate::refusal::Refusal;
+use crate::refused::Refused;
+use crate::store::Stores;
+
+/// The longest reason a request may give.
+pub const MAX_REASON: usize = 500;
+/// The most categories one request may name.
+const MAX_CATEGORIES: usize = 16;
+
+/// Who acts: a user and the roles they hold now.
+pub struct Actor<'a> {
+    pub user: UserId,
+    pub roles: &'a [String],
+}
+
+/// Requests and grants, decided by the policy, kept in the store.
+pub struct Access {
+    pub policy: Arc<AccessPolicy>,
+    stores: Stores,
+}
+
+fn unavailable(error: StoreError) -> Refused {
+    Refused::because(Refusal::PolicyUnavailable, &error)
+}
+
+/// The fixed refusal of a refused transition.
+pub fn grant_refusal(error: GrantError) -> Refusal {
+    match error {
+        GrantError::Unknown => Refusal::GrantUnknown,
+        GrantError::OwnRequest => Refusal::GrantOwnRequest,
+        GrantError::NotApprover => Refusal::GrantNotApprover,
+        GrantError::NotPending => Refusal::GrantNotPending,
+        GrantError::ApprovedAlready => Refusal::GrantApprovedAlready,
+        GrantError::NotRevocable => Refusal::GrantNotRevocable,
+    }
+}
+
+/// An approval or a denial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Access {
+    pub fn new(policy: Arc<AccessPolicy>, stores: Stores) -> Self {
+        Self { policy, stores }
+    }
+
+    /// A new request by `actor`, under `id`: a valid patient id, categories their roles may
+    /// request, a reason and a duration within the maximum (`WG-GRANT-006` otherwise).
+    pub async fn ask(
+        &self,
+        actor: &Actor<'_>,
+        id: GrantId,
+        asked: Asked<'_>,
+        now: u64,
+    ) -> Result<AccessRequest, Refused> {
+        let rules = &self.policy.grants;
+        let reason = asked.reason.trim();
+        let valid = crate::policy::valid_patient(asked.patient)
+            && (1..=MAX_CATEGORIES).contains(&asked.categories.len())
+            && asked.categories.iter().all(|name| {
+                self.policy
+                    .category(name)
+                    .is_some_and(|category| self.policy.may_request(actor.roles, category))
+            })
+            && (1..=MAX_REASON).contains(&reason.chars().count())
+            && (1..=rules.max_duration).contains(&asked.duration);
+        if !valid {
+            return Err(Refusal::GrantRequestInvalid.into());
+        }
+        let mut categories = asked.categories;
+        categories.sort();
+        categories.dedup();
+        let asked = Asked {
+            categories,
+            reason,
+            ..asked
+        };
+        let request = AccessRequest::new(id, actor.user, asked, now);
+        let relations = &self.stores.relations;
+        relations
+            .create_request(request.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(request)
+    }
+
+    /// The requests `user` made, oldest first.
+    pub async fn mine(&self, user: UserId) -> Result<Vec<AccessRequest>, Refused> {
+        let all = self
+            .stores
+            .relations
+            .requests()
+            .await
+            .map_err(unavailable)?;
+        Ok(all.into_iter().filter(|r| r.requester == user).collect())
+    }
+
+    /// The requests waiting for a decision that `actor` may take (never their own).
+    pub async fn pending(
+        &self,
+        actor: &Actor<'_>,
+        now: u64,
+    ) -> Result<Vec<AccessRequest>, Refused> {
+        if !self.policy.may_approve(actor.roles) {
+            return Err(Refusal::GrantNotApprover.into());
+        }
+        let all = self
+            .stores
+            .relations
+            .requests()
+            .await
+            .map_err(unavailable)?;
+        let rules = self.policy.grants;
+        Ok(all
+            .into_iter()
+            .filter(|r| r.requester != actor.user && r.status(&rules, now) == Status::Pending)
+            .collect())
+    }
+
+    /// An approval or a denial of `id` by `actor`, applied atomically in the store.
+    pub async fn decide(
+        &self,
+        actor: &Actor<'_>,
+        id: GrantId,
+        verdict: Verdict,
+        comment: &str,
+        now: u64,
+    ) -> Result<AccessRequest, Refused> {
+        if comment.chars().count() > MAX_REASON {
+            return Err(Refusal::GrantRequestInvalid.into());
+        }
+        let (by, approves) = (actor.user, self.policy.may_approve(actor.roles));
+        let (rules, comment) = (self.policy.grants, comment.to_owned());
+        let change = Box::new(move |request: &mut AccessRequest| match verdict {
+            Verdict::Approve => request.approve(by, approves, &comment, &rules, now),
+            Verdict::Deny => request.deny(by, approves, &comment, &rules, now),
+        });
+        let relations = &self.stores.relations;
+        let decided = relations.update_request(id, change).await;
+        decided
+            .map_err(unavailable)?
+            .map_err(|e| grant_refusal(e).into())
+    }
+
+    /// Ends a pending request or an active grant (`by` names who: an operator, or why).
+    pub async fn revoke(&self, id: GrantId, by: &str, now: u64) -> Result<AccessRequest, Refused> {
+        let (rules, by) = (self.policy.grants, by.to_owned());
+        let change = Box::new(move |request: &mut AccessRequest| request.revoke(&by, &rules, now));
+        let relations = &self.stores.relations;
+        let revoked = relations.update_request(id, change).await;
+        revoked
+            .map_err(unavailable)?
+            .map_err(|e| grant_refusal(e).into())
+    }
+
+    /// Ends every pending request and active grant of `user` (their account was disabled);
+    /// returns how many.
+    pub async fn revoke_all_of(&self, user: UserId, now: u64) -> Result<usize, Refused> {
+        let rules = self.policy.grants;
+        let mut revoked = 0;
+        for request in self.mine(user).await? {
+            if matches!(
+                request.status(&rules, now),
+                Status::Pending | Status::Active
+            ) {
+                self.revoke(request.id, "account_disabled", now).await?;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+}
+
+/// A request as the APIs show it: the stored fields and its status now.
+pub fn describe(request: &AccessRequest, policy: &AccessPolicy, now: u64) -> serde_json::Value {
+    let mut value = serde_json::to_value(request).unwrap_or_default();
+    value["status"] = request.status(&policy.grants, now).as_str().into();
+    value
+}

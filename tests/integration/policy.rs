@@ -1,0 +1,396 @@
+//! The access policy end to end, over real TLS: the article's dermatologist, care-team links
+//! and access grants through the JSON API and the admin API, operators kept away from patient
+//! data, and the decision the upstream learns in the signed assertion.
+
+use http::{Method, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::enrollment::{STRONG, post};
+use crate::harness::*;
+use crate::sessions::{LOGIN, call, enroll, next_code, post_as};
+
+const POLICY: &str = r#"policy:
+  categories: { demographics: {}, labs: {}, notes: {}, imaging: {}, mental-health: { sensitive: true } }
+  roles:
+    physician: { care_team: [demographics, labs, notes, imaging], request: [mental-health] }
+    dermatologist: { care_team: [demographics, notes, imaging], request: [labs] }
+    chief-physician: { care_team: [demographics, labs, notes, imaging], approve: true }
+    operator: { operator: true }
+  grants: { max_duration: 8h, pending_ttl: 1h, approvals: 1 }
+"#;
+
+fn config(upstream: &str) -> String {
+    config_with(
+        &format!("  ehr: {{ url: \"{upstream}\" }}"),
+        r#"  - name: labs
+    path: "/api/patients/{patient}/labs/**"
+    upstream: ehr
+    auth: session
+    patient_data: true
+    data: labs
+    patient: "{patient}"
+    identity: { headers: [id], assertion: [roles] }
+  - name: notes
+    path: "/api/patients/{patient}/notes/**"
+    upstream: ehr
+    auth: session
+    patient_data: true
+    data: notes
+    patient: "{patient}"
+  - name: observations
+    path: /api/observations
+    upstream: ehr
+    auth: session
+    patient_data: true
+    data: labs
+    patient: { query: patient }"#,
+        POLICY,
+    )
+}
+
+/// `name` enrolled with `roles`, logged in: the bearer token.
+async fn person(gateway: &TestGateway, name: &str, roles: &[&str]) -> String {
+    let (secret, _) = enroll(gateway, name).await;
+    let path = format!("/admin/users/{name}/roles");
+    admin(
+        gateway,
+        Method::PUT,
+        &path,
+        &json!({ "roles": roles }).to_string(),
+    )
+    .await;
+    let started = post(gateway, LOGIN, json!({ "user": name, "password": STRONG })).await;
+    let done = post(
+        gateway,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": started.body["challenge"], "code": next_code(&secret) }),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    done.body["token"].as_str().unwrap().to_owned()
+}
+
+async fn link(gateway: &TestGateway, user: &str, patient: &str) {
+    let body = json!({ "user": user, "patient": patient }).to_string();
+    let linked = admin(gateway, Method::POST, "/admin/care-team", &body).await;
+    assert_eq!(linked["links"][0]["patient"], patient, "{linked}");
+}
+
+/// The status and error code of a GET of `path` with `token`, and the response headers.
+async fn get_as(
+    gateway: &TestGateway,
+    path: &str,
+    token: &str,
+) -> (StatusCode, String, http::HeaderMap) {
+    let (status, headers, body) = call(gateway, path, Some(token), &[]).await;
+    let code = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status, code, headers)
+}
+
+#[tokio::test]
+async fn the_articles_dermatologist_asks_for_the_labs_and_a_chief_physician_approves() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    let carl = person(&gateway, "carl", &["chief-physician"]).await;
+    let paul = person(&gateway, "paul", &["physician"]).await;
+    link(&gateway, "dana", "p7").await;
+
+    // On the care team: the notes, not the labs; the refusal says where to ask.
+    let (status, _, _) = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, code, headers) = get_as(&gateway, "/api/patients/p7/labs/1", &dana).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "WG-POLICY-001")
+    );
+    assert_eq!(
+        headers[header::LINK],
+        r#"</.wardgate/api/access/requests>; rel="access-request""#
+    );
+    // Another patient's notes: not on that care team.
+    let (status, code, _) = get_as(&gateway, "/api/patients/p8/notes/1", &dana).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "WG-POLICY-001")
+    );
+    // A physician not on the care team.
+    let (status, code, _) = get_as(&gateway, "/api/patients/p7/labs/1", &paul).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "WG-POLICY-001")
+    );
+
+    // The request, with a reason.
+    let asked = post_as(
+        &gateway,
+        "/.wardgate/api/access/requests",
+        &dana,
+        json!({ "patient": "p7", "categories": ["labs"], "reason": "suspected drug rash", "duration": "10m" }),
+    )
+    .await;
+    assert_eq!(asked.status, StatusCode::CREATED, "{}", asked.body);
+    assert_eq!(asked.body["request"]["status"], "pending");
+    let id = asked.body["request"]["id"].as_str().unwrap().to_owned();
+
+    // Never self-approval: not through the JSON API, not through the admin API.
+    let own = post_as(
+        &gateway,
+        "/.wardgate/api/access/approve",
+        &dana,
+        json!({ "request": id }),
+    )
+    .await;
+    assert_eq!(own.body["error"], "WG-GRANT-002", "{}", own.body);
+    let path = format!("/admin/grants/{id}/approve");
+    let own = admin(
+        &gateway,
+        Method::POST,
+        &path,
+        &json!({ "approver": "dana" }).to_string(),
+    )
+    .await;
+    assert_eq!(own["error"], "WG-GRANT-002", "{own}");
+    // Nor by someone whose roles do not approve.
+    let other = post_as(
+        &gateway,
+        "/.wardgate/api/access/approve",
+        &paul,
+        json!({ "request": id }),
+    )
+    .await;
+    assert_eq!(other.body["error"], "WG-GRANT-003", "{}", other.body);
+    let (status, _, _) = get_as(&gateway, "/api/patients/p7/labs/1", &dana).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "nothing was approved");
+
+    // The chief physician sees it waiting and approves.
+    let pending =
+        crate::sessions::call(&gateway, "/.wardgate/api/access/pending", Some(&carl), &[]).await;
+    let pending: Value = serde_json::from_str(&pending.2).unwrap();
+    assert_eq!(pending["requests"][0]["id"], id.as_str(), "{pending}");
+    let approved = post_as(
+        &gateway,
+        "/.wardgate/api/access/approve",
+        &carl,
+        json!({ "request": id, "comment": "for this episode" }),
+    )
+    .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(approved.body["request"]["status"], "active");
+
+    // The labs now answer, and the upstream learns why in the signed assertion.
+    let (status, _, _) = get_as(&gateway, "/api/patients/p7/labs/1", &dana).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get_as(&gateway, "/api/observations?patient=p7", &dana).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the same grant on a route that reads the query"
+    );
+    let (status, _, _) = get_as(&gateway, "/api/patients/p9/labs/1", &dana).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the grant is for p7 only");
+    let seen = upstream.seen();
+    let labs = seen
+        .iter()
+        .find(|s| s.uri.path() == "/api/patients/p7/labs/1")
+        .unwrap();
+    let token = labs.headers["x-wardgate-assertion"].to_str().unwrap();
+    let jwks = body_text(
+        gateway
+            .client(false)
+            .request(get(&gateway.url("/.wardgate/jwks.json")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let jwks: Value = serde_json::from_str(&jwks).unwrap();
+    let verified =
+        wardgate::assertion::verify(&jwks, token, "labs", crate::sessions::unix_now()).unwrap();
+    assert_eq!(verified["purpose_of_use"], "TREAT");
+    assert_eq!(verified["grant"], id.as_str());
+    let notes = seen
+        .iter()
+        .find(|s| s.uri.path() == "/api/patients/p7/notes/1")
+        .unwrap();
+    assert!(
+        notes.headers.get("x-wardgate-assertion").is_none(),
+        "the notes route asked for none"
+    );
+
+    // An approver asking for themselves does not count either, through either API.
+    let asked = post_as(
+        &gateway,
+        "/.wardgate/api/access/requests",
+        &carl,
+        json!({ "patient": "p9", "categories": ["labs"], "reason": "second opinion", "duration": "1h" }),
+    )
+    .await;
+    let own_id = asked.body["request"]["id"].as_str().unwrap().to_owned();
+    let own = post_as(
+        &gateway,
+        "/.wardgate/api/access/approve",
+        &carl,
+        json!({ "request": own_id }),
+    )
+    .await;
+    assert_eq!(own.body["error"], "WG-GRANT-002", "{}", own.body);
+    let path = format!("/admin/grants/{own_id}/approve");
+    let own = admin(
+        &gateway,
+        Method::POST,
+        &path,
+        &json!({ "approver": "carl" }).to_string(),
+    )
+    .await;
+    assert_eq!(own["error"], "WG-GRANT-002", "{own}");
+    let denied = post_as(
+        &gateway,
+        "/.wardgate/api/access/deny",
+        &carl,
+        json!({ "request": own_id }),
+    )
+    .await;
+    assert_eq!(denied.body["error"], "WG-GRANT-002", "{}", denied.body);
+
+    // Past the grant's end: refused again.
+    gateway.advance(11 * 60);
+    let (status, code, _) = get_as(&gateway, "/api/patients/p7/labs/1", &dana).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "WG-POLICY-001")
+    );
+    let mine =
+        crate::sessions::call(&gateway, "/.wardgate/api/access/requests", Some(&dana), &[]).await;
+    let mine: Value = serde_json::from_str(&mine.2).unwrap();
+    assert_eq!(mine["requests"][0]["status"], "ended", "{mine}");
+}
+
+#[tokio::test]
+async fn operators_never_see_patient_data_and_bad_requests_are_refused() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let olga = person(&gateway, "olga", &["operator", "physician"]).await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    link(&gateway, "olga", "p7").await;
+    link(&gateway, "dana", "p7").await;
+    for path in ["/api/patients/p7/notes/1", "/api/patients/p7/labs/1"] {
+        let (status, code, _) = get_as(&gateway, path, &olga).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::FORBIDDEN, "WG-POLICY-003"),
+            "{path}"
+        );
+    }
+    let asked = post_as(
+        &gateway,
+        "/.wardgate/api/access/requests",
+        &olga,
+        json!({ "patient": "p7", "categories": ["labs"], "reason": "curious", "duration": "1h" }),
+    )
+    .await;
+    assert_eq!(
+        asked.body["error"], "WG-GRANT-006",
+        "an operator may ask for nothing"
+    );
+
+    // No patient, two patients, or a patient id outside the alphabet.
+    for path in [
+        "/api/observations",
+        "/api/observations?patient=p7&patient=p8",
+        "/api/observations?patient=p%2F7",
+    ] {
+        let (status, code, _) = get_as(&gateway, path, &dana).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "WG-POLICY-004"),
+            "{path}"
+        );
+    }
+    // Requests the policy cannot grant.
+    for (body, why) in [
+        (
+            json!({ "patient": "p7", "categories": ["mental-health"], "reason": "r", "duration": "1h" }),
+            "not requestable for a dermatologist",
+        ),
+        (
+            json!({ "patient": "p7", "categories": ["labs"], "reason": "r", "duration": "9h" }),
+            "over max_duration",
+        ),
+        (
+            json!({ "patient": "p7", "categories": ["labs"], "reason": "  ", "duration": "1h" }),
+            "no reason",
+        ),
+        (
+            json!({ "patient": "p 7", "categories": ["labs"], "reason": "r", "duration": "1h" }),
+            "not a patient id",
+        ),
+        (
+            json!({ "patient": "p7", "categories": [], "reason": "r", "duration": "1h" }),
+            "no category",
+        ),
+    ] {
+        let asked = post_as(&gateway, "/.wardgate/api/access/requests", &dana, body).await;
+        assert_eq!(asked.body["error"], "WG-GRANT-006", "{why}: {}", asked.body);
+    }
+    let pending =
+        crate::sessions::call(&gateway, "/.wardgate/api/access/pending", Some(&dana), &[]).await;
+    assert_eq!(
+        pending.0,
+        StatusCode::FORBIDDEN,
+        "only approvers see the queue"
+    );
+    assert!(upstream.seen().is_empty(), "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn care_teams_are_imported_all_or_none_and_a_disabled_account_loses_its_grants() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    person(&gateway, "carl", &["chief-physician"]).await;
+
+    // One bad line (an unknown user) and nothing of the list is stored.
+    let list = "{\"user\":\"dana\",\"patient\":\"p1\"}\n{\"user\":\"nobody\",\"patient\":\"p2\"}\n";
+    let refused = admin(&gateway, Method::POST, "/admin/care-team/import", list).await;
+    assert_eq!(refused["error"], "WG-ADMIN-004", "{refused}");
+    let links = admin(&gateway, Method::GET, "/admin/care-team", "").await;
+    assert_eq!(links["links"], json!([]), "{links}");
+    let list = "{\"user\":\"dana\",\"patient\":\"p1\"}\n\n{\"user\":\"dana\",\"patient\":\"p2\",\"until\":4000000000}\n";
+    let imported = admin(&gateway, Method::POST, "/admin/care-team/import", list).await;
+    assert_eq!(imported["imported"], 2, "{imported}");
+    let (status, _, _) = get_as(&gateway, "/api/patients/p2/notes/1", &dana).await;
+    assert_eq!(status, StatusCode::OK);
+    let removed = admin(&gateway, Method::DELETE, "/admin/care-team/dana/p2", "").await;
+    assert_eq!(removed["removed"], 1, "{removed}");
+    let (status, _, _) = get_as(&gateway, "/api/patients/p2/notes/1", &dana).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // An approved grant, approved by the admin API in the approver's name, then revoked by
+    // disabling the account.
+    let asked = post_as(
+        &gateway,
+        "/.wardgate/api/access/requests",
+        &dana,
+        json!({ "patient": "p1", "categories": ["labs"], "reason": "a rash", "duration": "1h" }),
+    )
+    .await;
+    let id = asked.body["request"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/admin/grants/{id}/approve");
+    let approved = admin(
+        &gateway,
+        Method::POST,
+        &path,
+        &json!({ "approver": "carl" }).to_string(),
+    )
+    .await;
+    assert_eq!(approved["request"]["status"], "active", "{approved}");
+    let (status, _, _) = get_as(&gateway, "/api/patients/p1/labs/1", &dana).await;
+    assert_eq!(status, StatusCode::OK);
+    let disabled = admin(&gateway, Method::POST, "/admin/users/dana/disable", "").await;
+    assert_eq!(disabled["grants_revoked"], 1, "{disabled}");
+    let grants = admin(&gateway, Method::GET, "/admin/grants", "").await;
+    assert_eq!(grants["requests"][0]["status"], "revoked", "{grants}");
+}
