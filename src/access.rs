@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 
+use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::identity::{StoreError, UserId};
 use crate::policy::AccessPolicy;
-use crate::policy::grants::{AccessRequest, Asked, GrantError, GrantId, Status};
+use crate::policy::grants::{AccessRequest, Asked, GrantError, GrantId, Outcome, Status};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::store::Stores;
+use crate::store::relations::Change;
 
 /// The longest reason a request may give.
 pub const MAX_REASON: usize = 500;
@@ -20,13 +22,38 @@ const MAX_CATEGORIES: usize = 16;
 /// Who acts: a user and the roles they hold now.
 pub struct Actor<'a> {
     pub user: UserId,
+    pub name: &'a str,
     pub roles: &'a [String],
 }
 
-/// Requests and grants, decided by the policy, kept in the store.
+impl<'a> Actor<'a> {
+    /// The account as it is stored now.
+    pub fn of(user: &'a crate::identity::User) -> Self {
+        Self {
+            user: user.id,
+            name: &user.name,
+            roles: &user.roles,
+        }
+    }
+}
+
+/// A break-glass use, as the person opens it.
+pub struct Emergency<'a> {
+    pub patient: &'a str,
+    /// One of `policy.break_glass.reasons`.
+    pub reason_code: &'a str,
+    /// The person's own words.
+    pub text: &'a str,
+    /// When their second factor was last proven.
+    pub auth_time: u64,
+}
+
+/// Requests and grants, decided by the policy, kept in the store; every change is a security
+/// event.
 pub struct Access {
     pub policy: Arc<AccessPolicy>,
     stores: Stores,
+    events: SecurityEvents,
 }
 
 fn unavailable(error: StoreError) -> Refused {
@@ -42,6 +69,8 @@ pub fn grant_refusal(error: GrantError) -> Refusal {
         GrantError::NotPending => Refusal::GrantNotPending,
         GrantError::ApprovedAlready => Refusal::GrantApprovedAlready,
         GrantError::NotRevocable => Refusal::GrantNotRevocable,
+        GrantError::NotReviewer => Refusal::ReviewNotReviewer,
+        GrantError::NotReviewable => Refusal::ReviewNotReviewable,
     }
 }
 
@@ -53,8 +82,119 @@ pub enum Verdict {
 }
 
 impl Access {
-    pub fn new(policy: Arc<AccessPolicy>, stores: Stores) -> Self {
-        Self { policy, stores }
+    pub fn new(policy: Arc<AccessPolicy>, stores: Stores, events: SecurityEvents) -> Self {
+        Self {
+            policy,
+            stores,
+            events,
+        }
+    }
+
+    async fn report(&self, user: &str, action: &'static str, request: &AccessRequest) {
+        let event = SecurityEvent::AccessChanged {
+            user: user.to_owned(),
+            action,
+            grant: request.id.to_string(),
+        };
+        self.events.emit(event).await;
+    }
+
+    async fn update(&self, id: GrantId, change: Change) -> Result<AccessRequest, Refused> {
+        let relations = &self.stores.relations;
+        let updated = relations.update_request(id, change).await;
+        updated
+            .map_err(unavailable)?
+            .map_err(|e| grant_refusal(e).into())
+    }
+
+    /// Opens emergency access to one patient at once, for every category the person's roles
+    /// could ask for: a role of `policy.break_glass.roles`, a configured reason code and words
+    /// of their own, and a second factor proven within `reauth_within` (else `WG-SESSION-004`:
+    /// step up first). It waits in the review queue.
+    pub async fn break_glass(
+        &self,
+        actor: &Actor<'_>,
+        id: GrantId,
+        emergency: Emergency<'_>,
+        now: u64,
+    ) -> Result<AccessRequest, Refused> {
+        let Some(rules) = &self.policy.break_glass else {
+            return Err(Refusal::BreakGlassNotAllowed.into());
+        };
+        if !self.policy.may_break_glass(actor.roles) {
+            return Err(Refusal::BreakGlassNotAllowed.into());
+        }
+        let text = emergency.text.trim();
+        if !crate::policy::valid_patient(emergency.patient)
+            || !rules.reasons.iter().any(|r| r == emergency.reason_code)
+            || !(1..=MAX_REASON).contains(&text.chars().count())
+        {
+            return Err(Refusal::GrantRequestInvalid.into());
+        }
+        if !rules.fresh(emergency.auth_time, now) {
+            return Err(Refusal::StepUpRequired.into());
+        }
+        let asked = Asked {
+            patient: emergency.patient,
+            categories: self.policy.requestable(actor.roles),
+            reason: text,
+            duration: rules.duration,
+        };
+        let opened = AccessRequest::emergency(id, actor.user, asked, emergency.reason_code, now);
+        let relations = &self.stores.relations;
+        relations
+            .create_request(opened.clone())
+            .await
+            .map_err(unavailable)?;
+        tracing::warn!(
+            target: "wardgate::security",
+            user = actor.name,
+            grant = %opened.id,
+            reason = emergency.reason_code,
+            "break-glass access opened: it waits for review"
+        );
+        self.report(actor.name, "break_glass_opened", &opened).await;
+        Ok(opened)
+    }
+
+    /// The break-glass uses waiting for review, for reviewers.
+    pub async fn reviews(&self, actor: &Actor<'_>) -> Result<Vec<AccessRequest>, Refused> {
+        if !self.policy.may_review(actor.roles) {
+            return Err(Refusal::ReviewNotReviewer.into());
+        }
+        let all = self
+            .stores
+            .relations
+            .requests()
+            .await
+            .map_err(unavailable)?;
+        Ok(all
+            .into_iter()
+            .filter(AccessRequest::awaits_review)
+            .collect())
+    }
+
+    /// A reviewer's verdict on a break-glass use.
+    pub async fn review(
+        &self,
+        actor: &Actor<'_>,
+        id: GrantId,
+        outcome: Outcome,
+        comment: &str,
+        now: u64,
+    ) -> Result<AccessRequest, Refused> {
+        if comment.chars().count() > MAX_REASON {
+            return Err(Refusal::GrantRequestInvalid.into());
+        }
+        let (by, reviews) = (actor.user, self.policy.may_review(actor.roles));
+        let comment = comment.to_owned();
+        let change = Box::new(move |request: &mut AccessRequest| {
+            request.review(by, reviews, outcome, &comment, now)
+        });
+        let reviewed = self.update(id, change).await?;
+        self.report(actor.name, "break_glass_reviewed", &reviewed)
+            .await;
+        Ok(reviewed)
     }
 
     /// A new request by `actor`, under `id`: a valid patient id, categories their roles may
@@ -94,6 +234,7 @@ impl Access {
             .create_request(request.clone())
             .await
             .map_err(unavailable)?;
+        self.report(actor.name, "requested", &request).await;
         Ok(request)
     }
 
@@ -148,22 +289,23 @@ impl Access {
             Verdict::Approve => request.approve(by, approves, &comment, &rules, now),
             Verdict::Deny => request.deny(by, approves, &comment, &rules, now),
         });
-        let relations = &self.stores.relations;
-        let decided = relations.update_request(id, change).await;
-        decided
-            .map_err(unavailable)?
-            .map_err(|e| grant_refusal(e).into())
+        let decided = self.update(id, change).await?;
+        let action = match verdict {
+            Verdict::Approve => "approved",
+            Verdict::Deny => "denied",
+        };
+        self.report(actor.name, action, &decided).await;
+        Ok(decided)
     }
 
     /// Ends a pending request or an active grant (`by` names who: an operator, or why).
     pub async fn revoke(&self, id: GrantId, by: &str, now: u64) -> Result<AccessRequest, Refused> {
-        let (rules, by) = (self.policy.grants, by.to_owned());
+        let (rules, reported) = (self.policy.grants, by.to_owned());
+        let by = reported.clone();
         let change = Box::new(move |request: &mut AccessRequest| request.revoke(&by, &rules, now));
-        let relations = &self.stores.relations;
-        let revoked = relations.update_request(id, change).await;
-        revoked
-            .map_err(unavailable)?
-            .map_err(|e| grant_refusal(e).into())
+        let revoked = self.update(id, change).await?;
+        self.report(&reported, "revoked", &revoked).await;
+        Ok(revoked)
     }
 
     /// Ends every pending request and active grant of `user` (their account was disabled);

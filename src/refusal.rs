@@ -131,6 +131,10 @@ pub enum Refusal {
     GrantApprovedAlready,
     GrantRequestInvalid,
     GrantNotRevocable,
+    /// Break-glass (`policy.break_glass`).
+    BreakGlassNotAllowed,
+    ReviewNotReviewer,
+    ReviewNotReviewable,
 }
 
 impl Refusal {
@@ -402,6 +406,21 @@ impl Refusal {
                 "WG-GRANT-007",
                 "this grant is neither pending nor active",
             ),
+            Refusal::BreakGlassNotAllowed => (
+                S::FORBIDDEN,
+                "WG-GRANT-008",
+                "your roles may not open emergency access",
+            ),
+            Refusal::ReviewNotReviewer => (
+                S::FORBIDDEN,
+                "WG-GRANT-009",
+                "only a reviewer may review emergency access",
+            ),
+            Refusal::ReviewNotReviewable => (
+                S::CONFLICT,
+                "WG-GRANT-010",
+                "this is not an emergency access waiting for review",
+            ),
         }
     }
 
@@ -469,6 +488,9 @@ impl Refusal {
             Refusal::GrantApprovedAlready,
             Refusal::GrantRequestInvalid,
             Refusal::GrantNotRevocable,
+            Refusal::BreakGlassNotAllowed,
+            Refusal::ReviewNotReviewer,
+            Refusal::ReviewNotReviewable,
         ];
         plain
             .into_iter()

@@ -66,6 +66,7 @@ fn text(
 enum Relation {
     CareTeam,
     Grants,
+    BreakGlass,
 }
 
 /// The session layer could not answer: logged here, the operator gets the fixed store error.
@@ -98,6 +99,7 @@ impl Admin {
         for (prefix, kind) in [
             ("/admin/care-team", Relation::CareTeam),
             ("/admin/grants", Relation::Grants),
+            ("/admin/break-glass", Relation::BreakGlass),
         ] {
             if let Some(rest) = path.strip_prefix(prefix) {
                 let rest = rest.to_owned();
@@ -170,6 +172,9 @@ impl Admin {
             }
             Relation::Grants => {
                 relations::grants(access, &self.stores, &method, rest, &body, now).await
+            }
+            Relation::BreakGlass => {
+                relations::break_glass(access, &self.stores, &method, rest, &body, now).await
             }
         }
     }

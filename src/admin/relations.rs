@@ -10,6 +10,9 @@
 //!  POST   /admin/grants/{id}/revoke             end a pending request or an active grant
 //!  POST   /admin/grants/{id}/approve|deny       {"approver","comment"?}: as that person, under
 //!                                               the same rules (never their own request)
+//!  GET    /admin/break-glass                    break-glass uses waiting for review
+//!  POST   /admin/break-glass/{id}/review        {"reviewer","outcome","comment"?}: as that
+//!                                               reviewer (`review: true`, not the user)
 //! ```
 //!
 //! The admin token manages the gateway; it never reads patient data and never stands in for an
@@ -23,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::access::{self, Access, Actor, Verdict};
 use crate::identity::{StoreError, User, UserId};
-use crate::policy::grants::{AccessRequest, GrantId};
+use crate::policy::grants::{AccessRequest, GrantId, Outcome};
 use crate::policy::valid_patient;
 use crate::refusal::{AdminError, Refusal};
 use crate::store::Stores;
@@ -39,6 +42,15 @@ struct Link {
     patient: String,
     #[serde(default)]
     until: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewCall {
+    reviewer: String,
+    outcome: Outcome,
+    #[serde(default)]
+    comment: String,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +81,15 @@ async fn user(stores: &Stores, name: &str) -> Result<User, Refusal> {
         .user_by_name(name)
         .await
         .map_err(store_failed)
+}
+
+/// The person an operator's call acts for: a disabled account acts for nobody (`refusal`).
+async fn acting(stores: &Stores, name: &str, refusal: Refusal) -> Result<User, Refusal> {
+    let person = user(stores, name).await?;
+    if person.disabled {
+        return Err(refusal);
+    }
+    Ok(person)
 }
 
 async fn link_of(stores: &Stores, link: Link) -> Result<CareTeamLink, Refusal> {
@@ -186,14 +207,8 @@ pub async fn grants(
             let id: GrantId = id.parse().map_err(|_| Refusal::GrantUnknown)?;
             let decision: Decision =
                 serde_json::from_slice(body).map_err(|_| admin(AdminError::BadRequest))?;
-            let approver = user(stores, &decision.approver).await?;
-            if approver.disabled {
-                return Err(Refusal::GrantNotApprover);
-            }
-            let actor = Actor {
-                user: approver.id,
-                roles: &approver.roles,
-            };
+            let approver = acting(stores, &decision.approver, Refusal::GrantNotApprover).await?;
+            let actor = Actor::of(&approver);
             let verdict = if *verdict == "approve" {
                 Verdict::Approve
             } else {
@@ -203,6 +218,43 @@ pub async fn grants(
                 .decide(&actor, id, verdict, &decision.comment, now)
                 .await;
             answer(decided.map_err(|r| r.refusal())?)
+        }
+        _ => Err(admin(AdminError::BadRequest)),
+    }
+}
+
+/// `/admin/break-glass…`; `rest` is the path below it.
+pub async fn break_glass(
+    access: &Access,
+    stores: &Stores,
+    method: &Method,
+    rest: &str,
+    body: &Bytes,
+    now: u64,
+) -> Result<(StatusCode, Value), Refusal> {
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let describe = |r: &AccessRequest| access::describe(r, &access.policy, now);
+    match (method, segments.as_slice()) {
+        (&Method::GET, []) => {
+            let all = stores.relations.requests().await.map_err(store_failed)?;
+            let waiting: Vec<Value> = all
+                .iter()
+                .filter(|r| r.awaits_review())
+                .map(describe)
+                .collect();
+            Ok((StatusCode::OK, json!({ "requests": waiting })))
+        }
+        (&Method::POST, [id, "review"]) => {
+            let id: GrantId = id.parse().map_err(|_| Refusal::GrantUnknown)?;
+            let call: ReviewCall =
+                serde_json::from_slice(body).map_err(|_| admin(AdminError::BadRequest))?;
+            let reviewer = acting(stores, &call.reviewer, Refusal::ReviewNotReviewer).await?;
+            let actor = Actor::of(&reviewer);
+            let reviewed = access
+                .review(&actor, id, call.outcome, &call.comment, now)
+                .await
+                .map_err(|r| r.refusal())?;
+            Ok((StatusCode::OK, json!({ "request": describe(&reviewed) })))
         }
         _ => Err(admin(AdminError::BadRequest)),
     }

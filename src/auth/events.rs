@@ -92,6 +92,13 @@ pub enum SecurityEvent {
         reason: &'static str,
         count: usize,
     },
+    /// An access request or grant changed: `requested`, `approved`, `denied`, `revoked`,
+    /// `break_glass_opened`, `break_glass_reviewed`; `user` is who acted.
+    AccessChanged {
+        user: String,
+        action: &'static str,
+        grant: String,
+    },
 }
 
 impl SecurityEvent {
@@ -107,6 +114,7 @@ impl SecurityEvent {
             SecurityEvent::PasswordSet { .. } => "password_set",
             SecurityEvent::AccountChanged { .. } => "account_changed",
             SecurityEvent::SessionsEnded { .. } => "sessions_ended",
+            SecurityEvent::AccessChanged { .. } => "access_changed",
         }
     }
 
@@ -148,6 +156,11 @@ impl SecurityEvent {
                 reason,
                 count,
             } => json!({ "user": user, "reason": reason, "count": count }),
+            SecurityEvent::AccessChanged {
+                user,
+                action,
+                grant,
+            } => json!({ "user": user, "action": action, "grant": grant }),
         }
     }
 }

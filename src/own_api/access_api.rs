@@ -7,6 +7,9 @@
 //!  GET  /.wardgate/api/access/pending                           -> {requests}: for approvers
 //!  POST /.wardgate/api/access/approve  {request, comment?}      -> {request}
 //!  POST /.wardgate/api/access/deny     {request, comment?}      -> {request}
+//!  POST /.wardgate/api/access/break-glass {patient, reason, text} -> {request}: at once
+//!  GET  /.wardgate/api/access/reviews                           -> {requests}: for reviewers
+//!  POST /.wardgate/api/access/review   {request, outcome, comment?} -> {request}
 //! ```
 
 use std::time::Duration;
@@ -19,10 +22,10 @@ use serde_json::json;
 
 use super::json::{self, parse};
 use super::paths;
-use crate::access::{self, Access, Actor, Verdict};
+use crate::access::{self, Access, Actor, Emergency, Verdict};
 use crate::auth::login::Login;
 use crate::body::ResponseBody;
-use crate::policy::grants::{Asked, GrantId};
+use crate::policy::grants::{Asked, GrantId, Outcome};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::units::HumanDuration;
@@ -34,6 +37,23 @@ struct Ask {
     categories: Vec<String>,
     reason: String,
     duration: HumanDuration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakGlass {
+    patient: String,
+    reason: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Review {
+    request: GrantId,
+    outcome: Outcome,
+    #[serde(default)]
+    comment: String,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +71,9 @@ pub fn owns(path: &str) -> bool {
         paths::ACCESS_PENDING_API,
         paths::ACCESS_APPROVE_API,
         paths::ACCESS_DENY_API,
+        paths::BREAK_GLASS_API,
+        paths::REVIEWS_API,
+        paths::REVIEW_API,
     ]
     .contains(&path)
 }
@@ -67,7 +90,7 @@ pub async fn handle(
     let access = access.ok_or(Refusal::GatewayPathNotFound)?;
     let allowed = match path {
         paths::ACCESS_REQUESTS_API => "GET, POST",
-        paths::ACCESS_PENDING_API => "GET",
+        paths::ACCESS_PENDING_API | paths::REVIEWS_API => "GET",
         _ => "POST",
     };
     let method = request.method().clone();
@@ -81,6 +104,7 @@ pub async fn handle(
     let live = login.current(request.headers(), now).await?;
     let actor = Actor {
         user: live.user,
+        name: &live.name,
         roles: &live.roles,
     };
     let describe = |r| access::describe(r, &access.policy, now);
@@ -103,6 +127,38 @@ pub async fn handle(
             let mine = access.mine(live.user).await?;
             let listed: Vec<_> = mine.iter().map(describe).collect();
             Ok(json::ok(&json!({ "requests": listed })))
+        }
+        (paths::BREAK_GLASS_API, _) => {
+            let asked: BreakGlass = parse(&json::body(request, idle).await?)?;
+            let emergency = Emergency {
+                patient: &asked.patient,
+                reason_code: &asked.reason,
+                text: &asked.text,
+                auth_time: live.auth_time,
+            };
+            let id = GrantId::random(&mut rand::rng());
+            let opened = access.break_glass(&actor, id, emergency, now).await?;
+            let mut response = json::ok(&json!({ "request": describe(&opened) }));
+            *response.status_mut() = StatusCode::CREATED;
+            Ok(response)
+        }
+        (paths::REVIEWS_API, _) => {
+            let waiting = access.reviews(&actor).await?;
+            let listed: Vec<_> = waiting.iter().map(describe).collect();
+            Ok(json::ok(&json!({ "requests": listed })))
+        }
+        (paths::REVIEW_API, _) => {
+            let verdict: Review = parse(&json::body(request, idle).await?)?;
+            let reviewed = access
+                .review(
+                    &actor,
+                    verdict.request,
+                    verdict.outcome,
+                    &verdict.comment,
+                    now,
+                )
+                .await?;
+            Ok(json::ok(&json!({ "request": describe(&reviewed) })))
         }
         (paths::ACCESS_PENDING_API, _) => {
             let pending = access.pending(&actor, now).await?;

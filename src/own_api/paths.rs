@@ -30,6 +30,10 @@ pub const ACCESS_REQUESTS_API: &str = "/.wardgate/api/access/requests";
 pub const ACCESS_PENDING_API: &str = "/.wardgate/api/access/pending";
 pub const ACCESS_APPROVE_API: &str = "/.wardgate/api/access/approve";
 pub const ACCESS_DENY_API: &str = "/.wardgate/api/access/deny";
+/// Emergency access (break-glass), and its review by privacy officers.
+pub const BREAK_GLASS_API: &str = "/.wardgate/api/access/break-glass";
+pub const REVIEWS_API: &str = "/.wardgate/api/access/reviews";
+pub const REVIEW_API: &str = "/.wardgate/api/access/review";
 /// The public keys upstreams verify identity assertions with (RFC 7517).
 pub const JWKS: &str = "/.wardgate/jwks.json";
 
@@ -51,7 +55,7 @@ pub const STYLE_ASSET: &str = "/.wardgate/assets/style.css";
 pub const WEBAUTHN_ASSET: &str = "/.wardgate/assets/webauthn.js";
 
 /// Every path above that is answered (the prefixes are not).
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 35] = [
     ENROLL_PASSWORD_API,
     ENROLL_TOTP_API,
     ENROLL_WEBAUTHN_START_API,
@@ -71,6 +75,9 @@ pub const ALL: [&str; 32] = [
     ACCESS_PENDING_API,
     ACCESS_APPROVE_API,
     ACCESS_DENY_API,
+    BREAK_GLASS_API,
+    REVIEWS_API,
+    REVIEW_API,
     JWKS,
     HOME_PAGE,
     LOGIN_PAGE,

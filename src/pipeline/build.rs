@@ -107,6 +107,7 @@ impl Gateway {
         let ephemeral = identity.stores.ephemeral.clone();
         let relations = identity.stores.relations.clone();
         let identity_stores = identity.stores.clone();
+        let access_events = identity.events.clone();
         let passkeys = settings
             .passkeys
             .map(|party| Arc::new(Passkeys::new(party, ephemeral)));
@@ -179,7 +180,7 @@ impl Gateway {
             access: settings
                 .policy
                 .clone()
-                .map(|policy| Arc::new(Access::new(policy, identity_stores.clone()))),
+                .map(|policy| Arc::new(Access::new(policy, identity_stores, access_events))),
             policy: settings.policy,
             relations,
         })

@@ -23,7 +23,6 @@ use crate::assertion::{self, Claims};
 use crate::body::{self, IdleBody, RequestBody};
 use crate::config::IdentityField;
 use crate::per_address::Slot;
-use crate::policy::Basis;
 use crate::proxy::{self, Peer, X_REQUEST_ID};
 use crate::refusal::Refusal;
 use crate::sanitize;
@@ -228,11 +227,9 @@ impl Gateway {
                 claims = claims.with_roles(live.roles.clone());
             }
             if let Some(allowed) = allowed {
-                let grant = match allowed.basis {
-                    Basis::Grant(id) => Some(id.to_string()),
-                    Basis::CareTeam => None,
-                };
-                claims = claims.with_access("TREAT", grant);
+                let basis = allowed.basis;
+                let grant = basis.grant().map(|id| id.to_string());
+                claims = claims.with_access(basis.purpose_of_use(), grant);
             }
             if let Ok(value) = HeaderValue::from_str(&self.assertion.sign(&claims)) {
                 headers.insert(HeaderName::from_static(assertion::HEADER), value);

@@ -79,6 +79,37 @@ pub struct AccessRequest {
     pub created: u64,
     pub approvals: Vec<Approval>,
     pub state: State,
+    /// Set for a break-glass access: its reason code, and the review it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<Emergency>,
+}
+
+/// A break-glass access: opened by the person themselves, reviewed afterwards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Emergency {
+    /// One of `policy.break_glass.reasons`.
+    pub reason_code: String,
+    pub review: Option<Review>,
+}
+
+/// A reviewer's verdict on a break-glass use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    pub by: UserId,
+    pub outcome: Outcome,
+    pub comment: String,
+    pub at: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The emergency was real and the access fitting.
+    Appropriate,
+    /// Not: the privacy officer follows up.
+    Inappropriate,
 }
 
 /// A request's status at a moment.
@@ -121,6 +152,10 @@ pub enum GrantError {
     ApprovedAlready,
     #[error("the grant is neither pending nor active")]
     NotRevocable,
+    #[error("only a role that reviews may review break-glass uses")]
+    NotReviewer,
+    #[error("not a break-glass use, or reviewed already")]
+    NotReviewable,
 }
 
 /// What a person asks for; checked by [`AccessRequest::new`].
@@ -144,6 +179,61 @@ impl AccessRequest {
             created: now,
             approvals: Vec::new(),
             state: State::Pending,
+            emergency: None,
+        }
+    }
+
+    /// A break-glass access, active at once for `asked.duration`; `reason_code` is one of the
+    /// configured reasons, `asked.reason` the person's own words.
+    pub fn emergency(
+        id: GrantId,
+        requester: UserId,
+        asked: Asked<'_>,
+        reason_code: &str,
+        now: u64,
+    ) -> Self {
+        let end = now.saturating_add(asked.duration);
+        Self {
+            state: State::Approved { start: now, end },
+            emergency: Some(Emergency {
+                reason_code: reason_code.to_owned(),
+                review: None,
+            }),
+            ..Self::new(id, requester, asked, now)
+        }
+    }
+
+    /// A break-glass use waiting for its review.
+    pub fn awaits_review(&self) -> bool {
+        self.emergency.as_ref().is_some_and(|e| e.review.is_none())
+    }
+
+    /// The review of a break-glass use, once, by a reviewer who did not open it.
+    pub fn review(
+        &mut self,
+        by: UserId,
+        by_reviews: bool,
+        outcome: Outcome,
+        comment: &str,
+        now: u64,
+    ) -> Result<(), GrantError> {
+        if by == self.requester {
+            return Err(GrantError::OwnRequest);
+        }
+        if !by_reviews {
+            return Err(GrantError::NotReviewer);
+        }
+        match &mut self.emergency {
+            Some(emergency) if emergency.review.is_none() => {
+                emergency.review = Some(Review {
+                    by,
+                    outcome,
+                    comment: comment.to_owned(),
+                    at: now,
+                });
+                Ok(())
+            }
+            _ => Err(GrantError::NotReviewable),
         }
     }
 
@@ -389,6 +479,42 @@ mod tests {
         assert_eq!(
             request.revoke("operator", &rules, T0 + 12),
             Err(GrantError::NotRevocable)
+        );
+    }
+
+    #[test]
+    fn a_break_glass_access_is_active_at_once_and_reviewed_once_by_someone_else() {
+        let asked = Asked {
+            patient: "p7",
+            categories: vec!["labs".into()],
+            reason: "unresponsive in the ER",
+            duration: HOUR,
+        };
+        let id = GrantId::from_bytes([4; 16]);
+        let mut used = AccessRequest::emergency(id, DERMATOLOGIST, asked, "unconscious", T0);
+        assert!(used.covers(DERMATOLOGIST, "p7", "labs", T0));
+        assert!(!used.covers(DERMATOLOGIST, "p7", "labs", T0 + HOUR));
+        assert!(used.awaits_review());
+        let outcome = Outcome::Appropriate;
+        assert_eq!(
+            used.review(DERMATOLOGIST, true, outcome, "", T0),
+            Err(GrantError::OwnRequest)
+        );
+        assert_eq!(
+            used.review(CHIEF, false, outcome, "", T0),
+            Err(GrantError::NotReviewer)
+        );
+        used.review(CHIEF, true, outcome, "justified", T0 + 5)
+            .unwrap();
+        assert!(!used.awaits_review());
+        assert_eq!(
+            used.review(OTHER_CHIEF, true, Outcome::Inappropriate, "", T0 + 6),
+            Err(GrantError::NotReviewable)
+        );
+        let mut plain = request();
+        assert_eq!(
+            plain.review(CHIEF, true, outcome, "", T0),
+            Err(GrantError::NotReviewable)
         );
     }
 

@@ -52,6 +52,33 @@ pub struct PolicyConfig {
     pub roles: BTreeMap<String, RoleConfig>,
     #[serde(default)]
     pub grants: GrantsConfig,
+    /// Emergency access without an approval: off unless configured.
+    #[serde(default)]
+    pub break_glass: Option<BreakGlassConfig>,
+}
+
+/// `policy.break_glass`: who may open a patient's record in an emergency, and for how long.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassConfig {
+    /// The roles that may break the glass (never an operator role).
+    pub roles: Vec<String>,
+    /// How long an emergency access lasts.
+    #[serde(default = "default_break_glass_duration")]
+    pub duration: HumanDuration,
+    /// The second factor must have been proven this recently.
+    #[serde(default = "default_break_glass_reauth")]
+    pub reauth_within: HumanDuration,
+    /// The reason codes a person picks from (plus free text).
+    pub reasons: Vec<String>,
+}
+
+fn default_break_glass_duration() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+
+fn default_break_glass_reauth() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +104,10 @@ pub struct RoleConfig {
     /// The role manages the gateway: it may hold no category and approve nothing.
     #[serde(default)]
     pub operator: bool,
+    /// The role reviews break-glass uses (a privacy officer); it sees who opened which record
+    /// and why, never the data.
+    #[serde(default)]
+    pub review: bool,
 }
 
 /// `policy.grants`: how access requests and grants work.
@@ -185,6 +216,7 @@ impl PolicyConfig {
                     access,
                     approve: role.approve,
                     operator: role.operator,
+                    review: role.review,
                 },
             );
         }
@@ -198,15 +230,87 @@ impl PolicyConfig {
         if grants.pending_ttl.0.as_secs() == 0 {
             return refuse("grants.pending_ttl", "must be at least 1s");
         }
+        let break_glass = match &self.break_glass {
+            Some(config) => Some(break_glass_rules(config, &roles)?),
+            None => None,
+        };
         Ok(AccessPolicy {
             categories,
             roles,
+            break_glass,
             grants: GrantRules {
                 max_duration: grants.max_duration.0.as_secs(),
                 pending_ttl: grants.pending_ttl.0.as_secs(),
                 approvals: grants.approvals,
             },
         })
+    }
+}
+
+fn break_glass_rules(
+    config: &BreakGlassConfig,
+    roles: &HashMap<String, RoleRule>,
+) -> Result<BreakGlassRules, PolicyError> {
+    if config.roles.is_empty() {
+        return refuse(
+            "break_glass.roles",
+            "name the roles that may break the glass",
+        );
+    }
+    for role in &config.roles {
+        match roles.get(role) {
+            None => {
+                return refuse(
+                    "break_glass.roles",
+                    format!("`{role}` is not one of policy.roles"),
+                );
+            }
+            Some(rule) if rule.operator => {
+                return refuse(
+                    "break_glass.roles",
+                    format!("`{role}` is an operator role: operators never see patient data"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    if config.reasons.is_empty() || !config.reasons.iter().all(|r| valid_name(r)) {
+        return refuse(
+            "break_glass.reasons",
+            "list the reason codes (letters, digits, `-`, `_`) a person picks from",
+        );
+    }
+    let (duration, reauth) = (
+        config.duration.0.as_secs(),
+        config.reauth_within.0.as_secs(),
+    );
+    if duration == 0 {
+        return refuse("break_glass.duration", "must be at least 1s");
+    }
+    if reauth == 0 {
+        return refuse("break_glass.reauth_within", "must be at least 1s");
+    }
+    Ok(BreakGlassRules {
+        roles: config.roles.clone(),
+        duration,
+        reauth_within: reauth,
+        reasons: config.reasons.clone(),
+    })
+}
+
+/// `policy.break_glass`, checked, in seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlassRules {
+    roles: Vec<String>,
+    pub duration: u64,
+    pub reauth_within: u64,
+    pub reasons: Vec<String>,
+}
+
+impl BreakGlassRules {
+    /// Whether a second factor proven at `auth_time` is recent enough at `now`.
+    pub fn fresh(&self, auth_time: u64, now: u64) -> bool {
+        now.saturating_sub(auth_time) <= self.reauth_within
     }
 }
 
@@ -228,6 +332,7 @@ struct RoleRule {
     access: Vec<Access>,
     approve: bool,
     operator: bool,
+    review: bool,
 }
 
 /// A data category of the policy.
@@ -247,6 +352,7 @@ pub struct AccessPolicy {
     categories: Vec<CategoryRule>,
     roles: HashMap<String, RoleRule>,
     pub grants: GrantRules,
+    pub break_glass: Option<BreakGlassRules>,
 }
 
 /// Why a person may see the data.
@@ -254,6 +360,32 @@ pub struct AccessPolicy {
 pub enum Basis {
     CareTeam,
     Grant(GrantId),
+    /// An emergency access opened by the person themselves (break-glass).
+    BreakGlass(GrantId),
+}
+
+impl Basis {
+    /// HL7's purpose of use: treatment, or emergency treatment.
+    pub fn purpose_of_use(self) -> &'static str {
+        match self {
+            Basis::BreakGlass(_) => "ETREAT",
+            Basis::CareTeam | Basis::Grant(_) => "TREAT",
+        }
+    }
+
+    pub fn grant(self) -> Option<GrantId> {
+        match self {
+            Basis::CareTeam => None,
+            Basis::Grant(id) | Basis::BreakGlass(id) => Some(id),
+        }
+    }
+}
+
+/// An active grant that covers a request: its id, and whether it is a break-glass access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantUse {
+    pub id: GrantId,
+    pub emergency: bool,
 }
 
 /// Why a person may not.
@@ -307,6 +439,29 @@ impl AccessPolicy {
             .unwrap_or(Access::None)
     }
 
+    /// Whether these roles may break the glass.
+    pub fn may_break_glass(&self, roles: &[String]) -> bool {
+        !self.is_operator(roles)
+            && self
+                .break_glass
+                .as_ref()
+                .is_some_and(|rules| roles.iter().any(|r| rules.roles.contains(r)))
+    }
+
+    /// Whether these roles review break-glass uses.
+    pub fn may_review(&self, roles: &[String]) -> bool {
+        self.rules(roles).any(|rule| rule.review)
+    }
+
+    /// The categories an emergency access of these roles opens: all they could ask for.
+    pub fn requestable(&self, roles: &[String]) -> Vec<String> {
+        (0..self.categories.len())
+            .map(Category)
+            .filter(|category| self.may_request(roles, *category))
+            .map(|category| self.category_name(category).to_owned())
+            .collect()
+    }
+
     /// Whether these roles may ask for a grant of `category`.
     pub fn may_request(&self, roles: &[String], category: Category) -> bool {
         !self.is_operator(roles) && self.access(roles, category) >= Access::Request
@@ -329,11 +484,18 @@ impl AccessPolicy {
 
 /// The decision, once the store has said whether the person is on the care team (asked only
 /// when it suffices) and which active grant covers the request, if any.
-pub fn decide(plan: Plan, on_care_team: bool, grant: Option<GrantId>) -> Result<Basis, Denial> {
+pub fn decide(plan: Plan, on_care_team: bool, grant: Option<GrantUse>) -> Result<Basis, Denial> {
     if plan.care_team_suffices && on_care_team {
         return Ok(Basis::CareTeam);
     }
-    grant.map(Basis::Grant).ok_or(Denial::NeedsGrant)
+    match grant {
+        Some(GrantUse {
+            id,
+            emergency: true,
+        }) => Ok(Basis::BreakGlass(id)),
+        Some(GrantUse { id, .. }) => Ok(Basis::Grant(id)),
+        None => Err(Denial::NeedsGrant),
+    }
 }
 
 /// What a patient route carries, and where its patient id is.
@@ -414,6 +576,10 @@ roles:
     ) -> Result<Basis, Denial> {
         let category = policy.category(category).unwrap();
         let plan = policy.plan(&roles(who), category)?;
+        let grant = grant.map(|id| GrantUse {
+            id,
+            emergency: false,
+        });
         decide(plan, on_team, grant)
     }
 
@@ -602,6 +768,65 @@ roles:
         assert_eq!(query.find("/labs", Some("subject=p7")), None);
         assert_eq!(query.find("/labs", None), None);
         assert_eq!(query.find("/labs", Some("patient=")), None);
+    }
+
+    #[test]
+    fn break_glass_is_for_its_roles_fresh_second_factors_and_never_operators() {
+        let yaml = format!(
+            "{ARTICLE}  privacy: {{ review: true }}\nbreak_glass: {{ roles: [physician], reasons: [unconscious] }}\n"
+        );
+        let p = serde_saphyr::from_str::<PolicyConfig>(&yaml)
+            .unwrap()
+            .compile()
+            .unwrap();
+        assert!(p.may_break_glass(&roles(&["physician"])));
+        assert!(!p.may_break_glass(&roles(&["dermatologist"])));
+        assert!(!p.may_break_glass(&roles(&["physician", "operator"])));
+        assert!(p.may_review(&roles(&["privacy"])));
+        assert!(!p.may_review(&roles(&["physician"])));
+        let rules = p.break_glass.clone().unwrap();
+        assert_eq!((rules.duration, rules.reauth_within), (3600, 300));
+        assert!(rules.fresh(1000, 1300));
+        assert!(!rules.fresh(1000, 1301));
+        assert_eq!(
+            p.requestable(&roles(&["physician"])),
+            ["demographics", "imaging", "labs", "mental-health", "notes"]
+        );
+        let id = GrantId::from_bytes([5; 16]);
+        let plan = p
+            .plan(&roles(&["physician"]), p.category("labs").unwrap())
+            .unwrap();
+        let emergency = Some(GrantUse {
+            id,
+            emergency: true,
+        });
+        assert_eq!(decide(plan, false, emergency), Ok(Basis::BreakGlass(id)));
+        assert_eq!(Basis::BreakGlass(id).purpose_of_use(), "ETREAT");
+        assert_eq!(Basis::Grant(id).purpose_of_use(), "TREAT");
+        for (config, key) in [
+            (
+                "break_glass: { roles: [operator], reasons: [x] }\n",
+                "break_glass.roles",
+            ),
+            (
+                "break_glass: { roles: [nobody], reasons: [x] }\n",
+                "break_glass.roles",
+            ),
+            (
+                "break_glass: { roles: [], reasons: [x] }\n",
+                "break_glass.roles",
+            ),
+            (
+                "break_glass: { roles: [physician], reasons: [] }\n",
+                "break_glass.reasons",
+            ),
+            (
+                "break_glass: { roles: [physician], reasons: [x], duration: 0s }\n",
+                "break_glass.duration",
+            ),
+        ] {
+            assert_eq!(refused(&format!("{ARTICLE}{config}")).key, key, "{config}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::identity::{
     EmbeddedStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, TotpParams, User,
     UserId, WebAuthnCredential, WebAuthnUse,
 };
+use crate::policy::GrantUse;
 use crate::policy::grants::{AccessRequest, GrantError, GrantId};
 
 /// Revocations a subscriber may fall behind by before it must drop its whole cache.
@@ -207,7 +208,7 @@ impl Relations for Embedded {
         patient: &str,
         category: &str,
         now: u64,
-    ) -> Pending<'_, Option<GrantId>> {
+    ) -> Pending<'_, Option<GrantUse>> {
         let (patient, category) = (patient.to_owned(), category.to_owned());
         self.run(move |store| {
             relations::grant_for(store.database(), user, &patient, &category, now)

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Pending;
 use crate::identity::UserId;
+use crate::policy::GrantUse;
 use crate::policy::grants::{AccessRequest, GrantError, GrantId};
 
 /// A person on a patient's care team, until `until` (unix seconds) when set.
@@ -57,7 +58,7 @@ pub trait Relations: Send + Sync {
         patient: &str,
         category: &str,
         now: u64,
-    ) -> Pending<'_, Option<GrantId>>;
+    ) -> Pending<'_, Option<GrantUse>>;
 }
 
 #[cfg(test)]
@@ -158,12 +159,16 @@ pub(crate) mod contract {
             .unwrap();
         assert_eq!(missing, Err(GrantError::Unknown));
 
+        let used = relations
+            .grant_for(ALICE, "p1", "labs", T0 + 1)
+            .await
+            .unwrap();
         assert_eq!(
-            relations
-                .grant_for(ALICE, "p1", "labs", T0 + 1)
-                .await
-                .unwrap(),
-            Some(id)
+            used,
+            Some(GrantUse {
+                id,
+                emergency: false
+            })
         );
         assert!(
             relations

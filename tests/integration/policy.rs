@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use crate::enrollment::{STRONG, post};
 use crate::harness::*;
-use crate::sessions::{LOGIN, call, enroll, next_code, post_as};
+use crate::sessions::{LOGIN, call, enroll, next_code, post_as, unix_now};
+use wardgate::auth::events::SecurityEvent;
 
 const POLICY: &str = r#"policy:
   categories: { demographics: {}, labs: {}, notes: {}, imaging: {}, mental-health: { sensitive: true } }
@@ -16,7 +17,9 @@ const POLICY: &str = r#"policy:
     dermatologist: { care_team: [demographics, notes, imaging], request: [labs] }
     chief-physician: { care_team: [demographics, labs, notes, imaging], approve: true }
     operator: { operator: true }
+    privacy-officer: { review: true }
   grants: { max_duration: 8h, pending_ttl: 1h, approvals: 1 }
+  break_glass: { roles: [physician], duration: 30m, reauth_within: 5m, reasons: [unconscious, life-threat] }
 "#;
 
 fn config(upstream: &str) -> String {
@@ -192,25 +195,10 @@ async fn the_articles_dermatologist_asks_for_the_labs_and_a_chief_physician_appr
     );
     let (status, _, _) = get_as(&gateway, "/api/patients/p9/labs/1", &dana).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the grant is for p7 only");
-    let seen = upstream.seen();
-    let labs = seen
-        .iter()
-        .find(|s| s.uri.path() == "/api/patients/p7/labs/1")
-        .unwrap();
-    let token = labs.headers["x-wardgate-assertion"].to_str().unwrap();
-    let jwks = body_text(
-        gateway
-            .client(false)
-            .request(get(&gateway.url("/.wardgate/jwks.json")))
-            .await
-            .unwrap(),
-    )
-    .await;
-    let jwks: Value = serde_json::from_str(&jwks).unwrap();
-    let verified =
-        wardgate::assertion::verify(&jwks, token, "labs", crate::sessions::unix_now()).unwrap();
+    let verified = assertion_of(&gateway, &upstream, "/api/patients/p7/labs/1", "labs").await;
     assert_eq!(verified["purpose_of_use"], "TREAT");
     assert_eq!(verified["grant"], id.as_str());
+    let seen = upstream.seen();
     let notes = seen
         .iter()
         .find(|s| s.uri.path() == "/api/patients/p7/notes/1")
@@ -393,4 +381,149 @@ async fn care_teams_are_imported_all_or_none_and_a_disabled_account_loses_its_gr
     assert_eq!(disabled["grants_revoked"], 1, "{disabled}");
     let grants = admin(&gateway, Method::GET, "/admin/grants", "").await;
     assert_eq!(grants["requests"][0]["status"], "revoked", "{grants}");
+}
+
+/// The upstream's verified assertion of the request it saw for `path`.
+async fn assertion_of(
+    gateway: &TestGateway,
+    upstream: &MockUpstream,
+    path: &str,
+    audience: &str,
+) -> Value {
+    let seen = upstream.seen();
+    let request = seen.iter().rev().find(|s| s.uri.path() == path).unwrap();
+    let token = request.headers["x-wardgate-assertion"].to_str().unwrap();
+    let jwks = body_text(
+        gateway
+            .client(false)
+            .request(get(&gateway.url("/.wardgate/jwks.json")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let jwks: Value = serde_json::from_str(&jwks).unwrap();
+    wardgate::assertion::verify(&jwks, token, audience, unix_now()).unwrap()
+}
+
+#[tokio::test]
+async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let paul = person(&gateway, "paul", &["physician"]).await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    let priv_ = person(&gateway, "pia", &["privacy-officer"]).await;
+    let (status, code, _) = get_as(&gateway, "/api/patients/p7/labs/1", &paul).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "WG-POLICY-001")
+    );
+
+    let glass = "/.wardgate/api/access/break-glass";
+    let emergency =
+        |reason: &str| json!({ "patient": "p7", "reason": reason, "text": "found unresponsive" });
+    let refused = post_as(&gateway, glass, &dana, emergency("unconscious")).await;
+    assert_eq!(
+        refused.body["error"], "WG-GRANT-008",
+        "not a break-glass role"
+    );
+    let refused = post_as(&gateway, glass, &paul, emergency("curiosity")).await;
+    assert_eq!(
+        refused.body["error"], "WG-GRANT-006",
+        "not a configured reason"
+    );
+
+    let mut events = gateway.events.subscribe();
+    let opened = post_as(&gateway, glass, &paul, emergency("unconscious")).await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    let id = opened.body["request"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(opened.body["request"]["status"], "active");
+    assert_eq!(
+        opened.body["request"]["emergency"]["reason_code"],
+        "unconscious"
+    );
+    let mut reported = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let SecurityEvent::AccessChanged {
+            user,
+            action,
+            grant,
+        } = &*event
+        {
+            reported.push((user.clone(), *action, grant.clone()));
+        }
+    }
+    assert_eq!(
+        reported,
+        [("paul".to_owned(), "break_glass_opened", id.clone())]
+    );
+
+    // At once, and the upstream learns it is an emergency.
+    let (status, _, _) = get_as(&gateway, "/api/patients/p7/labs/1", &paul).await;
+    assert_eq!(status, StatusCode::OK);
+    let verified = assertion_of(&gateway, &upstream, "/api/patients/p7/labs/1", "labs").await;
+    assert_eq!(verified["purpose_of_use"], "ETREAT");
+    assert_eq!(verified["grant"], id.as_str());
+    let (status, _, _) = get_as(&gateway, "/api/patients/p8/labs/1", &paul).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "one patient only");
+
+    // The review queue: for reviewers only, never by the person who opened it.
+    let queue = call(&gateway, "/.wardgate/api/access/reviews", Some(&paul), &[]).await;
+    assert_eq!(queue.0, StatusCode::FORBIDDEN);
+    let queue = call(&gateway, "/.wardgate/api/access/reviews", Some(&priv_), &[]).await;
+    let queue: Value = serde_json::from_str(&queue.2).unwrap();
+    assert_eq!(queue["requests"][0]["id"], id.as_str(), "{queue}");
+    let review = |outcome: &str| json!({ "request": id, "outcome": outcome, "comment": "checked the chart" });
+    let own = post_as(
+        &gateway,
+        "/.wardgate/api/access/review",
+        &paul,
+        review("appropriate"),
+    )
+    .await;
+    assert_eq!(own.body["error"], "WG-GRANT-002", "{}", own.body);
+    let path = format!("/admin/break-glass/{id}/review");
+    let body = json!({ "reviewer": "paul", "outcome": "appropriate" }).to_string();
+    assert_eq!(
+        admin(&gateway, Method::POST, &path, &body).await["error"],
+        "WG-GRANT-002"
+    );
+    let done = post_as(
+        &gateway,
+        "/.wardgate/api/access/review",
+        &priv_,
+        review("appropriate"),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(
+        done.body["request"]["emergency"]["review"]["outcome"],
+        "appropriate"
+    );
+    let body = json!({ "reviewer": "pia", "outcome": "inappropriate" }).to_string();
+    assert_eq!(
+        admin(&gateway, Method::POST, &path, &body).await["error"],
+        "WG-GRANT-010"
+    );
+    let queue = admin(&gateway, Method::GET, "/admin/break-glass", "").await;
+    assert_eq!(queue["requests"], json!([]), "{queue}");
+
+    // A second factor older than reauth_within: step up first. And the access ends by itself.
+    gateway.advance(6 * 60);
+    let stale = post_as(
+        &gateway,
+        glass,
+        &paul,
+        json!({ "patient": "p8", "reason": "life-threat", "text": "x" }),
+    )
+    .await;
+    assert_eq!(stale.body["error"], "WG-SESSION-004", "{}", stale.body);
+    gateway.advance(12 * 60);
+    let (status, _, _) = get_as(&gateway, "/api/patients/p7/labs/1", &paul).await;
+    assert_eq!(status, StatusCode::OK, "18 minutes in: still open");
+    gateway.advance(13 * 60);
+    let (status, code, _) = get_as(&gateway, "/api/patients/p7/labs/1", &paul).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "WG-POLICY-001")
+    );
 }

@@ -9,6 +9,7 @@ use redb::{
 
 use crate::identity::embedded::{decode, encode};
 use crate::identity::{StoreError, UserId};
+use crate::policy::GrantUse;
 use crate::policy::grants::{AccessRequest, GrantError, GrantId};
 use crate::store::relations::{CareTeamLink, Change};
 
@@ -164,7 +165,7 @@ pub fn grant_for(
     patient: &str,
     category: &str,
     now: u64,
-) -> Result<Option<GrantId>, StoreError> {
+) -> Result<Option<GrantUse>, StoreError> {
     let tx = db.begin_read()?;
     let ids = requester_index(&tx, user)?;
     for id in ids {
@@ -172,7 +173,10 @@ pub fn grant_for(
         if let Some((_, request)) = rows.into_iter().next()
             && request.covers(user, patient, category, now)
         {
-            return Ok(Some(request.id));
+            return Ok(Some(GrantUse {
+                id: request.id,
+                emergency: request.emergency.is_some(),
+            }));
         }
     }
     Ok(None)
