@@ -54,6 +54,18 @@ pub fn answer(request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 {"code": "718-7", "name": "Hemoglobin", "value": 13.9, "unit": "g/dL"}
             ]}),
         ),
+        ["patients", id, "notes"] if patient(id).is_some() => reply(
+            StatusCode::OK,
+            json!({"patient": id, "demo": true, "notes": [
+                {"date": "2026-11-02", "author": "Dr. Demo", "text": "Itchy rash on both forearms since a week; no fever."}
+            ]}),
+        ),
+        ["patients", id, "imaging"] if patient(id).is_some() => reply(
+            StatusCode::OK,
+            json!({"patient": id, "demo": true, "imaging": [
+                {"date": "2026-10-20", "modality": "XR", "study": "Chest, two views", "finding": "No acute findings."}
+            ]}),
+        ),
         _ => not_found(),
     }
 }

@@ -52,7 +52,7 @@ fn config(upstream: &str) -> String {
 }
 
 /// `name` enrolled with `roles`, logged in: the bearer token.
-async fn person(gateway: &TestGateway, name: &str, roles: &[&str]) -> String {
+async fn person(gateway: &impl Listening, name: &str, roles: &[&str]) -> String {
     let (secret, _) = enroll(gateway, name).await;
     let path = format!("/admin/users/{name}/roles");
     admin(
@@ -73,7 +73,7 @@ async fn person(gateway: &TestGateway, name: &str, roles: &[&str]) -> String {
     done.body["token"].as_str().unwrap().to_owned()
 }
 
-async fn link(gateway: &TestGateway, user: &str, patient: &str) {
+async fn link(gateway: &impl Listening, user: &str, patient: &str) {
     let body = json!({ "user": user, "patient": patient }).to_string();
     let linked = admin(gateway, Method::POST, "/admin/care-team", &body).await;
     assert_eq!(linked["links"][0]["patient"], patient, "{linked}");
@@ -81,7 +81,7 @@ async fn link(gateway: &TestGateway, user: &str, patient: &str) {
 
 /// The status and error code of a GET of `path` with `token`, and the response headers.
 async fn get_as(
-    gateway: &TestGateway,
+    gateway: &impl Listening,
     path: &str,
     token: &str,
 ) -> (StatusCode, String, http::HeaderMap) {
@@ -526,4 +526,61 @@ async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review()
         (status, code.as_str()),
         (StatusCode::FORBIDDEN, "WG-POLICY-001")
     );
+}
+
+/// The README's walk through the article's case, on the real binary and the bundled
+/// `gateway.yaml` (its ports moved to free ones), against the built-in demo patients.
+#[tokio::test]
+async fn the_bundled_config_walks_the_articles_case_on_the_demo_patients() {
+    let demo_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bundled = include_str!("../../gateway.yaml")
+        .replace("\"0.0.0.0:8443\"", "\"127.0.0.1:0\"")
+        .replace(
+            "  http_redirect: \"0.0.0.0:8080\"",
+            "  http_redirect: \"127.0.0.1:0\"",
+        )
+        .replace("\"127.0.0.1:9443\"", "\"127.0.0.1:0\"")
+        .replace("127.0.0.1:9001", &format!("127.0.0.1:{demo_port}"))
+        .replace("certs/gateway.", "gateway.");
+    let dir = tempfile::tempdir().unwrap();
+    let binary = crate::binary::Binary::start(dir.path(), &bundled).await;
+    let dana = person(&binary, "dana", &["dermatologist"]).await;
+    let carl = person(&binary, "carl", &["chief-physician"]).await;
+    link(&binary, "dana", "1").await;
+    let (status, _, body) = call(&binary, "/api/patients/1/notes", Some(&dana), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Itchy rash"), "{body}");
+    let (status, code, _) = get_as(&binary, "/api/patients/1/labs", &dana).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "WG-POLICY-001")
+    );
+    let asked = post_as(
+        &binary,
+        "/.wardgate/api/access/requests",
+        &dana,
+        json!({ "patient": "1", "categories": ["labs"], "reason": "rash after a new drug", "duration": "2h" }),
+    )
+    .await;
+    let id = asked.body["request"]["id"].clone();
+    let approved = post_as(
+        &binary,
+        "/.wardgate/api/access/approve",
+        &carl,
+        json!({ "request": id }),
+    )
+    .await;
+    assert_eq!(
+        approved.body["request"]["status"], "active",
+        "{}",
+        approved.body
+    );
+    let (status, _, body) = call(&binary, "/api/patients/1/labs", Some(&dana), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Glucose"), "{body}");
+    binary.stop().await;
 }
