@@ -38,6 +38,9 @@ SECURITY_FILES=(
     src/auth/return_to.rs        # return targets after login
     src/sanitize/request.rs      # header, path, method and body rules
     src/sanitize/injection.rs    # injection detection
+    src/policy/mod.rs            # access policy: roles, categories, decision
+    src/policy/grants.rs         # access grants, approvals, break-glass reviews
+    src/access.rs                # the request, approval and break-glass workflows
     src/sanitize/framing.rs      # HTTP/1 framing guard
     src/ratelimit.rs             # rate limiter
     src/assertion.rs             # assertion signing and verification
