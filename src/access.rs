@@ -5,10 +5,14 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::auth::events::{SecurityEvent, SecurityEvents};
+use crate::body::RequestBody;
 use crate::identity::{StoreError, UserId};
 use crate::policy::AccessPolicy;
 use crate::policy::grants::{AccessRequest, Asked, GrantError, GrantId, Outcome, Status};
+use crate::proxy::UpstreamClient;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::store::Stores;
@@ -37,6 +41,12 @@ impl<'a> Actor<'a> {
     }
 }
 
+/// Where break-glass uses are announced: an upstream's client and the path on it.
+pub struct Alert {
+    pub client: Arc<UpstreamClient>,
+    pub path: String,
+}
+
 /// A break-glass use, as the person opens it.
 pub struct Emergency<'a> {
     pub patient: &'a str,
@@ -54,6 +64,8 @@ pub struct Access {
     pub policy: Arc<AccessPolicy>,
     stores: Stores,
     events: SecurityEvents,
+    /// Where break-glass uses are announced, if anywhere.
+    alert: Option<Alert>,
 }
 
 fn unavailable(error: StoreError) -> Refused {
@@ -82,12 +94,64 @@ pub enum Verdict {
 }
 
 impl Access {
-    pub fn new(policy: Arc<AccessPolicy>, stores: Stores, events: SecurityEvents) -> Self {
+    pub fn new(
+        policy: Arc<AccessPolicy>,
+        stores: Stores,
+        events: SecurityEvents,
+        alert: Option<Alert>,
+    ) -> Self {
         Self {
             policy,
             stores,
             events,
+            alert,
         }
+    }
+
+    /// Announces a break-glass use to `policy.break_glass.alert`, in the background: an
+    /// emergency never waits for the alert, and a failed alert is an `ERROR` line.
+    fn alert(&self, actor: &Actor<'_>, opened: &AccessRequest) {
+        let Some(alert) = &self.alert else {
+            return;
+        };
+        let summary = serde_json::json!({
+            "event": "break_glass_opened",
+            "grant": opened.id.to_string(),
+            "user": actor.name,
+            "patient": opened.patient,
+            "reason_code": opened.emergency.as_ref().map(|e| e.reason_code.as_str()),
+            "reason": opened.reason,
+            "at": opened.created,
+        });
+        let Ok(uri) = alert.client.uri_for(&alert.path, None) else {
+            tracing::error!(target: "wardgate::security", "break-glass alert: the alert path is not a valid URI");
+            return;
+        };
+        let request = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(RequestBody::Buffered(Some(Bytes::from(
+                summary.to_string(),
+            ))));
+        let (Ok(request), client, grant) = (request, alert.client.clone(), opened.id) else {
+            return;
+        };
+        tokio::spawn(async move {
+            match client.send(request).await {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => tracing::error!(
+                    target: "wardgate::security",
+                    %grant,
+                    status = response.status().as_u16(),
+                    "break-glass alert refused by its receiver"
+                ),
+                Err(failure) => tracing::error!(
+                    target: "wardgate::security",
+                    %grant,
+                    cause = failure.cause,
+                    "break-glass alert could not be delivered"
+                ),
+            }
+        });
     }
 
     async fn report(&self, user: &str, action: &'static str, request: &AccessRequest) {
@@ -154,6 +218,7 @@ impl Access {
             "break-glass access opened: it waits for review"
         );
         self.report(actor.name, "break_glass_opened", &opened).await;
+        self.alert(actor, &opened);
         Ok(opened)
     }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
+use crate::access::Alert;
 use crate::auth::lockout::{LockoutConfigError, LockoutPolicy};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashError, Hasher, Policy};
@@ -58,6 +59,8 @@ pub struct Settings {
     pub listen: Listeners,
     /// The access policy (`policy:`), when there is one.
     pub policy: Option<Arc<AccessPolicy>>,
+    /// Where break-glass uses are announced (`policy.break_glass.alert`).
+    pub break_glass_alert: Option<Alert>,
     /// The certificate files, paths resolved (they are read, or made, at the start).
     pub tls: Tls,
     /// Where the data directory and the master key are, paths resolved.
@@ -204,6 +207,17 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
         let client = UpstreamClient::new(name, &upstream.value, |p| loaded.resolve(p))?;
         upstreams.insert(name.clone(), Arc::new(client));
     }
+    let break_glass_alert = config
+        .policy
+        .as_ref()
+        .and_then(|policy| policy.value.break_glass.as_ref()?.alert.as_ref())
+        .and_then(|alert| {
+            // `config::load` refused an alert on an unknown upstream.
+            Some(Alert {
+                client: upstreams.get(&alert.upstream)?.clone(),
+                path: alert.path.clone(),
+            })
+        });
     let lifetimes = config.session.value.lifetimes();
     let routes = config
         .routes
@@ -250,6 +264,7 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
         },
         log_requests: config.log.requests,
         policy,
+        break_glass_alert,
         listen: Listeners {
             https: config.listen.https,
             http_redirect: config.listen.http_redirect,

@@ -748,6 +748,30 @@ fn validate_policy(
         })?),
         None => None,
     };
+    if let Some(span) = &config.policy
+        && let Some(alert) = span
+            .value
+            .break_glass
+            .as_ref()
+            .and_then(|b| b.alert.as_ref())
+    {
+        if !config.upstreams.contains_key(&alert.upstream) {
+            return Err(ConfigError::at(
+                file,
+                span,
+                "policy.break_glass.alert.upstream",
+                format!("no upstream named `{}` under `upstreams`", alert.upstream),
+            ));
+        }
+        if !alert.path.starts_with('/') {
+            return Err(ConfigError::at(
+                file,
+                span,
+                "policy.break_glass.alert.path",
+                "must start with `/`",
+            ));
+        }
+    }
     for (index, route) in config.routes.value.iter().enumerate() {
         let key = |field: &str| format!("routes[{index}].{field}");
         let Some(data) = &route.data else {

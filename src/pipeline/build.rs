@@ -177,10 +177,10 @@ impl Gateway {
             assertion: identity.assertion,
             strip_headers: settings.strip_headers,
             clock,
-            access: settings
-                .policy
-                .clone()
-                .map(|policy| Arc::new(Access::new(policy, identity_stores, access_events))),
+            access: settings.policy.clone().map(|policy| {
+                let alert = settings.break_glass_alert;
+                Arc::new(Access::new(policy, identity_stores, access_events, alert))
+            }),
             policy: settings.policy,
             relations,
         })

@@ -71,6 +71,18 @@ pub struct BreakGlassConfig {
     pub reauth_within: HumanDuration,
     /// The reason codes a person picks from (plus free text).
     pub reasons: Vec<String>,
+    /// Where every break-glass use is announced at once: a POST of a JSON summary to `path`
+    /// on one of `upstreams` (its TLS and timeouts).
+    #[serde(default)]
+    pub alert: Option<AlertConfig>,
+}
+
+/// `policy.break_glass.alert`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    pub upstream: String,
+    pub path: String,
 }
 
 fn default_break_glass_duration() -> HumanDuration {

@@ -366,6 +366,13 @@ fn the_policy_refuses_operators_with_data_and_routes_without_a_patient() {
             route(", data: labs, patient: \"{patient}\"").replace("auth: session", "auth: none"),
             "routes[0].auth: a route with `data` needs `auth: session`",
         ),
+        (
+            route(", data: labs, patient: \"{patient}\"").replace(
+                "physician: { care_team: [labs] }\n",
+                "physician: { care_team: [labs] }\n  break_glass: { roles: [physician], reasons: [x], alert: { upstream: pager, path: /a } }\n",
+            ),
+            "policy.break_glass.alert.upstream: no upstream named `pager`",
+        ),
     ];
     for (text, expected) in cases {
         let found = key_of(text);

@@ -408,7 +408,14 @@ async fn assertion_of(
 #[tokio::test]
 async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review() {
     let upstream = MockUpstream::recording().await;
-    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let alerts = MockUpstream::recording().await;
+    let alerting = config(&upstream.url())
+        .replace(
+            "reasons: [unconscious, life-threat] }",
+            "reasons: [unconscious, life-threat], alert: { upstream: alerts, path: /hooks/break-glass } }",
+        )
+        .replace("  ehr: {", &format!("  alerts: {{ url: \"{}\" }}\n  ehr: {{", alerts.url()));
+    let gateway = TestGateway::start(&alerting).await;
     let paul = person(&gateway, "paul", &["physician"]).await;
     let dana = person(&gateway, "dana", &["dermatologist"]).await;
     let priv_ = person(&gateway, "pia", &["privacy-officer"]).await;
@@ -455,6 +462,34 @@ async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review()
     assert_eq!(
         reported,
         [("paul".to_owned(), "break_glass_opened", id.clone())]
+    );
+    // The alert went out, in the background.
+    for _ in 0..200 {
+        if !alerts.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let alert = alerts.seen();
+    assert_eq!(alert.len(), 1, "{alert:?}");
+    assert_eq!(
+        (alert[0].method.as_str(), alert[0].uri.path()),
+        ("POST", "/hooks/break-glass")
+    );
+    let summary: Value = serde_json::from_slice(&alert[0].body).unwrap();
+    assert_eq!(
+        (
+            &summary["grant"],
+            &summary["user"],
+            &summary["patient"],
+            &summary["reason_code"]
+        ),
+        (
+            &json!(id),
+            &json!("paul"),
+            &json!("p7"),
+            &json!("unconscious")
+        )
     );
 
     // At once, and the upstream learns it is an emergency.
