@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::cli_relations::{self, BreakGlassCommand, CareTeamCommand, GrantsCommand};
 use crate::cli_user::UserCommand;
 use crate::config::{self, Loaded};
 use crate::identity::{KeyError, Keyring, MASTER_KEY_ENV};
@@ -46,6 +47,27 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage care-team links through the running gateway.
+    CareTeam {
+        #[arg(long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: CareTeamCommand,
+    },
+    /// List and revoke access grants through the running gateway.
+    Grants {
+        #[arg(long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+    /// The review queue of break-glass uses, through the running gateway.
+    BreakGlass {
+        #[arg(long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: BreakGlassCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +92,9 @@ pub fn main(cli: Cli) -> ExitCode {
             command: KeysCommand::Rotate { config },
         } => rotate_keys(&config),
         Command::User { config, command } => crate::cli_user::run(&config, &command),
+        Command::CareTeam { config, command } => cli_relations::care_team(&config, &command),
+        Command::Grants { config, command } => cli_relations::grants(&config, &command),
+        Command::BreakGlass { config, command } => cli_relations::break_glass(&config, &command),
     }
 }
 

@@ -1,4 +1,5 @@
-//! `wardgate user …`: account management through the running gateway's admin listener.
+//! `wardgate user …`: account management through the running gateway's admin listener, and the
+//! admin API client the other management commands share (`cli_relations.rs`).
 //!
 //! The gateway is the only process that writes its identity store (redb holds a file lock), so
 //! the command is a small HTTP client of `listen.admin`, authenticated by the admin token that the
@@ -84,7 +85,16 @@ impl UserCommand {
 
 /// Runs one `wardgate user` command against the gateway configured in `file`.
 pub fn run(file: &Path, command: &UserCommand) -> ExitCode {
-    match call(file, command) {
+    let (method, path, body) = command.request();
+    let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    run_call(file, method, &format!("/admin/users{path}"), body)
+}
+
+/// Sends one admin API call (`path` from `/admin/`) to the gateway configured in `file` and
+/// prints its answer: the one client of every `wardgate` command that manages the running
+/// gateway.
+pub fn run_call(file: &Path, method: Method, path: &str, body: Bytes) -> ExitCode {
+    match call(file, method, path, body) {
         Ok(answer) => {
             println!(
                 "{}",
@@ -99,7 +109,7 @@ pub fn run(file: &Path, command: &UserCommand) -> ExitCode {
     }
 }
 
-fn call(file: &Path, command: &UserCommand) -> Result<Value, String> {
+fn call(file: &Path, method: Method, path: &str, body: Bytes) -> Result<Value, String> {
     let loaded = config::load(file).map_err(|e| e.to_string())?;
     let admin = loaded
         .config
@@ -117,11 +127,9 @@ fn call(file: &Path, command: &UserCommand) -> Result<Value, String> {
             token_file.display()
         )
     })?;
-    let (method, path, body) = command.request();
-    let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
     let request = Request::builder()
         .method(method)
-        .uri(format!("http://{admin}/admin/users{path}"))
+        .uri(format!("http://{admin}{path}"))
         .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))

@@ -8,6 +8,7 @@ pub mod assertion;
 pub mod auth;
 pub mod body;
 pub mod cli;
+mod cli_relations;
 mod cli_user;
 pub mod clock;
 pub mod config;

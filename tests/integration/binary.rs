@@ -105,7 +105,7 @@ impl Binary {
 
     /// A listener's address from the "wardgate is serving" record: `https`, `admin` or
     /// `redirect`.
-    fn addr(&self, listener: &str) -> SocketAddr {
+    pub(crate) fn addr(&self, listener: &str) -> SocketAddr {
         self.serving[listener].as_str().unwrap().parse().unwrap()
     }
 

@@ -619,3 +619,74 @@ async fn the_bundled_config_walks_the_articles_case_on_the_demo_patients() {
     assert!(body.contains("Glucose"), "{body}");
     binary.stop().await;
 }
+
+/// `wardgate care-team …`, `grants …` and `break-glass review` against the running binary.
+#[tokio::test]
+async fn the_commands_manage_care_teams_grants_and_the_review_queue() {
+    let upstream = MockUpstream::recording().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&upstream.url());
+    let binary = crate::binary::Binary::start(dir.path(), &config).await;
+    let file = dir.path().join("cli.yaml");
+    let admin_addr = binary.addr("admin");
+    let for_cli = config.replace(
+        "admin: \"127.0.0.1:0\"",
+        &format!("admin: \"{admin_addr}\""),
+    );
+    std::fs::write(&file, for_cli).unwrap();
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&output.stdout).into_owned();
+        let errors = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), answer, errors)
+    };
+    let dana = person(&binary, "dana", &["dermatologist"]).await;
+    let (code, _, errors) = cli(&["care-team", "add", "dana", "p7"]);
+    assert_eq!(code, Some(0), "{errors}");
+    let list = dir.path().join("links.jsonl");
+    std::fs::write(&list, "{\"user\":\"dana\",\"patient\":\"p8\"}\n").unwrap();
+    let (code, answer, errors) = cli(&["care-team", "import", list.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{errors}");
+    assert!(answer.contains("\"imported\": 1"), "{answer}");
+    let (_, answer, _) = cli(&["care-team", "list", "--user", "dana"]);
+    let links: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(links["links"].as_array().unwrap().len(), 2, "{answer}");
+    let (status, _, _) = get_as(&binary, "/api/patients/p8/notes/1", &dana).await;
+    assert_eq!(status, StatusCode::OK);
+    let (code, _, _) = cli(&["care-team", "remove", "dana", "p8"]);
+    assert_eq!(code, Some(0));
+    let (status, _, _) = get_as(&binary, "/api/patients/p8/notes/1", &dana).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (code, _, errors) = cli(&["care-team", "add", "nobody", "p1"]);
+    assert_eq!(code, Some(1));
+    assert!(errors.contains("WG-ADMIN-004"), "{errors}");
+
+    let asked = post_as(
+        &binary,
+        "/.wardgate/api/access/requests",
+        &dana,
+        json!({ "patient": "p7", "categories": ["labs"], "reason": "a rash", "duration": "1h" }),
+    )
+    .await;
+    let id = asked.body["request"]["id"].as_str().unwrap().to_owned();
+    let (_, answer, _) = cli(&["grants", "list"]);
+    assert!(answer.contains(&id), "{answer}");
+    let (code, answer, errors) = cli(&["grants", "revoke", &id]);
+    assert_eq!(code, Some(0), "{errors}");
+    assert!(answer.contains("\"revoked\""), "{answer}");
+    let (code, _, errors) = cli(&["grants", "revoke", &id]);
+    assert_eq!(code, Some(1));
+    assert!(errors.contains("WG-GRANT-007"), "{errors}");
+    let (code, answer, _) = cli(&["break-glass", "review"]);
+    assert_eq!(code, Some(0));
+    assert!(answer.contains("\"requests\": []"), "{answer}");
+    let (code, _, errors) = cli(&["break-glass", "review", &id]);
+    assert_eq!(code, Some(1));
+    assert!(errors.contains("--reviewer"), "{errors}");
+    binary.stop().await;
+}
