@@ -305,13 +305,8 @@ impl Access {
 
     /// The requests `user` made, oldest first.
     pub async fn mine(&self, user: UserId) -> Result<Vec<AccessRequest>, Refused> {
-        let all = self
-            .stores
-            .relations
-            .requests()
-            .await
-            .map_err(unavailable)?;
-        Ok(all.into_iter().filter(|r| r.requester == user).collect())
+        let relations = &self.stores.relations;
+        relations.requests_of(user).await.map_err(unavailable)
     }
 
     /// The requests waiting for a decision that `actor` may take (never their own).

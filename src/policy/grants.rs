@@ -113,8 +113,7 @@ pub enum Outcome {
 }
 
 /// A request's status at a moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Pending,
     Expired,
@@ -515,6 +514,23 @@ mod tests {
         assert_eq!(
             plain.review(CHIEF, true, outcome, "", T0),
             Err(GrantError::NotReviewable)
+        );
+    }
+
+    #[test]
+    fn statuses_have_the_names_the_apis_show() {
+        let names = [
+            Status::Pending,
+            Status::Expired,
+            Status::Active,
+            Status::Ended,
+            Status::Denied,
+            Status::Revoked,
+        ]
+        .map(Status::as_str);
+        assert_eq!(
+            names,
+            ["pending", "expired", "active", "ended", "denied", "revoked"]
         );
     }
 

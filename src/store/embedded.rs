@@ -194,6 +194,10 @@ impl Relations for Embedded {
         self.run(|store| relations::requests(store.database()))
     }
 
+    fn requests_of(&self, user: UserId) -> Pending<'_, Vec<AccessRequest>> {
+        self.run(move |store| relations::requests_of(store.database(), user))
+    }
+
     fn update_request(
         &self,
         id: GrantId,

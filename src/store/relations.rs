@@ -46,6 +46,8 @@ pub trait Relations: Send + Sync {
     fn request(&self, id: GrantId) -> Pending<'_, Option<AccessRequest>>;
     /// Every request, oldest first.
     fn requests(&self) -> Pending<'_, Vec<AccessRequest>>;
+    /// The requests `user` made, oldest first.
+    fn requests_of(&self, user: UserId) -> Pending<'_, Vec<AccessRequest>>;
     fn update_request(
         &self,
         id: GrantId,
@@ -198,6 +200,9 @@ pub(crate) mod contract {
                 .unwrap()
                 .is_none()
         );
+        let alices = relations.requests_of(ALICE).await.unwrap();
+        assert_eq!(alices, std::slice::from_ref(&stored));
+        assert!(relations.requests_of(BOB).await.unwrap().is_empty());
         assert_eq!(relations.requests().await.unwrap(), [stored]);
     }
 }

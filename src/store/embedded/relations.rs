@@ -159,6 +159,17 @@ pub fn update_request(
     })
 }
 
+pub fn requests_of(db: &Database, user: UserId) -> Result<Vec<AccessRequest>, StoreError> {
+    let tx = db.begin_read()?;
+    let mut found = Vec::new();
+    for id in requester_index(&tx, user)? {
+        let rows: Vec<(Vec<u8>, AccessRequest)> = scan(&tx, REQUESTS, id.as_bytes())?;
+        found.extend(rows.into_iter().map(|(_, request)| request));
+    }
+    found.sort_by_key(|request| (request.created, request.id));
+    Ok(found)
+}
+
 pub fn grant_for(
     db: &Database,
     user: UserId,
@@ -166,20 +177,13 @@ pub fn grant_for(
     category: &str,
     now: u64,
 ) -> Result<Option<GrantUse>, StoreError> {
-    let tx = db.begin_read()?;
-    let ids = requester_index(&tx, user)?;
-    for id in ids {
-        let rows: Vec<(Vec<u8>, AccessRequest)> = scan(&tx, REQUESTS, id.as_bytes())?;
-        if let Some((_, request)) = rows.into_iter().next()
-            && request.covers(user, patient, category, now)
-        {
-            return Ok(Some(GrantUse {
-                id: request.id,
-                emergency: request.emergency.is_some(),
-            }));
-        }
-    }
-    Ok(None)
+    let found = requests_of(db, user)?
+        .into_iter()
+        .find(|request| request.covers(user, patient, category, now));
+    Ok(found.map(|request| GrantUse {
+        id: request.id,
+        emergency: request.emergency.is_some(),
+    }))
 }
 
 /// The ids of `user`'s requests.
