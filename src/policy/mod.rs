@@ -815,6 +815,10 @@ roles:
         assert_eq!(decide(plan, false, emergency), Ok(Basis::BreakGlass(id)));
         assert_eq!(Basis::BreakGlass(id).purpose_of_use(), "ETREAT");
         assert_eq!(Basis::Grant(id).purpose_of_use(), "TREAT");
+        assert_eq!(Basis::CareTeam.purpose_of_use(), "TREAT");
+        assert_eq!(Basis::BreakGlass(id).grant(), Some(id));
+        assert_eq!(Basis::Grant(id).grant(), Some(id));
+        assert_eq!(Basis::CareTeam.grant(), None);
         for (config, key) in [
             (
                 "break_glass: { roles: [operator], reasons: [x] }\n",
