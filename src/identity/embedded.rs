@@ -147,14 +147,9 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// The database, for the state layer's tables that live in the same file
-    /// (`store::embedded`: care-team links and access requests).
-    pub(crate) fn database(&self) -> &Database {
-        &self.db
-    }
-
-    /// Runs `f` in a write transaction, committed only when `f` succeeds.
-    fn write<T>(
+    /// Runs `f` in a write transaction, committed only when `f` succeeds. Also for the state
+    /// layer's tables in the same file (`store::embedded`: care-team links, access requests).
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -164,7 +159,7 @@ impl EmbeddedStore {
         Ok(value)
     }
 
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
+    pub(crate) fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.db.begin_read()?)
     }
 

@@ -161,41 +161,41 @@ impl Credentials for Embedded {
 
 impl Relations for Embedded {
     fn link(&self, link: CareTeamLink) -> Pending<'_, ()> {
-        self.run(move |store| relations::link(store.database(), &link))
+        self.run(move |store| relations::link(store, &link))
     }
 
     fn import(&self, links: Vec<CareTeamLink>) -> Pending<'_, usize> {
-        self.run(move |store| relations::import(store.database(), &links))
+        self.run(move |store| relations::import(store, &links))
     }
 
     fn unlink(&self, user: UserId, patient: &str) -> Pending<'_, bool> {
         let patient = patient.to_owned();
-        self.run(move |store| relations::unlink(store.database(), user, &patient))
+        self.run(move |store| relations::unlink(store, user, &patient))
     }
 
     fn links(&self, user: Option<UserId>) -> Pending<'_, Vec<CareTeamLink>> {
-        self.run(move |store| relations::links(store.database(), user))
+        self.run(move |store| relations::links(store, user))
     }
 
     fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, bool> {
         let patient = patient.to_owned();
-        self.run(move |store| relations::on_care_team(store.database(), user, &patient, now))
+        self.run(move |store| relations::on_care_team(store, user, &patient, now))
     }
 
     fn create_request(&self, request: AccessRequest) -> Pending<'_, ()> {
-        self.run(move |store| relations::create_request(store.database(), &request))
+        self.run(move |store| relations::create_request(store, &request))
     }
 
     fn request(&self, id: GrantId) -> Pending<'_, Option<AccessRequest>> {
-        self.run(move |store| relations::request(store.database(), id))
+        self.run(move |store| relations::request(store, id))
     }
 
     fn requests(&self) -> Pending<'_, Vec<AccessRequest>> {
-        self.run(|store| relations::requests(store.database()))
+        self.run(relations::requests)
     }
 
     fn requests_of(&self, user: UserId) -> Pending<'_, Vec<AccessRequest>> {
-        self.run(move |store| relations::requests_of(store.database(), user))
+        self.run(move |store| relations::requests_of(store, user))
     }
 
     fn update_request(
@@ -203,7 +203,7 @@ impl Relations for Embedded {
         id: GrantId,
         change: Change,
     ) -> Pending<'_, Result<AccessRequest, GrantError>> {
-        self.run(move |store| relations::update_request(store.database(), id, change))
+        self.run(move |store| relations::update_request(store, id, change))
     }
 
     fn grant_for(
@@ -214,9 +214,7 @@ impl Relations for Embedded {
         now: u64,
     ) -> Pending<'_, Option<GrantUse>> {
         let (patient, category) = (patient.to_owned(), category.to_owned());
-        self.run(move |store| {
-            relations::grant_for(store.database(), user, &patient, &category, now)
-        })
+        self.run(move |store| relations::grant_for(store, user, &patient, &category, now))
     }
 }
 

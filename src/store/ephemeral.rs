@@ -180,9 +180,17 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
         .map_err(|error| StoreError::Storage(format!("ceremony state: {error}")))
 }
 
+/// Says where the state stopped parsing, never what it says: it may hold a secret (a TOTP seed
+/// being enrolled), and serde's messages quote values.
 fn decode<T: DeserializeOwned>(space: Space, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|error| StoreError::Corrupt(format!("{} ceremony state: {error}", space.name)))
+    serde_json::from_slice(bytes).map_err(|error| {
+        StoreError::Corrupt(format!(
+            "{} ceremony state does not parse (line {}, column {})",
+            space.name,
+            error.line(),
+            error.column()
+        ))
+    })
 }
 
 /// The embedded backend: every space in this process's memory.
@@ -490,6 +498,22 @@ mod tests {
         assert!(id(1).bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(id(1), id(1));
         assert_ne!(id(1), id(2));
+    }
+
+    #[test]
+    fn state_that_does_not_parse_is_reported_without_its_content() {
+        let space = Space {
+            name: "enrollment",
+            ttl: 60,
+            capacity: 1,
+        };
+        let error = decode::<u32>(space, br#""JBSWY3DPEHPK3PXP""#).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("enrollment ceremony state does not parse"),
+            "{text}"
+        );
+        assert!(!text.contains("JBSWY3DP"), "{text}");
     }
 
     #[tokio::test]

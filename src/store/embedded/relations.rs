@@ -2,13 +2,10 @@
 //! the identity store's own, created on first write (a read of a table not yet written finds
 //! nothing).
 
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError,
-    WriteTransaction,
-};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
 
 use crate::identity::embedded::{decode, encode};
-use crate::identity::{StoreError, UserId};
+use crate::identity::{EmbeddedStore, StoreError, UserId};
 use crate::policy::GrantUse;
 use crate::policy::grants::{AccessRequest, GrantError, GrantId};
 use crate::store::relations::{CareTeamLink, Change};
@@ -25,16 +22,6 @@ fn link_key(user: UserId, patient: &str) -> Vec<u8> {
     let mut key = user.as_bytes().to_vec();
     key.extend_from_slice(patient.as_bytes());
     key
-}
-
-fn write<T>(
-    db: &Database,
-    f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let tx = db.begin_write()?;
-    let value = f(&tx)?;
-    tx.commit()?;
-    Ok(value)
 }
 
 /// The rows of `table` whose key starts with `prefix`, values decoded; none when the table
@@ -70,44 +57,44 @@ fn insert_links(tx: &WriteTransaction, links: &[CareTeamLink]) -> Result<(), Sto
     Ok(())
 }
 
-pub fn link(db: &Database, link: &CareTeamLink) -> Result<(), StoreError> {
-    write(db, |tx| insert_links(tx, std::slice::from_ref(link)))
+pub fn link(store: &EmbeddedStore, link: &CareTeamLink) -> Result<(), StoreError> {
+    store.write(|tx| insert_links(tx, std::slice::from_ref(link)))
 }
 
-pub fn import(db: &Database, links: &[CareTeamLink]) -> Result<usize, StoreError> {
-    write(db, |tx| insert_links(tx, links))?;
+pub fn import(store: &EmbeddedStore, links: &[CareTeamLink]) -> Result<usize, StoreError> {
+    store.write(|tx| insert_links(tx, links))?;
     Ok(links.len())
 }
 
-pub fn unlink(db: &Database, user: UserId, patient: &str) -> Result<bool, StoreError> {
-    write(db, |tx| {
+pub fn unlink(store: &EmbeddedStore, user: UserId, patient: &str) -> Result<bool, StoreError> {
+    store.write(|tx| {
         let mut table = tx.open_table(CARE_TEAM)?;
         let removed = table.remove(link_key(user, patient).as_slice())?;
         Ok(removed.is_some())
     })
 }
 
-pub fn links(db: &Database, user: Option<UserId>) -> Result<Vec<CareTeamLink>, StoreError> {
+pub fn links(store: &EmbeddedStore, user: Option<UserId>) -> Result<Vec<CareTeamLink>, StoreError> {
     let prefix = user.map(|u| u.as_bytes().to_vec()).unwrap_or_default();
-    let rows = scan(&db.begin_read()?, CARE_TEAM, &prefix)?;
+    let rows = scan(&store.read()?, CARE_TEAM, &prefix)?;
     Ok(rows.into_iter().map(|(_, link)| link).collect())
 }
 
 pub fn on_care_team(
-    db: &Database,
+    store: &EmbeddedStore,
     user: UserId,
     patient: &str,
     now: u64,
 ) -> Result<bool, StoreError> {
     let key = link_key(user, patient);
-    let rows: Vec<(Vec<u8>, CareTeamLink)> = scan(&db.begin_read()?, CARE_TEAM, &key)?;
+    let rows: Vec<(Vec<u8>, CareTeamLink)> = scan(&store.read()?, CARE_TEAM, &key)?;
     Ok(rows
         .iter()
         .any(|(found, link)| *found == key && link.until.is_none_or(|until| now < until)))
 }
 
-pub fn create_request(db: &Database, request: &AccessRequest) -> Result<(), StoreError> {
-    write(db, |tx| {
+pub fn create_request(store: &EmbeddedStore, request: &AccessRequest) -> Result<(), StoreError> {
+    store.write(|tx| {
         let mut requests = tx.open_table(REQUESTS)?;
         let id = request.id.as_bytes().as_slice();
         if requests.get(id)?.is_some() {
@@ -125,13 +112,17 @@ pub fn create_request(db: &Database, request: &AccessRequest) -> Result<(), Stor
     })
 }
 
-pub fn request(db: &Database, id: GrantId) -> Result<Option<AccessRequest>, StoreError> {
-    let rows = scan(&db.begin_read()?, REQUESTS, id.as_bytes())?;
+pub fn request(store: &EmbeddedStore, id: GrantId) -> Result<Option<AccessRequest>, StoreError> {
+    stored(&store.read()?, id)
+}
+
+fn stored(tx: &ReadTransaction, id: GrantId) -> Result<Option<AccessRequest>, StoreError> {
+    let rows = scan(tx, REQUESTS, id.as_bytes())?;
     Ok(rows.into_iter().next().map(|(_, request)| request))
 }
 
-pub fn requests(db: &Database) -> Result<Vec<AccessRequest>, StoreError> {
-    let mut all: Vec<AccessRequest> = scan(&db.begin_read()?, REQUESTS, &[])?
+pub fn requests(store: &EmbeddedStore) -> Result<Vec<AccessRequest>, StoreError> {
+    let mut all: Vec<AccessRequest> = scan(&store.read()?, REQUESTS, &[])?
         .into_iter()
         .map(|(_, request)| request)
         .collect();
@@ -140,11 +131,11 @@ pub fn requests(db: &Database) -> Result<Vec<AccessRequest>, StoreError> {
 }
 
 pub fn update_request(
-    db: &Database,
+    store: &EmbeddedStore,
     id: GrantId,
     change: Change,
 ) -> Result<Result<AccessRequest, GrantError>, StoreError> {
-    write(db, |tx| {
+    store.write(|tx| {
         let mut requests = tx.open_table(REQUESTS)?;
         let key = id.as_bytes().as_slice();
         let mut request: AccessRequest = match requests.get(key)? {
@@ -159,31 +150,37 @@ pub fn update_request(
     })
 }
 
-pub fn requests_of(db: &Database, user: UserId) -> Result<Vec<AccessRequest>, StoreError> {
-    let tx = db.begin_read()?;
+pub fn requests_of(store: &EmbeddedStore, user: UserId) -> Result<Vec<AccessRequest>, StoreError> {
+    let tx = store.read()?;
     let mut found = Vec::new();
     for id in requester_index(&tx, user)? {
-        let rows: Vec<(Vec<u8>, AccessRequest)> = scan(&tx, REQUESTS, id.as_bytes())?;
-        found.extend(rows.into_iter().map(|(_, request)| request));
+        found.extend(stored(&tx, id)?);
     }
     found.sort_by_key(|request| (request.created, request.id));
     Ok(found)
 }
 
 pub fn grant_for(
-    db: &Database,
+    store: &EmbeddedStore,
     user: UserId,
     patient: &str,
     category: &str,
     now: u64,
 ) -> Result<Option<GrantUse>, StoreError> {
-    let found = requests_of(db, user)?
-        .into_iter()
-        .find(|request| request.covers(user, patient, category, now));
-    Ok(found.map(|request| GrantUse {
-        id: request.id,
-        emergency: request.emergency.is_some(),
-    }))
+    // On every request to a patient route without a care-team link: stop at the first grant
+    // that covers it, in no particular order.
+    let tx = store.read()?;
+    for id in requester_index(&tx, user)? {
+        if let Some(request) = stored(&tx, id)?
+            && request.covers(user, patient, category, now)
+        {
+            return Ok(Some(GrantUse {
+                id: request.id,
+                emergency: request.emergency.is_some(),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// The ids of `user`'s requests.
