@@ -283,9 +283,23 @@ pub struct Claims {
     /// (`TREAT`; `ETREAT` for break-glass): only on patient-data routes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purpose_of_use: Option<String>,
-    /// The access grant that allowed the request, when one did.
+    /// The access grants the decision rests on, when any do.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub grant: Option<String>,
+    pub grants: Option<Vec<String>>,
+    /// The patient whose data the request may reach (SMART's launch context `patient`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    /// What the decision allows, as SMART on FHIR v2 scopes, space-separated (`policy.fhir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// The access decision of a patient-data request, for [`Claims::with_access`].
+pub struct AccessClaims {
+    pub purpose_of_use: &'static str,
+    pub grants: Vec<String>,
+    pub patient: String,
+    pub scopes: Vec<String>,
 }
 
 impl Claims {
@@ -313,7 +327,9 @@ impl Claims {
             name: None,
             roles: None,
             purpose_of_use: None,
-            grant: None,
+            grants: None,
+            patient: None,
+            scope: None,
         }
     }
 
@@ -335,11 +351,13 @@ impl Claims {
         self
     }
 
-    /// Adds the access decision of a patient-data route: its purpose of use and the grant
-    /// it rests on, if any.
-    pub fn with_access(mut self, purpose_of_use: &str, grant: Option<String>) -> Self {
-        self.purpose_of_use = Some(purpose_of_use.to_owned());
-        self.grant = grant;
+    /// Adds the access decision of a patient-data route: its purpose of use, the grants it
+    /// rests on (if any), the patient, and the SMART scopes (if any).
+    pub fn with_access(mut self, access: AccessClaims) -> Self {
+        self.purpose_of_use = Some(access.purpose_of_use.to_owned());
+        self.grants = (!access.grants.is_empty()).then_some(access.grants);
+        self.patient = Some(access.patient);
+        self.scope = (!access.scopes.is_empty()).then(|| access.scopes.join(" "));
         self
     }
 
@@ -364,8 +382,14 @@ impl Claims {
         if let Some(purpose) = &self.purpose_of_use {
             map.insert("purpose_of_use".into(), purpose.clone().into());
         }
-        if let Some(grant) = &self.grant {
-            map.insert("grant".into(), grant.clone().into());
+        if let Some(grants) = &self.grants {
+            map.insert("grants".into(), grants.clone().into());
+        }
+        if let Some(patient) = &self.patient {
+            map.insert("patient".into(), patient.clone().into());
+        }
+        if let Some(scope) = &self.scope {
+            map.insert("scope".into(), scope.clone().into());
         }
         Value::Object(map)
     }
@@ -543,7 +567,9 @@ mod tests {
     fn optional_claims_appear_only_when_asked_for() {
         let plain = serde_json::to_value(claims()).unwrap();
         assert!(plain.get("name").is_none() && plain.get("roles").is_none());
-        assert!(plain.get("purpose_of_use").is_none() && plain.get("grant").is_none());
+        for absent in ["purpose_of_use", "grants", "patient", "scope"] {
+            assert!(plain.get(absent).is_none(), "{absent}");
+        }
         let full = claims()
             .with_issuer("gw-eu")
             .with_name("Dr. Alice")
@@ -557,12 +583,23 @@ mod tests {
 
     #[test]
     fn hand_built_json_matches_the_serde_derive() {
-        let decided = claims().with_access("TREAT", Some("0a".repeat(16)));
+        let access = |grants: Vec<String>, scopes: Vec<String>| AccessClaims {
+            purpose_of_use: "TREAT",
+            grants,
+            patient: "p1".into(),
+            scopes,
+        };
+        let decided = claims().with_access(access(
+            vec!["0a".repeat(16)],
+            vec!["patient/Observation.rs?category=laboratory".into()],
+        ));
+        let plain = claims().with_access(access(Vec::new(), Vec::new()));
+        assert_eq!((plain.grants.as_ref(), plain.scope.as_ref()), (None, None));
         for claims in [
             claims(),
             claims().with_name("A").with_roles(vec![]),
             decided,
-            claims().with_access("TREAT", None),
+            plain,
         ] {
             assert_eq!(claims.to_json(), serde_json::to_value(&claims).unwrap());
         }

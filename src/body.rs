@@ -126,16 +126,38 @@ impl Body for RequestBody {
     }
 }
 
-/// Reads a whole client body of at most `limit` bytes (for checks that need all of it).
-pub async fn read_limited(mut body: IdleBody<Incoming>, limit: u64) -> Result<Bytes, Refusal> {
+/// Why a body was not read whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unread {
+    /// More than the limit.
+    TooLarge,
+    /// A stall, or the sender went away mid-body.
+    Failed,
+}
+
+/// A client's body that was not read whole: too large, or it stalled (or the client went away,
+/// and then nobody reads the answer anyway).
+impl From<Unread> for Refusal {
+    fn from(unread: Unread) -> Self {
+        match unread {
+            Unread::TooLarge => Refusal::BodyTooLarge,
+            Unread::Failed => Refusal::BodyTimeout,
+        }
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes (for checks that need all of it).
+pub async fn read_limited<B>(mut body: B, limit: u64) -> Result<Bytes, Unread>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     use http_body_util::BodyExt;
     let mut collected = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        // A stall, or the client went away mid-body (then nobody reads the answer anyway).
-        let frame = frame.map_err(|_| Refusal::BodyTimeout)?;
+        let frame = frame.map_err(|_| Unread::Failed)?;
         if let Ok(data) = frame.into_data() {
             if collected.len() as u64 + data.len() as u64 > limit {
-                return Err(Refusal::BodyTooLarge);
+                return Err(Unread::TooLarge);
             }
             collected.extend_from_slice(&data);
         }

@@ -123,6 +123,22 @@ pub enum Refusal {
     PolicyNoPatient,
     /// The care-team links or grants could not be read: nothing passes.
     PolicyUnavailable,
+    /// FHIR routes (`policy::fhir`): not a read, search or history the gateway can check.
+    FhirUnsupported,
+    /// A FHIR search that names no patient, or several.
+    FhirNoPatient,
+    /// A FHIR search without `category` that could return a category the person may not see.
+    FhirNeedsCategory,
+    /// `_include`, `_revinclude`, `_has`, chaining and the like: they reach other resources.
+    FhirReaches,
+    /// A resource type or category code `policy.fhir` does not name (default deny).
+    FhirUnmapped,
+    /// A `_format` other than JSON: the gateway checks FHIR JSON answers only.
+    FhirFormat,
+    /// A read whose resource the person may not see (whose it is stays unsaid).
+    FhirNotShown,
+    /// The upstream's answer could not be checked (not FHIR JSON, encoded, too large).
+    FhirAnswerUnchecked,
     /// Access requests (`policy::grants`).
     GrantUnknown,
     GrantOwnRequest,
@@ -375,6 +391,46 @@ impl Refusal {
                 "WG-POLICY-005",
                 "access cannot be checked right now: try again shortly",
             ),
+            Refusal::FhirUnsupported => (
+                S::BAD_REQUEST,
+                "WG-FHIR-001",
+                "only FHIR reads, searches and histories of one patient's data pass here",
+            ),
+            Refusal::FhirNoPatient => (
+                S::FORBIDDEN,
+                "WG-FHIR-002",
+                "a search must name one patient: add patient= (or subject=Patient/…)",
+            ),
+            Refusal::FhirNeedsCategory => (
+                S::FORBIDDEN,
+                "WG-FHIR-003",
+                "this search could return data you may not see: add category=",
+            ),
+            Refusal::FhirReaches => (
+                S::FORBIDDEN,
+                "WG-FHIR-004",
+                "_include, _revinclude, _has and chained parameters are not allowed here",
+            ),
+            Refusal::FhirUnmapped => (
+                S::FORBIDDEN,
+                "WG-FHIR-005",
+                "this kind of FHIR data is not in the access policy",
+            ),
+            Refusal::FhirFormat => (
+                S::NOT_ACCEPTABLE,
+                "WG-FHIR-006",
+                "only FHIR JSON passes here: drop _format or use _format=json",
+            ),
+            Refusal::FhirNotShown => (
+                S::FORBIDDEN,
+                "WG-FHIR-007",
+                "the access policy does not allow you to see this resource",
+            ),
+            Refusal::FhirAnswerUnchecked => (
+                S::BAD_GATEWAY,
+                "WG-FHIR-008",
+                "the upstream's answer could not be checked",
+            ),
             Refusal::GrantUnknown => (S::NOT_FOUND, "WG-GRANT-001", "no such access request"),
             Refusal::GrantOwnRequest => (
                 S::FORBIDDEN,
@@ -481,6 +537,14 @@ impl Refusal {
             Refusal::PolicyOperator,
             Refusal::PolicyNoPatient,
             Refusal::PolicyUnavailable,
+            Refusal::FhirUnsupported,
+            Refusal::FhirNoPatient,
+            Refusal::FhirNeedsCategory,
+            Refusal::FhirReaches,
+            Refusal::FhirUnmapped,
+            Refusal::FhirFormat,
+            Refusal::FhirNotShown,
+            Refusal::FhirAnswerUnchecked,
             Refusal::GrantUnknown,
             Refusal::GrantOwnRequest,
             Refusal::GrantNotApprover,

@@ -139,6 +139,15 @@ impl PathPattern {
                 .all(|(w, s)| matches!(s, Segment::Literal(l) if l.as_ref() == *w))
     }
 
+    /// The position of a final `**` (0 is the first segment after the leading `/`): how many
+    /// segments come before the rest of the path.
+    pub fn rest_index(&self) -> Option<usize> {
+        match self.segments.last() {
+            Some(Segment::Rest) => Some(self.segments.len() - 1),
+            _ => None,
+        }
+    }
+
     /// The position of the `{name}` segment (0 is the first after the leading `/`).
     pub fn param_index(&self, name: &str) -> Option<usize> {
         self.segments

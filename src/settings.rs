@@ -344,8 +344,13 @@ fn compile_route(
     }
 }
 
-/// A route's category and patient source; `config::load` refused a `data` route without both.
+/// A route's category and patient source; `config::load` refused a `data` route without both,
+/// and a FHIR route whose path does not end in `**`.
 fn data_rule(route: &Route, policy: &AccessPolicy) -> Option<DataRule> {
+    if route.fhir.as_ref().is_some_and(|f| f.value) {
+        let base = route.path.value.rest_index()?;
+        return Some(DataRule::Fhir { base });
+    }
     let category = policy.category(&route.data.as_ref()?.value)?;
     let patient = match &route.patient.as_ref()?.value {
         PatientSource::Path(text) => {
@@ -354,7 +359,7 @@ fn data_rule(route: &Route, policy: &AccessPolicy) -> Option<DataRule> {
         }
         PatientSource::Query(parameter) => PatientAt::Query(parameter.query.clone()),
     };
-    Some(DataRule { category, patient })
+    Some(DataRule::Rest { category, patient })
 }
 
 #[cfg(test)]

@@ -416,6 +416,10 @@ pub struct Route {
     /// Where the patient id is: `"{patient}"` (a parameter of `path`) or `{ query: name }`.
     #[serde(default)]
     pub patient: Option<Spanned<PatientSource>>,
+    /// A FHIR server's base (`path` ends in `/**`): the gateway reads each FHIR request for its
+    /// patient and categories (`policy.fhir`) and checks the answer before it leaves.
+    #[serde(default)]
+    pub fhir: Option<Spanned<bool>>,
 }
 
 /// Where a route's patient id is.
@@ -774,6 +778,35 @@ fn validate_policy(
     }
     for (index, route) in config.routes.value.iter().enumerate() {
         let key = |field: &str| format!("routes[{index}].{field}");
+        if let Some(fhir) = route.fhir.as_ref().filter(|f| f.value) {
+            let problem = if route.data.is_some() || route.patient.is_some() {
+                Some((
+                    "fhir",
+                    "a FHIR route says its patient and categories itself: drop `data` and `patient`",
+                ))
+            } else if policy.as_ref().is_none_or(|p| p.fhir.is_none()) {
+                Some((
+                    "fhir",
+                    "needs `policy.fhir`: the data category of each resource type",
+                ))
+            } else if route.auth != AuthMode::Session {
+                Some((
+                    "auth",
+                    "a FHIR route needs `auth: session`: the policy decides for a person",
+                ))
+            } else if route.path.value.rest_index().is_none() {
+                Some((
+                    "path",
+                    "a FHIR route's path is the server's base and ends in `/**`",
+                ))
+            } else {
+                None
+            };
+            if let Some((field, message)) = problem {
+                return Err(ConfigError::at(file, fhir, key(field), message));
+            }
+            continue;
+        }
         let Some(data) = &route.data else {
             if let Some(patient) = &route.patient {
                 return Err(ConfigError::at(

@@ -22,7 +22,11 @@ pub async fn body(request: Request<Incoming>, idle: Duration) -> Result<Bytes, R
     if media_type(request.headers()).as_deref() != Some("application/json") {
         return Err(Refusal::UnsupportedMediaType.into());
     }
-    Ok(body::read_limited(IdleBody::new(request.into_body(), idle), BODY_LIMIT).await?)
+    Ok(
+        body::read_limited(IdleBody::new(request.into_body(), idle), BODY_LIMIT)
+            .await
+            .map_err(Refusal::from)?,
+    )
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refused> {

@@ -1,32 +1,63 @@
-//! Phase 7, authorize: may this person see this kind of data about this patient.
+//! Phase 7, authorize: may this person see this kind of data about this patient. And, on FHIR
+//! routes, the part of phase 10 that checks what the answer carries before it leaves.
 //!
 //! Runs after `authenticate` (it needs the identity) and before the per-identity rate limit and
-//! `upstream`, on routes that name a data category (`routes[].data`); a route without one
-//! carries no patient data and passes. Reads the patient id where the route says it is (a path
-//! parameter or a query parameter of the request as sent, before any rewrite), asks the policy
-//! what the person's roles allow (`policy`), and only then the store: whether they are on the
-//! patient's care team (when that suffices), and which active grant covers the request. Decides:
-//! hand on the decision (the upstream learns its basis in the assertion), or refuse: 400
-//! `WG-POLICY-004` without a valid patient id, 403 `WG-POLICY-001` (with a `Link` to the access
-//! request API), `-002` or `-003`, 503 `WG-POLICY-005` when the store cannot answer (nothing
-//! passes on a failure).
+//! `upstream`, on routes that carry patient data (`routes[].data`, or `fhir: true`); any other
+//! route passes. A REST route's patient id is where the route says (a path parameter or a query
+//! parameter of the request as sent, before any rewrite) and its category is the route's. A FHIR
+//! route's request is read by `policy::fhir` (refused there with `WG-FHIR-001`..`-006`, and 405
+//! for anything but `GET`): it names one patient and the categories it may return, or leaves
+//! the patient to the answer (a read by id), or asks for no patient data. For each category
+//! the policy says what the person's roles allow, and only then the store is asked: whether
+//! they are on the patient's care team (when that suffices), and which active grant covers the
+//! request. Decides: hand on the decisions (the upstream learns their basis in the assertion),
+//! or refuse: 400 `WG-POLICY-004` without a valid patient id, 403 `WG-POLICY-001` (with a `Link`
+//! to the access request API), `-002`, `-003`, `WG-FHIR-003` (a search without `category=`
+//! that could return a category the person may not see), 503 `WG-POLICY-005` when the store
+//! cannot answer (nothing passes on a failure).
+//!
+//! The FHIR answer ([`Gateway::check_fhir_answer`]) is read whole, up to
+//! `policy.fhir.max_answer`, as JSON (else 502 `WG-FHIR-008`); every resource in it is decided
+//! the same way, once per patient and category. A read whose resource is not allowed is refused
+//! (403 `WG-FHIR-007`); a search answer loses the entries that are not allowed.
 
+use std::collections::HashMap;
+
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::{Method, Response};
+use serde_json::Value;
 
+use crate::body::{self, ResponseBody, Unread};
 use crate::own_api::paths;
-use crate::policy::{self, Basis, Category, DataRule, Denial};
+use crate::policy::fhir::{self, Carries, FhirMap, FhirRead, FhirRefusal, ReadKind};
+use crate::policy::{self, AccessPolicy, Basis, Category, DataRule, Denial};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
+use crate::sanitize::request::media_type;
 use crate::session::Live;
 
 use super::build::Gateway;
 
-/// A decision that lets the request through: whose data, which kind, and why.
+/// A decision that lets the request through: whose data, and why for each kind asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Allowed {
     pub(super) patient: String,
-    pub(super) category: Category,
-    pub(super) basis: Basis,
+    pub(super) decisions: Vec<(Category, Basis)>,
+}
+
+/// What phase 7 hands on: the decision the upstream learns, and on a FHIR route what the
+/// answer must be checked for.
+#[derive(Debug, Default)]
+pub(super) struct Authorized {
+    pub(super) allowed: Option<Allowed>,
+    pub(super) fhir: Option<FhirRead>,
+}
+
+/// The decisions of one request, per patient and category: each is made once.
+#[derive(Default)]
+struct Decisions {
+    made: HashMap<(String, Category), Result<Basis, Denial>>,
 }
 
 impl Gateway {
@@ -35,45 +66,253 @@ impl Gateway {
         &self,
         rule: &DataRule,
         live: &Live,
+        method: &Method,
         path: &str,
         query: Option<&str>,
         now: u64,
-    ) -> Result<Allowed, Refused> {
+    ) -> Result<Authorized, Refused> {
         let Some(access) = &self.policy else {
             // `config::load` refuses a route with `data` and no policy.
             return Err(Refusal::PolicyUnavailable.into());
         };
-        let patient = rule
-            .patient
-            .find(path, query)
-            .ok_or(Refusal::PolicyNoPatient)?;
-        let plan = access.plan(&live.roles, rule.category).map_err(denied)?;
-        let relations = &self.relations;
-        let on_care_team = plan.care_team_suffices
-            && relations
-                .on_care_team(live.user, &patient, now)
-                .await
-                .map_err(unavailable)?;
-        let grant = if plan.care_team_suffices && on_care_team {
-            None
-        } else {
-            let category = access.category_name(rule.category);
-            relations
-                .grant_for(live.user, &patient, category, now)
-                .await
-                .map_err(unavailable)?
+        let (patient, categories, narrowed, fhir) = match rule {
+            DataRule::Rest { category, patient } => {
+                let patient = patient.find(path, query).ok_or(Refusal::PolicyNoPatient)?;
+                (patient, vec![*category], true, None)
+            }
+            DataRule::Fhir { base } => {
+                // `config::load` refuses a FHIR route without `policy.fhir`.
+                let map = access.fhir.as_ref().ok_or(Refusal::PolicyUnavailable)?;
+                if method != Method::GET {
+                    return Err(Refused::method_not_allowed("GET"));
+                }
+                let segments: Vec<&str> = path
+                    .get(1..)
+                    .unwrap_or_default()
+                    .split('/')
+                    .skip(*base)
+                    .collect();
+                let read = map.read(&segments, query).map_err(fhir_refused)?;
+                match &read.kind {
+                    ReadKind::Patient {
+                        patient,
+                        categories,
+                        narrowed,
+                    } => (patient.clone(), categories.clone(), *narrowed, Some(read)),
+                    ReadKind::Open | ReadKind::ByAnswer => {
+                        return Ok(Authorized {
+                            allowed: None,
+                            fhir: Some(read),
+                        });
+                    }
+                }
+            }
         };
-        let basis = policy::decide(plan, on_care_team, grant).map_err(denied)?;
-        Ok(Allowed {
-            patient,
-            category: rule.category,
-            basis,
+        let mut decisions = Decisions::default();
+        let mut allowed = Vec::with_capacity(categories.len());
+        for category in categories {
+            match decisions
+                .decide(self, access, live, &patient, category, now)
+                .await?
+            {
+                Ok(basis) => allowed.push((category, basis)),
+                // Some of what a search without `category=` could return is not allowed.
+                Err(Denial::NeedsGrant | Denial::NeverAllowed) if !narrowed => {
+                    return Err(Refusal::FhirNeedsCategory.into());
+                }
+                Err(denial) => return Err(denied(denial)),
+            }
+        }
+        Ok(Authorized {
+            allowed: Some(Allowed {
+                patient,
+                decisions: allowed,
+            }),
+            fhir,
         })
     }
+
+    /// Phase 10 on a FHIR route: the answer, once every resource in it has been decided; a
+    /// search answer without the entries that are not allowed.
+    pub(super) async fn check_fhir_answer(
+        &self,
+        response: Response<ResponseBody>,
+        read: &FhirRead,
+        authorized: Option<&Allowed>,
+        live: &Live,
+        now: u64,
+    ) -> Result<Response<ResponseBody>, Refused> {
+        let (Some(access), Some(map)) = (
+            self.policy.as_deref(),
+            self.policy.as_ref().and_then(|p| p.fhir.as_ref()),
+        ) else {
+            return Err(Refusal::PolicyUnavailable.into());
+        };
+        let (mut parts, body) = response.into_parts();
+        let unchecked = |cause: &str| Refused::because(Refusal::FhirAnswerUnchecked, &cause);
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return Err(unchecked("the FHIR answer is content-encoded"));
+        }
+        let bytes =
+            body::read_limited(body, map.max_answer)
+                .await
+                .map_err(|unread| match unread {
+                    Unread::TooLarge => unchecked("the FHIR answer is larger than max_answer"),
+                    Unread::Failed => unchecked("the FHIR answer stalled or broke off"),
+                })?;
+        if bytes.is_empty() {
+            return Ok(Response::from_parts(parts, ResponseBody::from(bytes)));
+        }
+        let json = matches!(
+            media_type(&parts.headers).as_deref(),
+            Some("application/fhir+json" | "application/json")
+        );
+        let answer: Value = match serde_json::from_slice(&bytes) {
+            Ok(answer) if json => answer,
+            _ => return Err(unchecked("the FHIR answer is not FHIR JSON")),
+        };
+        let mut decisions = Decisions::default();
+        if let Some(allowed) = authorized {
+            for (category, basis) in &allowed.decisions {
+                decisions
+                    .made
+                    .insert((allowed.patient.clone(), *category), Ok(*basis));
+            }
+        }
+        if !(read.lists && fhir::is_list(&answer)) {
+            let carries = map.classify(&answer);
+            if decisions.shown(self, access, live, &carries, now).await? {
+                return Ok(Response::from_parts(parts, ResponseBody::from(bytes)));
+            }
+            return Err(Refusal::FhirNotShown.into());
+        }
+        let mut answer = answer;
+        let mut shown = Vec::new();
+        for entry in answer
+            .get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let carries = entry
+                .get("resource")
+                .map_or(Carries::Unknown, |resource| map.classify(resource));
+            shown.push(decisions.shown(self, access, live, &carries, now).await?);
+        }
+        if !fhir::filter_bundle(&mut answer, &shown) {
+            return Ok(Response::from_parts(parts, ResponseBody::from(bytes)));
+        }
+        let filtered = Bytes::from(answer.to_string());
+        parts.headers.remove(header::ETAG);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(filtered.len()));
+        Ok(Response::from_parts(parts, ResponseBody::from(filtered)))
+    }
+}
+
+impl Decisions {
+    /// The decision for `patient`'s `category`, from the store the first time it is asked.
+    async fn decide(
+        &mut self,
+        gateway: &Gateway,
+        access: &AccessPolicy,
+        live: &Live,
+        patient: &str,
+        category: Category,
+        now: u64,
+    ) -> Result<Result<Basis, Denial>, Refused> {
+        if let Some(made) = self.made.get(&(patient.to_owned(), category)) {
+            return Ok(*made);
+        }
+        let made = match access.plan(&live.roles, category) {
+            Err(denial) => Err(denial),
+            Ok(plan) => {
+                let relations = &gateway.relations;
+                let on_care_team = plan.care_team_suffices
+                    && relations
+                        .on_care_team(live.user, patient, now)
+                        .await
+                        .map_err(unavailable)?;
+                let grant = if plan.care_team_suffices && on_care_team {
+                    None
+                } else {
+                    let name = access.category_name(category);
+                    relations
+                        .grant_for(live.user, patient, name, now)
+                        .await
+                        .map_err(unavailable)?
+                };
+                policy::decide(plan, on_care_team, grant)
+            }
+        };
+        self.made.insert((patient.to_owned(), category), made);
+        Ok(made)
+    }
+
+    /// Whether a resource that `carries` this may be shown: open data always, a patient's
+    /// data when every category of it is allowed, unknown data never.
+    async fn shown(
+        &mut self,
+        gateway: &Gateway,
+        access: &AccessPolicy,
+        live: &Live,
+        carries: &Carries,
+        now: u64,
+    ) -> Result<bool, Refused> {
+        match carries {
+            Carries::Open => Ok(true),
+            Carries::Unknown => Ok(false),
+            Carries::Patient {
+                patient,
+                categories,
+            } => {
+                for category in categories {
+                    let made = self
+                        .decide(gateway, access, live, patient, *category, now)
+                        .await?;
+                    if made.is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// The SMART v2 scopes of the decided categories (none without `policy.fhir`).
+pub(super) fn scopes(map: Option<&FhirMap>, allowed: &Allowed) -> Vec<String> {
+    let Some(map) = map else {
+        return Vec::new();
+    };
+    let mut scopes: Vec<String> = allowed
+        .decisions
+        .iter()
+        .flat_map(|(category, _)| map.scopes(*category).iter().cloned())
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    scopes
 }
 
 fn unavailable(error: crate::identity::StoreError) -> Refused {
     Refused::because(Refusal::PolicyUnavailable, &error)
+}
+
+fn fhir_refused(refusal: FhirRefusal) -> Refused {
+    match refusal {
+        FhirRefusal::Unsupported => Refusal::FhirUnsupported,
+        FhirRefusal::NoPatient => Refusal::FhirNoPatient,
+        FhirRefusal::Reaches => Refusal::FhirReaches,
+        FhirRefusal::Unmapped => Refusal::FhirUnmapped,
+        FhirRefusal::Format => Refusal::FhirFormat,
+    }
+    .into()
 }
 
 /// The fixed refusal of a denial; the one a request can change says where to ask.
@@ -116,5 +355,18 @@ mod tests {
                 .starts_with(&format!("<{}>", paths::ACCESS_REQUESTS_API))
         );
         assert!(denied(Denial::Operator).parts().1.is_empty());
+    }
+
+    #[test]
+    fn each_fhir_refusal_has_its_code() {
+        for (refusal, code) in [
+            (FhirRefusal::Unsupported, "WG-FHIR-001"),
+            (FhirRefusal::NoPatient, "WG-FHIR-002"),
+            (FhirRefusal::Reaches, "WG-FHIR-004"),
+            (FhirRefusal::Unmapped, "WG-FHIR-005"),
+            (FhirRefusal::Format, "WG-FHIR-006"),
+        ] {
+            assert_eq!(fhir_refused(refusal).refusal().code(), code);
+        }
     }
 }

@@ -15,10 +15,11 @@
 //!  4 route          route.rs            host, path, head      404, 405, 413, 415, 400
 //!  5 rate limit     limit.rs            client address        429
 //!  6 authenticate   authenticate.rs     cookie / bearer       401 (303 to login), 503
-//!  7 authorize      authorize.rs        patient, roles, store 400, 403, 503
+//!  7 authorize      authorize.rs        patient, roles, store 400, 403, 405, 406, 503
 //!  8 rate limit     limit.rs            user, route           429
 //!  9 upstream       upstream.rs         head, body            429, 413, 400, 502, 504
-//! 10 response       response.rs         the answer            never
+//! 10 response       response.rs         the answer            never (FHIR answers:
+//!                   authorize.rs        FHIR JSON             403, 502)
 //! 11 record         record.rs           the record            never
 //! ```
 //!
@@ -141,12 +142,13 @@ impl Gateway {
         record.user = live.as_ref().map(|live| live.user);
 
         // 7. authorize: the access policy, on routes that carry patient data.
-        let allowed = match (&target.data, live.as_deref()) {
+        let authorized = match (&target.data, live.as_deref()) {
             (Some(rule), Some(live)) => {
-                let query = request.uri().query();
-                Some(self.authorize(rule, live, &path, query, now).await?)
+                let (method, query) = (request.method(), request.uri().query());
+                self.authorize(rule, live, method, &path, query, now)
+                    .await?
             }
-            _ => None,
+            _ => authorize::Authorized::default(),
         };
 
         // 8. rate limit (per identity): per user, per route, per user and route.
@@ -162,9 +164,17 @@ impl Gateway {
             authority,
             plan,
             live: live.as_deref(),
-            allowed: allowed.as_ref(),
+            allowed: authorized.allowed.as_ref(),
         };
-        let answer = self.upstream(request, outbound, peer, record, now).await?;
+        let mut answer = self.upstream(request, outbound, peer, record, now).await?;
+
+        // 10. response, on a FHIR route: what the answer carries is decided before it leaves.
+        if let (Some(read), Some(live)) = (&authorized.fhir, live.as_deref()) {
+            let allowed = authorized.allowed.as_ref();
+            answer.response = self
+                .check_fhir_answer(answer.response, read, allowed, live, now)
+                .await?;
+        }
 
         // 10. response (the route's part; the rest applies to every response in `handle`)
         Ok(response::from_upstream(

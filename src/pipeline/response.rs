@@ -10,7 +10,7 @@
 use http::Response;
 use http::header::{self, HeaderValue};
 
-use crate::body::{IdleBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::hardening;
 use crate::proxy::{self, X_REQUEST_ID};
 use crate::refusal::Refusal;
@@ -38,11 +38,7 @@ pub(super) fn from_upstream(
             HeaderValue::from(live.remaining(&auth.lifetimes, now)),
         );
     }
-    let idle = target.upstream.body_idle_timeout;
-    Response::from_parts(
-        parts,
-        ResponseBody::upstream(IdleBody::new(body, idle)).holding(answer.slot),
-    )
+    Response::from_parts(parts, body.holding(answer.slot))
 }
 
 /// Phase 10, every response's part.

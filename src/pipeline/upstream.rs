@@ -19,10 +19,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rand::RngCore;
 
-use crate::assertion::{self, Claims};
-use crate::body::{self, IdleBody, RequestBody};
+use crate::assertion::{self, AccessClaims, Claims};
+use crate::body::{self, IdleBody, RequestBody, ResponseBody};
 use crate::config::IdentityField;
 use crate::per_address::Slot;
+use crate::policy::{self, DataRule};
 use crate::proxy::{self, Peer, X_REQUEST_ID};
 use crate::refusal::Refusal;
 use crate::sanitize;
@@ -31,7 +32,7 @@ use crate::sanitize::request::BodyPlan;
 use crate::session::{self, Live};
 use crate::telemetry::RequestRecord;
 
-use super::authorize::Allowed;
+use super::authorize::{self, Allowed};
 use super::build::{Gateway, RouteTarget};
 use super::route;
 use crate::refused::Refused;
@@ -67,9 +68,10 @@ struct Identity<'a> {
     allowed: Option<&'a Allowed>,
 }
 
-/// The upstream's answer, with the client's slot it holds until its body is gone.
+/// The upstream's answer (its body cut when it stalls), with the client's slot it holds until
+/// its body is gone.
 pub(super) struct Answer {
-    pub(super) response: Response<Incoming>,
+    pub(super) response: Response<ResponseBody>,
     pub(super) switching: bool,
     pub(super) slot: Slot,
 }
@@ -124,6 +126,14 @@ impl Gateway {
         parts
             .headers
             .insert(X_REQUEST_ID, record.request_id.clone());
+        if matches!(target.data, Some(DataRule::Fhir { .. })) {
+            // The answer is checked before it leaves: FHIR JSON, not content-encoded.
+            parts.headers.insert(
+                header::ACCEPT,
+                HeaderValue::from_static("application/fhir+json"),
+            );
+            parts.headers.remove(header::ACCEPT_ENCODING);
+        }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let body = IdleBody::new(body, self.body_idle_timeout);
@@ -137,7 +147,9 @@ impl Gateway {
                 left: limit,
             },
             BodyPlan::Inspect { kind, limit } => {
-                let bytes = body::read_limited(body, limit).await?;
+                let bytes = body::read_limited(body, limit)
+                    .await
+                    .map_err(Refusal::from)?;
                 if let Some(finding) = target.rules.check_body(kind, &bytes)? {
                     route::log_finding(&record.request_id, &finding);
                 }
@@ -177,8 +189,9 @@ impl Gateway {
             }
             (false, _) => {}
         }
+        let idle = upstream.body_idle_timeout;
         Ok(Answer {
-            response,
+            response: response.map(|body| ResponseBody::upstream(IdleBody::new(body, idle))),
             switching,
             slot,
         })
@@ -227,15 +240,32 @@ impl Gateway {
                 claims = claims.with_roles(live.roles.clone());
             }
             if let Some(allowed) = allowed {
-                let basis = allowed.basis;
-                let grant = basis.grant().map(|id| id.to_string());
-                claims = claims.with_access(basis.purpose_of_use(), grant);
+                let fhir = self.policy.as_ref().and_then(|p| p.fhir.as_ref());
+                claims = claims.with_access(AccessClaims {
+                    purpose_of_use: policy::purpose_of_use(allowed.decisions.iter().map(|d| d.1)),
+                    grants: grants(allowed),
+                    patient: allowed.patient.clone(),
+                    scopes: authorize::scopes(fhir, allowed),
+                });
             }
             if let Ok(value) = HeaderValue::from_str(&self.assertion.sign(&claims)) {
                 headers.insert(HeaderName::from_static(assertion::HEADER), value);
             }
         }
     }
+}
+
+/// The distinct grants the decisions rest on.
+fn grants(allowed: &Allowed) -> Vec<String> {
+    let mut grants: Vec<String> = allowed
+        .decisions
+        .iter()
+        .filter_map(|(_, basis)| basis.grant())
+        .map(|id| id.to_string())
+        .collect();
+    grants.sort();
+    grants.dedup();
+    grants
 }
 
 /// The client's head made fit for the upstream, before the verified identity is added.

@@ -31,6 +31,7 @@
 //! default, enforced at a trusted service layer); the "break the glass" and purpose-of-use
 //! vocabulary of HL7 (`TREAT`, `ETREAT`).
 
+pub mod fhir;
 pub mod grants;
 
 use std::collections::{BTreeMap, HashMap};
@@ -55,6 +56,9 @@ pub struct PolicyConfig {
     /// Emergency access without an approval: off unless configured.
     #[serde(default)]
     pub break_glass: Option<BreakGlassConfig>,
+    /// The data category of each FHIR resource type, for routes with `fhir: true`.
+    #[serde(default)]
+    pub fhir: Option<fhir::FhirConfig>,
 }
 
 /// `policy.break_glass`: who may open a patient's record in an emergency, and for how long.
@@ -246,7 +250,7 @@ impl PolicyConfig {
             Some(config) => Some(break_glass_rules(config, &roles)?),
             None => None,
         };
-        Ok(AccessPolicy {
+        let mut policy = AccessPolicy {
             categories,
             roles,
             break_glass,
@@ -255,7 +259,12 @@ impl PolicyConfig {
                 pending_ttl: grants.pending_ttl.0.as_secs(),
                 approvals: grants.approvals,
             },
-        })
+            fhir: None,
+        };
+        if let Some(config) = &self.fhir {
+            policy.fhir = Some(config.compile(&policy)?);
+        }
+        Ok(policy)
     }
 }
 
@@ -365,6 +374,8 @@ pub struct AccessPolicy {
     roles: HashMap<String, RoleRule>,
     pub grants: GrantRules,
     pub break_glass: Option<BreakGlassRules>,
+    /// `policy.fhir`, for routes with `fhir: true`.
+    pub fhir: Option<fhir::FhirMap>,
 }
 
 /// Why a person may see the data.
@@ -379,10 +390,7 @@ pub enum Basis {
 impl Basis {
     /// HL7's purpose of use: treatment, or emergency treatment.
     pub fn purpose_of_use(self) -> &'static str {
-        match self {
-            Basis::BreakGlass(_) => "ETREAT",
-            Basis::CareTeam | Basis::Grant(_) => "TREAT",
-        }
+        purpose_of_use([self])
     }
 
     pub fn grant(self) -> Option<GrantId> {
@@ -390,6 +398,19 @@ impl Basis {
             Basis::CareTeam => None,
             Basis::Grant(id) | Basis::BreakGlass(id) => Some(id),
         }
+    }
+}
+
+/// The purpose of use of a request whose decisions rest on `bases`: emergency treatment when
+/// any of them is a break-glass access.
+pub fn purpose_of_use(bases: impl IntoIterator<Item = Basis>) -> &'static str {
+    if bases
+        .into_iter()
+        .any(|basis| matches!(basis, Basis::BreakGlass(_)))
+    {
+        "ETREAT"
+    } else {
+        "TREAT"
     }
 }
 
@@ -512,9 +533,15 @@ pub fn decide(plan: Plan, on_care_team: bool, grant: Option<GrantUse>) -> Result
 
 /// What a patient route carries, and where its patient id is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DataRule {
-    pub category: Category,
-    pub patient: PatientAt,
+pub enum DataRule {
+    /// A REST route: one category, the patient id where the route says.
+    Rest {
+        category: Category,
+        patient: PatientAt,
+    },
+    /// A FHIR route (`fhir: true`): the FHIR request after the path's first `base` segments
+    /// says both ([`fhir`]).
+    Fhir { base: usize },
 }
 
 /// Where a route finds the patient id.

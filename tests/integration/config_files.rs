@@ -378,6 +378,41 @@ fn the_policy_refuses_operators_with_data_and_routes_without_a_patient() {
         let found = key_of(text);
         assert!(found.starts_with(expected), "{found}\nexpected {expected}");
     }
+    // FHIR routes: the map under the policy, a base ending in `/**`, a person, nothing else.
+    let fhir_policy =
+        format!("{policy}  fhir: {{ resources: {{ Observation: {{ data: labs }} }} }}\n");
+    let fhir = |route: &str, policy: &str| {
+        crate::harness::config_with(
+            "  ehr: { url: \"http://127.0.0.1:9000\" }",
+            &format!("  - {{ {route} }}"),
+            policy,
+        )
+    };
+    let good = "path: /fhir/**, upstream: ehr, auth: session, fhir: true";
+    assert!(config::parse(Path::new("gw.yaml"), &fhir(good, &fhir_policy)).is_ok());
+    for (text, expected) in [
+        (fhir(good, policy), "routes[0].fhir: needs `policy.fhir`"),
+        (fhir(good, ""), "routes[0].fhir: needs `policy.fhir`"),
+        (
+            fhir(&good.replace("/fhir/**", "/fhir"), &fhir_policy),
+            "routes[0].path: a FHIR route's path",
+        ),
+        (
+            fhir(&good.replace("session", "none"), &fhir_policy),
+            "routes[0].auth: a FHIR route needs `auth: session`",
+        ),
+        (
+            fhir(&format!("{good}, data: labs"), &fhir_policy),
+            "routes[0].fhir: a FHIR route says its patient",
+        ),
+        (
+            fhir(good, &fhir_policy.replace("data: labs", "data: lab")),
+            "policy.fhir.resources.Observation.data: `lab` is not",
+        ),
+    ] {
+        let found = key_of(text);
+        assert!(found.starts_with(expected), "{found}\nexpected {expected}");
+    }
     // Without a policy, protected routes are warned about.
     let open = route("").replace(policy, "");
     let loaded = config::parse(Path::new("gw.yaml"), &open).unwrap();

@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod config_files;
 mod enrollment;
+mod fhir;
 mod hardening;
 mod harness;
 mod hygiene;

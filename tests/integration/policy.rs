@@ -52,7 +52,7 @@ fn config(upstream: &str) -> String {
 }
 
 /// `name` enrolled with `roles`, logged in: the bearer token.
-async fn person(gateway: &impl Listening, name: &str, roles: &[&str]) -> String {
+pub(crate) async fn person(gateway: &impl Listening, name: &str, roles: &[&str]) -> String {
     let (secret, _) = enroll(gateway, name).await;
     let path = format!("/admin/users/{name}/roles");
     admin(
@@ -73,14 +73,14 @@ async fn person(gateway: &impl Listening, name: &str, roles: &[&str]) -> String 
     done.body["token"].as_str().unwrap().to_owned()
 }
 
-async fn link(gateway: &impl Listening, user: &str, patient: &str) {
+pub(crate) async fn link(gateway: &impl Listening, user: &str, patient: &str) {
     let body = json!({ "user": user, "patient": patient }).to_string();
     let linked = admin(gateway, Method::POST, "/admin/care-team", &body).await;
     assert_eq!(linked["links"][0]["patient"], patient, "{linked}");
 }
 
 /// The status and error code of a GET of `path` with `token`, and the response headers.
-async fn get_as(
+pub(crate) async fn get_as(
     gateway: &impl Listening,
     path: &str,
     token: &str,
@@ -197,7 +197,8 @@ async fn the_articles_dermatologist_asks_for_the_labs_and_a_chief_physician_appr
     assert_eq!(status, StatusCode::FORBIDDEN, "the grant is for p7 only");
     let verified = assertion_of(&gateway, &upstream, "/api/patients/p7/labs/1", "labs").await;
     assert_eq!(verified["purpose_of_use"], "TREAT");
-    assert_eq!(verified["grant"], id.as_str());
+    assert_eq!(verified["grants"], json!([id]));
+    assert_eq!(verified["patient"], "p7");
     let seen = upstream.seen();
     let notes = seen
         .iter()
@@ -384,7 +385,7 @@ async fn care_teams_are_imported_all_or_none_and_a_disabled_account_loses_its_gr
 }
 
 /// The upstream's verified assertion of the request it saw for `path`.
-async fn assertion_of(
+pub(crate) async fn assertion_of(
     gateway: &TestGateway,
     upstream: &MockUpstream,
     path: &str,
@@ -497,7 +498,7 @@ async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review()
     assert_eq!(status, StatusCode::OK);
     let verified = assertion_of(&gateway, &upstream, "/api/patients/p7/labs/1", "labs").await;
     assert_eq!(verified["purpose_of_use"], "ETREAT");
-    assert_eq!(verified["grant"], id.as_str());
+    assert_eq!(verified["grants"], json!([id]));
     let (status, _, _) = get_as(&gateway, "/api/patients/p8/labs/1", &paul).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "one patient only");
 

@@ -195,7 +195,9 @@ impl<'a> PageRequest<'a> {
         if !is_form(&self.parts.headers) {
             return Err(Refusal::UnsupportedMediaType.into());
         }
-        let bytes = body::read_limited(IdleBody::new(self.body, self.idle), FORM_LIMIT).await?;
+        let bytes = body::read_limited(IdleBody::new(self.body, self.idle), FORM_LIMIT)
+            .await
+            .map_err(Refusal::from)?;
         let mut fields: Vec<(String, String)> = Vec::new();
         for pair in form_pairs(&bytes) {
             let (name, value) = pair.map_err(|_| Refusal::MalformedForm)?;
