@@ -1,9 +1,8 @@
 //! One access decision (`pipeline/authorize.rs`) with 10,000 care-team links and 1,000 live
 //! grants in the embedded store: the part the roles settle alone (`plan` + `decide`, no store),
-//! and the whole decision as a patient route pays it today, with the store's two reads on the
-//! blocking pool (care-team link, then grants). The target, under 2 us on a cache hit,
-//! needs a decision cache in front of the store that does not exist yet: this bench says how far
-//! off the current path is.
+//! the whole decision on a hit of the decision cache (`store::relations::Cached`, what a patient
+//! route pays once the answer is kept; target under 2 us), and the same read from the store
+//! itself on the blocking pool (what a miss pays: after a write, or the first time).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,7 +16,8 @@ use wardgate::identity::{EmbeddedStore, Keyring, MasterKey, UserId};
 use wardgate::policy::grants::{AccessRequest, Asked, GrantId};
 use wardgate::policy::{AccessPolicy, PolicyConfig, decide};
 use wardgate::store::Stores;
-use wardgate::store::relations::CareTeamLink;
+use wardgate::store::embedded::Embedded;
+use wardgate::store::relations::{CareTeamLink, Relations};
 
 const T0: u64 = 1_800_000_000;
 
@@ -39,8 +39,9 @@ fn policy() -> AccessPolicy {
 fn decision(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let keyring = Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap();
-    let store = EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap();
-    let stores = Stores::embedded(Arc::new(store));
+    let store = Arc::new(EmbeddedStore::open(dir.path(), Arc::new(keyring)).unwrap());
+    let stores = Stores::embedded(store.clone());
+    let uncached = Embedded::new(store);
     let approver = UserId::from_bytes([0xAA; 16]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -83,25 +84,30 @@ fn decision(c: &mut Criterion) {
             decide(plan, black_box(true), None)
         })
     });
-    let relations = stores.relations.clone();
-    c.bench_function("policy/care_team_from_the_store", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                let plan = policy.plan(&roles, notes).unwrap();
-                let on = relations.on_care_team(user, "p7", now).await.unwrap();
-                decide(plan, on, None).unwrap()
+    let sources: [(&str, &dyn Relations); 2] = [
+        ("cache_hit", stores.relations.as_ref()),
+        ("from_the_store", &uncached),
+    ];
+    for (source, relations) in sources {
+        c.bench_function(&format!("policy/care_team_{source}"), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let plan = policy.plan(&roles, notes).unwrap();
+                    let on = relations.on_care_team(user, "p7", now).await.unwrap();
+                    decide(plan, on.is_some(), None).unwrap()
+                })
             })
-        })
-    });
-    c.bench_function("policy/grant_from_the_store", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                let plan = policy.plan(&roles, labs).unwrap();
-                let grant = relations.grant_for(user, "g7", "labs", now).await.unwrap();
-                decide(plan, false, grant).unwrap()
+        });
+        c.bench_function(&format!("policy/grant_{source}"), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let plan = policy.plan(&roles, labs).unwrap();
+                    let grant = relations.grant_for(user, "g7", "labs", now).await.unwrap();
+                    decide(plan, false, grant).unwrap()
+                })
             })
-        })
-    });
+        });
+    }
 }
 
 criterion_group!(benches, decision);

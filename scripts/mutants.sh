@@ -41,6 +41,8 @@ SECURITY_FILES=(
     src/policy/mod.rs            # access policy: roles, categories, decision
     src/policy/grants.rs         # access grants, approvals, break-glass reviews
     src/access.rs                # the request, approval and break-glass workflows
+    src/policy/fhir.rs           # FHIR requests and answers: patient, categories, filtering
+    src/pipeline/authorize.rs    # the decision per request and per FHIR answer
     src/sanitize/framing.rs      # HTTP/1 framing guard
     src/ratelimit.rs             # rate limiter
     src/assertion.rs             # assertion signing and verification

@@ -237,7 +237,8 @@ impl Decisions {
                     && relations
                         .on_care_team(live.user, patient, now)
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(unavailable)?
+                        .is_some();
                 let grant = if plan.care_team_suffices && on_care_team {
                     None
                 } else {

@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::GrantRules;
+use super::{GrantRules, GrantUse};
 use crate::identity::UserId;
 
 crate::identity::store::random_id!(
@@ -251,10 +251,33 @@ impl AccessRequest {
 
     /// Whether the grant lets `user` see `category` of `patient` at `now`.
     pub fn covers(&self, user: UserId, patient: &str, category: &str, now: u64) -> bool {
-        matches!(self.state, State::Approved { start, end } if start <= now && now < end)
-            && self.requester == user
-            && self.patient == patient
-            && self.categories.iter().any(|c| c == category)
+        self.use_at(user, patient, category, now).is_some()
+    }
+
+    /// The grant as `user` uses it to see `category` of `patient` at `now`, when it covers that.
+    pub fn use_at(
+        &self,
+        user: UserId,
+        patient: &str,
+        category: &str,
+        now: u64,
+    ) -> Option<GrantUse> {
+        match self.state {
+            State::Approved { start, end }
+                if start <= now
+                    && now < end
+                    && self.requester == user
+                    && self.patient == patient
+                    && self.categories.iter().any(|c| c == category) =>
+            {
+                Some(GrantUse {
+                    id: self.id,
+                    emergency: self.emergency.is_some(),
+                    until: end,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Checks that `by` may decide this request now.

@@ -414,11 +414,13 @@ pub fn purpose_of_use(bases: impl IntoIterator<Item = Basis>) -> &'static str {
     }
 }
 
-/// An active grant that covers a request: its id, and whether it is a break-glass access.
+/// An active grant that covers a request: its id, whether it is a break-glass access, and when
+/// it ends (unix seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GrantUse {
     pub id: GrantId,
     pub emergency: bool,
+    pub until: u64,
 }
 
 /// Why a person may not.
@@ -525,6 +527,7 @@ pub fn decide(plan: Plan, on_care_team: bool, grant: Option<GrantUse>) -> Result
         Some(GrantUse {
             id,
             emergency: true,
+            ..
         }) => Ok(Basis::BreakGlass(id)),
         Some(GrantUse { id, .. }) => Ok(Basis::Grant(id)),
         None => Err(Denial::NeedsGrant),
@@ -618,6 +621,7 @@ roles:
         let grant = grant.map(|id| GrantUse {
             id,
             emergency: false,
+            until: u64::MAX,
         });
         decide(plan, on_team, grant)
     }
@@ -838,6 +842,7 @@ roles:
         let emergency = Some(GrantUse {
             id,
             emergency: true,
+            until: u64::MAX,
         });
         assert_eq!(decide(plan, false, emergency), Ok(Basis::BreakGlass(id)));
         assert_eq!(Basis::BreakGlass(id).purpose_of_use(), "ETREAT");

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::Pending;
 use super::accounts::Accounts;
 use super::credentials::Credentials;
-use super::relations::{CareTeamLink, Change, Relations};
+use super::relations::{CareTeamLink, Change, Holds, Relations};
 use super::sessions::{Published, SessionStore};
 use crate::identity::{
     EmbeddedStore, RecoveryCode, SessionKey, SessionRecord, StoreError, Totp, TotpParams, User,
@@ -177,7 +177,7 @@ impl Relations for Embedded {
         self.run(move |store| relations::links(store, user))
     }
 
-    fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, bool> {
+    fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, Option<Holds>> {
         let patient = patient.to_owned();
         self.run(move |store| relations::on_care_team(store, user, &patient, now))
     }
@@ -260,6 +260,7 @@ impl SessionStore for Embedded {
 mod tests {
     use super::*;
     use crate::identity::{Keyring, MasterKey};
+    use crate::store::relations::Cached;
 
     fn embedded(dir: &std::path::Path) -> Embedded {
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
@@ -291,6 +292,90 @@ mod tests {
     async fn keeps_the_relations_contract() {
         let dir = tempfile::tempdir().unwrap();
         crate::store::relations::contract::kept_by(&embedded(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn the_decision_cache_keeps_the_relations_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let cached = Cached::new(Arc::new(embedded(dir.path())));
+        crate::store::relations::contract::kept_by(&cached).await;
+    }
+
+    #[tokio::test]
+    async fn the_decision_cache_answers_from_memory_until_a_write_or_an_end() {
+        use crate::policy::GrantRules;
+        use crate::policy::grants::{AccessRequest, Asked};
+        const T0: u64 = 1_800_000_000;
+        let (alice, bob) = (UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16]));
+        let dir = tempfile::tempdir().unwrap();
+        let raw = embedded(dir.path());
+        // The same store behind the cache and beside it: a write beside it is not seen.
+        let cached = Cached::new(Arc::new(Embedded::new(raw.store.clone())));
+        let link = |user, patient: &str| CareTeamLink {
+            user,
+            patient: patient.into(),
+            until: None,
+        };
+        cached.link(link(alice, "p1")).await.unwrap();
+        assert_eq!(
+            cached.on_care_team(alice, "p1", T0).await.unwrap(),
+            Some(Holds::Always)
+        );
+        assert!(raw.unlink(alice, "p1").await.unwrap());
+        assert_eq!(
+            cached.on_care_team(alice, "p1", T0).await.unwrap(),
+            Some(Holds::Always),
+            "from memory"
+        );
+        cached.link(link(bob, "p9")).await.unwrap();
+        assert_eq!(
+            cached.on_care_team(alice, "p1", T0).await.unwrap(),
+            None,
+            "any write forgets every answer"
+        );
+
+        let rules = GrantRules {
+            max_duration: 3600,
+            pending_ttl: 600,
+            approvals: 1,
+        };
+        let asked = Asked {
+            patient: "p2",
+            categories: vec!["labs".into()],
+            reason: "a reason",
+            duration: 600,
+        };
+        let id = crate::policy::grants::GrantId::from_bytes([5; 16]);
+        let mut request = AccessRequest::new(id, alice, asked, T0);
+        request.approve(bob, true, "", &rules, T0).unwrap();
+        raw.create_request(request).await.unwrap();
+        let used = cached.grant_for(alice, "p2", "labs", T0).await.unwrap();
+        assert_eq!(used.map(|g| (g.id, g.until)), Some((id, T0 + 600)));
+        assert!(
+            cached
+                .grant_for(alice, "p2", "labs", T0 + 600)
+                .await
+                .unwrap()
+                .is_none(),
+            "a kept grant is not used past its end"
+        );
+        assert!(
+            cached
+                .grant_for(alice, "p2", "labs", T0 + 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let revoke: Change = Box::new(move |r| r.revoke("bob", &rules, T0 + 2));
+        cached.update_request(id, revoke).await.unwrap().unwrap();
+        assert!(
+            cached
+                .grant_for(alice, "p2", "labs", T0 + 3)
+                .await
+                .unwrap()
+                .is_none(),
+            "revoked: at once"
+        );
     }
 
     #[tokio::test]

@@ -52,7 +52,7 @@ impl Stores {
             accounts: embedded.clone(),
             credentials: embedded.clone(),
             sessions: embedded.clone(),
-            relations: embedded,
+            relations: Arc::new(relations::Cached::new(embedded)),
             ephemeral: Arc::new(ephemeral::Memory::new()),
         }
     }

@@ -3,13 +3,29 @@
 //!
 //! **Contract.** A care-team link is (user, patient, optional end): [`Relations::link`] adds or
 //! replaces it, [`Relations::import`] adds many in one transaction (all or none), and
-//! [`Relations::on_care_team`] is true only for a link whose end has not passed at `now`.
+//! [`Relations::on_care_team`] finds only a link whose end has not passed at `now`, and says
+//! how long that holds.
 //! Requests are stored whole; [`Relations::update_request`] applies a transition to the stored
 //! request in one atomic read-modify-write, so that two approvers racing see each other's
 //! approval, and hands back the request as stored after it (`GrantError::Unknown` for an id the
 //! store does not know). [`Relations::grant_for`] finds an active grant of the user for the
-//! patient and category at `now`. A store that cannot answer returns an error, and the request
-//! is refused (503): a failing store never lets anyone through.
+//! patient and category at `now`, with its end. A store that cannot answer returns an error, and
+//! the request is refused (503): a failing store never lets anyone through.
+//!
+//! **The decision cache.** Every patient request asks the two reads above. [`Cached`] answers
+//! them from memory: an answer is kept with the relations' *epoch*, a counter that every write
+//! through the cache moves on once it has returned, and is used only while the epoch is the same
+//! and the `now` asked for is not earlier than the one it was read for, and, for a link or grant
+//! found, before its end. A write that changes any relation therefore
+//! stops every cached answer at once (a revoked grant, an ended link, a disabled account's
+//! grants): writes are rare beside reads, so forgetting everything costs little. The epoch is
+//! read *before* the store is asked, so a read that races a write is kept under the old epoch
+//! and never used after the write returns. Only writes through this process move the epoch: a
+//! second replica writing to a shared store must send its changes on the revocation feed
+//! (several replicas are not built yet).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +44,13 @@ pub struct CareTeamLink {
     pub until: Option<u64>,
 }
 
+/// How long a care-team link found at `now` holds: until its end, or for ever (until a write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    Until(u64),
+    Always,
+}
+
 /// A transition of a stored request; it may refuse.
 pub type Change = Box<dyn FnOnce(&mut AccessRequest) -> Result<(), GrantError> + Send>;
 
@@ -39,7 +62,8 @@ pub trait Relations: Send + Sync {
     fn unlink(&self, user: UserId, patient: &str) -> Pending<'_, bool>;
     /// Every link, or the user's, ordered by user and patient.
     fn links(&self, user: Option<UserId>) -> Pending<'_, Vec<CareTeamLink>>;
-    fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, bool>;
+    /// The live link's hold at `now`, `None` when the user is not on the patient's care team.
+    fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, Option<Holds>>;
 
     /// Refuses with `Conflict` when the id is taken.
     fn create_request(&self, request: AccessRequest) -> Pending<'_, ()>;
@@ -61,6 +85,144 @@ pub trait Relations: Send + Sync {
         category: &str,
         now: u64,
     ) -> Pending<'_, Option<GrantUse>>;
+}
+
+/// An answer kept with the epoch it was read under and the `now` it was read for: it holds
+/// for that `now` and later, never earlier (a grant found now did not cover the past).
+#[derive(Clone)]
+struct Kept<T> {
+    epoch: u64,
+    at: u64,
+    answer: T,
+}
+
+/// The decision cache in front of a [`Relations`] backend (see the module's essay).
+pub struct Cached {
+    inner: Arc<dyn Relations>,
+    epoch: AtomicU64,
+    care_team: moka::sync::Cache<(UserId, Box<str>), Kept<Option<Holds>>>,
+    grants: moka::sync::Cache<GrantKey, Kept<Option<GrantUse>>>,
+}
+
+/// User, patient, category.
+type GrantKey = (UserId, Box<str>, Box<str>);
+
+/// Answers kept per kind: a few hundred bytes each, so tens of MiB at most.
+const CACHED_ANSWERS: u64 = 100_000;
+
+impl Cached {
+    pub fn new(inner: Arc<dyn Relations>) -> Self {
+        Self {
+            inner,
+            epoch: AtomicU64::new(0),
+            care_team: moka::sync::Cache::new(CACHED_ANSWERS),
+            grants: moka::sync::Cache::new(CACHED_ANSWERS),
+        }
+    }
+
+    /// Runs a write, then moves the epoch on (also when it failed: it may have written).
+    fn write<'a, T: Send + 'a>(&'a self, write: Pending<'a, T>) -> Pending<'a, T> {
+        Box::pin(async move {
+            let written = write.await;
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            written
+        })
+    }
+}
+
+impl Relations for Cached {
+    fn link(&self, link: CareTeamLink) -> Pending<'_, ()> {
+        self.write(self.inner.link(link))
+    }
+
+    fn import(&self, links: Vec<CareTeamLink>) -> Pending<'_, usize> {
+        self.write(self.inner.import(links))
+    }
+
+    fn unlink(&self, user: UserId, patient: &str) -> Pending<'_, bool> {
+        self.write(self.inner.unlink(user, patient))
+    }
+
+    fn links(&self, user: Option<UserId>) -> Pending<'_, Vec<CareTeamLink>> {
+        self.inner.links(user)
+    }
+
+    fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, Option<Holds>> {
+        let key = (user, Box::from(patient));
+        Box::pin(async move {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            if let Some(kept) = self.care_team.get(&key)
+                && kept.epoch == epoch
+                && kept.at <= now
+                && match kept.answer {
+                    Some(Holds::Until(end)) => now < end,
+                    Some(Holds::Always) | None => true,
+                }
+            {
+                return Ok(kept.answer);
+            }
+            let answer = self.inner.on_care_team(user, &key.1, now).await?;
+            let kept = Kept {
+                epoch,
+                at: now,
+                answer,
+            };
+            self.care_team.insert(key, kept);
+            Ok(answer)
+        })
+    }
+
+    fn create_request(&self, request: AccessRequest) -> Pending<'_, ()> {
+        self.write(self.inner.create_request(request))
+    }
+
+    fn request(&self, id: GrantId) -> Pending<'_, Option<AccessRequest>> {
+        self.inner.request(id)
+    }
+
+    fn requests(&self) -> Pending<'_, Vec<AccessRequest>> {
+        self.inner.requests()
+    }
+
+    fn requests_of(&self, user: UserId) -> Pending<'_, Vec<AccessRequest>> {
+        self.inner.requests_of(user)
+    }
+
+    fn update_request(
+        &self,
+        id: GrantId,
+        change: Change,
+    ) -> Pending<'_, Result<AccessRequest, GrantError>> {
+        self.write(self.inner.update_request(id, change))
+    }
+
+    fn grant_for(
+        &self,
+        user: UserId,
+        patient: &str,
+        category: &str,
+        now: u64,
+    ) -> Pending<'_, Option<GrantUse>> {
+        let key = (user, Box::from(patient), Box::from(category));
+        Box::pin(async move {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            if let Some(kept) = self.grants.get(&key)
+                && kept.epoch == epoch
+                && kept.at <= now
+                && kept.answer.is_none_or(|grant| now < grant.until)
+            {
+                return Ok(kept.answer);
+            }
+            let answer = self.inner.grant_for(user, &key.1, &key.2, now).await?;
+            let kept = Kept {
+                epoch,
+                at: now,
+                answer,
+            };
+            self.grants.insert(key, kept);
+            Ok(answer)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -97,17 +259,52 @@ pub(crate) mod contract {
             .link(link(ALICE, "p2", Some(T0 + 60)))
             .await
             .unwrap();
-        assert!(relations.on_care_team(ALICE, "p1", T0).await.unwrap());
-        assert!(relations.on_care_team(ALICE, "p2", T0 + 59).await.unwrap());
+        assert_eq!(
+            relations.on_care_team(ALICE, "p1", T0).await.unwrap(),
+            Some(Holds::Always)
+        );
+        assert_eq!(
+            relations.on_care_team(ALICE, "p2", T0).await.unwrap(),
+            Some(Holds::Until(T0 + 60))
+        );
         assert!(
-            !relations.on_care_team(ALICE, "p2", T0 + 60).await.unwrap(),
+            relations
+                .on_care_team(ALICE, "p2", T0 + 59)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            relations
+                .on_care_team(ALICE, "p2", T0 + 60)
+                .await
+                .unwrap()
+                .is_none(),
             "ended"
         );
-        assert!(!relations.on_care_team(BOB, "p1", T0).await.unwrap());
-        assert!(!relations.on_care_team(ALICE, "p3", T0).await.unwrap());
+        assert!(
+            relations
+                .on_care_team(BOB, "p1", T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            relations
+                .on_care_team(ALICE, "p3", T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
         // Replaced, not doubled.
         relations.link(link(ALICE, "p2", None)).await.unwrap();
-        assert!(relations.on_care_team(ALICE, "p2", T0 + 60).await.unwrap());
+        assert!(
+            relations
+                .on_care_team(ALICE, "p2", T0 + 60)
+                .await
+                .unwrap()
+                .is_some()
+        );
         let imported = relations
             .import(vec![link(BOB, "p1", None), link(BOB, "p9", None)])
             .await
@@ -117,7 +314,13 @@ pub(crate) mod contract {
         assert_eq!(relations.links(None).await.unwrap().len(), 4);
         assert!(relations.unlink(BOB, "p9").await.unwrap());
         assert!(!relations.unlink(BOB, "p9").await.unwrap());
-        assert!(!relations.on_care_team(BOB, "p9", T0).await.unwrap());
+        assert!(
+            relations
+                .on_care_team(BOB, "p9", T0)
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         let asked = Asked {
             patient: "p1",
@@ -169,7 +372,8 @@ pub(crate) mod contract {
             used,
             Some(GrantUse {
                 id,
-                emergency: false
+                emergency: false,
+                until: T0 + 1 + 600
             })
         );
         assert!(

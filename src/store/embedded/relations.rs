@@ -8,6 +8,7 @@ use crate::identity::embedded::{decode, encode};
 use crate::identity::{EmbeddedStore, StoreError, UserId};
 use crate::policy::GrantUse;
 use crate::policy::grants::{AccessRequest, GrantError, GrantId};
+use crate::store::relations::Holds;
 use crate::store::relations::{CareTeamLink, Change};
 
 /// user ++ patient -> `CareTeamLink`
@@ -85,12 +86,13 @@ pub fn on_care_team(
     user: UserId,
     patient: &str,
     now: u64,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Holds>, StoreError> {
     let key = link_key(user, patient);
     let rows: Vec<(Vec<u8>, CareTeamLink)> = scan(&store.read()?, CARE_TEAM, &key)?;
     Ok(rows
         .iter()
-        .any(|(found, link)| *found == key && link.until.is_none_or(|until| now < until)))
+        .find(|(found, link)| *found == key && link.until.is_none_or(|until| now < until))
+        .map(|(_, link)| link.until.map_or(Holds::Always, Holds::Until)))
 }
 
 pub fn create_request(store: &EmbeddedStore, request: &AccessRequest) -> Result<(), StoreError> {
@@ -171,13 +173,8 @@ pub fn grant_for(
     // that covers it, in no particular order.
     let tx = store.read()?;
     for id in requester_index(&tx, user)? {
-        if let Some(request) = stored(&tx, id)?
-            && request.covers(user, patient, category, now)
-        {
-            return Ok(Some(GrantUse {
-                id: request.id,
-                emergency: request.emergency.is_some(),
-            }));
+        if let Some(used) = stored(&tx, id)?.and_then(|r| r.use_at(user, patient, category, now)) {
+            return Ok(Some(used));
         }
     }
     Ok(None)
