@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::Pending;
-use crate::identity::UserId;
+use crate::identity::{StoreError, UserId};
 use crate::policy::GrantUse;
 use crate::policy::grants::{AccessRequest, GrantError, GrantId};
 
@@ -120,6 +120,37 @@ impl Cached {
         }
     }
 
+    /// The answer kept under `key` when it still holds at `now`, else `read`'s, then kept.
+    async fn kept<'a, K, T>(
+        &'a self,
+        cache: &'a moka::sync::Cache<K, Kept<T>>,
+        key: K,
+        now: u64,
+        holds: impl Fn(&T) -> bool,
+        read: impl FnOnce(&K) -> Pending<'a, T>,
+    ) -> Result<T, StoreError>
+    where
+        K: std::hash::Hash + Eq + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
+    {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(kept) = cache.get(&key)
+            && kept.epoch == epoch
+            && kept.at <= now
+            && holds(&kept.answer)
+        {
+            return Ok(kept.answer);
+        }
+        let answer = read(&key).await?;
+        let kept = Kept {
+            epoch,
+            at: now,
+            answer: answer.clone(),
+        };
+        cache.insert(key, kept);
+        Ok(answer)
+    }
+
     /// Runs a write, then moves the epoch on (also when it failed: it may have written).
     fn write<'a, T: Send + 'a>(&'a self, write: Pending<'a, T>) -> Pending<'a, T> {
         Box::pin(async move {
@@ -149,27 +180,12 @@ impl Relations for Cached {
 
     fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, Option<Holds>> {
         let key = (user, Box::from(patient));
-        Box::pin(async move {
-            let epoch = self.epoch.load(Ordering::Acquire);
-            if let Some(kept) = self.care_team.get(&key)
-                && kept.epoch == epoch
-                && kept.at <= now
-                && match kept.answer {
-                    Some(Holds::Until(end)) => now < end,
-                    Some(Holds::Always) | None => true,
-                }
-            {
-                return Ok(kept.answer);
-            }
-            let answer = self.inner.on_care_team(user, &key.1, now).await?;
-            let kept = Kept {
-                epoch,
-                at: now,
-                answer,
-            };
-            self.care_team.insert(key, kept);
-            Ok(answer)
-        })
+        let holds = move |answer: &Option<Holds>| match answer {
+            Some(Holds::Until(end)) => now < *end,
+            Some(Holds::Always) | None => true,
+        };
+        let read = move |key: &(UserId, Box<str>)| self.inner.on_care_team(user, &key.1, now);
+        Box::pin(self.kept(&self.care_team, key, now, holds, read))
     }
 
     fn create_request(&self, request: AccessRequest) -> Pending<'_, ()> {
@@ -204,31 +220,15 @@ impl Relations for Cached {
         now: u64,
     ) -> Pending<'_, Option<GrantUse>> {
         let key = (user, Box::from(patient), Box::from(category));
-        Box::pin(async move {
-            let epoch = self.epoch.load(Ordering::Acquire);
-            if let Some(kept) = self.grants.get(&key)
-                && kept.epoch == epoch
-                && kept.at <= now
-                && kept.answer.is_none_or(|grant| now < grant.until)
-            {
-                return Ok(kept.answer);
-            }
-            let answer = self.inner.grant_for(user, &key.1, &key.2, now).await?;
-            let kept = Kept {
-                epoch,
-                at: now,
-                answer,
-            };
-            self.grants.insert(key, kept);
-            Ok(answer)
-        })
+        let holds = move |answer: &Option<GrantUse>| answer.is_none_or(|grant| now < grant.until);
+        let read = move |key: &GrantKey| self.inner.grant_for(user, &key.1, &key.2, now);
+        Box::pin(self.kept(&self.grants, key, now, holds, read))
     }
 }
 
 #[cfg(test)]
 pub(crate) mod contract {
     use super::*;
-    use crate::identity::StoreError;
     use crate::policy::GrantRules;
     use crate::policy::grants::{Asked, State};
     use rand::SeedableRng;
