@@ -30,7 +30,9 @@
 # A config whose route has `auth: session` (benches/load/wardgate-bench-session.yaml) gets a
 # user: created with `wardgate user add`, enrolled through the JSON API (a password, and oathtool
 # standing in for the authenticator app), logged in; every wrk request then carries
-# `Authorization: Bearer <token>`, so the session check runs on each one.
+# `Authorization: Bearer <token>`, so the session check runs on each one. A config with a
+# `policy:` (benches/load/wardgate-bench-policy.yaml) gets that user as a `physician` on patient
+# 1's care team, so every request is also decided by the access policy.
 #
 # Needs nginx, wrk, oathtool, jq, curl, openssl and taskset; the first four are installed with
 # apt-get when missing. All traffic stays on 127.0.0.1; every process started is stopped on exit
@@ -310,13 +312,18 @@ post_json() {
 # Whether the config's routes ask for a logged-in user.
 needs_session() { grep -Eq '^[[:space:]]*auth:[[:space:]]*session' "$1"; }
 
+# Whether the config has an access policy.
+has_policy() { grep -Eq '^policy:' "$1"; }
+
 # A new user of the running Wardgate, enrolled and logged in; sets REQUEST_HEADERS to carry its
 # session token. The store under benches/load/data/ outlives runs, so each run adds a new name.
 log_in() {
     local config="$1" name answer secret enrollment challenge token
     local -r password="Violet lanterns hum 7 quiet tunes!"
     name="bench-$(date +%s)-$$"
-    answer="$("$WARDGATE_BIN" user add "$name" --config "$config")"
+    local roles=()
+    has_policy "$config" && roles=(--role physician)
+    answer="$("$WARDGATE_BIN" user add "$name" "${roles[@]}" --config "$config")"
     answer="$(post_json enroll/password "$(jq -nc --arg token "$(jq -r .enrollment.token <<<"$answer")" \
         --arg password "$password" '{$token, $password}')")"
     secret="$(jq -r .totp.secret <<<"$answer")"
@@ -333,6 +340,9 @@ log_in() {
         '{$challenge, $code}')")"
     token="$(jq -r .token <<<"$answer")"
     [[ "$token" == wgs_* ]] || die "the login answered no session token: $answer"
+    if has_policy "$config"; then
+        "$WARDGATE_BIN" care-team --config "$config" add "$name" 1 >/dev/null
+    fi
     REQUEST_HEADERS=(-H "Authorization: Bearer ${token}")
     log "logged in as $name"
 }

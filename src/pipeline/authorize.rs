@@ -29,6 +29,7 @@ use http::{Method, Response};
 use serde_json::Value;
 
 use crate::body::{self, ResponseBody, Unread};
+use crate::identity::UserId;
 use crate::own_api::paths;
 use crate::policy::fhir::{self, Carries, FhirMap, FhirRead, FhirRefusal, ReadKind};
 use crate::policy::{self, AccessPolicy, Basis, Category, DataRule, Denial};
@@ -36,6 +37,7 @@ use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::sanitize::request::media_type;
 use crate::session::Live;
+use crate::store::relations::Relations;
 
 use super::build::Gateway;
 
@@ -54,9 +56,13 @@ pub(super) struct Authorized {
     pub(super) fhir: Option<FhirRead>,
 }
 
-/// The decisions of one request, per patient and category: each is made once.
-#[derive(Default)]
-struct Decisions {
+/// The decisions of one request for one person, per patient and category: each is made once.
+struct Decisions<'a> {
+    relations: &'a dyn Relations,
+    access: &'a AccessPolicy,
+    user: UserId,
+    roles: &'a [String],
+    now: u64,
     made: HashMap<(String, Category), Result<Basis, Denial>>,
 }
 
@@ -108,13 +114,10 @@ impl Gateway {
                 }
             }
         };
-        let mut decisions = Decisions::default();
+        let mut decisions = Decisions::new(self.relations.as_ref(), access, live, now);
         let mut allowed = Vec::with_capacity(categories.len());
         for category in categories {
-            match decisions
-                .decide(self, access, live, &patient, category, now)
-                .await?
-            {
+            match decisions.decide(&patient, category).await? {
                 Ok(basis) => allowed.push((category, basis)),
                 // Some of what a search without `category=` could return is not allowed.
                 Err(Denial::NeedsGrant | Denial::NeverAllowed) if !narrowed => {
@@ -175,7 +178,7 @@ impl Gateway {
             Ok(answer) if json => answer,
             _ => return Err(unchecked("the FHIR answer is not FHIR JSON")),
         };
-        let mut decisions = Decisions::default();
+        let mut decisions = Decisions::new(self.relations.as_ref(), access, live, now);
         if let Some(allowed) = authorized {
             for (category, basis) in &allowed.decisions {
                 decisions
@@ -185,7 +188,7 @@ impl Gateway {
         }
         if !(read.lists && fhir::is_list(&answer)) {
             let carries = map.classify(&answer);
-            if decisions.shown(self, access, live, &carries, now).await? {
+            if decisions.shown(&carries).await? {
                 return Ok(Response::from_parts(parts, ResponseBody::from(bytes)));
             }
             return Err(Refusal::FhirNotShown.into());
@@ -201,7 +204,7 @@ impl Gateway {
             let carries = entry
                 .get("resource")
                 .map_or(Carries::Unknown, |resource| map.classify(resource));
-            shown.push(decisions.shown(self, access, live, &carries, now).await?);
+            shown.push(decisions.shown(&carries).await?);
         }
         if !fhir::filter_bundle(&mut answer, &shown) {
             return Ok(Response::from_parts(parts, ResponseBody::from(bytes)));
@@ -215,36 +218,50 @@ impl Gateway {
     }
 }
 
-impl Decisions {
-    /// The decision for `patient`'s `category`, from the store the first time it is asked.
+impl<'a> Decisions<'a> {
+    fn new(
+        relations: &'a dyn Relations,
+        access: &'a AccessPolicy,
+        live: &'a Live,
+        now: u64,
+    ) -> Self {
+        Self {
+            relations,
+            access,
+            user: live.user,
+            roles: &live.roles,
+            now,
+            made: HashMap::new(),
+        }
+    }
+
+    /// The decision for `patient`'s `category`, from the store the first time it is asked, and
+    /// only when the roles leave it open.
     async fn decide(
         &mut self,
-        gateway: &Gateway,
-        access: &AccessPolicy,
-        live: &Live,
         patient: &str,
         category: Category,
-        now: u64,
     ) -> Result<Result<Basis, Denial>, Refused> {
         if let Some(made) = self.made.get(&(patient.to_owned(), category)) {
             return Ok(*made);
         }
-        let made = match access.plan(&live.roles, category) {
+        let (user, now) = (self.user, self.now);
+        let made = match self.access.plan(self.roles, category) {
             Err(denial) => Err(denial),
             Ok(plan) => {
-                let relations = &gateway.relations;
                 let on_care_team = plan.care_team_suffices
-                    && relations
-                        .on_care_team(live.user, patient, now)
+                    && self
+                        .relations
+                        .on_care_team(user, patient, now)
                         .await
                         .map_err(unavailable)?
                         .is_some();
                 let grant = if plan.care_team_suffices && on_care_team {
                     None
                 } else {
-                    let name = access.category_name(category);
-                    relations
-                        .grant_for(live.user, patient, name, now)
+                    let name = self.access.category_name(category);
+                    self.relations
+                        .grant_for(user, patient, name, now)
                         .await
                         .map_err(unavailable)?
                 };
@@ -257,14 +274,7 @@ impl Decisions {
 
     /// Whether a resource that `carries` this may be shown: open data always, a patient's
     /// data when every category of it is allowed, unknown data never.
-    async fn shown(
-        &mut self,
-        gateway: &Gateway,
-        access: &AccessPolicy,
-        live: &Live,
-        carries: &Carries,
-        now: u64,
-    ) -> Result<bool, Refused> {
+    async fn shown(&mut self, carries: &Carries) -> Result<bool, Refused> {
         match carries {
             Carries::Open => Ok(true),
             Carries::Unknown => Ok(false),
@@ -273,10 +283,7 @@ impl Decisions {
                 categories,
             } => {
                 for category in categories {
-                    let made = self
-                        .decide(gateway, access, live, patient, *category, now)
-                        .await?;
-                    if made.is_err() {
+                    if self.decide(patient, *category).await?.is_err() {
                         return Ok(false);
                     }
                 }
@@ -334,6 +341,11 @@ fn denied(denial: Denial) -> Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::StoreError;
+    use crate::policy::GrantUse;
+    use crate::policy::grants::{AccessRequest, GrantError, GrantId};
+    use crate::store::Pending;
+    use crate::store::relations::{CareTeamLink, Change, Holds};
 
     #[test]
     fn each_denial_has_its_refusal_and_only_a_grant_can_change_says_where_to_ask() {
@@ -356,6 +368,95 @@ mod tests {
                 .starts_with(&format!("<{}>", paths::ACCESS_REQUESTS_API))
         );
         assert!(denied(Denial::Operator).parts().1.is_empty());
+    }
+
+    /// A relations store that cannot answer.
+    struct Down;
+
+    fn down<'a, T: Send + 'a>() -> Pending<'a, T> {
+        Box::pin(async { Err(StoreError::Storage("connection refused".into())) })
+    }
+
+    impl Relations for Down {
+        fn link(&self, _: CareTeamLink) -> Pending<'_, ()> {
+            down()
+        }
+        fn import(&self, _: Vec<CareTeamLink>) -> Pending<'_, usize> {
+            down()
+        }
+        fn unlink(&self, _: UserId, _: &str) -> Pending<'_, bool> {
+            down()
+        }
+        fn links(&self, _: Option<UserId>) -> Pending<'_, Vec<CareTeamLink>> {
+            down()
+        }
+        fn on_care_team(&self, _: UserId, _: &str, _: u64) -> Pending<'_, Option<Holds>> {
+            down()
+        }
+        fn create_request(&self, _: AccessRequest) -> Pending<'_, ()> {
+            down()
+        }
+        fn request(&self, _: GrantId) -> Pending<'_, Option<AccessRequest>> {
+            down()
+        }
+        fn requests(&self) -> Pending<'_, Vec<AccessRequest>> {
+            down()
+        }
+        fn requests_of(&self, _: UserId) -> Pending<'_, Vec<AccessRequest>> {
+            down()
+        }
+        fn update_request(
+            &self,
+            _: GrantId,
+            _: Change,
+        ) -> Pending<'_, Result<AccessRequest, GrantError>> {
+            down()
+        }
+        fn grant_for(&self, _: UserId, _: &str, _: &str, _: u64) -> Pending<'_, Option<GrantUse>> {
+            down()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_answer_lets_nothing_through_and_roles_alone_need_no_store() {
+        let policy = serde_saphyr::from_str::<crate::policy::PolicyConfig>(
+            "categories: { labs: {}, notes: { sensitive: true } }\n\
+             roles: { physician: { care_team: [labs], request: [notes] }, ops: { operator: true } }\n",
+        )
+        .unwrap()
+        .compile()
+        .unwrap();
+        let (labs, notes) = (
+            policy.category("labs").unwrap(),
+            policy.category("notes").unwrap(),
+        );
+        let physician = ["physician".to_owned()];
+        let mut decisions = Decisions {
+            relations: &Down,
+            access: &policy,
+            user: UserId::from_bytes([1; 16]),
+            roles: &physician,
+            now: 1_800_000_000,
+            made: HashMap::new(),
+        };
+        for category in [labs, notes] {
+            let refused = decisions.decide("p1", category).await.unwrap_err();
+            assert_eq!(refused.refusal(), Refusal::PolicyUnavailable);
+        }
+        let carries = Carries::Patient {
+            patient: "p1".into(),
+            categories: vec![labs],
+        };
+        let refused = decisions.shown(&carries).await.unwrap_err();
+        assert_eq!(refused.refusal().code(), "WG-POLICY-005");
+        assert!(decisions.shown(&Carries::Open).await.unwrap());
+        let operator = ["ops".to_owned()];
+        decisions.roles = &operator;
+        assert_eq!(
+            decisions.decide("p1", labs).await.unwrap(),
+            Err(Denial::Operator),
+            "decided by the roles, before any store is asked"
+        );
     }
 
     #[test]
