@@ -8,12 +8,13 @@
 //! patient's care team (when that suffices), and which active grant covers the request. Decides:
 //! hand on the decision (the upstream learns its basis in the assertion), or refuse: 400
 //! `WG-POLICY-004` without a valid patient id, 403 `WG-POLICY-001` (with a `Link` to the access
-//! request API), `-002` or `-003`, 503 `WG-POLICY-005` when the store cannot answer (nothing
+//! request API; for a browser navigating, the refusal page links to the request page with the
+//! patient and category filled in), `-002` or `-003`, 503 `WG-POLICY-005` when the store cannot answer (nothing
 //! passes on a failure).
 
 use http::header::{self, HeaderValue};
 
-use crate::own_api::paths;
+use crate::own_api::{pages, paths};
 use crate::policy::{self, Basis, Category, DataRule, Denial};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
@@ -30,13 +31,15 @@ pub(super) struct Allowed {
 }
 
 impl Gateway {
-    /// Phase 7 on a route with `rule`: the decision, or the refusal that says why not.
+    /// Phase 7 on a route with `rule`: the decision, or the refusal that says why not
+    /// (`browser`: a page navigation, refused with a page).
     pub(super) async fn authorize(
         &self,
         rule: &DataRule,
         live: &Live,
         path: &str,
         query: Option<&str>,
+        browser: bool,
         now: u64,
     ) -> Result<Allowed, Refused> {
         let Some(access) = &self.policy else {
@@ -47,7 +50,9 @@ impl Gateway {
             .patient
             .find(path, query)
             .ok_or(Refusal::PolicyNoPatient)?;
-        let plan = access.plan(&live.roles, rule.category).map_err(denied)?;
+        let asked = browser.then(|| (patient.as_str(), access.category_name(rule.category)));
+        let refuse = |denial| denied(denial, asked);
+        let plan = access.plan(&live.roles, rule.category).map_err(refuse)?;
         let relations = &self.relations;
         let on_care_team = plan.care_team_suffices
             && relations
@@ -63,7 +68,7 @@ impl Gateway {
                 .await
                 .map_err(unavailable)?
         };
-        let basis = policy::decide(plan, on_care_team, grant).map_err(denied)?;
+        let basis = policy::decide(plan, on_care_team, grant).map_err(refuse)?;
         Ok(Allowed {
             patient,
             category: rule.category,
@@ -76,16 +81,24 @@ fn unavailable(error: crate::identity::StoreError) -> Refused {
     Refused::because(Refusal::PolicyUnavailable, &error)
 }
 
-/// The fixed refusal of a denial; the one a request can change says where to ask.
-fn denied(denial: Denial) -> Refused {
+/// The fixed refusal of a denial; the one a request can change says where to ask, and to a
+/// browser that `asked` for (patient, category), on a page that links to the request form.
+fn denied(denial: Denial, asked: Option<(&str, &str)>) -> Refused {
     match denial {
         Denial::Operator => Refusal::PolicyOperator.into(),
         Denial::NeverAllowed => Refusal::PolicyNeverAllowed.into(),
         Denial::NeedsGrant => {
+            let refused = match asked {
+                Some((patient, category)) => pages::needs_grant(patient, category),
+                None => Refusal::PolicyNeedsGrant.into(),
+            };
             let link = format!("<{}>; rel=\"access-request\"", paths::ACCESS_REQUESTS_API);
             match HeaderValue::from_str(&link) {
-                Ok(link) => Refused::with_header(Refusal::PolicyNeedsGrant, header::LINK, link),
-                Err(_) => Refusal::PolicyNeedsGrant.into(),
+                Ok(link) => Refused {
+                    headers: vec![(header::LINK, link)],
+                    ..refused
+                },
+                Err(_) => refused,
             }
         }
     }
@@ -97,12 +110,15 @@ mod tests {
 
     #[test]
     fn each_denial_has_its_refusal_and_only_a_grant_can_change_says_where_to_ask() {
-        assert_eq!(denied(Denial::Operator).refusal(), Refusal::PolicyOperator);
         assert_eq!(
-            denied(Denial::NeverAllowed).refusal(),
+            denied(Denial::Operator, None).refusal(),
+            Refusal::PolicyOperator
+        );
+        assert_eq!(
+            denied(Denial::NeverAllowed, None).refusal(),
             Refusal::PolicyNeverAllowed
         );
-        let needs_grant = denied(Denial::NeedsGrant);
+        let needs_grant = denied(Denial::NeedsGrant, None);
         let (refusal, headers) = needs_grant.parts();
         assert_eq!(refusal, Refusal::PolicyNeedsGrant);
         let link = headers
@@ -115,6 +131,10 @@ mod tests {
                 .unwrap()
                 .starts_with(&format!("<{}>", paths::ACCESS_REQUESTS_API))
         );
-        assert!(denied(Denial::Operator).parts().1.is_empty());
+        assert!(denied(Denial::Operator, None).parts().1.is_empty());
+        assert!(!needs_grant.html);
+        let page = denied(Denial::NeedsGrant, Some(("p7", "labs")));
+        assert!(page.html && page.body.is_some());
+        assert_eq!(page.parts().1.len(), 1, "the Link header too");
     }
 }

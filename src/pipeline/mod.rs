@@ -144,7 +144,11 @@ impl Gateway {
         let allowed = match (&target.data, live.as_deref()) {
             (Some(rule), Some(live)) => {
                 let query = request.uri().query();
-                Some(self.authorize(rule, live, &path, query, now).await?)
+                let browser = authenticate::wants_html(&request);
+                Some(
+                    self.authorize(rule, live, &path, query, browser, now)
+                        .await?,
+                )
             }
             _ => None,
         };

@@ -188,7 +188,7 @@ async fn a_new_user_enrolls_in_chromium() {
 /// A gateway for the login pages: `/api/**` and `/sensitive/**` (which wants a second factor
 /// younger than 10 minutes) need a session. WebAuthn's relying party is `localhost` on the
 /// gateway's own port, bound by the test first because the origin must name it.
-async fn login_gateway() -> (MockUpstream, TestGateway) {
+pub(crate) async fn login_gateway() -> (MockUpstream, TestGateway) {
     let upstream = MockUpstream::recording().await;
     let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = https.local_addr().unwrap().port();
@@ -451,13 +451,13 @@ async fn a_passkey_is_enrolled_and_used_to_log_in_in_chromium() {
 }
 
 /// A page as a plain client sees it.
-struct Page {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    html: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) html: String,
 }
 
-async fn fetch(gateway: &TestGateway, request: Request<TestBody>) -> Page {
+pub(crate) async fn fetch(gateway: &TestGateway, request: Request<TestBody>) -> Page {
     let response = gateway.client(false).request(request).await.unwrap();
     Page {
         status: response.status(),
@@ -467,7 +467,7 @@ async fn fetch(gateway: &TestGateway, request: Request<TestBody>) -> Page {
 }
 
 /// The `value` of the hidden input named `name`.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);
     let start = html
         .find(&marker)
@@ -476,7 +476,7 @@ fn hidden(html: &str, name: &str) -> String {
     html[start..].split('"').next().unwrap().to_owned()
 }
 
-fn assert_page_headers(page: &Page) {
+pub(crate) fn assert_page_headers(page: &Page) {
     assert_eq!(
         page.headers[header::CONTENT_TYPE],
         "text/html; charset=utf-8"
@@ -486,7 +486,7 @@ fn assert_page_headers(page: &Page) {
     assert_eq!(page.headers["x-frame-options"], "DENY");
 }
 
-fn assert_refusal_page(page: &Page, status: StatusCode, code: &str) {
+pub(crate) fn assert_refusal_page(page: &Page, status: StatusCode, code: &str) {
     assert_eq!(page.status, status, "{}", page.html);
     assert_page_headers(page);
     assert!(
@@ -515,7 +515,7 @@ async fn form_page(gateway: &TestGateway, path_and_query: &str) -> (Page, String
     (page, cookie, csrf)
 }
 
-fn form_post(
+pub(crate) fn form_post(
     gateway: &TestGateway,
     path: &str,
     headers: &[(&str, &str)],
@@ -531,7 +531,7 @@ fn form_post(
     request.body(full(body)).unwrap()
 }
 
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -808,7 +808,7 @@ async fn a_wrong_code_shows_the_authenticator_page_again() {
 }
 
 /// Posts a login-page form with the CSRF cookie and field and a same-origin `Origin`.
-async fn post_page(
+pub(crate) async fn post_page(
     gateway: &TestGateway,
     path: &str,
     cookies: &str,

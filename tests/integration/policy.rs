@@ -10,7 +10,7 @@ use crate::harness::*;
 use crate::sessions::{LOGIN, call, enroll, next_code, post_as, unix_now};
 use wardgate::auth::events::SecurityEvent;
 
-const POLICY: &str = r#"policy:
+pub(crate) const POLICY: &str = r#"policy:
   categories: { demographics: {}, labs: {}, notes: {}, imaging: {}, mental-health: { sensitive: true } }
   roles:
     physician: { care_team: [demographics, labs, notes, imaging], request: [mental-health] }
@@ -22,7 +22,7 @@ const POLICY: &str = r#"policy:
   break_glass: { roles: [physician], duration: 30m, reauth_within: 5m, reasons: [unconscious, life-threat] }
 "#;
 
-fn config(upstream: &str) -> String {
+pub(crate) fn config(upstream: &str) -> String {
     config_with(
         &format!("  ehr: {{ url: \"{upstream}\" }}"),
         r#"  - name: labs
@@ -52,7 +52,7 @@ fn config(upstream: &str) -> String {
 }
 
 /// `name` enrolled with `roles`, logged in: the bearer token.
-async fn person(gateway: &impl Listening, name: &str, roles: &[&str]) -> String {
+pub(crate) async fn person(gateway: &impl Listening, name: &str, roles: &[&str]) -> String {
     let (secret, _) = enroll(gateway, name).await;
     let path = format!("/admin/users/{name}/roles");
     admin(
@@ -73,7 +73,7 @@ async fn person(gateway: &impl Listening, name: &str, roles: &[&str]) -> String 
     done.body["token"].as_str().unwrap().to_owned()
 }
 
-async fn link(gateway: &impl Listening, user: &str, patient: &str) {
+pub(crate) async fn link(gateway: &impl Listening, user: &str, patient: &str) {
     let body = json!({ "user": user, "patient": patient }).to_string();
     let linked = admin(gateway, Method::POST, "/admin/care-team", &body).await;
     assert_eq!(linked["links"][0]["patient"], patient, "{linked}");
