@@ -9,8 +9,8 @@
 //! hand on the decision (the upstream learns its basis in the assertion), or refuse: 400
 //! `WG-POLICY-004` without a valid patient id, 403 `WG-POLICY-001` (with a `Link` to the access
 //! request API; for a browser navigating, the refusal page links to the request page with the
-//! patient and category filled in), `-002` or `-003`, 503 `WG-POLICY-005` when the store cannot answer (nothing
-//! passes on a failure).
+//! patient and category filled in), `-002` or `-003`, 503 `WG-POLICY-005` when the store cannot
+//! answer (nothing passes on a failure).
 
 use http::header::{self, HeaderValue};
 
