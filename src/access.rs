@@ -15,6 +15,7 @@ use crate::policy::grants::{AccessRequest, Asked, GrantError, GrantId, Outcome, 
 use crate::proxy::UpstreamClient;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
+use crate::session::Live;
 use crate::store::Stores;
 use crate::store::relations::Change;
 
@@ -37,6 +38,15 @@ impl<'a> Actor<'a> {
             user: user.id,
             name: &user.name,
             roles: &user.roles,
+        }
+    }
+
+    /// The person holding a session, with the roles it carries.
+    pub fn in_session(live: &'a Live) -> Self {
+        Self {
+            user: live.user,
+            name: &live.name,
+            roles: &live.roles,
         }
     }
 }
@@ -301,6 +311,12 @@ impl Access {
             .map_err(unavailable)?;
         self.report(actor.name, "requested", &request).await;
         Ok(request)
+    }
+
+    /// The account name of `user`, to show who asks or who opened an emergency access.
+    pub async fn user_name(&self, user: UserId) -> Result<String, Refused> {
+        let account = self.stores.accounts.user(user).await;
+        account.map(|account| account.name).map_err(unavailable)
     }
 
     /// The requests `user` made, oldest first.

@@ -102,11 +102,7 @@ pub async fn handle(
         ));
     }
     let live = login.current(request.headers(), now).await?;
-    let actor = Actor {
-        user: live.user,
-        name: &live.name,
-        roles: &live.roles,
-    };
+    let actor = Actor::in_session(&live);
     let describe = |r| access::describe(r, &access.policy, now);
     match (path, method) {
         (paths::ACCESS_REQUESTS_API, Method::POST) => {

@@ -48,6 +48,13 @@ pub const PASSKEYS_PAGE: &str = "/.wardgate/passkeys";
 pub const ENROLL_PAGE: &str = "/.wardgate/enroll";
 pub const ENROLL_TOTP_PAGE: &str = "/.wardgate/enroll/totp";
 pub const ENROLL_WEBAUTHN_PAGE: &str = "/.wardgate/enroll/webauthn";
+/// The access pages (`pages/access.rs`), over the same workflows as the access API.
+pub const ACCESS_PAGE_PREFIX: &str = "/.wardgate/access/";
+pub const ACCESS_REQUEST_PAGE: &str = "/.wardgate/access/request";
+pub const ACCESS_MINE_PAGE: &str = "/.wardgate/access/mine";
+pub const APPROVALS_PAGE: &str = "/.wardgate/access/approvals";
+pub const BREAK_GLASS_PAGE: &str = "/.wardgate/access/break-glass";
+pub const REVIEWS_PAGE: &str = "/.wardgate/access/reviews";
 
 /// The static files (`pages/assets/`).
 pub const ASSET_PREFIX: &str = "/.wardgate/assets/";
@@ -55,7 +62,7 @@ pub const STYLE_ASSET: &str = "/.wardgate/assets/style.css";
 pub const WEBAUTHN_ASSET: &str = "/.wardgate/assets/webauthn.js";
 
 /// Every path above that is answered (the prefixes are not).
-pub const ALL: [&str; 35] = [
+pub const ALL: [&str; 40] = [
     ENROLL_PASSWORD_API,
     ENROLL_TOTP_API,
     ENROLL_WEBAUTHN_START_API,
@@ -89,6 +96,11 @@ pub const ALL: [&str; 35] = [
     ENROLL_PAGE,
     ENROLL_TOTP_PAGE,
     ENROLL_WEBAUTHN_PAGE,
+    ACCESS_REQUEST_PAGE,
+    ACCESS_MINE_PAGE,
+    APPROVALS_PAGE,
+    BREAK_GLASS_PAGE,
+    REVIEWS_PAGE,
     STYLE_ASSET,
     WEBAUTHN_ASSET,
 ];
@@ -101,6 +113,28 @@ pub fn is_reserved(path: &str) -> bool {
 /// Whether `path` (normalized) is a page or an asset: the gateway's own, but not its JSON.
 pub fn is_page(path: &str) -> bool {
     is_reserved(path) && !path.starts_with(API_PREFIX) && path != JWKS
+}
+
+/// The login page for a browser that was going to `target` (a path and query), with the
+/// `reason` it shows (`session::Ended::reason`): after the login it returns there.
+pub fn login_to(target: &str, reason: &str) -> String {
+    format!(
+        "{LOGIN_PAGE}?return_to={}&reason={reason}",
+        percent_encode(target)
+    )
+}
+
+/// Percent-encodes everything but unreserved characters and `/`, for a query value.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -133,6 +167,13 @@ mod tests {
     #[test]
     fn the_pages_name_only_paths_of_this_table() {
         let sources = [
+            include_str!("pages/templates/access_break_glass.html"),
+            include_str!("pages/templates/access_mine.html"),
+            include_str!("pages/templates/access_nav.html"),
+            include_str!("pages/templates/access_request.html"),
+            include_str!("pages/templates/access_patient.html"),
+            include_str!("pages/templates/access_queue.html"),
+            include_str!("pages/templates/access_row.html"),
             include_str!("pages/templates/base.html"),
             include_str!("pages/templates/csrf_field.html"),
             include_str!("pages/templates/enroll_done.html"),

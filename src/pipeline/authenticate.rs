@@ -52,12 +52,7 @@ impl Gateway {
 fn refused(ended: Ended, presented: bool, page: Option<&str>) -> Refused {
     let refusal = login::ended_refusal(ended);
     if let Some(target) = page {
-        let location = format!(
-            "{}?return_to={}&reason={}",
-            paths::LOGIN_PAGE,
-            percent_encode(target),
-            ended.reason()
-        );
+        let location = paths::login_to(target, ended.reason());
         if let Ok(location) = HeaderValue::from_str(&location) {
             return Refused::redirect(refusal, location);
         }
@@ -81,26 +76,13 @@ fn refused(ended: Ended, presented: bool, page: Option<&str>) -> Refused {
 }
 
 /// A browser navigating to a page (not a script or an API client).
-fn wants_html<B>(request: &Request<B>) -> bool {
+pub(super) fn wants_html<B>(request: &Request<B>) -> bool {
     (request.method() == Method::GET || request.method() == Method::HEAD)
         && request
             .headers()
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|accept| accept.contains("text/html"))
-}
-
-/// Percent-encodes everything but unreserved characters and `/`, for a query value.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

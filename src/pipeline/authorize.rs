@@ -12,9 +12,10 @@
 //! they are on the patient's care team (when that suffices), and which active grant covers the
 //! request. Decides: hand on the decisions (the upstream learns their basis in the assertion),
 //! or refuse: 400 `WG-POLICY-004` without a valid patient id, 403 `WG-POLICY-001` (with a `Link`
-//! to the access request API), `-002`, `-003`, `WG-FHIR-003` (a search without `category=`
-//! that could return a category the person may not see), 503 `WG-POLICY-005` when the store
-//! cannot answer (nothing passes on a failure).
+//! to the access request API; for a browser navigating, the refusal page links to the request
+//! page with the patient and category filled in), `-002`, `-003`, `WG-FHIR-003` (a search
+//! without `category=` that could return a category the person may not see), 503
+//! `WG-POLICY-005` when the store cannot answer (nothing passes on a failure).
 //!
 //! The FHIR answer ([`Gateway::check_fhir_answer`]) is read whole, up to
 //! `policy.fhir.max_answer`, as JSON (else 502 `WG-FHIR-008`); every resource in it is decided
@@ -30,7 +31,7 @@ use serde_json::Value;
 
 use crate::body::{self, ResponseBody, Unread};
 use crate::identity::UserId;
-use crate::own_api::paths;
+use crate::own_api::{pages, paths};
 use crate::policy::fhir::{self, Carries, FhirMap, FhirRead, FhirRefusal, ReadKind};
 use crate::policy::{self, AccessPolicy, Basis, Category, DataRule, Denial};
 use crate::refusal::Refusal;
@@ -67,7 +68,9 @@ struct Decisions<'a> {
 }
 
 impl Gateway {
-    /// Phase 7 on a route with `rule`: the decision, or the refusal that says why not.
+    /// Phase 7 on a route with `rule`: the decision, or the refusal that says why not
+    /// (`browser`: a page navigation, refused with a page).
+    #[allow(clippy::too_many_arguments)] // the request's parts the phase reads, each once
     pub(super) async fn authorize(
         &self,
         rule: &DataRule,
@@ -75,6 +78,7 @@ impl Gateway {
         method: &Method,
         path: &str,
         query: Option<&str>,
+        browser: bool,
         now: u64,
     ) -> Result<Authorized, Refused> {
         let Some(access) = &self.policy else {
@@ -123,7 +127,10 @@ impl Gateway {
                 Err(Denial::NeedsGrant | Denial::NeverAllowed) if !narrowed => {
                     return Err(Refusal::FhirNeedsCategory.into());
                 }
-                Err(denial) => return Err(denied(denial)),
+                Err(denial) => {
+                    let asked = browser.then(|| (patient.as_str(), access.category_name(category)));
+                    return Err(denied(denial, asked));
+                }
             }
         }
         Ok(Authorized {
@@ -323,16 +330,24 @@ fn fhir_refused(refusal: FhirRefusal) -> Refused {
     .into()
 }
 
-/// The fixed refusal of a denial; the one a request can change says where to ask.
-fn denied(denial: Denial) -> Refused {
+/// The fixed refusal of a denial; the one a request can change says where to ask, and to a
+/// browser that `asked` for (patient, category), on a page that links to the request form.
+fn denied(denial: Denial, asked: Option<(&str, &str)>) -> Refused {
     match denial {
         Denial::Operator => Refusal::PolicyOperator.into(),
         Denial::NeverAllowed => Refusal::PolicyNeverAllowed.into(),
         Denial::NeedsGrant => {
+            let refused = match asked {
+                Some((patient, category)) => pages::needs_grant(patient, category),
+                None => Refusal::PolicyNeedsGrant.into(),
+            };
             let link = format!("<{}>; rel=\"access-request\"", paths::ACCESS_REQUESTS_API);
             match HeaderValue::from_str(&link) {
-                Ok(link) => Refused::with_header(Refusal::PolicyNeedsGrant, header::LINK, link),
-                Err(_) => Refusal::PolicyNeedsGrant.into(),
+                Ok(link) => Refused {
+                    headers: vec![(header::LINK, link)],
+                    ..refused
+                },
+                Err(_) => refused,
             }
         }
     }
@@ -349,12 +364,15 @@ mod tests {
 
     #[test]
     fn each_denial_has_its_refusal_and_only_a_grant_can_change_says_where_to_ask() {
-        assert_eq!(denied(Denial::Operator).refusal(), Refusal::PolicyOperator);
         assert_eq!(
-            denied(Denial::NeverAllowed).refusal(),
+            denied(Denial::Operator, None).refusal(),
+            Refusal::PolicyOperator
+        );
+        assert_eq!(
+            denied(Denial::NeverAllowed, None).refusal(),
             Refusal::PolicyNeverAllowed
         );
-        let needs_grant = denied(Denial::NeedsGrant);
+        let needs_grant = denied(Denial::NeedsGrant, None);
         let (refusal, headers) = needs_grant.parts();
         assert_eq!(refusal, Refusal::PolicyNeedsGrant);
         let link = headers
@@ -367,7 +385,11 @@ mod tests {
                 .unwrap()
                 .starts_with(&format!("<{}>", paths::ACCESS_REQUESTS_API))
         );
-        assert!(denied(Denial::Operator).parts().1.is_empty());
+        assert!(denied(Denial::Operator, None).parts().1.is_empty());
+        assert!(!needs_grant.html);
+        let page = denied(Denial::NeedsGrant, Some(("p7", "labs")));
+        assert!(page.html && page.body.is_some());
+        assert_eq!(page.parts().1.len(), 1, "the Link header too");
     }
 
     /// A relations store that cannot answer.

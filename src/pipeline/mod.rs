@@ -145,7 +145,8 @@ impl Gateway {
         let authorized = match (&target.data, live.as_deref()) {
             (Some(rule), Some(live)) => {
                 let (method, query) = (request.method(), request.uri().query());
-                self.authorize(rule, live, method, &path, query, now)
+                let browser = authenticate::wants_html(&request);
+                self.authorize(rule, live, method, &path, query, browser, now)
                     .await?
             }
             _ => authorize::Authorized::default(),

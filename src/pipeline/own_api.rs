@@ -56,7 +56,8 @@ impl Gateway {
         if paths::is_page(&path) {
             admitted.map_err(Refused::in_html)?;
             let page = PageRequest::new(request, authority, idle, now, client);
-            return pages::handle(&self.enrollment, &self.login, page, &path)
+            let access = self.access.as_deref();
+            return pages::handle(&self.enrollment, &self.login, access, page, &path)
                 .await
                 .map_err(Refused::in_html);
         }

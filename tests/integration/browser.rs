@@ -1,5 +1,5 @@
-//! The gateway's own pages: enrollment end to end in a real headless Chromium
-//! (`tests/browser/enroll.mjs`, playwright-core), and with a plain HTTP client for what no
+//! The gateway's own pages: enrollment, login and break-glass end to end in a real headless
+//! Chromium (`tests/browser/*.mjs`, playwright-core), and with a plain HTTP client for what no
 //! browser would send (forged posts) and for the headers of every page.
 //!
 //! `scripts/browser-deps.sh` installs Chromium, oathtool and playwright-core; without them the
@@ -37,7 +37,7 @@ async fn gateway() -> (MockUpstream, TestGateway) {
 }
 
 /// Where a test's screenshots go: beside the build, never in the source tree.
-fn artifacts(test: &str) -> PathBuf {
+pub(crate) fn artifacts(test: &str) -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("wardgate-target"));
@@ -47,7 +47,7 @@ fn artifacts(test: &str) -> PathBuf {
 /// Runs `tests/browser/<script>` with `env`; returns the JSON line it printed last. A line
 /// `{"advance_clock": N}` moves the gateway's clock N seconds forward and is answered `ok` on
 /// the script's stdin.
-async fn run_browser(
+pub(crate) async fn run_browser(
     gateway: &TestGateway,
     script: &str,
     env: &[(&str, &str)],
@@ -188,7 +188,7 @@ async fn a_new_user_enrolls_in_chromium() {
 /// A gateway for the login pages: `/api/**` and `/sensitive/**` (which wants a second factor
 /// younger than 10 minutes) need a session. WebAuthn's relying party is `localhost` on the
 /// gateway's own port, bound by the test first because the origin must name it.
-async fn login_gateway() -> (MockUpstream, TestGateway) {
+pub(crate) async fn login_gateway() -> (MockUpstream, TestGateway) {
     let upstream = MockUpstream::recording().await;
     let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = https.local_addr().unwrap().port();
@@ -450,14 +450,147 @@ async fn a_passkey_is_enrolled_and_used_to_log_in_in_chromium() {
     );
 }
 
-/// A page as a plain client sees it.
-struct Page {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    html: String,
+/// `name` enrolled (password and authenticator app) with `roles`: the app's secret.
+async fn enrolled_with(gateway: &TestGateway, name: &str, roles: &[&str]) -> String {
+    let (secret, _) = crate::sessions::enroll(gateway, name).await;
+    let body = serde_json::json!({ "roles": roles }).to_string();
+    let path = format!("/admin/users/{name}/roles");
+    admin(gateway, Method::PUT, &path, &body).await;
+    secret
 }
 
-async fn fetch(gateway: &TestGateway, request: Request<TestBody>) -> Page {
+#[tokio::test]
+async fn break_glass_in_chromium_steps_up_opens_at_once_alerts_is_reviewed_and_ends() {
+    let upstream = MockUpstream::recording().await;
+    let alerts = MockUpstream::recording().await;
+    let config = crate::policy::alerting(&upstream, &alerts).replace(
+        "duration: 30m, reauth_within: 5m",
+        "duration: 10m, reauth_within: 5m",
+    );
+    assert!(config.contains("duration: 10m"), "{config}");
+    let gateway = TestGateway::start(&config).await;
+    let physician = enrolled_with(&gateway, "paul", &["physician"]).await;
+    let officer = enrolled_with(&gateway, "pia", &["privacy-officer"]).await;
+    let dir = artifacts("break_glass_in_chromium");
+    let url = gateway.url("");
+    let seen = run_browser(
+        &gateway,
+        "breakglass.mjs",
+        &[
+            ("GATEWAY_URL", &url),
+            ("PASSWORD", STRONG),
+            ("PHYSICIAN", "paul"),
+            ("PHYSICIAN_SECRET", &physician),
+            ("OFFICER", "pia"),
+            ("OFFICER_SECRET", &officer),
+            ("PATIENT", "p7"),
+            ("REAUTH_WITHIN", "300"),
+            ("DURATION", "600"),
+        ],
+        &dir,
+    )
+    .await;
+
+    // 1. Refused, with the request page pre-filled; the home page links to what a physician may.
+    assert_eq!(
+        seen["home_links"],
+        serde_json::json!(["link-request", "link-mine", "link-break-glass"]),
+        "{seen}"
+    );
+    let before = &seen["before"];
+    assert_eq!(
+        (&before["status"], &before["code"]),
+        (&Value::from(403), &Value::from("WG-POLICY-001"))
+    );
+    assert_eq!(
+        before["ask"],
+        "/.wardgate/access/request?patient=p7&category=labs"
+    );
+
+    // 2. Through the step-up (the second factor only) and back to the form; open at once.
+    let step_up = &seen["step_up"];
+    assert_eq!(
+        step_up["url"],
+        gateway.url("/.wardgate/login?return_to=/.wardgate/access/break-glass&reason=step-up")
+    );
+    assert_eq!(
+        step_up["notice"],
+        "confirm it is you with your second factor to continue"
+    );
+    assert_eq!(step_up["password_fields"], 0);
+    let form = &seen["form"];
+    assert_eq!(form["url"], gateway.url("/.wardgate/access/break-glass"));
+    assert_eq!(form["status"], 200);
+    assert_eq!(
+        form["reasons"],
+        serde_json::json!(["", "unconscious", "life-threat"])
+    );
+    let opened = &seen["opened"];
+    assert_eq!(
+        (&opened["status"], &opened["emergency"]),
+        (&Value::from("active"), &Value::from("unconscious"))
+    );
+    assert!(opened["ends"].as_str().unwrap().ends_with(" GMT"), "{seen}");
+    assert_eq!(seen["during"]["status"], 200, "{seen}");
+    assert_eq!(seen["during"]["body"], "recorded");
+
+    // The alert went out, to the mock webhook.
+    let summary = crate::policy::the_alert(&alerts).await;
+    assert_eq!(
+        (
+            &summary["event"],
+            &summary["user"],
+            &summary["patient"],
+            &summary["reason_code"],
+            &summary["reason"]
+        ),
+        (
+            &Value::from("break_glass_opened"),
+            &Value::from("paul"),
+            &Value::from("p7"),
+            &Value::from("unconscious"),
+            &Value::from("found unresponsive in the waiting room")
+        )
+    );
+
+    // 3. The privacy officer's queue held it, and holds nothing once reviewed.
+    let queue = &seen["queue"];
+    assert_eq!(queue["entries"], 1, "{seen}");
+    assert_eq!(
+        (&queue["requester"], &queue["patient"], &queue["emergency"]),
+        (
+            &Value::from("paul"),
+            &Value::from("p7"),
+            &Value::from("unconscious")
+        )
+    );
+    assert_eq!(seen["after_review"]["entries"], 0, "{seen}");
+    let grants = admin(&gateway, Method::GET, "/admin/grants", "").await;
+    let review = &grants["requests"][0]["emergency"]["review"];
+    assert_eq!(review["outcome"], "appropriate", "{grants}");
+    assert_eq!(review["comment"], "checked the chart: justified");
+
+    // 4. Over after its duration.
+    assert_eq!(
+        (&seen["after"]["status"], &seen["after"]["code"]),
+        (&Value::from(403), &Value::from("WG-POLICY-001")),
+        "{seen}"
+    );
+    let reached: Vec<String> = upstream.seen().iter().map(|s| s.uri.to_string()).collect();
+    assert_eq!(reached, ["/api/patients/p7/labs/1"], "only while open");
+    for shot in seen["screenshots"].as_array().unwrap() {
+        assert!(Path::new(shot.as_str().unwrap()).is_file(), "{shot}");
+    }
+}
+
+/// A page as a plain client sees it.
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) html: String,
+}
+
+pub(crate) async fn fetch(gateway: &TestGateway, request: Request<TestBody>) -> Page {
     let response = gateway.client(false).request(request).await.unwrap();
     Page {
         status: response.status(),
@@ -467,7 +600,7 @@ async fn fetch(gateway: &TestGateway, request: Request<TestBody>) -> Page {
 }
 
 /// The `value` of the hidden input named `name`.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);
     let start = html
         .find(&marker)
@@ -476,7 +609,7 @@ fn hidden(html: &str, name: &str) -> String {
     html[start..].split('"').next().unwrap().to_owned()
 }
 
-fn assert_page_headers(page: &Page) {
+pub(crate) fn assert_page_headers(page: &Page) {
     assert_eq!(
         page.headers[header::CONTENT_TYPE],
         "text/html; charset=utf-8"
@@ -486,7 +619,7 @@ fn assert_page_headers(page: &Page) {
     assert_eq!(page.headers["x-frame-options"], "DENY");
 }
 
-fn assert_refusal_page(page: &Page, status: StatusCode, code: &str) {
+pub(crate) fn assert_refusal_page(page: &Page, status: StatusCode, code: &str) {
     assert_eq!(page.status, status, "{}", page.html);
     assert_page_headers(page);
     assert!(
@@ -515,7 +648,7 @@ async fn form_page(gateway: &TestGateway, path_and_query: &str) -> (Page, String
     (page, cookie, csrf)
 }
 
-fn form_post(
+pub(crate) fn form_post(
     gateway: &TestGateway,
     path: &str,
     headers: &[(&str, &str)],
@@ -531,7 +664,7 @@ fn form_post(
     request.body(full(body)).unwrap()
 }
 
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -808,7 +941,7 @@ async fn a_wrong_code_shows_the_authenticator_page_again() {
 }
 
 /// Posts a login-page form with the CSRF cookie and field and a same-origin `Origin`.
-async fn post_page(
+pub(crate) async fn post_page(
     gateway: &TestGateway,
     path: &str,
     cookies: &str,

@@ -10,7 +10,7 @@ use crate::harness::*;
 use crate::sessions::{LOGIN, call, enroll, next_code, post_as, unix_now};
 use wardgate::auth::events::SecurityEvent;
 
-const POLICY: &str = r#"policy:
+pub(crate) const POLICY: &str = r#"policy:
   categories: { demographics: {}, labs: {}, notes: {}, imaging: {}, mental-health: { sensitive: true } }
   roles:
     physician: { care_team: [demographics, labs, notes, imaging], request: [mental-health] }
@@ -22,7 +22,7 @@ const POLICY: &str = r#"policy:
   break_glass: { roles: [physician], duration: 30m, reauth_within: 5m, reasons: [unconscious, life-threat] }
 "#;
 
-fn config(upstream: &str) -> String {
+pub(crate) fn config(upstream: &str) -> String {
     config_with(
         &format!("  ehr: {{ url: \"{upstream}\" }}"),
         r#"  - name: labs
@@ -406,17 +406,39 @@ pub(crate) async fn assertion_of(
     wardgate::assertion::verify(&jwks, token, audience, unix_now()).unwrap()
 }
 
-#[tokio::test]
-async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review() {
-    let upstream = MockUpstream::recording().await;
-    let alerts = MockUpstream::recording().await;
-    let alerting = config(&upstream.url())
+/// The test config, with break-glass uses announced to `alerts` (`/hooks/break-glass`).
+pub(crate) fn alerting(upstream: &MockUpstream, alerts: &MockUpstream) -> String {
+    config(&upstream.url())
         .replace(
             "reasons: [unconscious, life-threat] }",
             "reasons: [unconscious, life-threat], alert: { upstream: alerts, path: /hooks/break-glass } }",
         )
-        .replace("  ehr: {", &format!("  alerts: {{ url: \"{}\" }}\n  ehr: {{", alerts.url()));
-    let gateway = TestGateway::start(&alerting).await;
+        .replace("  ehr: {", &format!("  alerts: {{ url: \"{}\" }}\n  ehr: {{", alerts.url()))
+}
+
+/// The one alert `alerts` received (it is sent in the background: waited for up to 2 s), a
+/// POST to `/hooks/break-glass`: its JSON summary.
+pub(crate) async fn the_alert(alerts: &MockUpstream) -> Value {
+    for _ in 0..200 {
+        if !alerts.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let alert = alerts.seen();
+    assert_eq!(alert.len(), 1, "{alert:?}");
+    assert_eq!(
+        (alert[0].method.as_str(), alert[0].uri.path()),
+        ("POST", "/hooks/break-glass")
+    );
+    serde_json::from_slice(&alert[0].body).unwrap()
+}
+
+#[tokio::test]
+async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review() {
+    let upstream = MockUpstream::recording().await;
+    let alerts = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&alerting(&upstream, &alerts)).await;
     let paul = person(&gateway, "paul", &["physician"]).await;
     let dana = person(&gateway, "dana", &["dermatologist"]).await;
     let priv_ = person(&gateway, "pia", &["privacy-officer"]).await;
@@ -464,20 +486,7 @@ async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review()
         reported,
         [("paul".to_owned(), "break_glass_opened", id.clone())]
     );
-    // The alert went out, in the background.
-    for _ in 0..200 {
-        if !alerts.seen().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let alert = alerts.seen();
-    assert_eq!(alert.len(), 1, "{alert:?}");
-    assert_eq!(
-        (alert[0].method.as_str(), alert[0].uri.path()),
-        ("POST", "/hooks/break-glass")
-    );
-    let summary: Value = serde_json::from_slice(&alert[0].body).unwrap();
+    let summary = the_alert(&alerts).await;
     assert_eq!(
         (
             &summary["grant"],

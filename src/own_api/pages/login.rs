@@ -16,7 +16,8 @@
 //!                that says how many are left and to ask for a new enrollment
 //!  GET  /.wardgate/                 who is logged in, until when; logout buttons; with a second
 //!                                   factor younger than 10 minutes, "add a passkey" (else a
-//!                                   step-up link first)
+//!                                   step-up link first); links to the access pages the
+//!                                   person's roles may use (`access.rs`)
 //!  POST /.wardgate/passkeys         the new passkey (webauthn.js fills the form): the home page
 //!                                   again with how many the user has, or 400 WG-AUTH-013
 //!  POST /.wardgate/logout           scope=this|everywhere: sessions ended, cookie cleared
@@ -32,7 +33,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
+use super::access::{Links, links};
 use super::{Form, PageRequest, html, page, render};
+use crate::access::Access;
 use crate::auth::csrf::FormToken;
 use crate::auth::events::Factor;
 use crate::auth::login::{Completed, Login, Proof, Started};
@@ -82,6 +85,7 @@ struct HomePage<'a> {
     notice: Option<&'a str>,
     add_passkey: bool,
     add_after_step_up: bool,
+    access: Links,
 }
 
 /// `/.wardgate/login`: the form (GET) and the password step (POST).
@@ -237,7 +241,7 @@ fn signed_in(
 }
 
 /// A `303 See Other` to `location`, a path the gateway chose or validated.
-fn see_other(location: &str) -> Response<ResponseBody> {
+pub(super) fn see_other(location: &str) -> Response<ResponseBody> {
     let mut response = html(StatusCode::SEE_OTHER, Bytes::new(), None);
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -268,6 +272,7 @@ fn factor_page<'a>(
 /// `/.wardgate/`: who is logged in and until when (GET); without a session, the login page.
 pub async fn home(
     login: &Login,
+    access: Option<&Access>,
     request: PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Refused> {
     if request.method() != Method::GET {
@@ -277,12 +282,13 @@ pub async fn home(
         return Ok(see_other(paths::LOGIN_PAGE));
     };
     let csrf = request.form_token();
-    home_page(login, &live, &csrf, None, request.now)
+    home_page(login, access, &live, &csrf, None, request.now)
 }
 
 /// `/.wardgate/passkeys` (POST): one more passkey for the logged-in user.
 pub async fn add_passkey(
     login: &Login,
+    access: Option<&Access>,
     request: PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Refused> {
     let now = request.now;
@@ -293,11 +299,12 @@ pub async fn add_passkey(
         .add_passkey(&live, &ceremony, credential.as_bytes(), now)
         .await?;
     let notice = format!("passkey added: you now have {count} passkeys or security keys");
-    home_page(login, &live, &csrf, Some(&notice), now)
+    home_page(login, access, &live, &csrf, Some(&notice), now)
 }
 
 fn home_page(
     login: &Login,
+    access: Option<&Access>,
     live: &Live,
     csrf: &FormToken,
     notice: Option<&str>,
@@ -312,13 +319,14 @@ fn home_page(
         notice,
         add_passkey: may_add.is_ok(),
         add_after_step_up: may_add.err() == Some(Refusal::StepUpRequired),
+        access: links(access, &live.roles),
     };
     page(StatusCode::OK, &home, Some(csrf))
 }
 
 /// A form posted by a logged-in browser: POST only, the live session (else its refusal), and
 /// the form once its CSRF checks pass.
-async fn session_post(
+pub(super) async fn session_post(
     login: &Login,
     request: PageRequest<'_>,
 ) -> Result<(Arc<Live>, Form), Refused> {

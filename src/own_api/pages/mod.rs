@@ -24,6 +24,8 @@
 //!                                                 ├─ enroll: /enroll, /enroll/totp, /enroll/webauthn
 //!                                                 ├─ login: /login, /login/{totp,recovery,webauthn}
 //!                                                 ├─ home, logout, more passkeys: /, /logout, /passkeys
+//!                                                 ├─ access (with a policy): /access/{request,mine,
+//!                                                 │    approvals,break-glass,reviews}
 //!                                                 └─ anything else: 404 WG-AUTH-006 (HTML)
 //!
 //!  GET a form page:  request.form_token()  ->  page(status, &Template { csrf, … }, Some(&token))
@@ -36,6 +38,7 @@
 //! V3.5 (CSRF), V14.3 (no sensitive data in client caches); W3C CSP Level 3; WCAG 2.2
 //! (labels on every input, `autocomplete` purposes, a viewport for phones).
 
+mod access;
 mod enroll;
 mod login;
 
@@ -49,6 +52,7 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::access::Access;
 use crate::auth::csrf::{self, FormToken};
 use crate::auth::enrollment::Enrollment;
 use crate::auth::login::{Client, Login};
@@ -96,6 +100,7 @@ const FORM_LIMIT: u64 = 16 * 1024;
 pub async fn handle(
     enrollment: &Enrollment,
     login: &Login,
+    access: Option<&Access>,
     request: PageRequest<'_>,
     path: &str,
 ) -> Result<Response<ResponseBody>, Refused> {
@@ -118,9 +123,12 @@ pub async fn handle(
         paths::LOGIN_TOTP_PAGE | paths::LOGIN_RECOVERY_PAGE | paths::LOGIN_WEBAUTHN_PAGE => {
             login::second_factor(login, request, path).await
         }
-        paths::HOME_PAGE => login::home(login, request).await,
+        paths::HOME_PAGE => login::home(login, access, request).await,
         paths::LOGOUT_PAGE => login::logout(login, request).await,
-        paths::PASSKEYS_PAGE => login::add_passkey(login, request).await,
+        paths::PASSKEYS_PAGE => login::add_passkey(login, access, request).await,
+        _ if path.starts_with(paths::ACCESS_PAGE_PREFIX) => {
+            access::handle(access, login, request, path).await
+        }
         _ => Err(Refusal::GatewayPathNotFound.into()),
     }
 }
@@ -247,6 +255,22 @@ impl Form {
         }
         Ok(values.map(Option::unwrap_or_default))
     }
+
+    /// The names of the ticked checkboxes named `{prefix}NAME`, taken out of the form: a box
+    /// is sent only when ticked, with its default value `on` (anything else is `WG-BODY-005`).
+    pub fn ticked(&mut self, prefix: &str) -> Result<Vec<String>, Refused> {
+        let boxes: Vec<_> = self
+            .fields
+            .extract_if(.., |(name, _)| name.starts_with(prefix))
+            .collect();
+        boxes
+            .into_iter()
+            .map(|(name, value)| match value.as_str() {
+                "on" => Ok(name[prefix.len()..].to_owned()),
+                _ => Err(Refusal::MalformedForm.into()),
+            })
+            .collect()
+    }
 }
 
 /// Renders a template; a failure (none is expected: the templates are compiled in) is logged.
@@ -291,9 +315,32 @@ fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp
 /// The fixed refusal page: the refusal's status, code and reason, nothing else.
 #[derive(Template)]
 #[template(path = "refusal.html")]
-struct RefusalPage {
+struct RefusalPage<'a> {
     code: &'static str,
     reason: &'static str,
+    /// For a patient route that needs a grant: the request page, pre-filled.
+    ask: Option<Ask<'a>>,
+}
+
+/// What a refused person may ask for: this patient's data of this category.
+struct Ask<'a> {
+    patient: &'a str,
+    category: &'a str,
+}
+
+/// The refusal page of a patient route that needs a grant (`WG-POLICY-001`), for a browser: it
+/// links to the request page with `patient` and `category` filled in.
+pub fn needs_grant(patient: &str, category: &str) -> Refused {
+    let refusal = Refusal::PolicyNeedsGrant;
+    let page = RefusalPage {
+        code: refusal.code(),
+        reason: refusal.reason(),
+        ask: Some(Ask { patient, category }),
+    };
+    match render(&page) {
+        Ok(body) => Refused::page(refusal, body),
+        Err(refused) => refused.in_html(),
+    }
 }
 
 /// A refusal as a page: `body` when the handler rendered one (a form with its errors), else the
@@ -303,6 +350,7 @@ pub fn refusal_response(refusal: Refusal, body: Option<Bytes>) -> Response<Respo
         let page = RefusalPage {
             code: refusal.code(),
             reason: refusal.reason(),
+            ask: None,
         };
         render(&page).unwrap_or_else(|_| Bytes::from_static(refusal.reason().as_bytes()))
     });
@@ -342,6 +390,10 @@ mod tests {
         let page = RefusalPage {
             code: "<b>",
             reason: "\"&'",
+            ask: Some(Ask {
+                patient: "p1\"><script>",
+                category: "labs&x=1",
+            }),
         };
         let html = String::from_utf8(render(&page).ok().unwrap().to_vec()).unwrap();
         assert!(
@@ -349,6 +401,12 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<b>"));
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("?patient=p1%22%3E%3Cscript%3E&#38;category=labs%26x%3D1")
+                || html.contains("?patient=p1%22%3E%3Cscript%3E&amp;category=labs%26x%3D1"),
+            "{html}"
+        );
     }
 
     #[test]
