@@ -161,6 +161,16 @@ impl AssertionKey {
         token
     }
 
+    /// An Ed25519 signature of `message` (the audit trail's checkpoints).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
+    /// The raw public key (32 bytes), which verifies [`AssertionKey::sign_bytes`].
+    pub fn public_key(&self) -> Vec<u8> {
+        self.pair.public_key().as_ref().to_vec()
+    }
+
     fn from_pair(pair: Ed25519KeyPair) -> Self {
         let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
         let kid = thumbprint(&x);

@@ -61,6 +61,13 @@ pub enum Command {
         #[command(subcommand)]
         command: GrantsCommand,
     },
+    /// Check the audit trail and print its public key.
+    Audit {
+        #[arg(long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: crate::cli_audit::AuditCommand,
+    },
     /// The review queue of break-glass uses, through the running gateway.
     BreakGlass {
         #[arg(long, default_value = "gateway.yaml", global = true)]
@@ -95,6 +102,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::CareTeam { config, command } => cli_relations::care_team(&config, &command),
         Command::Grants { config, command } => cli_relations::grants(&config, &command),
         Command::BreakGlass { config, command } => cli_relations::break_glass(&config, &command),
+        Command::Audit { config, command } => crate::cli_audit::run(&config, &command),
     }
 }
 

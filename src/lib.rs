@@ -5,9 +5,11 @@
 pub mod access;
 pub mod admin;
 pub mod assertion;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod cli_audit;
 mod cli_relations;
 mod cli_user;
 pub mod clock;

@@ -123,6 +123,8 @@ pub enum Refusal {
     PolicyNoPatient,
     /// The care-team links or grants could not be read: nothing passes.
     PolicyUnavailable,
+    /// The audit trail cannot take a patient-data request's decision: nothing is forwarded.
+    AuditUnavailable,
     /// FHIR routes (`policy::fhir`): not a read, search or history the gateway can check.
     FhirUnsupported,
     /// A FHIR search that names no patient, or several.
@@ -391,6 +393,11 @@ impl Refusal {
                 "WG-POLICY-005",
                 "access cannot be checked right now: try again shortly",
             ),
+            Refusal::AuditUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "WG-AUDIT-001",
+                "this request cannot be recorded right now: try again shortly",
+            ),
             Refusal::FhirUnsupported => (
                 S::BAD_REQUEST,
                 "WG-FHIR-001",
@@ -537,6 +544,7 @@ impl Refusal {
             Refusal::PolicyOperator,
             Refusal::PolicyNoPatient,
             Refusal::PolicyUnavailable,
+            Refusal::AuditUnavailable,
             Refusal::FhirUnsupported,
             Refusal::FhirNoPatient,
             Refusal::FhirNeedsCategory,

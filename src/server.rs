@@ -33,6 +33,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
+use crate::assertion::AssertionKey;
+use crate::audit::sink::AuditSink;
+use crate::audit::trail::Trail;
 use crate::body::ResponseBody;
 use crate::clock::Clock;
 use crate::config::{Loaded, Server as Limits};
@@ -44,7 +47,7 @@ use crate::pipeline::Gateway;
 use crate::proxy::Peer;
 use crate::refusal::Refusal;
 use crate::sanitize::framing::{FramingLimits, GuardedIo, TunnelSwitch};
-use crate::settings::StoreFiles;
+use crate::settings::{AuditFiles, StoreFiles};
 use crate::store::Stores;
 use crate::store::keys::{AdminToken, DataDirKeys, SharedKeys};
 use crate::telemetry::Telemetry;
@@ -64,6 +67,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot start the password hashing threads: {0}")]
     HashPool(std::io::Error),
+    #[error("audit trail: {0}")]
+    Audit(#[from] crate::audit::trail::TrailError),
+    #[error("cannot start the audit writer: {0}")]
+    AuditThread(std::io::Error),
     #[error("identity assertion key: {0}")]
     AssertionKey(#[from] crate::assertion::AssertionKeyError),
     #[error("admin token: {0}")]
@@ -188,6 +195,10 @@ impl Bound {
             keyring,
             assertion,
             events: events.clone(),
+            audit: match &settings.audit {
+                Some(files) => Some(Arc::new(open_audit_trail(files, &clock)?)),
+                None => None,
+            },
         };
         let gateway = Arc::new(
             Gateway::new(settings, telemetry, identity, clock.clone())
@@ -267,6 +278,7 @@ impl Bound {
                 clock: self.clock.clone(),
                 events: self.events,
                 access: self.gateway.access().cloned(),
+                audit: self.gateway.audit().cloned(),
             };
             let admin = Arc::new(admin);
             side_tasks.spawn(serve_http1(listener, side, move |request| {
@@ -376,19 +388,12 @@ type OpenedStore = (Stores, Arc<Keyring>);
 /// store: a missing key or an unreadable store stops the start before any port is bound.
 fn open_identity_store(store: &StoreFiles, config_file: &Path) -> Result<OpenedStore, StartError> {
     let from_env = std::env::var(MASTER_KEY_ENV).ok();
-    let (keyring, origin) = Keyring::load(
+    let keyring = Arc::new(load_keyring(
         &store.key_file,
         from_env.as_deref(),
         store.dev_generate_key,
-        &mut rand::rng(),
-    )?;
-    if let KeyOrigin::Generated(path) = &origin {
-        tracing::warn!(
-            key_file = %path.display(),
-            "GENERATED A NEW MASTER KEY (store.dev_generate_key). Back it up: without it the sealed secrets in the identity store cannot be read. Never use this in production."
-        );
-    }
-    let keyring = Arc::new(keyring);
+        "MASTER KEY (store.dev_generate_key). Back it up: without it the sealed secrets in the identity store cannot be read",
+    )?);
     let identity = Arc::new(EmbeddedStore::open(&store.dir, keyring.clone())?);
     if identity.users()?.is_empty() {
         tracing::warn!(
@@ -397,6 +402,56 @@ fn open_identity_store(store: &StoreFiles, config_file: &Path) -> Result<OpenedS
         );
     }
     Ok((Stores::embedded(identity), keyring))
+}
+
+/// Loads a keyring (from `env_value`, else the file); one generated in development mode is
+/// announced loudly with `what`.
+fn load_keyring(
+    file: &Path,
+    env_value: Option<&str>,
+    dev_generate: bool,
+    what: &str,
+) -> Result<Keyring, KeyError> {
+    let (keyring, origin) = Keyring::load(file, env_value, dev_generate, &mut rand::rng())?;
+    if let KeyOrigin::Generated(path) = &origin {
+        tracing::warn!(
+            key_file = %path.display(),
+            "GENERATED A NEW {what}. Never use this in production."
+        );
+    }
+    Ok(keyring)
+}
+
+/// Loads the audit keys (generating the sealing key in development mode, loudly), opens the
+/// trail and starts its writer: a trail that cannot be opened, or whose chain is broken, stops
+/// the start before any port is bound.
+fn open_audit_trail(files: &AuditFiles, clock: &Clock) -> Result<AuditSink, StartError> {
+    let keyring = load_keyring(
+        &files.key_file,
+        None,
+        files.dev_generate_key,
+        "AUDIT KEY (audit.dev_generate_key). Back it up: without it the audit records cannot be read",
+    )?;
+    let (signer, created) = AssertionKey::load_or_create(&files.signing_key)?;
+    if created {
+        tracing::warn!(key = %files.signing_key.display(), kid = signer.kid(), "created a new audit checkpoint signing key");
+    }
+    let (trail, opened) = Trail::open(
+        &files.dir,
+        Arc::new(keyring),
+        signer,
+        files.rules,
+        files.copies.clone(),
+        clock(),
+    )?;
+    if opened.torn_bytes > 0 {
+        tracing::warn!(
+            target: "wardgate::audit",
+            bytes = opened.torn_bytes,
+            "the audit trail ended in a half-written record (a crash): it was cut off; no request waited on it"
+        );
+    }
+    AuditSink::start(trail, clock.clone()).map_err(StartError::AuditThread)
 }
 
 /// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening

@@ -65,6 +65,8 @@ pub struct Settings {
     pub tls: Tls,
     /// Where the data directory and the master key are, paths resolved.
     pub store: StoreFiles,
+    /// The audit trail; `None` without an `audit:` section.
+    pub audit: Option<AuditFiles>,
     /// Log every request (`log.requests`).
     pub log_requests: bool,
     pub lockout: LockoutPolicy,
@@ -91,6 +93,16 @@ pub struct StoreFiles {
     pub dir: PathBuf,
     pub key_file: PathBuf,
     pub dev_generate_key: bool,
+}
+
+/// `audit:`, with its paths resolved.
+pub struct AuditFiles {
+    pub dir: PathBuf,
+    pub key_file: PathBuf,
+    pub signing_key: PathBuf,
+    pub dev_generate_key: bool,
+    pub copies: Vec<PathBuf>,
+    pub rules: crate::audit::trail::TrailRules,
 }
 
 /// The addresses to listen on (`listen:`, `demo_backend.listen`).
@@ -262,6 +274,25 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
             key_file: loaded.resolve(&config.store.key_file()),
             dev_generate_key: config.store.dev_generate_key,
         },
+        audit: config.audit.as_ref().map(|audit| {
+            let audit = &audit.value;
+            AuditFiles {
+                dir: loaded.resolve(&audit.path),
+                key_file: loaded.resolve(&audit.key_file),
+                signing_key: loaded.resolve(&audit.signing_key),
+                dev_generate_key: audit.dev_generate_key,
+                copies: audit
+                    .checkpoint_copies
+                    .iter()
+                    .map(|c| loaded.resolve(c))
+                    .collect(),
+                rules: crate::audit::trail::TrailRules {
+                    checkpoint_every: audit.checkpoint_every,
+                    checkpoint_interval: audit.checkpoint_interval.0.as_secs(),
+                    segment_bytes: audit.segment_size.0,
+                },
+            }
+        }),
         log_requests: config.log.requests,
         policy,
         break_glass_alert,

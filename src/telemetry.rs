@@ -20,6 +20,8 @@ use metrics_exporter_prometheus::{
 
 use serde::Deserialize;
 
+use crate::audit::AuditRecord;
+use crate::audit::sink::AuditSink;
 use crate::identity::UserId;
 use crate::refusal::Violation;
 
@@ -302,6 +304,52 @@ pub struct RequestRecord {
     pub user: Option<UserId>,
     pub status: u16,
     pub code: Option<&'static str>,
+    /// Unix seconds when the request arrived.
+    pub at: u64,
+    /// What the access policy decided, on a patient-data route.
+    pub access: Option<RecordAccess>,
+}
+
+/// The access decision of a patient-data request, as the audit trail keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordAccess {
+    pub roles: Vec<String>,
+    pub patient: Option<String>,
+    pub categories: Vec<String>,
+    pub purpose_of_use: Option<&'static str>,
+    pub grants: Vec<String>,
+}
+
+impl RequestRecord {
+    /// The record as the audit trail keeps it, with what is known now.
+    pub fn audit(&self, kind: &str, labels: Option<&RouteLabels>) -> AuditRecord {
+        let access = self.access.clone().unwrap_or_default();
+        let decision = match self.code {
+            None => "allowed",
+            Some(code) if code.starts_with("WG-UP-") => "failed",
+            Some(_) => "refused",
+        };
+        AuditRecord {
+            kind: kind.to_owned(),
+            time: self.at,
+            request_id: self.request_id.to_str().ok().map(str::to_owned),
+            client: Some(self.client.to_string()),
+            user: self.user.map(|user| user.to_string()),
+            roles: access.roles,
+            route: labels.map(|labels| labels.route.to_string()),
+            method: Some(self.method.to_string()),
+            path: self.path.clone(),
+            patient: access.patient,
+            categories: access.categories,
+            decision: Some(decision.to_owned()),
+            code: self.code.map(str::to_owned),
+            purpose_of_use: access.purpose_of_use.map(str::to_owned),
+            grants: access.grants,
+            status: None,
+            bytes: None,
+            complete: None,
+        }
+    }
 }
 
 /// An open record, closed exactly once by the response body (see [`crate::body::ResponseBody`]).
@@ -311,19 +359,23 @@ pub struct Finished {
     /// Labels of requests that matched no route.
     unrouted: Arc<RouteLabels>,
     upstream_failed: bool,
+    audit: Option<Arc<AuditSink>>,
 }
 
 impl Finished {
+    /// `audit`: the trail that gets the request's record when it ends.
     pub fn new(
         telemetry: Arc<Telemetry>,
         record: RequestRecord,
         unrouted: Arc<RouteLabels>,
+        audit: Option<Arc<AuditSink>>,
     ) -> Self {
         Self {
             telemetry,
             record: Box::new(record),
             unrouted,
             upstream_failed: false,
+            audit,
         }
     }
 
@@ -349,6 +401,15 @@ impl Finished {
         labels.latency.record(duration.as_secs_f64());
         if self.telemetry.log_requests {
             log_request(record, labels, bytes, duration, complete);
+        }
+        if let Some(audit) = &self.audit {
+            let ended = AuditRecord {
+                status: Some(record.status),
+                bytes: Some(bytes),
+                complete: Some(complete),
+                ..record.audit("request", record.route.as_deref())
+            };
+            audit.record(&ended);
         }
     }
 }

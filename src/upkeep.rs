@@ -143,6 +143,7 @@ routes:
             keyring,
             assertion,
             events: SecurityEvents::new(),
+            audit: None,
         };
         let settings = crate::settings::compile(&loaded).unwrap();
         let gateway =

@@ -21,6 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::access::Access;
+use crate::audit::sink::AuditSink;
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::ResponseBody;
 use crate::refusal::Refusal;
@@ -46,6 +47,8 @@ pub struct Admin {
     pub events: SecurityEvents,
     /// Access requests and grants; `None` without a policy.
     pub access: Option<Arc<Access>>,
+    /// The audit trail's writer, when there is one: not ready while it cannot write.
+    pub audit: Option<Arc<AuditSink>>,
 }
 
 fn text(
@@ -123,6 +126,11 @@ impl Admin {
         }
         match path.as_str() {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+            "/readyz" if self.audit.as_ref().is_some_and(|audit| !audit.healthy()) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "audit trail cannot be written: patient-data routes refuse (WG-AUDIT-001)\n",
+            ),
             "/readyz" if self.ready.load(Ordering::SeqCst) => {
                 text(StatusCode::OK, "text/plain", "ready\n")
             }

@@ -57,6 +57,9 @@ pub struct Config {
     /// Where accounts and their sealed secrets live, and the master key that seals them.
     #[serde(default)]
     pub store: Store,
+    /// The audit trail: its own directory and keys (see `audit`); off when absent, and warned.
+    #[serde(default)]
+    pub audit: Option<Spanned<Audit>>,
     /// Session lifetimes (see `session`); routes may narrow them.
     #[serde(default = "unlocated")]
     pub session: Spanned<crate::session::SessionConfig>,
@@ -232,6 +235,44 @@ pub struct Forwarding {
 #[serde(deny_unknown_fields)]
 pub struct DemoBackend {
     pub listen: Spanned<SocketAddr>,
+}
+
+/// The audit trail (see `audit`): apart from the identity store, under its own keys, both kept
+/// outside its directory so that a copy of the directory reveals nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// The segment files and checkpoints; created with mode 0700.
+    pub path: PathBuf,
+    /// The keys that seal the records (the master key file's format, mode 0600).
+    pub key_file: PathBuf,
+    /// The Ed25519 key that signs checkpoints (PEM, mode 0600); created when missing.
+    pub signing_key: PathBuf,
+    /// Generate `key_file` when it is missing. Development only.
+    pub dev_generate_key: bool,
+    /// A signed checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or this long after the last one, when records came since.
+    pub checkpoint_interval: HumanDuration,
+    /// Every checkpoint is also appended to these files (put one on another volume).
+    pub checkpoint_copies: Vec<PathBuf>,
+    /// A new segment file after this many bytes.
+    pub segment_size: ByteSize,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("audit/"),
+            key_file: PathBuf::from("audit.key"),
+            signing_key: PathBuf::from("audit-signing.key"),
+            dev_generate_key: false,
+            checkpoint_every: 1000,
+            checkpoint_interval: HumanDuration(Duration::from_secs(10)),
+            checkpoint_copies: Vec::new(),
+            segment_size: ByteSize(64 * 1024 * 1024),
+        }
+    }
 }
 
 /// The identity store (see `identity`).
@@ -737,6 +778,7 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
     warnings.extend(config.rate_limits.warnings());
     validate_routes(file, config, &mut warnings)?;
     validate_policy(file, config, &mut warnings)?;
+    validate_audit(file, config, &mut warnings)?;
     Ok(warnings)
 }
 
@@ -893,6 +935,48 @@ fn validate_policy(
     {
         warnings.push(Warning(
             "no `policy:` section: every logged-in person may reach every `auth: session` route, whatever patient it names"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_audit(
+    file: &Path,
+    config: &Config,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
+    let Some(span) = &config.audit else {
+        warnings.push(Warning(
+            "no `audit:` section: decisions and security events are not kept in an audit trail"
+                .into(),
+        ));
+        return Ok(());
+    };
+    let audit = &span.value;
+    let problem = if audit.checkpoint_every == 0 {
+        Some(("checkpoint_every", "at least 1"))
+    } else if audit.checkpoint_interval.0.as_secs() == 0 {
+        Some(("checkpoint_interval", "at least 1s"))
+    } else if audit.segment_size.0 < 4096 {
+        Some(("segment_size", "at least 4KiB"))
+    } else if [&audit.key_file, &audit.signing_key]
+        .iter()
+        .any(|key| key.starts_with(&audit.path))
+    {
+        Some((
+            "key_file",
+            "the keys live outside `audit.path`: a copy of the trail must not carry them",
+        ))
+    } else {
+        None
+    };
+    if let Some((key, message)) = problem {
+        return Err(ConfigError::at(file, span, format!("audit.{key}"), message));
+    }
+    if audit.dev_generate_key {
+        warnings.push(Warning(
+            "audit.dev_generate_key is on: a missing audit key is generated (development only)"
                 .into(),
         ));
     }

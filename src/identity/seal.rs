@@ -58,6 +58,8 @@ pub enum Purpose {
     TotpSeed,
     WebAuthnCredential,
     Session,
+    /// A record of the audit trail (its own keyring, apart from the identity store's).
+    AuditRecord,
 }
 
 impl Purpose {
@@ -66,6 +68,7 @@ impl Purpose {
             Self::TotpSeed => b"totp-seed",
             Self::WebAuthnCredential => b"webauthn-credential",
             Self::Session => b"session",
+            Self::AuditRecord => b"audit-record",
         }
     }
 }

@@ -49,6 +49,21 @@ pub(super) struct Allowed {
     pub(super) decisions: Vec<(Category, Basis)>,
 }
 
+impl Allowed {
+    /// The distinct grants the decisions rest on.
+    pub(super) fn grants(&self) -> Vec<String> {
+        let mut grants: Vec<String> = self
+            .decisions
+            .iter()
+            .filter_map(|(_, basis)| basis.grant())
+            .map(|id| id.to_string())
+            .collect();
+        grants.sort();
+        grants.dedup();
+        grants
+    }
+}
+
 /// What phase 7 hands on: the decision the upstream learns, and on a FHIR route what the
 /// answer must be checked for.
 #[derive(Debug, Default)]

@@ -10,6 +10,7 @@ use metrics::SharedString;
 
 use crate::access::Access;
 use crate::assertion::AssertionKey;
+use crate::audit::sink::AuditSink;
 use crate::auth::enrollment::Enrollment;
 use crate::auth::events::SecurityEvents;
 use crate::auth::login::{Login, LoginLockouts, SecondFactors};
@@ -68,6 +69,8 @@ pub struct Gateway {
     pub(super) relations: Arc<dyn Relations>,
     /// Access requests and grants; `None` without a policy.
     pub(super) access: Option<Arc<Access>>,
+    /// The audit trail's writer; `None` without `audit:`.
+    pub(super) audit: Option<Arc<AuditSink>>,
 }
 
 /// What one upkeep sweep removed, by kind (`upkeep.rs`).
@@ -86,6 +89,8 @@ pub struct Identity {
     pub keyring: Arc<Keyring>,
     pub assertion: AssertionKey,
     pub events: SecurityEvents,
+    /// The audit trail's writer, when `audit:` is configured.
+    pub audit: Option<Arc<AuditSink>>,
 }
 
 impl Gateway {
@@ -108,6 +113,7 @@ impl Gateway {
         let relations = identity.stores.relations.clone();
         let identity_stores = identity.stores.clone();
         let access_events = identity.events.clone();
+        let audit = identity.audit.clone();
         let passkeys = settings
             .passkeys
             .map(|party| Arc::new(Passkeys::new(party, ephemeral)));
@@ -183,7 +189,13 @@ impl Gateway {
             }),
             policy: settings.policy,
             relations,
+            audit,
         })
+    }
+
+    /// The audit trail's writer, when `audit:` is configured.
+    pub fn audit(&self) -> Option<&Arc<AuditSink>> {
+        self.audit.as_ref()
     }
 
     /// Access requests and grants, when there is a policy.

@@ -36,6 +36,8 @@ pub(super) fn open<B>(
         user: None,
         status: 0,
         code: None,
+        at: 0,
+        access: None,
     }
 }
 

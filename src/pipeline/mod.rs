@@ -68,6 +68,7 @@ impl Gateway {
 
         // 2. early
         let mut record = early::open(&peer, &self.trusted, &request, start, &mut rand::rng());
+        record.at = now;
 
         let http1 = request.version() < Version::HTTP_2;
         let had_body = !request.body().is_end_stream();
@@ -90,7 +91,13 @@ impl Gateway {
         record.status = response.status().as_u16();
 
         // 11. record
-        record::attach(response, record, &self.telemetry, &self.unrouted)
+        record::attach(
+            response,
+            record,
+            &self.telemetry,
+            &self.unrouted,
+            self.audit.as_ref(),
+        )
     }
 
     /// Phases 3 to 10 up to the first refusal; `now` is unix seconds.
@@ -102,8 +109,8 @@ impl Gateway {
         now: u64,
     ) -> Result<Response<ResponseBody>, Refused> {
         // 3. sanitize. A refused path is logged as sent; a passed one as normalized.
-        let logs = self.telemetry.logs_requests();
-        if logs {
+        let keeps_path = self.telemetry.logs_requests() || self.audit.is_some();
+        if keeps_path {
             record.path = Some(request.uri().path().to_owned());
         }
         let sanitize::Sanitized {
@@ -111,7 +118,7 @@ impl Gateway {
             authority,
             host,
         } = self.head.check(&request)?;
-        if logs && path != request.uri().path() {
+        if keeps_path && path != request.uri().path() {
             record.path = Some(path.to_string());
         }
 
@@ -151,6 +158,11 @@ impl Gateway {
             }
             _ => authorize::Authorized::default(),
         };
+        if let (Some(_), Some(live)) = (&target.data, live.as_deref()) {
+            record.access = Some(self.record_access(live, &authorized));
+            // 11, ahead: the decision is on disk before patient data can leave.
+            self.audit_decision(record, &target.labels).await?;
+        }
 
         // 8. rate limit (per identity): per user, per route, per user and route.
         let user_id = live.as_ref().map(|live| live.user.to_string());

@@ -2,15 +2,67 @@
 //!
 //! Runs for every request, allowed, refused or failed, and cannot refuse. The record the
 //! phases filled in is closed exactly once, when the response body ends or the client leaves
-//! (`body.rs`), so the duration and the outcome are those the client saw. The audit trail will
-//! hang off this point.
+//! (`body.rs`), so the duration and the outcome are those the client saw; then its `request`
+//! record goes to the audit trail (queued, not waited for: a patient-data request's `decision`
+//! record was made durable before it was forwarded).
 
 use std::sync::Arc;
 
 use http::Response;
 
+use crate::audit::sink::AuditSink;
 use crate::body::ResponseBody;
-use crate::telemetry::{Finished, RequestRecord, RouteLabels, Telemetry};
+use crate::policy;
+use crate::refusal::Refusal;
+use crate::refused::Refused;
+use crate::session::Live;
+use crate::telemetry::{Finished, RecordAccess, RequestRecord, RouteLabels, Telemetry};
+
+use super::authorize::Authorized;
+use super::build::Gateway;
+
+impl Gateway {
+    /// What the audit trail keeps of a patient-data request's decision.
+    pub(super) fn record_access(&self, live: &Live, authorized: &Authorized) -> RecordAccess {
+        let roles = live.roles.clone();
+        let (Some(allowed), Some(policy)) = (&authorized.allowed, self.policy.as_deref()) else {
+            // A FHIR read by id, decided on its answer, or a request for no patient's data.
+            return RecordAccess {
+                roles,
+                ..RecordAccess::default()
+            };
+        };
+        let bases = allowed.decisions.iter().map(|(_, basis)| *basis);
+        RecordAccess {
+            roles,
+            patient: Some(allowed.patient.clone()),
+            categories: allowed
+                .decisions
+                .iter()
+                .map(|(category, _)| policy.category_name(*category).to_owned())
+                .collect(),
+            purpose_of_use: Some(policy::purpose_of_use(bases)),
+            grants: allowed.grants(),
+        }
+    }
+
+    /// The `decision` record of a patient-data request, on disk before the request is
+    /// forwarded: 503 `WG-AUDIT-001` when the trail cannot take it.
+    pub(super) async fn audit_decision(
+        &self,
+        record: &RequestRecord,
+        labels: &RouteLabels,
+    ) -> Result<(), Refused> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        audit
+            .durable(&record.audit("decision", Some(labels)))
+            .await
+            .map(|_| ())
+            .map_err(|error| Refused::because(Refusal::AuditUnavailable, &error))
+    }
+}
 
 /// Phase 11: `record` travels with the response body, to be closed when it ends.
 pub(super) fn attach(
@@ -18,7 +70,8 @@ pub(super) fn attach(
     record: RequestRecord,
     telemetry: &Arc<Telemetry>,
     unrouted: &Arc<RouteLabels>,
+    audit: Option<&Arc<AuditSink>>,
 ) -> Response<ResponseBody> {
-    let finished = Finished::new(telemetry.clone(), record, unrouted.clone());
+    let finished = Finished::new(telemetry.clone(), record, unrouted.clone(), audit.cloned());
     response.map(|body| body.with_record(finished))
 }

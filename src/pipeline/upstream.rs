@@ -243,7 +243,7 @@ impl Gateway {
                 let fhir = self.policy.as_ref().and_then(|p| p.fhir.as_ref());
                 claims = claims.with_access(AccessClaims {
                     purpose_of_use: policy::purpose_of_use(allowed.decisions.iter().map(|d| d.1)),
-                    grants: grants(allowed),
+                    grants: allowed.grants(),
                     patient: allowed.patient.clone(),
                     scopes: authorize::scopes(fhir, allowed),
                 });
@@ -253,19 +253,6 @@ impl Gateway {
             }
         }
     }
-}
-
-/// The distinct grants the decisions rest on.
-fn grants(allowed: &Allowed) -> Vec<String> {
-    let mut grants: Vec<String> = allowed
-        .decisions
-        .iter()
-        .filter_map(|(_, basis)| basis.grant())
-        .map(|id| id.to_string())
-        .collect();
-    grants.sort();
-    grants.dedup();
-    grants
 }
 
 /// The client's head made fit for the upstream, before the verified identity is added.

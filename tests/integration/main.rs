@@ -6,6 +6,7 @@
 
 mod access_pages;
 mod accounts;
+mod audit;
 mod auth_hardening;
 mod binary;
 mod browser;

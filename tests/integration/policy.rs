@@ -22,10 +22,8 @@ pub(crate) const POLICY: &str = r#"policy:
   break_glass: { roles: [physician], duration: 30m, reauth_within: 5m, reasons: [unconscious, life-threat] }
 "#;
 
-pub(crate) fn config(upstream: &str) -> String {
-    config_with(
-        &format!("  ehr: {{ url: \"{upstream}\" }}"),
-        r#"  - name: labs
+/// The patient routes of these tests: labs and notes by path parameter, observations by query.
+pub(crate) const ROUTES: &str = r#"  - name: labs
     path: "/api/patients/{patient}/labs/**"
     upstream: ehr
     auth: session
@@ -46,9 +44,10 @@ pub(crate) fn config(upstream: &str) -> String {
     auth: session
     patient_data: true
     data: labs
-    patient: { query: patient }"#,
-        POLICY,
-    )
+    patient: { query: patient }"#;
+
+pub(crate) fn config(upstream: &str) -> String {
+    config_with(&format!("  ehr: {{ url: \"{upstream}\" }}"), ROUTES, POLICY)
 }
 
 /// `name` enrolled with `roles`, logged in: the bearer token.

@@ -1,0 +1,222 @@
+//! The Merkle tree over the audit trail's records, in the shape of RFC 6962 section 2.1 (and
+//! RFC 9162 section 2.1): leaf hash `SHA-256(0x00 || leaf)`, node hash `SHA-256(0x01 || left ||
+//! right)`, and the root of `n` leaves split at the largest power of two below `n`. A signed
+//! checkpoint names a size and this root: whoever holds it can tell whether the first `size`
+//! records are still the ones it covered.
+//!
+//! [`Frontier`] keeps the roots of the perfect subtrees that make up the tree so far (one per set
+//! bit of the size), so appending a leaf and taking the root cost `O(log n)` and no leaf is kept
+//! in memory. [`inclusion`] and [`verify_inclusion`] prove one record against a root (RFC 9162
+//! section 2.1.3).
+
+use sha2::{Digest, Sha256};
+
+pub type Hash = [u8; 32];
+
+/// `SHA-256(0x00 || leaf)`.
+pub fn leaf_hash(leaf: &[u8]) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([0x00]);
+    hasher.update(leaf);
+    hasher.finalize().into()
+}
+
+/// `SHA-256(0x01 || left || right)`.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([0x01]);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
+}
+
+/// The root of the empty tree: `SHA-256()`.
+pub fn empty_root() -> Hash {
+    Sha256::digest([]).into()
+}
+
+/// The tree so far: the roots of its perfect subtrees, largest (leftmost) first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// `(height, root)`: a subtree of `2^height` leaves.
+    subtrees: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one leaf by its leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut node = (0, leaf);
+        while let Some(&(height, left)) = self.subtrees.last() {
+            if height != node.0 {
+                break;
+            }
+            self.subtrees.pop();
+            node = (height + 1, node_hash(&left, &node.1));
+        }
+        self.subtrees.push(node);
+        self.size += 1;
+    }
+
+    /// The tree's root (RFC 6962 MTH): the subtrees folded from the right.
+    pub fn root(&self) -> Hash {
+        let mut subtrees = self.subtrees.iter().rev();
+        let Some(&(_, mut root)) = subtrees.next() else {
+            return empty_root();
+        };
+        for (_, left) in subtrees {
+            root = node_hash(left, &root);
+        }
+        root
+    }
+}
+
+/// The root of `leaves` (leaf hashes), computed the way RFC 6962 defines it.
+pub fn root(leaves: &[Hash]) -> Hash {
+    match leaves {
+        [] => empty_root(),
+        [one] => *one,
+        _ => {
+            let split = split(leaves.len());
+            node_hash(&root(&leaves[..split]), &root(&leaves[split..]))
+        }
+    }
+}
+
+/// The largest power of two smaller than `n` (n >= 2).
+fn split(n: usize) -> usize {
+    let mut k = 1;
+    while k * 2 < n {
+        k *= 2;
+    }
+    k
+}
+
+/// The audit path of leaf `index` in the tree of `leaves` (RFC 9162 section 2.1.3.1), bottom up.
+pub fn inclusion(index: usize, leaves: &[Hash]) -> Vec<Hash> {
+    if leaves.len() <= 1 || index >= leaves.len() {
+        return Vec::new();
+    }
+    let split = split(leaves.len());
+    let (mut path, sibling) = if index < split {
+        (inclusion(index, &leaves[..split]), root(&leaves[split..]))
+    } else {
+        (
+            inclusion(index - split, &leaves[split..]),
+            root(&leaves[..split]),
+        )
+    };
+    path.push(sibling);
+    path
+}
+
+/// Whether `path` proves `leaf` at `index` in a tree of `size` leaves with `root` (RFC 9162
+/// section 2.1.3.2).
+pub fn verify_inclusion(index: u64, size: u64, leaf: Hash, path: &[Hash], root: &Hash) -> bool {
+    if index >= size {
+        return false;
+    }
+    let (mut fn_, mut sn) = (index, size - 1);
+    let mut r = leaf;
+    for p in path {
+        if sn == 0 {
+            return false;
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    sn == 0 && r == *root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n).map(|i| leaf_hash(&[i as u8])).collect()
+    }
+
+    #[test]
+    fn the_empty_tree_and_rfc_6962_hashing() {
+        // RFC 6962's test vectors (the certificate-transparency reference implementation).
+        assert_eq!(
+            hex::encode(empty_root()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex::encode(leaf_hash(b"")),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+        let tree: Vec<Hash> = [
+            &b""[..],
+            &[0x00],
+            &[0x10],
+            &[0x20, 0x21],
+            &[0x30, 0x31],
+            &[0x40, 0x41, 0x42, 0x43],
+            &[0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
+            &[
+                0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d,
+                0x6e, 0x6f,
+            ],
+        ]
+        .iter()
+        .map(|leaf| leaf_hash(leaf))
+        .collect();
+        assert_eq!(
+            hex::encode(root(&tree)),
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
+        );
+        assert_eq!(
+            hex::encode(root(&tree[..3])),
+            "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77"
+        );
+    }
+
+    #[test]
+    fn the_frontier_has_the_same_root_as_the_whole_tree_at_every_size() {
+        let all = leaves(70);
+        let mut frontier = Frontier::default();
+        assert_eq!(frontier.root(), empty_root());
+        for (n, leaf) in all.iter().enumerate() {
+            frontier.push(*leaf);
+            assert_eq!(frontier.size(), n as u64 + 1);
+            assert_eq!(frontier.root(), root(&all[..=n]), "size {}", n + 1);
+        }
+    }
+
+    #[test]
+    fn every_leaf_is_proven_and_nothing_else_is() {
+        for size in 1..=20 {
+            let all = leaves(size);
+            let top = root(&all);
+            for index in 0..size {
+                let path = inclusion(index, &all);
+                let (i, n) = (index as u64, size as u64);
+                assert!(
+                    verify_inclusion(i, n, all[index], &path, &top),
+                    "{index}/{size}"
+                );
+                let other = leaf_hash(b"other");
+                assert!(!verify_inclusion(i, n, other, &path, &top));
+                assert!(!verify_inclusion(i + 1, n, all[index], &path, &top) || size == 1);
+                assert!(!verify_inclusion(n, n, all[index], &path, &top));
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The audit writer: one thread owns the [`Trail`] and writes records in groups, so that many
+//! requests share one `fdatasync` (group commit).
+//!
+//! ```text
+//!  request path ── record (enqueued) ──────────────┐
+//!               ── decision, waits ── durable ─────┤  unbounded queue, nothing dropped
+//!                                                  ▼
+//!  writer thread: take one, then all that wait (up to GROUP) ─▶ append each ─▶ one fdatasync
+//!                 when any waits for it ─▶ answer the waiters ─▶ checkpoint when due
+//! ```
+//!
+//! A record that must be durable (a patient-data request about to be forwarded) is answered only
+//! after its group is on disk; when the trail cannot be written the answer is an error, the
+//! request is refused (503 `WG-AUDIT-001`), and [`AuditSink::healthy`] (and `/readyz`) say so
+//! until a write succeeds again. The other records of a failed group are written with the next
+//! one, so none is lost; a refused decision's record is not (its request never left, and its
+//! `request` record says so). The queue is unbounded so that no record is ever dropped: it only
+//! grows while the disk fails, and then the patient-data routes, which wait, stop. Dropping the
+//! last handle drains the queue, signs a last checkpoint and waits for the writer; a disk that
+//! still fails then is tried for two seconds more, and the records it would not take are
+//! reported lost in the log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::AuditRecord;
+use super::trail::{Trail, TrailError};
+use crate::clock::Clock;
+
+/// Records written per group, at most.
+const GROUP: usize = 4096;
+/// After a failed group, the writer waits this long before it tries again…
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// …and, once the gateway is shutting down, gives up after this many tries (and says so).
+const LAST_TRIES: u32 = 20;
+
+/// The trail could not be written (the cause is in the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the audit trail cannot be written")]
+pub struct AuditUnavailable;
+
+struct Entry {
+    time: u64,
+    record: Vec<u8>,
+    durable: Option<oneshot::Sender<Result<u64, AuditUnavailable>>>,
+}
+
+/// The request path's handle on the writer.
+pub struct AuditSink {
+    queue: Option<mpsc::UnboundedSender<Entry>>,
+    healthy: Arc<AtomicBool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for AuditSink {
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl AuditSink {
+    /// Starts the writer thread over `trail`; it ends when every handle is gone.
+    pub fn start(trail: Trail, clock: Clock) -> std::io::Result<Self> {
+        let (queue, entries) = mpsc::unbounded_channel();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let flag = healthy.clone();
+        let writer = std::thread::Builder::new()
+            .name("wardgate-audit".into())
+            .spawn(move || write(trail, entries, &flag, &clock))?;
+        Ok(Self {
+            queue: Some(queue),
+            healthy,
+            writer: Some(writer),
+        })
+    }
+
+    fn send(&self, entry: Entry) -> Result<(), AuditUnavailable> {
+        let queue = self.queue.as_ref().ok_or(AuditUnavailable)?;
+        queue.send(entry).map_err(|_| AuditUnavailable)
+    }
+
+    /// Enqueues `record`; it is written with the next group.
+    pub fn record(&self, record: &AuditRecord) {
+        if let Ok(bytes) = serde_json::to_vec(record) {
+            let entry = Entry {
+                time: record.time,
+                record: bytes,
+                durable: None,
+            };
+            if self.send(entry).is_err() {
+                self.healthy.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Writes `record` and waits until it is on disk: its sequence number.
+    pub async fn durable(&self, record: &AuditRecord) -> Result<u64, AuditUnavailable> {
+        let bytes = serde_json::to_vec(record).map_err(|_| AuditUnavailable)?;
+        let (done, written) = oneshot::channel();
+        let entry = Entry {
+            time: record.time,
+            record: bytes,
+            durable: Some(done),
+        };
+        self.send(entry)?;
+        written.await.map_err(|_| AuditUnavailable)?
+    }
+
+    /// Whether the last group was written.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+}
+
+fn write(
+    mut trail: Trail,
+    mut entries: mpsc::UnboundedReceiver<Entry>,
+    healthy: &AtomicBool,
+    clock: &Clock,
+) {
+    let mut group: Vec<Entry> = Vec::with_capacity(GROUP);
+    let mut failures = 0;
+    loop {
+        // Records of a failed group are still here: write them with the next.
+        if group.is_empty() {
+            match entries.blocking_recv() {
+                Some(first) => group.push(first),
+                None => break,
+            }
+        }
+        while group.len() < GROUP {
+            match entries.try_recv() {
+                Ok(entry) => group.push(entry),
+                Err(_) => break,
+            }
+        }
+        let (appended, written) = write_group(&mut trail, &group, clock());
+        if let Err(error) = &written {
+            tracing::error!(target: "wardgate::audit", %error, "the audit trail cannot be written: patient-data routes answer 503 WG-AUDIT-001");
+            if let Err(error) = trail.recover() {
+                tracing::error!(target: "wardgate::audit", %error, "the audit trail cannot be reopened");
+            }
+        }
+        healthy.store(written.is_ok(), Ordering::Release);
+        let answered = std::mem::take(&mut group);
+        for (index, (mut entry, seq)) in answered.into_iter().zip(sequence(&written)).enumerate() {
+            match entry.durable.take() {
+                Some(done) => {
+                    let _ = done.send(seq);
+                }
+                None if written.is_err() && index >= appended => group.push(entry),
+                None => {}
+            }
+        }
+        if written.is_err() {
+            failures += 1;
+            if entries.is_closed() && failures >= LAST_TRIES {
+                tracing::error!(
+                    target: "wardgate::audit",
+                    records = group.len(),
+                    "shutting down with audit records that could not be written: they are lost"
+                );
+                return;
+            }
+            // Give the disk a moment before the next try.
+            std::thread::sleep(RETRY_PAUSE);
+        } else {
+            failures = 0;
+        }
+    }
+    let _ = trail.checkpoint(clock());
+}
+
+/// Each record's answer: its sequence number, or the group's failure.
+fn sequence(
+    written: &Result<u64, TrailError>,
+) -> impl Iterator<Item = Result<u64, AuditUnavailable>> + '_ {
+    (0..).map(move |offset| match written {
+        Ok(first) => Ok(first + offset),
+        Err(_) => Err(AuditUnavailable),
+    })
+}
+
+/// Appends the group, syncs when anyone waits (or a checkpoint is due), checkpoints when due:
+/// how many records were appended, and the first one's sequence number.
+fn write_group(trail: &mut Trail, group: &[Entry], now: u64) -> (usize, Result<u64, TrailError>) {
+    let first = trail.size();
+    for (appended, entry) in group.iter().enumerate() {
+        if let Err(error) = trail.append(entry.time, &entry.record) {
+            return (appended, Err(error));
+        }
+    }
+    let synced = if trail.checkpoint_due(now) {
+        trail.checkpoint(now).map(|_| ())
+    } else if group.iter().any(|entry| entry.durable.is_some()) {
+        trail.sync()
+    } else {
+        Ok(())
+    };
+    (group.len(), synced.map(|()| first))
+}

@@ -1,0 +1,844 @@
+//! The embedded audit trail: append-only segment files of sealed, hash-chained records under a
+//! Merkle tree with signed checkpoints.
+//!
+//! ```text
+//!  <dir>/seg-<first seq, 20 digits>.wga   frames, appended; a new segment past `segment_bytes`
+//!  frame  = "WGA1" | body length u32 BE | body
+//!  body   = seq u64 BE | time u64 BE | prev (32) | sealed record
+//!  leaf   = SHA-256(0x00 || body)            (RFC 6962 leaf hash; `prev` of the next record)
+//!  sealed = XChaCha20-Poly1305 under the audit keyring, associated data bound to `seq`
+//!
+//!  <dir>/checkpoints.jsonl, and every `checkpoint_copies` file (another volume):
+//!  {"size":n,"root":hex,"time":t,"key":kid,"signature":base64} one per line
+//!  signed = "wardgate-audit-checkpoint\n" | size u64 BE | root (32) | time u64 BE
+//! ```
+//!
+//! The chain and the tree cover the sealed bytes, so [`verify`] needs no key to check them, only
+//! the checkpoints' public key; with the audit keyring it also opens every record. It names the
+//! first broken record: a changed body breaks the next record's `prev` (and the record's seal,
+//! and the root of every checkpoint after it); a removed, added or moved record breaks the
+//! sequence; a trail cut short has fewer records than a checkpoint covers (the copy on another
+//! volume says so even when the local checkpoints were cut too). A record changed after the last
+//! checkpoint, when it is the last record, is caught only by its seal: checkpoints come often.
+//!
+//! A crash can leave a frame half-written at the end of the last segment: it was never
+//! acknowledged, so no request waited on it; [`Trail::open`] cuts it off and says so.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::signature::{ED25519, UnparsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use super::merkle::{Frontier, Hash, leaf_hash};
+use crate::assertion::AssertionKey;
+use crate::identity::seal::{Keyring, Purpose};
+
+const MAGIC: &[u8; 4] = b"WGA1";
+const HEAD: usize = 8;
+const BODY_FIXED: usize = 8 + 8 + 32;
+/// A record is a few hundred bytes; anything near this is not one.
+const MAX_BODY: usize = 1 << 20;
+const CHECKPOINTS: &str = "checkpoints.jsonl";
+const SIGNED_PREFIX: &[u8] = b"wardgate-audit-checkpoint\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrailError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit record {seq}: {message}")]
+    Broken { seq: u64, message: String },
+    #[error("an audit record could not be sealed")]
+    Seal,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrailError + '_ {
+    move |source| TrailError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A signed tree head: the first `size` records have this `root`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub size: u64,
+    pub root: String,
+    pub time: u64,
+    pub key: String,
+    pub signature: String,
+}
+
+fn signed_bytes(size: u64, root: &Hash, time: u64) -> Vec<u8> {
+    let mut signed = SIGNED_PREFIX.to_vec();
+    signed.extend_from_slice(&size.to_be_bytes());
+    signed.extend_from_slice(root);
+    signed.extend_from_slice(&time.to_be_bytes());
+    signed
+}
+
+/// One frame read back.
+struct Frame {
+    seq: u64,
+    time: u64,
+    prev: Hash,
+    sealed: Vec<u8>,
+    leaf: Hash,
+}
+
+/// Why the bytes at `offset` are not a whole frame.
+enum Unreadable {
+    /// The file ends inside the frame: a torn write, or a cut.
+    Torn,
+    /// Not a frame at all.
+    Garbled,
+}
+
+/// Reads the frames of one segment's bytes, up to the first that is not whole.
+fn frames(bytes: &[u8]) -> (Vec<Frame>, Option<(usize, Unreadable)>) {
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(head) = bytes.get(at..at + HEAD) else {
+            return (found, Some((at, Unreadable::Torn)));
+        };
+        if &head[..4] != MAGIC {
+            return (found, Some((at, Unreadable::Garbled)));
+        }
+        let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if !(BODY_FIXED..=MAX_BODY).contains(&len) {
+            return (found, Some((at, Unreadable::Garbled)));
+        }
+        let Some(body) = bytes.get(at + HEAD..at + HEAD + len) else {
+            return (found, Some((at, Unreadable::Torn)));
+        };
+        let number = |range: std::ops::Range<usize>| {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(&body[range]);
+            u64::from_be_bytes(buf)
+        };
+        let mut prev = [0u8; 32];
+        prev.copy_from_slice(&body[16..48]);
+        found.push(Frame {
+            seq: number(0..8),
+            time: number(8..16),
+            prev,
+            sealed: body[BODY_FIXED..].to_vec(),
+            leaf: leaf_hash(body),
+        });
+        at += HEAD + len;
+    }
+    (found, None)
+}
+
+/// The segment files of `dir`, in order.
+fn segments(dir: &Path) -> Result<Vec<PathBuf>, TrailError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("seg-") && name.ends_with(".wga") {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TrailError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(io(path))?;
+    Ok(bytes)
+}
+
+/// How often checkpoints are signed, and where segments end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrailRules {
+    /// A checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or this many seconds after the last one, when records came since.
+    pub checkpoint_interval: u64,
+    pub segment_bytes: u64,
+}
+
+/// The trail, open for appending. One writer: the audit task owns it.
+pub struct Trail {
+    dir: PathBuf,
+    keyring: std::sync::Arc<Keyring>,
+    signer: AssertionKey,
+    rules: TrailRules,
+    copies: Vec<PathBuf>,
+    segment: File,
+    segment_path: PathBuf,
+    segment_len: u64,
+    prev: Hash,
+    frontier: Frontier,
+    /// Size and time of the last checkpoint.
+    checkpointed: (u64, u64),
+}
+
+/// What [`Trail::open`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Opened {
+    pub records: u64,
+    /// Bytes of a half-written last frame that were cut off.
+    pub torn_bytes: u64,
+}
+
+impl Trail {
+    /// Opens (or creates, mode 0700) the trail in `dir`: reads every segment back to rebuild
+    /// the chain and the tree, refuses a trail whose chain is broken, and cuts a torn tail.
+    pub fn open(
+        dir: &Path,
+        keyring: std::sync::Arc<Keyring>,
+        signer: AssertionKey,
+        rules: TrailRules,
+        copies: Vec<PathBuf>,
+        now: u64,
+    ) -> Result<(Self, Opened), TrailError> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+        for copy in &copies {
+            if let Some(parent) = copy.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(io(parent))?;
+            }
+        }
+        let mut frontier = Frontier::default();
+        let mut prev = [0u8; 32];
+        let mut opened = Opened::default();
+        let paths = segments(dir)?;
+        for (index, path) in paths.iter().enumerate() {
+            let bytes = read(path)?;
+            let (found, stopped) = frames(&bytes);
+            for frame in &found {
+                if frame.seq != frontier.size() || frame.prev != prev {
+                    return Err(TrailError::Broken {
+                        seq: frontier.size(),
+                        message: "the chain is broken: run `wardgate audit verify`".into(),
+                    });
+                }
+                prev = frame.leaf;
+                frontier.push(frame.leaf);
+            }
+            match stopped {
+                None => {}
+                Some((at, Unreadable::Torn)) if index + 1 == paths.len() => {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(io(path))?;
+                    file.set_len(at as u64).map_err(io(path))?;
+                    file.sync_all().map_err(io(path))?;
+                    opened.torn_bytes = (bytes.len() - at) as u64;
+                }
+                Some(_) => {
+                    return Err(TrailError::Broken {
+                        seq: frontier.size(),
+                        message:
+                            "a segment holds bytes that are no record: run `wardgate audit verify`"
+                                .into(),
+                    });
+                }
+            }
+        }
+        opened.records = frontier.size();
+        let checkpointed = read_checkpoints(&dir.join(CHECKPOINTS))?
+            .last()
+            .map_or((0, now), |c| (c.size, c.time));
+        let segment_path = match paths.last() {
+            Some(last) => last.clone(),
+            None => dir.join(segment_name(0)),
+        };
+        let segment = open_append(&segment_path)?;
+        let segment_len = segment.metadata().map_err(io(&segment_path))?.len();
+        let trail = Self {
+            dir: dir.to_owned(),
+            keyring,
+            signer,
+            rules,
+            copies,
+            segment,
+            segment_path,
+            segment_len,
+            prev,
+            frontier,
+            checkpointed,
+        };
+        Ok((trail, opened))
+    }
+
+    /// Records in the trail.
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// Seals and appends `record` (JSON) written at `time`; durable only after [`Trail::sync`].
+    /// Returns its sequence number.
+    pub fn append(&mut self, time: u64, record: &[u8]) -> Result<u64, TrailError> {
+        let seq = self.frontier.size();
+        if self.segment_len >= self.rules.segment_bytes {
+            self.sync()?;
+            self.segment_path = self.dir.join(segment_name(seq));
+            self.segment = open_append(&self.segment_path)?;
+            self.segment_len = 0;
+        }
+        let sealed = self
+            .keyring
+            .seal(Purpose::AuditRecord, &seq.to_be_bytes(), record)
+            .map_err(|_| TrailError::Seal)?;
+        let mut body = Vec::with_capacity(BODY_FIXED + sealed.len());
+        body.extend_from_slice(&seq.to_be_bytes());
+        body.extend_from_slice(&time.to_be_bytes());
+        body.extend_from_slice(&self.prev);
+        body.extend_from_slice(&sealed);
+        let mut frame = Vec::with_capacity(HEAD + body.len());
+        frame.extend_from_slice(MAGIC);
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        self.segment
+            .write_all(&frame)
+            .map_err(io(&self.segment_path))?;
+        self.segment_len += frame.len() as u64;
+        let leaf = leaf_hash(&body);
+        self.prev = leaf;
+        self.frontier.push(leaf);
+        Ok(seq)
+    }
+
+    /// After a failed write: opens the segment again and cuts whatever part of a frame the
+    /// failure left after the last whole one, so that the next append continues the chain.
+    pub fn recover(&mut self) -> Result<(), TrailError> {
+        self.segment = open_append(&self.segment_path)?;
+        let len = self
+            .segment
+            .metadata()
+            .map_err(io(&self.segment_path))?
+            .len();
+        if len > self.segment_len {
+            self.segment
+                .set_len(self.segment_len)
+                .map_err(io(&self.segment_path))?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable (one `fdatasync` for a whole group).
+    pub fn sync(&mut self) -> Result<(), TrailError> {
+        self.segment.sync_data().map_err(io(&self.segment_path))
+    }
+
+    /// Whether a checkpoint is due at `now`.
+    pub fn checkpoint_due(&self, now: u64) -> bool {
+        let (size, time) = self.checkpointed;
+        let new = self.frontier.size() - size;
+        new >= self.rules.checkpoint_every
+            || (new > 0 && now.saturating_sub(time) >= self.rules.checkpoint_interval)
+    }
+
+    /// Syncs, signs a checkpoint of the whole trail and appends it to the checkpoint file and
+    /// every copy.
+    pub fn checkpoint(&mut self, now: u64) -> Result<Checkpoint, TrailError> {
+        self.sync()?;
+        let (size, root) = (self.frontier.size(), self.frontier.root());
+        let checkpoint = Checkpoint {
+            size,
+            root: hex::encode(root),
+            time: now,
+            key: self.signer.kid().to_owned(),
+            signature: STANDARD.encode(self.signer.sign_bytes(&signed_bytes(size, &root, now))),
+        };
+        let mut line = serde_json::to_string(&checkpoint).map_err(|_| TrailError::Seal)?;
+        line.push('\n');
+        let local = self.dir.join(CHECKPOINTS);
+        for path in std::iter::once(&local).chain(&self.copies) {
+            let mut file = open_append(path)?;
+            file.write_all(line.as_bytes()).map_err(io(path))?;
+            file.sync_data().map_err(io(path))?;
+        }
+        self.checkpointed = (size, now);
+        Ok(checkpoint)
+    }
+
+    /// The public key that verifies this trail's checkpoints.
+    pub fn public_key(&self) -> Vec<u8> {
+        self.signer.public_key()
+    }
+}
+
+fn segment_name(first: u64) -> String {
+    format!("seg-{first:020}.wga")
+}
+
+fn open_append(path: &Path) -> Result<File, TrailError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))
+}
+
+fn read_checkpoints(path: &Path) -> Result<Vec<Checkpoint>, TrailError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io(path)(error)),
+    };
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let checkpoint = serde_json::from_str(line).map_err(|_| TrailError::Broken {
+            seq: 0,
+            message: format!("{} line {}: not a checkpoint", path.display(), index + 1),
+        })?;
+        found.push(checkpoint);
+    }
+    Ok(found)
+}
+
+/// What [`verify`] checked.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    pub checkpoints: usize,
+    /// Records opened with the keyring (0 without one).
+    pub opened: u64,
+}
+
+/// Checks the trail in `dir`: the frames, the sequence and the chain, every checkpoint of the
+/// local file and of `copies` (signature under `public_key`, size, root), and, with `keyring`,
+/// every record's seal. The error names the first broken record.
+pub fn verify(
+    dir: &Path,
+    public_key: &[u8],
+    keyring: Option<&Keyring>,
+    copies: &[PathBuf],
+) -> Result<Verified, TrailError> {
+    let broken = |seq: u64, message: String| TrailError::Broken { seq, message };
+    let mut checkpoints = read_checkpoints(&dir.join(CHECKPOINTS))?;
+    for copy in copies {
+        checkpoints.extend(read_checkpoints(copy)?);
+    }
+    let key = UnparsedPublicKey::new(&ED25519, public_key);
+    for checkpoint in &checkpoints {
+        let root = hex::decode(&checkpoint.root)
+            .ok()
+            .and_then(|r| <Hash>::try_from(r).ok());
+        let signature = STANDARD.decode(&checkpoint.signature).ok();
+        let good = match (root, signature) {
+            (Some(root), Some(signature)) => key
+                .verify(
+                    &signed_bytes(checkpoint.size, &root, checkpoint.time),
+                    &signature,
+                )
+                .is_ok(),
+            _ => false,
+        };
+        if !good {
+            return Err(broken(
+                checkpoint.size,
+                format!(
+                    "the checkpoint of {} records at {} is not signed by this key",
+                    checkpoint.size, checkpoint.time
+                ),
+            ));
+        }
+    }
+    checkpoints.sort_by_key(|c| c.size);
+    let mut pending = checkpoints.iter().peekable();
+    let mut frontier = Frontier::default();
+    let mut prev = [0u8; 32];
+    let mut opened = 0;
+    let check_roots = |frontier: &Frontier,
+                       pending: &mut std::iter::Peekable<std::slice::Iter<'_, Checkpoint>>|
+     -> Result<(), TrailError> {
+        while let Some(checkpoint) = pending.next_if(|c| c.size == frontier.size()) {
+            if checkpoint.root != hex::encode(frontier.root()) {
+                return Err(broken(
+                    frontier.size().saturating_sub(1),
+                    format!(
+                        "the first {} records are not those the checkpoint at {} signed: one was changed",
+                        checkpoint.size, checkpoint.time
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    };
+    check_roots(&frontier, &mut pending)?;
+    let paths = segments(dir)?;
+    for path in &paths {
+        let bytes = read(path)?;
+        let (found, stopped) = frames(&bytes);
+        for frame in found {
+            let expected = frontier.size();
+            if frame.seq > expected {
+                return Err(broken(
+                    expected,
+                    format!("missing: the next record is {}", frame.seq),
+                ));
+            }
+            if frame.seq < expected {
+                return Err(broken(
+                    expected,
+                    format!(
+                        "out of place: record {} follows record {}",
+                        frame.seq,
+                        expected.saturating_sub(1)
+                    ),
+                ));
+            }
+            if frame.prev != prev {
+                return Err(broken(
+                    expected.saturating_sub(1),
+                    format!("changed: record {expected} does not chain to it"),
+                ));
+            }
+            if let Some(keyring) = keyring {
+                keyring
+                    .open(
+                        Purpose::AuditRecord,
+                        &frame.seq.to_be_bytes(),
+                        &frame.sealed,
+                    )
+                    .map_err(|_| broken(frame.seq, "changed: its seal does not open".into()))?;
+                opened += 1;
+            }
+            prev = frame.leaf;
+            frontier.push(frame.leaf);
+            check_roots(&frontier, &mut pending)?;
+        }
+        if let Some((at, _)) = stopped {
+            return Err(broken(
+                frontier.size(),
+                format!("{} byte {at}: not a whole record", path.display()),
+            ));
+        }
+    }
+    if let Some(checkpoint) = pending.next() {
+        return Err(broken(
+            frontier.size(),
+            format!(
+                "truncated: the trail has {} records, the checkpoint at {} covers {}",
+                frontier.size(),
+                checkpoint.time,
+                checkpoint.size
+            ),
+        ));
+    }
+    Ok(Verified {
+        records: frontier.size(),
+        checkpoints: checkpoints.len(),
+        opened,
+    })
+}
+
+/// Every record of the trail, opened: `(seq, time, JSON)`.
+pub fn records(dir: &Path, keyring: &Keyring) -> Result<Vec<(u64, u64, Vec<u8>)>, TrailError> {
+    let mut all = Vec::new();
+    for path in segments(dir)? {
+        for frame in frames(&read(&path)?).0 {
+            let opened = keyring
+                .open(
+                    Purpose::AuditRecord,
+                    &frame.seq.to_be_bytes(),
+                    &frame.sealed,
+                )
+                .map_err(|_| TrailError::Broken {
+                    seq: frame.seq,
+                    message: "its seal does not open".into(),
+                })?;
+            all.push((frame.seq, frame.time, opened.to_vec()));
+        }
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::seal::MasterKey;
+    use std::sync::Arc;
+
+    const T0: u64 = 1_800_000_000;
+    /// Small segments: ten records span several files.
+    const RULES: TrailRules = TrailRules {
+        checkpoint_every: 4,
+        checkpoint_interval: 60,
+        segment_bytes: 400,
+    };
+
+    struct Written {
+        dir: tempfile::TempDir,
+        keyring: Arc<Keyring>,
+        public: Vec<u8>,
+        copy: PathBuf,
+    }
+
+    impl Written {
+        fn trail(&self) -> PathBuf {
+            self.dir.path().join("audit")
+        }
+
+        fn verify(&self) -> Result<Verified, TrailError> {
+            verify(
+                &self.trail(),
+                &self.public,
+                Some(&self.keyring),
+                std::slice::from_ref(&self.copy),
+            )
+        }
+
+        fn open(&self) -> Result<(Trail, Opened), TrailError> {
+            let signer = AssertionKey::load_or_create(&self.dir.path().join("signing.key"))
+                .unwrap()
+                .0;
+            let copies = vec![self.copy.clone()];
+            Trail::open(
+                &self.trail(),
+                self.keyring.clone(),
+                signer,
+                RULES,
+                copies,
+                T0,
+            )
+        }
+
+        /// Every segment file and its frames' byte ranges.
+        fn spans(&self) -> Vec<(PathBuf, Vec<std::ops::Range<usize>>)> {
+            let mut all = Vec::new();
+            for path in segments(&self.trail()).unwrap() {
+                let bytes = read(&path).unwrap();
+                let mut at = 0;
+                let mut spans = Vec::new();
+                while at + HEAD <= bytes.len() {
+                    let len = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+                    spans.push(at..at + HEAD + len as usize);
+                    at += HEAD + len as usize;
+                }
+                all.push((path, spans));
+            }
+            all
+        }
+
+        /// The file and byte range of record `seq`.
+        fn record(&self, seq: usize) -> (PathBuf, std::ops::Range<usize>) {
+            let mut n = 0;
+            for (path, spans) in self.spans() {
+                for span in spans {
+                    if n == seq {
+                        return (path, span);
+                    }
+                    n += 1;
+                }
+            }
+            panic!("no record {seq}")
+        }
+    }
+
+    /// A trail of `n` records, checkpointed every 4 records, with a copy of the checkpoints.
+    fn written(n: u64) -> Written {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [3; 32]), Vec::new()).unwrap());
+        let signer = AssertionKey::load_or_create(&dir.path().join("signing.key"))
+            .unwrap()
+            .0;
+        let public = signer.public_key();
+        let copy = dir.path().join("elsewhere.jsonl");
+        let written = Written {
+            keyring,
+            public,
+            copy,
+            dir,
+        };
+        let (mut trail, opened) = written.open().unwrap();
+        assert_eq!(opened, Opened::default());
+        for i in 0..n {
+            let record = format!(r#"{{"patient":"p{i}","user":"dana"}}"#);
+            assert_eq!(trail.append(T0 + i, record.as_bytes()).unwrap(), i);
+            if trail.checkpoint_due(T0 + i) {
+                trail.checkpoint(T0 + i).unwrap();
+            }
+        }
+        trail.sync().unwrap();
+        written
+    }
+
+    fn broken_at(result: Result<Verified, TrailError>) -> (u64, String) {
+        match result {
+            Err(TrailError::Broken { seq, message }) => (seq, message),
+            other => panic!("not broken: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_untouched_trail_verifies_with_and_without_the_key_and_reopens() {
+        let written = written(10);
+        assert!(
+            segments(&written.trail()).unwrap().len() > 2,
+            "several segments"
+        );
+        assert_eq!(
+            written.verify().unwrap(),
+            Verified {
+                records: 10,
+                checkpoints: 4,
+                opened: 10
+            }
+        );
+        let keyless = verify(&written.trail(), &written.public, None, &[]).unwrap();
+        assert_eq!((keyless.records, keyless.opened), (10, 0));
+        let all = records(&written.trail(), &written.keyring).unwrap();
+        assert_eq!(all[7].0, 7);
+        assert_eq!(all[7].2, br#"{"patient":"p7","user":"dana"}"#);
+        let (mut trail, opened) = written.open().unwrap();
+        assert_eq!(opened.records, 10);
+        assert_eq!(trail.append(T0 + 10, b"{}").unwrap(), 10);
+        trail.sync().unwrap();
+        assert_eq!(written.verify().unwrap().records, 11);
+        // A copy of the directory reveals no patient.
+        for (path, _) in written.spans() {
+            let bytes = read(&path).unwrap();
+            assert!(!bytes.windows(2).any(|w| w == b"p7"), "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn a_changed_byte_names_its_record_with_or_without_the_key() {
+        let written = written(10);
+        let (path, span) = written.record(2);
+        let mut bytes = read(&path).unwrap();
+        bytes[span.end - 3] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let (seq, message) = broken_at(written.verify());
+        assert_eq!(seq, 2, "{message}");
+        let (seq, message) = broken_at(verify(&written.trail(), &written.public, None, &[]));
+        assert_eq!(seq, 2, "{message}");
+        assert!(written.open().is_err(), "the writer refuses a broken chain");
+    }
+
+    #[test]
+    fn a_removed_a_moved_and_an_added_record_break_the_sequence() {
+        // Removed.
+        let written = written(10);
+        let (path, span) = written.record(5);
+        let mut bytes = read(&path).unwrap();
+        bytes.drain(span);
+        fs::write(&path, &bytes).unwrap();
+        let (seq, message) = broken_at(written.verify());
+        assert_eq!(seq, 5, "{message}");
+        assert!(message.starts_with("missing"), "{message}");
+
+        // Two swapped in one segment.
+        let written = super::tests::written(10);
+        let (path, first) = written.record(4);
+        let (same, second) = written.record(5);
+        assert_eq!(path, same);
+        let bytes = read(&path).unwrap();
+        let mut swapped = bytes[..first.start].to_vec();
+        swapped.extend_from_slice(&bytes[second.clone()]);
+        swapped.extend_from_slice(&bytes[first]);
+        swapped.extend_from_slice(&bytes[second.end..]);
+        fs::write(&path, &swapped).unwrap();
+        assert_eq!(broken_at(written.verify()).0, 4);
+
+        // One added: a copy of record 3 after itself.
+        let written = super::tests::written(10);
+        let (path, span) = written.record(3);
+        let mut bytes = read(&path).unwrap();
+        let copy = bytes[span.clone()].to_vec();
+        bytes.splice(span.end..span.end, copy);
+        fs::write(&path, &bytes).unwrap();
+        let (seq, message) = broken_at(written.verify());
+        assert_eq!(seq, 4, "{message}");
+        assert!(message.starts_with("out of place"), "{message}");
+    }
+
+    #[test]
+    fn a_cut_trail_is_caught_by_the_checkpoints_even_when_they_were_cut_too() {
+        let written = written(10);
+        // Cut the last three records (the checkpoint of 8 covered one of them).
+        let (path, span) = written.record(7);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(span.start as u64).unwrap();
+        for later in segments(&written.trail()).unwrap() {
+            if later > path {
+                fs::remove_file(later).unwrap();
+            }
+        }
+        let (seq, message) = broken_at(written.verify());
+        assert_eq!(seq, 7, "{message}");
+        assert!(message.starts_with("truncated"), "{message}");
+        // The local checkpoints cut back to 4 as well: the copy elsewhere still says 8.
+        let local = written.trail().join(CHECKPOINTS);
+        let first = fs::read_to_string(&local)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
+        fs::write(&local, format!("{first}\n")).unwrap();
+        assert!(verify(&written.trail(), &written.public, None, &[]).is_ok());
+        let (_, message) = broken_at(written.verify());
+        assert!(message.starts_with("truncated"), "{message}");
+    }
+
+    #[test]
+    fn a_checkpoint_under_another_key_or_over_other_records_is_refused() {
+        let written = written(8);
+        let other = AssertionKey::load_or_create(&written.dir.path().join("other.key"))
+            .unwrap()
+            .0;
+        let (seq, message) = broken_at(verify(&written.trail(), &other.public_key(), None, &[]));
+        assert_eq!(seq, 4, "{message}");
+        // A record rewritten whole, chain and all, under the right key: the signed root differs.
+        let local = written.trail().join(CHECKPOINTS);
+        let text = fs::read_to_string(&local).unwrap();
+        let mut checkpoint: Checkpoint =
+            serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        checkpoint.root = hex::encode([0u8; 32]);
+        fs::write(&local, serde_json::to_string(&checkpoint).unwrap() + "\n").unwrap();
+        assert!(
+            broken_at(verify(&written.trail(), &written.public, None, &[]))
+                .1
+                .contains("not signed")
+        );
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_cut_off_when_the_trail_opens() {
+        let written = written(6);
+        let (path, span) = written.record(5);
+        let bytes = read(&path).unwrap();
+        let mut torn = bytes[..span.end].to_vec();
+        torn.extend_from_slice(&bytes[span.start..span.start + 20]);
+        fs::write(&path, &torn).unwrap();
+        let (seq, message) = broken_at(written.verify());
+        assert_eq!(seq, 6, "{message}");
+        let (trail, opened) = written.open().unwrap();
+        assert_eq!((opened.records, opened.torn_bytes), (6, 20));
+        assert_eq!(trail.size(), 6);
+        assert_eq!(written.verify().unwrap().records, 6);
+    }
+}

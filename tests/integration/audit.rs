@@ -1,0 +1,232 @@
+//! The audit trail (`audit`): what a request leaves in it, `wardgate audit verify` on the real
+//! files, and the patient-data routes refusing when the trail cannot be written.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::policy::{ROUTES, get_as, link, person};
+use wardgate::audit::trail;
+
+const AUDIT: &str = r#"policy:
+  categories: { demographics: {}, labs: {}, notes: {} }
+  roles:
+    dermatologist: { care_team: [demographics, notes], request: [labs] }
+audit:
+  path: audit/
+  key_file: audit.key
+  signing_key: audit-signing.key
+  dev_generate_key: true
+  checkpoint_every: 3
+  checkpoint_copies: [elsewhere/checkpoints.jsonl]
+  segment_size: 4KiB
+"#;
+
+fn config(upstream: &str) -> String {
+    config_with(
+        &format!("  ehr: {{ url: \"{upstream}\" }}"),
+        &format!("{ROUTES}\n  - {{ name: open, path: /open/**, upstream: ehr, auth: none }}"),
+        AUDIT,
+    )
+}
+
+fn public_key(dir: &Path) -> Vec<u8> {
+    wardgate::assertion::AssertionKey::load_or_create(&dir.join("audit-signing.key"))
+        .unwrap()
+        .0
+        .public_key()
+}
+
+/// Every record of the trail in `dir`, opened.
+fn records(dir: &Path) -> Vec<Value> {
+    let keyring = wardgate::identity::Keyring::read_file(&dir.join("audit.key")).unwrap();
+    trail::records(&dir.join("audit"), &keyring)
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, json)| serde_json::from_slice(&json).unwrap())
+        .collect()
+}
+
+fn verify_cli(dir: &Path) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["audit", "verify", "--config"])
+        .arg(dir.join("gateway.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// The status and body of a GET on the admin listener (health endpoints need no token).
+async fn admin_get(gateway: &TestGateway, path: &str) -> (StatusCode, String) {
+    let response = plain_client()
+        .request(get(&gateway.admin_url(path)))
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, body_text(response).await)
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wga"))
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    link(&gateway, "dana", "p7").await;
+    let (status, _, _) = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, code, _) = get_as(&gateway, "/api/patients/p7/labs/1", &dana).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "WG-POLICY-001")
+    );
+    let (status, _, _) = get_as(&gateway, "/open/x", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = gateway.stop().await;
+
+    let all = records(dir.path());
+    let about = |path: &str, kind: &str| -> Vec<&Value> {
+        all.iter()
+            .filter(|r| r["path"] == path && r["kind"] == kind)
+            .collect()
+    };
+    // The allowed read: its decision, on disk before it was forwarded, then how it ended.
+    let decided = about("/api/patients/p7/notes/1", "decision");
+    assert_eq!(decided.len(), 1, "{all:?}");
+    let decided = decided[0];
+    assert_eq!(decided["decision"], "allowed");
+    assert_eq!(decided["patient"], "p7");
+    assert_eq!(decided["categories"], serde_json::json!(["notes"]));
+    assert_eq!(decided["purpose_of_use"], "TREAT");
+    assert_eq!(decided["roles"], serde_json::json!(["dermatologist"]));
+    assert_eq!(decided["route"], "notes");
+    let ended = about("/api/patients/p7/notes/1", "request");
+    assert_eq!(ended.len(), 1);
+    assert_eq!(
+        (ended[0]["status"].as_u64(), ended[0]["complete"].as_bool()),
+        (Some(200), Some(true))
+    );
+    assert_eq!(ended[0]["request_id"], decided["request_id"]);
+    assert_eq!(ended[0]["user"], decided["user"]);
+    // The refused one: no decision to forward, one record of the refusal.
+    assert!(about("/api/patients/p7/labs/1", "decision").is_empty());
+    let refused = about("/api/patients/p7/labs/1", "request");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["decision"], "refused");
+    assert_eq!(refused[0]["code"], "WG-POLICY-001");
+    assert_eq!(refused[0]["status"], 403);
+    assert_eq!(
+        about("/open/x", "request").len(),
+        1,
+        "every route is recorded"
+    );
+    let serialized = serde_json::to_string(&all).unwrap();
+    assert!(
+        !serialized.contains("wgs_") && !serialized.contains(&dana),
+        "no token"
+    );
+
+    let (ok, text) = verify_cli(dir.path());
+    assert!(ok, "{text}");
+    assert!(text.starts_with("ok: "), "{text}");
+    let keyless = trail::verify(
+        &dir.path().join("audit"),
+        &public_key(dir.path()),
+        None,
+        &[dir.path().join("elsewhere/checkpoints.jsonl")],
+    )
+    .unwrap();
+    assert_eq!(keyless.records as usize, all.len());
+    assert!(keyless.checkpoints >= 2);
+
+    // One byte of a record's sealed bytes changed: the command names the record.
+    let first = &segments(dir.path())[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    bytes[100] ^= 0x20;
+    std::fs::write(first, &bytes).unwrap();
+    let (ok, text) = verify_cli(dir.path());
+    assert!(!ok, "{text}");
+    assert!(text.starts_with("broken: record 0: "), "{text}");
+}
+
+#[tokio::test]
+async fn patient_routes_refuse_while_the_trail_cannot_be_written_and_recover() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    link(&gateway, "dana", "p7").await;
+    // The segments the trail will move on to are a device that is always full.
+    let audit = gateway.dir.path().join("audit");
+    let full: Vec<PathBuf> = (1..400)
+        .map(|seq| audit.join(format!("seg-{seq:020}.wga")))
+        .collect();
+    for path in &full {
+        std::os::unix::fs::symlink("/dev/full", path).unwrap();
+    }
+    let mut refused = None;
+    for _ in 0..200 {
+        let (status, code, _) = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await;
+        if status != StatusCode::OK {
+            refused = Some((status, code));
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some((StatusCode::SERVICE_UNAVAILABLE, "WG-AUDIT-001".to_owned())),
+        "the disk filled up"
+    );
+    let forwarded = upstream.seen().len();
+    let (status, _) = admin_get(&gateway, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, _) = get_as(&gateway, "/open/x", "").await;
+    assert_eq!(status, StatusCode::OK, "routes without patient data go on");
+    let (status, code, _) = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "WG-AUDIT-001")
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        forwarded + 1,
+        "only the open route was forwarded"
+    );
+
+    // Space again: the next request is recorded and forwarded.
+    for path in &full {
+        std::fs::remove_file(path).unwrap();
+    }
+    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        answered = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await.0;
+        if answered == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, StatusCode::OK);
+    assert_eq!(admin_get(&gateway, "/readyz").await.0, StatusCode::OK);
+    let dir = gateway.stop().await;
+    let (ok, text) = verify_cli(dir.path());
+    assert!(ok, "{text}");
+    let all = records(dir.path());
+    let refusals = all.iter().filter(|r| r["code"] == "WG-AUDIT-001").count();
+    assert!(
+        refusals >= 2,
+        "the refusals themselves were recorded once space came back"
+    );
+}
