@@ -350,7 +350,6 @@ impl FhirMap {
                     [] => false,
                     ["_history"] => true,
                     ["_history", version] if valid_id(version) => false,
-                    ["_history", ..] => return Err(FhirRefusal::Unsupported),
                     [compartment] if *kind == "Patient" && valid_type(compartment) => {
                         let patient = valid_patient(id).then_some(*id);
                         return self.search(compartment, patient, &pairs).map(listed);
@@ -737,6 +736,21 @@ fhir:
             Ok(("p1".into(), vec!["labs"], true, true)),
             "a code the map does not place is the type's data"
         );
+        assert_eq!(
+            patient("Observation?patient=p1&category=vital-signs&code=1234&_id=o1"),
+            Ok(("p1".into(), vec!["vitals"], true, true)),
+            "other parameters are neither patients nor categories"
+        );
+        assert_eq!(
+            patient("Observation?patient=p1&category=|vital-signs"),
+            Ok(("p1".into(), vec!["vitals"], true, true)),
+            "an empty system names none"
+        );
+        assert_eq!(
+            patient("Patient?_id=p1&subject:missing=true&patient=p2"),
+            Ok(("p1".into(), vec!["demographics"], true, true)),
+            "a Patient has no patient or subject to search by"
+        );
     }
 
     #[test]
@@ -756,6 +770,10 @@ fhir:
             "Patient?patient=p1",
             "Observation?_id=o1",
             "Patient/p1/Observation?patient=p2",
+            "Patient?subject:Patient=p1",
+            "Patient?subject=Patient/p1",
+            "Patient?_id=p1&_id:not=p2",
+            "Observation?patient=p1&subject:Group=g1",
         ] {
             assert_eq!(read(path), Err(FhirRefusal::NoPatient), "{path}");
         }
@@ -806,6 +824,8 @@ fhir:
             "Observation/$lastn",
             "Observation/_search",
             "Observation/o1/_history/2/x",
+            "Observation/o1/_history/$x",
+            "Practitioner/$validate",
             "Observation/_history",
             "_history",
             "Patient/p1/Patient",
