@@ -261,6 +261,11 @@ impl Bound {
     /// `server.shutdown_grace`.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let ready = Arc::new(AtomicBool::new(true));
+        // Subscribed before anything can happen: the trail sees every security event.
+        let security = self
+            .gateway
+            .audit()
+            .map(|sink| (sink.clone(), self.events.subscribe()));
         let telemetry = self.gateway.telemetry().clone();
         let side = SideListener {
             max_connections: self.limits.side_max_connections,
@@ -300,6 +305,12 @@ impl Bound {
             }));
         }
         side_tasks.spawn(drain_histograms(telemetry.clone()));
+        if let Some((sink, events)) = security {
+            let clock = self.clock.clone();
+            side_tasks.spawn(crate::audit::sink::keep_security_events(
+                sink, events, clock,
+            ));
+        }
         // Sessions ended on another replica leave this one's cache.
         let sessions = self.gateway.sessions().clone();
         side_tasks.spawn(async move { sessions.follow_revocations().await });

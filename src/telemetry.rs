@@ -348,6 +348,8 @@ impl RequestRecord {
             status: None,
             bytes: None,
             complete: None,
+            event: None,
+            fields: None,
         }
     }
 }

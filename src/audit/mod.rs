@@ -20,7 +20,8 @@ pub mod trail;
 use serde::{Deserialize, Serialize};
 
 /// One record of the trail: a request's decision before it was forwarded (`decision`), how a
-/// request ended (`request`). Never a secret, a token or a body.
+/// request ended (`request`), a security event (`security`: its name and fields). Never a
+/// secret, a token or a body.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
@@ -63,4 +64,9 @@ pub struct AuditRecord {
     /// False when the answer was cut short (the client left, the upstream broke off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complete: Option<bool>,
+    /// A security event's name (`login_failed`, `access_changed`…) and its fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Value>,
 }

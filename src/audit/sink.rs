@@ -27,7 +27,26 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AuditRecord;
 use super::trail::{Trail, TrailError};
+use crate::auth::events::SecurityEvent;
 use crate::clock::Clock;
+
+/// Keeps every security event in the trail (the channel is lossless: `emit` waits for this
+/// task), until the gateway stops.
+pub async fn keep_security_events(
+    sink: Arc<AuditSink>,
+    mut events: mpsc::Receiver<Arc<SecurityEvent>>,
+    clock: Clock,
+) {
+    while let Some(event) = events.recv().await {
+        sink.record(&AuditRecord {
+            kind: "security".into(),
+            time: clock(),
+            event: Some(event.name().to_owned()),
+            fields: Some(event.fields()),
+            ..AuditRecord::default()
+        });
+    }
+}
 
 /// Records written per group, at most.
 const GROUP: usize = 4096;

@@ -134,6 +134,13 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
         1,
         "every route is recorded"
     );
+    // Security events are in the same trail.
+    let logins: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["kind"] == "security" && r["event"] == "login_succeeded")
+        .collect();
+    assert_eq!(logins.len(), 1, "{all:?}");
+    assert_eq!(logins[0]["fields"]["user"], "dana");
     let serialized = serde_json::to_string(&all).unwrap();
     assert!(
         !serialized.contains("wgs_") && !serialized.contains(&dana),
