@@ -237,3 +237,61 @@ async fn patient_routes_refuse_while_the_trail_cannot_be_written_and_recover() {
         "the refusals themselves were recorded once space came back"
     );
 }
+
+#[tokio::test]
+async fn a_gateway_killed_under_load_has_the_decision_of_every_request_it_forwarded() {
+    let upstream = MockUpstream::recording().await;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = crate::binary::Binary::start(dir.path(), &config(&upstream.url())).await;
+    let dana = person(&binary, "dana", &["dermatologist"]).await;
+    link(&binary, "dana", "p7").await;
+    let before = upstream.seen().len();
+    // Sixteen clients reading as fast as they can until the gateway is gone.
+    let mut clients = Vec::new();
+    for client in 0..16 {
+        let (http, url, token) = (
+            binary.client(false),
+            binary.url(&format!("/api/patients/p7/notes/{client}")),
+            dana.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            loop {
+                let request = http::Request::builder()
+                    .uri(&url)
+                    .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(full(""))
+                    .unwrap();
+                if http.request(request).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    while upstream.seen().len() < before + 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    binary.kill();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let forwarded: Vec<String> = upstream
+        .seen()
+        .iter()
+        .filter(|seen| seen.uri.path().starts_with("/api/patients/p7/notes/"))
+        .map(|seen| seen.headers["x-request-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert!(forwarded.len() >= 300);
+    let decided: std::collections::HashSet<String> = records(dir.path())
+        .iter()
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| r["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    let lost: Vec<&String> = forwarded
+        .iter()
+        .filter(|id| !decided.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "forwarded without a decision on disk: {lost:?}"
+    );
+}

@@ -109,6 +109,13 @@ impl Binary {
         self.serving[listener].as_str().unwrap().parse().unwrap()
     }
 
+    /// Kills the process with SIGKILL: no drain, no flush, nothing it could still do.
+    pub(crate) fn kill(mut self) {
+        let mut child = self.child.0.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Sends SIGTERM, waits for the exit (status 0) and returns every line the gateway logged.
     pub(crate) async fn stop(mut self) -> Vec<String> {
         let status = Command::new("kill")
