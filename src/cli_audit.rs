@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use clap::Subcommand;
 
 use crate::assertion::AssertionKey;
+use crate::audit::AuditRecord;
 use crate::audit::trail::{self, TrailError};
 use crate::config;
 use crate::identity::{KeyError, Keyring};
@@ -28,6 +29,95 @@ pub enum AuditCommand {
     },
     /// Print the public key that verifies the checkpoints (base64), to give to verifiers.
     PublicKey,
+    /// Print (JSON) the proof that record SEQ is in the tree of the first signed checkpoint
+    /// that covers it: its leaf hash and audit path (RFC 9162 2.1.3), checked before printing.
+    Prove { seq: u64 },
+    /// The records that match every filter given, oldest first: with `--patient`, who saw that
+    /// patient's data, when, of which kind, under which grant or emergency (HIPAA's accounting
+    /// of disclosures). Needs the audit key; only reads.
+    Query {
+        #[arg(long)]
+        patient: Option<String>,
+        /// An account id (as the records carry it).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// A grant's (or break-glass access's) id.
+        #[arg(long)]
+        grant: Option<String>,
+        /// `allowed`, `refused` or `failed`.
+        #[arg(long)]
+        decision: Option<String>,
+        /// `decision`, `request` or `security`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Unix seconds, inclusive.
+        #[arg(long)]
+        since: Option<u64>,
+        #[arg(long)]
+        until: Option<u64>,
+        /// One JSON record per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `audit query` keeps.
+struct Filter<'a> {
+    patient: Option<&'a str>,
+    user: Option<&'a str>,
+    category: Option<&'a str>,
+    grant: Option<&'a str>,
+    decision: Option<&'a str>,
+    kind: Option<&'a str>,
+    since: Option<u64>,
+    until: Option<u64>,
+}
+
+impl Filter<'_> {
+    fn keeps(&self, record: &AuditRecord) -> bool {
+        let is = |wanted: Option<&str>, found: Option<&String>| {
+            wanted.is_none_or(|w| found.is_some_and(|f| f == w))
+        };
+        let holds = |wanted: Option<&str>, found: &[String]| {
+            wanted.is_none_or(|w| found.iter().any(|f| f == w))
+        };
+        is(self.patient, record.patient.as_ref())
+            && is(self.user, record.user.as_ref())
+            && is(self.decision, record.decision.as_ref())
+            && self.kind.is_none_or(|k| record.kind == k)
+            && holds(self.category, &record.categories)
+            && holds(self.grant, &record.grants)
+            && self.since.is_none_or(|t| record.time >= t)
+            && self.until.is_none_or(|t| record.time <= t)
+    }
+}
+
+/// One line of the table: time, kind, decision, user, patient, categories, purpose, grants,
+/// route, status and code.
+fn row(record: &AuditRecord) -> String {
+    let text = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+    let list = |values: &[String]| match values {
+        [] => "-".to_owned(),
+        values => values.join(","),
+    };
+    [
+        httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.time),
+        ),
+        record.kind.clone(),
+        text(&record.decision),
+        text(&record.user),
+        text(&record.patient),
+        list(&record.categories),
+        text(&record.purpose_of_use),
+        list(&record.grants),
+        text(&record.route),
+        record.status.map_or("-".into(), |s| s.to_string()),
+        text(&record.code),
+    ]
+    .join("\t")
 }
 
 const EXIT_BROKEN: u8 = 1;
@@ -53,6 +143,77 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
         false => Err(format!("{}: no such signing key", signing.display())),
     };
     match command {
+        AuditCommand::Query {
+            patient,
+            user,
+            category,
+            grant,
+            decision,
+            kind,
+            since,
+            until,
+            json,
+        } => {
+            let filter = Filter {
+                patient: patient.as_deref(),
+                user: user.as_deref(),
+                category: category.as_deref(),
+                grant: grant.as_deref(),
+                decision: decision.as_deref(),
+                kind: kind.as_deref(),
+                since: *since,
+                until: *until,
+            };
+            let keyring = match Keyring::read_file(&loaded.resolve(&audit.key_file)) {
+                Ok(keyring) => keyring,
+                Err(error) => {
+                    eprintln!("error: the audit key is needed to read records: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let records = match trail::records(&loaded.resolve(&audit.path), &keyring) {
+                Ok(records) => records,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_BROKEN);
+                }
+            };
+            if !json {
+                println!(
+                    "time\tkind\tdecision\tuser\tpatient\tcategories\tpurpose\tgrants\troute\tstatus\tcode"
+                );
+            }
+            for (seq, _, bytes) in records {
+                let Ok(record) = serde_json::from_slice::<AuditRecord>(&bytes) else {
+                    eprintln!("warning: record {seq} is not a record this version can read");
+                    continue;
+                };
+                if !filter.keeps(&record) {
+                    continue;
+                }
+                match json {
+                    true => println!("{}", String::from_utf8_lossy(&bytes)),
+                    false => println!("{}", row(&record)),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        AuditCommand::Prove { seq } => {
+            let dir = loaded.resolve(&audit.path);
+            let proven = own_key()
+                .and_then(|key| trail::prove(&dir, *seq, &key).map_err(|e| e.to_string()))
+                .and_then(|proof| serde_json::to_string_pretty(&proof).map_err(|e| e.to_string()));
+            match proven {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::from(EXIT_BROKEN)
+                }
+            }
+        }
         AuditCommand::PublicKey => match own_key() {
             Ok(key) => {
                 println!("{}", STANDARD.encode(key));

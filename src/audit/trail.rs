@@ -33,7 +33,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::merkle::{Frontier, Hash, leaf_hash};
+use super::merkle::{self, Frontier, Hash, leaf_hash};
 use crate::assertion::AssertionKey;
 use crate::identity::seal::{Keyring, Purpose};
 
@@ -554,6 +554,60 @@ pub fn verify(
     })
 }
 
+/// The proof that record `seq` is in the tree a signed checkpoint covers (RFC 9162 2.1.3).
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Proof {
+    pub seq: u64,
+    /// The record's leaf hash (hex).
+    pub leaf: String,
+    /// The audit path, bottom up (hex).
+    pub path: Vec<String>,
+    pub checkpoint: Checkpoint,
+}
+
+/// Proves record `seq` against the first checkpoint that covers it and verifies under
+/// `public_key`; the proof is checked before it is handed out.
+pub fn prove(dir: &Path, seq: u64, public_key: &[u8]) -> Result<Proof, TrailError> {
+    let broken = |message: String| TrailError::Broken { seq, message };
+    let mut leaves = Vec::new();
+    for path in segments(dir)? {
+        leaves.extend(frames(&read(&path)?).0.iter().map(|frame| frame.leaf));
+    }
+    let key = UnparsedPublicKey::new(&ED25519, public_key);
+    let mut checkpoints = read_checkpoints(&dir.join(CHECKPOINTS))?;
+    checkpoints.sort_by_key(|c| c.size);
+    let checkpoint = checkpoints
+        .into_iter()
+        .find(|c| c.size > seq && c.size as usize <= leaves.len())
+        .ok_or_else(|| broken("no checkpoint covers it yet".into()))?;
+    let size = checkpoint.size as usize;
+    let root = merkle::root(&leaves[..size]);
+    let signature = STANDARD.decode(&checkpoint.signature).unwrap_or_default();
+    if hex::encode(root) != checkpoint.root
+        || key
+            .verify(
+                &signed_bytes(checkpoint.size, &root, checkpoint.time),
+                &signature,
+            )
+            .is_err()
+    {
+        return Err(broken(
+            "the trail does not match its checkpoint: run `audit verify`".into(),
+        ));
+    }
+    let index = seq as usize;
+    let path = merkle::inclusion(index, &leaves[..size]);
+    if !merkle::verify_inclusion(seq, checkpoint.size, leaves[index], &path, &root) {
+        return Err(broken("the proof does not verify".into()));
+    }
+    Ok(Proof {
+        seq,
+        leaf: hex::encode(leaves[index]),
+        path: path.iter().map(hex::encode).collect(),
+        checkpoint,
+    })
+}
+
 /// Every record of the trail, opened: `(seq, time, JSON)`.
 pub fn records(dir: &Path, keyring: &Keyring) -> Result<Vec<(u64, u64, Vec<u8>)>, TrailError> {
     let mut all = Vec::new();
@@ -824,6 +878,38 @@ mod tests {
                 .1
                 .contains("not signed")
         );
+    }
+
+    #[test]
+    fn a_record_is_proven_against_the_checkpoint_that_covers_it() {
+        let written = written(10);
+        let proof = prove(&written.trail(), 5, &written.public).unwrap();
+        assert_eq!(
+            proof.checkpoint.size, 8,
+            "the first checkpoint past record 5"
+        );
+        let hash = |h: &String| <Hash>::try_from(hex::decode(h).unwrap()).unwrap();
+        let path: Vec<Hash> = proof.path.iter().map(hash).collect();
+        let root = hash(&proof.checkpoint.root);
+        assert!(merkle::verify_inclusion(
+            5,
+            8,
+            hash(&proof.leaf),
+            &path,
+            &root
+        ));
+        let (seq, _) = broken_at(
+            prove(&written.trail(), 9, &written.public).map(|_| Verified {
+                records: 0,
+                checkpoints: 0,
+                opened: 0,
+            }),
+        );
+        assert_eq!(seq, 9, "not covered by a checkpoint yet");
+        let other = AssertionKey::load_or_create(&written.dir.path().join("other.key"))
+            .unwrap()
+            .0;
+        assert!(prove(&written.trail(), 5, &other.public_key()).is_err());
     }
 
     #[test]

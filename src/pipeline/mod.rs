@@ -151,6 +151,8 @@ impl Gateway {
         // 7. authorize: the access policy, on routes that carry patient data.
         let authorized = match (&target.data, live.as_deref()) {
             (Some(rule), Some(live)) => {
+                // Whose data was asked for, also when the answer is no.
+                record.access = Some(self.asked_access(rule, live, &path, request.uri().query()));
                 let (method, query) = (request.method(), request.uri().query());
                 let browser = authenticate::wants_html(&request);
                 self.authorize(rule, live, method, &path, query, browser, now)

@@ -12,7 +12,7 @@ use http::Response;
 
 use crate::audit::sink::AuditSink;
 use crate::body::ResponseBody;
-use crate::policy;
+use crate::policy::{self, DataRule};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::session::Live;
@@ -22,6 +22,30 @@ use super::authorize::Authorized;
 use super::build::Gateway;
 
 impl Gateway {
+    /// What the audit trail keeps of a patient-data request before it is decided: the patient
+    /// and category a REST route's request names (a FHIR request's are known once decided).
+    pub(super) fn asked_access(
+        &self,
+        rule: &DataRule,
+        live: &Live,
+        path: &str,
+        query: Option<&str>,
+    ) -> RecordAccess {
+        let (patient, categories) = match (rule, self.policy.as_deref()) {
+            (DataRule::Rest { category, patient }, Some(policy)) => (
+                patient.find(path, query),
+                vec![policy.category_name(*category).to_owned()],
+            ),
+            _ => (None, Vec::new()),
+        };
+        RecordAccess {
+            roles: live.roles.clone(),
+            patient,
+            categories,
+            ..RecordAccess::default()
+        }
+    }
+
     /// What the audit trail keeps of a patient-data request's decision.
     pub(super) fn record_access(&self, live: &Live, authorized: &Authorized) -> RecordAccess {
         let roles = live.roles.clone();

@@ -51,8 +51,15 @@ fn records(dir: &Path) -> Vec<Value> {
 }
 
 fn verify_cli(dir: &Path) -> (bool, String) {
+    audit_cli(dir, &["verify"])
+}
+
+/// `wardgate audit ARGS…` on the config in `dir`: success, and what it printed.
+fn audit_cli(dir: &Path, args: &[&str]) -> (bool, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .args(["audit", "verify", "--config"])
+        .arg("audit")
+        .args(args)
+        .arg("--config")
         .arg(dir.join("gateway.yaml"))
         .output()
         .unwrap();
@@ -150,6 +157,42 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
     let (ok, text) = verify_cli(dir.path());
     assert!(ok, "{text}");
     assert!(text.starts_with("ok: "), "{text}");
+    // Who saw patient p7's data: the two records of the notes read, the refused labs.
+    let (ok, text) = audit_cli(dir.path(), &["query", "--patient", "p7", "--json"]);
+    assert!(ok, "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            let category = l["categories"][0].as_str().unwrap();
+            (
+                l["kind"].as_str().unwrap(),
+                l["decision"].as_str().unwrap(),
+                category,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("decision", "allowed", "notes"),
+            ("request", "allowed", "notes"),
+            ("request", "refused", "labs")
+        ],
+        "{text}"
+    );
+    let (ok, text) = audit_cli(
+        dir.path(),
+        &["query", "--decision", "refused", "--kind", "request"],
+    );
+    assert!(ok, "{text}");
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(rows[0].starts_with("time\tkind\tdecision"), "{text}");
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[1].contains("WG-POLICY-001"), "{text}");
     let keyless = trail::verify(
         &dir.path().join("audit"),
         &public_key(dir.path()),
@@ -159,6 +202,12 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
     .unwrap();
     assert_eq!(keyless.records as usize, all.len());
     assert!(keyless.checkpoints >= 2);
+
+    let (ok, text) = audit_cli(dir.path(), &["prove", "1"]);
+    assert!(ok, "{text}");
+    let proof: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(proof["seq"], 1);
+    assert!(proof["checkpoint"]["size"].as_u64().unwrap() > 1, "{text}");
 
     // One byte of a record's sealed bytes changed: the command names the record.
     let first = &segments(dir.path())[0];
