@@ -43,6 +43,8 @@ SECURITY_FILES=(
     src/access.rs                # the request, approval and break-glass workflows
     src/policy/fhir.rs           # FHIR requests and answers: patient, categories, filtering
     src/pipeline/authorize.rs    # the decision per request and per FHIR answer
+    src/audit/trail.rs           # the audit trail: chain, tree, checkpoints, verify
+    src/audit/merkle.rs          # RFC 6962 hashing and inclusion proofs
     src/sanitize/framing.rs      # HTTP/1 framing guard
     src/ratelimit.rs             # rate limiter
     src/assertion.rs             # assertion signing and verification
