@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD;
 use clap::Subcommand;
 
 use crate::assertion::AssertionKey;
-use crate::audit::AuditRecord;
 use crate::audit::trail::{self, TrailError};
+use crate::audit::{AuditRecord, export};
 use crate::config;
 use crate::identity::{KeyError, Keyring};
 
@@ -57,10 +57,20 @@ pub enum AuditCommand {
         since: Option<u64>,
         #[arg(long)]
         until: Option<u64>,
-        /// One JSON record per line instead of a table.
-        #[arg(long)]
-        json: bool,
+        /// `table`; `json` (one record per line); `syslog` (RFC 5424 lines); `fhir` (one FHIR
+        /// R4 `AuditEvent` per line, IHE BALP patient read or query, for records that name a
+        /// patient).
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Syslog,
+    Fhir,
 }
 
 /// What `audit query` keeps.
@@ -152,7 +162,7 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
             kind,
             since,
             until,
-            json,
+            format,
         } => {
             let filter = Filter {
                 patient: patient.as_deref(),
@@ -178,7 +188,10 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
                     return ExitCode::from(EXIT_BROKEN);
                 }
             };
-            if !json {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "-".into());
+            if *format == Format::Table {
                 println!(
                     "time\tkind\tdecision\tuser\tpatient\tcategories\tpurpose\tgrants\troute\tstatus\tcode"
                 );
@@ -191,9 +204,15 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
                 if !filter.keeps(&record) {
                     continue;
                 }
-                match json {
-                    true => println!("{}", String::from_utf8_lossy(&bytes)),
-                    false => println!("{}", row(&record)),
+                match format {
+                    Format::Table => println!("{}", row(&record)),
+                    Format::Json => println!("{}", String::from_utf8_lossy(&bytes)),
+                    Format::Syslog => println!("{}", export::syslog(&record, &host)),
+                    Format::Fhir => {
+                        if let Some(event) = export::audit_event(&record, seq) {
+                            println!("{event}");
+                        }
+                    }
                 }
             }
             ExitCode::SUCCESS

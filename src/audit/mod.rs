@@ -13,6 +13,7 @@
 //! **The standard.** HIPAA 164.312(b) (audit controls) and 164.312(c)(1) (integrity); RFC 6962
 //! and RFC 9162 (Merkle tree hashing, signed tree heads, inclusion proofs).
 
+pub mod export;
 pub mod merkle;
 pub mod sink;
 pub mod trail;

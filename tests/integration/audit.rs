@@ -68,6 +68,64 @@ fn audit_cli(dir: &Path, args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// The structure FHIR R4 requires of an `AuditEvent` (cardinalities and value sets of its
+/// elements), and what IHE BALP's patient patterns add: a patient entity, a requestor, the
+/// client's network address.
+fn assert_audit_event(event: &Value) {
+    assert_eq!(event["resourceType"], "AuditEvent");
+    let object = event.as_object().unwrap();
+    let known = [
+        "resourceType",
+        "id",
+        "meta",
+        "type",
+        "subtype",
+        "action",
+        "recorded",
+        "outcome",
+        "outcomeDesc",
+        "purposeOfEvent",
+        "agent",
+        "source",
+        "entity",
+    ];
+    for key in object.keys() {
+        assert!(
+            known.contains(&key.as_str()),
+            "not an AuditEvent element: {key}"
+        );
+    }
+    assert!(event["type"]["code"].is_string() && event["type"]["system"].is_string());
+    assert!(["C", "R", "U", "D", "E"].contains(&event["action"].as_str().unwrap()));
+    assert!(["0", "4", "8", "12"].contains(&event["outcome"].as_str().unwrap()));
+    let recorded = event["recorded"].as_str().unwrap();
+    assert!(recorded.len() == 20 && recorded.ends_with('Z') && recorded.as_bytes()[10] == b'T');
+    let agents = event["agent"].as_array().unwrap();
+    assert!(!agents.is_empty());
+    for agent in agents {
+        assert!(agent["requestor"].is_boolean(), "agent.requestor is 1..1");
+    }
+    assert_eq!(agents.iter().filter(|a| a["requestor"] == true).count(), 1);
+    assert!(agents.iter().any(|a| a["network"]["address"].is_string()));
+    assert!(
+        event["source"]["observer"].is_object(),
+        "source.observer is 1..1"
+    );
+    let entities = event["entity"].as_array().unwrap();
+    let patient = entities.iter().find(|e| e["role"]["code"] == "1").unwrap();
+    assert!(
+        patient["what"]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("Patient/")
+    );
+    let profile = event["meta"]["profile"][0].as_str().unwrap();
+    assert!(
+        profile.starts_with("https://profiles.ihe.net/ITI/BALP/"),
+        "{profile}"
+    );
+}
+
 /// The status and body of a GET on the admin listener (health endpoints need no token).
 async fn admin_get(gateway: &TestGateway, path: &str) -> (StatusCode, String) {
     let response = plain_client()
@@ -158,7 +216,10 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
     assert!(ok, "{text}");
     assert!(text.starts_with("ok: "), "{text}");
     // Who saw patient p7's data: the two records of the notes read, the refused labs.
-    let (ok, text) = audit_cli(dir.path(), &["query", "--patient", "p7", "--json"]);
+    let (ok, text) = audit_cli(
+        dir.path(),
+        &["query", "--patient", "p7", "--format", "json"],
+    );
     assert!(ok, "{text}");
     let lines: Vec<Value> = text
         .lines()
@@ -202,6 +263,27 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
     .unwrap();
     assert_eq!(keyless.records as usize, all.len());
     assert!(keyless.checkpoints >= 2);
+
+    // The same as FHIR AuditEvents (IHE BALP), for a FHIR audit repository.
+    let (ok, text) = audit_cli(
+        dir.path(),
+        &["query", "--patient", "p7", "--format", "fhir"],
+    );
+    assert!(ok, "{text}");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+    for event in &events {
+        assert_audit_event(event);
+    }
+    let (ok, text) = audit_cli(
+        dir.path(),
+        &["query", "--kind", "security", "--format", "syslog"],
+    );
+    assert!(ok, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("<85>1 ")), "{text}");
 
     let (ok, text) = audit_cli(dir.path(), &["prove", "1"]);
     assert!(ok, "{text}");
