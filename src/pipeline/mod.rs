@@ -151,8 +151,11 @@ impl Gateway {
         // 7. authorize: the access policy, on routes that carry patient data.
         let authorized = match (&target.data, live.as_deref()) {
             (Some(rule), Some(live)) => {
-                // Whose data was asked for, also when the answer is no.
-                record.access = Some(self.asked_access(rule, live, &path, request.uri().query()));
+                // For the audit trail: whose data was asked for, also when the answer is no.
+                if self.audit.is_some() {
+                    let query = request.uri().query();
+                    record.access = Some(self.asked_access(rule, live, &path, query));
+                }
                 let (method, query) = (request.method(), request.uri().query());
                 let browser = authenticate::wants_html(&request);
                 self.authorize(rule, live, method, &path, query, browser, now)
@@ -160,10 +163,10 @@ impl Gateway {
             }
             _ => authorize::Authorized::default(),
         };
-        if let (Some(_), Some(live)) = (&target.data, live.as_deref()) {
+        if let (Some(_), Some(live), Some(audit)) = (&target.data, live.as_deref(), &self.audit) {
             record.access = Some(self.record_access(live, &authorized));
             // 11, ahead: the decision is on disk before patient data can leave.
-            self.audit_decision(record, &target.labels).await?;
+            record::audit_decision(audit, record, &target.labels).await?;
         }
 
         // 8. rate limit (per identity): per user, per route, per user and route.

@@ -69,23 +69,20 @@ impl Gateway {
             grants: allowed.grants(),
         }
     }
+}
 
-    /// The `decision` record of a patient-data request, on disk before the request is
-    /// forwarded: 503 `WG-AUDIT-001` when the trail cannot take it.
-    pub(super) async fn audit_decision(
-        &self,
-        record: &RequestRecord,
-        labels: &RouteLabels,
-    ) -> Result<(), Refused> {
-        let Some(audit) = &self.audit else {
-            return Ok(());
-        };
-        audit
-            .durable(&record.audit("decision", Some(labels)))
-            .await
-            .map(|_| ())
-            .map_err(|error| Refused::because(Refusal::AuditUnavailable, &error))
-    }
+/// The `decision` record of a patient-data request, on disk before the request is
+/// forwarded: 503 `WG-AUDIT-001` when the trail cannot take it.
+pub(super) async fn audit_decision(
+    audit: &AuditSink,
+    record: &RequestRecord,
+    labels: &RouteLabels,
+) -> Result<(), Refused> {
+    audit
+        .durable(&record.audit("decision", Some(labels)))
+        .await
+        .map(|_| ())
+        .map_err(|error| Refused::because(Refusal::AuditUnavailable, &error))
 }
 
 /// Phase 11: `record` travels with the response body, to be closed when it ends.
