@@ -192,7 +192,11 @@ fn write(
             failures = 0;
         }
     }
-    let _ = trail.checkpoint(clock());
+    if trail.unsigned() > 0
+        && let Err(error) = trail.checkpoint(clock())
+    {
+        tracing::error!(target: "wardgate::audit", %error, "the last checkpoint could not be written");
+    }
 }
 
 /// Each record's answer: its sequence number, or the group's failure.

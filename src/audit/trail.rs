@@ -348,10 +348,14 @@ impl Trail {
         self.segment.sync_data().map_err(io(&self.segment_path))
     }
 
+    /// Records appended since the last checkpoint.
+    pub fn unsigned(&self) -> u64 {
+        self.frontier.size() - self.checkpointed.0
+    }
+
     /// Whether a checkpoint is due at `now`.
     pub fn checkpoint_due(&self, now: u64) -> bool {
-        let (size, time) = self.checkpointed;
-        let new = self.frontier.size() - size;
+        let (new, time) = (self.unsigned(), self.checkpointed.1);
         new >= self.rules.checkpoint_every
             || (new > 0 && now.saturating_sub(time) >= self.rules.checkpoint_interval)
     }
