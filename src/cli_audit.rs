@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use crate::assertion::AssertionKey;
 use crate::audit::trail::{self, TrailError};
-use crate::audit::{AuditRecord, export};
+use crate::audit::{AuditRecord, Query, export};
 use crate::config;
 use crate::identity::{KeyError, Keyring};
 
@@ -73,37 +73,6 @@ pub enum Format {
     Fhir,
 }
 
-/// What `audit query` keeps.
-struct Filter<'a> {
-    patient: Option<&'a str>,
-    user: Option<&'a str>,
-    category: Option<&'a str>,
-    grant: Option<&'a str>,
-    decision: Option<&'a str>,
-    kind: Option<&'a str>,
-    since: Option<u64>,
-    until: Option<u64>,
-}
-
-impl Filter<'_> {
-    fn keeps(&self, record: &AuditRecord) -> bool {
-        let is = |wanted: Option<&str>, found: Option<&String>| {
-            wanted.is_none_or(|w| found.is_some_and(|f| f == w))
-        };
-        let holds = |wanted: Option<&str>, found: &[String]| {
-            wanted.is_none_or(|w| found.iter().any(|f| f == w))
-        };
-        is(self.patient, record.patient.as_ref())
-            && is(self.user, record.user.as_ref())
-            && is(self.decision, record.decision.as_ref())
-            && self.kind.is_none_or(|k| record.kind == k)
-            && holds(self.category, &record.categories)
-            && holds(self.grant, &record.grants)
-            && self.since.is_none_or(|t| record.time >= t)
-            && self.until.is_none_or(|t| record.time <= t)
-    }
-}
-
 /// One line of the table: time, kind, decision, user, patient, categories, purpose, grants,
 /// route, status and code.
 fn row(record: &AuditRecord) -> String {
@@ -164,13 +133,13 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
             until,
             format,
         } => {
-            let filter = Filter {
-                patient: patient.as_deref(),
-                user: user.as_deref(),
-                category: category.as_deref(),
-                grant: grant.as_deref(),
-                decision: decision.as_deref(),
-                kind: kind.as_deref(),
+            let filter = Query {
+                patient: patient.clone(),
+                user: user.clone(),
+                category: category.clone(),
+                grant: grant.clone(),
+                decision: decision.clone(),
+                kind: kind.clone(),
                 since: *since,
                 until: *until,
             };

@@ -21,6 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::access::Access;
+use crate::audit::Query;
 use crate::audit::sink::AuditSink;
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::ResponseBody;
@@ -115,6 +116,12 @@ impl Admin {
                 };
             }
         }
+        if path == "/admin/audit" {
+            return match self.audit_query(&request, query.as_deref()).await {
+                Ok(value) => text(StatusCode::OK, "application/json", value.to_string()),
+                Err(refusal) => refusal.response(),
+            };
+        }
         if let Some(rest) = path.strip_prefix("/admin/users") {
             return match self.users(request, rest.to_owned()).await {
                 Ok((status, value)) => text(status, "application/json", value.to_string()),
@@ -185,6 +192,30 @@ impl Admin {
                 relations::break_glass(access, &self.stores, &method, rest, &body, now).await
             }
         }
+    }
+
+    /// `GET /admin/audit?patient=…&user=…&category=…&grant=…&decision=…&kind=…&since=…&until=…`:
+    /// the records of the audit trail that match, oldest first.
+    async fn audit_query(
+        &self,
+        request: &Request<Incoming>,
+        query: Option<&str>,
+    ) -> Result<serde_json::Value, Refusal> {
+        self.authorize(request).map_err(AdminError::refusal)?;
+        let audit = self.audit.as_ref().ok_or(Refusal::AdminNotFound)?;
+        if request.method() != Method::GET {
+            return Err(AdminError::BadRequest.refusal());
+        }
+        let pairs = query
+            .map(crate::sanitize::injection::query_pairs)
+            .into_iter()
+            .flatten();
+        let query = Query::from_pairs(pairs).ok_or(AdminError::BadRequest.refusal())?;
+        let records = audit.query(query).await.map_err(|error| {
+            tracing::error!(target: "wardgate::audit", %error, "admin: the audit trail could not be read");
+            AdminError::Store.refusal()
+        })?;
+        Ok(serde_json::json!({ "records": records }))
     }
 
     fn authorize(&self, request: &Request<Incoming>) -> Result<(), AdminError> {

@@ -20,6 +20,74 @@ pub mod trail;
 
 use serde::{Deserialize, Serialize};
 
+/// Which records a query keeps: each filter given must match (`wardgate audit query`,
+/// `GET /admin/audit`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    pub patient: Option<String>,
+    /// An account id.
+    pub user: Option<String>,
+    pub category: Option<String>,
+    /// A grant's (or break-glass access's) id.
+    pub grant: Option<String>,
+    pub decision: Option<String>,
+    pub kind: Option<String>,
+    /// Unix seconds, inclusive.
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+}
+
+impl Query {
+    /// The query of a URL's parameters (the names of the fields); `None` for an unknown name,
+    /// a repeated one or a time that is not a number.
+    pub fn from_pairs(pairs: impl Iterator<Item = (String, String)>) -> Option<Self> {
+        let mut query = Query::default();
+        for (name, value) in pairs.filter(|(name, _)| !name.is_empty()) {
+            let slot = match name.as_str() {
+                "patient" => &mut query.patient,
+                "user" => &mut query.user,
+                "category" => &mut query.category,
+                "grant" => &mut query.grant,
+                "decision" => &mut query.decision,
+                "kind" => &mut query.kind,
+                "since" | "until" => {
+                    let time: u64 = value.parse().ok()?;
+                    let slot = match name.as_str() {
+                        "since" => &mut query.since,
+                        _ => &mut query.until,
+                    };
+                    if slot.replace(time).is_some() {
+                        return None;
+                    }
+                    continue;
+                }
+                _ => return None,
+            };
+            if slot.replace(value).is_some() {
+                return None;
+            }
+        }
+        Some(query)
+    }
+
+    pub fn keeps(&self, record: &AuditRecord) -> bool {
+        let is = |wanted: &Option<String>, found: &Option<String>| {
+            wanted.as_ref().is_none_or(|w| found.as_ref() == Some(w))
+        };
+        let holds = |wanted: &Option<String>, found: &[String]| {
+            wanted.as_ref().is_none_or(|w| found.contains(w))
+        };
+        is(&self.patient, &record.patient)
+            && is(&self.user, &record.user)
+            && is(&self.decision, &record.decision)
+            && self.kind.as_ref().is_none_or(|k| record.kind == *k)
+            && holds(&self.category, &record.categories)
+            && holds(&self.grant, &record.grants)
+            && self.since.is_none_or(|t| record.time >= t)
+            && self.until.is_none_or(|t| record.time <= t)
+    }
+}
+
 /// One record of the trail: a request's decision before it was forwarded (`decision`), how a
 /// request ended (`request`), a security event (`security`: its name and fields). Never a
 /// secret, a token or a body.
@@ -70,4 +138,71 @@ pub struct AuditRecord {
     pub event: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(text: &str) -> Option<Query> {
+        Query::from_pairs(crate::sanitize::injection::query_pairs(text))
+    }
+
+    #[test]
+    fn a_query_keeps_what_every_filter_matches() {
+        let query = pairs("patient=p7&category=labs&since=100&until=200").unwrap();
+        let record = AuditRecord {
+            kind: "decision".into(),
+            time: 150,
+            patient: Some("p7".into()),
+            categories: vec!["notes".into(), "labs".into()],
+            ..AuditRecord::default()
+        };
+        assert!(query.keeps(&record));
+        for other in [
+            AuditRecord {
+                patient: Some("p8".into()),
+                ..record.clone()
+            },
+            AuditRecord {
+                patient: None,
+                ..record.clone()
+            },
+            AuditRecord {
+                categories: vec!["notes".into()],
+                ..record.clone()
+            },
+            AuditRecord {
+                time: 99,
+                ..record.clone()
+            },
+            AuditRecord {
+                time: 201,
+                ..record.clone()
+            },
+        ] {
+            assert!(!query.keeps(&other), "{other:?}");
+        }
+        assert!(pairs("").unwrap().keeps(&record), "no filter keeps all");
+        let grant = pairs("grant=g1&kind=decision&decision=allowed&user=u1").unwrap();
+        let granted = AuditRecord {
+            grants: vec!["g1".into()],
+            decision: Some("allowed".into()),
+            user: Some("u1".into()),
+            ..record.clone()
+        };
+        assert!(grant.keeps(&granted));
+        assert!(!grant.keeps(&AuditRecord {
+            kind: "request".into(),
+            ..granted.clone()
+        }));
+        for refused in [
+            "patient=p7&patient=p8",
+            "since=soon",
+            "until=1&until=2",
+            "who=me",
+        ] {
+            assert_eq!(pairs(refused), None, "{refused}");
+        }
+    }
 }

@@ -25,10 +25,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::AuditRecord;
-use super::trail::{Trail, TrailError};
+use std::path::PathBuf;
+
+use super::trail::{self, Trail, TrailError};
+use super::{AuditRecord, Query};
 use crate::auth::events::SecurityEvent;
 use crate::clock::Clock;
+use crate::identity::seal::Keyring;
 
 /// Keeps every security event in the trail (the channel is lossless: `emit` waits for this
 /// task), until the gateway stops.
@@ -71,6 +74,9 @@ pub struct AuditSink {
     queue: Option<mpsc::UnboundedSender<Entry>>,
     healthy: Arc<AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The trail's directory and keys: queries read the segments beside the writer (a frame
+    /// being written reads as a torn end, and is left for the next query).
+    reader: (PathBuf, Arc<Keyring>),
 }
 
 impl Drop for AuditSink {
@@ -85,6 +91,7 @@ impl Drop for AuditSink {
 impl AuditSink {
     /// Starts the writer thread over `trail`; it ends when every handle is gone.
     pub fn start(trail: Trail, clock: Clock) -> std::io::Result<Self> {
+        let reader = trail.reader();
         let (queue, entries) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = healthy.clone();
@@ -95,7 +102,21 @@ impl AuditSink {
             queue: Some(queue),
             healthy,
             writer: Some(writer),
+            reader,
         })
+    }
+
+    /// The records `query` keeps, oldest first (every record is read and opened: a scan).
+    pub async fn query(&self, query: Query) -> Result<Vec<AuditRecord>, TrailError> {
+        let (dir, keyring) = self.reader.clone();
+        let read = tokio::task::spawn_blocking(move || trail::records(&dir, &keyring))
+            .await
+            .map_err(|_| TrailError::Seal)??;
+        Ok(read
+            .iter()
+            .filter_map(|(_, _, json)| serde_json::from_slice::<AuditRecord>(json).ok())
+            .filter(|record| query.keeps(record))
+            .collect())
     }
 
     fn send(&self, entry: Entry) -> Result<(), AuditUnavailable> {

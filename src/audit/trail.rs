@@ -288,6 +288,11 @@ impl Trail {
         Ok((trail, opened))
     }
 
+    /// The trail's directory and the keys that open its records, for readers beside the writer.
+    pub fn reader(&self) -> (PathBuf, std::sync::Arc<Keyring>) {
+        (self.dir.clone(), self.keyring.clone())
+    }
+
     /// Records in the trail.
     pub fn size(&self) -> u64 {
         self.frontier.size()

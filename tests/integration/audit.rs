@@ -161,6 +161,17 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
     );
     let (status, _, _) = get_as(&gateway, "/open/x", "").await;
     assert_eq!(status, StatusCode::OK);
+    // The admin API answers the same queries while the gateway runs.
+    let seen = admin(&gateway, http::Method::GET, "/admin/audit?patient=p7", "").await;
+    let kinds: Vec<&str> = seen["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["decision", "request", "request"], "{seen}");
+    let refused = admin(&gateway, http::Method::GET, "/admin/audit?who=me", "").await;
+    assert_eq!(refused["error"], "WG-ADMIN-002", "{refused}");
     let dir = gateway.stop().await;
 
     let all = records(dir.path());
