@@ -72,6 +72,9 @@ pub(super) struct Authorized {
     pub(super) fhir: Option<FhirRead>,
 }
 
+/// One decision: the basis that allows, or the denial.
+type Made = Result<Basis, Denial>;
+
 /// The decisions of one request for one person, per patient and category: each is made once.
 struct Decisions<'a> {
     relations: &'a dyn Relations,
@@ -79,7 +82,9 @@ struct Decisions<'a> {
     user: UserId,
     roles: &'a [String],
     now: u64,
-    made: HashMap<(String, Category), Result<Basis, Denial>>,
+    /// Per patient, the decisions made for their categories (looked up by `&str`: no copy of
+    /// the id on the request path).
+    made: HashMap<String, Vec<(Category, Made)>>,
 }
 
 impl Gateway {
@@ -202,11 +207,10 @@ impl Gateway {
         };
         let mut decisions = Decisions::new(self.relations.as_ref(), access, live, now);
         if let Some(allowed) = authorized {
-            for (category, basis) in &allowed.decisions {
-                decisions
-                    .made
-                    .insert((allowed.patient.clone(), *category), Ok(*basis));
-            }
+            let made = allowed.decisions.iter().map(|(c, basis)| (*c, Ok(*basis)));
+            decisions
+                .made
+                .insert(allowed.patient.clone(), made.collect());
         }
         if !(read.lists && fhir::is_list(&answer)) {
             let carries = map.classify(&answer);
@@ -259,12 +263,9 @@ impl<'a> Decisions<'a> {
 
     /// The decision for `patient`'s `category`, from the store the first time it is asked, and
     /// only when the roles leave it open.
-    async fn decide(
-        &mut self,
-        patient: &str,
-        category: Category,
-    ) -> Result<Result<Basis, Denial>, Refused> {
-        if let Some(made) = self.made.get(&(patient.to_owned(), category)) {
+    async fn decide(&mut self, patient: &str, category: Category) -> Result<Made, Refused> {
+        let mut known = self.made.get(patient).into_iter().flatten();
+        if let Some((_, made)) = known.find(|(c, _)| *c == category) {
             return Ok(*made);
         }
         let (user, now) = (self.user, self.now);
@@ -290,7 +291,12 @@ impl<'a> Decisions<'a> {
                 policy::decide(plan, on_care_team, grant)
             }
         };
-        self.made.insert((patient.to_owned(), category), made);
+        match self.made.get_mut(patient) {
+            Some(known) => known.push((category, made)),
+            None => {
+                self.made.insert(patient.to_owned(), vec![(category, made)]);
+            }
+        }
         Ok(made)
     }
 
