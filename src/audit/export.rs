@@ -72,13 +72,10 @@ fn coding(system: &str, code: &str, display: &str) -> Value {
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const BALP: &str = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/";
 
-/// The record as a BALP patient `AuditEvent` (read, or a search when the path asks one), or
-/// `None` when it names no patient or is not a request's.
+/// The record as a BALP patient `AuditEvent` (read, or a search when the path does not carry
+/// the patient id), or `None` when it names no patient (security events never do).
 pub fn audit_event(record: &AuditRecord, seq: u64) -> Option<Value> {
     let patient = record.patient.as_deref()?;
-    if record.kind == "security" {
-        return None;
-    }
     // A path that does not carry the patient id found it in the query: a search.
     let query = record.path.as_deref().is_some_and(|p| !p.contains(patient));
     let (profile, interaction, action) = match query {

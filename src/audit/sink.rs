@@ -111,7 +111,7 @@ impl AuditSink {
         let (dir, keyring) = self.reader.clone();
         let read = tokio::task::spawn_blocking(move || trail::records(&dir, &keyring))
             .await
-            .map_err(|_| TrailError::Seal)??;
+            .map_err(|_| TrailError::Reader)??;
         Ok(read
             .iter()
             .filter_map(|(_, _, json)| serde_json::from_slice::<AuditRecord>(json).ok())

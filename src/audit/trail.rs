@@ -57,6 +57,10 @@ pub enum TrailError {
     Broken { seq: u64, message: String },
     #[error("an audit record could not be sealed")]
     Seal,
+    #[error("a checkpoint could not be encoded")]
+    Encode,
+    #[error("the audit trail's reader stopped")]
+    Reader,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrailError + '_ {
@@ -377,7 +381,7 @@ impl Trail {
             key: self.signer.kid().to_owned(),
             signature: STANDARD.encode(self.signer.sign_bytes(&signed_bytes(size, &root, now))),
         };
-        let mut line = serde_json::to_string(&checkpoint).map_err(|_| TrailError::Seal)?;
+        let mut line = serde_json::to_string(&checkpoint).map_err(|_| TrailError::Encode)?;
         line.push('\n');
         let local = self.dir.join(CHECKPOINTS);
         for path in std::iter::once(&local).chain(&self.copies) {
