@@ -172,6 +172,9 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
     assert_eq!(kinds, ["decision", "request", "request"], "{seen}");
     let refused = admin(&gateway, http::Method::GET, "/admin/audit?who=me", "").await;
     assert_eq!(refused["error"], "WG-ADMIN-002", "{refused}");
+    let (status, body) = admin_get(&gateway, "/admin/audit?patient=p7").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no admin token: {body}");
+    assert!(!body.contains("p7"), "{body}");
     let dir = gateway.stop().await;
 
     let all = records(dir.path());

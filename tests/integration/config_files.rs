@@ -425,3 +425,52 @@ fn the_policy_refuses_operators_with_data_and_routes_without_a_patient() {
         loaded.warnings
     );
 }
+
+/// The audit section's refusals, and the warnings about a missing trail and a generated key.
+#[test]
+fn the_audit_trail_keeps_its_keys_outside_and_checks_its_rules() {
+    let with = |audit: &str| format!("{}{audit}", base());
+    let refused = |audit: &str| match error_for(&with(audit)) {
+        ConfigError::Invalid { key, message, .. } => format!("{key}: {message}"),
+        other => panic!("{other}"),
+    };
+    for (audit, expected) in [
+        (
+            "audit: { checkpoint_every: 0 }\n",
+            "audit.checkpoint_every: at least 1",
+        ),
+        (
+            "audit: { checkpoint_interval: 0s }\n",
+            "audit.checkpoint_interval: at least 1s",
+        ),
+        (
+            "audit: { segment_size: 1KiB }\n",
+            "audit.segment_size: at least 4KiB",
+        ),
+        (
+            "audit: { path: audit/, key_file: audit/audit.key }\n",
+            "audit.key_file: the keys live outside `audit.path`",
+        ),
+        (
+            "audit: { path: audit/, signing_key: audit/sign.key }\n",
+            "audit.key_file: the keys live outside `audit.path`",
+        ),
+    ] {
+        let found = refused(audit);
+        assert!(found.starts_with(expected), "{found}\nexpected {expected}");
+    }
+    assert!(matches!(
+        error_for(&with("audit: { paths: audit/ }\n")),
+        ConfigError::Invalid { .. }
+    ));
+    let warned = |text: &str, needle: &str| {
+        let loaded = config::parse(Path::new("gw.yaml"), text).unwrap();
+        loaded.warnings.iter().any(|w| w.0.contains(needle))
+    };
+    assert!(warned(&base(), "no `audit:` section"));
+    assert!(!warned(&with("audit: {}\n"), "no `audit:` section"));
+    assert!(warned(
+        &with("audit: { dev_generate_key: true }\n"),
+        "audit.dev_generate_key is on"
+    ));
+}

@@ -30,6 +30,7 @@ const POLICY: &str = r#"policy:
       DiagnosticReport: { category: { LAB: labs, HM: labs }, data: labs }
       Condition: { data: notes }
     shared: [Practitioner]
+    max_answer: 256KiB
 "#;
 
 fn fixture(name: &str) -> String {
@@ -139,9 +140,25 @@ async fn fhir_server() -> MockUpstream {
     .await
 }
 
-/// A FHIR server that answers FHIR XML whatever it is asked for.
+/// A legacy FHIR facade that ignores what it is asked for: FHIR XML by default, gzip whether
+/// asked or not (`…/gzipped`), and a condition with a notes field far beyond
+/// `policy.fhir.max_answer` (`…/huge`).
 async fn xml_server() -> MockUpstream {
-    MockUpstream::start(|_request: Request<Incoming>| async move {
+    MockUpstream::start(|request: Request<Incoming>| async move {
+        let path = request.uri().path().to_owned();
+        let condition: Value = serde_json::from_str(&fixture("condition-example.json")).unwrap();
+        let json = Response::builder().header(header::CONTENT_TYPE, "application/fhir+json");
+        if path.ends_with("/gzipped") {
+            return json
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(full(condition.to_string()))
+                .unwrap();
+        }
+        if path.ends_with("/huge") {
+            let mut huge = condition;
+            huge["note"] = serde_json::json!([{ "text": "x".repeat(300 * 1024) }]);
+            return json.body(full(huge.to_string())).unwrap();
+        }
         Response::builder()
             .header(header::CONTENT_TYPE, "application/fhir+xml")
             .body(full(fixture("condition-example.xml")))
@@ -368,6 +385,16 @@ async fn the_policy_reads_fhir_requests_and_checks_what_the_answers_carry() {
         ),
         (
             "/legacy/fhir/Condition?patient=example",
+            StatusCode::BAD_GATEWAY,
+            "WG-FHIR-008",
+        ),
+        (
+            "/legacy/fhir/Condition/gzipped",
+            StatusCode::BAD_GATEWAY,
+            "WG-FHIR-008",
+        ),
+        (
+            "/legacy/fhir/Condition/huge",
             StatusCode::BAD_GATEWAY,
             "WG-FHIR-008",
         ),
