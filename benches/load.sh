@@ -188,9 +188,10 @@ require_ok() {
 
 # --- setup --------------------------------------------------------------------------------
 
-ensure_tools() {
+# Installs the Debian packages (named as their commands) that are missing, with apt-get.
+install_missing() {
     local missing=() tool
-    for tool in nginx wrk oathtool jq; do
+    for tool in "$@"; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
     if ((${#missing[@]} > 0)); then
@@ -201,6 +202,11 @@ ensure_tools() {
         "${sudo[@]}" apt-get install -y "${missing[@]}" ||
             { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y "${missing[@]}"; }
     fi
+}
+
+ensure_tools() {
+    local tool
+    install_missing nginx wrk oathtool jq
     for tool in nginx wrk oathtool jq curl openssl taskset getconf; do
         command -v "$tool" >/dev/null || die "$tool is needed"
     done

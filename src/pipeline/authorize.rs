@@ -138,10 +138,11 @@ impl Gateway {
                 }
             }
         };
-        let mut decisions = Decisions::new(self.relations.as_ref(), access, live, now);
+        let decisions = Decisions::new(self.relations.as_ref(), access, live, now);
         let mut allowed = Vec::with_capacity(categories.len());
         for category in categories {
-            match decisions.decide(&patient, category).await? {
+            // The categories of one request differ: nothing to keep for later.
+            match decisions.make(&patient, category).await? {
                 Ok(basis) => allowed.push((category, basis)),
                 // Some of what a search without `category=` could return is not allowed.
                 Err(Denial::NeedsGrant | Denial::NeverAllowed) if !narrowed => {
@@ -261,15 +262,27 @@ impl<'a> Decisions<'a> {
         }
     }
 
-    /// The decision for `patient`'s `category`, from the store the first time it is asked, and
-    /// only when the roles leave it open.
+    /// The decision for `patient`'s `category`, made the first time it is asked, then kept.
     async fn decide(&mut self, patient: &str, category: Category) -> Result<Made, Refused> {
         let mut known = self.made.get(patient).into_iter().flatten();
         if let Some((_, made)) = known.find(|(c, _)| *c == category) {
             return Ok(*made);
         }
+        let made = self.make(patient, category).await?;
+        match self.made.get_mut(patient) {
+            Some(known) => known.push((category, made)),
+            None => {
+                self.made.insert(patient.to_owned(), vec![(category, made)]);
+            }
+        }
+        Ok(made)
+    }
+
+    /// The decision for `patient`'s `category`, asking the store only when the roles leave it
+    /// open.
+    async fn make(&self, patient: &str, category: Category) -> Result<Made, Refused> {
         let (user, now) = (self.user, self.now);
-        let made = match self.access.plan(self.roles, category) {
+        Ok(match self.access.plan(self.roles, category) {
             Err(denial) => Err(denial),
             Ok(plan) => {
                 let on_care_team = plan.care_team_suffices
@@ -290,14 +303,7 @@ impl<'a> Decisions<'a> {
                 };
                 policy::decide(plan, on_care_team, grant)
             }
-        };
-        match self.made.get_mut(patient) {
-            Some(known) => known.push((category, made)),
-            None => {
-                self.made.insert(patient.to_owned(), vec![(category, made)]);
-            }
-        }
-        Ok(made)
+        })
     }
 
     /// Whether a resource that `carries` this may be shown: open data always, a patient's

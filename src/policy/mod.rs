@@ -34,7 +34,7 @@
 pub mod fhir;
 pub mod grants;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -199,7 +199,7 @@ impl PolicyConfig {
                     message: format!("`{name}` is not one of policy.categories"),
                 })
         };
-        let mut roles = HashMap::new();
+        let mut roles = RoleRules::default();
         for (name, role) in &self.roles {
             if !valid_name(name) {
                 return refuse(
@@ -270,7 +270,7 @@ impl PolicyConfig {
 
 fn break_glass_rules(
     config: &BreakGlassConfig,
-    roles: &HashMap<String, RoleRule>,
+    roles: &RoleRules,
 ) -> Result<BreakGlassRules, PolicyError> {
     if config.roles.is_empty() {
         return refuse(
@@ -368,10 +368,14 @@ pub struct GrantRules {
     pub approvals: u32,
 }
 
+/// The rules of each role, looked up on every patient request (a fast hash: role names come
+/// from the config, not from clients).
+type RoleRules = foldhash::HashMap<String, RoleRule>;
+
 /// The compiled policy.
 pub struct AccessPolicy {
     categories: Vec<CategoryRule>,
-    roles: HashMap<String, RoleRule>,
+    roles: RoleRules,
     pub grants: GrantRules,
     pub break_glass: Option<BreakGlassRules>,
     /// `policy.fhir`, for routes with `fhir: true`.
@@ -504,10 +508,15 @@ impl AccessPolicy {
 
     /// The part of the decision the roles settle alone: a denial, or what to look up.
     pub fn plan(&self, roles: &[String], category: Category) -> Result<Plan, Denial> {
-        if self.is_operator(roles) {
-            return Err(Denial::Operator);
+        // One pass over the roles: this runs on every patient request.
+        let mut access = Access::None;
+        for rule in self.rules(roles) {
+            if rule.operator {
+                return Err(Denial::Operator);
+            }
+            access = access.max(rule.access[category.0]);
         }
-        match self.access(roles, category) {
+        match access {
             Access::None => Err(Denial::NeverAllowed),
             access => Ok(Plan {
                 care_team_suffices: access == Access::CareTeam
@@ -561,7 +570,15 @@ impl PatientAt {
     /// something that is not a patient id ([`valid_patient`]).
     pub fn find(&self, path: &str, query: Option<&str>) -> Option<String> {
         let found = match self {
-            PatientAt::Segment(index) => path.get(1..)?.split('/').nth(*index)?.to_owned(),
+            PatientAt::Segment(index) => {
+                // Bytes, not `str::split`: this runs on every patient request.
+                let segment = path
+                    .as_bytes()
+                    .get(1..)?
+                    .split(|b| *b == b'/')
+                    .nth(*index)?;
+                std::str::from_utf8(segment).ok()?.to_owned()
+            }
             PatientAt::Query(name) => {
                 let mut values = query_pairs(query?).filter(|(key, _)| key == name);
                 let value = values.next()?.1;

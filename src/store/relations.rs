@@ -100,9 +100,12 @@ struct Kept<T> {
 pub struct Cached {
     inner: Arc<dyn Relations>,
     epoch: AtomicU64,
-    care_team: moka::sync::Cache<(UserId, Box<str>), Kept<Option<Holds>>>,
-    grants: moka::sync::Cache<GrantKey, Kept<Option<GrantUse>>>,
+    care_team: Cache<(UserId, Box<str>), Kept<Option<Holds>>>,
+    grants: Cache<GrantKey, Kept<Option<GrantUse>>>,
 }
+
+/// A cache of answers under a fast seeded hash: every patient request looks one up.
+type Cache<K, V> = moka::sync::Cache<K, V, foldhash::fast::RandomState>;
 
 /// User, patient, category.
 type GrantKey = (UserId, Box<str>, Box<str>);
@@ -115,15 +118,15 @@ impl Cached {
         Self {
             inner,
             epoch: AtomicU64::new(0),
-            care_team: moka::sync::Cache::new(CACHED_ANSWERS),
-            grants: moka::sync::Cache::new(CACHED_ANSWERS),
+            care_team: cache(),
+            grants: cache(),
         }
     }
 
     /// The answer kept under `key` when it still holds at `now`, else `read`'s, then kept.
     async fn kept<'a, K, T>(
         &'a self,
-        cache: &'a moka::sync::Cache<K, Kept<T>>,
+        cache: &'a Cache<K, Kept<T>>,
         key: K,
         now: u64,
         holds: impl Fn(&T) -> bool,
@@ -159,6 +162,16 @@ impl Cached {
             written
         })
     }
+}
+
+fn cache<K, V>() -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(CACHED_ANSWERS)
+        .build_with_hasher(foldhash::fast::RandomState::default())
 }
 
 impl Relations for Cached {
