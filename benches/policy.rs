@@ -1,8 +1,10 @@
-//! One access decision (`pipeline/authorize.rs`) with 10,000 care-team links and 1,000 live
-//! grants in the embedded store: the part the roles settle alone (`plan` + `decide`, no store),
-//! the whole decision on a hit of the decision cache (`store::relations::Cached`, what a patient
-//! route pays once the answer is kept; target under 2 us), and the same read from the store
-//! itself on the blocking pool (what a miss pays: after a write, or the first time).
+//! One access decision (`pipeline/authorize.rs`) with 100 routes, 10,000 care-team links and
+//! 1,000 live grants in the embedded store: the part the roles settle alone (`plan` + `decide`,
+//! no store), the whole decision on a hit of the decision cache (`store::relations::Cached`,
+//! what a patient route pays once the answer is kept; target under 2 us), and the same read from
+//! the store itself on the blocking pool (what a miss pays: after a write, or the first time).
+//! The whole decision starts from the request's path: its route found among the 100, the
+//! category and patient id taken from the route, as the gateway does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,7 +16,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use wardgate::identity::{EmbeddedStore, Keyring, MasterKey, UserId};
 use wardgate::policy::grants::{AccessRequest, Asked, GrantId};
-use wardgate::policy::{AccessPolicy, PolicyConfig, decide};
+use wardgate::policy::{AccessPolicy, Category, PatientAt, PolicyConfig, decide};
+use wardgate::route::{PathPattern, RouteTable};
 use wardgate::store::Stores;
 use wardgate::store::embedded::Embedded;
 use wardgate::store::relations::{CareTeamLink, Relations};
@@ -34,6 +37,24 @@ fn policy() -> AccessPolicy {
         .unwrap()
         .compile()
         .unwrap()
+}
+
+/// 100 patient routes: one per category under `/api/patients/{patient}/`, the rest under other
+/// services; each carries its category and where its patient id is.
+fn routes(policy: &AccessPolicy) -> RouteTable<(Category, PatientAt)> {
+    let categories = ["demographics", "labs", "notes", "imaging", "mental-health"];
+    let routes = (0..100).map(|n| {
+        let name = categories[n % categories.len()];
+        let path = if n < categories.len() {
+            format!("/api/patients/{{patient}}/{name}/**")
+        } else {
+            format!("/service-{n}/patients/{{patient}}/{name}/**")
+        };
+        let pattern = PathPattern::try_from(path).unwrap();
+        let at = PatientAt::Segment(pattern.param_index("patient").unwrap());
+        (None, pattern, (policy.category(name).unwrap(), at))
+    });
+    RouteTable::new(routes)
 }
 
 fn decision(c: &mut Criterion) {
@@ -73,10 +94,15 @@ fn decision(c: &mut Criterion) {
             stores.relations.create_request(request).await.unwrap();
         }
     });
+    let routes = routes(&policy);
     let roles = vec!["dermatologist".to_owned()];
-    let labs = policy.category("labs").unwrap();
     let notes = policy.category("notes").unwrap();
     let (user, now) = (users[7], T0 + 60);
+    // The route's category and patient for a request's path.
+    let route = |path: &str| {
+        let (category, at) = routes.find(None, path).unwrap().as_ref();
+        (*category, at.find(path, None).unwrap())
+    };
 
     c.bench_function("policy/plan_and_decide", |b| {
         b.iter(|| {
@@ -92,8 +118,9 @@ fn decision(c: &mut Criterion) {
         c.bench_function(&format!("policy/care_team_{source}"), |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let plan = policy.plan(&roles, notes).unwrap();
-                    let on = relations.on_care_team(user, "p7", now).await.unwrap();
+                    let (category, patient) = route(black_box("/api/patients/p7/notes/n1"));
+                    let plan = policy.plan(&roles, category).unwrap();
+                    let on = relations.on_care_team(user, &patient, now).await.unwrap();
                     decide(plan, on.is_some(), None).unwrap()
                 })
             })
@@ -101,8 +128,13 @@ fn decision(c: &mut Criterion) {
         c.bench_function(&format!("policy/grant_{source}"), |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let plan = policy.plan(&roles, labs).unwrap();
-                    let grant = relations.grant_for(user, "g7", "labs", now).await.unwrap();
+                    let (category, patient) = route(black_box("/api/patients/g7/labs/l1"));
+                    let plan = policy.plan(&roles, category).unwrap();
+                    let name = policy.category_name(category);
+                    let grant = relations
+                        .grant_for(user, &patient, name, now)
+                        .await
+                        .unwrap();
                     decide(plan, false, grant).unwrap()
                 })
             })
