@@ -18,6 +18,8 @@
 # Environment:
 #   REQUESTS=300    measured requests per config
 #   WARMUP=30       requests before the counters are zeroed (caches filled, connections open)
+#   PROFILE_DIR=dir keep each config's callgrind dump there (callgrind.<config>), for
+#                   `callgrind_annotate`
 #   WARDGATE_BIN, CARGO_TARGET_DIR: as for benches/load.sh
 # Needs valgrind (installed with apt-get when missing) and what benches/load.sh needs.
 
@@ -61,6 +63,7 @@ count_instructions() {
     [[ "$(awk '{ print $1, $2 }' <<<"$answers")" == "$REQUESTS 200" ]] ||
         die "$name: not every request answered 200: $answers"
     dump="$(ls "${out}.${PROXY_PID}".* | head -n1)"
+    [[ -z "${PROFILE_DIR:-}" ]] || { mkdir -p "$PROFILE_DIR" && cp "$dump" "${PROFILE_DIR}/callgrind.${name}"; }
     COUNTS+=("$(wardgate_label "$config")|$(awk -v n="$REQUESTS" '/^summary:/ { printf "%d", $2 / n }' "$dump")")
     stop_pid "$PROXY_PID"
     log "$name: ${COUNTS[-1]#*|} instructions per request"

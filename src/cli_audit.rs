@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use crate::assertion::AssertionKey;
 use crate::audit::trail::{self, TrailError};
-use crate::audit::{AuditRecord, Query, export};
+use crate::audit::{AuditRecord, Query, Reader, export};
 use crate::config;
 use crate::identity::{KeyError, Keyring};
 
@@ -165,17 +165,22 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
                     "time\tkind\tdecision\tuser\tpatient\tcategories\tpurpose\tgrants\troute\tstatus\tcode"
                 );
             }
+            let mut reader = Reader::default();
             for (seq, _, bytes) in records {
                 let Ok(record) = serde_json::from_slice::<AuditRecord>(&bytes) else {
                     eprintln!("warning: record {seq} is not a record this version can read");
                     continue;
                 };
+                let record = reader.read(seq, record);
                 if !filter.keeps(&record) {
                     continue;
                 }
                 match format {
                     Format::Table => println!("{}", row(&record)),
-                    Format::Json => println!("{}", String::from_utf8_lossy(&bytes)),
+                    Format::Json => match serde_json::to_string(&record) {
+                        Ok(json) => println!("{json}"),
+                        Err(error) => eprintln!("warning: record {seq} cannot be printed: {error}"),
+                    },
                     Format::Syslog => println!("{}", export::syslog(&record, &host)),
                     Format::Fhir => {
                         if let Some(event) = export::audit_event(&record, seq) {

@@ -308,6 +308,8 @@ pub struct RequestRecord {
     pub at: u64,
     /// What the access policy decided, on a patient-data route.
     pub access: Option<RecordAccess>,
+    /// The sequence number of the request's `decision` record, once it is in the audit trail.
+    pub decided: Option<u64>,
 }
 
 /// The access decision of a patient-data request, as the audit trail keeps it.
@@ -324,11 +326,6 @@ impl RequestRecord {
     /// The record as the audit trail keeps it, with what is known now.
     pub fn audit(&self, kind: &str, labels: Option<&RouteLabels>) -> AuditRecord {
         let access = self.access.clone().unwrap_or_default();
-        let decision = match self.code {
-            None => "allowed",
-            Some(code) if code.starts_with("WG-UP-") => "failed",
-            Some(_) => "refused",
-        };
         AuditRecord {
             kind: kind.to_owned(),
             time: self.at,
@@ -341,15 +338,42 @@ impl RequestRecord {
             path: self.path.clone(),
             patient: access.patient,
             categories: access.categories,
-            decision: Some(decision.to_owned()),
+            decision: Some(self.decision().to_owned()),
             code: self.code.map(str::to_owned),
             purpose_of_use: access.purpose_of_use.map(str::to_owned),
             grants: access.grants,
-            status: None,
-            bytes: None,
-            complete: None,
-            event: None,
-            fields: None,
+            ..AuditRecord::default()
+        }
+    }
+
+    /// The record of how the request ended: after a recorded decision, only what the decision
+    /// record does not say (`audit::Reader` joins them).
+    pub fn ended(&self, bytes: u64, complete: bool) -> AuditRecord {
+        let base = match self.decided {
+            Some(seq) => AuditRecord {
+                kind: "request".into(),
+                time: self.at,
+                request_id: self.request_id.to_str().ok().map(str::to_owned),
+                decision: Some(self.decision().to_owned()),
+                code: self.code.map(str::to_owned),
+                decided_in: Some(seq),
+                ..AuditRecord::default()
+            },
+            None => self.audit("request", self.route.as_deref()),
+        };
+        AuditRecord {
+            status: Some(self.status),
+            bytes: Some(bytes),
+            complete: Some(complete),
+            ..base
+        }
+    }
+
+    fn decision(&self) -> &'static str {
+        match self.code {
+            None => "allowed",
+            Some(code) if code.starts_with("WG-UP-") => "failed",
+            Some(_) => "refused",
         }
     }
 }
@@ -405,13 +429,7 @@ impl Finished {
             log_request(record, labels, bytes, duration, complete);
         }
         if let Some(audit) = &self.audit {
-            let ended = AuditRecord {
-                status: Some(record.status),
-                bytes: Some(bytes),
-                complete: Some(complete),
-                ..record.audit("request", record.route.as_deref())
-            };
-            audit.record(&ended);
+            audit.record(&record.ended(bytes, complete));
         }
     }
 }

@@ -138,6 +138,43 @@ pub struct AuditRecord {
     pub event: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<serde_json::Value>,
+    /// On the end (`request`) record of a request whose decision was recorded: that record's
+    /// sequence number. Such an end record does not repeat the decision's fields (who, which
+    /// patient and route, on what basis); [`Reader::read`] puts them back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_in: Option<u64>,
+}
+
+/// Reads records in trail order, giving each end record that names its decision record
+/// (`decided_in`) the fields it left to it: what a query filters on and shows.
+#[derive(Default)]
+pub struct Reader {
+    /// Decision records whose end record has not been read yet.
+    decisions: std::collections::HashMap<u64, AuditRecord>,
+}
+
+impl Reader {
+    /// The record at `seq`, whole.
+    pub fn read(&mut self, seq: u64, mut record: AuditRecord) -> AuditRecord {
+        if record.kind == "decision" {
+            self.decisions.insert(seq, record.clone());
+        } else if let Some(decision) = record.decided_in.and_then(|d| self.decisions.remove(&d)) {
+            record = AuditRecord {
+                client: decision.client,
+                user: decision.user,
+                roles: decision.roles,
+                route: decision.route,
+                method: decision.method,
+                path: decision.path,
+                patient: decision.patient,
+                categories: decision.categories,
+                purpose_of_use: decision.purpose_of_use,
+                grants: decision.grants,
+                ..record
+            };
+        }
+        record
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +183,61 @@ mod tests {
 
     fn pairs(text: &str) -> Option<Query> {
         Query::from_pairs(crate::sanitize::injection::query_pairs(text))
+    }
+
+    #[test]
+    fn an_end_record_gets_its_decisions_fields_back_once() {
+        let decision = AuditRecord {
+            kind: "decision".into(),
+            time: 100,
+            request_id: Some("r1".into()),
+            user: Some("u1".into()),
+            patient: Some("p7".into()),
+            categories: vec!["labs".into()],
+            grants: vec!["g1".into()],
+            decision: Some("allowed".into()),
+            ..AuditRecord::default()
+        };
+        let ended = AuditRecord {
+            kind: "request".into(),
+            time: 100,
+            request_id: Some("r1".into()),
+            decision: Some("failed".into()),
+            code: Some("WG-UP-001".into()),
+            status: Some(502),
+            decided_in: Some(4),
+            ..AuditRecord::default()
+        };
+        let mut reader = Reader::default();
+        assert_eq!(reader.read(4, decision.clone()), decision);
+        let read = reader.read(9, ended.clone());
+        assert_eq!(
+            (read.user.as_deref(), read.patient.as_deref()),
+            (Some("u1"), Some("p7"))
+        );
+        assert_eq!(
+            (read.categories, read.grants),
+            (decision.categories, decision.grants)
+        );
+        assert_eq!(
+            (read.decision.as_deref(), read.code.as_deref(), read.status),
+            (Some("failed"), Some("WG-UP-001"), Some(502)),
+            "how it ended is the end record's"
+        );
+        assert_eq!(
+            reader.read(10, ended.clone()),
+            ended,
+            "a decision is joined once"
+        );
+        let other = AuditRecord {
+            decided_in: Some(5),
+            ..ended.clone()
+        };
+        assert_eq!(
+            Reader::default().read(11, other.clone()),
+            other,
+            "no such decision"
+        );
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!  request path ── record (enqueued) ──────────────┐
 //!               ── decision, waits ── durable ─────┤  unbounded queue, nothing dropped
 //!                                                  ▼
-//!  writer thread: take one, then all that wait (up to GROUP) ─▶ append each ─▶ one fdatasync
-//!                 when any waits for it ─▶ answer the waiters ─▶ checkpoint when due
+//!  writer thread: take one, then all that wait (up to GROUP) ─▶ append them in one write
+//!                 ─▶ one fdatasync when any waits for it ─▶ answer the waiters
+//!                 ─▶ checkpoint when due
 //! ```
 //!
 //! A record that must be durable (a patient-data request about to be forwarded) is answered only
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use std::path::PathBuf;
 
 use super::trail::{self, Trail, TrailError};
-use super::{AuditRecord, Query};
+use super::{AuditRecord, Query, Reader};
 use crate::auth::events::SecurityEvent;
 use crate::clock::Clock;
 use crate::identity::seal::Keyring;
@@ -112,9 +113,13 @@ impl AuditSink {
         let read = tokio::task::spawn_blocking(move || trail::records(&dir, &keyring))
             .await
             .map_err(|_| TrailError::Reader)??;
+        let mut reader = Reader::default();
         Ok(read
             .iter()
-            .filter_map(|(_, _, json)| serde_json::from_slice::<AuditRecord>(json).ok())
+            .filter_map(|(seq, _, json)| {
+                let record = serde_json::from_slice::<AuditRecord>(json).ok()?;
+                Some(reader.read(*seq, record))
+            })
             .filter(|record| query.keeps(record))
             .collect())
     }
@@ -126,7 +131,7 @@ impl AuditSink {
 
     /// Enqueues `record`; it is written with the next group.
     pub fn record(&self, record: &AuditRecord) {
-        if let Ok(bytes) = serde_json::to_vec(record) {
+        if let Ok(bytes) = encode(record) {
             let entry = Entry {
                 time: record.time,
                 record: bytes,
@@ -140,7 +145,7 @@ impl AuditSink {
 
     /// Writes `record` and waits until it is on disk: its sequence number.
     pub async fn durable(&self, record: &AuditRecord) -> Result<u64, AuditUnavailable> {
-        let bytes = serde_json::to_vec(record).map_err(|_| AuditUnavailable)?;
+        let bytes = encode(record).map_err(|_| AuditUnavailable)?;
         let (done, written) = oneshot::channel();
         let entry = Entry {
             time: record.time,
@@ -155,6 +160,13 @@ impl AuditSink {
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
+}
+
+/// A record's JSON, in one allocation for most records.
+fn encode(record: &AuditRecord) -> serde_json::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(512);
+    serde_json::to_writer(&mut bytes, record)?;
+    Ok(bytes)
 }
 
 fn write(
@@ -230,15 +242,16 @@ fn sequence(
     })
 }
 
-/// Appends the group, syncs when anyone waits (or a checkpoint is due), checkpoints when due:
-/// how many records were appended, and the first one's sequence number.
+/// Appends the group (all or none), syncs when anyone waits (or a checkpoint is due),
+/// checkpoints when due: how many records were appended, and the first one's sequence number.
 fn write_group(trail: &mut Trail, group: &[Entry], now: u64) -> (usize, Result<u64, TrailError>) {
-    let first = trail.size();
-    for (appended, entry) in group.iter().enumerate() {
-        if let Err(error) = trail.append(entry.time, &entry.record) {
-            return (appended, Err(error));
-        }
-    }
+    let records = group
+        .iter()
+        .map(|entry| (entry.time, entry.record.as_slice()));
+    let first = match trail.append_all(records) {
+        Ok(first) => first,
+        Err(error) => return (0, Err(error)),
+    };
     let synced = if trail.checkpoint_due(now) {
         trail.checkpoint(now).map(|_| ())
     } else if group.iter().any(|entry| entry.durable.is_some()) {

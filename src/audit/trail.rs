@@ -305,34 +305,49 @@ impl Trail {
     /// Seals and appends `record` (JSON) written at `time`; durable only after [`Trail::sync`].
     /// Returns its sequence number.
     pub fn append(&mut self, time: u64, record: &[u8]) -> Result<u64, TrailError> {
-        let seq = self.frontier.size();
+        self.append_all([(time, record)])
+    }
+
+    /// Seals and appends `records` (each written at its time, JSON) with one write: all of them
+    /// or, when sealing or the write fails, none (the chain and the tree stay as they were, and
+    /// [`Trail::recover`] cuts what a failed write left). Durable only after [`Trail::sync`].
+    /// Returns the first one's sequence number. A segment ends at the first group that takes it
+    /// past `segment_bytes`.
+    pub fn append_all<'r>(
+        &mut self,
+        records: impl IntoIterator<Item = (u64, &'r [u8])>,
+    ) -> Result<u64, TrailError> {
+        let first = self.frontier.size();
         if self.segment_len >= self.rules.segment_bytes {
             self.sync()?;
-            self.segment_path = self.dir.join(segment_name(seq));
+            self.segment_path = self.dir.join(segment_name(first));
             self.segment = open_append(&self.segment_path)?;
             self.segment_len = 0;
         }
-        let sealed = self
-            .keyring
-            .seal(Purpose::AuditRecord, &seq.to_be_bytes(), record)
-            .map_err(|_| TrailError::Seal)?;
-        let mut body = Vec::with_capacity(BODY_FIXED + sealed.len());
-        body.extend_from_slice(&seq.to_be_bytes());
-        body.extend_from_slice(&time.to_be_bytes());
-        body.extend_from_slice(&self.prev);
-        body.extend_from_slice(&sealed);
-        let mut frame = Vec::with_capacity(HEAD + body.len());
-        frame.extend_from_slice(MAGIC);
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&body);
+        let (mut frontier, mut prev) = (self.frontier.clone(), self.prev);
+        let mut frames = Vec::with_capacity(4096);
+        for (time, record) in records {
+            let seq = frontier.size();
+            let sealed = self
+                .keyring
+                .seal(Purpose::AuditRecord, &seq.to_be_bytes(), record)
+                .map_err(|_| TrailError::Seal)?;
+            frames.extend_from_slice(MAGIC);
+            frames.extend_from_slice(&((BODY_FIXED + sealed.len()) as u32).to_be_bytes());
+            let body = frames.len();
+            frames.extend_from_slice(&seq.to_be_bytes());
+            frames.extend_from_slice(&time.to_be_bytes());
+            frames.extend_from_slice(&prev);
+            frames.extend_from_slice(&sealed);
+            prev = leaf_hash(&frames[body..]);
+            frontier.push(prev);
+        }
         self.segment
-            .write_all(&frame)
+            .write_all(&frames)
             .map_err(io(&self.segment_path))?;
-        self.segment_len += frame.len() as u64;
-        let leaf = leaf_hash(&body);
-        self.prev = leaf;
-        self.frontier.push(leaf);
-        Ok(seq)
+        self.segment_len += frames.len() as u64;
+        (self.frontier, self.prev) = (frontier, prev);
+        Ok(first)
     }
 
     /// After a failed write: opens the segment again and cuts whatever part of a frame the

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use blake2::Blake2bMac;
 use blake2::digest::Mac;
 use blake2::digest::consts::U32;
-use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, Payload};
 use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
@@ -394,15 +394,17 @@ impl Keyring {
         sealed.extend_from_slice(&key.id.to_be_bytes());
         sealed.extend_from_slice(&nonce);
         let aad = associated_data(purpose, owner, &sealed[..5]);
-        let payload = Payload {
-            msg: plaintext,
-            aad: &aad,
-        };
-        let ciphertext = key
+        // Encrypted where it lies: no second buffer.
+        sealed.extend_from_slice(plaintext);
+        let tag = key
             .cipher()
-            .encrypt(&XNonce::from(nonce), payload)
+            .encrypt_inout_detached(
+                &XNonce::from(nonce),
+                &aad,
+                (&mut sealed[HEADER_LEN..]).into(),
+            )
             .map_err(|_| SealError::TooLong)?;
-        sealed.extend_from_slice(&ciphertext);
+        sealed.extend_from_slice(&tag);
         Ok(sealed)
     }
 

@@ -38,6 +38,7 @@ pub(super) fn open<B>(
         code: None,
         at: 0,
         access: None,
+        decided: None,
     }
 }
 

@@ -75,14 +75,15 @@ impl Gateway {
 /// forwarded: 503 `WG-AUDIT-001` when the trail cannot take it.
 pub(super) async fn audit_decision(
     audit: &AuditSink,
-    record: &RequestRecord,
+    record: &mut RequestRecord,
     labels: &RouteLabels,
 ) -> Result<(), Refused> {
-    audit
+    let seq = audit
         .durable(&record.audit("decision", Some(labels)))
         .await
-        .map(|_| ())
-        .map_err(|error| Refused::because(Refusal::AuditUnavailable, &error))
+        .map_err(|error| Refused::because(Refusal::AuditUnavailable, &error))?;
+    record.decided = Some(seq);
+    Ok(())
 }
 
 /// Phase 11: `record` travels with the response body, to be closed when it ends.
