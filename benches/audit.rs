@@ -49,6 +49,7 @@ fn writes(c: &mut Criterion) {
         checkpoint_every: 1000,
         checkpoint_interval: 10,
         segment_bytes: 64 * 1024 * 1024,
+        retention: None,
     };
     let trail_dir = dir.path().join("audit");
     let (trail, _) = Trail::open(&trail_dir, keyring, signer, rules, Vec::new(), 0).unwrap();

@@ -254,6 +254,14 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
                         "ok: {} records, {} checkpoints verified, records {opened}",
                         verified.records, verified.checkpoints
                     );
+                    if let Some(cut) = &verified.cut {
+                        println!(
+                            "retention removed records 0 to {} (the newest of them from {}) at {}: not checked",
+                            cut.size.saturating_sub(1),
+                            export::rfc3339(cut.newest),
+                            export::rfc3339(cut.time)
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(TrailError::Broken { seq, message }) => {

@@ -290,6 +290,7 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
                     checkpoint_every: audit.checkpoint_every,
                     checkpoint_interval: audit.checkpoint_interval.0.as_secs(),
                     segment_bytes: audit.segment_size.0,
+                    retention: audit.retention.map(|r| r.0.as_secs()),
                 },
             }
         }),

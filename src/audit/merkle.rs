@@ -6,8 +6,8 @@
 //!
 //! [`Frontier`] keeps the roots of the perfect subtrees that make up the tree so far (one per set
 //! bit of the size), so appending a leaf and taking the root cost `O(log n)` and no leaf is kept
-//! in memory. [`inclusion`] and [`verify_inclusion`] prove one record against a root (RFC 9162
-//! section 2.1.3).
+//! in memory. [`Tree::inclusion`] and [`verify_inclusion`] prove one record against a root (RFC 9162
+//! section 2.1.3), also after retention removed the records before it.
 
 use sha2::{Digest, Sha256};
 
@@ -62,6 +62,22 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The subtrees, largest first (what a retention cut keeps of the records it removes).
+    pub fn subtrees(&self) -> &[(u32, Hash)] {
+        &self.subtrees
+    }
+
+    /// The frontier of `size` leaves with these subtrees; `None` when they cannot be one (one
+    /// subtree per set bit of `size`, largest first).
+    pub fn resume(size: u64, subtrees: Vec<(u32, Hash)>) -> Option<Self> {
+        let heights = (0..64).rev().filter(|bit| size >> bit & 1 == 1);
+        subtrees
+            .iter()
+            .map(|(height, _)| *height)
+            .eq(heights)
+            .then_some(Self { size, subtrees })
+    }
+
     /// The tree's root (RFC 6962 MTH): the subtrees folded from the right.
     pub fn root(&self) -> Hash {
         let mut subtrees = self.subtrees.iter().rev();
@@ -96,22 +112,88 @@ fn split(n: usize) -> usize {
     k
 }
 
-/// The audit path of leaf `index` in the tree of `leaves` (RFC 9162 section 2.1.3.1), bottom up.
-pub fn inclusion(index: usize, leaves: &[Hash]) -> Vec<Hash> {
-    if leaves.len() <= 1 || index >= leaves.len() {
-        return Vec::new();
+/// A tree whose first leaves may be gone (removed by retention): the subtrees that covered
+/// them (`cut`, the frontier when they were removed), then the leaf hashes after them. Every
+/// subtree a root or an audit path of a later leaf needs is either one of the cut's subtrees
+/// or made of later leaves (RFC 6962 subtrees are aligned powers of two, and they nest), so
+/// those can still be computed; what needs a removed leaf is `None`.
+pub struct Tree<'a> {
+    cut: &'a Frontier,
+    leaves: &'a [Hash],
+}
+
+impl<'a> Tree<'a> {
+    pub fn new(cut: &'a Frontier, leaves: &'a [Hash]) -> Self {
+        Self { cut, leaves }
     }
-    let split = split(leaves.len());
-    let (mut path, sibling) = if index < split {
-        (inclusion(index, &leaves[..split]), root(&leaves[split..]))
-    } else {
-        (
-            inclusion(index - split, &leaves[split..]),
-            root(&leaves[..split]),
-        )
-    };
-    path.push(sibling);
-    path
+
+    pub fn size(&self) -> u64 {
+        self.cut.size + self.leaves.len() as u64
+    }
+
+    /// The leaf hash at `index`, unless it was removed.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        let kept = index.checked_sub(self.cut.size)?;
+        self.leaves.get(kept as usize).copied()
+    }
+
+    /// The root of the first `size` leaves.
+    pub fn root(&self, size: u64) -> Option<Hash> {
+        match size {
+            0 => Some(empty_root()),
+            _ if size > self.size() => None,
+            _ => self.range(0, size),
+        }
+    }
+
+    /// The audit path of leaf `index` in the tree of the first `size` leaves (RFC 9162 section
+    /// 2.1.3.1), bottom up.
+    pub fn inclusion(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
+        if index >= size || size > self.size() {
+            return None;
+        }
+        self.path(index, 0, size)
+    }
+
+    fn path(&self, index: u64, from: u64, to: u64) -> Option<Vec<Hash>> {
+        if to - from <= 1 {
+            return Some(Vec::new());
+        }
+        let middle = from + split((to - from) as usize) as u64;
+        let (mut path, sibling) = if index < middle {
+            (self.path(index, from, middle)?, self.range(middle, to)?)
+        } else {
+            (self.path(index, middle, to)?, self.range(from, middle)?)
+        };
+        path.push(sibling);
+        Some(path)
+    }
+
+    /// The root of leaves `from..to` (not empty).
+    fn range(&self, from: u64, to: u64) -> Option<Hash> {
+        let cut = self.cut.size;
+        if from >= cut {
+            return Some(root(
+                &self.leaves[(from - cut) as usize..(to - cut) as usize],
+            ));
+        }
+        let mut start = 0;
+        for (height, hash) in &self.cut.subtrees {
+            let end = start + (1u64 << height);
+            if (start, end) == (from, to) {
+                return Some(*hash);
+            }
+            start = end;
+        }
+        if to - from == 1 {
+            return None;
+        }
+        let middle = from + split((to - from) as usize) as u64;
+        Some(node_hash(
+            &self.range(from, middle)?,
+            &self.range(middle, to)?,
+        ))
+    }
 }
 
 /// Whether `path` proves `leaf` at `index` in a tree of `size` leaves with `root` (RFC 9162
@@ -206,8 +288,10 @@ mod tests {
             let all = leaves(size);
             let top = root(&all);
             for index in 0..size {
-                let path = inclusion(index, &all);
                 let (i, n) = (index as u64, size as u64);
+                let path = Tree::new(&Frontier::default(), &all)
+                    .inclusion(i, n)
+                    .unwrap();
                 assert!(
                     verify_inclusion(i, n, all[index], &path, &top),
                     "{index}/{size}"
@@ -218,5 +302,36 @@ mod tests {
                 assert!(!verify_inclusion(n, n, all[index], &path, &top));
             }
         }
+    }
+
+    #[test]
+    fn after_a_cut_later_leaves_are_still_proven_against_the_same_roots() {
+        let all = leaves(40);
+        let whole = Frontier::default();
+        let full = Tree::new(&whole, &all);
+        for cut in 1..all.len() {
+            let mut frontier = Frontier::default();
+            all[..cut].iter().for_each(|leaf| frontier.push(*leaf));
+            let tree = Tree::new(&frontier, &all[cut..]);
+            for size in cut as u64..=all.len() as u64 {
+                assert_eq!(
+                    tree.root(size),
+                    Some(root(&all[..size as usize])),
+                    "{cut}/{size}"
+                );
+                for index in 0..size {
+                    let path = tree.inclusion(index, size);
+                    if index < cut as u64 {
+                        assert_eq!(tree.leaf(index), None);
+                    } else {
+                        assert_eq!(path, full.inclusion(index, size), "{cut}/{index}/{size}");
+                    }
+                }
+            }
+            let resumed = Frontier::resume(frontier.size(), frontier.subtrees().to_vec());
+            assert_eq!(resumed.as_ref(), Some(&frontier));
+        }
+        assert_eq!(Frontier::resume(3, vec![(1, [0; 32])]), None);
+        assert_eq!(Frontier::resume(2, vec![(0, [0; 32]), (0, [0; 32])]), None);
     }
 }

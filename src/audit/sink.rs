@@ -54,6 +54,8 @@ pub async fn keep_security_events(
 
 /// Records written per group, at most.
 const GROUP: usize = 4096;
+/// How often the writer applies the retention (seconds), while records come.
+const RETENTION_EVERY: u64 = 3600;
 /// After a failed group, the writer waits this long before it tries again…
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// …and, once the gateway is shutting down, gives up after this many tries (and says so).
@@ -177,6 +179,7 @@ fn write(
 ) {
     let mut group: Vec<Entry> = Vec::with_capacity(GROUP);
     let mut failures = 0;
+    let mut next_retention = 0;
     loop {
         // Records of a failed group are still here: write them with the next.
         if group.is_empty() {
@@ -199,6 +202,10 @@ fn write(
             }
         }
         healthy.store(written.is_ok(), Ordering::Release);
+        if written.is_ok() && clock() >= next_retention {
+            next_retention = clock() + RETENTION_EVERY;
+            expire(&mut trail, clock());
+        }
         let answered = std::mem::take(&mut group);
         for (index, (mut entry, seq)) in answered.into_iter().zip(sequence(&written)).enumerate() {
             match entry.durable.take() {
@@ -232,6 +239,32 @@ fn write(
     }
 }
 
+/// Applies the retention and records what it removed, in the trail itself.
+fn expire(trail: &mut Trail, now: u64) {
+    let cut = match trail.expire(now) {
+        Ok(Some(cut)) => cut,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::error!(target: "wardgate::audit", %error, "the audit retention could not remove old records");
+            return;
+        }
+    };
+    tracing::info!(target: "wardgate::audit", records = cut.size, newest = cut.newest, "the audit retention removed the oldest records");
+    let removed = AuditRecord {
+        kind: "security".into(),
+        time: now,
+        event: Some("audit_records_removed".into()),
+        fields: Some(serde_json::json!({ "records": cut.size, "newest": cut.newest })),
+        ..AuditRecord::default()
+    };
+    if let Err(error) = encode(&removed)
+        .map_err(|_| TrailError::Encode)
+        .and_then(|json| trail.append(now, &json))
+    {
+        tracing::error!(target: "wardgate::audit", %error, "the audit retention's record could not be written");
+    }
+}
+
 /// Each record's answer: its sequence number, or the group's failure.
 fn sequence(
     written: &Result<u64, TrailError>,
@@ -260,4 +293,73 @@ fn write_group(trail: &mut Trail, group: &[Entry], now: u64) -> (usize, Result<u
         Ok(())
     };
     (group.len(), synced.map(|()| first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assertion::AssertionKey;
+    use crate::audit::trail::TrailRules;
+    use crate::identity::seal::MasterKey;
+
+    const T0: u64 = 1_800_000_000;
+    const DAY: u64 = 86_400;
+
+    #[test]
+    fn the_writer_applies_the_retention_and_records_what_it_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [5; 32]), Vec::new()).unwrap());
+        let path = dir.path().join("audit");
+        let rules = TrailRules {
+            checkpoint_every: 1,
+            checkpoint_interval: 60,
+            segment_bytes: 4096,
+            retention: Some(30 * DAY),
+        };
+        let open = || {
+            let signer = AssertionKey::load_or_create(&dir.path().join("signing.key"))
+                .unwrap()
+                .0;
+            Trail::open(&path, keyring.clone(), signer, rules, Vec::new(), T0)
+                .unwrap()
+                .0
+        };
+        let sink = AuditSink::start(open(), Arc::new(|| T0)).unwrap();
+        let record = |time| AuditRecord {
+            kind: "request".into(),
+            time,
+            path: Some("/api/patients/p7/notes/1".into()),
+            ..AuditRecord::default()
+        };
+        // Enough records a month ago to fill several segments, one checkpoint each.
+        for _ in 0..100 {
+            sink.record(&record(T0));
+        }
+        drop(sink);
+        let sink = AuditSink::start(open(), Arc::new(move || T0 + 31 * DAY)).unwrap();
+        sink.record(&record(T0 + 31 * DAY));
+        drop(sink);
+        let kept = trail::records(&path, &keyring).unwrap();
+        assert!(
+            kept.len() < 100,
+            "old segments removed: {} kept",
+            kept.len()
+        );
+        let removed: Vec<AuditRecord> = kept
+            .iter()
+            .map(|(_, _, json)| serde_json::from_slice::<AuditRecord>(json).unwrap())
+            .filter(|r| r.event.as_deref() == Some("audit_records_removed"))
+            .collect();
+        assert_eq!(removed.len(), 1);
+        let fields = removed[0].fields.as_ref().unwrap();
+        assert_eq!(
+            fields["records"], kept[0].0,
+            "the records before the first kept one"
+        );
+        let signer = AssertionKey::load_or_create(&dir.path().join("signing.key"))
+            .unwrap()
+            .0;
+        let verified = trail::verify(&path, &signer.public_key(), Some(&keyring), &[]).unwrap();
+        assert_eq!(verified.cut.unwrap().size, kept[0].0);
+    }
 }

@@ -23,6 +23,18 @@
 //!
 //! A crash can leave a frame half-written at the end of the last segment: it was never
 //! acknowledged, so no request waited on it; [`Trail::open`] cuts it off and says so.
+//!
+//! **Retention** ([`Trail::retain`]) removes whole segments whose records are all older than
+//! the retention, oldest first, never the segment being written and never a record no
+//! checkpoint covers yet. It first writes `<dir>/cut.json`: how many records are gone, the last
+//! one's leaf hash (the next record's `prev`) and the tree's subtrees over them (the frontier at
+//! the cut), and only then deletes the files. Readers start from the cut: the chain goes on
+//! from its `prev`, and the roots of later checkpoints are computed from its subtrees and the
+//! records kept ([`merkle::Tree`]), so those checkpoints still verify and later records can
+//! still be proven; a cut that lies about what it removed breaks the next record's chain or the
+//! next checkpoint's root. Checkpoints older than the cut keep their signatures, which are
+//! checked, but their roots can no longer be recomputed. The writer records every removal in
+//! the trail itself.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -33,7 +45,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::merkle::{self, Frontier, Hash, leaf_hash};
+use super::merkle::{self, Frontier, Hash, Tree, leaf_hash};
 use crate::assertion::AssertionKey;
 use crate::identity::seal::{Keyring, Purpose};
 
@@ -43,6 +55,7 @@ const BODY_FIXED: usize = 8 + 8 + 32;
 /// A record is a few hundred bytes; anything near this is not one.
 const MAX_BODY: usize = 1 << 20;
 const CHECKPOINTS: &str = "checkpoints.jsonl";
+const CUT: &str = "cut.json";
 const SIGNED_PREFIX: &[u8] = b"wardgate-audit-checkpoint\n";
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +181,75 @@ fn read(path: &Path) -> Result<Vec<u8>, TrailError> {
     Ok(bytes)
 }
 
+/// What retention removed: the first `size` records, and what the records after them need
+/// of those (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cut {
+    pub size: u64,
+    /// The last removed record's leaf hash (hex).
+    pub prev: String,
+    /// `(height, root hex)`, largest first.
+    pub subtrees: Vec<(u32, String)>,
+    /// When the records were removed, and the newest one's time (unix seconds).
+    pub time: u64,
+    pub newest: u64,
+}
+
+/// Where the records kept start: the tree and chain of what retention removed.
+struct Start {
+    frontier: Frontier,
+    prev: Hash,
+    cut: Option<Cut>,
+}
+
+fn read_cut(dir: &Path) -> Result<Start, TrailError> {
+    let path = dir.join(CUT);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Start {
+                frontier: Frontier::default(),
+                prev: [0; 32],
+                cut: None,
+            });
+        }
+        Err(error) => return Err(io(&path)(error)),
+    };
+    let hash = |text: &str| hex::decode(text).ok().and_then(|h| Hash::try_from(h).ok());
+    let start = serde_json::from_slice::<Cut>(&bytes).ok().and_then(|cut| {
+        let subtrees = cut
+            .subtrees
+            .iter()
+            .map(|(height, root)| Some((*height, hash(root)?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Start {
+            frontier: Frontier::resume(cut.size, subtrees)?,
+            prev: hash(&cut.prev)?,
+            cut: Some(cut),
+        })
+    });
+    start.ok_or_else(|| TrailError::Broken {
+        seq: 0,
+        message: format!("{} is not a retention cut", path.display()),
+    })
+}
+
+/// Writes `cut` in place of the last one: a new file, synced, renamed over it.
+fn write_cut(dir: &Path, cut: &Cut) -> Result<(), TrailError> {
+    let (path, new) = (dir.join(CUT), dir.join("cut.json.new"));
+    let json = serde_json::to_vec(cut).map_err(|_| TrailError::Encode)?;
+    let mut file = File::create(&new).map_err(io(&new))?;
+    file.write_all(&json).map_err(io(&new))?;
+    file.sync_all().map_err(io(&new))?;
+    fs::rename(&new, &path).map_err(io(&path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), TrailError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
 /// How often checkpoints are signed, and where segments end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrailRules {
@@ -176,6 +258,8 @@ pub struct TrailRules {
     /// …or this many seconds after the last one, when records came since.
     pub checkpoint_interval: u64,
     pub segment_bytes: u64,
+    /// Records older than this many seconds are removed ([`Trail::retain`]); `None` keeps all.
+    pub retention: Option<u64>,
 }
 
 /// The trail, open for appending. One writer: the audit task owns it.
@@ -228,14 +312,19 @@ impl Trail {
                     .map_err(io(parent))?;
             }
         }
-        let mut frontier = Frontier::default();
-        let mut prev = [0u8; 32];
+        let Start {
+            mut frontier,
+            mut prev,
+            ..
+        } = read_cut(dir)?;
+        let removed = frontier.size();
         let mut opened = Opened::default();
         let paths = segments(dir)?;
         for (index, path) in paths.iter().enumerate() {
             let bytes = read(path)?;
             let (found, stopped) = frames(&bytes);
-            for frame in &found {
+            // Records of a cut whose files are not deleted yet are skipped.
+            for frame in found.iter().filter(|frame| frame.seq >= removed) {
                 if frame.seq != frontier.size() || frame.prev != prev {
                     return Err(TrailError::Broken {
                         seq: frontier.size(),
@@ -408,6 +497,71 @@ impl Trail {
         Ok(checkpoint)
     }
 
+    /// Removes what the configured retention no longer keeps at `now` ([`Trail::retain`]).
+    pub fn expire(&mut self, now: u64) -> Result<Option<Cut>, TrailError> {
+        match self.rules.retention {
+            Some(retention) => self.retain(now.saturating_sub(retention), now),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes the oldest segments whose records are all older than `before`, as long as a
+    /// checkpoint covers them and they are not the segment being written: the cut, when any
+    /// were removed (see the module doc).
+    pub fn retain(&mut self, before: u64, now: u64) -> Result<Option<Cut>, TrailError> {
+        let Start {
+            mut frontier,
+            mut prev,
+            ..
+        } = read_cut(&self.dir)?;
+        let mut newest = 0;
+        let mut removed = Vec::new();
+        for path in segments(&self.dir)? {
+            if path == self.segment_path {
+                break;
+            }
+            let (found, _) = frames(&read(&path)?);
+            let kept: Vec<&Frame> = found.iter().filter(|f| f.seq >= frontier.size()).collect();
+            let covered = kept
+                .last()
+                .is_none_or(|last| last.seq < self.checkpointed.0);
+            if !covered || kept.iter().any(|frame| frame.time >= before) {
+                break;
+            }
+            for frame in kept {
+                if frame.seq != frontier.size() || frame.prev != prev {
+                    return Err(TrailError::Broken {
+                        seq: frontier.size(),
+                        message: "the chain is broken: run `wardgate audit verify`".into(),
+                    });
+                }
+                (prev, newest) = (frame.leaf, frame.time.max(newest));
+                frontier.push(frame.leaf);
+            }
+            removed.push(path);
+        }
+        if removed.is_empty() {
+            return Ok(None);
+        }
+        let cut = Cut {
+            size: frontier.size(),
+            prev: hex::encode(prev),
+            subtrees: frontier
+                .subtrees()
+                .iter()
+                .map(|(height, root)| (*height, hex::encode(root)))
+                .collect(),
+            time: now,
+            newest,
+        };
+        write_cut(&self.dir, &cut)?;
+        for path in &removed {
+            fs::remove_file(path).map_err(io(path))?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(Some(cut))
+    }
+
     /// The public key that verifies this trail's checkpoints.
     pub fn public_key(&self) -> Vec<u8> {
         self.signer.public_key()
@@ -452,6 +606,8 @@ pub struct Verified {
     pub checkpoints: usize,
     /// Records opened with the keyring (0 without one).
     pub opened: u64,
+    /// What retention removed, if anything: those records were not checked.
+    pub cut: Option<Cut>,
 }
 
 /// Checks the trail in `dir`: the frames, the sequence and the chain, every checkpoint of the
@@ -494,9 +650,21 @@ pub fn verify(
         }
     }
     checkpoints.sort_by_key(|c| c.size);
-    let mut pending = checkpoints.iter().peekable();
-    let mut frontier = Frontier::default();
-    let mut prev = [0u8; 32];
+    let Start {
+        mut frontier,
+        mut prev,
+        cut,
+    } = read_cut(dir)?;
+    let removed = frontier.size();
+    if cut.is_some() && checkpoints.last().is_none_or(|c| c.size < removed) {
+        return Err(broken(
+            removed,
+            "no checkpoint covers the records before the retention cut".into(),
+        ));
+    }
+    // Checkpoints of records that retention removed: signed, but no longer recomputable.
+    let first = checkpoints.partition_point(|c| c.size < removed);
+    let mut pending = checkpoints[first..].iter().peekable();
     let mut opened = 0;
     let check_roots = |frontier: &Frontier,
                        pending: &mut std::iter::Peekable<std::slice::Iter<'_, Checkpoint>>|
@@ -519,7 +687,7 @@ pub fn verify(
     for path in &paths {
         let bytes = read(path)?;
         let (found, stopped) = frames(&bytes);
-        for frame in found {
+        for frame in found.into_iter().filter(|frame| frame.seq >= removed) {
             let expected = frontier.size();
             if frame.seq > expected {
                 return Err(broken(
@@ -579,6 +747,7 @@ pub fn verify(
         records: frontier.size(),
         checkpoints: checkpoints.len(),
         opened,
+        cut,
     })
 }
 
@@ -597,19 +766,25 @@ pub struct Proof {
 /// `public_key`; the proof is checked before it is handed out.
 pub fn prove(dir: &Path, seq: u64, public_key: &[u8]) -> Result<Proof, TrailError> {
     let broken = |message: String| TrailError::Broken { seq, message };
+    let cut = read_cut(dir)?.frontier;
+    if seq < cut.size() {
+        return Err(broken("retention removed it".into()));
+    }
     let mut leaves = Vec::new();
     for path in segments(dir)? {
-        leaves.extend(frames(&read(&path)?).0.iter().map(|frame| frame.leaf));
+        let found = frames(&read(&path)?).0;
+        leaves.extend(found.iter().filter(|f| f.seq >= cut.size()).map(|f| f.leaf));
     }
+    let tree = Tree::new(&cut, &leaves);
     let key = UnparsedPublicKey::new(&ED25519, public_key);
     let mut checkpoints = read_checkpoints(&dir.join(CHECKPOINTS))?;
     checkpoints.sort_by_key(|c| c.size);
     let checkpoint = checkpoints
         .into_iter()
-        .find(|c| c.size > seq && c.size as usize <= leaves.len())
+        .find(|c| c.size > seq && c.size <= tree.size())
         .ok_or_else(|| broken("no checkpoint covers it yet".into()))?;
-    let size = checkpoint.size as usize;
-    let root = merkle::root(&leaves[..size]);
+    let unproven = || broken("the trail does not match its checkpoint: run `audit verify`".into());
+    let root = tree.root(checkpoint.size).ok_or_else(unproven)?;
     let signature = STANDARD.decode(&checkpoint.signature).unwrap_or_default();
     if hex::encode(root) != checkpoint.root
         || key
@@ -619,18 +794,18 @@ pub fn prove(dir: &Path, seq: u64, public_key: &[u8]) -> Result<Proof, TrailErro
             )
             .is_err()
     {
-        return Err(broken(
-            "the trail does not match its checkpoint: run `audit verify`".into(),
-        ));
+        return Err(unproven());
     }
-    let index = seq as usize;
-    let path = merkle::inclusion(index, &leaves[..size]);
-    if !merkle::verify_inclusion(seq, checkpoint.size, leaves[index], &path, &root) {
+    let (leaf, path) = tree
+        .leaf(seq)
+        .zip(tree.inclusion(seq, checkpoint.size))
+        .ok_or_else(unproven)?;
+    if !merkle::verify_inclusion(seq, checkpoint.size, leaf, &path, &root) {
         return Err(broken("the proof does not verify".into()));
     }
     Ok(Proof {
         seq,
-        leaf: hex::encode(leaves[index]),
+        leaf: hex::encode(leaf),
         path: path.iter().map(hex::encode).collect(),
         checkpoint,
     })
@@ -638,9 +813,14 @@ pub fn prove(dir: &Path, seq: u64, public_key: &[u8]) -> Result<Proof, TrailErro
 
 /// Every record of the trail, opened: `(seq, time, JSON)`.
 pub fn records(dir: &Path, keyring: &Keyring) -> Result<Vec<(u64, u64, Vec<u8>)>, TrailError> {
+    let removed = read_cut(dir)?.frontier.size();
     let mut all = Vec::new();
     for path in segments(dir)? {
-        for frame in frames(&read(&path)?).0 {
+        for frame in frames(&read(&path)?)
+            .0
+            .into_iter()
+            .filter(|f| f.seq >= removed)
+        {
             let opened = keyring
                 .open(
                     Purpose::AuditRecord,
@@ -669,6 +849,7 @@ mod tests {
         checkpoint_every: 4,
         checkpoint_interval: 60,
         segment_bytes: 400,
+        retention: None,
     };
 
     struct Written {
@@ -786,7 +967,8 @@ mod tests {
             Verified {
                 records: 10,
                 checkpoints: 4,
-                opened: 10
+                opened: 10,
+                cut: None,
             }
         );
         let keyless = verify(&written.trail(), &written.public, None, &[]).unwrap();
@@ -804,6 +986,69 @@ mod tests {
             let bytes = read(&path).unwrap();
             assert!(!bytes.windows(2).any(|w| w == b"p7"), "{}", path.display());
         }
+    }
+
+    #[test]
+    fn retention_removes_old_segments_and_leaves_the_rest_verifiable() {
+        let written = written(10);
+        let dir = written.trail();
+        let segments_before = segments(&dir).unwrap().len();
+        let (mut trail, _) = written.open().unwrap();
+        // Records are written at T0 + their number: keep those from T0 + 5 on.
+        let cut = trail.retain(T0 + 5, T0 + 100).unwrap().unwrap();
+        assert!((1..=5).contains(&cut.size), "{cut:?}");
+        assert!(cut.newest < T0 + 5 && cut.time == T0 + 100, "{cut:?}");
+        let left = segments(&dir).unwrap();
+        assert!(left.len() < segments_before);
+        assert_eq!(left[0], dir.join(segment_name(cut.size)));
+        assert_eq!(
+            trail.retain(T0 + 5, T0 + 100).unwrap(),
+            None,
+            "nothing more is old"
+        );
+        let verified = written.verify().unwrap();
+        assert_eq!((verified.records, verified.cut.as_ref()), (10, Some(&cut)));
+        let kept = records(&dir, &written.keyring).unwrap();
+        assert_eq!(kept.len() as u64, 10 - cut.size);
+        assert_eq!(kept[0].0, cut.size);
+        assert!(prove(&dir, 0, &written.public).is_err(), "removed");
+        for seq in cut.size..8 {
+            let proof = prove(&dir, seq, &written.public).unwrap();
+            assert_eq!(proof.seq, seq);
+        }
+        // The writer goes on after the cut; never past what a checkpoint covers.
+        drop(trail);
+        let (mut trail, opened) = written.open().unwrap();
+        assert_eq!(opened.records, 10);
+        for seq in 10..17 {
+            assert_eq!(trail.append(T0 + seq, b"{}").unwrap(), seq);
+        }
+        let last = trail.checkpointed.0;
+        assert!(segments(&dir).unwrap().len() >= 3);
+        let covered = trail.retain(T0 + 1000, T0 + 1000).unwrap().unwrap();
+        assert!(
+            covered.size <= last,
+            "no record after checkpoint {last} is removed: {covered:?}"
+        );
+        trail.checkpoint(T0 + 1000).unwrap();
+        let everything = trail.retain(T0 + 1000, T0 + 1000).unwrap().unwrap();
+        assert!(everything.size > last, "{everything:?}");
+        assert_eq!(written.verify().unwrap().records, 17);
+        // A cut that lies about what it removed breaks the chain or the next checkpoint.
+        let honest = fs::read(dir.join(CUT)).unwrap();
+        let mut lying: Cut = serde_json::from_slice(&honest).unwrap();
+        lying.prev = hex::encode([7u8; 32]);
+        fs::write(dir.join(CUT), serde_json::to_vec(&lying).unwrap()).unwrap();
+        let (seq, message) = broken_at(written.verify());
+        assert_eq!(seq, everything.size - 1, "{message}");
+        let mut lying: Cut = serde_json::from_slice(&honest).unwrap();
+        lying.subtrees[0].1 = hex::encode([7u8; 32]);
+        fs::write(dir.join(CUT), serde_json::to_vec(&lying).unwrap()).unwrap();
+        let (_, message) = broken_at(written.verify());
+        assert!(message.contains("not those the checkpoint"), "{message}");
+        fs::write(dir.join(CUT), b"{}").unwrap();
+        let (_, message) = broken_at(written.verify());
+        assert!(message.contains("not a retention cut"), "{message}");
     }
 
     #[test]
@@ -931,6 +1176,7 @@ mod tests {
                 records: 0,
                 checkpoints: 0,
                 opened: 0,
+                cut: None,
             }),
         );
         assert_eq!(seq, 9, "not covered by a checkpoint yet");

@@ -258,6 +258,9 @@ pub struct Audit {
     pub checkpoint_copies: Vec<PathBuf>,
     /// A new segment file after this many bytes.
     pub segment_size: ByteSize,
+    /// Records older than this are removed, a whole segment at a time (e.g. `2190d`, HIPAA's
+    /// common six years); absent, every record is kept.
+    pub retention: Option<HumanDuration>,
 }
 
 impl Default for Audit {
@@ -271,9 +274,13 @@ impl Default for Audit {
             checkpoint_interval: HumanDuration(Duration::from_secs(10)),
             checkpoint_copies: Vec::new(),
             segment_size: ByteSize(64 * 1024 * 1024),
+            retention: None,
         }
     }
 }
+
+/// Six years of 365 days, in seconds: HIPAA's retention for documentation (164.316(b)(2)).
+const SIX_YEARS: u64 = 2190 * 86_400;
 
 /// The identity store (see `identity`).
 #[derive(Debug, Clone, Deserialize)]
@@ -960,6 +967,8 @@ fn validate_audit(
         Some(("checkpoint_interval", "at least 1s"))
     } else if audit.segment_size.0 < 4096 {
         Some(("segment_size", "at least 4KiB"))
+    } else if audit.retention.is_some_and(|r| r.0.as_secs() < 86_400) {
+        Some(("retention", "at least 1d"))
     } else if [&audit.key_file, &audit.signing_key]
         .iter()
         .any(|key| key.starts_with(&audit.path))
@@ -978,6 +987,11 @@ fn validate_audit(
         warnings.push(Warning(
             "audit.dev_generate_key is on: a missing audit key is generated (development only)"
                 .into(),
+        ));
+    }
+    if audit.retention.is_some_and(|r| r.0.as_secs() < SIX_YEARS) {
+        warnings.push(Warning(
+            "audit.retention is shorter than six years (2190d), the retention HIPAA's documentation rules and most hospital policies ask for".into(),
         ));
     }
     Ok(())

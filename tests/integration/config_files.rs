@@ -455,6 +455,10 @@ fn the_audit_trail_keeps_its_keys_outside_and_checks_its_rules() {
             "audit: { path: audit/, signing_key: audit/sign.key }\n",
             "audit.key_file: the keys live outside `audit.path`",
         ),
+        (
+            "audit: { retention: 23h }\n",
+            "audit.retention: at least 1d",
+        ),
     ] {
         let found = refused(audit);
         assert!(found.starts_with(expected), "{found}\nexpected {expected}");
@@ -473,4 +477,11 @@ fn the_audit_trail_keeps_its_keys_outside_and_checks_its_rules() {
         &with("audit: { dev_generate_key: true }\n"),
         "audit.dev_generate_key is on"
     ));
+    let short = "audit.retention is shorter than six years";
+    assert!(warned(&with("audit: { retention: 2189d }\n"), short));
+    assert!(!warned(&with("audit: { retention: 2190d }\n"), short));
+    assert!(
+        !warned(&with("audit: {}\n"), short),
+        "no retention keeps everything"
+    );
 }
