@@ -138,6 +138,25 @@ fn rotate_keys(file: &Path) -> ExitCode {
                 "older keys {:?} stay in the file to open older backups: delete their lines once no backup needs them",
                 rotation.older_key_ids
             );
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_START);
+        }
+    }
+    let Some(audit) = &loaded.config.audit else {
+        return ExitCode::SUCCESS;
+    };
+    let key_file = loaded.resolve(&audit.value.key_file);
+    match crate::audit::rotate_key(&key_file, &mut rand::rng()) {
+        Ok((id, older)) => {
+            println!(
+                "{}: key {id} seals the audit records written from the next start on",
+                key_file.display()
+            );
+            println!(
+                "older keys {older:?} stay in the file: the records sealed under them are never sealed again (the chain covers them); delete a line only once retention removed the last of its records"
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

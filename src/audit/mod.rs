@@ -18,7 +18,29 @@ pub mod merkle;
 pub mod sink;
 pub mod trail;
 
+use std::path::Path;
+
+use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
+
+use crate::identity::{KeyError, Keyring, MasterKey};
+
+/// Puts a new current key into the audit key file (`wardgate keys rotate`): records written
+/// from the next start on are sealed under it. Records already written stay sealed under the
+/// keys they were written with (the chain and the signed checkpoints cover their sealed bytes,
+/// so they are never sealed again), and those keys stay in the file until retention has removed
+/// the last of their records. Returns the new key's id and the older ones.
+pub fn rotate_key<R: CryptoRng + ?Sized>(
+    key_file: &Path,
+    rng: &mut R,
+) -> Result<(u32, Vec<u32>), KeyError> {
+    let keyring = Keyring::read_file(key_file)?;
+    let older = keyring.key_ids();
+    let key = MasterKey::generate(keyring.next_id(), rng);
+    let id = key.id();
+    keyring.with_current(key)?.replace_file(key_file)?;
+    Ok((id, older))
+}
 
 /// Which records a query keeps: each filter given must match (`wardgate audit query`,
 /// `GET /admin/audit`).

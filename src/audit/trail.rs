@@ -1052,6 +1052,42 @@ mod tests {
     }
 
     #[test]
+    fn after_a_key_rotation_new_records_use_the_new_key_and_old_ones_still_open() {
+        let written = written(3);
+        let key_file = written.dir.path().join("audit.key");
+        written.keyring.write_new_file(&key_file).unwrap();
+        let (id, older) = crate::audit::rotate_key(&key_file, &mut rand::rng()).unwrap();
+        assert_eq!((id, older), (2, vec![1]));
+        let rotated = Arc::new(Keyring::read_file(&key_file).unwrap());
+        let signer = AssertionKey::load_or_create(&written.dir.path().join("signing.key"))
+            .unwrap()
+            .0;
+        let (mut trail, _) = Trail::open(
+            &written.trail(),
+            rotated.clone(),
+            signer,
+            RULES,
+            Vec::new(),
+            T0,
+        )
+        .unwrap();
+        assert_eq!(trail.append(T0 + 3, b"{}").unwrap(), 3);
+        trail.sync().unwrap();
+        let (found, _) = frames(&read(&trail.segment_path).unwrap());
+        let last = found.last().unwrap();
+        assert_eq!(
+            crate::identity::seal::sealed_key_id(&last.sealed).unwrap(),
+            2
+        );
+        let all = records(&written.trail(), &rotated).unwrap();
+        assert_eq!(all.len(), 4, "the old records open with the rotated file");
+        let old_only = records(&written.trail(), &written.keyring);
+        assert!(old_only.is_err(), "the new record needs the new key");
+        let verified = verify(&written.trail(), &written.public, Some(&rotated), &[]).unwrap();
+        assert_eq!(verified.opened, 4);
+    }
+
+    #[test]
     fn a_changed_byte_names_its_record_with_or_without_the_key() {
         let written = written(10);
         let (path, span) = written.record(2);

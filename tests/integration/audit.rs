@@ -456,3 +456,41 @@ async fn a_gateway_killed_under_load_has_the_decision_of_every_request_it_forwar
         "forwarded without a decision on disk: {lost:?}"
     );
 }
+
+#[tokio::test]
+async fn keys_rotate_gives_the_trail_a_new_key_and_every_record_still_opens() {
+    let upstream = MockUpstream::recording().await;
+    let gateway = TestGateway::start(&config(&upstream.url())).await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    link(&gateway, "dana", "p7").await;
+    let (status, _, _) = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = gateway.stop().await;
+    let before = records(dir.path()).len();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["keys", "rotate", "--config"])
+        .arg(dir.path().join("gateway.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("key 2 seals the audit records"), "{text}");
+    let keys = std::fs::read_to_string(dir.path().join("audit.key")).unwrap();
+    let ids: Vec<&str> = keys
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(':').next())
+        .collect();
+    assert_eq!(ids, ["1", "2"], "the old key stays for the old records");
+
+    let gateway = TestGateway::start_in(dir, &config(&upstream.url())).await;
+    let (status, _, _) = get_as(&gateway, "/open/x", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = gateway.stop().await;
+    let all = records(dir.path());
+    assert!(all.len() > before);
+    assert!(all.iter().any(|r| r["path"] == "/open/x"), "{all:?}");
+    let (ok, text) = verify_cli(dir.path());
+    assert!(ok, "{text}");
+    assert!(text.contains(&format!("{} opened", all.len())), "{text}");
+}
