@@ -151,14 +151,20 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-#[tokio::test]
-async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
-    let upstream = MockUpstream::recording().await;
+/// A gateway on which dana, a dermatologist on p7's care team, has read p7's notes once.
+async fn dana_read_the_notes(upstream: &MockUpstream) -> (TestGateway, String) {
     let gateway = TestGateway::start(&config(&upstream.url())).await;
     let dana = person(&gateway, "dana", &["dermatologist"]).await;
     link(&gateway, "dana", "p7").await;
     let (status, _, _) = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await;
     assert_eq!(status, StatusCode::OK);
+    (gateway, dana)
+}
+
+#[tokio::test]
+async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
+    let upstream = MockUpstream::recording().await;
+    let (gateway, dana) = dana_read_the_notes(&upstream).await;
     let (status, code, _) = get_as(&gateway, "/api/patients/p7/labs/1", &dana).await;
     assert_eq!(
         (status, code.as_str()),
@@ -460,11 +466,7 @@ async fn a_gateway_killed_under_load_has_the_decision_of_every_request_it_forwar
 #[tokio::test]
 async fn keys_rotate_gives_the_trail_a_new_key_and_every_record_still_opens() {
     let upstream = MockUpstream::recording().await;
-    let gateway = TestGateway::start(&config(&upstream.url())).await;
-    let dana = person(&gateway, "dana", &["dermatologist"]).await;
-    link(&gateway, "dana", "p7").await;
-    let (status, _, _) = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await;
-    assert_eq!(status, StatusCode::OK);
+    let (gateway, _) = dana_read_the_notes(&upstream).await;
     let dir = gateway.stop().await;
     let before = records(dir.path()).len();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
