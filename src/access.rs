@@ -3,10 +3,13 @@
 //! the admin API alike, so that every interface keeps the same rules (the requester never
 //! decides their own request, whichever door they come through). HTTP-free.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::audit::sink::AuditSink;
+use crate::audit::{AuditRecord, Query};
 use crate::auth::events::{SecurityEvent, SecurityEvents};
 use crate::body::RequestBody;
 use crate::identity::{StoreError, UserId};
@@ -76,6 +79,15 @@ pub struct Access {
     events: SecurityEvents,
     /// Where break-glass uses are announced, if anywhere.
     alert: Option<Alert>,
+    /// The audit trail, which says what was seen under each break-glass use.
+    audit: Option<Arc<AuditSink>>,
+}
+
+/// A break-glass use waiting for review, with the requests the audit trail recorded under it
+/// (how each ended; oldest first; none without a trail).
+pub struct Waiting {
+    pub request: AccessRequest,
+    pub seen: Vec<AuditRecord>,
 }
 
 fn unavailable(error: StoreError) -> Refused {
@@ -109,12 +121,14 @@ impl Access {
         stores: Stores,
         events: SecurityEvents,
         alert: Option<Alert>,
+        audit: Option<Arc<AuditSink>>,
     ) -> Self {
         Self {
             policy,
             stores,
             events,
             alert,
+            audit,
         }
     }
 
@@ -233,20 +247,53 @@ impl Access {
     }
 
     /// The break-glass uses waiting for review, for reviewers.
-    pub async fn reviews(&self, actor: &Actor<'_>) -> Result<Vec<AccessRequest>, Refused> {
+    pub async fn reviews(&self, actor: &Actor<'_>) -> Result<Vec<Waiting>, Refused> {
         if !self.policy.may_review(actor.roles) {
             return Err(Refusal::ReviewNotReviewer.into());
         }
+        self.review_queue().await
+    }
+
+    /// The break-glass uses waiting for review, each with what the audit trail recorded under
+    /// it (one scan of the trail); 503 `WG-AUDIT-001` when the trail cannot be read.
+    pub async fn review_queue(&self) -> Result<Vec<Waiting>, Refused> {
         let all = self
             .stores
             .relations
             .requests()
             .await
             .map_err(unavailable)?;
-        Ok(all
+        let mut waiting: Vec<Waiting> = all
             .into_iter()
             .filter(AccessRequest::awaits_review)
-            .collect())
+            .map(|request| Waiting {
+                request,
+                seen: Vec::new(),
+            })
+            .collect();
+        let (Some(audit), false) = (&self.audit, waiting.is_empty()) else {
+            return Ok(waiting);
+        };
+        let ended = Query {
+            kind: Some("request".into()),
+            ..Query::default()
+        };
+        let records = audit
+            .query(ended)
+            .await
+            .map_err(|error| Refused::because(Refusal::AuditUnavailable, &error))?;
+        let mut under: HashMap<String, &mut Vec<AuditRecord>> = waiting
+            .iter_mut()
+            .map(|w| (w.request.id.to_string(), &mut w.seen))
+            .collect();
+        for record in &records {
+            for id in &record.grants {
+                if let Some(seen) = under.get_mut(id) {
+                    seen.push(record.clone());
+                }
+            }
+        }
+        Ok(waiting)
     }
 
     /// A reviewer's verdict on a break-glass use.
@@ -406,5 +453,26 @@ impl Access {
 pub fn describe(request: &AccessRequest, policy: &AccessPolicy, now: u64) -> serde_json::Value {
     let mut value = serde_json::to_value(request).unwrap_or_default();
     value["status"] = request.status(&policy.grants, now).as_str().into();
+    value
+}
+
+/// A break-glass use waiting for review as the APIs show it: [`describe`], and `seen`, the
+/// requests made under it (time, method, path, categories, decision, status).
+pub fn describe_waiting(waiting: &Waiting, policy: &AccessPolicy, now: u64) -> serde_json::Value {
+    let mut value = describe(&waiting.request, policy, now);
+    value["seen"] = waiting
+        .seen
+        .iter()
+        .map(|record| {
+            serde_json::json!({
+                "time": record.time,
+                "method": record.method,
+                "path": record.path,
+                "categories": record.categories,
+                "decision": record.decision,
+                "status": record.status,
+            })
+        })
+        .collect();
     value
 }

@@ -236,11 +236,10 @@ pub async fn break_glass(
     let describe = |r: &AccessRequest| access::describe(r, &access.policy, now);
     match (method, segments.as_slice()) {
         (&Method::GET, []) => {
-            let all = stores.relations.requests().await.map_err(store_failed)?;
-            let waiting: Vec<Value> = all
+            let queue = access.review_queue().await.map_err(|r| r.refusal())?;
+            let waiting: Vec<Value> = queue
                 .iter()
-                .filter(|r| r.awaits_review())
-                .map(describe)
+                .map(|w| access::describe_waiting(w, &access.policy, now))
                 .collect();
             Ok((StatusCode::OK, json!({ "requests": waiting })))
         }

@@ -140,7 +140,10 @@ pub async fn handle(
         }
         (paths::REVIEWS_API, _) => {
             let waiting = access.reviews(&actor).await?;
-            let listed: Vec<_> = waiting.iter().map(describe).collect();
+            let listed: Vec<_> = waiting
+                .iter()
+                .map(|w| access::describe_waiting(w, &access.policy, now))
+                .collect();
             Ok(json::ok(&json!({ "requests": listed })))
         }
         (paths::REVIEW_API, _) => {

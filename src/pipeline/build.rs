@@ -184,8 +184,14 @@ impl Gateway {
             strip_headers: settings.strip_headers,
             clock,
             access: settings.policy.clone().map(|policy| {
-                let alert = settings.break_glass_alert;
-                Arc::new(Access::new(policy, identity_stores, access_events, alert))
+                let (alert, audit) = (settings.break_glass_alert, audit.clone());
+                Arc::new(Access::new(
+                    policy,
+                    identity_stores,
+                    access_events,
+                    alert,
+                    audit,
+                ))
             }),
             policy: settings.policy,
             relations,

@@ -5,17 +5,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::*;
-use crate::policy::{ROUTES, get_as, link, person};
+use crate::policy::{POLICY, ROUTES, get_as, link, person};
+use crate::sessions::{call, post_as};
 use wardgate::audit::trail;
 
-const AUDIT: &str = r#"policy:
+const DERMATOLOGY: &str = r#"policy:
   categories: { demographics: {}, labs: {}, notes: {} }
   roles:
     dermatologist: { care_team: [demographics, notes], request: [labs] }
-audit:
+"#;
+
+const TRAIL: &str = r#"audit:
   path: audit/
   key_file: audit.key
   signing_key: audit-signing.key
@@ -29,7 +32,7 @@ fn config(upstream: &str) -> String {
     config_with(
         &format!("  ehr: {{ url: \"{upstream}\" }}"),
         &format!("{ROUTES}\n  - {{ name: open, path: /open/**, upstream: ehr, auth: none }}"),
-        AUDIT,
+        &format!("{DERMATOLOGY}{TRAIL}"),
     )
 }
 
@@ -495,4 +498,67 @@ async fn keys_rotate_gives_the_trail_a_new_key_and_every_record_still_opens() {
     let (ok, text) = verify_cli(dir.path());
     assert!(ok, "{text}");
     assert!(text.contains(&format!("{} opened", all.len())), "{text}");
+}
+
+#[tokio::test]
+async fn the_break_glass_review_queue_shows_what_the_trail_recorded_under_each_use() {
+    let upstream = MockUpstream::recording().await;
+    let upstreams = format!("  ehr: {{ url: \"{}\" }}", upstream.url());
+    let gateway = TestGateway::start(&config_with(
+        &upstreams,
+        ROUTES,
+        &format!("{POLICY}{TRAIL}"),
+    ))
+    .await;
+    let paul = person(&gateway, "paul", &["physician"]).await;
+    let pia = person(&gateway, "pia", &["privacy-officer"]).await;
+    let emergency =
+        json!({ "patient": "p7", "reason": "unconscious", "text": "found unresponsive" });
+    let opened = post_as(
+        &gateway,
+        "/.wardgate/api/access/break-glass",
+        &paul,
+        emergency,
+    )
+    .await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    let id = opened.body["request"]["id"].as_str().unwrap().to_owned();
+    for path in ["/api/patients/p7/labs/1", "/api/patients/p7/notes/2"] {
+        assert_eq!(get_as(&gateway, path, &paul).await.0, StatusCode::OK);
+    }
+    let (status, _, _) = get_as(&gateway, "/api/patients/p8/labs/1", &paul).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "another patient: not under the access"
+    );
+
+    let (status, _, body) = call(&gateway, "/.wardgate/api/access/reviews", Some(&pia), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let queue: Value = serde_json::from_str(&body).unwrap();
+    let waiting = &queue["requests"][0];
+    assert_eq!(waiting["id"], id.as_str(), "{queue}");
+    let seen: Vec<(&str, &str, u64)> = waiting["seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["path"].as_str().unwrap(),
+                s["categories"][0].as_str().unwrap(),
+                s["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/api/patients/p7/labs/1", "labs", 200),
+            ("/api/patients/p7/notes/2", "notes", 200)
+        ],
+        "{queue}"
+    );
+    let listed = admin(&gateway, http::Method::GET, "/admin/break-glass", "").await;
+    assert_eq!(listed["requests"][0]["seen"], waiting["seen"], "{listed}");
+    gateway.stop().await;
 }

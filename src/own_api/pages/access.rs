@@ -40,6 +40,7 @@ use serde::de::IntoDeserializer;
 use super::login::{see_other, session_post};
 use super::{Form, PageRequest, page, render};
 use crate::access::{Access, Actor, Emergency, Verdict};
+use crate::audit::AuditRecord;
 use crate::auth::login::Login;
 use crate::body::ResponseBody;
 use crate::own_api::paths;
@@ -87,6 +88,8 @@ struct Row {
     /// The reason code of a break-glass access.
     emergency: Option<String>,
     comments: Vec<String>,
+    /// On the reviewers' page: what was seen under a break-glass use, from the audit trail.
+    seen: Vec<String>,
 }
 
 impl Row {
@@ -121,8 +124,22 @@ impl Row {
             ends,
             emergency: emergency.map(|e| e.reason_code.clone()),
             comments,
+            seen: Vec::new(),
         }
     }
+}
+
+/// One request the audit trail recorded: when, what, how it ended.
+fn seen_line(record: &AuditRecord) -> String {
+    format!(
+        "{} {} {} ({}): {} {}",
+        when(record.time),
+        record.method.as_deref().unwrap_or("-"),
+        record.path.as_deref().unwrap_or("-"),
+        record.categories.join(", "),
+        record.decision.as_deref().unwrap_or("-"),
+        record.status.map_or_else(|| "-".into(), |s| s.to_string()),
+    )
 }
 
 /// Rows that say who asked.
@@ -285,11 +302,13 @@ pub async fn handle(
                 paths::BREAK_GLASS_PAGE => break_glass_form(access, &live, &request),
                 paths::APPROVALS_PAGE => {
                     let pending = access.pending(&Actor::in_session(&live), now).await?;
-                    queue(access, &APPROVALS, &pending, &request).await
+                    queue(access, &APPROVALS, &pending, &[], &request).await
                 }
                 _ => {
                     let waiting = access.reviews(&Actor::in_session(&live)).await?;
-                    queue(access, &REVIEWS, &waiting, &request).await
+                    let (requests, seen): (Vec<_>, Vec<_>) =
+                        waiting.into_iter().map(|w| (w.request, w.seen)).unzip();
+                    queue(access, &REVIEWS, &requests, &seen, &request).await
                 }
             }
         }
@@ -383,18 +402,24 @@ async fn mine(access: &Access, live: &Live, now: u64) -> Result<Response<Respons
     page(StatusCode::OK, &MinePage { rows }, None)
 }
 
-/// The page of a queue listing `waiting`.
+/// The page of a queue listing `waiting`, each with what the audit trail recorded under it
+/// (`seen`, on the reviewers' page).
 async fn queue(
     access: &Access,
     queue: &Queue,
     waiting: &[AccessRequest],
+    seen: &[Vec<AuditRecord>],
     request: &PageRequest<'_>,
 ) -> Result<Response<ResponseBody>, Refused> {
     let csrf = request.form_token();
+    let mut rows = rows_with_requester(access, waiting, request.now).await?;
+    for (row, records) in rows.iter_mut().zip(seen) {
+        row.seen = records.iter().map(seen_line).collect();
+    }
     let listed = QueuePage {
         csrf: csrf.token.as_str(),
         queue,
-        rows: rows_with_requester(access, waiting, request.now).await?,
+        rows,
     };
     page(StatusCode::OK, &listed, Some(&csrf))
 }
