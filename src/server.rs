@@ -306,6 +306,7 @@ impl Bound {
         }
         side_tasks.spawn(drain_histograms(telemetry.clone()));
         if let Some((sink, events)) = security {
+            sink.record(&lifecycle("gateway_started", (self.clock)()));
             let clock = self.clock.clone();
             side_tasks.spawn(crate::audit::sink::keep_security_events(
                 sink, events, clock,
@@ -389,6 +390,24 @@ impl Bound {
         // (dropping `phase` on return would do the same: a closed channel ends the wait too).
         phase.send_replace(Phase::Closing);
         side_tasks.shutdown().await;
+        // The trail's last word, on disk: everything queued before it is too.
+        if let Some(sink) = self.gateway.audit() {
+            let stopped = lifecycle("gateway_stopped", (self.clock)());
+            if sink.durable(&stopped).await.is_err() {
+                tracing::error!(target: "wardgate::audit", "the audit trail could not record the stop: records queued since the last group may be lost");
+            }
+        }
+    }
+}
+
+/// A record of the gateway starting or stopping (`event`), with its version.
+fn lifecycle(event: &str, now: u64) -> crate::audit::AuditRecord {
+    crate::audit::AuditRecord {
+        kind: "security".into(),
+        time: now,
+        event: Some(event.into()),
+        fields: Some(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })),
+        ..crate::audit::AuditRecord::default()
     }
 }
 

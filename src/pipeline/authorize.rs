@@ -164,7 +164,8 @@ impl Gateway {
     }
 
     /// Phase 10 on a FHIR route: the answer, once every resource in it has been decided; a
-    /// search answer without the entries that are not allowed.
+    /// search answer without the entries that are not allowed. With it, for a read decided on
+    /// its answer (a read by id), whose data it is and on what basis it may be shown.
     pub(super) async fn check_fhir_answer(
         &self,
         response: Response<ResponseBody>,
@@ -172,7 +173,7 @@ impl Gateway {
         authorized: Option<&Allowed>,
         live: &Live,
         now: u64,
-    ) -> Result<Response<ResponseBody>, Refused> {
+    ) -> Result<(Response<ResponseBody>, Option<Allowed>), Refused> {
         let (Some(access), Some(map)) = (
             self.policy.as_deref(),
             self.policy.as_ref().and_then(|p| p.fhir.as_ref()),
@@ -196,7 +197,7 @@ impl Gateway {
                     Unread::Failed => unchecked("the FHIR answer stalled or broke off"),
                 })?;
         if bytes.is_empty() {
-            return Ok(Response::from_parts(parts, ResponseBody::from(bytes)));
+            return Ok((Response::from_parts(parts, ResponseBody::from(bytes)), None));
         }
         let json = matches!(
             media_type(&parts.headers).as_deref(),
@@ -215,10 +216,17 @@ impl Gateway {
         }
         if !(read.lists && fhir::is_list(&answer)) {
             let carries = map.classify(&answer);
-            if decisions.shown(&carries).await? {
-                return Ok(Response::from_parts(parts, ResponseBody::from(bytes)));
+            if !decisions.shown(&carries).await? {
+                return Err(Refusal::FhirNotShown.into());
             }
-            return Err(Refusal::FhirNotShown.into());
+            let shown = match (&carries, authorized) {
+                (Carries::Patient { patient, .. }, None) => decisions.allowed(patient),
+                _ => None,
+            };
+            return Ok((
+                Response::from_parts(parts, ResponseBody::from(bytes)),
+                shown,
+            ));
         }
         let mut answer = answer;
         let mut shown = Vec::new();
@@ -234,14 +242,17 @@ impl Gateway {
             shown.push(decisions.shown(&carries).await?);
         }
         if !fhir::filter_bundle(&mut answer, &shown) {
-            return Ok(Response::from_parts(parts, ResponseBody::from(bytes)));
+            return Ok((Response::from_parts(parts, ResponseBody::from(bytes)), None));
         }
         let filtered = Bytes::from(answer.to_string());
         parts.headers.remove(header::ETAG);
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(filtered.len()));
-        Ok(Response::from_parts(parts, ResponseBody::from(filtered)))
+        Ok((
+            Response::from_parts(parts, ResponseBody::from(filtered)),
+            None,
+        ))
     }
 }
 
@@ -303,6 +314,19 @@ impl<'a> Decisions<'a> {
                 };
                 policy::decide(plan, on_care_team, grant)
             }
+        })
+    }
+
+    /// What was decided for `patient`, when every decision made for them allows.
+    fn allowed(&self, patient: &str) -> Option<Allowed> {
+        let made = self.made.get(patient)?;
+        let decisions = made
+            .iter()
+            .map(|(category, made)| made.ok().map(|basis| (*category, basis)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Allowed {
+            patient: patient.to_owned(),
+            decisions,
         })
     }
 

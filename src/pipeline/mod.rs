@@ -164,7 +164,7 @@ impl Gateway {
             _ => authorize::Authorized::default(),
         };
         if let (Some(_), Some(live), Some(audit)) = (&target.data, live.as_deref(), &self.audit) {
-            record.access = Some(self.record_access(live, &authorized));
+            record.access = Some(self.record_access(live, authorized.allowed.as_ref()));
             // 11, ahead: the decision is on disk before patient data can leave.
             record::audit_decision(audit, record, &target.labels).await?;
         }
@@ -189,9 +189,16 @@ impl Gateway {
         // 10. response, on a FHIR route: what the answer carries is decided before it leaves.
         if let (Some(read), Some(live)) = (&authorized.fhir, live.as_deref()) {
             let allowed = authorized.allowed.as_ref();
-            answer.response = self
+            let (response, shown) = self
                 .check_fhir_answer(answer.response, read, allowed, live, now)
                 .await?;
+            answer.response = response;
+            if let (Some(shown), Some(_)) = (shown, &self.audit) {
+                // A read by id names its patient only in the answer: the end record says
+                // whose data left, whole (it no longer leans on the decision record).
+                record.access = Some(self.record_access(live, Some(&shown)));
+                record.decided = None;
+            }
         }
 
         // 10. response (the route's part; the rest applies to every response in `handle`)

@@ -18,7 +18,7 @@ use crate::refused::Refused;
 use crate::session::Live;
 use crate::telemetry::{Finished, RecordAccess, RequestRecord, RouteLabels, Telemetry};
 
-use super::authorize::Authorized;
+use super::authorize::Allowed;
 use super::build::Gateway;
 
 impl Gateway {
@@ -46,10 +46,10 @@ impl Gateway {
         }
     }
 
-    /// What the audit trail keeps of a patient-data request's decision.
-    pub(super) fn record_access(&self, live: &Live, authorized: &Authorized) -> RecordAccess {
+    /// What the audit trail keeps of a patient-data request's decision (`allowed`).
+    pub(super) fn record_access(&self, live: &Live, allowed: Option<&Allowed>) -> RecordAccess {
         let roles = live.roles.clone();
-        let (Some(allowed), Some(policy)) = (&authorized.allowed, self.policy.as_deref()) else {
+        let (Some(allowed), Some(policy)) = (allowed, self.policy.as_deref()) else {
             // A FHIR read by id, decided on its answer, or a request for no patient's data.
             return RecordAccess {
                 roles,

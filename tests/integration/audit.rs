@@ -18,7 +18,7 @@ const DERMATOLOGY: &str = r#"policy:
     dermatologist: { care_team: [demographics, notes], request: [labs] }
 "#;
 
-const TRAIL: &str = r#"audit:
+pub(crate) const TRAIL: &str = r#"audit:
   path: audit/
   key_file: audit.key
   signing_key: audit-signing.key
@@ -45,7 +45,7 @@ fn public_key(dir: &Path) -> Vec<u8> {
 
 /// Every record of the trail in `dir`, opened.
 /// The records as stored, each with its sequence number added as `seq`.
-fn records(dir: &Path) -> Vec<Value> {
+pub(crate) fn records(dir: &Path) -> Vec<Value> {
     let keyring = wardgate::identity::Keyring::read_file(&dir.join("audit.key")).unwrap();
     trail::records(&dir.join("audit"), &keyring)
         .unwrap()
@@ -245,6 +245,9 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
         .collect();
     assert_eq!(logins.len(), 1, "{all:?}");
     assert_eq!(logins[0]["fields"]["user"], "dana");
+    // The gateway's start and, last, its stop, on disk after everything queued before it.
+    assert!(all.iter().any(|r| r["event"] == "gateway_started"), "{all:?}");
+    assert_eq!(all.last().unwrap()["event"], "gateway_stopped");
     let serialized = serde_json::to_string(&all).unwrap();
     assert!(
         !serialized.contains("wgs_") && !serialized.contains(&dana),
@@ -478,7 +481,8 @@ async fn keys_rotate_gives_the_trail_a_new_key_and_every_record_still_opens() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{text}");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}{errors}");
     assert!(text.contains("key 2 seals the audit records"), "{text}");
     let keys = std::fs::read_to_string(dir.path().join("audit.key")).unwrap();
     let ids: Vec<&str> = keys

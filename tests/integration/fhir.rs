@@ -168,6 +168,11 @@ async fn xml_server() -> MockUpstream {
 }
 
 async fn gateway(fhir: &MockUpstream, xml: &MockUpstream) -> TestGateway {
+    gateway_with(fhir, xml, "").await
+}
+
+/// The FHIR gateway, with `more` config after the policy.
+async fn gateway_with(fhir: &MockUpstream, xml: &MockUpstream, more: &str) -> TestGateway {
     let config = config_with(
         &format!(
             "  fhir: {{ url: \"{}\" }}\n  legacy: {{ url: \"{}\" }}",
@@ -187,9 +192,48 @@ async fn gateway(fhir: &MockUpstream, xml: &MockUpstream) -> TestGateway {
     auth: session
     patient_data: true
     fhir: true"#,
-        POLICY,
+        &format!("{POLICY}{more}"),
     );
     TestGateway::start(&config).await
+}
+
+#[tokio::test]
+async fn a_read_by_id_is_recorded_with_the_patient_its_answer_names() {
+    let (fhir, xml) = (fhir_server().await, xml_server().await);
+    let gateway = gateway_with(&fhir, &xml, crate::audit::TRAIL).await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    link(&gateway, "dana", "example").await;
+    let (status, _, _) = get_as(&gateway, "/fhir/Observation/example", &dana).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get_as(&gateway, "/fhir/Observation/r1", &dana).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let dir = gateway.stop().await;
+    let all = crate::audit::records(dir.path());
+    let read = all
+        .iter()
+        .find(|r| r["kind"] == "request" && r["path"] == "/fhir/Observation/example")
+        .unwrap();
+    assert_eq!(
+        (
+            &read["patient"],
+            &read["categories"],
+            &read["purpose_of_use"]
+        ),
+        (&json!("example"), &json!(["vitals"]), &json!("TREAT")),
+        "{read}"
+    );
+    assert!(read.get("decided_in").is_none(), "whole: {read}");
+    // Refused on its answer: the end record of the forwarded request names no one.
+    let decided = all
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["path"] == "/fhir/Observation/r1")
+        .unwrap();
+    let refused = all
+        .iter()
+        .find(|r| r["kind"] == "request" && r["decided_in"] == decided["seq"])
+        .unwrap();
+    assert_eq!(refused["code"], "WG-FHIR-007");
+    assert!(refused.get("patient").is_none(), "{refused}");
 }
 
 /// Asserts that `token`'s GET of `path` is refused with `status` and `code`.
