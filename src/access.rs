@@ -6,16 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::audit::sink::AuditSink;
 use crate::audit::{AuditRecord, Query};
 use crate::auth::events::{SecurityEvent, SecurityEvents};
-use crate::body::RequestBody;
+use crate::hook::Hook;
 use crate::identity::{StoreError, UserId};
 use crate::policy::AccessPolicy;
 use crate::policy::grants::{AccessRequest, Asked, GrantError, GrantId, Outcome, Status};
-use crate::proxy::UpstreamClient;
 use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::session::Live;
@@ -54,12 +51,6 @@ impl<'a> Actor<'a> {
     }
 }
 
-/// Where break-glass uses are announced: an upstream's client and the path on it.
-pub struct Alert {
-    pub client: Arc<UpstreamClient>,
-    pub path: String,
-}
-
 /// A break-glass use, as the person opens it.
 pub struct Emergency<'a> {
     pub patient: &'a str,
@@ -78,7 +69,7 @@ pub struct Access {
     stores: Stores,
     events: SecurityEvents,
     /// Where break-glass uses are announced, if anywhere.
-    alert: Option<Alert>,
+    alert: Option<Hook>,
     /// The audit trail, which says what was seen under each break-glass use.
     audit: Option<Arc<AuditSink>>,
 }
@@ -120,7 +111,7 @@ impl Access {
         policy: Arc<AccessPolicy>,
         stores: Stores,
         events: SecurityEvents,
-        alert: Option<Alert>,
+        alert: Option<Hook>,
         audit: Option<Arc<AuditSink>>,
     ) -> Self {
         Self {
@@ -147,35 +138,11 @@ impl Access {
             "reason": opened.reason,
             "at": opened.created,
         });
-        let Ok(uri) = alert.client.uri_for(&alert.path, None) else {
-            tracing::error!(target: "wardgate::security", "break-glass alert: the alert path is not a valid URI");
-            return;
-        };
-        let request = http::Request::post(uri)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(RequestBody::Buffered(Some(Bytes::from(
-                summary.to_string(),
-            ))));
-        let (Ok(request), client, grant) = (request, alert.client.clone(), opened.id) else {
-            return;
-        };
-        tokio::spawn(async move {
-            match client.send(request).await {
-                Ok(response) if response.status().is_success() => {}
-                Ok(response) => tracing::error!(
-                    target: "wardgate::security",
-                    %grant,
-                    status = response.status().as_u16(),
-                    "break-glass alert refused by its receiver"
-                ),
-                Err(failure) => tracing::error!(
-                    target: "wardgate::security",
-                    %grant,
-                    cause = failure.cause,
-                    "break-glass alert could not be delivered"
-                ),
-            }
-        });
+        alert.post(
+            "break_glass_alert",
+            &summary,
+            &tokio::runtime::Handle::current(),
+        );
     }
 
     async fn report(&self, user: &str, action: &'static str, request: &AccessRequest) {

@@ -17,6 +17,7 @@ pub mod config;
 pub mod deadlines;
 pub mod demo;
 pub mod hardening;
+pub mod hook;
 pub mod identity;
 pub mod own_api;
 pub mod path;

@@ -34,7 +34,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
 use crate::assertion::AssertionKey;
-use crate::audit::sink::AuditSink;
+use crate::audit::sink::{AuditSink, CheckpointSinks};
 use crate::audit::trail::Trail;
 use crate::body::ResponseBody;
 use crate::clock::Clock;
@@ -481,7 +481,14 @@ fn open_audit_trail(files: &AuditFiles, clock: &Clock) -> Result<AuditSink, Star
             "the audit trail ended in a half-written record (a crash): it was cut off; no request waited on it"
         );
     }
-    AuditSink::start(trail, clock.clone()).map_err(StartError::AuditThread)
+    let sinks = CheckpointSinks {
+        webhook: files
+            .webhook
+            .clone()
+            .zip(tokio::runtime::Handle::try_current().ok()),
+        syslog: files.syslog.clone(),
+    };
+    AuditSink::start(trail, clock.clone(), sinks).map_err(StartError::AuditThread)
 }
 
 /// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening

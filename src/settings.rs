@@ -19,7 +19,6 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
-use crate::access::Alert;
 use crate::auth::lockout::{LockoutConfigError, LockoutPolicy};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashError, Hasher, Policy};
@@ -28,6 +27,7 @@ use crate::auth::webauthn::{RelyingParty, WebAuthnConfigError};
 use crate::config::{
     AuthMode, IdentityField, Loaded, PatientSource, Route, Sanitize, Server as Limits, Tls,
 };
+use crate::hook::Hook;
 use crate::own_api::paths;
 use crate::policy::{AccessPolicy, DataRule, PatientAt, PolicyError};
 use crate::proxy::{self, TrustedProxies, UpstreamClient};
@@ -60,7 +60,7 @@ pub struct Settings {
     /// The access policy (`policy:`), when there is one.
     pub policy: Option<Arc<AccessPolicy>>,
     /// Where break-glass uses are announced (`policy.break_glass.alert`).
-    pub break_glass_alert: Option<Alert>,
+    pub break_glass_alert: Option<Hook>,
     /// The certificate files, paths resolved (they are read, or made, at the start).
     pub tls: Tls,
     /// Where the data directory and the master key are, paths resolved.
@@ -103,6 +103,9 @@ pub struct AuditFiles {
     pub dev_generate_key: bool,
     pub copies: Vec<PathBuf>,
     pub rules: crate::audit::trail::TrailRules,
+    /// Where checkpoints are sent besides `copies`.
+    pub webhook: Option<Hook>,
+    pub syslog: Option<crate::audit::sink::Syslog>,
 }
 
 /// The addresses to listen on (`listen:`, `demo_backend.listen`).
@@ -225,7 +228,7 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
         .and_then(|policy| policy.value.break_glass.as_ref()?.alert.as_ref())
         .and_then(|alert| {
             // `config::load` refused an alert on an unknown upstream.
-            Some(Alert {
+            Some(Hook {
                 client: upstreams.get(&alert.upstream)?.clone(),
                 path: alert.path.clone(),
             })
@@ -292,6 +295,17 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
                     segment_bytes: audit.segment_size.0,
                     retention: audit.retention.map(|r| r.0.as_secs()),
                 },
+                // `config::load` refused a webhook on an unknown upstream, and a bad syslog.
+                webhook: audit.checkpoint_webhook.as_ref().and_then(|hook| {
+                    Some(Hook {
+                        client: upstreams.get(&hook.upstream)?.clone(),
+                        path: hook.path.clone(),
+                    })
+                }),
+                syslog: audit
+                    .checkpoint_syslog
+                    .as_deref()
+                    .and_then(|s| crate::audit::sink::Syslog::parse(s).ok()),
             }
         }),
         log_requests: config.log.requests,

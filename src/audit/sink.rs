@@ -28,10 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use std::path::PathBuf;
 
-use super::trail::{self, Trail, TrailError};
+use super::trail::{self, Checkpoint, Trail, TrailError};
 use super::{AuditRecord, Query, Reader};
 use crate::auth::events::SecurityEvent;
 use crate::clock::Clock;
+use crate::hook::Hook;
 use crate::identity::seal::Keyring;
 
 /// Keeps every security event in the trail (the channel is lossless: `emit` waits for this
@@ -60,6 +61,78 @@ const RETENTION_EVERY: u64 = 3600;
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// …and, once the gateway is shutting down, gives up after this many tries (and says so).
 const LAST_TRIES: u32 = 20;
+
+/// A syslog receiver of checkpoints: `udp://HOST:PORT`, or `unix:PATH` (a datagram socket such
+/// as `/dev/log`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Syslog {
+    Udp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Syslog {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(address) = text.strip_prefix("udp://") {
+            return address
+                .parse()
+                .map(Syslog::Udp)
+                .map_err(|_| format!("`{text}`: udp://IP:PORT, e.g. udp://127.0.0.1:514"));
+        }
+        match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Ok(Syslog::Unix(PathBuf::from(path))),
+            _ => Err(format!(
+                "`{text}`: udp://IP:PORT or unix:/ABSOLUTE/PATH (e.g. unix:/dev/log)"
+            )),
+        }
+    }
+
+    fn send(&self, line: &str) -> std::io::Result<()> {
+        match self {
+            Syslog::Udp(address) => {
+                let local = if address.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                std::net::UdpSocket::bind(local)?.send_to(line.as_bytes(), address)?;
+            }
+            Syslog::Unix(path) => {
+                std::os::unix::net::UnixDatagram::unbound()?.send_to(line.as_bytes(), path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where checkpoints go besides the trail's own files: out of the gateway's host, so that
+/// whoever owns it cannot quietly rewrite history.
+#[derive(Clone, Default)]
+pub struct CheckpointSinks {
+    /// A webhook, and the runtime its POSTs run on.
+    pub webhook: Option<(Hook, tokio::runtime::Handle)>,
+    pub syslog: Option<Syslog>,
+}
+
+impl CheckpointSinks {
+    /// Sends `checkpoint` to each sink; a failure is an `ERROR` line, never a failed write.
+    fn send(&self, checkpoint: &Checkpoint) {
+        let Ok(json) = serde_json::to_value(checkpoint) else {
+            return;
+        };
+        if let Some((hook, runtime)) = &self.webhook {
+            hook.post("audit_checkpoint", &json, runtime);
+        }
+        if let Some(syslog) = &self.syslog {
+            let line = format!(
+                "<86>1 {} - wardgate - checkpoint - {json}",
+                super::export::rfc3339(checkpoint.time)
+            );
+            if let Err(error) = syslog.send(&line) {
+                tracing::error!(target: "wardgate::audit", %error, "the checkpoint could not be sent to syslog");
+            }
+        }
+    }
+}
 
 /// The trail could not be written (the cause is in the log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -93,14 +166,14 @@ impl Drop for AuditSink {
 
 impl AuditSink {
     /// Starts the writer thread over `trail`; it ends when every handle is gone.
-    pub fn start(trail: Trail, clock: Clock) -> std::io::Result<Self> {
+    pub fn start(trail: Trail, clock: Clock, sinks: CheckpointSinks) -> std::io::Result<Self> {
         let reader = trail.reader();
         let (queue, entries) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = healthy.clone();
         let writer = std::thread::Builder::new()
             .name("wardgate-audit".into())
-            .spawn(move || write(trail, entries, &flag, &clock))?;
+            .spawn(move || write(trail, entries, &flag, &clock, &sinks))?;
         Ok(Self {
             queue: Some(queue),
             healthy,
@@ -176,6 +249,7 @@ fn write(
     mut entries: mpsc::UnboundedReceiver<Entry>,
     healthy: &AtomicBool,
     clock: &Clock,
+    sinks: &CheckpointSinks,
 ) {
     let mut group: Vec<Entry> = Vec::with_capacity(GROUP);
     let mut failures = 0;
@@ -194,7 +268,7 @@ fn write(
                 Err(_) => break,
             }
         }
-        let (appended, written) = write_group(&mut trail, &group, clock());
+        let (appended, written) = write_group(&mut trail, &group, clock(), sinks);
         if let Err(error) = &written {
             tracing::error!(target: "wardgate::audit", %error, "the audit trail cannot be written: patient-data routes answer 503 WG-AUDIT-001");
             if let Err(error) = trail.recover() {
@@ -232,10 +306,13 @@ fn write(
             failures = 0;
         }
     }
-    if trail.unsigned() > 0
-        && let Err(error) = trail.checkpoint(clock())
-    {
-        tracing::error!(target: "wardgate::audit", %error, "the last checkpoint could not be written");
+    if trail.unsigned() > 0 {
+        match trail.checkpoint(clock()) {
+            Ok(checkpoint) => sinks.send(&checkpoint),
+            Err(error) => {
+                tracing::error!(target: "wardgate::audit", %error, "the last checkpoint could not be written");
+            }
+        }
     }
 }
 
@@ -277,7 +354,12 @@ fn sequence(
 
 /// Appends the group (all or none), syncs when anyone waits (or a checkpoint is due),
 /// checkpoints when due: how many records were appended, and the first one's sequence number.
-fn write_group(trail: &mut Trail, group: &[Entry], now: u64) -> (usize, Result<u64, TrailError>) {
+fn write_group(
+    trail: &mut Trail,
+    group: &[Entry],
+    now: u64,
+    sinks: &CheckpointSinks,
+) -> (usize, Result<u64, TrailError>) {
     let records = group
         .iter()
         .map(|entry| (entry.time, entry.record.as_slice()));
@@ -286,7 +368,9 @@ fn write_group(trail: &mut Trail, group: &[Entry], now: u64) -> (usize, Result<u
         Err(error) => return (0, Err(error)),
     };
     let synced = if trail.checkpoint_due(now) {
-        trail.checkpoint(now).map(|_| ())
+        trail
+            .checkpoint(now)
+            .map(|checkpoint| sinks.send(&checkpoint))
     } else if group.iter().any(|entry| entry.durable.is_some()) {
         trail.sync()
     } else {
@@ -324,7 +408,7 @@ mod tests {
                 .unwrap()
                 .0
         };
-        let sink = AuditSink::start(open(), Arc::new(|| T0)).unwrap();
+        let sink = AuditSink::start(open(), Arc::new(|| T0), CheckpointSinks::default()).unwrap();
         let record = |time| AuditRecord {
             kind: "request".into(),
             time,
@@ -336,7 +420,12 @@ mod tests {
             sink.record(&record(T0));
         }
         drop(sink);
-        let sink = AuditSink::start(open(), Arc::new(move || T0 + 31 * DAY)).unwrap();
+        let sink = AuditSink::start(
+            open(),
+            Arc::new(move || T0 + 31 * DAY),
+            CheckpointSinks::default(),
+        )
+        .unwrap();
         sink.record(&record(T0 + 31 * DAY));
         drop(sink);
         let kept = trail::records(&path, &keyring).unwrap();

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::audit::sink::Syslog;
 use crate::auth::password::PasswordConfig;
 use crate::policy::PolicyConfig;
 use crate::ratelimit::{RateLimits, RouteRateLimit};
@@ -261,6 +262,11 @@ pub struct Audit {
     /// Records older than this are removed, a whole segment at a time (e.g. `2190d`, HIPAA's
     /// common six years); absent, every record is kept.
     pub retention: Option<HumanDuration>,
+    /// Every checkpoint is also POSTed (JSON) to this path on one of `upstreams`.
+    pub checkpoint_webhook: Option<crate::hook::HookConfig>,
+    /// Every checkpoint is also sent as an RFC 5424 line to this syslog: `udp://HOST:PORT` or
+    /// `unix:/dev/log` (a datagram socket).
+    pub checkpoint_syslog: Option<String>,
 }
 
 impl Default for Audit {
@@ -275,8 +281,37 @@ impl Default for Audit {
             checkpoint_copies: Vec::new(),
             segment_size: ByteSize(64 * 1024 * 1024),
             retention: None,
+            checkpoint_webhook: None,
+            checkpoint_syslog: None,
         }
     }
+}
+
+/// A hook (`key`) names a configured upstream and a path on it.
+fn check_hook<T>(
+    file: &Path,
+    config: &Config,
+    span: &Spanned<T>,
+    key: &str,
+    hook: &crate::hook::HookConfig,
+) -> Result<(), ConfigError> {
+    if !config.upstreams.contains_key(&hook.upstream) {
+        return Err(ConfigError::at(
+            file,
+            span,
+            format!("{key}.upstream"),
+            format!("no upstream named `{}` under `upstreams`", hook.upstream),
+        ));
+    }
+    if !hook.path.starts_with('/') {
+        return Err(ConfigError::at(
+            file,
+            span,
+            format!("{key}.path"),
+            "must start with `/`",
+        ));
+    }
+    Ok(())
 }
 
 /// Six years of 365 days, in seconds: HIPAA's retention for documentation (164.316(b)(2)).
@@ -808,22 +843,7 @@ fn validate_policy(
             .as_ref()
             .and_then(|b| b.alert.as_ref())
     {
-        if !config.upstreams.contains_key(&alert.upstream) {
-            return Err(ConfigError::at(
-                file,
-                span,
-                "policy.break_glass.alert.upstream",
-                format!("no upstream named `{}` under `upstreams`", alert.upstream),
-            ));
-        }
-        if !alert.path.starts_with('/') {
-            return Err(ConfigError::at(
-                file,
-                span,
-                "policy.break_glass.alert.path",
-                "must start with `/`",
-            ));
-        }
+        check_hook(file, config, span, "policy.break_glass.alert", alert)?;
     }
     for (index, route) in config.routes.value.iter().enumerate() {
         let key = |field: &str| format!("routes[{index}].{field}");
@@ -982,6 +1002,17 @@ fn validate_audit(
     };
     if let Some((key, message)) = problem {
         return Err(ConfigError::at(file, span, format!("audit.{key}"), message));
+    }
+    if let Some(hook) = &audit.checkpoint_webhook {
+        check_hook(file, config, span, "audit.checkpoint_webhook", hook)?;
+    }
+    if let Some(Err(message)) = audit.checkpoint_syslog.as_deref().map(Syslog::parse) {
+        return Err(ConfigError::at(
+            file,
+            span,
+            "audit.checkpoint_syslog",
+            message,
+        ));
     }
     if audit.dev_generate_key {
         warnings.push(Warning(

@@ -78,15 +78,7 @@ pub struct BreakGlassConfig {
     /// Where every break-glass use is announced at once: a POST of a JSON summary to `path`
     /// on one of `upstreams` (its TLS and timeouts).
     #[serde(default)]
-    pub alert: Option<AlertConfig>,
-}
-
-/// `policy.break_glass.alert`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertConfig {
-    pub upstream: String,
-    pub path: String,
+    pub alert: Option<crate::hook::HookConfig>,
 }
 
 fn default_break_glass_duration() -> HumanDuration {

@@ -246,7 +246,10 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
     assert_eq!(logins.len(), 1, "{all:?}");
     assert_eq!(logins[0]["fields"]["user"], "dana");
     // The gateway's start and, last, its stop, on disk after everything queued before it.
-    assert!(all.iter().any(|r| r["event"] == "gateway_started"), "{all:?}");
+    assert!(
+        all.iter().any(|r| r["event"] == "gateway_started"),
+        "{all:?}"
+    );
     assert_eq!(all.last().unwrap()["event"], "gateway_stopped");
     let serialized = serde_json::to_string(&all).unwrap();
     assert!(
@@ -565,4 +568,75 @@ async fn the_break_glass_review_queue_shows_what_the_trail_recorded_under_each_u
     let listed = admin(&gateway, http::Method::GET, "/admin/break-glass", "").await;
     assert_eq!(listed["requests"][0]["seen"], waiting["seen"], "{listed}");
     gateway.stop().await;
+}
+
+#[tokio::test]
+async fn checkpoints_also_go_to_a_webhook_and_syslog_and_verify_from_there() {
+    let upstream = MockUpstream::recording().await;
+    let hooks = MockUpstream::recording().await;
+    let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let sinks = format!(
+        "  checkpoint_webhook: {{ upstream: hooks, path: /hooks/checkpoints }}\n  checkpoint_syslog: udp://{}\n",
+        syslog.local_addr().unwrap()
+    );
+    let upstreams = format!(
+        "  ehr: {{ url: \"{}\" }}\n  hooks: {{ url: \"{}\" }}",
+        upstream.url(),
+        hooks.url()
+    );
+    let gateway = TestGateway::start(&config_with(
+        &upstreams,
+        ROUTES,
+        &format!("{DERMATOLOGY}{TRAIL}{sinks}"),
+    ))
+    .await;
+    let dana = person(&gateway, "dana", &["dermatologist"]).await;
+    link(&gateway, "dana", "p7").await;
+    assert_eq!(
+        get_as(&gateway, "/api/patients/p7/notes/1", &dana).await.0,
+        StatusCode::OK
+    );
+    let dir = gateway.stop().await;
+    // Every checkpoint, as the webhook received it: the POSTs run in the background.
+    let mut posted = Vec::new();
+    for _ in 0..200 {
+        posted = hooks.seen();
+        if posted.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(posted.len() >= 2, "{posted:?}");
+    let mut received = String::new();
+    for post in &posted {
+        assert_eq!(
+            (post.method.as_str(), post.uri.path()),
+            ("POST", "/hooks/checkpoints")
+        );
+        received.push_str(std::str::from_utf8(&post.body).unwrap());
+        received.push('\n');
+    }
+    let copy = dir.path().join("from-the-webhook.jsonl");
+    std::fs::write(&copy, &received).unwrap();
+    let verified = trail::verify(
+        &dir.path().join("audit"),
+        &public_key(dir.path()),
+        None,
+        &[copy],
+    )
+    .unwrap();
+    assert!(verified.checkpoints >= posted.len() * 2, "{verified:?}");
+    // And as syslog lines.
+    let mut buffer = [0u8; 4096];
+    let size = syslog.recv(&mut buffer).unwrap();
+    let line = std::str::from_utf8(&buffer[..size]).unwrap();
+    assert!(line.starts_with("<86>1 "), "{line}");
+    let checkpoint: Value = serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap();
+    assert!(
+        checkpoint["signature"].is_string() && checkpoint["size"].is_u64(),
+        "{line}"
+    );
 }

@@ -459,6 +459,18 @@ fn the_audit_trail_keeps_its_keys_outside_and_checks_its_rules() {
             "audit: { retention: 23h }\n",
             "audit.retention: at least 1d",
         ),
+        (
+            "audit: { checkpoint_webhook: { upstream: nowhere, path: /hooks } }\n",
+            "audit.checkpoint_webhook.upstream: no upstream named `nowhere`",
+        ),
+        (
+            "audit: { checkpoint_syslog: \"tcp://127.0.0.1:514\" }\n",
+            "audit.checkpoint_syslog: `tcp://127.0.0.1:514`: udp://IP:PORT or unix:",
+        ),
+        (
+            "audit: { checkpoint_syslog: \"udp://localhost:514\" }\n",
+            "audit.checkpoint_syslog: `udp://localhost:514`: udp://IP:PORT",
+        ),
     ] {
         let found = refused(audit);
         assert!(found.starts_with(expected), "{found}\nexpected {expected}");
