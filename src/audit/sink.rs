@@ -141,7 +141,8 @@ pub struct AuditUnavailable;
 
 struct Entry {
     time: u64,
-    record: Vec<u8>,
+    /// The record's JSON; `None` for a barrier, answered once everything before it is written.
+    record: Option<Vec<u8>>,
     durable: Option<oneshot::Sender<Result<u64, AuditUnavailable>>>,
 }
 
@@ -182,8 +183,11 @@ impl AuditSink {
         })
     }
 
-    /// The records `query` keeps, oldest first (every record is read and opened: a scan).
+    /// The records `query` keeps, oldest first (every record is read and opened: a scan),
+    /// including every record queued before the query (when the trail can be written).
     pub async fn query(&self, query: Query) -> Result<Vec<AuditRecord>, TrailError> {
+        // A failing trail is read as far as it was written: the error is in the log already.
+        let _ = self.wait(0, None).await;
         let (dir, keyring) = self.reader.clone();
         let read = tokio::task::spawn_blocking(move || trail::records(&dir, &keyring))
             .await
@@ -209,7 +213,7 @@ impl AuditSink {
         if let Ok(bytes) = encode(record) {
             let entry = Entry {
                 time: record.time,
-                record: bytes,
+                record: Some(bytes),
                 durable: None,
             };
             if self.send(entry).is_err() {
@@ -221,10 +225,15 @@ impl AuditSink {
     /// Writes `record` and waits until it is on disk: its sequence number.
     pub async fn durable(&self, record: &AuditRecord) -> Result<u64, AuditUnavailable> {
         let bytes = encode(record).map_err(|_| AuditUnavailable)?;
+        self.wait(record.time, Some(bytes)).await
+    }
+
+    /// Sends an entry that waits for its group to be on disk, and waits.
+    async fn wait(&self, time: u64, record: Option<Vec<u8>>) -> Result<u64, AuditUnavailable> {
         let (done, written) = oneshot::channel();
         let entry = Entry {
-            time: record.time,
-            record: bytes,
+            time,
+            record,
             durable: Some(done),
         };
         self.send(entry)?;
@@ -275,13 +284,23 @@ fn write(
                 tracing::error!(target: "wardgate::audit", %error, "the audit trail cannot be reopened");
             }
         }
-        healthy.store(written.is_ok(), Ordering::Release);
+        // A group of barriers alone wrote nothing: it says nothing of the disk.
+        if group.iter().any(|entry| entry.record.is_some()) {
+            healthy.store(written.is_ok(), Ordering::Release);
+        }
         if written.is_ok() && clock() >= next_retention {
             next_retention = clock() + RETENTION_EVERY;
             expire(&mut trail, clock());
         }
         let answered = std::mem::take(&mut group);
-        for (index, (mut entry, seq)) in answered.into_iter().zip(sequence(&written)).enumerate() {
+        let mut records = 0;
+        for (index, mut entry) in answered.into_iter().enumerate() {
+            // A record's sequence number; a barrier's is that of the next record.
+            let seq = match &written {
+                Ok(first) => Ok(first + records),
+                Err(_) => Err(AuditUnavailable),
+            };
+            records += u64::from(entry.record.is_some());
             match entry.durable.take() {
                 Some(done) => {
                     let _ = done.send(seq);
@@ -342,16 +361,6 @@ fn expire(trail: &mut Trail, now: u64) {
     }
 }
 
-/// Each record's answer: its sequence number, or the group's failure.
-fn sequence(
-    written: &Result<u64, TrailError>,
-) -> impl Iterator<Item = Result<u64, AuditUnavailable>> + '_ {
-    (0..).map(move |offset| match written {
-        Ok(first) => Ok(first + offset),
-        Err(_) => Err(AuditUnavailable),
-    })
-}
-
 /// Appends the group (all or none), syncs when anyone waits (or a checkpoint is due),
 /// checkpoints when due: how many records were appended, and the first one's sequence number.
 fn write_group(
@@ -362,7 +371,7 @@ fn write_group(
 ) -> (usize, Result<u64, TrailError>) {
     let records = group
         .iter()
-        .map(|entry| (entry.time, entry.record.as_slice()));
+        .filter_map(|entry| Some((entry.time, entry.record.as_deref()?)));
     let first = match trail.append_all(records) {
         Ok(first) => first,
         Err(error) => return (0, Err(error)),
@@ -388,6 +397,43 @@ mod tests {
 
     const T0: u64 = 1_800_000_000;
     const DAY: u64 = 86_400;
+
+    #[tokio::test]
+    async fn a_query_sees_every_record_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [5; 32]), Vec::new()).unwrap());
+        let signer = AssertionKey::load_or_create(&dir.path().join("signing.key"))
+            .unwrap()
+            .0;
+        let rules = TrailRules {
+            checkpoint_every: 1000,
+            checkpoint_interval: 60,
+            segment_bytes: 1 << 20,
+            retention: None,
+        };
+        let (trail, _) = Trail::open(
+            &dir.path().join("audit"),
+            keyring,
+            signer,
+            rules,
+            Vec::new(),
+            T0,
+        )
+        .unwrap();
+        let sink = AuditSink::start(trail, Arc::new(|| T0), CheckpointSinks::default()).unwrap();
+        for n in 0..500 {
+            sink.record(&AuditRecord {
+                kind: "request".into(),
+                time: T0 + n,
+                ..AuditRecord::default()
+            });
+        }
+        let all = sink.query(Query::default()).await.unwrap();
+        assert_eq!(all.len(), 500, "none still queued");
+        assert!(sink.healthy());
+        let seq = sink.durable(&AuditRecord::default()).await.unwrap();
+        assert_eq!(seq, 500, "a barrier takes no sequence number");
+    }
 
     #[test]
     fn the_writer_applies_the_retention_and_records_what_it_removed() {
