@@ -141,8 +141,8 @@ async fn fhir_server() -> MockUpstream {
 }
 
 /// A legacy FHIR facade that ignores what it is asked for: FHIR XML by default, gzip whether
-/// asked or not (`…/gzipped`), and a condition with a notes field far beyond
-/// `policy.fhir.max_answer` (`…/huge`).
+/// asked or not (`…/gzipped`), a condition with a notes field far beyond
+/// `policy.fhir.max_answer` (`…/huge`), and FHIR JSON labelled as a web page (`…/mislabelled`).
 async fn xml_server() -> MockUpstream {
     MockUpstream::start(|request: Request<Incoming>| async move {
         let path = request.uri().path().to_owned();
@@ -151,6 +151,12 @@ async fn xml_server() -> MockUpstream {
         if path.ends_with("/gzipped") {
             return json
                 .header(header::CONTENT_ENCODING, "gzip")
+                .body(full(condition.to_string()))
+                .unwrap();
+        }
+        if path.ends_with("/mislabelled") {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/html")
                 .body(full(condition.to_string()))
                 .unwrap();
         }
@@ -315,6 +321,25 @@ async fn the_policy_reads_fhir_requests_and_checks_what_the_answers_carry() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(entries(&body), ["Observation/example"]);
+    // The server ignores `category` and answers pat2's lab results too: each entry is decided
+    // on its own category, not on the one the search named.
+    let (status, _, body) = call(
+        &gateway,
+        "/fhir/Observation?patient=pat2&category=vital-signs",
+        Some(&dana),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(entries(&body), ["OperationOutcome/-"], "{body}");
+    let (status, _, body) = call(
+        &gateway,
+        "/fhir/Observation?patient=example&category=vital-signs",
+        Some(&dana),
+        &[],
+    )
+    .await;
+    assert_eq!((status, entries(&body).len()), (StatusCode::OK, 1));
     let verified = assertion_of(&gateway, &fhir, "/fhir/Observation", "fhir").await;
     assert_eq!(verified["purpose_of_use"], "TREAT");
     assert_eq!(verified["patient"], "example");
@@ -439,6 +464,11 @@ async fn the_policy_reads_fhir_requests_and_checks_what_the_answers_carry() {
         ),
         (
             "/legacy/fhir/Condition/huge",
+            StatusCode::BAD_GATEWAY,
+            "WG-FHIR-008",
+        ),
+        (
+            "/legacy/fhir/Condition/mislabelled",
             StatusCode::BAD_GATEWAY,
             "WG-FHIR-008",
         ),
