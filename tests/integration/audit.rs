@@ -640,3 +640,60 @@ async fn checkpoints_also_go_to_a_webhook_and_syslog_and_verify_from_there() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_failure_and_a_client_gone_early_leave_one_record_each() {
+    let (big, mut dropped) = crate::hardening::endless_upstream(64 << 20).await;
+    let upstreams = format!(
+        "  ehr: {{ url: \"{}\" }}\n  dead: {{ url: \"http://127.0.0.1:1\" }}",
+        big.url()
+    );
+    let routes = format!(
+        "{ROUTES}\n  - {{ name: big, path: /big/**, upstream: ehr, auth: none }}\n  - {{ name: dead, path: /dead/**, upstream: dead, auth: none }}"
+    );
+    let gateway = TestGateway::start(&config_with(
+        &upstreams,
+        &routes,
+        &format!("{DERMATOLOGY}{TRAIL}"),
+    ))
+    .await;
+    let (status, code, _) = get_as(&gateway, "/dead/x", "").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{code}");
+    // A client that reads the start of a long answer and leaves.
+    let mut tls = gateway.raw_tls().await;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tls,
+        b"GET /big/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut start = [0u8; 4096];
+    tokio::io::AsyncReadExt::read(&mut tls, &mut start)
+        .await
+        .unwrap();
+    drop(tls);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), dropped.recv())
+            .await
+            .is_ok(),
+        "the gateway let go of the upstream"
+    );
+    let dir = gateway.stop().await;
+    let all = records(dir.path());
+    let ended = |path: &str| -> Vec<&Value> {
+        all.iter()
+            .filter(|r| r["kind"] == "request" && r["path"] == path)
+            .collect()
+    };
+    let failed = ended("/dead/x");
+    assert_eq!(failed.len(), 1, "{all:?}");
+    assert_eq!(
+        (&failed[0]["decision"], &failed[0]["status"]),
+        (&Value::from("failed"), &Value::from(502))
+    );
+    assert!(failed[0]["code"].as_str().unwrap().starts_with("WG-UP-"));
+    let cut = ended("/big/x");
+    assert_eq!(cut.len(), 1, "{all:?}");
+    assert_eq!(cut[0]["complete"], false, "{:?}", cut[0]);
+    assert_eq!(cut[0]["status"], 200);
+}

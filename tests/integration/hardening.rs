@@ -327,7 +327,9 @@ async fn side_listeners_hold_only_their_connection_limit_and_drop_idle_clients()
 // 6. A client that stops reading.
 
 /// An upstream that streams `size` bytes and reports when the gateway dropped its body.
-async fn endless_upstream(size: usize) -> (MockUpstream, tokio::sync::mpsc::Receiver<()>) {
+pub(crate) async fn endless_upstream(
+    size: usize,
+) -> (MockUpstream, tokio::sync::mpsc::Receiver<()>) {
     let (dropped_tx, dropped) = tokio::sync::mpsc::channel::<()>(16);
     let upstream = MockUpstream::start(move |_request: Request<Incoming>| {
         let dropped_tx = dropped_tx.clone();
