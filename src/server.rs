@@ -110,6 +110,8 @@ pub struct Bound {
     clock: Clock,
     /// The security-event channel, shared by the gateway's login and the admin API.
     events: crate::auth::events::SecurityEvents,
+    /// The config file and the SHA-256 of what was loaded from it, for the audit trail.
+    config: (String, String),
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
@@ -158,6 +160,12 @@ impl Bound {
     ) -> Result<Self, StartError> {
         // Every setting that can be wrong, before anything is written or bound.
         let settings = crate::settings::compile(loaded)?;
+        let config = (
+            loaded.file.display().to_string(),
+            std::fs::read(&loaded.file)
+                .map(|text| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text)))
+                .unwrap_or_default(),
+        );
         let (cert, key) = (&settings.tls.cert, &settings.tls.key);
         if tls::would_generate(cert, key, settings.tls.dev_self_signed) {
             tls::generate_dev_certificate(cert, key)?;
@@ -237,6 +245,7 @@ impl Bound {
             server_names,
             clock,
             events,
+            config,
         })
     }
 
@@ -306,7 +315,12 @@ impl Bound {
         }
         side_tasks.spawn(drain_histograms(telemetry.clone()));
         if let Some((sink, events)) = security {
-            sink.record(&lifecycle("gateway_started", (self.clock)()));
+            let mut started = lifecycle("gateway_started", (self.clock)());
+            if let Some(fields) = &mut started.fields {
+                fields["config"] = self.config.0.clone().into();
+                fields["config_sha256"] = self.config.1.clone().into();
+            }
+            sink.record(&started);
             let clock = self.clock.clone();
             side_tasks.spawn(crate::audit::sink::keep_security_events(
                 sink, events, clock,

@@ -246,9 +246,15 @@ async fn every_request_leaves_its_record_and_verify_names_a_changed_one() {
     assert_eq!(logins.len(), 1, "{all:?}");
     assert_eq!(logins[0]["fields"]["user"], "dana");
     // The gateway's start and, last, its stop, on disk after everything queued before it.
-    assert!(
-        all.iter().any(|r| r["event"] == "gateway_started"),
-        "{all:?}"
+    let started = all
+        .iter()
+        .find(|r| r["event"] == "gateway_started")
+        .unwrap();
+    let loaded = std::fs::read(dir.path().join("gateway.yaml")).unwrap();
+    assert_eq!(
+        started["fields"]["config_sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(loaded)),
+        "the configuration loaded: {started}"
     );
     assert_eq!(all.last().unwrap()["event"], "gateway_stopped");
     let serialized = serde_json::to_string(&all).unwrap();
