@@ -6,18 +6,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Deserialize;
 
 use crate::body::RequestBody;
 use crate::proxy::UpstreamClient;
-
-/// `{ upstream, path }` in the config.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HookConfig {
-    pub upstream: String,
-    pub path: String,
-}
 
 /// Where a summary goes: an upstream's client and the path on it.
 #[derive(Clone)]

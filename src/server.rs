@@ -34,7 +34,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
 use crate::assertion::AssertionKey;
-use crate::audit::sink::{AuditSink, CheckpointSinks};
+use crate::audit::sink::{AuditSink, CheckpointSinks, Webhook};
 use crate::audit::trail::Trail;
 use crate::body::ResponseBody;
 use crate::clock::Clock;
@@ -495,11 +495,18 @@ fn open_audit_trail(files: &AuditFiles, clock: &Clock) -> Result<AuditSink, Star
             "the audit trail ended in a half-written record (a crash): it was cut off; no request waited on it"
         );
     }
+    let webhook = files
+        .webhook
+        .clone()
+        .zip(tokio::runtime::Handle::try_current().ok())
+        .map(|(hook, runtime)| {
+            let post = move |checkpoint: &serde_json::Value| {
+                hook.post("audit_checkpoint", checkpoint, &runtime);
+            };
+            Arc::new(post) as Webhook
+        });
     let sinks = CheckpointSinks {
-        webhook: files
-            .webhook
-            .clone()
-            .zip(tokio::runtime::Handle::try_current().ok()),
+        webhook,
         syslog: files.syslog.clone(),
     };
     AuditSink::start(trail, clock.clone(), sinks).map_err(StartError::AuditThread)

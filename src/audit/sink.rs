@@ -32,7 +32,6 @@ use super::trail::{self, Checkpoint, Trail, TrailError};
 use super::{AuditRecord, Query, Reader};
 use crate::auth::events::SecurityEvent;
 use crate::clock::Clock;
-use crate::hook::Hook;
 use crate::identity::seal::Keyring;
 
 /// Keeps every security event in the trail (the channel is lossless: `emit` waits for this
@@ -108,10 +107,12 @@ impl Syslog {
 /// whoever owns it cannot quietly rewrite history.
 #[derive(Clone, Default)]
 pub struct CheckpointSinks {
-    /// A webhook, and the runtime its POSTs run on.
-    pub webhook: Option<(Hook, tokio::runtime::Handle)>,
+    pub webhook: Option<Webhook>,
     pub syslog: Option<Syslog>,
 }
+
+/// Hands a checkpoint (JSON) to a webhook, in the background (`hook::Hook::post`).
+pub type Webhook = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
 
 impl CheckpointSinks {
     /// Sends `checkpoint` to each sink; a failure is an `ERROR` line, never a failed write.
@@ -119,8 +120,8 @@ impl CheckpointSinks {
         let Ok(json) = serde_json::to_value(checkpoint) else {
             return;
         };
-        if let Some((hook, runtime)) = &self.webhook {
-            hook.post("audit_checkpoint", &json, runtime);
+        if let Some(webhook) = &self.webhook {
+            webhook(&json);
         }
         if let Some(syslog) = &self.syslog {
             let line = format!(

@@ -16,7 +16,6 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::audit::sink::Syslog;
 use crate::auth::password::PasswordConfig;
 use crate::policy::PolicyConfig;
 use crate::ratelimit::{RateLimits, RouteRateLimit};
@@ -263,7 +262,7 @@ pub struct Audit {
     /// common six years); absent, every record is kept.
     pub retention: Option<HumanDuration>,
     /// Every checkpoint is also POSTed (JSON) to this path on one of `upstreams`.
-    pub checkpoint_webhook: Option<crate::hook::HookConfig>,
+    pub checkpoint_webhook: Option<crate::policy::HookConfig>,
     /// Every checkpoint is also sent as an RFC 5424 line to this syslog: `udp://HOST:PORT` or
     /// `unix:/dev/log` (a datagram socket).
     pub checkpoint_syslog: Option<String>,
@@ -293,7 +292,7 @@ fn check_hook<T>(
     config: &Config,
     span: &Spanned<T>,
     key: &str,
-    hook: &crate::hook::HookConfig,
+    hook: &crate::policy::HookConfig,
 ) -> Result<(), ConfigError> {
     if !config.upstreams.contains_key(&hook.upstream) {
         return Err(ConfigError::at(
@@ -1006,7 +1005,11 @@ fn validate_audit(
     if let Some(hook) = &audit.checkpoint_webhook {
         check_hook(file, config, span, "audit.checkpoint_webhook", hook)?;
     }
-    if let Some(Err(message)) = audit.checkpoint_syslog.as_deref().map(Syslog::parse) {
+    if let Some(Err(message)) = audit
+        .checkpoint_syslog
+        .as_deref()
+        .map(crate::audit::sink::Syslog::parse)
+    {
         return Err(ConfigError::at(
             file,
             span,

@@ -78,7 +78,16 @@ pub struct BreakGlassConfig {
     /// Where every break-glass use is announced at once: a POST of a JSON summary to `path`
     /// on one of `upstreams` (its TLS and timeouts).
     #[serde(default)]
-    pub alert: Option<crate::hook::HookConfig>,
+    pub alert: Option<HookConfig>,
+}
+
+/// A webhook in the config: a path on one of `upstreams` (break-glass alerts, the audit
+/// trail's checkpoints; see `hook`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    pub upstream: String,
+    pub path: String,
 }
 
 fn default_break_glass_duration() -> HumanDuration {
