@@ -531,11 +531,26 @@ async fn break_glass_opens_one_record_at_once_is_reported_and_waits_for_review()
         admin(&gateway, Method::POST, &path, &body).await["error"],
         "WG-GRANT-002"
     );
+    // A comment is at most MAX_REASON characters.
+    let longest = "é".repeat(wardgate::access::MAX_REASON);
+    let verdict =
+        |comment: &str| json!({ "request": id, "outcome": "appropriate", "comment": comment });
+    let overlong = post_as(
+        &gateway,
+        "/.wardgate/api/access/review",
+        &priv_,
+        verdict(&format!("{longest}x")),
+    )
+    .await;
+    assert_eq!(
+        (overlong.status, overlong.body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("WG-GRANT-006"))
+    );
     let done = post_as(
         &gateway,
         "/.wardgate/api/access/review",
         &priv_,
-        review("appropriate"),
+        verdict(&longest),
     )
     .await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
