@@ -239,7 +239,13 @@ impl Gateway {
             let carries = entry
                 .get("resource")
                 .map_or(Carries::Unknown, |resource| map.classify(resource));
-            shown.push(decisions.shown(&carries).await?);
+            // A search names one patient: another's entries are the server's mistake, shown to
+            // no one (the request's audit record names only the patient it asked for).
+            let asked = match (&carries, authorized) {
+                (Carries::Patient { patient, .. }, Some(allowed)) => *patient == allowed.patient,
+                _ => true,
+            };
+            shown.push(asked && decisions.shown(&carries).await?);
         }
         if !fhir::filter_bundle(&mut answer, &shown) {
             return Ok((Response::from_parts(parts, ResponseBody::from(bytes)), None));

@@ -142,7 +142,8 @@ async fn fhir_server() -> MockUpstream {
 
 /// A legacy FHIR facade that ignores what it is asked for: FHIR XML by default, gzip whether
 /// asked or not (`…/gzipped`), a condition with a notes field far beyond
-/// `policy.fhir.max_answer` (`…/huge`), and FHIR JSON labelled as a web page (`…/mislabelled`).
+/// `policy.fhir.max_answer` (`…/huge`), FHIR JSON labelled as a web page (`…/mislabelled`),
+/// and an Observation search answered with pat2's lab results whoever was asked for.
 async fn xml_server() -> MockUpstream {
     MockUpstream::start(|request: Request<Incoming>| async move {
         let path = request.uri().path().to_owned();
@@ -153,6 +154,21 @@ async fn xml_server() -> MockUpstream {
                 .header(header::CONTENT_ENCODING, "gzip")
                 .body(full(condition.to_string()))
                 .unwrap();
+        }
+        if path.ends_with("/Observation") {
+            // A search that ignores its `patient`: pat2's lab results, whoever was asked for.
+            let report: Value =
+                serde_json::from_str(&fixture("diagnosticreport-example.json")).unwrap();
+            let labs: Vec<Value> = report["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["resource"]["resourceType"] == "Observation")
+                .take(2)
+                .map(|e| json!({ "resource": e["resource"], "search": { "mode": "match" } }))
+                .collect();
+            let bundle = json!({ "resourceType": "Bundle", "type": "searchset", "entry": labs });
+            return json.body(full(bundle.to_string())).unwrap();
         }
         if path.ends_with("/mislabelled") {
             return Response::builder()
@@ -548,6 +564,31 @@ async fn a_physician_sees_only_her_patients_and_an_operator_nothing() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(entries(&body), ["OperationOutcome/-"]);
+    // On pat2's care team too, she still gets only the patient she searched for: a server that
+    // answers with someone else's results shows them to no one.
+    link(&gateway, "paula", "pat2").await;
+    let (status, _, body) = call(
+        &gateway,
+        "/legacy/fhir/Observation?patient=example&category=laboratory",
+        Some(&paula),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(entries(&body), ["OperationOutcome/-"], "{body}");
+    let (status, _, body) = call(
+        &gateway,
+        "/legacy/fhir/Observation?patient=pat2&category=laboratory",
+        Some(&paula),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        entries(&body),
+        ["Observation/r1", "Observation/r2"],
+        "{body}"
+    );
 
     let olga = person(&gateway, "olga", &["operator"]).await;
     for path in ["/fhir/Patient/example", "/fhir/Condition?patient=example"] {
