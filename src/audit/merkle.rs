@@ -240,6 +240,7 @@ mod tests {
             hex::encode(empty_root()),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+        assert_eq!(root(&[]), empty_root(), "the tree of no records");
         assert_eq!(
             hex::encode(leaf_hash(b"")),
             "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
