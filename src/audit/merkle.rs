@@ -329,6 +329,11 @@ mod tests {
                     }
                 }
             }
+            let size = tree.size();
+            assert_eq!(tree.root(0), Some(empty_root()));
+            assert_eq!(tree.root(size + 1), None, "more than it holds");
+            assert_eq!(tree.inclusion(size, size), None, "no such leaf");
+            assert_eq!(tree.inclusion(cut as u64, size + 1), None, "no such tree");
             let resumed = Frontier::resume(frontier.size(), frontier.subtrees().to_vec());
             assert_eq!(resumed.as_ref(), Some(&frontier));
         }
