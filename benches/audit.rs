@@ -53,8 +53,15 @@ fn writes(c: &mut Criterion) {
     };
     let trail_dir = dir.path().join("audit");
     let (trail, _) = Trail::open(&trail_dir, keyring, signer, rules, Vec::new(), 0).unwrap();
-    let sink =
-        Arc::new(AuditSink::start(trail, Arc::new(|| 1_800_000_000), Default::default()).unwrap());
+    let sink = Arc::new(
+        AuditSink::start(
+            trail,
+            Arc::new(|| 1_800_000_000),
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap(),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .build()

@@ -204,7 +204,11 @@ impl Bound {
             assertion,
             events: events.clone(),
             audit: match &settings.audit {
-                Some(files) => Some(Arc::new(open_audit_trail(files, &clock)?)),
+                Some(files) => Some(Arc::new(open_audit_trail(
+                    files,
+                    &clock,
+                    telemetry.audit_gauges(),
+                )?)),
                 None => None,
             },
         };
@@ -469,7 +473,11 @@ fn load_keyring(
 /// Loads the audit keys (generating the sealing key in development mode, loudly), opens the
 /// trail and starts its writer: a trail that cannot be opened, or whose chain is broken, stops
 /// the start before any port is bound.
-fn open_audit_trail(files: &AuditFiles, clock: &Clock) -> Result<AuditSink, StartError> {
+fn open_audit_trail(
+    files: &AuditFiles,
+    clock: &Clock,
+    gauges: crate::audit::sink::Gauges,
+) -> Result<AuditSink, StartError> {
     let keyring = load_keyring(
         &files.key_file,
         None,
@@ -509,7 +517,7 @@ fn open_audit_trail(files: &AuditFiles, clock: &Clock) -> Result<AuditSink, Star
         webhook,
         syslog: files.syslog.clone(),
     };
-    AuditSink::start(trail, clock.clone(), sinks).map_err(StartError::AuditThread)
+    AuditSink::start(trail, clock.clone(), sinks, gauges).map_err(StartError::AuditThread)
 }
 
 /// HTTP/1.x straight from hyper, not through `auto`: `auto` first reads the client's opening

@@ -34,6 +34,8 @@ const REFUSALS: &str = "wardgate_refusals_total";
 const CONNECTIONS_ENDED: &str = "wardgate_connections_ended_total";
 const UPKEEP_REMOVED: &str = "wardgate_upkeep_removed_total";
 const UPKEEP_FAILURES: &str = "wardgate_upkeep_failures_total";
+const AUDIT_PENDING: &str = "wardgate_audit_records_pending";
+const AUDIT_WRITABLE: &str = "wardgate_audit_trail_writable";
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -153,6 +155,16 @@ impl Telemetry {
             None,
             "Upkeep sweeps that failed (store error or panic); the next one retries".into(),
         );
+        recorder.describe_gauge(
+            KeyName::from(AUDIT_PENDING),
+            None,
+            "Audit records queued and not yet written (it grows only while the trail cannot be written)".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from(AUDIT_WRITABLE),
+            None,
+            "1 while the audit trail's last group was written, 0 while it cannot be".into(),
+        );
         let open_connections =
             recorder.register_gauge(&Key::from_static_name(OPEN_CONNECTIONS), &METADATA);
         let tls_failures =
@@ -164,6 +176,18 @@ impl Telemetry {
             open_connections,
             tls_failures,
         })
+    }
+
+    /// The audit trail's gauges: records pending, and whether it can be written.
+    pub fn audit_gauges(&self) -> crate::audit::sink::Gauges {
+        let gauge = |name| {
+            self.recorder
+                .register_gauge(&Key::from_static_name(name), &METADATA)
+        };
+        crate::audit::sink::Gauges {
+            pending: gauge(AUDIT_PENDING),
+            writable: gauge(AUDIT_WRITABLE),
+        }
     }
 
     /// Whether requests are logged (the record then keeps the path).

@@ -135,6 +135,24 @@ impl CheckpointSinks {
     }
 }
 
+/// What `/metrics` shows of the writer (no-ops by default).
+#[derive(Clone)]
+pub struct Gauges {
+    /// Records queued and not yet written.
+    pub pending: metrics::Gauge,
+    /// 1 while the last group was written, 0 while the trail cannot be.
+    pub writable: metrics::Gauge,
+}
+
+impl Default for Gauges {
+    fn default() -> Self {
+        Self {
+            pending: metrics::Gauge::noop(),
+            writable: metrics::Gauge::noop(),
+        }
+    }
+}
+
 /// The trail could not be written (the cause is in the log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the audit trail cannot be written")]
@@ -155,6 +173,8 @@ pub struct AuditSink {
     /// The trail's directory and keys: queries read the segments beside the writer (a frame
     /// being written reads as a torn end, and is left for the next query).
     reader: (PathBuf, Arc<Keyring>),
+    /// Counts the records queued.
+    pending: metrics::Gauge,
 }
 
 impl Drop for AuditSink {
@@ -168,19 +188,26 @@ impl Drop for AuditSink {
 
 impl AuditSink {
     /// Starts the writer thread over `trail`; it ends when every handle is gone.
-    pub fn start(trail: Trail, clock: Clock, sinks: CheckpointSinks) -> std::io::Result<Self> {
+    pub fn start(
+        trail: Trail,
+        clock: Clock,
+        sinks: CheckpointSinks,
+        gauges: Gauges,
+    ) -> std::io::Result<Self> {
         let reader = trail.reader();
         let (queue, entries) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
-        let flag = healthy.clone();
+        let (flag, writer_gauges, pending) = (healthy.clone(), gauges.clone(), gauges.pending);
+        gauges.writable.set(1.0);
         let writer = std::thread::Builder::new()
             .name("wardgate-audit".into())
-            .spawn(move || write(trail, entries, &flag, &clock, &sinks))?;
+            .spawn(move || write(trail, entries, &flag, &clock, &sinks, &writer_gauges))?;
         Ok(Self {
             queue: Some(queue),
             healthy,
             writer: Some(writer),
             reader,
+            pending,
         })
     }
 
@@ -206,7 +233,12 @@ impl AuditSink {
 
     fn send(&self, entry: Entry) -> Result<(), AuditUnavailable> {
         let queue = self.queue.as_ref().ok_or(AuditUnavailable)?;
-        queue.send(entry).map_err(|_| AuditUnavailable)
+        let record = entry.record.is_some();
+        queue.send(entry).map_err(|_| AuditUnavailable)?;
+        if record {
+            self.pending.increment(1.0);
+        }
+        Ok(())
     }
 
     /// Enqueues `record`; it is written with the next group.
@@ -260,6 +292,7 @@ fn write(
     healthy: &AtomicBool,
     clock: &Clock,
     sinks: &CheckpointSinks,
+    gauges: &Gauges,
 ) {
     let mut group: Vec<Entry> = Vec::with_capacity(GROUP);
     let mut failures = 0;
@@ -288,6 +321,7 @@ fn write(
         // A group of barriers alone wrote nothing: it says nothing of the disk.
         if group.iter().any(|entry| entry.record.is_some()) {
             healthy.store(written.is_ok(), Ordering::Release);
+            gauges.writable.set(if written.is_ok() { 1.0 } else { 0.0 });
         }
         if written.is_ok() && clock() >= next_retention {
             next_retention = clock() + RETENTION_EVERY;
@@ -301,13 +335,21 @@ fn write(
                 Ok(first) => Ok(first + records),
                 Err(_) => Err(AuditUnavailable),
             };
-            records += u64::from(entry.record.is_some());
-            match entry.durable.take() {
+            let is_record = entry.record.is_some();
+            records += u64::from(is_record);
+            let settled = match entry.durable.take() {
                 Some(done) => {
                     let _ = done.send(seq);
+                    true
                 }
-                None if written.is_err() && index >= appended => group.push(entry),
-                None => {}
+                None if written.is_err() && index >= appended => {
+                    group.push(entry);
+                    false
+                }
+                None => true,
+            };
+            if settled && is_record {
+                gauges.pending.decrement(1.0);
             }
         }
         if written.is_err() {
@@ -421,7 +463,13 @@ mod tests {
             T0,
         )
         .unwrap();
-        let sink = AuditSink::start(trail, Arc::new(|| T0), CheckpointSinks::default()).unwrap();
+        let sink = AuditSink::start(
+            trail,
+            Arc::new(|| T0),
+            CheckpointSinks::default(),
+            Gauges::default(),
+        )
+        .unwrap();
         for n in 0..500 {
             sink.record(&AuditRecord {
                 kind: "request".into(),
@@ -455,7 +503,13 @@ mod tests {
                 .unwrap()
                 .0
         };
-        let sink = AuditSink::start(open(), Arc::new(|| T0), CheckpointSinks::default()).unwrap();
+        let sink = AuditSink::start(
+            open(),
+            Arc::new(|| T0),
+            CheckpointSinks::default(),
+            Gauges::default(),
+        )
+        .unwrap();
         let record = |time| AuditRecord {
             kind: "request".into(),
             time,
@@ -471,6 +525,7 @@ mod tests {
             open(),
             Arc::new(move || T0 + 31 * DAY),
             CheckpointSinks::default(),
+            Gauges::default(),
         )
         .unwrap();
         sink.record(&record(T0 + 31 * DAY));

@@ -382,6 +382,19 @@ async fn patient_routes_refuse_while_the_trail_cannot_be_written_and_recover() {
     let forwarded = upstream.seen().len();
     let (status, _) = admin_get(&gateway, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let metrics = metrics_containing(&gateway, "wardgate_audit_trail_writable 0").await;
+    assert!(
+        metrics.contains("wardgate_audit_trail_writable 0"),
+        "{metrics}"
+    );
+    let pending = |metrics: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("wardgate_audit_records_pending "))
+            .unwrap_or_else(|| panic!("{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(pending(&metrics) >= 1.0, "the end records wait: {metrics}");
     let (status, _, _) = get_as(&gateway, "/open/x", "").await;
     assert_eq!(status, StatusCode::OK, "routes without patient data go on");
     let (status, code, _) = get_as(&gateway, "/api/patients/p7/notes/1", &dana).await;
@@ -409,6 +422,12 @@ async fn patient_routes_refuse_while_the_trail_cannot_be_written_and_recover() {
     }
     assert_eq!(answered, StatusCode::OK);
     assert_eq!(admin_get(&gateway, "/readyz").await.0, StatusCode::OK);
+    let metrics = metrics_containing(&gateway, "wardgate_audit_records_pending 0").await;
+    assert!(
+        metrics.contains("wardgate_audit_trail_writable 1"),
+        "{metrics}"
+    );
+    assert_eq!(pending(&metrics), 0.0, "{metrics}");
     let dir = gateway.stop().await;
     let (ok, text) = verify_cli(dir.path());
     assert!(ok, "{text}");
