@@ -1237,4 +1237,36 @@ mod tests {
         assert_eq!(trail.size(), 6);
         assert_eq!(written.verify().unwrap().records, 6);
     }
+
+    #[test]
+    fn a_torn_frame_before_the_last_segment_is_no_crash_and_stops_the_start() {
+        let written = written(10);
+        let (path, span) = written.record(1);
+        assert_ne!(path, *segments(&written.trail()).unwrap().last().unwrap());
+        let bytes = read(&path).unwrap();
+        fs::write(&path, &bytes[..span.start + 20]).unwrap();
+        assert!(
+            written.open().is_err(),
+            "only the last segment's end can be torn"
+        );
+        assert_eq!(
+            read(&path).unwrap().len(),
+            span.start + 20,
+            "nothing was cut"
+        );
+    }
+
+    #[test]
+    fn only_segment_files_are_read_and_an_unreadable_cut_stops_every_reader() {
+        let written = written(6);
+        let dir = written.trail();
+        fs::write(dir.join("seg-notes.txt"), b"not a segment").unwrap();
+        fs::write(dir.join("backup.wga"), b"not a segment either").unwrap();
+        assert_eq!(written.verify().unwrap().records, 6);
+        assert!(written.open().is_ok());
+        fs::create_dir(dir.join(CUT)).unwrap();
+        assert!(matches!(written.verify(), Err(TrailError::Io { .. })));
+        assert!(written.open().is_err());
+        assert!(records(&dir, &written.keyring).is_err());
+    }
 }
