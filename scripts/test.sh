@@ -16,6 +16,8 @@ cargo clippy --all-targets --locked -- -D warnings
 
 # Chromium, oathtool and playwright-core for the browser and TOTP tests: one place installs them.
 scripts/browser-deps.sh
+# Redis and PostgreSQL, for the private servers the tests of several replicas start.
+scripts/server-deps.sh
 
 echo "== cargo test"
 cargo test --all-targets --locked

@@ -58,6 +58,8 @@ pub enum Purpose {
     TotpSeed,
     WebAuthnCredential,
     Session,
+    /// A ceremony's state while it waits in a store outside the process (Redis).
+    Ceremony,
     /// A record of the audit trail (its own keyring, apart from the identity store's).
     AuditRecord,
 }
@@ -68,6 +70,7 @@ impl Purpose {
             Self::TotpSeed => b"totp-seed",
             Self::WebAuthnCredential => b"webauthn-credential",
             Self::Session => b"session",
+            Self::Ceremony => b"ceremony",
             Self::AuditRecord => b"audit-record",
         }
     }

@@ -496,6 +496,7 @@ impl Sessions {
                 self.forget(|live| live.user == user);
             }
             Revocation::Refresh(user) => self.forget(|live| live.user == user),
+            Revocation::Everything => self.cache.invalidate_all(),
         }
     }
 
@@ -619,7 +620,12 @@ impl Sessions {
             return Ok(Err(Ended::Missing));
         }
         let cache_key = self.keyring.token_hash(token.as_bytes());
-        let live = match self.cache.get(&cache_key) {
+        // A cut feed may have lost a revocation: then only the store's answer counts.
+        let cached = match self.records.feed_is_live() {
+            true => self.cache.get(&cache_key),
+            false => None,
+        };
+        let live = match cached {
             Some(live) => live,
             None => match self.load(token, cache_key).await? {
                 Some(live) => live,

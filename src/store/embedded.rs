@@ -254,6 +254,11 @@ impl SessionStore for Embedded {
     fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.feed.subscribe()
     }
+
+    /// In-process: nothing can cut it.
+    fn feed_is_live(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

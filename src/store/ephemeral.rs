@@ -101,6 +101,21 @@ pub struct Held<T> {
 }
 
 impl<T> Held<T> {
+    /// An entry as a backend outside this module stored it.
+    pub(in crate::store) fn stored(user: UserId, value: T, expires: u64, serial: u64) -> Self {
+        Self {
+            user,
+            value,
+            expires,
+            serial,
+        }
+    }
+
+    /// When it expires and its place in its user's order, for a backend to store.
+    pub(in crate::store) fn age(&self) -> (u64, u64) {
+        (self.expires, self.serial)
+    }
+
     fn map<U>(self, value: U) -> Held<U> {
         Held {
             user: self.user,

@@ -10,6 +10,7 @@
 //! - [`lockouts`]: failure counters and soft locks of login attempts.
 //! - [`keys`]: key material every replica must hold the same of.
 //! - [`embedded`]: the redb backend of the first three.
+//! - `redis` (feature `redis`): sessions, ceremonies, lockouts and limits shared by replicas.
 
 pub mod accounts;
 pub mod credentials;
@@ -17,6 +18,8 @@ pub mod embedded;
 pub mod ephemeral;
 pub mod keys;
 pub mod lockouts;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod relations;
 pub mod sessions;
 

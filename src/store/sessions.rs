@@ -16,6 +16,8 @@
 //! to every subscriber on every replica, the publisher included; [`SessionStore::subscribe`] is
 //! the feed from now on. A subscriber that falls behind is told how much it missed
 //! (`RecvError::Lagged`), and must then drop its whole cache: it cannot know what it missed.
+//! A feed that crosses the network can be cut; while it is, [`SessionStore::feed_is_live`] is
+//! false and caches are bypassed, and when it is back it says [`Revocation::Everything`].
 
 use tokio::sync::broadcast;
 
@@ -39,6 +41,8 @@ pub enum Revocation {
     User(UserId),
     /// The account changed (its roles, say): the sessions stay, the account is read again.
     Refresh(UserId),
+    /// The feed itself was cut: whatever was cached before may be stale, so all of it goes.
+    Everything,
 }
 
 pub trait SessionStore: Send + Sync {
@@ -53,6 +57,9 @@ pub trait SessionStore: Send + Sync {
     fn publish(&self, published: Published) -> Pending<'_, ()>;
     /// Everything published from now on.
     fn subscribe(&self) -> broadcast::Receiver<Published>;
+    /// Whether the feed is whole: false while a shared backend's subscription is down, when a
+    /// revocation may be published elsewhere and never arrive; a cache is not trusted then.
+    fn feed_is_live(&self) -> bool;
 }
 
 #[cfg(test)]

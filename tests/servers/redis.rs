@@ -1,0 +1,106 @@
+//! A private Redis server for one test: its own port on 127.0.0.1 and its own directory, no
+//! persistence, stopped when dropped. `scripts/server-deps.sh` installs `redis-server`; a test
+//! that needs one and finds none fails and says so, it never passes without one.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    server: Mutex<Option<Child>>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let redis = Self {
+            port,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            server: Mutex::new(None),
+        };
+        redis.start_again();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server again on the same port (after [`PrivateRedis::stop`]).
+    pub fn start_again(&self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("redis-server did not start ({error}): run scripts/server-deps.sh")
+            });
+        *self.server.lock().unwrap() = Some(child);
+        wait_for(self.port, self.dir.path());
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as with a
+    /// Redis stuck on a slow disk or a network that drops packets.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.server.lock().unwrap().as_ref().map(Child::id);
+        let pid = pid.expect("the server runs").to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill {signal} {pid}"
+        );
+    }
+
+    /// Stops the server at once, as a crash or a lost network would.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.server.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for(port: u16, dir: &Path) {
+    for _ in 0..500 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "redis-server on port {port} (dir {}) did not answer within 10 s",
+        dir.display()
+    );
+}
