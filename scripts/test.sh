@@ -22,6 +22,11 @@ scripts/server-deps.sh
 echo "== cargo test"
 cargo test --all-targets --locked
 
+# The optional backends (Redis, PostgreSQL) sit behind default features: the build without
+# them must stay whole too.
+echo "== cargo check without the optional backends"
+cargo check --locked --no-default-features
+
 # The fuzz targets (fuzz/, their own workspace) are only built here, not run: an API change in
 # the crate must not leave them broken until the next fuzzing run. libFuzzer is C++.
 echo "== cargo check of the fuzz targets"

@@ -125,6 +125,8 @@ pub enum Refusal {
     PolicyUnavailable,
     /// The audit trail cannot take a patient-data request's decision: nothing is forwarded.
     AuditUnavailable,
+    /// A store outside the process (Redis, PostgreSQL) did not answer: nothing passes.
+    StateUnavailable,
     /// FHIR routes (`policy::fhir`): not a read, search or history the gateway can check.
     FhirUnsupported,
     /// A FHIR search that names no patient, or several.
@@ -398,6 +400,11 @@ impl Refusal {
                 "WG-AUDIT-001",
                 "this request cannot be recorded right now: try again shortly",
             ),
+            Refusal::StateUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "WG-STORE-001",
+                "the gateway cannot reach its state store right now: try again shortly",
+            ),
             Refusal::FhirUnsupported => (
                 S::BAD_REQUEST,
                 "WG-FHIR-001",
@@ -545,6 +552,7 @@ impl Refusal {
             Refusal::PolicyNoPatient,
             Refusal::PolicyUnavailable,
             Refusal::AuditUnavailable,
+            Refusal::StateUnavailable,
             Refusal::FhirUnsupported,
             Refusal::FhirNoPatient,
             Refusal::FhirNeedsCategory,

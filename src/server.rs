@@ -65,6 +65,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("identity store: {0}")]
     Store(#[from] StoreError),
+    #[error("shared_state: {0}")]
+    SharedState(String),
     #[error("cannot start the password hashing threads: {0}")]
     HashPool(std::io::Error),
     #[error("audit trail: {0}")]
@@ -177,6 +179,12 @@ impl Bound {
         let acceptor = TlsAcceptor::from(tls::server_config(cert, key, settings.tls.min_version)?);
         raise_file_limit(&settings.server)?;
         let (stores, keyring) = open_identity_store(&settings.store, &loaded.file)?;
+        // Without the feature, `config::load` refused a `shared_state:` section.
+        #[cfg(feature = "redis")]
+        let stores = match &settings.shared_state {
+            Some(shared) => share_state(stores, shared, &keyring)?,
+            None => stores,
+        };
         // Key material every replica shares, read through the store layer.
         let data_dir = settings.store.dir.clone();
         let keys = DataDirKeys::new(data_dir.clone());
@@ -333,6 +341,7 @@ impl Bound {
         // Sessions ended on another replica leave this one's cache.
         let sessions = self.gateway.sessions().clone();
         side_tasks.spawn(async move { sessions.follow_revocations().await });
+        side_tasks.spawn(self.stores.reachable.clone().watch());
         side_tasks.spawn(crate::upkeep::run(
             self.gateway.clone(),
             self.clock.clone(),
@@ -450,6 +459,48 @@ fn open_identity_store(store: &StoreFiles, config_file: &Path) -> Result<OpenedS
         );
     }
     Ok((Stores::embedded(identity), keyring))
+}
+
+#[cfg(feature = "redis")]
+/// Sessions and ceremonies in the shared state (Redis), so that every replica sees them; the
+/// connection is made by the first call, so a Redis that is down now is a gateway that is not
+/// ready yet, and says so, rather than one that does not start.
+fn share_state(
+    mut stores: Stores,
+    shared: &crate::settings::SharedStateSettings,
+    keyring: &Arc<Keyring>,
+) -> Result<Stores, StartError> {
+    let password = read_password(&shared.password)?;
+    let redis = crate::store::redis::Redis::connect(
+        &shared.url,
+        password.as_deref().map(String::as_str),
+        &shared.prefix,
+        keyring.clone(),
+    )
+    .map_err(|error| StartError::SharedState(error.to_string()))?;
+    let redis = Arc::new(redis);
+    stores.sessions = redis.clone();
+    stores.ephemeral = redis.clone();
+    stores.reachable = Arc::new(crate::store::reachable::Reachability::new(vec![redis]));
+    Ok(stores)
+}
+
+#[cfg(feature = "redis")]
+/// A store's password, from its file (mode 0600) or an environment variable; never logged.
+fn read_password(
+    from: &crate::settings::SecretFrom,
+) -> Result<Option<zeroize::Zeroizing<String>>, StartError> {
+    use crate::settings::SecretFrom;
+    let text = match from {
+        SecretFrom::Nowhere => return Ok(None),
+        SecretFrom::File(path) => crate::secret_file::read(path, 4096).map_err(|error| {
+            StartError::SharedState(format!("password_file {}: {error}", path.display()))
+        })?,
+        SecretFrom::Env(name) => std::env::var(name)
+            .map_err(|_| StartError::SharedState(format!("password_env: ${name} is not set")))?,
+    };
+    let password = zeroize::Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned());
+    Ok(Some(password))
 }
 
 /// Loads a keyring (from `env_value`, else the file); one generated in development mode is

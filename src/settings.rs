@@ -65,6 +65,8 @@ pub struct Settings {
     pub tls: Tls,
     /// Where the data directory and the master key are, paths resolved.
     pub store: StoreFiles,
+    /// Where the state shared by replicas lives; `None`: in this process.
+    pub shared_state: Option<SharedStateSettings>,
     /// The audit trail; `None` without an `audit:` section.
     pub audit: Option<AuditFiles>,
     /// Log every request (`log.requests`).
@@ -93,6 +95,20 @@ pub struct StoreFiles {
     pub dir: PathBuf,
     pub key_file: PathBuf,
     pub dev_generate_key: bool,
+}
+
+/// `shared_state:`, its password file's path resolved.
+pub struct SharedStateSettings {
+    pub url: String,
+    pub password: SecretFrom,
+    pub prefix: String,
+}
+
+/// Where a password is read from at the start.
+pub enum SecretFrom {
+    Nowhere,
+    File(PathBuf),
+    Env(String),
 }
 
 /// `audit:`, with its paths resolved.
@@ -277,6 +293,18 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
             key_file: loaded.resolve(&config.store.key_file()),
             dev_generate_key: config.store.dev_generate_key,
         },
+        shared_state: config.shared_state.as_ref().map(|shared| {
+            let shared = &shared.value;
+            SharedStateSettings {
+                url: shared.url.clone(),
+                password: match (&shared.password_file, &shared.password_env) {
+                    (Some(file), _) => SecretFrom::File(loaded.resolve(file)),
+                    (None, Some(name)) => SecretFrom::Env(name.clone()),
+                    (None, None) => SecretFrom::Nowhere,
+                },
+                prefix: shared.prefix.clone(),
+            }
+        }),
         audit: config.audit.as_ref().map(|audit| {
             let audit = &audit.value;
             AuditFiles {

@@ -138,6 +138,11 @@ impl Admin {
                 "text/plain",
                 "audit trail cannot be written: patient-data routes refuse (WG-AUDIT-001)\n",
             ),
+            "/readyz" if let Some(store) = self.stores.reachable.unreachable() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{store} does not answer: protected routes refuse (WG-STORE-001)\n"),
+            ),
             "/readyz" if self.ready.load(Ordering::SeqCst) => {
                 text(StatusCode::OK, "text/plain", "ready\n")
             }

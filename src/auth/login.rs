@@ -60,7 +60,9 @@ use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
 use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy, OnSuccess};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
-use crate::auth::shared::{self, busy, passkey_refusal, store_failure, unavailable};
+use crate::auth::shared::{
+    self, busy, passkey_refusal, session_failure, store_failure, unavailable,
+};
 use crate::auth::totp::{ActiveTotp, TotpParams};
 use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::identity::{SessionKey, StoreError, User, UserId};
@@ -665,7 +667,7 @@ impl Login {
         let (token, live) = created.map_err(|error| match error {
             // Ended while the second factor was checked: as if the challenge had been dropped.
             SessionError::Revoked => Refused::from(Refusal::LoginChallengeInvalid),
-            other => unavailable(&other),
+            other => session_failure(other),
         })?;
         self.events
             .emit(match challenge.purpose {
@@ -701,11 +703,7 @@ impl Login {
     async fn end_presented(&self, token: &str, now: u64) -> Result<(), Refused> {
         let lifetimes = self.sessions.lifetimes();
         if let Ok(Ok(live)) = self.sessions.check(token, &lifetimes, now).await {
-            let ended = self
-                .sessions
-                .end(live.key)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            let ended = self.sessions.end(live.key).await.map_err(session_failure)?;
             self.events
                 .emit(SecurityEvent::SessionsEnded {
                     user: live.name.clone(),
@@ -726,7 +724,7 @@ impl Login {
         match self.sessions.check(token, &lifetimes, now).await {
             Ok(Ok(live)) => Ok(live),
             Ok(Err(ended)) => Err(ended_refusal(ended).into()),
-            Err(error) => Err(unavailable(&error)),
+            Err(error) => Err(session_failure(error)),
         }
     }
 
@@ -796,7 +794,7 @@ impl Login {
         } else {
             self.sessions.end(live.key).await.map(usize::from)
         }
-        .map_err(|e| unavailable(&e))?;
+        .map_err(session_failure)?;
         self.events
             .emit(SecurityEvent::SessionsEnded {
                 user: live.name.clone(),

@@ -7,6 +7,7 @@ use crate::auth::webauthn::{Passkeys, WebAuthnError};
 use crate::identity::{StoreError, UserId};
 use crate::refusal::Refusal;
 use crate::refused::Refused;
+use crate::session::SessionError;
 use crate::store::Stores;
 
 /// `WG-AUTH-003`: no capacity left now; one second is about a queue's worth of hashing.
@@ -23,9 +24,21 @@ pub fn unavailable(error: &dyn std::fmt::Display) -> Refused {
     Refused::because(Refusal::AuthUnavailable, error)
 }
 
-/// `WG-AUTH-008` for a store that could not answer.
+/// `WG-STORE-001` (503) for a store that could not be reached, which passes by itself;
+/// `WG-AUTH-008` for one that answered wrongly (a corrupt record, a seal that does not open).
 pub fn store_failure(error: StoreError) -> Refused {
-    unavailable(&error)
+    match error {
+        StoreError::Storage(_) => Refused::because(Refusal::StateUnavailable, &error),
+        other => unavailable(&other),
+    }
+}
+
+/// As [`store_failure`], for the session layer.
+pub fn session_failure(error: SessionError) -> Refused {
+    match error {
+        SessionError::Store(error) => store_failure(error),
+        other => unavailable(&other),
+    }
 }
 
 /// A registration that did not succeed: busy and internal failures as such, every other

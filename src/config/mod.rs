@@ -26,6 +26,9 @@ pub use crate::sanitize::config::{
 pub use crate::telemetry::{Log, LogFormat};
 pub use crate::units::{ByteSize, HumanDuration};
 pub use crate::warning::Warning;
+pub use shared_state::{SharedState, SharedStateKind};
+
+mod shared_state;
 
 /// The only config format version this build understands.
 pub const VERSION: u32 = 1;
@@ -57,6 +60,10 @@ pub struct Config {
     /// Where accounts and their sealed secrets live, and the master key that seals them.
     #[serde(default)]
     pub store: Store,
+    /// Sessions, ceremonies, lockouts and limits shared by several replicas (`shared_state`);
+    /// in this process when absent.
+    #[serde(default)]
+    pub shared_state: Option<Spanned<SharedState>>,
     /// The audit trail: its own directory and keys (see `audit`); off when absent, and warned.
     #[serde(default)]
     pub audit: Option<Spanned<Audit>>,
@@ -820,6 +827,7 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
     validate_routes(file, config, &mut warnings)?;
     validate_policy(file, config, &mut warnings)?;
     validate_audit(file, config, &mut warnings)?;
+    shared_state::validate(file, config, &mut warnings)?;
     Ok(warnings)
 }
 
@@ -1363,6 +1371,71 @@ mod tests {
         assert!(error.to_string().contains("passphrase"), "{error}");
         let error = with_store("store: { kind: postgres }\n").unwrap_err();
         assert!(error.to_string().contains("store.kind"), "{error}");
+    }
+
+    #[test]
+    fn shared_state_is_refused_with_a_password_in_the_url_or_a_bad_url_or_prefix() {
+        let shared = |yaml: &str| with_store(&format!("shared_state: {{ kind: redis, {yaml} }}\n"));
+        for (yaml, key, says) in [
+            (
+                "url: \"redis://:hunter2@cache:6379\"",
+                "shared_state.url",
+                "password_file",
+            ),
+            (
+                "url: \"http://cache:6379\"",
+                "shared_state.url",
+                "rediss://",
+            ),
+            ("url: \"redis://\"", "shared_state.url", "redis://host"),
+            (
+                "url: \"rediss://cache\", password_file: p, password_env: P",
+                "shared_state.password_file",
+                "not both",
+            ),
+            (
+                "url: \"rediss://cache\", prefix: \"a:b\"",
+                "shared_state.prefix",
+                "`:`",
+            ),
+            (
+                "url: \"rediss://cache\", prefix: \"\"",
+                "shared_state.prefix",
+                "non-empty",
+            ),
+        ] {
+            let error = shared(yaml).unwrap_err().to_string();
+            assert!(
+                error.contains(key) && error.contains(says),
+                "{yaml}: {error}"
+            );
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        let error = shared("url: \"rediss://cache\", db: 1").unwrap_err();
+        assert!(error.to_string().contains("db"), "{error}");
+    }
+
+    #[test]
+    fn shared_state_in_clear_or_without_a_password_is_warned_about() {
+        let warned = |yaml: &str| {
+            let loaded = with_store(&format!("shared_state: {{ kind: redis, {yaml} }}\n")).unwrap();
+            loaded
+                .warnings
+                .iter()
+                .filter(|w| w.0.contains("shared_state"))
+                .map(|w| w.0.clone())
+                .collect::<Vec<_>>()
+        };
+        let both = warned("url: \"redis://cache.internal:6379\"");
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both[0].contains("in clear") && both[1].contains("no password_file"));
+        assert!(warned("url: \"rediss://cache.internal\", password_env: RP").is_empty());
+        assert!(
+            warned("url: \"redis://127.0.0.1:6379/0\"").is_empty(),
+            "loopback"
+        );
+        let loaded = with_store("shared_state: { kind: redis, url: \"rediss://c\" }\n").unwrap();
+        assert_eq!(loaded.config.shared_state.unwrap().value.prefix, "wardgate");
     }
 
     #[test]

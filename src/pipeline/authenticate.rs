@@ -37,7 +37,7 @@ impl Gateway {
             Some((_, token)) => match self.sessions().check(token, &auth.lifetimes, now).await {
                 Ok(Ok(live)) => return Ok(live),
                 Ok(Err(ended)) => ended,
-                Err(error) => return Err(shared::unavailable(&error)),
+                Err(error) => return Err(shared::session_failure(error)),
             },
             None => Ended::Missing,
         };

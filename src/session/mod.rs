@@ -778,7 +778,9 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{EmbeddedStore, MasterKey};
+    use crate::identity::{EmbeddedStore, MasterKey, SessionRecord};
+    use crate::store::Pending;
+    use crate::store::sessions::SessionStore;
 
     const T0: u64 = 1_800_000_000;
 
@@ -1130,6 +1132,67 @@ mod tests {
             "{:?}",
             late.map(|_| ())
         );
+    }
+
+    /// The fixture's session store, with a feed that a test can cut.
+    struct Cuttable {
+        inner: Arc<dyn SessionStore>,
+        live: std::sync::atomic::AtomicBool,
+    }
+
+    impl SessionStore for Cuttable {
+        fn create(&self, token: &[u8], record: SessionRecord) -> Pending<'_, SessionKey> {
+            self.inner.create(token, record)
+        }
+        fn find(&self, token: &[u8]) -> Pending<'_, Option<(SessionKey, SessionRecord)>> {
+            self.inner.find(token)
+        }
+        fn touch(&self, key: SessionKey, last_seen: u64) -> Pending<'_, bool> {
+            self.inner.touch(key, last_seen)
+        }
+        fn delete(&self, key: SessionKey) -> Pending<'_, bool> {
+            self.inner.delete(key)
+        }
+        fn delete_user(&self, user: UserId) -> Pending<'_, Vec<SessionKey>> {
+            self.inner.delete_user(user)
+        }
+        fn all(&self) -> Pending<'_, Vec<(SessionKey, SessionRecord)>> {
+            self.inner.all()
+        }
+        fn publish(&self, published: Published) -> Pending<'_, ()> {
+            self.inner.publish(published)
+        }
+        fn subscribe(&self) -> broadcast::Receiver<Published> {
+            self.inner.subscribe()
+        }
+        fn feed_is_live(&self) -> bool {
+            self.live.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn while_the_feed_is_cut_the_cache_is_not_trusted() {
+        let f = fixture(&SessionConfig::default());
+        let cuttable = Arc::new(Cuttable {
+            inner: f.stores.sessions.clone(),
+            live: true.into(),
+        });
+        let stores = Stores {
+            sessions: cuttable.clone(),
+            ..f.stores.clone()
+        };
+        let this = Sessions::new(&stores, f.keyring.clone(), &SessionConfig::default());
+        let lifetimes = this.lifetimes();
+        let (token, live) = this
+            .create(new_session(&f.alice), this.epoch(), T0)
+            .await
+            .unwrap();
+        let check = |now| this.check(token.as_str(), &lifetimes, now);
+        assert!(check(T0 + 1).await.unwrap().is_ok());
+        // Ended by a replica whose revocation never arrived here (the feed was cut meanwhile).
+        assert!(f.store.delete_session(live.key).unwrap());
+        cuttable.live.store(false, Ordering::SeqCst);
+        assert_eq!(check(T0 + 2).await.unwrap().unwrap_err(), Ended::Missing);
     }
 
     #[tokio::test]

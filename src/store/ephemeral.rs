@@ -102,6 +102,7 @@ pub struct Held<T> {
 
 impl<T> Held<T> {
     /// An entry as a backend outside this module stored it.
+    #[cfg(feature = "redis")]
     pub(in crate::store) fn stored(user: UserId, value: T, expires: u64, serial: u64) -> Self {
         Self {
             user,
@@ -112,6 +113,7 @@ impl<T> Held<T> {
     }
 
     /// When it expires and its place in its user's order, for a backend to store.
+    #[cfg(feature = "redis")]
     pub(in crate::store) fn age(&self) -> (u64, u64) {
         (self.expires, self.serial)
     }

@@ -9,6 +9,7 @@
 //! - [`ephemeral`]: ceremonies and challenges of multi-step exchanges, for minutes.
 //! - [`lockouts`]: failure counters and soft locks of login attempts.
 //! - [`keys`]: key material every replica must hold the same of.
+//! - [`reachable`]: whether the stores outside the process answer.
 //! - [`embedded`]: the redb backend of the first three.
 //! - `redis` (feature `redis`): sessions, ceremonies, lockouts and limits shared by replicas.
 
@@ -18,6 +19,7 @@ pub mod embedded;
 pub mod ephemeral;
 pub mod keys;
 pub mod lockouts;
+pub mod reachable;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod relations;
@@ -45,6 +47,8 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub ephemeral: Arc<dyn Ephemeral>,
     pub relations: Arc<dyn Relations>,
+    /// The stores outside the process, and whether they answer.
+    pub reachable: Arc<reachable::Reachability>,
 }
 
 impl Stores {
@@ -57,6 +61,7 @@ impl Stores {
             sessions: embedded.clone(),
             relations: Arc::new(relations::Cached::new(embedded)),
             ephemeral: Arc::new(ephemeral::Memory::new()),
+            reachable: Arc::default(),
         }
     }
 }

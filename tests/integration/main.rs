@@ -19,6 +19,7 @@ mod hygiene;
 mod injection;
 mod policy;
 mod proxying;
+mod replicas;
 mod sanitizing;
 mod sessions;
 mod smuggling;

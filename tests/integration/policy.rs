@@ -5,9 +5,8 @@
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::enrollment::{STRONG, post};
 use crate::harness::*;
-use crate::sessions::{LOGIN, call, enroll, next_code, post_as, unix_now};
+use crate::sessions::{call, enroll, post_as, totp_login, unix_now};
 use wardgate::auth::events::SecurityEvent;
 
 pub(crate) const POLICY: &str = r#"policy:
@@ -61,15 +60,7 @@ pub(crate) async fn person(gateway: &impl Listening, name: &str, roles: &[&str])
         &json!({ "roles": roles }).to_string(),
     )
     .await;
-    let started = post(gateway, LOGIN, json!({ "user": name, "password": STRONG })).await;
-    let done = post(
-        gateway,
-        "/.wardgate/api/login/totp",
-        json!({ "challenge": started.body["challenge"], "code": next_code(&secret) }),
-    )
-    .await;
-    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
-    done.body["token"].as_str().unwrap().to_owned()
+    totp_login(gateway, name, &secret).await
 }
 
 pub(crate) async fn link(gateway: &impl Listening, user: &str, patient: &str) {

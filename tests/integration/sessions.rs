@@ -78,6 +78,19 @@ pub(crate) async fn enroll(gateway: &impl Listening, name: &str) -> (String, Vec
     (secret, codes)
 }
 
+/// Logs `name` in with the password and the authenticator's next code; the bearer token.
+pub(crate) async fn totp_login(gateway: &impl Listening, name: &str, secret: &str) -> String {
+    let started = post(gateway, LOGIN, json!({ "user": name, "password": STRONG })).await;
+    let done = post(
+        gateway,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": started.body["challenge"], "code": next_code(secret) }),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    done.body["token"].as_str().unwrap().to_owned()
+}
+
 /// A GET of `path` with the bearer `token` and the `extra` headers: status, headers, body.
 pub(crate) async fn call(
     gateway: &impl Listening,
@@ -609,19 +622,7 @@ async fn another_passkey_needs_a_session_and_a_fresh_second_factor() {
     assert_refused(&anonymous, StatusCode::UNAUTHORIZED, "WG-SESSION-001");
 
     let (secret, _) = enroll(&gateway, "lee").await;
-    let started = post(
-        &gateway,
-        LOGIN,
-        json!({ "user": "lee", "password": STRONG }),
-    )
-    .await;
-    let done = post(
-        &gateway,
-        "/.wardgate/api/login/totp",
-        json!({ "challenge": started.body["challenge"], "code": next_code(&secret) }),
-    )
-    .await;
-    let token = done.body["token"].as_str().unwrap().to_owned();
+    let token = totp_login(&gateway, "lee", &secret).await;
     let fresh = post_with(&gateway, start, &token).await;
     assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
     assert_eq!(fresh.body["options"]["publicKey"]["user"]["name"], "lee");

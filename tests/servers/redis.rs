@@ -1,5 +1,7 @@
-//! A private Redis server for one test: its own port on 127.0.0.1 and its own directory, no
-//! persistence, stopped when dropped. `scripts/server-deps.sh` installs `redis-server`; a test
+//! A private Redis server for one test: its own port on 127.0.0.1 and its own directory, with
+//! every write in its append-only file before it answers (so a server killed and started again
+//! still holds its sessions, as a production Redis with `appendfsync always` would), stopped
+//! when dropped. `scripts/server-deps.sh` installs `redis-server`; a test
 //! that needs one and finds none fails and says so, it never passes without one.
 
 use std::net::{TcpListener, TcpStream};
@@ -41,12 +43,14 @@ impl PrivateRedis {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
-                "--protected-mode",
                 "yes",
+                "--appendfsync",
+                "always",
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -127,9 +127,19 @@ impl Redis {
         bounded(command.query_async(&mut connection)).await
     }
 
-    /// Whether Redis answers now: for `/readyz`.
+    /// Whether Redis answers now.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+}
+
+impl crate::store::reachable::Remote for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn ping(&self) -> crate::store::Pending<'_, ()> {
+        Box::pin(Redis::ping(self))
     }
 }
 
