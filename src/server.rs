@@ -471,9 +471,16 @@ fn share_state(
     keyring: &Arc<Keyring>,
 ) -> Result<Stores, StartError> {
     let password = read_password(&shared.password)?;
+    let ca = match &shared.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|error| {
+            StartError::SharedState(format!("ca_file {}: {error}", path.display()))
+        })?),
+        None => None,
+    };
     let redis = crate::store::redis::Redis::connect(
         &shared.url,
         password.as_deref().map(String::as_str),
+        ca,
         &shared.prefix,
         keyring.clone(),
     )

@@ -100,6 +100,7 @@ pub struct StoreFiles {
 /// `shared_state:`, its password file's path resolved.
 pub struct SharedStateSettings {
     pub url: String,
+    pub ca_file: Option<PathBuf>,
     pub password: SecretFrom,
     pub prefix: String,
 }
@@ -297,6 +298,7 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
             let shared = &shared.value;
             SharedStateSettings {
                 url: shared.url.clone(),
+                ca_file: shared.ca_file.as_ref().map(|ca| loaded.resolve(ca)),
                 password: match (&shared.password_file, &shared.password_env) {
                     (Some(file), _) => SecretFrom::File(loaded.resolve(file)),
                     (None, Some(name)) => SecretFrom::Env(name.clone()),

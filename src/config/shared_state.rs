@@ -18,6 +18,9 @@ pub struct SharedState {
     pub kind: SharedStateKind,
     /// `redis://host:port/db`, or `rediss://` for TLS (verified against the platform's roots).
     pub url: String,
+    /// The CA (PEM) that vouches for a `rediss://` server, when it is not in the platform's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     #[serde(default)]
@@ -91,6 +94,9 @@ pub(super) fn validate(
             "carries a password: give it in password_file or password_env, never in the YAML"
                 .into(),
         );
+    }
+    if shared.ca_file.is_some() && !tls {
+        return refuse("ca_file", "needs a rediss:// url".into());
     }
     if shared.password_file.is_some() && shared.password_env.is_some() {
         return refuse(

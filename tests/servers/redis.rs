@@ -14,31 +14,74 @@ pub struct PrivateRedis {
     port: u16,
     dir: tempfile::TempDir,
     server: Mutex<Option<Child>>,
+    /// Serves TLS only (`rediss://`), with the certificate and key files in its directory.
+    tls: bool,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        Self::starting(None)
+    }
+
+    /// A server that speaks only TLS, with this certificate chain and key (PEM), for the name
+    /// `localhost`.
+    pub fn start_tls(cert: &str, key: &str) -> Self {
+        Self::starting(Some((cert, key)))
+    }
+
+    fn starting(tls: Option<(&str, &str)>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        if let Some((cert, key)) = tls {
+            std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+            std::fs::write(dir.path().join("tls.key"), key).unwrap();
+        }
         let redis = Self {
             port,
-            dir: tempfile::tempdir().expect("a temporary directory"),
+            dir,
             server: Mutex::new(None),
+            tls: tls.is_some(),
         };
         redis.start_again();
         redis
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match self.tls {
+            true => format!("rediss://localhost:{}/", self.port),
+            false => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// The listening arguments: a plain port, or a TLS port and no plain one.
+    fn listen(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        if !self.tls {
+            return vec!["--port".into(), port];
+        }
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port,
+            "--tls-cert-file".into(),
+            file("tls.crt"),
+            "--tls-key-file".into(),
+            file("tls.key"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
     }
 
     /// Starts the server again on the same port (after [`PrivateRedis::stop`]).
     pub fn start_again(&self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(self.listen())
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--save",
                 "",

@@ -58,14 +58,16 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Connects lazily to `url` (`redis://`, or `rediss://` for TLS, verified against the
-    /// platform's roots); `password`, when given, replaces any in the URL. Keys start with
+    /// Connects lazily to `url` (`redis://`, or `rediss://` for TLS, verified against `ca`
+    /// (PEM) when given, else the platform's roots); `password`, when given, replaces any in
+    /// the URL. Keys start with
     /// `prefix`, so that two deployments can share one server. Nothing is sent before the
     /// first call, so a Redis that is down at start is a gateway that is not ready, not one
     /// that does not start.
     pub fn connect(
         url: &str,
         password: Option<&str>,
+        ca: Option<Vec<u8>>,
         prefix: &str,
         keyring: Arc<Keyring>,
     ) -> Result<Self, StoreError> {
@@ -79,7 +81,17 @@ impl Redis {
             let redis = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(redis);
         }
-        let client = redis::Client::open(info).map_err(unavailable)?;
+        let client = match ca {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_DEADLINE / 2))
             .set_response_timeout(Some(CALL_DEADLINE / 2))
@@ -171,8 +183,33 @@ mod tests {
     pub(super) fn on_private_server() -> (private_redis::PrivateRedis, Redis) {
         let server = private_redis::PrivateRedis::start();
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
-        let redis = Redis::connect(&server.url(), None, "wg-test", keyring).unwrap();
+        let redis = Redis::connect(&server.url(), None, None, "wg-test", keyring).unwrap();
         (server, redis)
+    }
+
+    #[tokio::test]
+    async fn rediss_is_verified_against_the_ca_given_and_nothing_else() {
+        let ca = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(params.clone(), ca);
+        let root = params.self_signed(issuer.key()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let server = private_redis::PrivateRedis::start_tls(&leaf.pem(), &key.serialize_pem());
+        assert!(server.url().starts_with("rediss://"));
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
+        let trusted = Some(root.pem().into_bytes());
+        let redis = Redis::connect(&server.url(), None, trusted, "wg", keyring.clone()).unwrap();
+        redis.ping().await.unwrap();
+        let unknown = Redis::connect(&server.url(), None, None, "wg", keyring).unwrap();
+        assert!(
+            unknown.ping().await.is_err(),
+            "a certificate no root vouches for"
+        );
     }
 
     /// Asks until Redis answers again (the connection comes back by itself).
@@ -212,7 +249,7 @@ mod tests {
     #[test]
     fn errors_never_carry_the_url_or_its_password() {
         let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
-        let error = Redis::connect("redis://:hunter2@[::1", None, "wg", keyring)
+        let error = Redis::connect("redis://:hunter2@[::1", None, None, "wg", keyring)
             .err()
             .unwrap();
         assert!(!error.to_string().contains("hunter2"), "{error}");

@@ -285,7 +285,7 @@ mod tests {
     async fn a_revocation_published_on_one_replica_reaches_the_other() {
         let (server, one) = on_private_server();
         let keyring = one.keyring.clone();
-        let two = Redis::connect(&server.url(), None, "wg-test", keyring).unwrap();
+        let two = Redis::connect(&server.url(), None, None, "wg-test", keyring).unwrap();
         wait_until_live(&two).await;
         let mut heard = two.subscribe();
         let published = Published {
