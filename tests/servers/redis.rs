@@ -4,6 +4,9 @@
 //! when dropped. `scripts/server-deps.sh` installs `redis-server`; a test
 //! that needs one and finds none fails and says so, it never passes without one.
 
+// Included by the unit tests and the integration tests, each using a part of it.
+#![allow(dead_code)]
+
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
