@@ -10,6 +10,8 @@
 //! - [`lockouts`]: failure counters and soft locks of login attempts.
 //! - [`keys`]: key material every replica must hold the same of.
 //! - [`embedded`]: the redb backend of the first three.
+//! - `postgres` (feature `postgres`): the PostgreSQL backend of accounts, credentials, relations
+//!   and shared keys, for several replicas.
 
 pub mod accounts;
 pub mod credentials;
@@ -17,6 +19,8 @@ pub mod embedded;
 pub mod ephemeral;
 pub mod keys;
 pub mod lockouts;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod relations;
 pub mod sessions;
 
