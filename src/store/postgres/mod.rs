@@ -44,9 +44,8 @@
 //! ```
 
 mod accounts;
-
+mod credentials;
 mod migrations;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
