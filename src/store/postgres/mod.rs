@@ -46,6 +46,7 @@
 mod accounts;
 mod credentials;
 mod migrations;
+mod relations;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
