@@ -693,12 +693,12 @@ impl EmbeddedStore {
 
 /// The uniqueness key of a user name: NFKC, then lower case, so `Alice`, `ALICE` and the
 /// full-width `Ａｌｉｃｅ` are one name.
-fn fold_name(name: &str) -> String {
+pub(crate) fn fold_name(name: &str) -> String {
     name.nfkc().collect::<String>().to_lowercase()
 }
 
 /// The key of a WebAuthn record, and the owner its sealed credential is bound to.
-fn webauthn_key(id: UserId, credential_id: &[u8]) -> Vec<u8> {
+pub(crate) fn webauthn_key(id: UserId, credential_id: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(16 + credential_id.len());
     key.extend_from_slice(id.as_bytes());
     key.extend_from_slice(credential_id);

@@ -12,6 +12,8 @@
 //! - [`reachable`]: whether the stores outside the process answer.
 //! - [`embedded`]: the redb backend of the first three.
 //! - `redis` (feature `redis`): sessions, ceremonies, lockouts and limits shared by replicas.
+//! - `postgres` (feature `postgres`): the PostgreSQL backend of accounts, credentials, relations
+//!   and shared keys, for several replicas.
 
 pub mod accounts;
 pub mod credentials;
@@ -19,6 +21,8 @@ pub mod embedded;
 pub mod ephemeral;
 pub mod keys;
 pub mod lockouts;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod reachable;
 #[cfg(feature = "redis")]
 pub mod redis;
