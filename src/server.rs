@@ -179,7 +179,12 @@ impl Bound {
         let acceptor = TlsAcceptor::from(tls::server_config(cert, key, settings.tls.min_version)?);
         raise_file_limit(&settings.server)?;
         let (stores, keyring) = open_identity_store(&settings.store, &loaded.file)?;
-        // Without the feature, `config::load` refused a `shared_state:` section.
+        // Without a feature, `config::load` refused the section that needs it.
+        #[cfg(feature = "postgres")]
+        let stores = match &settings.store.postgres {
+            Some(postgres) => in_postgres(stores, postgres, &keyring).await?,
+            None => stores,
+        };
         #[cfg(feature = "redis")]
         let stores = match &settings.shared_state {
             Some(shared) => share_state(stores, shared, &keyring)?,
@@ -488,11 +493,37 @@ fn share_state(
     let redis = Arc::new(redis);
     stores.sessions = redis.clone();
     stores.ephemeral = redis.clone();
-    stores.reachable = Arc::new(crate::store::reachable::Reachability::new(vec![redis]));
+    stores.reachable = Arc::new(stores.reachable.and(redis));
     Ok(stores)
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "postgres")]
+/// Accounts, second factors and relations in PostgreSQL, its schema brought up to date first:
+/// a database that cannot be reached now, or whose schema is newer than this binary, stops
+/// the start with the cause.
+async fn in_postgres(
+    mut stores: Stores,
+    postgres: &crate::settings::PostgresSettings,
+    keyring: &Arc<Keyring>,
+) -> Result<Stores, StartError> {
+    let options = crate::store::postgres::Options {
+        password: read_password(&postgres.password)?,
+        ca_file: postgres.ca_file.clone(),
+        timeouts: crate::store::postgres::Timeouts::default(),
+    };
+    let database =
+        crate::store::postgres::Postgres::connect(&postgres.url, options, keyring.clone())
+            .await
+            .map_err(|error| StartError::SharedState(format!("store (postgresql): {error}")))?;
+    let database = Arc::new(database);
+    stores.accounts = database.clone();
+    stores.credentials = database.clone();
+    stores.relations = Arc::new(crate::store::relations::Cached::new(database.clone()));
+    stores.reachable = Arc::new(stores.reachable.and(database));
+    Ok(stores)
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
 /// A store's password, from its file (mode 0600) or an environment variable; never logged.
 fn read_password(
     from: &crate::settings::SecretFrom,

@@ -95,6 +95,15 @@ pub struct StoreFiles {
     pub dir: PathBuf,
     pub key_file: PathBuf,
     pub dev_generate_key: bool,
+    /// `kind: postgres`: accounts, credentials and relations there instead.
+    pub postgres: Option<PostgresSettings>,
+}
+
+/// `store: { kind: postgres }`, its files' paths resolved.
+pub struct PostgresSettings {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub password: SecretFrom,
 }
 
 /// `shared_state:`, its password file's path resolved.
@@ -110,6 +119,14 @@ pub enum SecretFrom {
     Nowhere,
     File(PathBuf),
     Env(String),
+}
+
+fn secret_from(loaded: &Loaded, file: &Option<PathBuf>, env: &Option<String>) -> SecretFrom {
+    match (file, env) {
+        (Some(file), _) => SecretFrom::File(loaded.resolve(file)),
+        (None, Some(name)) => SecretFrom::Env(name.clone()),
+        (None, None) => SecretFrom::Nowhere,
+    }
 }
 
 /// `audit:`, with its paths resolved.
@@ -293,17 +310,25 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
             dir: loaded.resolve(&config.store.path),
             key_file: loaded.resolve(&config.store.key_file()),
             dev_generate_key: config.store.dev_generate_key,
+            postgres: match (&config.store.kind, &config.store.url) {
+                (crate::config::StoreKind::Postgres, Some(url)) => Some(PostgresSettings {
+                    url: url.clone(),
+                    ca_file: config.store.ca_file.as_ref().map(|ca| loaded.resolve(ca)),
+                    password: secret_from(
+                        loaded,
+                        &config.store.password_file,
+                        &config.store.password_env,
+                    ),
+                }),
+                _ => None,
+            },
         },
         shared_state: config.shared_state.as_ref().map(|shared| {
             let shared = &shared.value;
             SharedStateSettings {
                 url: shared.url.clone(),
                 ca_file: shared.ca_file.as_ref().map(|ca| loaded.resolve(ca)),
-                password: match (&shared.password_file, &shared.password_env) {
-                    (Some(file), _) => SecretFrom::File(loaded.resolve(file)),
-                    (None, Some(name)) => SecretFrom::Env(name.clone()),
-                    (None, None) => SecretFrom::Nowhere,
-                },
+                password: secret_from(loaded, &shared.password_file, &shared.password_env),
                 prefix: shared.prefix.clone(),
             }
         }),

@@ -26,9 +26,9 @@ pub use crate::sanitize::config::{
 pub use crate::telemetry::{Log, LogFormat};
 pub use crate::units::{ByteSize, HumanDuration};
 pub use crate::warning::Warning;
-pub use shared_state::{SharedState, SharedStateKind};
+pub use replicas::{SharedState, SharedStateKind};
 
-mod shared_state;
+mod replicas;
 
 /// The only config format version this build understands.
 pub const VERSION: u32 = 1;
@@ -335,6 +335,12 @@ pub struct Store {
     pub key_file: Option<PathBuf>,
     /// Generate the key file when it is missing. Development only.
     pub dev_generate_key: bool,
+    /// `kind: postgres`: `postgres://user@host:port/db?sslmode=verify-full`, no password in it.
+    pub url: Option<String>,
+    /// A CA bundle (PEM) for a PostgreSQL server whose CA is not in the platform's roots.
+    pub ca_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
 }
 
 impl Default for Store {
@@ -344,6 +350,10 @@ impl Default for Store {
             path: PathBuf::from("data/"),
             key_file: None,
             dev_generate_key: false,
+            url: None,
+            ca_file: None,
+            password_file: None,
+            password_env: None,
         }
     }
 }
@@ -363,6 +373,9 @@ pub enum StoreKind {
     /// One redb file in the data directory.
     #[default]
     Embedded,
+    /// Accounts, second factors, care-team links, grants and shared keys in PostgreSQL, for
+    /// several replicas (feature `postgres`).
+    Postgres,
 }
 
 #[derive(Debug, Deserialize)]
@@ -827,7 +840,7 @@ fn validate(file: &Path, config: &Config) -> Result<Vec<Warning>, ConfigError> {
     validate_routes(file, config, &mut warnings)?;
     validate_policy(file, config, &mut warnings)?;
     validate_audit(file, config, &mut warnings)?;
-    shared_state::validate(file, config, &mut warnings)?;
+    replicas::validate(file, config, &mut warnings)?;
     Ok(warnings)
 }
 
@@ -1369,8 +1382,80 @@ mod tests {
     fn unknown_store_keys_and_kinds_are_refused() {
         let error = with_store("store: { path: data/, passphrase: x }\n").unwrap_err();
         assert!(error.to_string().contains("passphrase"), "{error}");
-        let error = with_store("store: { kind: postgres }\n").unwrap_err();
+        let error = with_store("store: { kind: mysql }\n").unwrap_err();
         assert!(error.to_string().contains("store.kind"), "{error}");
+    }
+
+    #[test]
+    fn a_postgres_store_is_refused_without_a_url_with_a_password_in_it_or_with_stray_keys() {
+        let pg = |yaml: &str| with_store(&format!("store: {{ kind: postgres, {yaml} }}\n"));
+        for (yaml, key, says) in [
+            (
+                "dev_generate_key: false",
+                "store.url",
+                "needs a postgres://",
+            ),
+            (
+                "url: \"mysql://db/wg\"",
+                "store.url",
+                "postgres://user@host",
+            ),
+            (
+                "url: \"postgres://wg:hunter2@db/wg\"",
+                "store.url",
+                "password_file",
+            ),
+            (
+                "url: \"postgres://wg@db/wg?password=hunter2\"",
+                "store.url",
+                "password_env",
+            ),
+            (
+                "url: \"postgres://wg@db/wg\", password_file: p, password_env: P",
+                "store.password_file",
+                "not both",
+            ),
+            (
+                "url: \"postgres://wg@db/wg\", ca_file: ca.pem",
+                "store.ca_file",
+                "sslmode",
+            ),
+        ] {
+            let error = pg(yaml).unwrap_err().to_string();
+            assert!(
+                error.contains(key) && error.contains(says),
+                "{yaml}: {error}"
+            );
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        let stray = with_store("store: { url: \"postgres://wg@db/wg\" }\n").unwrap_err();
+        assert!(
+            stray
+                .to_string()
+                .contains("store.url: is for `kind: postgres`"),
+            "{stray}"
+        );
+    }
+
+    #[test]
+    fn one_shared_half_without_the_other_is_one_replica_and_check_config_says_so() {
+        let says = |yaml: &str| {
+            let loaded = with_store(yaml).unwrap();
+            loaded
+                .warnings
+                .iter()
+                .map(|w| w.0.clone())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let pg = "store: { kind: postgres, url: \"postgres://wg@db/wg?sslmode=verify-full\" }\n";
+        assert!(says(pg).contains("run one replica only"), "{}", says(pg));
+        let redis = "shared_state: { kind: redis, url: \"redis://127.0.0.1:6379\" }\n";
+        assert!(says(redis).contains("still one replica"), "{}", says(redis));
+        let both = says(&format!("{pg}{redis}"));
+        assert!(!both.contains("one replica"), "{both}");
+        let clear = says("store: { kind: postgres, url: \"postgres://wg@db.internal/wg\" }\n");
+        assert!(clear.contains("without TLS"), "{clear}");
     }
 
     #[test]
@@ -1422,7 +1507,7 @@ mod tests {
             loaded
                 .warnings
                 .iter()
-                .filter(|w| w.0.contains("shared_state"))
+                .filter(|w| w.0.starts_with("shared_state") && !w.0.contains("one replica"))
                 .map(|w| w.0.clone())
                 .collect::<Vec<_>>()
         };

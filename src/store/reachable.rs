@@ -38,6 +38,17 @@ impl Reachability {
         }
     }
 
+    /// These stores and `remote`.
+    pub fn and(&self, remote: Arc<dyn Remote>) -> Self {
+        let mut remotes: Vec<_> = self
+            .remotes
+            .iter()
+            .map(|(known, _)| known.clone())
+            .collect();
+        remotes.push(remote);
+        Self::new(remotes)
+    }
+
     /// The first store that did not answer last time.
     pub fn unreachable(&self) -> Option<&'static str> {
         self.remotes

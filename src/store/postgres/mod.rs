@@ -212,6 +212,20 @@ impl Postgres {
     }
 }
 
+impl crate::store::reachable::Remote for Postgres {
+    fn name(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn ping(&self) -> Pending<'_, ()> {
+        self.run(async {
+            let client = self.client().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+    }
+}
+
 /// The platform's roots, and the CAs in `ca_file`.
 fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, StoreError> {
     let mut roots = RootCertStore::empty();
