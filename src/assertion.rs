@@ -48,6 +48,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// The request header that carries the assertion to the upstream.
 pub const HEADER: &str = "x-wardgate-assertion";
@@ -93,6 +94,9 @@ pub enum AssertionKeyError {
     Corrupt { path: PathBuf, reason: &'static str },
     #[error("the Ed25519 signing key could not be generated")]
     Generate,
+    /// Kept in a store outside the process (PostgreSQL), which could not give it.
+    #[error("the assertion signing key in the shared store: {0}")]
+    Shared(String),
 }
 
 /// The gateway's Ed25519 signing key, with its public half encoded for the JWKS.
@@ -199,24 +203,35 @@ impl AssertionKey {
             E::NotText => corrupt("not text"),
         })?;
         let der = decode_pem(&text).ok_or_else(|| corrupt("not a PEM \"PRIVATE KEY\" block"))?;
-        let pair = Ed25519KeyPair::from_pkcs8(&der)
-            .map_err(|_| corrupt("the PKCS#8 document holds no valid Ed25519 key"))?;
-        Ok(Self::from_pair(pair))
+        Self::from_pkcs8(&der).map_err(corrupt)
     }
 
     fn create(path: &Path) -> Result<Self, AssertionKeyError> {
+        let (key, der) = Self::generate()?;
+        crate::secret_file::create_new(path, encode_pem(&der).as_bytes()).map_err(|source| {
+            AssertionKeyError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        Ok(key)
+    }
+
+    /// A new key, and its PKCS#8 document for whatever store keeps it.
+    pub(crate) fn generate() -> Result<(Self, Zeroizing<Vec<u8>>), AssertionKeyError> {
         // AWS-LC draws the key from its own DRBG; the rng argument is there for ring's API.
         let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
             .map_err(|_| AssertionKeyError::Generate)?;
-        let pair =
-            Ed25519KeyPair::from_pkcs8(der.as_ref()).map_err(|_| AssertionKeyError::Generate)?;
-        crate::secret_file::create_new(path, encode_pem(der.as_ref()).as_bytes()).map_err(
-            |source| AssertionKeyError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
-        Ok(Self::from_pair(pair))
+        let der = Zeroizing::new(der.as_ref().to_vec());
+        let key = Self::from_pkcs8(&der).map_err(|_| AssertionKeyError::Generate)?;
+        Ok((key, der))
+    }
+
+    /// The key in a PKCS#8 document, as [`AssertionKey::generate`] gives it.
+    pub(crate) fn from_pkcs8(der: &[u8]) -> Result<Self, &'static str> {
+        Ed25519KeyPair::from_pkcs8(der)
+            .map(Self::from_pair)
+            .map_err(|_| "the PKCS#8 document holds no valid Ed25519 key")
     }
 }
 

@@ -120,25 +120,19 @@ fn call(file: &Path, method: Method, path: &str, body: Bytes) -> Result<Value, S
             "the config has no admin listener (listen.admin): account management goes through it",
         )?
         .value;
-    let token_file = crate::store::keys::token_path(&loaded.resolve(&loaded.config.store.path));
-    let token = std::fs::read_to_string(&token_file).map_err(|e| {
-        format!(
-            "{}: {e} (is the gateway running with this config?)",
-            token_file.display()
-        )
-    })?;
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("http://{admin}{path}"))
-        .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
+        let token = admin_token(&loaded).await?;
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{admin}{path}"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
         let client =
             Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(HttpConnector::new());
         let response = client.request(request).await.map_err(|_| {
@@ -162,5 +156,24 @@ fn call(file: &Path, method: Method, path: &str, body: Bytes) -> Result<Value, S
                 answer["error"].as_str().unwrap_or("")
             ))
         }
+    })
+}
+
+/// The token of the admin listener: in PostgreSQL when the replicas keep their store there,
+/// else in the data directory, where the running gateway wrote it.
+async fn admin_token(loaded: &config::Loaded) -> Result<String, String> {
+    #[cfg(feature = "postgres")]
+    if matches!(loaded.config.store.kind, config::StoreKind::Postgres) {
+        let token = crate::server::shared_admin_token(loaded).await;
+        return token
+            .map(|token| token.expose().to_owned())
+            .map_err(|e| e.to_string());
+    }
+    let token_file = crate::store::keys::token_path(&loaded.resolve(&loaded.config.store.path));
+    std::fs::read_to_string(&token_file).map_err(|e| {
+        format!(
+            "{}: {e} (is the gateway running with this config?)",
+            token_file.display()
+        )
     })
 }

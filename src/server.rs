@@ -179,20 +179,19 @@ impl Bound {
         let acceptor = TlsAcceptor::from(tls::server_config(cert, key, settings.tls.min_version)?);
         raise_file_limit(&settings.server)?;
         let (stores, keyring) = open_identity_store(&settings.store, &loaded.file)?;
+        // Key material every replica shares, read through the store layer.
+        let keys: Arc<dyn SharedKeys> = Arc::new(DataDirKeys::new(settings.store.dir.clone()));
         // Without a feature, `config::load` refused the section that needs it.
         #[cfg(feature = "postgres")]
-        let stores = match &settings.store.postgres {
+        let (stores, keys) = match &settings.store.postgres {
             Some(postgres) => in_postgres(stores, postgres, &keyring).await?,
-            None => stores,
+            None => (stores, keys),
         };
         #[cfg(feature = "redis")]
         let stores = match &settings.shared_state {
             Some(shared) => share_state(stores, shared, &keyring)?,
             None => stores,
         };
-        // Key material every replica shares, read through the store layer.
-        let data_dir = settings.store.dir.clone();
-        let keys = DataDirKeys::new(data_dir.clone());
         let admin_token = match &settings.listen.admin {
             Some(_) => Some(keys.admin_token().await?),
             None => None,
@@ -200,7 +199,6 @@ impl Bound {
         let (assertion, created) = keys.assertion_key().await?;
         if created {
             tracing::warn!(
-                store = %data_dir.display(),
                 kid = assertion.kid(),
                 "created a new identity assertion key: upstreams that verify assertions need the new JWKS ({})",
                 crate::own_api::paths::JWKS
@@ -457,7 +455,7 @@ fn open_identity_store(store: &StoreFiles, config_file: &Path) -> Result<OpenedS
         "MASTER KEY (store.dev_generate_key). Back it up: without it the sealed secrets in the identity store cannot be read",
     )?);
     let identity = Arc::new(EmbeddedStore::open(&store.dir, keyring.clone())?);
-    if identity.users()?.is_empty() {
+    if store.postgres.is_none() && identity.users()?.is_empty() {
         tracing::warn!(
             "no accounts yet: create the first with `wardgate user add <name> --role <role> --config {}`",
             config_file.display()
@@ -498,29 +496,54 @@ fn share_state(
 }
 
 #[cfg(feature = "postgres")]
-/// Accounts, second factors and relations in PostgreSQL, its schema brought up to date first:
-/// a database that cannot be reached now, or whose schema is newer than this binary, stops
-/// the start with the cause.
+/// Accounts, second factors, relations and the shared keys in PostgreSQL, its schema brought
+/// up to date first: a database that cannot be reached now, or whose schema is newer than this
+/// binary, stops the start with the cause.
 async fn in_postgres(
     mut stores: Stores,
     postgres: &crate::settings::PostgresSettings,
     keyring: &Arc<Keyring>,
-) -> Result<Stores, StartError> {
+) -> Result<(Stores, Arc<dyn SharedKeys>), StartError> {
+    let database = Arc::new(connect_postgres(postgres, keyring.clone()).await?);
+    stores.accounts = database.clone();
+    stores.credentials = database.clone();
+    stores.relations = Arc::new(crate::store::relations::Cached::new(database.clone()));
+    stores.reachable = Arc::new(stores.reachable.and(database.clone()));
+    Ok((stores, database))
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(
+    postgres: &crate::settings::PostgresSettings,
+    keyring: Arc<Keyring>,
+) -> Result<crate::store::postgres::Postgres, StartError> {
     let options = crate::store::postgres::Options {
         password: read_password(&postgres.password)?,
         ca_file: postgres.ca_file.clone(),
         timeouts: crate::store::postgres::Timeouts::default(),
     };
-    let database =
-        crate::store::postgres::Postgres::connect(&postgres.url, options, keyring.clone())
-            .await
-            .map_err(|error| StartError::SharedState(format!("store (postgresql): {error}")))?;
-    let database = Arc::new(database);
-    stores.accounts = database.clone();
-    stores.credentials = database.clone();
-    stores.relations = Arc::new(crate::store::relations::Cached::new(database.clone()));
-    stores.reachable = Arc::new(stores.reachable.and(database));
-    Ok(stores)
+    crate::store::postgres::Postgres::connect(&postgres.url, options, keyring)
+        .await
+        .map_err(|error| StartError::SharedState(format!("store (postgresql): {error}")))
+}
+
+#[cfg(feature = "postgres")]
+/// The admin token that the replicas of `loaded` share in PostgreSQL, for `wardgate user`:
+/// read with the identity keyring, as a replica reads it.
+pub async fn shared_admin_token(loaded: &Loaded) -> Result<AdminToken, StartError> {
+    let settings = crate::settings::compile(loaded)?;
+    let postgres = settings.store.postgres.as_ref().ok_or_else(|| {
+        StartError::SharedState("the config keeps its store in files, not in PostgreSQL".into())
+    })?;
+    let from_env = std::env::var(MASTER_KEY_ENV).ok();
+    let (keyring, _) = Keyring::load(
+        &settings.store.key_file,
+        from_env.as_deref(),
+        false,
+        &mut rand::rng(),
+    )?;
+    let database = connect_postgres(postgres, Arc::new(keyring)).await?;
+    Ok(database.admin_token().await?)
 }
 
 #[cfg(any(feature = "redis", feature = "postgres"))]

@@ -62,6 +62,8 @@ pub enum Purpose {
     Ceremony,
     /// A record of the audit trail (its own keyring, apart from the identity store's).
     AuditRecord,
+    /// Key material every replica shares (PostgreSQL): owner is the key's name.
+    SharedKey,
 }
 
 impl Purpose {
@@ -72,6 +74,7 @@ impl Purpose {
             Self::Session => b"session",
             Self::Ceremony => b"ceremony",
             Self::AuditRecord => b"audit-record",
+            Self::SharedKey => b"shared-key",
         }
     }
 }

@@ -8,7 +8,8 @@
 //! is sent to the login page (303) with where it was going; anyone else gets a
 //! `WWW-Authenticate: Bearer` challenge (RFC 6750 3, step-up as RFC 9470's
 //! `insufficient_user_authentication`). A store that cannot answer refuses (503), never lets
-//! the request through.
+//! the request through; nor does a store that did not answer its last check
+//! (`store::reachable`), even where the session is cached.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use http::{Method, Request};
 use crate::auth::login;
 use crate::auth::shared;
 use crate::own_api::paths;
+use crate::refusal::Refusal;
 use crate::session::{self, Ended, Live};
 
 use super::build::Gateway;
@@ -32,6 +34,14 @@ impl Gateway {
         auth: &RouteAuth,
         now: u64,
     ) -> Result<Arc<Live>, Refused> {
+        // A store that stopped answering may hold what would refuse this request (a revoked
+        // grant, a disabled account): the cache is no stand-in for it.
+        if let Some(store) = self.reachable.unreachable() {
+            return Err(Refused::because(
+                Refusal::StateUnavailable,
+                &format_args!("{store} does not answer"),
+            ));
+        }
         let presented = session::presented(request.headers());
         let ended = match presented {
             Some((_, token)) => match self.sessions().check(token, &auth.lifetimes, now).await {

@@ -67,6 +67,8 @@ pub struct Gateway {
     /// The access policy (`policy:`), and the care-team links and grants it decides with.
     pub(super) policy: Option<Arc<AccessPolicy>>,
     pub(super) relations: Arc<dyn Relations>,
+    /// Whether the stores outside the process answered their last check.
+    pub(super) reachable: Arc<crate::store::reachable::Reachability>,
     /// Access requests and grants; `None` without a policy.
     pub(super) access: Option<Arc<Access>>,
     /// The audit trail's writer; `None` without `audit:`.
@@ -112,6 +114,7 @@ impl Gateway {
         let ephemeral = identity.stores.ephemeral.clone();
         let relations = identity.stores.relations.clone();
         let identity_stores = identity.stores.clone();
+        let reachable = identity.stores.reachable.clone();
         let access_events = identity.events.clone();
         let audit = identity.audit.clone();
         let passkeys = settings
@@ -195,6 +198,7 @@ impl Gateway {
             }),
             policy: settings.policy,
             relations,
+            reachable,
             audit,
         })
     }

@@ -39,6 +39,9 @@ pub enum AdminTokenError {
         path.display()
     )]
     Malformed { path: PathBuf },
+    /// Kept in a store outside the process (PostgreSQL), which could not give it.
+    #[error("the admin token in the shared store: {0}")]
+    Shared(String),
 }
 
 impl AdminToken {
@@ -58,11 +61,9 @@ impl AdminToken {
             Err(AdminTokenError::File { source, .. }) if source.is_missing() => {}
             other => return other,
         }
-        let mut bits = [0u8; 32];
-        rng.fill_bytes(&mut bits);
-        let token: String = bits.iter().map(|byte| format!("{byte:02x}")).collect();
-        match crate::secret_file::create_new(&path, token.as_bytes()) {
-            Ok(()) => Ok(Self(token)),
+        let token = Self::generate(rng);
+        match crate::secret_file::create_new(&path, token.0.as_bytes()) {
+            Ok(()) => Ok(token),
             // Another process created it between our read and our link: use theirs.
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Self::load(&path),
             Err(error) => Err(failed(error.into())),
@@ -77,13 +78,28 @@ impl AdminToken {
                     source,
                 }
             })?;
+        Self::parse(&text).ok_or_else(|| AdminTokenError::Malformed {
+            path: path.to_owned(),
+        })
+    }
+
+    /// A new token: 256 bits of `rng`.
+    pub(crate) fn generate(rng: &mut dyn rand::CryptoRng) -> Self {
+        let mut bits = [0u8; 32];
+        rng.fill_bytes(&mut bits);
+        Self(bits.iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
+    /// The token in `text` (surrounding white space aside), when it is one.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let token = text.trim();
-        if token.len() != TOKEN_HEX_DIGITS || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(AdminTokenError::Malformed {
-                path: path.to_owned(),
-            });
-        }
-        Ok(Self(token.to_owned()))
+        (token.len() == TOKEN_HEX_DIGITS && token.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self(token.to_owned()))
+    }
+
+    /// The token's text, for the store that keeps it and the client that presents it.
+    pub fn expose(&self) -> &str {
+        &self.0
     }
 
     /// A presented token matches only when it is not empty and equal, in constant time.

@@ -370,6 +370,12 @@ pub trait Listening {
         format!("http://{}{path}", self.admin_addr())
     }
 
+    /// The admin listener's token: where the embedded store writes it.
+    fn admin_token(&self) -> String {
+        let file = self.dir_path().join("data/admin.token");
+        std::fs::read_to_string(file).unwrap().trim().to_owned()
+    }
+
     /// A pooled hyper client that trusts the gateway's generated certificate.
     fn client(&self, http2: bool) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, TestBody> {
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
@@ -485,11 +491,10 @@ pub async fn metrics_containing(gateway: &TestGateway, expected: &str) -> String
 
 /// An admin API call with the admin token; the answer as JSON.
 pub async fn admin(gateway: &impl Listening, method: Method, path: &str, body: &str) -> Value {
-    let token = std::fs::read_to_string(gateway.dir_path().join("data/admin.token")).unwrap();
     let request = Request::builder()
         .method(method)
         .uri(gateway.admin_url(path))
-        .header("authorization", format!("Bearer {}", token.trim()))
+        .header("authorization", format!("Bearer {}", gateway.admin_token()))
         .body(full(body.to_owned()))
         .unwrap();
     let response = plain_client().request(request).await.unwrap();

@@ -1,18 +1,23 @@
-//! Shared state (`shared_state: redis`): the gateway against a private Redis, and what it does
-//! when Redis stops answering: protected routes and `/readyz` refuse, public routes go on, and
-//! everything comes back by itself.
+//! Shared state (`shared_state: redis`, `store.kind: postgres`): the gateway against a private
+//! Redis, and what it does when Redis stops answering: protected routes and `/readyz` refuse,
+//! public routes go on, and everything comes back by itself; then two `wardgate` processes on
+//! one Redis and one PostgreSQL, serving the same people as one gateway.
 
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::json;
 
+use crate::binary::Binary;
 use crate::enrollment::{STRONG, post};
 use crate::harness::*;
-use crate::sessions::{LOGIN, call, config, enroll, totp_login};
+use crate::sessions::{LOGIN, call, code_at, config, enroll, post_as, totp_login};
 
+#[path = "../servers/postgres.rs"]
+mod private_postgres;
 #[path = "../servers/redis.rs"]
 mod private_redis;
+use private_postgres::PrivatePostgres;
 use private_redis::PrivateRedis;
 
 /// The sessions test config, with its state in `redis`.
@@ -25,9 +30,11 @@ fn shared(upstream: &str, redis: &PrivateRedis) -> String {
 }
 
 /// A GET of `/readyz`: status and body.
-async fn readyz(gateway: &TestGateway) -> (StatusCode, String) {
-    let url = format!("http://{}/readyz", gateway.admin.unwrap());
-    let response = plain_client().request(get(&url)).await.unwrap();
+async fn readyz(gateway: &impl Listening) -> (StatusCode, String) {
+    let response = plain_client()
+        .request(get(&gateway.admin_url("/readyz")))
+        .await
+        .unwrap();
     (response.status(), body_text(response).await)
 }
 
@@ -130,4 +137,218 @@ fn redis_keys(redis: &PrivateRedis) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// One replica: a `wardgate run` process, with the admin token the replicas share.
+struct Replica {
+    binary: Binary,
+    token: String,
+}
+
+impl Listening for Replica {
+    fn https_port(&self) -> u16 {
+        self.binary.https_port()
+    }
+
+    fn admin_addr(&self) -> std::net::SocketAddr {
+        self.binary.admin_addr()
+    }
+
+    fn dir_path(&self) -> &std::path::Path {
+        self.binary.dir_path()
+    }
+
+    fn admin_token(&self) -> String {
+        self.token.clone()
+    }
+}
+
+/// What the replicas share: a Redis, a PostgreSQL, and a directory with the master key (made
+/// by the first replica) and PostgreSQL's password.
+struct Shared {
+    redis: PrivateRedis,
+    postgres: PrivatePostgres,
+    dir: tempfile::TempDir,
+}
+
+impl Shared {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("postgres.password");
+        std::fs::write(&password, PrivatePostgres::PASSWORD).unwrap();
+        let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&password, owner_only).unwrap();
+        Self {
+            redis: PrivateRedis::start(),
+            postgres: PrivatePostgres::start(),
+            dir,
+        }
+    }
+
+    /// The sessions test config, its store in PostgreSQL and its state in Redis.
+    fn config(&self, upstream: &str) -> String {
+        let shared = self.dir.path().display();
+        let store = format!(
+            "store:\n  dev_generate_key: true\n  key_file: \"{shared}/master.key\"\n  \
+             kind: postgres\n  url: \"{}\"\n  password_file: \"{shared}/postgres.password\"\n",
+            self.postgres.url_without_password()
+        );
+        let config = config(upstream).replace("store:\n  dev_generate_key: true\n", &store);
+        assert!(config.contains("kind: postgres"), "{config}");
+        format!(
+            "{config}shared_state: {{ kind: redis, url: \"{}\", prefix: wg-two }}\n",
+            self.redis.url()
+        )
+    }
+
+    /// A replica started on `config` in a directory of its own, and the config for the
+    /// commands that manage it (`cli.yaml`: with the admin listener's port).
+    async fn replica(&self, dir: &tempfile::TempDir, config: &str) -> Replica {
+        let binary = Binary::start(dir.path(), config).await;
+        let admin = format!("admin: \"{}\"", binary.admin_addr());
+        let cli = config.replace("admin: \"127.0.0.1:0\"", &admin);
+        std::fs::write(dir.path().join("cli.yaml"), cli).unwrap();
+        let loaded = wardgate::config::load(&dir.path().join("cli.yaml")).unwrap();
+        let token = wardgate::server::shared_admin_token(&loaded).await.unwrap();
+        Replica {
+            binary,
+            token: token.expose().to_owned(),
+        }
+    }
+}
+
+/// Both replicas refuse protected routes (and `/readyz`) while `store` does not answer.
+async fn both_refuse(replicas: [&Replica; 2], token: &str, store: &str) {
+    for replica in replicas {
+        eventually("refused", async || {
+            let (status, _, body) = call(replica, "/api/records/1", Some(token), &[]).await;
+            status == StatusCode::SERVICE_UNAVAILABLE && body.contains("WG-STORE-001")
+        })
+        .await;
+        eventually("not ready", async || {
+            let (status, body) = readyz(replica).await;
+            status == StatusCode::SERVICE_UNAVAILABLE && body.contains(store)
+        })
+        .await;
+        let (status, _, _) = call(replica, "/public/x", None, &[]).await;
+        assert_eq!(status, StatusCode::OK, "public routes go on");
+    }
+}
+
+/// Both replicas serve `token` again, and are ready.
+async fn both_serve(replicas: [&Replica; 2], token: &str) {
+    for replica in replicas {
+        eventually("served again", async || {
+            call(replica, "/api/records/1", Some(token), &[]).await.0 == StatusCode::OK
+        })
+        .await;
+        eventually("ready again", async || {
+            readyz(replica).await.0 == StatusCode::OK
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
+    let shared = Shared::start();
+    let upstream = MockUpstream::recording().await;
+    let config = shared.config(&upstream.url());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The first start makes the master key; the second finds it.
+    let a = shared.replica(&dir_a, &config).await;
+    let b = shared.replica(&dir_b, &config).await;
+    assert_eq!(a.token, b.token, "one admin token");
+
+    // Enrolled through A, logged in on B, served by A.
+    let (secret, _) = enroll(&a, "rita").await;
+    // `wardgate user` finds the token in PostgreSQL, and B holds what A wrote.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(["user", "list", "--config"])
+        .arg(dir_b.path().join("cli.yaml"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success() && out.contains("rita"), "{out}");
+    let token = totp_login(&b, "rita", &secret).await;
+    for replica in [&a, &b] {
+        let (status, _, body) = call(replica, "/api/records/1", Some(&token), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // The assertion A signed verifies with the JWKS that B serves.
+    let (_, _, jwks) = call(&b, "/.wardgate/jwks.json", None, &[]).await;
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    let (_, _, jwks_a) = call(&a, "/.wardgate/jwks.json", None, &[]).await;
+    assert_eq!(
+        jwks,
+        serde_json::from_str::<serde_json::Value>(&jwks_a).unwrap()
+    );
+    for seen in upstream.seen() {
+        let assertion = seen.headers["x-wardgate-assertion"].to_str().unwrap();
+        let now = crate::sessions::unix_now();
+        wardgate::assertion::verify(&jwks, assertion, "records", now).unwrap();
+    }
+
+    // The code B took is spent on A too; a login started on A finishes on B.
+    let started = post(&a, LOGIN, json!({ "user": "rita", "password": STRONG })).await;
+    let replayed = post(
+        &a,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": started.body["challenge"], "code": code_at(&secret, 30) }),
+    )
+    .await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        replayed.body
+    );
+    let (sams, _) = enroll(&b, "sam").await;
+    let started = post(&a, LOGIN, json!({ "user": "sam", "password": STRONG })).await;
+    let finished = post(
+        &b,
+        "/.wardgate/api/login/totp",
+        json!({ "challenge": started.body["challenge"], "code": code_at(&sams, 30) }),
+    )
+    .await;
+    assert_eq!(finished.status, StatusCode::OK, "{}", finished.body);
+    let second = finished.body["token"].as_str().unwrap().to_owned();
+
+    // A logout on B ends the session A has cached, well within a second.
+    let out = post_as(&b, "/.wardgate/api/logout", &token, json!({})).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, _, _) = call(&a, "/api/records/1", Some(&token), &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "A still served a session B ended"
+    );
+
+    // Either store away: both refuse, even the session both have cached, and both come back
+    // by themselves.
+    both_serve([&a, &b], &second).await;
+    shared.redis.stop();
+    both_refuse([&a, &b], &second, "redis does not answer").await;
+    shared.redis.start_again();
+    both_serve([&a, &b], &second).await;
+    shared.postgres.stop();
+    both_refuse([&a, &b], &second, "postgresql does not answer").await;
+    shared.postgres.start_again();
+    both_serve([&a, &b], &second).await;
+
+    // An operator's revocation on A ends the session B has cached.
+    let listed = admin(&a, Method::GET, "/admin/sessions?user=sam", "").await;
+    let id = listed["sessions"][0]["id"].as_str().unwrap().to_owned();
+    admin(&a, Method::DELETE, &format!("/admin/sessions/{id}"), "").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, _, _) = call(&b, "/api/records/1", Some(&second), &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "B still served a revoked session"
+    );
+    for replica in [a, b] {
+        replica.binary.stop().await;
+    }
 }

@@ -12,6 +12,9 @@
 //! need the password (SCRAM-SHA-256), so tests exercise the same authentication a deployment
 //! uses.
 
+// Included by the unit tests and the integration tests, each using a part of it.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -45,6 +45,7 @@
 
 mod accounts;
 mod credentials;
+mod keys;
 mod migrations;
 mod relations;
 use std::path::{Path, PathBuf};
