@@ -507,7 +507,9 @@ async fn in_postgres(
     let database = Arc::new(connect_postgres(postgres, keyring.clone()).await?);
     stores.accounts = database.clone();
     stores.credentials = database.clone();
-    stores.relations = Arc::new(crate::store::relations::Cached::new(database.clone()));
+    // No decision cache in front: another replica's write (an ended link, a revoked grant)
+    // would not reach it. Each patient request asks the database.
+    stores.relations = database.clone();
     stores.reachable = Arc::new(stores.reachable.and(database.clone()));
     Ok((stores, database))
 }

@@ -20,9 +20,9 @@
 //! stops every cached answer at once (a revoked grant, an ended link, a disabled account's
 //! grants): writes are rare beside reads, so forgetting everything costs little. The epoch is
 //! read *before* the store is asked, so a read that races a write is kept under the old epoch
-//! and never used after the write returns. Only writes through this process move the epoch: a
-//! second replica writing to a shared store must send its changes on the revocation feed
-//! (several replicas are not built yet).
+//! and never used after the write returns. Only writes through this process move the epoch, so
+//! the cache stands only in front of the embedded store: relations in PostgreSQL, which other
+//! replicas write too, are read from the database on every request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

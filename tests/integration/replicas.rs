@@ -139,10 +139,12 @@ fn redis_keys(redis: &PrivateRedis) -> Vec<String> {
         .collect()
 }
 
-/// One replica: a `wardgate run` process, with the admin token the replicas share.
+/// One replica: a `wardgate run` process in a directory of its own, with the admin token the
+/// replicas share.
 struct Replica {
     binary: Binary,
     token: String,
+    dir: tempfile::TempDir,
 }
 
 impl Listening for Replica {
@@ -185,15 +187,15 @@ impl Shared {
         }
     }
 
-    /// The sessions test config, its store in PostgreSQL and its state in Redis.
-    fn config(&self, upstream: &str) -> String {
+    /// `config` (a test config, embedded), its store in PostgreSQL and its state in Redis.
+    fn config(&self, config: String) -> String {
         let shared = self.dir.path().display();
         let store = format!(
             "store:\n  dev_generate_key: true\n  key_file: \"{shared}/master.key\"\n  \
              kind: postgres\n  url: \"{}\"\n  password_file: \"{shared}/postgres.password\"\n",
             self.postgres.url_without_password()
         );
-        let config = config(upstream).replace("store:\n  dev_generate_key: true\n", &store);
+        let config = config.replace("store:\n  dev_generate_key: true\n", &store);
         assert!(config.contains("kind: postgres"), "{config}");
         format!(
             "{config}shared_state: {{ kind: redis, url: \"{}\", prefix: wg-two }}\n",
@@ -203,7 +205,8 @@ impl Shared {
 
     /// A replica started on `config` in a directory of its own, and the config for the
     /// commands that manage it (`cli.yaml`: with the admin listener's port).
-    async fn replica(&self, dir: &tempfile::TempDir, config: &str) -> Replica {
+    async fn replica(&self, config: &str) -> Replica {
+        let dir = tempfile::tempdir().unwrap();
         let binary = Binary::start(dir.path(), config).await;
         let admin = format!("admin: \"{}\"", binary.admin_addr());
         let cli = config.replace("admin: \"127.0.0.1:0\"", &admin);
@@ -213,7 +216,19 @@ impl Shared {
         Replica {
             binary,
             token: token.expose().to_owned(),
+            dir,
         }
+    }
+}
+
+impl Shared {
+    /// Two replicas on `config`.
+    async fn two(&self, config: String) -> (Replica, Replica) {
+        let config = self.config(config);
+        // The first start makes the master key; the second finds it.
+        let a = self.replica(&config).await;
+        let b = self.replica(&config).await;
+        (a, b)
     }
 }
 
@@ -253,11 +268,7 @@ async fn both_serve(replicas: [&Replica; 2], token: &str) {
 async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
     let shared = Shared::start();
     let upstream = MockUpstream::recording().await;
-    let config = shared.config(&upstream.url());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // The first start makes the master key; the second finds it.
-    let a = shared.replica(&dir_a, &config).await;
-    let b = shared.replica(&dir_b, &config).await;
+    let (a, b) = shared.two(config(&upstream.url())).await;
     assert_eq!(a.token, b.token, "one admin token");
 
     // Enrolled through A, logged in on B, served by A.
@@ -265,7 +276,7 @@ async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
     // `wardgate user` finds the token in PostgreSQL, and B holds what A wrote.
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
         .args(["user", "list", "--config"])
-        .arg(dir_b.path().join("cli.yaml"))
+        .arg(b.dir.path().join("cli.yaml"))
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&listed.stdout);
@@ -348,6 +359,28 @@ async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
         StatusCode::UNAUTHORIZED,
         "B still served a revoked session"
     );
+    for replica in [a, b] {
+        replica.binary.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_care_team_link_ended_on_one_replica_ends_access_on_the_other_at_once() {
+    let shared = Shared::start();
+    let upstream = MockUpstream::recording().await;
+    let (a, b) = shared.two(crate::policy::config(&upstream.url())).await;
+    let dana = crate::policy::person(&a, "dana", &["physician"]).await;
+    crate::policy::link(&a, "dana", "p1").await;
+    let labs = "/api/patients/p1/labs/latest";
+    for replica in [&a, &b] {
+        let (status, code, _) = crate::policy::get_as(replica, labs, &dana).await;
+        assert_eq!(status, StatusCode::OK, "{code}");
+    }
+    admin(&b, Method::DELETE, "/admin/care-team/dana/p1", "").await;
+    for replica in [&a, &b] {
+        let (status, code, _) = crate::policy::get_as(replica, labs, &dana).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{code}");
+    }
     for replica in [a, b] {
         replica.binary.stop().await;
     }
