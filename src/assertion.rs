@@ -182,6 +182,15 @@ impl AssertionKey {
     }
 
     fn load(path: &Path) -> Result<Self, AssertionKeyError> {
+        let der = Self::read_pkcs8(path)?;
+        Self::from_pkcs8(&der).map_err(|reason| AssertionKeyError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// The PKCS#8 document of the key file at `path`, for a store that takes the key over.
+    pub(crate) fn read_pkcs8(path: &Path) -> Result<Zeroizing<Vec<u8>>, AssertionKeyError> {
         use crate::secret_file::SecretFileError as E;
         let corrupt = |reason| AssertionKeyError::Corrupt {
             path: path.to_owned(),
@@ -203,7 +212,7 @@ impl AssertionKey {
             E::NotText => corrupt("not text"),
         })?;
         let der = decode_pem(&text).ok_or_else(|| corrupt("not a PEM \"PRIVATE KEY\" block"))?;
-        Self::from_pkcs8(&der).map_err(corrupt)
+        Ok(Zeroizing::new(der))
     }
 
     fn create(path: &Path) -> Result<Self, AssertionKeyError> {

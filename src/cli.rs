@@ -75,6 +75,13 @@ pub enum Command {
         #[command(subcommand)]
         command: BreakGlassCommand,
     },
+    /// Copy the embedded store (`store.path`) into the empty PostgreSQL database of
+    /// `store.url`, for several replicas. Stop the gateway first.
+    #[cfg(feature = "postgres")]
+    Migrate {
+        #[arg(long, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +110,47 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Grants { config, command } => cli_relations::grants(&config, &command),
         Command::BreakGlass { config, command } => cli_relations::break_glass(&config, &command),
         Command::Audit { config, command } => crate::cli_audit::run(&config, &command),
+        #[cfg(feature = "postgres")]
+        Command::Migrate { config } => migrate(&config),
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn migrate(file: &Path) -> ExitCode {
+    let loaded = match config::load(file) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let copied = match runtime {
+        Ok(runtime) => runtime.block_on(crate::server::migrate(&loaded)),
+        Err(error) => Err(crate::identity::StoreError::Storage(error.to_string()).into()),
+    };
+    match copied {
+        Ok(copied) => {
+            println!(
+                "copied {} account(s), {} TOTP seed(s), {} passkey(s), {} recovery code(s), {} care-team link(s), {} access request(s), the assertion key, and the admin token where there was one",
+                copied.users,
+                copied.totp,
+                copied.passkeys,
+                copied.recovery_codes,
+                copied.links,
+                copied.requests
+            );
+            println!(
+                "not copied: sessions (people log in again) and pending enrollment links (issue them again)"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_START)
+        }
     }
 }
 

@@ -533,9 +533,45 @@ async fn connect_postgres(
 /// The admin token that the replicas of `loaded` share in PostgreSQL, for `wardgate user`:
 /// read with the identity keyring, as a replica reads it.
 pub async fn shared_admin_token(loaded: &Loaded) -> Result<AdminToken, StartError> {
-    let settings = crate::settings::compile(loaded)?;
-    let postgres = settings.store.postgres.as_ref().ok_or_else(|| {
-        StartError::SharedState("the config keeps its store in files, not in PostgreSQL".into())
+    let (_, postgres, keyring) = for_postgres(loaded)?;
+    let database = connect_postgres(&postgres, keyring).await?;
+    Ok(database.admin_token().await?)
+}
+
+#[cfg(feature = "postgres")]
+/// `wardgate migrate`: the embedded store of `loaded` (its `store.path`) copied into the
+/// PostgreSQL database its `store.url` names. The gateway must be stopped: the embedded store
+/// is refused while another process holds it.
+pub async fn migrate(
+    loaded: &Loaded,
+) -> Result<crate::store::migrate::Copied, crate::store::migrate::MigrateError> {
+    let failed = |error: StartError| StoreError::Storage(error.to_string());
+    let (settings, postgres, keyring) = for_postgres(loaded).map_err(failed)?;
+    let embedded = EmbeddedStore::open(&settings.store.dir, keyring.clone())?;
+    let from = Stores::embedded(Arc::new(embedded));
+    let to = connect_postgres(&postgres, keyring).await.map_err(failed)?;
+    crate::store::migrate::embedded_to_postgres(&from, &settings.store.dir, &to, settings.totp)
+        .await
+}
+
+#[cfg(feature = "postgres")]
+/// The settings of a config whose store is in PostgreSQL, that store's, and the identity
+/// keyring (never generated here: the replicas' key file must exist).
+fn for_postgres(
+    loaded: &Loaded,
+) -> Result<
+    (
+        crate::settings::Settings,
+        crate::settings::PostgresSettings,
+        Arc<Keyring>,
+    ),
+    StartError,
+> {
+    let mut settings = crate::settings::compile(loaded)?;
+    let postgres = settings.store.postgres.take().ok_or_else(|| {
+        StartError::SharedState(
+            "the config keeps its store in files, not in PostgreSQL (store.kind: postgres)".into(),
+        )
     })?;
     let from_env = std::env::var(MASTER_KEY_ENV).ok();
     let (keyring, _) = Keyring::load(
@@ -544,8 +580,7 @@ pub async fn shared_admin_token(loaded: &Loaded) -> Result<AdminToken, StartErro
         false,
         &mut rand::rng(),
     )?;
-    let database = connect_postgres(postgres, Arc::new(keyring)).await?;
-    Ok(database.admin_token().await?)
+    Ok((settings, postgres, Arc::new(keyring)))
 }
 
 #[cfg(any(feature = "redis", feature = "postgres"))]

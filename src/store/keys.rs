@@ -70,7 +70,8 @@ impl AdminToken {
         }
     }
 
-    fn load(path: &Path) -> Result<Self, AdminTokenError> {
+    /// The token in the file at `path`.
+    pub(crate) fn load(path: &Path) -> Result<Self, AdminTokenError> {
         let text =
             crate::secret_file::read(path, 4 * TOKEN_HEX_DIGITS as u64).map_err(|source| {
                 AdminTokenError::File {

@@ -22,6 +22,8 @@ pub mod ephemeral;
 pub mod keys;
 pub mod lockouts;
 #[cfg(feature = "postgres")]
+pub mod migrate;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod reachable;
 #[cfg(feature = "redis")]

@@ -385,3 +385,57 @@ async fn a_care_team_link_ended_on_one_replica_ends_access_on_the_other_at_once(
         replica.binary.stop().await;
     }
 }
+
+#[tokio::test]
+async fn migrate_moves_a_one_replica_gateway_into_postgresql() {
+    let shared = Shared::start();
+    let upstream = MockUpstream::recording().await;
+    let key_file = format!(
+        "store:\n  dev_generate_key: true\n  key_file: \"{}/master.key\"\n",
+        shared.dir.path().display()
+    );
+    let embedded = config(&upstream.url()).replace("store:\n  dev_generate_key: true\n", &key_file);
+    let dir = tempfile::tempdir().unwrap();
+    let alone = Binary::start(dir.path(), &embedded).await;
+    let (secret, _) = enroll(&alone, "rita").await;
+    let (_, _, jwks) = call(&alone, "/.wardgate/jwks.json", None, &[]).await;
+    let token = alone.admin_token();
+    alone.stop().await;
+
+    // The same data directory and key, the store now named in PostgreSQL.
+    let moved = shared.config(config(&upstream.url()));
+    let file = dir.path().join("moved.yaml");
+    std::fs::write(&file, &moved).unwrap();
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+            .args(["migrate", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        said.contains("copied 1 account(s), 1 TOTP seed(s)"),
+        "{said}"
+    );
+    let again = migrate();
+    assert!(!again.status.success());
+    let refused = String::from_utf8_lossy(&again.stderr);
+    assert!(refused.contains("empty database only"), "{refused}");
+
+    // A replica that never saw the data directory serves rita, with the same keys.
+    let replica = shared.replica(&moved).await;
+    assert_eq!(replica.token, token, "operators keep their token");
+    let (_, _, served) = call(&replica, "/.wardgate/jwks.json", None, &[]).await;
+    assert_eq!(served, jwks, "upstreams keep their JWKS");
+    let session = totp_login(&replica, "rita", &secret).await;
+    let (status, _, _) = call(&replica, "/api/records/1", Some(&session), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    replica.binary.stop().await;
+}

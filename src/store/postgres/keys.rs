@@ -51,6 +51,37 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Takes over the embedded store's keys (`wardgate migrate`), so that upstreams keep
+    /// trusting the assertions and operators keep their token; refused (`Conflict`) when the
+    /// database already holds a key of that name.
+    pub async fn adopt_keys(
+        &self,
+        assertion: &[u8],
+        admin_token: Option<&AdminToken>,
+    ) -> Result<(), StoreError> {
+        let mut keys = vec![(ASSERTION, assertion)];
+        keys.extend(admin_token.map(|token| (ADMIN_TOKEN, token.expose().as_bytes())));
+        let client = self.client().await?;
+        for (name, secret) in keys {
+            let sealed = self
+                .keyring
+                .seal(Purpose::SharedKey, name.as_bytes(), secret)?;
+            client
+                .execute(
+                    "INSERT INTO shared_keys (name, sealed) VALUES ($1, $2)",
+                    &[&name, &sealed],
+                )
+                .await
+                .map_err(|error| match super::violation(&error) {
+                    Some(_) => StoreError::Conflict(format!("the shared key {name}")),
+                    None => error.into(),
+                })?;
+        }
+        Ok(())
+    }
+}
+
 impl SharedKeys for Postgres {
     fn assertion_key(&self) -> Loading<'_, (AssertionKey, bool), AssertionKeyError> {
         Box::pin(async move {

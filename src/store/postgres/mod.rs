@@ -205,6 +205,20 @@ impl Postgres {
         })
     }
 
+    /// Whether the database holds no account, relation or shared key: what `wardgate migrate`
+    /// writes into.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT NOT (EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM care_team) \
+                 OR EXISTS (SELECT 1 FROM access_requests) OR EXISTS (SELECT 1 FROM shared_keys))",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn client(&self) -> Result<Client, StoreError> {
         self.pool.get().await.map_err(|error| match error {
             PoolError::Backend(error) => error.into(),
@@ -315,7 +329,7 @@ fn user_id(column: &str, bytes: &[u8]) -> Result<UserId, StoreError> {
 
 #[cfg(test)]
 #[path = "../../../tests/servers/postgres.rs"]
-mod private_postgres;
+pub(crate) mod private_postgres;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

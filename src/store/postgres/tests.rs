@@ -19,7 +19,7 @@ const QUICK: Timeouts = Timeouts {
 /// Longer than any call may take under [`QUICK`]: past it, the call hung.
 const HUNG: Duration = Duration::from_secs(6);
 
-pub(super) fn keyring() -> Arc<Keyring> {
+pub(crate) fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap())
 }
 
@@ -35,7 +35,7 @@ pub(super) async fn connect(server: &PrivatePostgres) -> Result<Postgres, StoreE
 }
 
 /// A new server with a migrated, empty database.
-pub(super) async fn fresh() -> (PrivatePostgres, Postgres) {
+pub(crate) async fn fresh() -> (PrivatePostgres, Postgres) {
     let server = PrivatePostgres::start();
     let store = connect(&server).await.unwrap();
     (server, store)
