@@ -34,8 +34,12 @@
 # `policy:` (benches/load/wardgate-bench-policy.yaml) gets that user as a `physician` on patient
 # 1's care team, so every request is also decided by the access policy.
 #
-# Needs nginx, wrk, oathtool, jq, curl, openssl and taskset; the first four are installed with
-# apt-get when missing. All traffic stays on 127.0.0.1; every process started is stopped on exit
+# A config with `shared_state:` (benches/load/wardgate-bench-redis.yaml) gets a private
+# redis-server on the load core, port 16379, in the work directory, without persistence; it is
+# started before that Wardgate and stopped after it.
+#
+# Needs nginx, wrk, oathtool, jq, curl, openssl and taskset (and redis-server for a
+# `shared_state:` config); the first four are installed with apt-get when missing. All traffic stays on 127.0.0.1; every process started is stopped on exit
 # and Ctrl-C. benches/login-flood.sh sources this file for its functions.
 
 set -euo pipefail
@@ -51,6 +55,7 @@ readonly WARDGATE_PORT=18443
 readonly NGINX_PORT=18444
 readonly BACKEND_PORT=18081
 readonly WARDGATE_ADMIN_PORT=19443
+readonly REDIS_PORT=16379
 readonly REQUEST_PATH=/api/patients/1
 readonly EXPECTED_BODY='"name":"Ada Demo"'
 
@@ -362,6 +367,27 @@ wardgate_label() {
     fi
 }
 
+# Whether the config keeps its state in Redis.
+needs_redis() { grep -Eq '^shared_state:' "$1"; }
+
+# A private redis-server for a `shared_state:` config, on the load core; its pid in REDIS_PID.
+REDIS_PID=""
+start_redis() {
+    install_missing redis-server
+    require_free_port "$REDIS_PORT"
+    mkdir -p "${WORK_DIR}/redis"
+    taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --dir "${WORK_DIR}/redis" --save "" --appendonly no >"${WORK_DIR}/redis.log" 2>&1 &
+    REDIS_PID=$!
+    STARTED_PIDS+=("$REDIS_PID")
+    local i
+    for ((i = 0; i < 50; i++)); do
+        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.1
+    done
+    die "redis-server did not answer on port ${REDIS_PORT}: see ${WORK_DIR}/redis.log"
+}
+
 # Wardgate runs one at a time (all configs share the port); returns its pid in PROXY_PID. Sets
 # REQUEST_HEADERS, the headers every request to it needs (a session token, or none).
 REQUEST_HEADERS=()
@@ -371,6 +397,9 @@ start_wardgate() {
     url="https://127.0.0.1:${WARDGATE_PORT}${REQUEST_PATH}"
     logfile="${WORK_DIR}/wardgate-$(basename "$1" .yaml).log"
     require_free_port "$WARDGATE_PORT"
+    if needs_redis "$config"; then
+        start_redis
+    fi
     "$WARDGATE_BIN" check-config --config "$config" >/dev/null 2>&1 ||
         { "$WARDGATE_BIN" check-config --config "$config" || true; die "$config is not a valid config"; }
     taskset -c "$PROXY_CPU" "$WARDGATE_BIN" run --config "$config" >"$logfile" 2>&1 &
@@ -594,6 +623,10 @@ main() {
             measure "$(wardgate_label "$config")" "$WARDGATE_PORT" "$PROXY_PID" "$conns"
         done
         stop_pid "$PROXY_PID"
+        if [[ -n "$REDIS_PID" ]]; then
+            stop_pid "$REDIS_PID"
+            REDIS_PID=""
+        fi
     done
 
     publish report
