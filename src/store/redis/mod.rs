@@ -30,10 +30,12 @@
 //!   <prefix>:ceremony-space:<space>       zset  id by expiry (capacity, pruning)
 //!   <prefix>:ceremony-user:<space>:<user> zset  id by serial (the user's oldest first)
 //!   <prefix>:ceremony-spaces:<user>       set   spaces where the user holds entries
+//!   <prefix>:limit:<kind>:<scope>:<key>   string  a rate limit's TAT (`limiter.rs`)
 //! ```
 
 mod ephemeral;
 mod feed;
+mod limiter;
 mod sessions;
 
 use std::sync::Arc;
@@ -44,6 +46,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::identity::{Keyring, StoreError};
 
 pub use feed::Feed;
+pub use limiter::RedisLimiter;
 
 /// The longest any one call to Redis may take, connecting included.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(2);
