@@ -31,11 +31,15 @@
 //!   <prefix>:ceremony-user:<space>:<user> zset  id by serial (the user's oldest first)
 //!   <prefix>:ceremony-spaces:<user>       set   spaces where the user holds entries
 //!   <prefix>:limit:<kind>:<scope>:<key>   string  a rate limit's TAT (`limiter.rs`)
+//!   <prefix>:lockout:<table>:<key>        hash  a lockout entry (`lockouts.rs`)
+//!   <prefix>:lockout-places:<table>:<key> zset  its attempts in flight
+//!   <prefix>:lockouts:<table>             zset  every entry of the table by expiry
 //! ```
 
 mod ephemeral;
 mod feed;
 mod limiter;
+mod lockouts;
 mod sessions;
 
 use std::sync::Arc;
@@ -47,6 +51,7 @@ use crate::identity::{Keyring, StoreError};
 
 pub use feed::Feed;
 pub use limiter::RedisLimiter;
+pub use lockouts::RedisLockouts;
 
 /// The longest any one call to Redis may take, connecting included.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(2);
