@@ -1,6 +1,6 @@
 //! Shared state (`shared_state: redis`): the gateway against a private Redis, and what it does
-//! when Redis stops answering: protected routes and `/readyz` refuse, public routes go on, and
-//! everything comes back by itself.
+//! when Redis stops answering: every route and `/readyz` refuse (no request passes uncounted by
+//! the rate limits), and everything comes back by itself.
 
 use std::time::Duration;
 
@@ -50,11 +50,25 @@ async fn without_redis_protected_routes_refuse_and_come_back_by_themselves() {
     eventually("ready", async || readyz(&gateway).await.0 == StatusCode::OK).await;
     let (secret, _) = enroll(&gateway, "rita").await;
     let token = totp_login(&gateway, "rita", &secret).await;
+    let wrong = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "rita", "password": "wrong" }),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
     let keys = redis_keys(&redis);
-    assert!(
-        keys.iter().any(|key| key.starts_with("wg-it:session:")),
-        "{keys:?}"
-    );
+    for counted in [
+        "wg-it:session:",
+        "wg-it:limit:client:*:127.0.0.1",
+        "wg-it:lockout:address:127.0.0.1",
+        "wg-it:lockout:account:",
+    ] {
+        assert!(
+            keys.iter().any(|key| key.starts_with(counted)),
+            "{counted}: {keys:?}"
+        );
+    }
     let (status, _, _) = call(&gateway, "/api/records/1", Some(&token), &[]).await;
     assert_eq!(status, StatusCode::OK, "the session is cached now");
 
@@ -70,8 +84,13 @@ async fn without_redis_protected_routes_refuse_and_come_back_by_themselves() {
         status == StatusCode::SERVICE_UNAVAILABLE && body.contains("redis does not answer")
     })
     .await;
-    let (status, _, _) = call(&gateway, "/public/x", None, &[]).await;
-    assert_eq!(status, StatusCode::OK, "public routes go on");
+    let (status, _, body) = call(&gateway, "/public/x", None, &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "public routes are rate limited too"
+    );
+    assert!(body.contains("WG-STORE-001"), "{body}");
     let refused = post(
         &gateway,
         LOGIN,
