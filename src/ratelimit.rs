@@ -127,7 +127,8 @@ pub struct RateLimits {
     pub per_route: Option<LimitSpec>,
     pub per_user: Option<LimitSpec>,
     pub per_user_route: Option<LimitSpec>,
-    /// Most keys one limit holds at once; beyond it new keys are refused (fails closed).
+    /// Most keys one limit holds at once; beyond it new keys are refused (fails closed). In
+    /// this process only: in Redis (`shared_state`) every key expires by itself.
     pub max_keys: NonZeroUsize,
 }
 

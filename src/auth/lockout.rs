@@ -112,7 +112,8 @@ pub struct LockoutConfig {
     pub base_backoff: HumanDuration,
     /// The longest a lock lasts.
     pub max_backoff: HumanDuration,
-    /// Most keys held at once (per lockout table).
+    /// Most keys held at once (per lockout table), in this process only: in Redis
+    /// (`shared_state`) every entry expires by itself.
     pub max_keys: usize,
 }
 
