@@ -69,6 +69,7 @@ fn sanitize(c: &mut Criterion) {
                 route: "patients",
                 client,
                 user: None,
+                public: false,
             };
             black_box((normalized, limiter.check(&subject)))
         })
@@ -87,6 +88,7 @@ fn sanitize(c: &mut Criterion) {
                 route: "patients",
                 client,
                 user: None,
+                public: false,
             };
             black_box(limiter.check(&subject))
         })

@@ -67,11 +67,16 @@
 //! generic over a `governor::clock::Clock` given at construction instead of taking `now` in each
 //! call: the server uses governor's default monotonic clock (quanta), tests a
 //! `FakeRelativeClock` that they advance, so no test sleeps.
+//!
+//! **Several replicas.** Which limits a request checks, and in what order, is one
+//! [`LimitTable`]; [`LocalLimiter`] counts it in this process, the shared backend
+//! (`store/redis/limiter.rs`) counts the same table in Redis with the same GCRA, so that every
+//! replica spends one budget.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -122,7 +127,8 @@ pub struct RateLimits {
     pub per_route: Option<LimitSpec>,
     pub per_user: Option<LimitSpec>,
     pub per_user_route: Option<LimitSpec>,
-    /// Most keys one limit holds at once; beyond it new keys are refused (fails closed).
+    /// Most keys one limit holds at once; beyond it new keys are refused (fails closed). In
+    /// this process only: in Redis (`shared_state`) every key expires by itself.
     pub max_keys: NonZeroUsize,
 }
 
@@ -276,7 +282,7 @@ impl LimitSpec {
     }
 
     /// Time between two requests at the sustained rate: one GCRA cell.
-    fn cell(&self) -> Duration {
+    pub(crate) fn cell(&self) -> Duration {
         self.per / self.requests.get()
     }
 
@@ -336,6 +342,16 @@ impl From<IpAddr> for ClientKey {
     }
 }
 
+/// `192.0.2.1`, or `2001:db8:1:2::/64`: how a shared backend names the key.
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientKey::V4(v4) => v4.fmt(f),
+            ClientKey::V6Net(net) => write!(f, "{}/64", Ipv6Addr::from(u128::from(*net) << 64)),
+        }
+    }
+}
+
 /// What a limit counts by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum LimitKey {
@@ -365,6 +381,9 @@ pub struct Subject<'a> {
     pub client: IpAddr,
     /// The authenticated user id, if any.
     pub user: Option<&'a str>,
+    /// A route that asks for no session and reads no shared state: it stays up while the
+    /// shared count cannot be reached, counted by this replica alone (`RedisLimiter`).
+    pub public: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,6 +430,8 @@ pub enum DenyCause {
     Exhausted,
     /// The limit holds `max_keys` keys, none idle, and this key is new (fails closed).
     TooManyKeys,
+    /// The shared store that counts the limit did not answer (fails closed).
+    Unavailable,
 }
 
 /// The outcome of [`Limiter::check`].
@@ -428,6 +449,19 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// No limit applies (yet): where a request's checks start.
+    pub const PASS: Decision = Decision::Allow { binding: None };
+
+    /// One more limit's decision on a request that passed the limits before it: its refusal as
+    /// `Err`, which ends the check (module doc: "Narrowest first"), else the stricter pass.
+    pub(crate) fn and(self, next: Decision) -> Result<Decision, Decision> {
+        if next.is_allowed() {
+            Ok(self.stricter(next))
+        } else {
+            Err(next)
+        }
+    }
+
     /// The stricter of two decisions, e.g. those of the two stages of one request: a refusal
     /// over a pass, the longer wait of two refusals, the fewer requests left of two passes (then
     /// the later reset); on a tie, `self`: the earlier stage.
@@ -569,62 +603,31 @@ impl ShrinkableKeyedStateStore<LimitKey> for Keys {
     }
 }
 
-/// One configured limit: one governor keyed limiter.
-struct Limit<C: Clock> {
-    kind: LimitKind,
-    spec: LimitSpec,
-    governor: RateLimiter<LimitKey, Keys, C, StateInformationMiddleware>,
-    keys: Keys,
-    max_keys: usize,
-    start: C::Instant,
-    /// When the next forced sweep may run, in nanoseconds after `start`.
-    next_sweep: AtomicU64,
+/// One configured limit, whichever backend counts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub kind: LimitKind,
+    pub spec: LimitSpec,
+    /// The route this limit is an override of; `None` for a global limit.
+    pub route: Option<Arc<str>>,
 }
 
-impl<C: Clock> Limit<C> {
-    fn new(kind: LimitKind, spec: LimitSpec, max_keys: NonZeroUsize, clock: C) -> Self {
-        let keys = Keys::default();
-        let start = clock.now();
-        Self {
-            kind,
-            spec,
-            governor: RateLimiter::new(spec.quota(), keys.clone(), clock),
-            keys,
-            max_keys: max_keys.get(),
-            start,
-            next_sweep: AtomicU64::new(0),
+impl Planned {
+    /// A pass with `remaining` requests left at once.
+    pub(crate) fn allowed(&self, remaining: u32) -> Decision {
+        // Each missing request comes back after one cell time; exact to within one cell.
+        let missing = self.spec.burst().saturating_sub(remaining);
+        Decision::Allow {
+            binding: Some(self.standing(remaining, self.spec.cell().saturating_mul(missing))),
         }
     }
 
-    fn check(&self, key: &LimitKey) -> Decision {
-        if !self.admit(key) {
-            let wait = self.spec.refill();
-            return Decision::Deny {
-                retry_after: wait,
-                binding: self.standing(0, wait),
-                cause: DenyCause::TooManyKeys,
-            };
-        }
-        match self.governor.check_key(key) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                // Each missing cell comes back after one cell time; exact to within one cell.
-                let reset = self
-                    .spec
-                    .cell()
-                    .saturating_mul(self.spec.burst().saturating_sub(remaining));
-                Decision::Allow {
-                    binding: Some(self.standing(remaining, reset)),
-                }
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.governor.clock().now());
-                Decision::Deny {
-                    retry_after: wait,
-                    binding: self.standing(0, wait),
-                    cause: DenyCause::Exhausted,
-                }
-            }
+    /// A refusal: a request may pass again after `wait`.
+    pub(crate) fn denied(&self, wait: Duration, cause: DenyCause) -> Decision {
+        Decision::Deny {
+            retry_after: wait,
+            binding: self.standing(0, wait),
+            cause,
         }
     }
 
@@ -634,6 +637,177 @@ impl<C: Clock> Limit<C> {
             spec: self.spec,
             remaining,
             reset,
+        }
+    }
+}
+
+/// The limits in force on one route, as places in [`LimitTable::all`].
+#[derive(Clone, Copy, Debug, Default)]
+struct RouteLimits {
+    client: Option<usize>,
+    user: Option<usize>,
+    route: Option<usize>,
+    user_route: Option<usize>,
+}
+
+/// Which limits a request checks: the global limits, and on a route with overrides its own
+/// limits in their place (module doc: "Route overrides"). Written once for every backend: `L`
+/// is what counts one limit ([`Planned`] before any backend counts it).
+#[derive(Debug)]
+pub struct LimitTable<L> {
+    /// Every distinct limit once; a route without an override shares the global limit.
+    all: Vec<L>,
+    /// Routes unknown to the table get the global limits.
+    global: RouteLimits,
+    routes: HashMap<Arc<str>, RouteLimits>,
+    /// `rate_limits.max_keys`, for the backends that hold keys in memory.
+    max_keys: NonZeroUsize,
+}
+
+impl LimitTable<Planned> {
+    /// The limits of `rate_limits:`, and each route's name with its `rate_limit:` overrides.
+    pub fn new<'a>(
+        limits: &RateLimits,
+        routes: impl IntoIterator<Item = (&'a str, &'a RouteRateLimit)>,
+    ) -> Result<Self, RateLimitError> {
+        let mut all = Vec::new();
+        let mut make = |kind, spec: Option<LimitSpec>, route: Option<&str>| {
+            spec.map(|spec| {
+                all.push(Planned {
+                    kind,
+                    spec,
+                    route: route.map(Arc::from),
+                });
+                all.len() - 1
+            })
+        };
+        let global = RouteLimits {
+            client: make(LimitKind::Client, limits.per_client, None),
+            user: make(LimitKind::User, limits.per_user, None),
+            route: make(LimitKind::Route, limits.per_route, None),
+            user_route: make(LimitKind::UserRoute, limits.per_user_route, None),
+        };
+        let mut seen: HashMap<&str, &RouteRateLimit> = HashMap::new();
+        let mut by_route = HashMap::new();
+        for (name, overrides) in routes {
+            match seen.entry(name) {
+                Entry::Occupied(first) if *first.get() != overrides => {
+                    return Err(RateLimitError::DuplicateRoute(name.to_owned()));
+                }
+                Entry::Occupied(_) => continue,
+                Entry::Vacant(slot) => {
+                    slot.insert(overrides);
+                }
+            }
+            let mut pick = |kind, spec: Option<LimitSpec>, global: Option<usize>| {
+                if spec.is_some() {
+                    make(kind, spec, Some(name))
+                } else {
+                    global
+                }
+            };
+            let limits = RouteLimits {
+                client: pick(LimitKind::Client, overrides.per_client, global.client),
+                user: pick(LimitKind::User, overrides.per_user, global.user),
+                route: pick(LimitKind::Route, overrides.per_route, global.route),
+                user_route: pick(
+                    LimitKind::UserRoute,
+                    overrides.per_user_route,
+                    global.user_route,
+                ),
+            };
+            by_route.insert(Arc::<str>::from(name), limits);
+        }
+        Ok(Self {
+            all,
+            global,
+            routes: by_route,
+            max_keys: limits.max_keys,
+        })
+    }
+
+    /// The same table, each limit counted by what `count` makes of it.
+    pub fn counted_by<L>(&self, count: impl FnMut(&Planned) -> L) -> LimitTable<L> {
+        LimitTable {
+            all: self.all.iter().map(count).collect(),
+            global: self.global,
+            routes: self.routes.clone(),
+            max_keys: self.max_keys,
+        }
+    }
+}
+
+impl<L> LimitTable<L> {
+    /// The limits `subject.stage` checks, narrowest first, each with the key it counts by.
+    pub(crate) fn steps(&self, subject: &Subject<'_>) -> impl Iterator<Item = (&L, LimitKey)> {
+        let (route_name, limits) = match self.routes.get_key_value(subject.route) {
+            Some((name, limits)) => (name.clone(), limits),
+            None => (Arc::from(subject.route), &self.global),
+        };
+        let user = subject.user.map(Arc::<str>::from);
+        let limit = |place: Option<usize>| place.map(|place| &self.all[place]);
+        let steps = match subject.stage {
+            Stage::Anonymous => [
+                limit(limits.client).map(|l| (l, LimitKey::Client(subject.client.into()))),
+                None,
+                None,
+            ],
+            Stage::Identified => [
+                limit(limits.user_route)
+                    .zip(user.clone())
+                    .map(|(l, u)| (l, LimitKey::UserRoute(u, route_name.clone()))),
+                limit(limits.user)
+                    .zip(user)
+                    .map(|(l, u)| (l, LimitKey::User(u))),
+                limit(limits.route).map(|l| (l, LimitKey::Route(route_name))),
+            ],
+        };
+        steps.into_iter().flatten()
+    }
+
+    /// Every distinct limit once.
+    pub(crate) fn all(&self) -> &[L] {
+        &self.all
+    }
+}
+
+/// One configured limit: one governor keyed limiter.
+struct Limit<C: Clock> {
+    planned: Planned,
+    governor: RateLimiter<LimitKey, Keys, C, StateInformationMiddleware>,
+    keys: Keys,
+    max_keys: usize,
+    start: C::Instant,
+    /// When the next forced sweep may run, in nanoseconds after `start`.
+    next_sweep: AtomicU64,
+}
+
+impl<C: Clock> Limit<C> {
+    fn new(planned: &Planned, max_keys: NonZeroUsize, clock: C) -> Self {
+        let keys = Keys::default();
+        let start = clock.now();
+        Self {
+            planned: planned.clone(),
+            governor: RateLimiter::new(planned.spec.quota(), keys.clone(), clock),
+            keys,
+            max_keys: max_keys.get(),
+            start,
+            next_sweep: AtomicU64::new(0),
+        }
+    }
+
+    fn check(&self, key: &LimitKey) -> Decision {
+        if !self.admit(key) {
+            return self
+                .planned
+                .denied(self.planned.spec.refill(), DenyCause::TooManyKeys);
+        }
+        match self.governor.check_key(key) {
+            Ok(snapshot) => self.planned.allowed(snapshot.remaining_burst_capacity()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.governor.clock().now());
+                self.planned.denied(wait, DenyCause::Exhausted)
+            }
         }
     }
 
@@ -665,24 +839,12 @@ impl<C: Clock> Limit<C> {
     }
 }
 
-/// The limits in force on one route.
-struct RouteLimits<C: Clock> {
-    client: Option<Arc<Limit<C>>>,
-    user: Option<Arc<Limit<C>>>,
-    route: Option<Arc<Limit<C>>>,
-    user_route: Option<Arc<Limit<C>>>,
-}
-
 /// Rate limits kept in this process's memory, with governor.
 ///
 /// `C` is the clock: governor's default (monotonic) in the server, a `FakeRelativeClock` in
 /// tests.
 pub struct LocalLimiter<C: Clock = DefaultClock> {
-    /// Routes unknown to the limiter get the global limits.
-    global: RouteLimits<C>,
-    routes: HashMap<Arc<str>, RouteLimits<C>>,
-    /// Every distinct limit once, for eviction and counting.
-    all: Vec<Arc<Limit<C>>>,
+    table: LimitTable<Limit<C>>,
 }
 
 impl LocalLimiter<DefaultClock> {
@@ -694,6 +856,11 @@ impl LocalLimiter<DefaultClock> {
     ) -> Result<Self, RateLimitError> {
         Self::with_clock(limits, routes, DefaultClock::default())
     }
+
+    /// The limits of `table`, counted in this process.
+    pub fn counting(table: &LimitTable<Planned>) -> Self {
+        Self::counting_with_clock(table, DefaultClock::default())
+    }
 }
 
 impl<C: Clock + Clone> LocalLimiter<C> {
@@ -703,56 +870,18 @@ impl<C: Clock + Clone> LocalLimiter<C> {
         routes: impl IntoIterator<Item = (&'a str, &'a RouteRateLimit)>,
         clock: C,
     ) -> Result<Self, RateLimitError> {
-        let mut all = Vec::new();
-        let mut make = |kind, spec: Option<LimitSpec>| {
-            spec.map(|spec| {
-                let limit = Arc::new(Limit::new(kind, spec, limits.max_keys, clock.clone()));
-                all.push(limit.clone());
-                limit
-            })
-        };
-        let global = RouteLimits {
-            client: make(LimitKind::Client, limits.per_client),
-            user: make(LimitKind::User, limits.per_user),
-            route: make(LimitKind::Route, limits.per_route),
-            user_route: make(LimitKind::UserRoute, limits.per_user_route),
-        };
-        let mut seen: HashMap<&str, &RouteRateLimit> = HashMap::new();
-        let mut by_route = HashMap::new();
-        for (name, overrides) in routes {
-            match seen.entry(name) {
-                Entry::Occupied(first) if *first.get() != overrides => {
-                    return Err(RateLimitError::DuplicateRoute(name.to_owned()));
-                }
-                Entry::Occupied(_) => continue,
-                Entry::Vacant(slot) => {
-                    slot.insert(overrides);
-                }
-            }
-            let mut pick = |kind, spec: Option<LimitSpec>, global: &Option<Arc<Limit<C>>>| {
-                if spec.is_some() {
-                    make(kind, spec)
-                } else {
-                    global.clone()
-                }
-            };
-            let limits = RouteLimits {
-                client: pick(LimitKind::Client, overrides.per_client, &global.client),
-                user: pick(LimitKind::User, overrides.per_user, &global.user),
-                route: pick(LimitKind::Route, overrides.per_route, &global.route),
-                user_route: pick(
-                    LimitKind::UserRoute,
-                    overrides.per_user_route,
-                    &global.user_route,
-                ),
-            };
-            by_route.insert(Arc::<str>::from(name), limits);
+        Ok(Self::counting_with_clock(
+            &LimitTable::new(limits, routes)?,
+            clock,
+        ))
+    }
+
+    /// As [`LocalLimiter::counting`], reading time from `clock`.
+    pub fn counting_with_clock(table: &LimitTable<Planned>, clock: C) -> Self {
+        let max_keys = table.max_keys;
+        Self {
+            table: table.counted_by(|planned| Limit::new(planned, max_keys, clock.clone())),
         }
-        Ok(Self {
-            global,
-            routes: by_route,
-            all,
-        })
     }
 }
 
@@ -762,46 +891,15 @@ where
 {
     /// [`Limiter::check`], answered at once: a few atomic operations per limit.
     pub fn check(&self, subject: &Subject<'_>) -> Decision {
-        let (route_name, limits) = match self.routes.get_key_value(subject.route) {
-            Some((name, limits)) => (name.clone(), limits),
-            None => (Arc::from(subject.route), &self.global),
-        };
-        let user = subject.user.map(Arc::<str>::from);
-        let steps = match subject.stage {
-            Stage::Anonymous => [
-                limits
-                    .client
-                    .as_ref()
-                    .map(|l| (l, LimitKey::Client(subject.client.into()))),
-                None,
-                None,
-            ],
-            Stage::Identified => [
-                limits
-                    .user_route
-                    .as_ref()
-                    .zip(user.clone())
-                    .map(|(l, u)| (l, LimitKey::UserRoute(u, route_name.clone()))),
-                limits
-                    .user
-                    .as_ref()
-                    .zip(user)
-                    .map(|(l, u)| (l, LimitKey::User(u))),
-                limits
-                    .route
-                    .as_ref()
-                    .map(|l| (l, LimitKey::Route(route_name))),
-            ],
-        };
-        let mut decision = Decision::Allow { binding: None };
-        for (limit, key) in steps.iter().flatten() {
-            let this = limit.check(key);
-            if !this.is_allowed() {
-                return this;
-            }
-            decision = decision.stricter(this);
+        let checked = self
+            .table
+            .steps(subject)
+            .try_fold(Decision::PASS, |so_far, (limit, key)| {
+                so_far.and(limit.check(&key))
+            });
+        match checked {
+            Ok(decision) | Err(decision) => decision,
         }
-        decision
     }
 }
 
@@ -814,14 +912,18 @@ where
     }
 
     fn evict_idle(&self) {
-        for limit in &self.all {
+        for limit in self.table.all() {
             limit.governor.retain_recent();
             limit.governor.shrink_to_fit();
         }
     }
 
     fn key_count(&self) -> usize {
-        self.all.iter().map(|limit| limit.governor.len()).sum()
+        self.table
+            .all()
+            .iter()
+            .map(|limit| limit.governor.len())
+            .sum()
     }
 }
 
@@ -866,6 +968,7 @@ mod tests {
             route: "api",
             client,
             user: None,
+            public: false,
         }
     }
 
@@ -875,6 +978,7 @@ mod tests {
             route: "api",
             client,
             user: Some(user),
+            public: false,
         }
     }
 
@@ -943,6 +1047,7 @@ mod tests {
         assert_eq!(
             limiter.check(&Subject {
                 user: None,
+                public: false,
                 ..identified(ALICE_IP, "")
             }),
             Decision::Allow { binding: None }
@@ -1088,6 +1193,7 @@ mod tests {
             route,
             client,
             user: None,
+            public: false,
         };
         assert!(
             limiter

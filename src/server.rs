@@ -491,6 +491,7 @@ fn share_state(
     let redis = Arc::new(redis);
     stores.sessions = redis.clone();
     stores.ephemeral = redis.clone();
+    stores.counters = crate::store::counters::Counters::Redis((*redis).clone());
     stores.reachable = Arc::new(stores.reachable.and(redis));
     Ok(stores)
 }

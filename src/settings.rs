@@ -31,7 +31,7 @@ use crate::hook::Hook;
 use crate::own_api::paths;
 use crate::policy::{AccessPolicy, DataRule, PatientAt, PolicyError};
 use crate::proxy::{self, TrustedProxies, UpstreamClient};
-use crate::ratelimit::{LocalLimiter, RateLimitError};
+use crate::ratelimit::{LimitTable, Planned, RateLimitError};
 use crate::route::PathPattern;
 use crate::sanitize::request::RouteRules;
 use crate::session::{Lifetimes, SessionConfig};
@@ -75,7 +75,7 @@ pub struct Settings {
     /// `None` when WebAuthn is not configured.
     pub passkeys: Option<RelyingParty>,
     /// Every limit of `rate_limits`, the routes' and the login endpoints'.
-    pub limiter: LocalLimiter,
+    pub rate_limits: LimitTable<Planned>,
     /// Every route, in the order of the file, each with its upstream's pooled client (none has
     /// connected yet).
     pub routes: Vec<RouteSettings>,
@@ -243,7 +243,7 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
         None => None,
     };
     let labels: Vec<String> = config.routes.value.iter().map(|r| r.label()).collect();
-    let limiter = LocalLimiter::new(
+    let rate_limits = LimitTable::new(
         &config.rate_limits,
         labels
             .iter()
@@ -374,7 +374,7 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
         },
         lockout: config.auth.lockout.policy()?,
         passkeys,
-        limiter,
+        rate_limits,
         routes,
         head: HeadRules {
             max_request_line: config.server.value.max_request_line.0,

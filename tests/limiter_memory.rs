@@ -40,6 +40,7 @@ fn a_full_client_limit_costs_about_100_bytes_a_key_and_eviction_gives_them_back(
             route: "api",
             client,
             user: None,
+            public: false,
         };
         assert!(limiter.check(&subject).is_allowed());
     }

@@ -80,6 +80,11 @@
 //! credential-stuffing protection). The
 //! design follows kanidm's `credential/softlock.rs`.
 //!
+//! **Several replicas.** The shared backend (`store/redis/lockouts.rs`) applies these rules in
+//! one Lua script per admission and per failure, with this policy's numbers; a seeded run
+//! through both tables there keeps the two step for step alike, so a change of rule here must
+//! be made there too.
+//!
 //! Time is a parameter (`now`, unix seconds) everywhere; the module never reads the clock.
 //!
 //! [`ActiveTotp::verify`]: crate::auth::totp::ActiveTotp::verify
@@ -107,7 +112,8 @@ pub struct LockoutConfig {
     pub base_backoff: HumanDuration,
     /// The longest a lock lasts.
     pub max_backoff: HumanDuration,
-    /// Most keys held at once (per lockout table).
+    /// Most keys held at once (per lockout table), in this process only: in Redis
+    /// (`shared_state`) every entry expires by itself.
     pub max_keys: usize,
 }
 
@@ -173,6 +179,21 @@ pub struct LockoutPolicy {
 }
 
 impl LockoutPolicy {
+    /// Failures within the window that lock a key.
+    pub fn max_failures(&self) -> u32 {
+        self.max_failures
+    }
+
+    /// How long a failure counts, and an ended lock keeps its key on probation (seconds).
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// The first lock's length, and the longest lock (seconds).
+    pub fn backoffs(&self) -> (u64, u64) {
+        (self.base_backoff, self.max_backoff)
+    }
+
     /// Length of the `lock`-th lock (1-based): `base_backoff * 2^(lock-1)`, capped.
     fn backoff(&self, lock: u32) -> u64 {
         let doublings = lock.saturating_sub(1);

@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::enrollment::recovery_code_hash;
 use crate::auth::events::{Factor, Locked, SecurityEvent, SecurityEvents};
-use crate::auth::lockout::{LockEvent, Lockout, LockoutPolicy, OnSuccess};
+use crate::auth::lockout::{LockEvent, LockoutPolicy, OnSuccess};
 use crate::auth::mfa::MfaConfig;
 use crate::auth::password::{HashPool, PoolError, Secret, Verification};
 use crate::auth::shared::{
@@ -71,6 +71,7 @@ use crate::refusal::Refusal;
 use crate::refused::Refused;
 use crate::session::{self, Ended, Epoch, Live, NewSession, SessionError, Sessions, Token};
 use crate::store::Stores;
+use crate::store::counters::Counters;
 use crate::store::ephemeral::{Ceremonies, Held, Space};
 use crate::store::lockouts::{Admitted, Lockouts};
 
@@ -196,12 +197,12 @@ pub struct LoginLockouts {
 }
 
 impl LoginLockouts {
-    /// In this process's memory: the embedded backend.
-    pub fn embedded(policy: LockoutPolicy) -> Self {
+    /// The three tables under `policy`, counted where `counters` says.
+    pub fn new(counters: &Counters, policy: LockoutPolicy) -> Self {
         Self {
-            accounts: Arc::new(Lockout::new(policy, OnSuccess::Forget)),
-            addresses: Arc::new(Lockout::new(policy, OnSuccess::Keep)),
-            factors: Arc::new(Lockout::new(policy, OnSuccess::Forget)),
+            accounts: counters.lockouts("account", policy, OnSuccess::Forget),
+            addresses: counters.lockouts("address", policy, OnSuccess::Keep),
+            factors: counters.lockouts("factor", policy, OnSuccess::Forget),
         }
     }
 }

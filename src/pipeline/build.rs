@@ -115,6 +115,7 @@ impl Gateway {
         let relations = identity.stores.relations.clone();
         let identity_stores = identity.stores.clone();
         let reachable = identity.stores.reachable.clone();
+        let counters = identity.stores.counters.clone();
         let access_events = identity.events.clone();
         let audit = identity.audit.clone();
         let passkeys = settings
@@ -144,7 +145,7 @@ impl Gateway {
                 passkeys,
                 mfa: settings.mfa,
             },
-            LoginLockouts::embedded(settings.lockout),
+            LoginLockouts::new(&counters, settings.lockout),
         );
         let targets: Vec<_> = settings
             .routes
@@ -179,7 +180,7 @@ impl Gateway {
             telemetry,
             body_idle_timeout: settings.body_idle_timeout,
             head: settings.head,
-            limiter: Arc::new(settings.limiter),
+            limiter: counters.limiter(&settings.rate_limits),
             in_flight: PerAddress::new(settings.max_in_flight_per_client),
             enrollment,
             login,

@@ -4,7 +4,9 @@
 //! address, so an anonymous flood is refused before it costs a store read. Phase 8 runs after
 //! `authenticate`: per user, per route, per user and route. Both refuse with 429 and say when to
 //! come back (`Retry-After`, `RateLimit`, `RateLimit-Policy`); a limiter whose key table is
-//! full refuses new keys (`WG-RATE-002`) instead of forgetting old ones.
+//! full refuses new keys (`WG-RATE-002`) instead of forgetting old ones, and a shared limiter
+//! whose store does not answer refuses everything (503 `WG-STORE-001`), never lets a request
+//! through uncounted.
 
 use crate::ratelimit::{Decision, DenyCause};
 use crate::refusal::Refusal;
@@ -14,13 +16,17 @@ use crate::refused::Refused;
 /// A rate-limit denial as a refusal, with its `Retry-After` and `RateLimit` headers.
 pub(super) fn deny(decision: &Decision) -> Result<(), Refused> {
     match decision {
-        Decision::Deny { cause, .. } => Err(Refused::with_headers(
-            match cause {
-                DenyCause::Exhausted => Refusal::RateLimited,
-                DenyCause::TooManyKeys => Refusal::RateLimitFull,
-            },
-            decision.headers(),
-        )),
+        Decision::Deny { cause, .. } => Err(match cause {
+            DenyCause::Exhausted => Refused::with_headers(Refusal::RateLimited, decision.headers()),
+            DenyCause::TooManyKeys => {
+                Refused::with_headers(Refusal::RateLimitFull, decision.headers())
+            }
+            // Nothing is known of the limit's state: no `RateLimit` headers to give.
+            DenyCause::Unavailable => Refused::because(
+                Refusal::StateUnavailable,
+                &"the shared store did not count the rate limits",
+            ),
+        }),
         Decision::Allow { .. } => Ok(()),
     }
 }
@@ -61,6 +67,14 @@ mod tests {
             let retry = headers.iter().find(|(name, _)| name == "retry-after");
             assert_eq!(retry.map(|(_, value)| value.as_bytes()), Some(&b"6"[..]));
         }
+    }
+
+    #[test]
+    fn an_uncounted_request_is_refused_as_state_unavailable_without_limit_headers() {
+        let refused = denied(DenyCause::Unavailable);
+        let (refusal, headers) = refused.parts();
+        assert_eq!(refusal, Refusal::StateUnavailable);
+        assert!(headers.is_empty(), "{headers:?}");
     }
 
     #[test]

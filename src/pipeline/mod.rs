@@ -138,6 +138,7 @@ impl Gateway {
             route: &target.labels.route,
             client: record.client,
             user: None,
+            public: target.auth.is_none(),
         };
         limit::deny(&self.limiter.check(&subject).await)?;
 

@@ -49,6 +49,8 @@ impl Gateway {
             route: limit,
             client: record.client,
             user: None,
+            // What upstreams and browsers fetch without any state: the keys, the pages' assets.
+            public: path == paths::JWKS || pages::is_asset(&path),
         };
         let admitted = limit::deny(&self.limiter.check(&subject).await);
         let client = record.client;

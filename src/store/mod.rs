@@ -8,6 +8,7 @@
 //! - [`relations`]: care-team links, access requests and grants.
 //! - [`ephemeral`]: ceremonies and challenges of multi-step exchanges, for minutes.
 //! - [`lockouts`]: failure counters and soft locks of login attempts.
+//! - [`counters`]: where rate limits and lockouts are counted (this process, or Redis).
 //! - [`keys`]: key material every replica must hold the same of.
 //! - [`reachable`]: whether the stores outside the process answer.
 //! - [`embedded`]: the redb backend of the first three.
@@ -16,6 +17,7 @@
 //!   and shared keys, for several replicas.
 
 pub mod accounts;
+pub mod counters;
 pub mod credentials;
 pub mod embedded;
 pub mod ephemeral;
@@ -37,6 +39,7 @@ use std::sync::Arc;
 
 use crate::identity::{EmbeddedStore, StoreError};
 use accounts::Accounts;
+use counters::Counters;
 use credentials::Credentials;
 use ephemeral::Ephemeral;
 use relations::Relations;
@@ -55,6 +58,8 @@ pub struct Stores {
     pub relations: Arc<dyn Relations>,
     /// The stores outside the process, and whether they answer.
     pub reachable: Arc<reachable::Reachability>,
+    /// Where rate limits and lockouts are counted.
+    pub counters: Counters,
 }
 
 impl Stores {
@@ -68,6 +73,7 @@ impl Stores {
             relations: Arc::new(relations::Cached::new(embedded)),
             ephemeral: Arc::new(ephemeral::Memory::new()),
             reachable: Arc::default(),
+            counters: Counters::Local,
         }
     }
 }

@@ -66,7 +66,7 @@ impl Reachability {
                 Err(error) if was => tracing::error!(
                     store = remote.name(),
                     %error,
-                    "a shared store stopped answering: protected routes refuse (WG-STORE-001) until it is back"
+                    "a shared store stopped answering: protected routes refuse (WG-STORE-001) until it is back; public routes go on, rate limited by each replica alone"
                 ),
                 Err(error) => tracing::debug!(store = remote.name(), %error, "still not answering"),
                 Ok(()) if !was => tracing::info!(store = remote.name(), "the shared store answers"),

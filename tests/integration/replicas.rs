@@ -50,18 +50,38 @@ async fn eventually<F: AsyncFn() -> bool>(what: &str, probe: F) {
 }
 
 #[tokio::test]
-async fn without_redis_protected_routes_refuse_and_come_back_by_themselves() {
+async fn without_redis_every_route_refuses_and_comes_back_by_itself() {
     let redis = PrivateRedis::start();
     let upstream = MockUpstream::recording().await;
     let gateway = TestGateway::start(&shared(&upstream.url(), &redis)).await;
     eventually("ready", async || readyz(&gateway).await.0 == StatusCode::OK).await;
     let (secret, _) = enroll(&gateway, "rita").await;
     let token = totp_login(&gateway, "rita", &secret).await;
+    let wrong = post(
+        &gateway,
+        LOGIN,
+        json!({ "user": "rita", "password": "wrong" }),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
     let keys = redis_keys(&redis);
-    assert!(
-        keys.iter().any(|key| key.starts_with("wg-it:session:")),
-        "{keys:?}"
+    // The login endpoints' own client limit: its key lives a second after each request (the
+    // global limit's, a hundredth of one).
+    let login_limit = format!(
+        "wg-it:limit:client:{}:127.0.0.1",
+        hex::encode(wardgate::own_api::paths::PREFIX)
     );
+    for counted in [
+        "wg-it:session:",
+        &login_limit,
+        "wg-it:lockout:address:127.0.0.1",
+        "wg-it:lockout:account:",
+    ] {
+        assert!(
+            keys.iter().any(|key| key.starts_with(counted)),
+            "{counted}: {keys:?}"
+        );
+    }
     let (status, _, _) = call(&gateway, "/api/records/1", Some(&token), &[]).await;
     assert_eq!(status, StatusCode::OK, "the session is cached now");
 
@@ -79,6 +99,8 @@ async fn without_redis_protected_routes_refuse_and_come_back_by_themselves() {
     .await;
     let (status, _, _) = call(&gateway, "/public/x", None, &[]).await;
     assert_eq!(status, StatusCode::OK, "public routes go on");
+    let (status, _, _) = call(&gateway, "/.wardgate/jwks.json", None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "upstreams still find the keys");
     let refused = post(
         &gateway,
         LOGIN,
@@ -268,8 +290,28 @@ async fn both_serve(replicas: [&Replica; 2], token: &str) {
 async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
     let shared = Shared::start();
     let upstream = MockUpstream::recording().await;
-    let (a, b) = shared.two(config(&upstream.url())).await;
+    let scarce = "  - { path: /public/**, upstream: backend, auth: none }\n  \
+        - { name: scarce, path: /scarce/**, upstream: backend, auth: none, \
+        rate_limit: { per_client: { requests: 4, per: 1h } } }";
+    let config = config(&upstream.url()).replace(
+        "  - { path: /public/**, upstream: backend, auth: none }",
+        scarce,
+    );
+    assert!(config.contains("scarce"));
+    let (a, b) = shared.two(config).await;
     assert_eq!(a.token, b.token, "one admin token");
+
+    // One budget: four requests split over A and B spend it, the fifth is refused on both.
+    for replica in [&a, &b, &a, &b] {
+        assert_eq!(
+            call(replica, "/scarce/x", None, &[]).await.0,
+            StatusCode::OK
+        );
+    }
+    for replica in [&a, &b] {
+        let (status, _, _) = call(replica, "/scarce/x", None, &[]).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    }
 
     // Enrolled through A, logged in on B, served by A.
     let (secret, _) = enroll(&a, "rita").await;
@@ -294,7 +336,12 @@ async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
         jwks,
         serde_json::from_str::<serde_json::Value>(&jwks_a).unwrap()
     );
-    for seen in upstream.seen() {
+    let records = upstream.seen().into_iter();
+    let records: Vec<_> = records
+        .filter(|seen| seen.uri.path().starts_with("/api/"))
+        .collect();
+    assert_eq!(records.len(), 2, "one served by each");
+    for seen in records {
         let assertion = seen.headers["x-wardgate-assertion"].to_str().unwrap();
         let now = crate::sessions::unix_now();
         wardgate::assertion::verify(&jwks, assertion, "records", now).unwrap();
@@ -315,6 +362,7 @@ async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
         replayed.body
     );
     let (sams, _) = enroll(&b, "sam").await;
+    enroll(&b, "lena").await;
     let started = post(&a, LOGIN, json!({ "user": "sam", "password": STRONG })).await;
     let finished = post(
         &b,
@@ -359,6 +407,28 @@ async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
         StatusCode::UNAUTHORIZED,
         "B still served a revoked session"
     );
+    // One count of failures: five wrong passwords split over A and B lock the account (and
+    // this address: last, then) on both; a locked account gets the same answer as a wrong
+    // password, so the right one fails.
+    for replica in [&a, &b, &a, &b, &a] {
+        let wrong = post(
+            replica,
+            LOGIN,
+            json!({ "user": "lena", "password": "not it" }),
+        )
+        .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+    }
+    for replica in [&a, &b] {
+        let locked = post(
+            replica,
+            LOGIN,
+            json!({ "user": "lena", "password": STRONG }),
+        )
+        .await;
+        assert_eq!(locked.status, StatusCode::UNAUTHORIZED, "{}", locked.body);
+    }
+
     for replica in [a, b] {
         replica.binary.stop().await;
     }

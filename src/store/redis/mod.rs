@@ -30,10 +30,16 @@
 //!   <prefix>:ceremony-space:<space>       zset  id by expiry (capacity, pruning)
 //!   <prefix>:ceremony-user:<space>:<user> zset  id by serial (the user's oldest first)
 //!   <prefix>:ceremony-spaces:<user>       set   spaces where the user holds entries
+//!   <prefix>:limit:<kind>:<scope>:<key>   string  a rate limit's TAT (`limiter.rs`)
+//!   <prefix>:lockout:<table>:<key>        hash  a lockout entry (`lockouts.rs`)
+//!   <prefix>:lockout-places:<table>:<key> zset  its attempts in flight
+//!   <prefix>:lockouts:<table>             zset  every entry of the table by expiry
 //! ```
 
 mod ephemeral;
 mod feed;
+mod limiter;
+mod lockouts;
 mod sessions;
 
 use std::sync::Arc;
@@ -44,6 +50,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::identity::{Keyring, StoreError};
 
 pub use feed::Feed;
+pub use limiter::RedisLimiter;
+pub use lockouts::RedisLockouts;
 
 /// The longest any one call to Redis may take, connecting included.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(2);
@@ -244,6 +252,56 @@ mod tests {
         assert!(no_hang(redis.ping()).await.is_err(), "nothing answers");
         server.resume();
         answers_again(&redis).await;
+    }
+
+    /// What `shared_state` wires in (`Counters::Redis`): the login lockouts and the limiter of
+    /// two replicas count together.
+    #[tokio::test]
+    async fn the_counters_of_two_replicas_are_one() {
+        use crate::auth::lockout::LockoutConfig;
+        use crate::auth::login::LoginLockouts;
+        use crate::identity::UserId;
+        use crate::ratelimit::{LimitSpec, LimitTable, RateLimits, Stage, Subject};
+        use crate::store::counters::Counters;
+
+        let (server, redis) = on_private_server();
+        let keyring = Arc::new(Keyring::new(MasterKey::new(1, [7; 32]), Vec::new()).unwrap());
+        let other = Redis::connect(&server.url(), None, None, "wg-test", keyring).unwrap();
+        let replicas = [Counters::Redis(redis), Counters::Redis(other)];
+        let policy = LockoutConfig::default().policy().unwrap();
+        let lockouts = replicas.each_ref().map(|c| LoginLockouts::new(c, policy));
+        let alice = UserId::from_bytes([1; 16]);
+        for i in 0..5 {
+            let attempt = lockouts[i % 2]
+                .accounts
+                .admit(&alice, 1_000 + i as u64)
+                .await;
+            attempt.unwrap().unwrap().failed(1_000).await.unwrap();
+        }
+        let locked = lockouts[1].accounts.admit(&alice, 1_010).await.unwrap();
+        assert!(locked.is_err(), "five failures over two replicas lock");
+        let factors = lockouts[1].factors.admit(&alice, 1_010).await.unwrap();
+        assert!(factors.is_ok(), "the second-factor table is apart");
+
+        let limits = RateLimits {
+            per_client: Some(LimitSpec::new(1, Duration::from_secs(60), 2).unwrap()),
+            ..RateLimits::default()
+        };
+        let table = LimitTable::new(&limits, []).unwrap();
+        let limiters = replicas.each_ref().map(|c| c.limiter(&table));
+        let subject = Subject {
+            stage: Stage::Anonymous,
+            route: "api",
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+            user: None,
+            public: false,
+        };
+        assert!(limiters[0].check(&subject).await.is_allowed());
+        assert!(limiters[1].check(&subject).await.is_allowed());
+        assert!(
+            !limiters[0].check(&subject).await.is_allowed(),
+            "one budget"
+        );
     }
 
     #[test]
