@@ -217,6 +217,16 @@ mod tests {
         LimitTable::new(&limits, [("login", &login), ("api", &api)]).unwrap()
     }
 
+    fn unavailable(decision: &Decision) -> bool {
+        matches!(
+            decision,
+            Decision::Deny {
+                cause: DenyCause::Unavailable,
+                ..
+            }
+        )
+    }
+
     /// Reads `clock` as the wall clock, from [`EPOCH`].
     fn precise(clock: &FakeRelativeClock) -> Precise {
         let clock = clock.clone();
@@ -328,16 +338,7 @@ mod tests {
         assert!(limiter.check(&alice).await.is_allowed());
         server.stop();
         let refused = limiter.check(&alice).await;
-        assert!(
-            matches!(
-                refused,
-                Decision::Deny {
-                    cause: DenyCause::Unavailable,
-                    ..
-                }
-            ),
-            "{refused:?}"
-        );
+        assert!(unavailable(&refused), "{refused:?}");
         // A request no limit applies to needs no store.
         let identified = on(Stage::Identified, "api", ALICE_IP, Some("alice"));
         assert_eq!(limiter.check(&identified).await, Decision::PASS);
@@ -373,16 +374,7 @@ mod tests {
         assert_eq!(limiter.key_count(), 1, "the stand-in's key");
         let protected = on(Stage::Anonymous, "api", BOB_IP, None);
         let refused = limiter.check(&protected).await;
-        assert!(
-            matches!(
-                refused,
-                Decision::Deny {
-                    cause: DenyCause::Unavailable,
-                    ..
-                }
-            ),
-            "{refused:?}"
-        );
+        assert!(unavailable(&refused), "{refused:?}");
     }
 
     #[tokio::test]
