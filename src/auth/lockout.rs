@@ -98,7 +98,7 @@ use serde::Deserialize;
 
 use crate::store::Pending;
 use crate::store::lockouts::{Admitted, Lockouts};
-pub use crate::store::lockouts::{LockEvent, NotAdmitted};
+pub use crate::store::lockouts::{LockEvent, LockoutPolicy, NotAdmitted, OnSuccess};
 use crate::units::HumanDuration;
 
 /// The `auth: lockout:` section of the config file.
@@ -168,32 +168,7 @@ impl LockoutConfig {
     }
 }
 
-/// [`LockoutConfig`], checked, in whole seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockoutPolicy {
-    max_failures: u32,
-    window: u64,
-    base_backoff: u64,
-    max_backoff: u64,
-    max_keys: usize,
-}
-
 impl LockoutPolicy {
-    /// Failures within the window that lock a key.
-    pub fn max_failures(&self) -> u32 {
-        self.max_failures
-    }
-
-    /// How long a failure counts, and an ended lock keeps its key on probation (seconds).
-    pub fn window(&self) -> u64 {
-        self.window
-    }
-
-    /// The first lock's length, and the longest lock (seconds).
-    pub fn backoffs(&self) -> (u64, u64) {
-        (self.base_backoff, self.max_backoff)
-    }
-
     /// Length of the `lock`-th lock (1-based): `base_backoff * 2^(lock-1)`, capped.
     fn backoff(&self, lock: u32) -> u64 {
         let doublings = lock.saturating_sub(1);
@@ -202,14 +177,6 @@ impl LockoutPolicy {
             .saturating_mul(factor)
             .min(self.max_backoff)
     }
-}
-
-/// What a success does to a key's failures: forgets them (accounts, users), or keeps them
-/// (client addresses: see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnSuccess {
-    Forget,
-    Keep,
 }
 
 #[derive(Clone, Debug)]
@@ -481,6 +448,32 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Admitted<K> for Attempt<K> {
     fn succeeded(self: Box<Self>) -> Pending<'static, ()> {
         Attempt::succeeded(*self);
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl crate::store::counters::Counters {
+    /// One kind of key's lockout counters (`table` names the kind in Redis: `account`,
+    /// `address`, `factor`), counted where these counters count.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))] // `table` names Redis keys
+    pub fn lockouts<K>(
+        &self,
+        table: &str,
+        policy: LockoutPolicy,
+        on_success: OnSuccess,
+    ) -> Arc<dyn Lockouts<K>>
+    where
+        K: Clone + Eq + Hash + std::fmt::Display + Send + Sync + 'static,
+    {
+        match self {
+            Self::Local => Arc::new(Lockout::new(policy, on_success)),
+            #[cfg(feature = "redis")]
+            Self::Redis(redis) => Arc::new(crate::store::redis::RedisLockouts::new(
+                redis.clone(),
+                table,
+                policy,
+                on_success,
+            )),
+        }
     }
 }
 

@@ -1,15 +1,12 @@
 //! Where the request path counts: rate limits and lockout counters, in this process, or in
 //! the Redis every replica shares (`shared_state`), so that N replicas never give a client N
 //! times the budget or an attacker N times the guesses. Chosen once at start; the limits and
-//! the lockout rules are the same either way, only who keeps the count differs.
+//! the lockout rules are the same either way, only who keeps the count differs. The lockout
+//! counters are built beside their rules, in `auth::lockout`.
 
-use std::fmt::Display;
-use std::hash::Hash;
 use std::sync::Arc;
 
-use crate::auth::lockout::{Lockout, LockoutPolicy, OnSuccess};
 use crate::ratelimit::{LimitTable, Limiter, LocalLimiter, Planned};
-use crate::store::lockouts::Lockouts;
 
 /// Who keeps the counts.
 #[derive(Clone, Default)]
@@ -32,30 +29,6 @@ impl Counters {
                 redis.clone(),
                 table,
                 crate::clock::system_precise(),
-            )),
-        }
-    }
-
-    /// One kind of key's lockout counters (`table` names the kind in Redis: `account`,
-    /// `address`, `factor`), counted here.
-    #[cfg_attr(not(feature = "redis"), allow(unused_variables))] // `table` names Redis keys
-    pub fn lockouts<K>(
-        &self,
-        table: &str,
-        policy: LockoutPolicy,
-        on_success: OnSuccess,
-    ) -> Arc<dyn Lockouts<K>>
-    where
-        K: Clone + Eq + Hash + Display + Send + Sync + 'static,
-    {
-        match self {
-            Counters::Local => Arc::new(Lockout::new(policy, on_success)),
-            #[cfg(feature = "redis")]
-            Counters::Redis(redis) => Arc::new(crate::store::redis::RedisLockouts::new(
-                redis.clone(),
-                table,
-                policy,
-                on_success,
             )),
         }
     }

@@ -16,6 +16,41 @@
 
 use super::Pending;
 
+/// [`LockoutConfig`](crate::auth::lockout::LockoutConfig), checked, in whole seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub(crate) max_failures: u32,
+    pub(crate) window: u64,
+    pub(crate) base_backoff: u64,
+    pub(crate) max_backoff: u64,
+    pub(crate) max_keys: usize,
+}
+
+impl LockoutPolicy {
+    /// Failures within the window that lock a key.
+    pub fn max_failures(&self) -> u32 {
+        self.max_failures
+    }
+
+    /// How long a failure counts, and an ended lock keeps its key on probation (seconds).
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// The first lock's length, and the longest lock (seconds).
+    pub fn backoffs(&self) -> (u64, u64) {
+        (self.base_backoff, self.max_backoff)
+    }
+}
+
+/// What a success does to a key's failures: forgets them (accounts, users), or keeps them
+/// (client addresses: see `auth::lockout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnSuccess {
+    Forget,
+    Keep,
+}
+
 /// An attempt that was not admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NotAdmitted {

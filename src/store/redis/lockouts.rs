@@ -30,10 +30,10 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use redis::Script;
 
 use super::Redis;
-use crate::auth::lockout::{LockoutPolicy, OnSuccess};
 use crate::identity::StoreError;
 use crate::store::Pending;
 use crate::store::lockouts::{Admitted, LockEvent, Lockouts, NotAdmitted};
+use crate::store::lockouts::{LockoutPolicy, OnSuccess};
 
 /// How long an attempt may hold its place: far longer than a verification takes (a wait in
 /// the hashing pool's queue and one argon2id run), short enough that a replica that died
