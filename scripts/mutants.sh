@@ -50,6 +50,11 @@ SECURITY_FILES=(
     src/ratelimit.rs             # rate limiter
     src/assertion.rs             # assertion signing and verification
     src/identity/seal.rs         # sealing secrets at rest
+    src/store/redis/limiter.rs   # rate limits shared by the replicas, the public stand-in
+    src/store/redis/lockouts.rs  # lockouts shared by the replicas
+    src/store/redis/sessions.rs  # sessions in Redis, the revocation feed
+    src/store/postgres/keys.rs   # the shared assertion key and admin token
+    src/store/reachable.rs       # a shared store that stopped answering
 )
 files=("$@")
 [[ ${#files[@]} -gt 0 ]] || files=("${SECURITY_FILES[@]}")
