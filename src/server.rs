@@ -516,26 +516,41 @@ async fn in_postgres(
 }
 
 #[cfg(feature = "postgres")]
+/// The database of `postgres`, its schema brought up to date.
 async fn connect_postgres(
     postgres: &crate::settings::PostgresSettings,
     keyring: Arc<Keyring>,
 ) -> Result<crate::store::postgres::Postgres, StartError> {
-    let options = crate::store::postgres::Options {
+    let options = postgres_options(postgres)?;
+    crate::store::postgres::Postgres::connect(&postgres.url, options, keyring)
+        .await
+        .map_err(postgres_failed)
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_options(
+    postgres: &crate::settings::PostgresSettings,
+) -> Result<crate::store::postgres::Options, StartError> {
+    Ok(crate::store::postgres::Options {
         password: read_password(&postgres.password)?,
         ca_file: postgres.ca_file.clone(),
         timeouts: crate::store::postgres::Timeouts::default(),
-    };
-    crate::store::postgres::Postgres::connect(&postgres.url, options, keyring)
-        .await
-        .map_err(|error| StartError::SharedState(format!("store (postgresql): {error}")))
+    })
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_failed(error: StoreError) -> StartError {
+    StartError::SharedState(format!("store (postgresql): {error}"))
 }
 
 #[cfg(feature = "postgres")]
 /// The admin token that the replicas of `loaded` share in PostgreSQL, for `wardgate user`:
-/// read with the identity keyring, as a replica reads it.
+/// read with the identity keyring, as a replica reads it, the schema left as it is.
 pub async fn shared_admin_token(loaded: &Loaded) -> Result<AdminToken, StartError> {
     let (_, postgres, keyring) = for_postgres(loaded)?;
-    let database = connect_postgres(&postgres, keyring).await?;
+    let options = postgres_options(&postgres)?;
+    let database = crate::store::postgres::Postgres::open(&postgres.url, options, keyring)
+        .map_err(postgres_failed)?;
     Ok(database.admin_token().await?)
 }
 

@@ -39,7 +39,8 @@ impl Gateway {
         now: u64,
     ) -> Result<Response<ResponseBody>, Refused> {
         record.route = Some(self.own_api.clone());
-        let limit = if pages::is_asset(&path) {
+        let asset = pages::is_asset(&path);
+        let limit = if asset {
             paths::ASSET_PREFIX
         } else {
             paths::PREFIX
@@ -50,7 +51,7 @@ impl Gateway {
             client: record.client,
             user: None,
             // What upstreams and browsers fetch without any state: the keys, the pages' assets.
-            public: path == paths::JWKS || pages::is_asset(&path),
+            public: asset || path == paths::JWKS,
         };
         let admitted = limit::deny(&self.limiter.check(&subject).await);
         let client = record.client;

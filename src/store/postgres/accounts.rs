@@ -164,12 +164,7 @@ impl Accounts for Postgres {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             // The user's row lock orders two token issues for one user.
-            let user = tx
-                .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&id])
-                .await?;
-            if user.is_none() {
-                return Err(StoreError::NotFound("user"));
-            }
+            Postgres::lock_user(&tx, id).await?;
             let insert = "INSERT INTO enrollment_tokens (hash, user_id, expires) \
                           VALUES ($1, $2, $3)";
             let hash = hash.as_slice();

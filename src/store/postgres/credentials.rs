@@ -251,12 +251,7 @@ impl Credentials for Postgres {
             let id = id.as_bytes().as_slice();
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let user = tx
-                .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&id])
-                .await?;
-            if user.is_none() {
-                return Err(StoreError::NotFound("user"));
-            }
+            Postgres::lock_user(&tx, id).await?;
             tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&id])
                 .await?;
             tx.execute(

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Client, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+    Client, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -110,12 +110,27 @@ pub struct Postgres {
 
 impl Postgres {
     /// A pool for `url` (`postgres://user@host:port/db?sslmode=require`), with the schema
-    /// brought up to date, or refused when it is newer than this binary.
+    /// brought up to date, or refused when it is newer than this binary: what a replica
+    /// starts with.
     pub async fn connect(
         url: &str,
         options: Options,
         keyring: Arc<Keyring>,
     ) -> Result<Self, StoreError> {
+        let store = Self::open(url, options, keyring)?;
+        store
+            .run(async {
+                let mut client = store.client().await?;
+                migrations::migrate(&mut client).await
+            })
+            .await?;
+        Ok(store)
+    }
+
+    /// A pool for `url` that leaves the schema as it is, for a command beside the replicas
+    /// (`wardgate user` reading the admin token): a command of another release must not
+    /// migrate the database under running replicas. Nothing is sent before the first call.
+    pub fn open(url: &str, options: Options, keyring: Arc<Keyring>) -> Result<Self, StoreError> {
         let verified = url
             .replace("sslmode=verify-full", "sslmode=require")
             .replace("sslmode=verify-ca", "sslmode=require");
@@ -175,18 +190,11 @@ impl Postgres {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|error| StoreError::Storage(format!("PostgreSQL pool: {error}")))?;
-        let store = Self {
+        Ok(Self {
             pool,
             keyring,
             call_timeout: timeouts.call,
-        };
-        store
-            .run(async {
-                let mut client = store.client().await?;
-                migrations::migrate(&mut client).await
-            })
-            .await?;
-        Ok(store)
+        })
     }
 
     /// Runs `work` within the call timeout.
@@ -217,6 +225,15 @@ impl Postgres {
             )
             .await?;
         Ok(row.try_get(0)?)
+    }
+
+    /// Locks the user's row for the rest of `tx`, ordering two writes of that user's
+    /// records; `NotFound` when there is no such user.
+    async fn lock_user(tx: &Transaction<'_>, id: &[u8]) -> Result<(), StoreError> {
+        let found = tx
+            .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&id])
+            .await?;
+        found.map(drop).ok_or(StoreError::NotFound("user"))
     }
 
     async fn client(&self) -> Result<Client, StoreError> {

@@ -64,6 +64,21 @@ async fn migrations_run_once_also_when_two_replicas_start_together() {
 }
 
 #[tokio::test]
+async fn a_pool_opened_for_a_command_leaves_the_schema_alone() {
+    let server = PrivatePostgres::start();
+    let opened = Postgres::open(&server.url(), quick(), keyring()).unwrap();
+    let client = opened.client().await.unwrap();
+    let schema = client
+        .query_opt(
+            "SELECT 1 FROM pg_tables WHERE tablename = 'wardgate_schema'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(schema.is_none(), "opening migrated the database");
+}
+
+#[tokio::test]
 async fn a_schema_newer_than_the_binary_is_refused_by_both_versions() {
     let (server, store) = fresh().await;
     let newer = migrations::KNOWN + 1;

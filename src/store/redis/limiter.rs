@@ -72,6 +72,12 @@ struct Counted {
     planned: Planned,
     /// `<prefix>:limit:<kind>:<scope>:`, the key's own part follows.
     prefix: String,
+    /// The spec's cell and tolerance (`burst - 1` cells), in nanoseconds.
+    cell: u64,
+    tolerance: u64,
+    /// The same two as the script's arguments.
+    cell_arg: String,
+    tolerance_arg: String,
 }
 
 /// Rate limits shared by every replica, in Redis.
@@ -89,9 +95,16 @@ impl RedisLimiter {
         let stand_in = LocalLimiter::counting(table);
         let table = table.counted_by(|planned| {
             let scope = planned.route.as_deref().map_or("*".into(), hex::encode);
+            let spec = &planned.spec;
+            let cell = u64::try_from(spec.cell().as_nanos()).unwrap_or(u64::MAX);
+            let tolerance = cell.saturating_mul(u64::from(spec.burst() - 1));
             Counted {
                 prefix: redis.key("limit", &format!("{}:{scope}:", planned.kind.name())),
                 planned: planned.clone(),
+                cell,
+                tolerance,
+                cell_arg: cell.to_string(),
+                tolerance_arg: tolerance.to_string(),
             }
         });
         Self {
@@ -104,17 +117,15 @@ impl RedisLimiter {
 
     /// One limit's decision for `key`, now.
     async fn count(&self, limit: &Counted, key: &LimitKey) -> Decision {
-        let spec = &limit.planned.spec;
-        let cell = u64::try_from(spec.cell().as_nanos()).unwrap_or(u64::MAX);
-        let tolerance = cell.saturating_mul(u64::from(spec.burst() - 1));
+        let (cell, tolerance) = (limit.cell, limit.tolerance);
         let now = (self.now)();
+        let (secs, nanos) = (now.as_secs().to_string(), now.subsec_nanos().to_string());
         let args = [
-            now.as_secs().to_string(),
-            now.subsec_nanos().to_string(),
-            cell.to_string(),
-            tolerance.to_string(),
+            secs.as_bytes(),
+            nanos.as_bytes(),
+            limit.cell_arg.as_bytes(),
+            limit.tolerance_arg.as_bytes(),
         ];
-        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
         let key = format!("{}{}", limit.prefix, key_text(key));
         match self.redis.run(&GCRA, &[&key], &args).await {
             Ok((1, ahead)) => {
