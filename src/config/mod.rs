@@ -1474,6 +1474,11 @@ mod tests {
             ),
             ("url: \"redis://\"", "shared_state.url", "redis://host"),
             (
+                "url: \"redis://cache\", ca_file: ca.pem",
+                "shared_state.ca_file",
+                "rediss://",
+            ),
+            (
                 "url: \"rediss://cache\", password_file: p, password_env: P",
                 "shared_state.password_file",
                 "not both",
