@@ -5,8 +5,9 @@
 //! `authenticate`: per user, per route, per user and route. Both refuse with 429 and say when to
 //! come back (`Retry-After`, `RateLimit`, `RateLimit-Policy`); a limiter whose key table is
 //! full refuses new keys (`WG-RATE-002`) instead of forgetting old ones, and a shared limiter
-//! whose store does not answer refuses everything (503 `WG-STORE-001`), never lets a request
-//! through uncounted.
+//! whose store does not answer refuses (503 `WG-STORE-001`), never lets a request through
+//! uncounted: a public route's requests are then counted in this replica instead
+//! (`store::redis::limiter`).
 
 use crate::ratelimit::{Decision, DenyCause};
 use crate::refusal::Refusal;
