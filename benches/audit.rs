@@ -55,7 +55,7 @@ fn writes(c: &mut Criterion) {
     let (trail, _) = Trail::open(&trail_dir, keyring, signer, rules, Vec::new(), 0).unwrap();
     let sink = Arc::new(
         AuditSink::start(
-            trail,
+            wardgate::audit::backend::Backend::Files(trail),
             Arc::new(|| 1_800_000_000),
             Default::default(),
             Default::default(),

@@ -46,6 +46,7 @@ SECURITY_FILES=(
     src/audit/trail.rs           # the audit trail: chain, tree, checkpoints, verify
     src/audit/merkle.rs          # RFC 6962 hashing and inclusion proofs
     src/audit/sink.rs            # durable before forwarding, no record lost, retention
+    src/audit/postgres.rs        # one chain across replicas: the head lock, retention, reads
     src/sanitize/framing.rs      # HTTP/1 framing guard
     src/ratelimit.rs             # rate limiter
     src/assertion.rs             # assertion signing and verification

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use clap::Subcommand;
 
 use crate::assertion::AssertionKey;
-use crate::audit::trail::{self, TrailError};
+use crate::audit::trail::{Stored, TrailError};
 use crate::audit::{AuditRecord, Query, Reader, export};
 use crate::config;
 use crate::identity::{KeyError, Keyring};
@@ -99,6 +99,32 @@ fn row(record: &AuditRecord) -> String {
     .join("\t")
 }
 
+/// The trail `audit` names, read whole with the checkpoints of `copies`: its segment files, or
+/// its PostgreSQL database.
+fn stored(
+    loaded: &config::Loaded,
+    audit: &config::Audit,
+    copies: &[PathBuf],
+) -> Result<Stored, TrailError> {
+    if audit.postgres.is_none() {
+        return Stored::read(&loaded.resolve(&audit.path), copies);
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let read = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| TrailError::Database(format!("the async runtime: {error}")))?
+            .block_on(crate::server::audit_in_postgres(loaded));
+        read.map_err(|error| TrailError::Database(error.to_string()))?
+            .with_copies(copies)
+    }
+    #[cfg(not(feature = "postgres"))]
+    Err(TrailError::Database(
+        "audit.postgres: this wardgate was built without the `postgres` feature".into(),
+    ))
+}
+
 const EXIT_BROKEN: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
@@ -150,7 +176,7 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let records = match trail::records(&loaded.resolve(&audit.path), &keyring) {
+            let records = match stored(&loaded, audit, &[]).and_then(|s| s.records(&keyring)) {
                 Ok(records) => records,
                 Err(error) => {
                     eprintln!("error: {error}");
@@ -192,9 +218,12 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         AuditCommand::Prove { seq } => {
-            let dir = loaded.resolve(&audit.path);
             let proven = own_key()
-                .and_then(|key| trail::prove(&dir, *seq, &key).map_err(|e| e.to_string()))
+                .and_then(|key| {
+                    stored(&loaded, audit, &[])
+                        .and_then(|s| s.prove(*seq, &key))
+                        .map_err(|e| e.to_string())
+                })
                 .and_then(|proof| serde_json::to_string_pretty(&proof).map_err(|e| e.to_string()));
             match proven {
                 Ok(json) => {
@@ -243,8 +272,7 @@ pub fn run(file: &Path, command: &AuditCommand) -> ExitCode {
                 .map(|c| loaded.resolve(c))
                 .collect();
             all.extend(copies.iter().cloned());
-            let dir = loaded.resolve(&audit.path);
-            match trail::verify(&dir, &key, keyring.as_ref(), &all) {
+            match stored(&loaded, audit, &all).and_then(|s| s.verify(&key, keyring.as_ref())) {
                 Ok(verified) => {
                     let opened = match keyring {
                         Some(_) => format!("{} opened", verified.opened),

@@ -34,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
 use crate::assertion::AssertionKey;
+use crate::audit::backend::Backend;
 use crate::audit::sink::{AuditSink, CheckpointSinks, Webhook};
 use crate::audit::trail::Trail;
 use crate::body::ResponseBody;
@@ -215,11 +216,9 @@ impl Bound {
             assertion,
             events: events.clone(),
             audit: match &settings.audit {
-                Some(files) => Some(Arc::new(open_audit_trail(
-                    files,
-                    &clock,
-                    telemetry.audit_gauges(),
-                )?)),
+                Some(files) => Some(Arc::new(
+                    open_audit_trail(files, &clock, telemetry.audit_gauges()).await?,
+                )),
                 None => None,
             },
         };
@@ -544,6 +543,20 @@ fn postgres_failed(error: StoreError) -> StartError {
 }
 
 #[cfg(feature = "postgres")]
+/// The audit trail that the replicas of `loaded` append to in PostgreSQL (`audit.postgres`),
+/// read whole, for `wardgate audit`: the schema is left as it is.
+pub async fn audit_in_postgres(loaded: &Loaded) -> Result<crate::audit::trail::Stored, StartError> {
+    let settings = crate::settings::compile(loaded)?;
+    let postgres = settings
+        .audit
+        .and_then(|audit| audit.postgres)
+        .ok_or_else(|| StartError::SharedState("the config has no audit.postgres".into()))?;
+    let options = postgres_options(&postgres)?;
+    let reader = crate::audit::postgres::reader(&postgres.url, options)?;
+    Ok(reader.stored().await?)
+}
+
+#[cfg(feature = "postgres")]
 /// The admin token that the replicas of `loaded` share in PostgreSQL, for `wardgate user`:
 /// read with the identity keyring, as a replica reads it, the schema left as it is.
 pub async fn shared_admin_token(loaded: &Loaded) -> Result<AdminToken, StartError> {
@@ -636,9 +649,9 @@ fn load_keyring(
 }
 
 /// Loads the audit keys (generating the sealing key in development mode, loudly), opens the
-/// trail and starts its writer: a trail that cannot be opened, or whose chain is broken, stops
-/// the start before any port is bound.
-fn open_audit_trail(
+/// trail (its files, or its PostgreSQL database) and starts its writer: a trail that cannot be
+/// opened, or whose chain is broken, stops the start before any port is bound.
+async fn open_audit_trail(
     files: &AuditFiles,
     clock: &Clock,
     gauges: crate::audit::sink::Gauges,
@@ -653,21 +666,49 @@ fn open_audit_trail(
     if created {
         tracing::warn!(key = %files.signing_key.display(), kid = signer.kid(), "created a new audit checkpoint signing key");
     }
-    let (trail, opened) = Trail::open(
-        &files.dir,
-        Arc::new(keyring),
-        signer,
-        files.rules,
-        files.copies.clone(),
-        clock(),
-    )?;
-    if opened.torn_bytes > 0 {
-        tracing::warn!(
-            target: "wardgate::audit",
-            bytes = opened.torn_bytes,
-            "the audit trail ended in a half-written record (a crash): it was cut off; no request waited on it"
-        );
-    }
+    let keyring = Arc::new(keyring);
+    let trail = match &files.postgres {
+        #[cfg(feature = "postgres")]
+        Some(postgres) => {
+            let options = postgres_options(postgres)?;
+            let (trail, records) = crate::audit::postgres::PgTrail::open(
+                &postgres.url,
+                options,
+                keyring,
+                signer,
+                files.rules,
+                files.copies.clone(),
+                clock(),
+            )
+            .await?;
+            tracing::info!(target: "wardgate::audit", records, "the audit trail is in PostgreSQL");
+            Backend::Postgres(trail)
+        }
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => {
+            return Err(StartError::SharedState(
+                "audit.postgres: this wardgate was built without the `postgres` feature".into(),
+            ));
+        }
+        None => {
+            let (trail, opened) = Trail::open(
+                &files.dir,
+                keyring,
+                signer,
+                files.rules,
+                files.copies.clone(),
+                clock(),
+            )?;
+            if opened.torn_bytes > 0 {
+                tracing::warn!(
+                    target: "wardgate::audit",
+                    bytes = opened.torn_bytes,
+                    "the audit trail ended in a half-written record (a crash): it was cut off; no request waited on it"
+                );
+            }
+            Backend::Files(trail)
+        }
+    };
     let webhook = files
         .webhook
         .clone()

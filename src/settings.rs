@@ -99,7 +99,8 @@ pub struct StoreFiles {
     pub postgres: Option<PostgresSettings>,
 }
 
-/// `store: { kind: postgres }`, its files' paths resolved.
+/// A PostgreSQL database (`store: { kind: postgres }`, `audit.postgres`), its files' paths
+/// resolved.
 pub struct PostgresSettings {
     pub url: String,
     pub ca_file: Option<PathBuf>,
@@ -140,6 +141,8 @@ pub struct AuditFiles {
     /// Where checkpoints are sent besides `copies`.
     pub webhook: Option<Hook>,
     pub syslog: Option<crate::audit::sink::Syslog>,
+    /// `audit.postgres`: the records there instead of in `dir`.
+    pub postgres: Option<PostgresSettings>,
 }
 
 /// The addresses to listen on (`listen:`, `demo_backend.listen`).
@@ -361,6 +364,11 @@ pub fn compile(loaded: &Loaded) -> Result<Settings, SettingsError> {
                     .checkpoint_syslog
                     .as_deref()
                     .and_then(|s| crate::audit::sink::Syslog::parse(s).ok()),
+                postgres: audit.postgres.as_ref().map(|database| PostgresSettings {
+                    url: database.url.clone(),
+                    ca_file: database.ca_file.as_ref().map(|ca| loaded.resolve(ca)),
+                    password: secret_from(loaded, &database.password_file, &database.password_env),
+                }),
             }
         }),
         log_requests: config.log.requests,

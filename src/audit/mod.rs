@@ -13,8 +13,11 @@
 //! **The standard.** HIPAA 164.312(b) (audit controls) and 164.312(c)(1) (integrity); RFC 6962
 //! and RFC 9162 (Merkle tree hashing, signed tree heads, inclusion proofs).
 
+pub mod backend;
 pub mod export;
 pub mod merkle;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sink;
 pub mod trail;
 

@@ -1,5 +1,6 @@
-//! The audit writer: one thread owns the [`Trail`] and writes records in groups, so that many
-//! requests share one `fdatasync` (group commit).
+//! The audit writer: one thread owns the trail ([`Backend`]: segment files, or PostgreSQL) and
+//! writes records in groups, so that many requests share one `fdatasync`, or one transaction
+//! (group commit).
 //!
 //! ```text
 //!  request path ── record (enqueued) ──────────────┐
@@ -28,11 +29,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use std::path::PathBuf;
 
-use super::trail::{self, Checkpoint, Trail, TrailError};
+use super::backend::{Backend, Source};
+use super::trail::{Checkpoint, TrailError};
 use super::{AuditRecord, Query, Reader};
 use crate::auth::events::SecurityEvent;
 use crate::clock::Clock;
-use crate::identity::seal::Keyring;
 
 /// Keeps every security event in the trail (the channel is lossless: `emit` waits for this
 /// task), until the gateway stops.
@@ -170,9 +171,8 @@ pub struct AuditSink {
     queue: Option<mpsc::UnboundedSender<Entry>>,
     healthy: Arc<AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
-    /// The trail's directory and keys: queries read the segments beside the writer (a frame
-    /// being written reads as a torn end, and is left for the next query).
-    reader: (PathBuf, Arc<Keyring>),
+    /// Where queries read the records, beside the writer.
+    reader: Source,
     /// Counts the records queued.
     pending: metrics::Gauge,
 }
@@ -189,12 +189,12 @@ impl Drop for AuditSink {
 impl AuditSink {
     /// Starts the writer thread over `trail`; it ends when every handle is gone.
     pub fn start(
-        trail: Trail,
+        trail: Backend,
         clock: Clock,
         sinks: CheckpointSinks,
         gauges: Gauges,
     ) -> std::io::Result<Self> {
-        let reader = trail.reader();
+        let reader = trail.source();
         let (queue, entries) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
         let (flag, writer_gauges, pending) = (healthy.clone(), gauges.clone(), gauges.pending);
@@ -216,10 +216,7 @@ impl AuditSink {
     pub async fn query(&self, query: Query) -> Result<Vec<AuditRecord>, TrailError> {
         // A failing trail is read as far as it was written: the error is in the log already.
         let _ = self.wait(0, None).await;
-        let (dir, keyring) = self.reader.clone();
-        let read = tokio::task::spawn_blocking(move || trail::records(&dir, &keyring))
-            .await
-            .map_err(|_| TrailError::Reader)??;
+        let read = self.reader.records().await?;
         let mut reader = Reader::default();
         Ok(read
             .iter()
@@ -287,7 +284,7 @@ fn encode(record: &AuditRecord) -> serde_json::Result<Vec<u8>> {
 }
 
 fn write(
-    mut trail: Trail,
+    mut trail: Backend,
     mut entries: mpsc::UnboundedReceiver<Entry>,
     healthy: &AtomicBool,
     clock: &Clock,
@@ -368,18 +365,17 @@ fn write(
             failures = 0;
         }
     }
-    if trail.unsigned() > 0 {
-        match trail.checkpoint(clock()) {
-            Ok(checkpoint) => sinks.send(&checkpoint),
-            Err(error) => {
-                tracing::error!(target: "wardgate::audit", %error, "the last checkpoint could not be written");
-            }
+    match trail.finish(clock()) {
+        Ok(Some(checkpoint)) => sinks.send(&checkpoint),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(target: "wardgate::audit", %error, "the last checkpoint could not be written");
         }
     }
 }
 
 /// Applies the retention and records what it removed, in the trail itself.
-fn expire(trail: &mut Trail, now: u64) {
+fn expire(trail: &mut Backend, now: u64) {
     let cut = match trail.expire(now) {
         Ok(Some(cut)) => cut,
         Ok(None) => return,
@@ -398,16 +394,17 @@ fn expire(trail: &mut Trail, now: u64) {
     };
     if let Err(error) = encode(&removed)
         .map_err(|_| TrailError::Encode)
-        .and_then(|json| trail.append(now, &json))
+        .and_then(|json| trail.append_group([(now, &json[..])], false, now).1)
     {
         tracing::error!(target: "wardgate::audit", %error, "the audit retention's record could not be written");
     }
 }
 
-/// Appends the group (all or none), syncs when anyone waits (or a checkpoint is due),
-/// checkpoints when due: how many records were appended, and the first one's sequence number.
+/// Appends the group (all or none), durable when anyone waits for it, and hands a checkpoint
+/// signed on the way to the sinks: how many entries were appended, and the first record's
+/// sequence number.
 fn write_group(
-    trail: &mut Trail,
+    trail: &mut Backend,
     group: &[Entry],
     now: u64,
     sinks: &CheckpointSinks,
@@ -415,28 +412,23 @@ fn write_group(
     let records = group
         .iter()
         .filter_map(|entry| Some((entry.time, entry.record.as_deref()?)));
-    let first = match trail.append_all(records) {
-        Ok(first) => first,
-        Err(error) => return (0, Err(error)),
-    };
-    let synced = if trail.checkpoint_due(now) {
-        trail
-            .checkpoint(now)
-            .map(|checkpoint| sinks.send(&checkpoint))
-    } else if group.iter().any(|entry| entry.durable.is_some()) {
-        trail.sync()
-    } else {
-        Ok(())
-    };
-    (group.len(), synced.map(|()| first))
+    let durable = group.iter().any(|entry| entry.durable.is_some());
+    let (appended, written) = trail.append_group(records, durable, now);
+    let written = written.map(|(first, checkpoint)| {
+        if let Some(checkpoint) = checkpoint {
+            sinks.send(&checkpoint);
+        }
+        first
+    });
+    (if appended { group.len() } else { 0 }, written)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::assertion::AssertionKey;
-    use crate::audit::trail::TrailRules;
-    use crate::identity::seal::MasterKey;
+    use crate::audit::trail::{self, Trail, TrailRules};
+    use crate::identity::seal::{Keyring, MasterKey};
 
     const T0: u64 = 1_800_000_000;
     const DAY: u64 = 86_400;
@@ -464,7 +456,7 @@ mod tests {
         )
         .unwrap();
         let sink = AuditSink::start(
-            trail,
+            Backend::Files(trail),
             Arc::new(|| T0),
             CheckpointSinks::default(),
             Gauges::default(),
@@ -504,7 +496,7 @@ mod tests {
                 .0
         };
         let sink = AuditSink::start(
-            open(),
+            Backend::Files(open()),
             Arc::new(|| T0),
             CheckpointSinks::default(),
             Gauges::default(),
@@ -522,7 +514,7 @@ mod tests {
         }
         drop(sink);
         let sink = AuditSink::start(
-            open(),
+            Backend::Files(open()),
             Arc::new(move || T0 + 31 * DAY),
             CheckpointSinks::default(),
             Gauges::default(),

@@ -74,6 +74,8 @@ pub enum TrailError {
     Encode,
     #[error("the audit trail's reader stopped")]
     Reader,
+    #[error("the audit database: {0}")]
+    Database(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrailError + '_ {
@@ -103,12 +105,12 @@ fn signed_bytes(size: u64, root: &Hash, time: u64) -> Vec<u8> {
 }
 
 /// One frame read back.
-struct Frame {
-    seq: u64,
-    time: u64,
-    prev: Hash,
+pub(super) struct Frame {
+    pub(super) seq: u64,
+    pub(super) time: u64,
+    pub(super) prev: Hash,
     sealed: Vec<u8>,
-    leaf: Hash,
+    pub(super) leaf: Hash,
 }
 
 /// Why the bytes at `offset` are not a whole frame.
@@ -196,43 +198,74 @@ pub struct Cut {
     pub newest: u64,
 }
 
+impl Cut {
+    /// The cut after the records `frontier` covers, the last of them `prev`, made at `now`.
+    pub(super) fn at(frontier: &Frontier, prev: &Hash, now: u64, newest: u64) -> Self {
+        Self {
+            size: frontier.size(),
+            prev: hex::encode(prev),
+            subtrees: frontier
+                .subtrees()
+                .iter()
+                .map(|(height, root)| (*height, hex::encode(root)))
+                .collect(),
+            time: now,
+            newest,
+        }
+    }
+}
+
 /// Where the records kept start: the tree and chain of what retention removed.
-struct Start {
-    frontier: Frontier,
-    prev: Hash,
-    cut: Option<Cut>,
+pub(super) struct Start {
+    pub(super) frontier: Frontier,
+    pub(super) prev: Hash,
+    pub(super) cut: Option<Cut>,
 }
 
 fn read_cut(dir: &Path) -> Result<Start, TrailError> {
     let path = dir.join(CUT);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+    let cut = match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<Cut>(&bytes).map_err(|_| TrailError::Broken {
+            seq: 0,
+            message: format!("{} is not a retention cut", path.display()),
+        })?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Start::of(None),
+        Err(error) => return Err(io(&path)(error)),
+    };
+    Start::of(Some(cut)).map_err(|_| TrailError::Broken {
+        seq: 0,
+        message: format!("{} is not a retention cut", path.display()),
+    })
+}
+
+impl Start {
+    /// Where the records after `cut` start (at the first record without one).
+    pub(super) fn of(cut: Option<Cut>) -> Result<Self, TrailError> {
+        let Some(cut) = cut else {
             return Ok(Start {
                 frontier: Frontier::default(),
                 prev: [0; 32],
                 cut: None,
             });
-        }
-        Err(error) => return Err(io(&path)(error)),
-    };
-    let hash = |text: &str| hex::decode(text).ok().and_then(|h| Hash::try_from(h).ok());
-    let start = serde_json::from_slice::<Cut>(&bytes).ok().and_then(|cut| {
+        };
+        let hash = |text: &str| hex::decode(text).ok().and_then(|h| Hash::try_from(h).ok());
         let subtrees = cut
             .subtrees
             .iter()
             .map(|(height, root)| Some((*height, hash(root)?)))
-            .collect::<Option<Vec<_>>>()?;
-        Some(Start {
-            frontier: Frontier::resume(cut.size, subtrees)?,
-            prev: hash(&cut.prev)?,
-            cut: Some(cut),
+            .collect::<Option<Vec<_>>>();
+        let start = subtrees.and_then(|subtrees| {
+            Some(Start {
+                frontier: Frontier::resume(cut.size, subtrees)?,
+                prev: hash(&cut.prev)?,
+                cut: Some(cut.clone()),
+            })
+        });
+        start.ok_or_else(|| TrailError::Broken {
+            seq: 0,
+            message: "the retention cut is not one".into(),
         })
-    });
-    start.ok_or_else(|| TrailError::Broken {
-        seq: 0,
-        message: format!("{} is not a retention cut", path.display()),
-    })
+    }
 }
 
 /// Writes `cut` in place of the last one: a new file, synced, renamed over it.
@@ -260,6 +293,15 @@ pub struct TrailRules {
     pub segment_bytes: u64,
     /// Records older than this many seconds are removed ([`Trail::retain`]); `None` keeps all.
     pub retention: Option<u64>,
+}
+
+impl TrailRules {
+    /// Whether a checkpoint is due at `now`, `unsigned` records after the last one, signed at
+    /// `signed_at`.
+    pub fn checkpoint_due(&self, unsigned: u64, signed_at: u64, now: u64) -> bool {
+        unsigned >= self.checkpoint_every
+            || (unsigned > 0 && now.saturating_sub(signed_at) >= self.checkpoint_interval)
+    }
 }
 
 /// The trail, open for appending. One writer: the audit task owns it.
@@ -303,15 +345,7 @@ impl Trail {
             .mode(0o700)
             .create(dir)
             .map_err(io(dir))?;
-        for copy in &copies {
-            if let Some(parent) = copy.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .map_err(io(parent))?;
-            }
-        }
+        make_copy_dirs(&copies)?;
         let Start {
             mut frontier,
             mut prev,
@@ -468,33 +502,53 @@ impl Trail {
 
     /// Whether a checkpoint is due at `now`.
     pub fn checkpoint_due(&self, now: u64) -> bool {
-        let (new, time) = (self.unsigned(), self.checkpointed.1);
-        new >= self.rules.checkpoint_every
-            || (new > 0 && now.saturating_sub(time) >= self.rules.checkpoint_interval)
+        self.rules
+            .checkpoint_due(self.unsigned(), self.checkpointed.1, now)
     }
 
     /// Syncs, signs a checkpoint of the whole trail and appends it to the checkpoint file and
     /// every copy.
     pub fn checkpoint(&mut self, now: u64) -> Result<Checkpoint, TrailError> {
         self.sync()?;
-        let (size, root) = (self.frontier.size(), self.frontier.root());
-        let checkpoint = Checkpoint {
-            size,
-            root: hex::encode(root),
-            time: now,
-            key: self.signer.kid().to_owned(),
-            signature: STANDARD.encode(self.signer.sign_bytes(&signed_bytes(size, &root, now))),
-        };
-        let mut line = serde_json::to_string(&checkpoint).map_err(|_| TrailError::Encode)?;
-        line.push('\n');
+        let checkpoint = sign(&self.signer, &self.frontier, now);
         let local = self.dir.join(CHECKPOINTS);
         for path in std::iter::once(&local).chain(&self.copies) {
-            let mut file = open_append(path)?;
-            file.write_all(line.as_bytes()).map_err(io(path))?;
-            file.sync_data().map_err(io(path))?;
+            append_checkpoint(path, &checkpoint)?;
         }
-        self.checkpointed = (size, now);
+        self.checkpointed = (checkpoint.size, now);
         Ok(checkpoint)
+    }
+
+    /// Appends a group (all or none: [`Trail::append_all`]), makes it durable when `durable`
+    /// or a checkpoint is due, and then signs the checkpoint: whether the records were appended
+    /// (when only the sync failed they were, and the next sync covers them), and the first
+    /// one's sequence number with the checkpoint signed, if one was.
+    pub fn append_group<'r>(
+        &mut self,
+        records: impl IntoIterator<Item = (u64, &'r [u8])>,
+        durable: bool,
+        now: u64,
+    ) -> (bool, Result<(u64, Option<Checkpoint>), TrailError>) {
+        let first = match self.append_all(records) {
+            Ok(first) => first,
+            Err(error) => return (false, Err(error)),
+        };
+        let synced = if self.checkpoint_due(now) {
+            self.checkpoint(now).map(Some)
+        } else if durable {
+            self.sync().map(|()| None)
+        } else {
+            Ok(None)
+        };
+        (true, synced.map(|checkpoint| (first, checkpoint)))
+    }
+
+    /// Signs a last checkpoint when records came since the one before (the writer stops).
+    pub fn finish(&mut self, now: u64) -> Result<Option<Checkpoint>, TrailError> {
+        match self.unsigned() {
+            0 => Ok(None),
+            _ => self.checkpoint(now).map(Some),
+        }
     }
 
     /// Removes what the configured retention no longer keeps at `now` ([`Trail::retain`]).
@@ -543,17 +597,7 @@ impl Trail {
         if removed.is_empty() {
             return Ok(None);
         }
-        let cut = Cut {
-            size: frontier.size(),
-            prev: hex::encode(prev),
-            subtrees: frontier
-                .subtrees()
-                .iter()
-                .map(|(height, root)| (*height, hex::encode(root)))
-                .collect(),
-            time: now,
-            newest,
-        };
+        let cut = Cut::at(&frontier, &prev, now, newest);
         write_cut(&self.dir, &cut)?;
         for path in &removed {
             fs::remove_file(path).map_err(io(path))?;
@@ -568,6 +612,21 @@ impl Trail {
     }
 }
 
+/// Creates (mode 0700) the directories of the checkpoint copies.
+pub(super) fn make_copy_dirs(copies: &[PathBuf]) -> Result<(), TrailError> {
+    use std::os::unix::fs::DirBuilderExt;
+    for copy in copies {
+        if let Some(parent) = copy.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io(parent))?;
+        }
+    }
+    Ok(())
+}
+
 fn segment_name(first: u64) -> String {
     format!("seg-{first:020}.wga")
 }
@@ -580,6 +639,27 @@ fn open_append(path: &Path) -> Result<File, TrailError> {
         .mode(0o600)
         .open(path)
         .map_err(io(path))
+}
+
+/// The signed tree head of `frontier` at `now`.
+pub(super) fn sign(signer: &AssertionKey, frontier: &Frontier, now: u64) -> Checkpoint {
+    let (size, root) = (frontier.size(), frontier.root());
+    Checkpoint {
+        size,
+        root: hex::encode(root),
+        time: now,
+        key: signer.kid().to_owned(),
+        signature: STANDARD.encode(signer.sign_bytes(&signed_bytes(size, &root, now))),
+    }
+}
+
+/// Appends `checkpoint` to the checkpoint file at `path` (one JSON line), synced.
+pub(super) fn append_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), TrailError> {
+    let mut line = serde_json::to_string(checkpoint).map_err(|_| TrailError::Encode)?;
+    line.push('\n');
+    let mut file = open_append(path)?;
+    file.write_all(line.as_bytes()).map_err(io(path))?;
+    file.sync_data().map_err(io(path))
 }
 
 fn read_checkpoints(path: &Path) -> Result<Vec<Checkpoint>, TrailError> {
@@ -610,84 +690,152 @@ pub struct Verified {
     pub cut: Option<Cut>,
 }
 
-/// Checks the trail in `dir`: the frames, the sequence and the chain, every checkpoint of the
-/// local file and of `copies` (signature under `public_key`, size, root), and, with `keyring`,
-/// every record's seal. The error names the first broken record.
-pub fn verify(
-    dir: &Path,
-    public_key: &[u8],
-    keyring: Option<&Keyring>,
-    copies: &[PathBuf],
-) -> Result<Verified, TrailError> {
-    let broken = |seq: u64, message: String| TrailError::Broken { seq, message };
-    let mut checkpoints = read_checkpoints(&dir.join(CHECKPOINTS))?;
-    for copy in copies {
-        checkpoints.extend(read_checkpoints(copy)?);
-    }
-    let key = UnparsedPublicKey::new(&ED25519, public_key);
-    for checkpoint in &checkpoints {
-        let root = hex::decode(&checkpoint.root)
-            .ok()
-            .and_then(|r| <Hash>::try_from(r).ok());
-        let signature = STANDARD.decode(&checkpoint.signature).ok();
-        let good = match (root, signature) {
-            (Some(root), Some(signature)) => key
-                .verify(
-                    &signed_bytes(checkpoint.size, &root, checkpoint.time),
-                    &signature,
-                )
-                .is_ok(),
-            _ => false,
-        };
-        if !good {
-            return Err(broken(
-                checkpoint.size,
-                format!(
-                    "the checkpoint of {} records at {} is not signed by this key",
-                    checkpoint.size, checkpoint.time
-                ),
-            ));
+/// A trail as read back, wherever it is kept (segment files here, rows in PostgreSQL:
+/// `audit::postgres`): what retention removed, the records kept, in the order they were read,
+/// and every checkpoint found. Nothing in it is trusted until [`Stored::verify`] checked it.
+pub struct Stored {
+    start: Start,
+    frames: Vec<Frame>,
+    /// Why the reading stopped after `frames`: bytes that are no record. A writer's frame being
+    /// written reads so too; only [`Stored::verify`] calls it broken.
+    stopped: Option<TrailError>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+#[cfg(feature = "postgres")]
+impl Frame {
+    /// A record read from columns: its leaf hash is that of the frame body it would be.
+    pub(super) fn new(seq: u64, time: u64, prev: Hash, sealed: Vec<u8>) -> Self {
+        let leaf = leaf_hash(&frame_body(seq, time, &prev, &sealed));
+        Self {
+            seq,
+            time,
+            prev,
+            sealed,
+            leaf,
         }
     }
-    checkpoints.sort_by_key(|c| c.size);
-    let Start {
-        mut frontier,
-        mut prev,
-        cut,
-    } = read_cut(dir)?;
-    let removed = frontier.size();
-    if cut.is_some() && checkpoints.last().is_none_or(|c| c.size < removed) {
-        return Err(broken(
-            removed,
-            "no checkpoint covers the records before the retention cut".into(),
-        ));
+}
+
+/// `seq | time | prev | sealed`: what a leaf hash covers.
+#[cfg(feature = "postgres")]
+pub(super) fn frame_body(seq: u64, time: u64, prev: &Hash, sealed: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(BODY_FIXED + sealed.len());
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.extend_from_slice(&time.to_be_bytes());
+    body.extend_from_slice(prev);
+    body.extend_from_slice(sealed);
+    body
+}
+
+impl Stored {
+    /// The trail in `dir`, with the checkpoints of its own file and of `copies`.
+    pub fn read(dir: &Path, copies: &[PathBuf]) -> Result<Self, TrailError> {
+        let checkpoints = read_checkpoints(&dir.join(CHECKPOINTS))?;
+        let start = read_cut(dir)?;
+        let removed = start.frontier.size();
+        let (mut frames, mut stopped) = (Vec::new(), None);
+        for path in segments(dir)? {
+            let (found, torn) = self::frames(&read(&path)?);
+            // Records of a cut whose files are not deleted yet are skipped.
+            frames.extend(found.into_iter().filter(|frame| frame.seq >= removed));
+            if let Some((at, _)) = torn {
+                stopped = Some(TrailError::Broken {
+                    seq: frames.last().map_or(removed, |f| f.seq + 1),
+                    message: format!("{} byte {at}: not a whole record", path.display()),
+                });
+                break;
+            }
+        }
+        Self {
+            start,
+            frames,
+            stopped,
+            checkpoints,
+        }
+        .with_copies(copies)
     }
-    // Checkpoints of records that retention removed: signed, but no longer recomputable.
-    let first = checkpoints.partition_point(|c| c.size < removed);
-    let mut pending = checkpoints[first..].iter().peekable();
-    let mut opened = 0;
-    let check_roots = |frontier: &Frontier,
-                       pending: &mut std::iter::Peekable<std::slice::Iter<'_, Checkpoint>>|
-     -> Result<(), TrailError> {
-        while let Some(checkpoint) = pending.next_if(|c| c.size == frontier.size()) {
-            if checkpoint.root != hex::encode(frontier.root()) {
+
+    /// With the checkpoints of `copies` too (files on another volume).
+    pub fn with_copies(mut self, copies: &[PathBuf]) -> Result<Self, TrailError> {
+        for copy in copies {
+            self.checkpoints.extend(read_checkpoints(copy)?);
+        }
+        Ok(self)
+    }
+
+    /// A trail read from a database: `cut` as retention left it, `frames` in sequence order.
+    #[cfg(feature = "postgres")]
+    pub(super) fn assemble(
+        cut: Option<Cut>,
+        frames: Vec<Frame>,
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<Self, TrailError> {
+        Ok(Self {
+            start: Start::of(cut)?,
+            frames,
+            stopped: None,
+            checkpoints,
+        })
+    }
+
+    /// Checks the frames, the sequence and the chain, every checkpoint (signature under
+    /// `public_key`, size, root), and, with `keyring`, every record's seal. The error names the
+    /// first broken record.
+    pub fn verify(
+        mut self,
+        public_key: &[u8],
+        keyring: Option<&Keyring>,
+    ) -> Result<Verified, TrailError> {
+        let broken = |seq: u64, message: String| TrailError::Broken { seq, message };
+        let key = UnparsedPublicKey::new(&ED25519, public_key);
+        for checkpoint in &self.checkpoints {
+            if !signed_by(&key, checkpoint) {
                 return Err(broken(
-                    frontier.size().saturating_sub(1),
+                    checkpoint.size,
                     format!(
-                        "the first {} records are not those the checkpoint at {} signed: one was changed",
+                        "the checkpoint of {} records at {} is not signed by this key",
                         checkpoint.size, checkpoint.time
                     ),
                 ));
             }
         }
-        Ok(())
-    };
-    check_roots(&frontier, &mut pending)?;
-    let paths = segments(dir)?;
-    for path in &paths {
-        let bytes = read(path)?;
-        let (found, stopped) = frames(&bytes);
-        for frame in found.into_iter().filter(|frame| frame.seq >= removed) {
+        self.checkpoints.sort_by_key(|c| c.size);
+        let checkpoints = &self.checkpoints;
+        let Start {
+            mut frontier,
+            mut prev,
+            cut,
+        } = self.start;
+        let removed = frontier.size();
+        if cut.is_some() && checkpoints.last().is_none_or(|c| c.size < removed) {
+            return Err(broken(
+                removed,
+                "no checkpoint covers the records before the retention cut".into(),
+            ));
+        }
+        // Checkpoints of records that retention removed: signed, but no longer recomputable.
+        let first = checkpoints.partition_point(|c| c.size < removed);
+        let mut pending = checkpoints[first..].iter().peekable();
+        let mut opened = 0;
+        let check_roots = |frontier: &Frontier,
+                           pending: &mut std::iter::Peekable<std::slice::Iter<'_, Checkpoint>>|
+         -> Result<(), TrailError> {
+            while let Some(checkpoint) = pending.next_if(|c| c.size == frontier.size()) {
+                if checkpoint.root != hex::encode(frontier.root()) {
+                    return Err(broken(
+                        frontier.size().saturating_sub(1),
+                        format!(
+                            "the first {} records are not those the checkpoint at {} signed: one was changed",
+                            checkpoint.size, checkpoint.time
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        check_roots(&frontier, &mut pending)?;
+        for frame in self.frames {
             let expected = frontier.size();
             if frame.seq > expected {
                 return Err(broken(
@@ -725,30 +873,111 @@ pub fn verify(
             frontier.push(frame.leaf);
             check_roots(&frontier, &mut pending)?;
         }
-        if let Some((at, _)) = stopped {
+        if let Some(stopped) = self.stopped {
+            return Err(stopped);
+        }
+        if let Some(checkpoint) = pending.next() {
             return Err(broken(
                 frontier.size(),
-                format!("{} byte {at}: not a whole record", path.display()),
+                format!(
+                    "truncated: the trail has {} records, the checkpoint at {} covers {}",
+                    frontier.size(),
+                    checkpoint.time,
+                    checkpoint.size
+                ),
             ));
         }
+        Ok(Verified {
+            records: frontier.size(),
+            checkpoints: checkpoints.len(),
+            opened,
+            cut,
+        })
     }
-    if let Some(checkpoint) = pending.next() {
-        return Err(broken(
-            frontier.size(),
-            format!(
-                "truncated: the trail has {} records, the checkpoint at {} covers {}",
-                frontier.size(),
-                checkpoint.time,
-                checkpoint.size
-            ),
-        ));
+
+    /// Proves record `seq` against the first checkpoint that covers it and verifies under
+    /// `public_key`; the proof is checked before it is handed out.
+    pub fn prove(mut self, seq: u64, public_key: &[u8]) -> Result<Proof, TrailError> {
+        let broken = |message: String| TrailError::Broken { seq, message };
+        let cut = self.start.frontier;
+        if seq < cut.size() {
+            return Err(broken("retention removed it".into()));
+        }
+        let leaves: Vec<Hash> = self.frames.iter().map(|f| f.leaf).collect();
+        let tree = Tree::new(&cut, &leaves);
+        let key = UnparsedPublicKey::new(&ED25519, public_key);
+        self.checkpoints.sort_by_key(|c| c.size);
+        let checkpoint = self
+            .checkpoints
+            .into_iter()
+            .find(|c| c.size > seq && c.size <= tree.size())
+            .ok_or_else(|| broken("no checkpoint covers it yet".into()))?;
+        let unproven =
+            || broken("the trail does not match its checkpoint: run `audit verify`".into());
+        let root = tree.root(checkpoint.size).ok_or_else(unproven)?;
+        if hex::encode(root) != checkpoint.root || !signed_by(&key, &checkpoint) {
+            return Err(unproven());
+        }
+        let (leaf, path) = tree
+            .leaf(seq)
+            .zip(tree.inclusion(seq, checkpoint.size))
+            .ok_or_else(unproven)?;
+        if !merkle::verify_inclusion(seq, checkpoint.size, leaf, &path, &root) {
+            return Err(broken("the proof does not verify".into()));
+        }
+        Ok(Proof {
+            seq,
+            leaf: hex::encode(leaf),
+            path: path.iter().map(hex::encode).collect(),
+            checkpoint,
+        })
     }
-    Ok(Verified {
-        records: frontier.size(),
-        checkpoints: checkpoints.len(),
-        opened,
-        cut,
-    })
+
+    /// Every record kept, opened: `(seq, time, JSON)`.
+    pub fn records(self, keyring: &Keyring) -> Result<Vec<(u64, u64, Vec<u8>)>, TrailError> {
+        let mut all = Vec::with_capacity(self.frames.len());
+        for frame in self.frames {
+            let opened = keyring
+                .open(
+                    Purpose::AuditRecord,
+                    &frame.seq.to_be_bytes(),
+                    &frame.sealed,
+                )
+                .map_err(|_| TrailError::Broken {
+                    seq: frame.seq,
+                    message: "its seal does not open".into(),
+                })?;
+            all.push((frame.seq, frame.time, opened.to_vec()));
+        }
+        Ok(all)
+    }
+}
+
+/// Whether `checkpoint` is a tree head signed under `key`.
+fn signed_by(key: &UnparsedPublicKey<&[u8]>, checkpoint: &Checkpoint) -> bool {
+    let root = hex::decode(&checkpoint.root)
+        .ok()
+        .and_then(|r| <Hash>::try_from(r).ok());
+    let signature = STANDARD.decode(&checkpoint.signature).ok();
+    match (root, signature) {
+        (Some(root), Some(signature)) => key
+            .verify(
+                &signed_bytes(checkpoint.size, &root, checkpoint.time),
+                &signature,
+            )
+            .is_ok(),
+        _ => false,
+    }
+}
+
+/// Checks the trail in `dir` with the checkpoints of `copies` ([`Stored::verify`]).
+pub fn verify(
+    dir: &Path,
+    public_key: &[u8],
+    keyring: Option<&Keyring>,
+    copies: &[PathBuf],
+) -> Result<Verified, TrailError> {
+    Stored::read(dir, copies)?.verify(public_key, keyring)
 }
 
 /// The proof that record `seq` is in the tree a signed checkpoint covers (RFC 9162 2.1.3).
@@ -762,79 +991,14 @@ pub struct Proof {
     pub checkpoint: Checkpoint,
 }
 
-/// Proves record `seq` against the first checkpoint that covers it and verifies under
-/// `public_key`; the proof is checked before it is handed out.
+/// Proves record `seq` of the trail in `dir` ([`Stored::prove`]).
 pub fn prove(dir: &Path, seq: u64, public_key: &[u8]) -> Result<Proof, TrailError> {
-    let broken = |message: String| TrailError::Broken { seq, message };
-    let cut = read_cut(dir)?.frontier;
-    if seq < cut.size() {
-        return Err(broken("retention removed it".into()));
-    }
-    let mut leaves = Vec::new();
-    for path in segments(dir)? {
-        let found = frames(&read(&path)?).0;
-        leaves.extend(found.iter().filter(|f| f.seq >= cut.size()).map(|f| f.leaf));
-    }
-    let tree = Tree::new(&cut, &leaves);
-    let key = UnparsedPublicKey::new(&ED25519, public_key);
-    let mut checkpoints = read_checkpoints(&dir.join(CHECKPOINTS))?;
-    checkpoints.sort_by_key(|c| c.size);
-    let checkpoint = checkpoints
-        .into_iter()
-        .find(|c| c.size > seq && c.size <= tree.size())
-        .ok_or_else(|| broken("no checkpoint covers it yet".into()))?;
-    let unproven = || broken("the trail does not match its checkpoint: run `audit verify`".into());
-    let root = tree.root(checkpoint.size).ok_or_else(unproven)?;
-    let signature = STANDARD.decode(&checkpoint.signature).unwrap_or_default();
-    if hex::encode(root) != checkpoint.root
-        || key
-            .verify(
-                &signed_bytes(checkpoint.size, &root, checkpoint.time),
-                &signature,
-            )
-            .is_err()
-    {
-        return Err(unproven());
-    }
-    let (leaf, path) = tree
-        .leaf(seq)
-        .zip(tree.inclusion(seq, checkpoint.size))
-        .ok_or_else(unproven)?;
-    if !merkle::verify_inclusion(seq, checkpoint.size, leaf, &path, &root) {
-        return Err(broken("the proof does not verify".into()));
-    }
-    Ok(Proof {
-        seq,
-        leaf: hex::encode(leaf),
-        path: path.iter().map(hex::encode).collect(),
-        checkpoint,
-    })
+    Stored::read(dir, &[])?.prove(seq, public_key)
 }
 
-/// Every record of the trail, opened: `(seq, time, JSON)`.
+/// Every record of the trail in `dir`, opened: `(seq, time, JSON)`.
 pub fn records(dir: &Path, keyring: &Keyring) -> Result<Vec<(u64, u64, Vec<u8>)>, TrailError> {
-    let removed = read_cut(dir)?.frontier.size();
-    let mut all = Vec::new();
-    for path in segments(dir)? {
-        for frame in frames(&read(&path)?)
-            .0
-            .into_iter()
-            .filter(|f| f.seq >= removed)
-        {
-            let opened = keyring
-                .open(
-                    Purpose::AuditRecord,
-                    &frame.seq.to_be_bytes(),
-                    &frame.sealed,
-                )
-                .map_err(|_| TrailError::Broken {
-                    seq: frame.seq,
-                    message: "its seal does not open".into(),
-                })?;
-            all.push((frame.seq, frame.time, opened.to_vec()));
-        }
-    }
-    Ok(all)
+    Stored::read(dir, &[])?.records(keyring)
 }
 
 #[cfg(test)]

@@ -273,6 +273,25 @@ pub struct Audit {
     /// Every checkpoint is also sent as an RFC 5424 line to this syslog: `udp://HOST:PORT` or
     /// `unix:/dev/log` (a datagram socket).
     pub checkpoint_syslog: Option<String>,
+    /// The trail in this PostgreSQL database (its own, not the store's), one chain for every
+    /// replica, instead of segment files in `path` (feature `postgres`).
+    pub postgres: Option<Database>,
+}
+
+/// A PostgreSQL database of the audit trail: a URL without a password, which comes from a file
+/// or the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// `postgres://user@host:port/db?sslmode=verify-full`.
+    pub url: String,
+    /// A CA bundle (PEM) for a server whose CA is not in the platform's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
 }
 
 impl Default for Audit {
@@ -289,6 +308,7 @@ impl Default for Audit {
             retention: None,
             checkpoint_webhook: None,
             checkpoint_syslog: None,
+            postgres: None,
         }
     }
 }
@@ -1351,6 +1371,16 @@ mod tests {
         parse(Path::new("gateway.yaml"), &text)
     }
 
+    /// Every warning of `loaded`, a line each.
+    fn warnings(loaded: &Loaded) -> String {
+        loaded
+            .warnings
+            .iter()
+            .map(|w| w.0.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn store_warnings(loaded: &Loaded) -> Vec<&Warning> {
         loaded
             .warnings
@@ -1439,15 +1469,7 @@ mod tests {
 
     #[test]
     fn one_shared_half_without_the_other_is_one_replica_and_check_config_says_so() {
-        let says = |yaml: &str| {
-            let loaded = with_store(yaml).unwrap();
-            loaded
-                .warnings
-                .iter()
-                .map(|w| w.0.clone())
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let says = |yaml: &str| warnings(&with_store(yaml).unwrap());
         let pg = "store: { kind: postgres, url: \"postgres://wg@db/wg?sslmode=verify-full\" }\n";
         assert!(says(pg).contains("run one replica only"), "{}", says(pg));
         let redis = "shared_state: { kind: redis, url: \"redis://127.0.0.1:6379\" }\n";
@@ -1456,6 +1478,76 @@ mod tests {
         assert!(!both.contains("one replica"), "{both}");
         let clear = says("store: { kind: postgres, url: \"postgres://wg@db.internal/wg\" }\n");
         assert!(clear.contains("without TLS"), "{clear}");
+    }
+
+    #[test]
+    fn an_audit_database_of_its_own_is_checked_as_the_store_is_and_warned_without_copies() {
+        let store = "store: { kind: postgres, url: \"postgres://wg@db/wg?sslmode=verify-full\" }\n";
+        let audit = |postgres: &str, more: &str| {
+            with_store(&format!(
+                "{store}audit: {{ postgres: {{ {postgres} }}{more} }}\n"
+            ))
+        };
+        for (postgres, key, says) in [
+            (
+                "url: \"postgres://wg@db/wg?sslmode=verify-full\"",
+                "audit.postgres.url",
+                "database of its own",
+            ),
+            (
+                "url: \"postgres://wg:hunter2@db/audit\"",
+                "audit.postgres.url",
+                "password_file",
+            ),
+            (
+                "url: \"redis://db/audit\"",
+                "audit.postgres.url",
+                "postgres://user@host",
+            ),
+            (
+                "url: \"postgres://wg@db/audit\", ca_file: ca.pem",
+                "audit.postgres.ca_file",
+                "sslmode",
+            ),
+            (
+                "url: \"postgres://wg@db/audit\", password_file: p, password_env: P",
+                "audit.postgres.password_file",
+                "not both",
+            ),
+        ] {
+            let error = audit(postgres, "").unwrap_err().to_string();
+            assert!(
+                error.contains(key) && error.contains(says),
+                "{postgres}: {error}"
+            );
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        let says = |loaded: Loaded| warnings(&loaded);
+        let url = "url: \"postgres://wg@audit.internal/audit\"";
+        let alone = says(audit(url, "").unwrap());
+        assert!(
+            alone.contains("rewrite the records and their checkpoints together"),
+            "{alone}"
+        );
+        assert!(
+            alone.contains("audit.postgres.url to audit.internal"),
+            "{alone}"
+        );
+        let copied = says(audit(url, ", checkpoint_copies: [/mnt/other/cp.jsonl]").unwrap());
+        assert!(!copied.contains("rewrite the records"), "{copied}");
+        let redis = "shared_state: { kind: redis, url: \"redis://127.0.0.1:6379\" }\n";
+        let files = says(with_store(&format!("{store}{redis}audit: {{}}\n")).unwrap());
+        assert!(
+            files.contains("each replica keeps its own trail"),
+            "{files}"
+        );
+        let shared = says(
+            with_store(&format!(
+                "{store}{redis}audit: {{ postgres: {{ {url} }}, checkpoint_copies: [cp.jsonl] }}\n"
+            ))
+            .unwrap(),
+        );
+        assert!(!shared.contains("its own trail"), "{shared}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, Store, StoreKind, Warning};
+use super::{Config, ConfigError, Database, Store, StoreKind, Warning};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +78,7 @@ pub(super) fn validate(
 ) -> Result<(), ConfigError> {
     validate_store(file, &config.store, warnings)?;
     validate_shared_state(file, config, warnings)?;
+    validate_audit_database(file, config, warnings)?;
     let postgres = config.store.kind == StoreKind::Postgres;
     match (postgres, config.shared_state.is_some()) {
         (true, false) => warnings.push(Warning(
@@ -87,6 +88,15 @@ pub(super) fn validate(
             "shared_state without store.kind: postgres: accounts stay in this replica's data directory, so this is still one replica".into(),
         )),
         _ => {}
+    }
+    let audit_files = config
+        .audit
+        .as_ref()
+        .is_some_and(|audit| audit.value.postgres.is_none());
+    if postgres && config.shared_state.is_some() && audit_files {
+        warnings.push(Warning(
+            "several replicas with the audit trail in files (no audit.postgres): each replica keeps its own trail, and who saw a patient is answered only by reading every replica's".into(),
+        ));
     }
     Ok(())
 }
@@ -123,24 +133,48 @@ fn validate_store(
     let Some(url) = &store.url else {
         return refuse("url", "`kind: postgres` needs a postgres:// url".into());
     };
+    let database = Database {
+        url: url.clone(),
+        ca_file: store.ca_file.clone(),
+        password_file: store.password_file.clone(),
+        password_env: store.password_env.clone(),
+    };
+    validate_database(
+        &database,
+        "store",
+        warnings,
+        "password hashes and sealed secrets",
+    )
+    .or_else(|(key, message)| refuse(key, message))
+}
+
+/// The checks of a PostgreSQL database's settings (`store`, `audit.postgres`): the key and the
+/// reason of the first refused, and a warning for a URL without TLS to another host.
+fn validate_database(
+    database: &Database,
+    section: &str,
+    warnings: &mut Vec<Warning>,
+    crossing: &str,
+) -> Result<(), (&'static str, String)> {
+    let url = &database.url;
     let Some((host, _, userinfo)) = parse(url, POSTGRES) else {
-        return refuse(
+        return Err((
             "url",
             "must be postgres://user@host[:port]/database[?sslmode=verify-full]".into(),
-        );
+        ));
     };
     if userinfo.contains(':') || url.contains("password=") {
-        return refuse(
+        return Err((
             "url",
             "carries a password: give it in password_file or password_env, never in the YAML"
                 .into(),
-        );
+        ));
     }
-    if store.password_file.is_some() && store.password_env.is_some() {
-        return refuse(
+    if database.password_file.is_some() && database.password_env.is_some() {
+        return Err((
             "password_file",
             "give password_file or password_env, not both".into(),
-        );
+        ));
     }
     let tls = [
         "sslmode=require",
@@ -149,16 +183,62 @@ fn validate_store(
     ]
     .iter()
     .any(|mode| url.contains(mode));
-    if store.ca_file.is_some() && !tls {
-        return refuse(
+    if database.ca_file.is_some() && !tls {
+        return Err((
             "ca_file",
             "needs sslmode=require, verify-ca or verify-full".into(),
-        );
+        ));
     }
     if !tls && !is_loopback(host) {
         warnings.push(Warning(format!(
-            "store.url to {host} has no sslmode=verify-full: password hashes and sealed secrets cross the network without TLS"
+            "{section}.url to {host} has no sslmode=verify-full: {crossing} cross the network without TLS"
         )));
+    }
+    Ok(())
+}
+
+/// `audit.postgres`: a database of its own, with its checkpoints copied out of it.
+fn validate_audit_database(
+    file: &Path,
+    config: &Config,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
+    let Some(span) = &config.audit else {
+        return Ok(());
+    };
+    let audit = &span.value;
+    let Some(database) = &audit.postgres else {
+        return Ok(());
+    };
+    let refuse = |key: &str, message: String| {
+        Err(ConfigError::at(
+            file,
+            span,
+            format!("audit.postgres.{key}"),
+            message,
+        ))
+    };
+    if !cfg!(feature = "postgres") {
+        return refuse(
+            "url",
+            "this wardgate was built without the `postgres` feature".into(),
+        );
+    }
+    if config.store.url.as_deref() == Some(database.url.as_str()) {
+        return refuse(
+            "url",
+            "is the store's database: the audit trail names patients and lives in a database of its own".into(),
+        );
+    }
+    validate_database(database, "audit.postgres", warnings, "sealed audit records")
+        .or_else(|(key, message)| refuse(key, message))?;
+    if audit.checkpoint_copies.is_empty()
+        && audit.checkpoint_webhook.is_none()
+        && audit.checkpoint_syslog.is_none()
+    {
+        warnings.push(Warning(
+            "audit.postgres without checkpoint_copies, checkpoint_webhook or checkpoint_syslog: whoever runs the audit database could rewrite the records and their checkpoints together unseen".into(),
+        ));
     }
     Ok(())
 }

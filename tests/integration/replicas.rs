@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::binary::Binary;
 use crate::enrollment::{STRONG, post};
 use crate::harness::*;
+use crate::policy::{POLICY, ROUTES};
 use crate::sessions::{LOGIN, call, code_at, config, enroll, post_as, totp_login};
 
 #[path = "../servers/postgres.rs"]
@@ -434,21 +435,29 @@ async fn two_replicas_on_one_redis_and_one_postgresql_serve_as_one_gateway() {
     }
 }
 
+const P1_LABS: &str = "/api/patients/p1/labs/latest";
+
+/// Dana, a physician enrolled on A and put on p1's care team there, reads p1's labs on both
+/// replicas: her token.
+async fn dana_reads_p1_labs_on_both(a: &Replica, b: &Replica) -> String {
+    let dana = crate::policy::person(a, "dana", &["physician"]).await;
+    crate::policy::link(a, "dana", "p1").await;
+    for replica in [a, b] {
+        let (status, code, _) = crate::policy::get_as(replica, P1_LABS, &dana).await;
+        assert_eq!(status, StatusCode::OK, "{code}");
+    }
+    dana
+}
+
 #[tokio::test]
 async fn a_care_team_link_ended_on_one_replica_ends_access_on_the_other_at_once() {
     let shared = Shared::start();
     let upstream = MockUpstream::recording().await;
     let (a, b) = shared.two(crate::policy::config(&upstream.url())).await;
-    let dana = crate::policy::person(&a, "dana", &["physician"]).await;
-    crate::policy::link(&a, "dana", "p1").await;
-    let labs = "/api/patients/p1/labs/latest";
-    for replica in [&a, &b] {
-        let (status, code, _) = crate::policy::get_as(replica, labs, &dana).await;
-        assert_eq!(status, StatusCode::OK, "{code}");
-    }
+    let dana = dana_reads_p1_labs_on_both(&a, &b).await;
     admin(&b, Method::DELETE, "/admin/care-team/dana/p1", "").await;
     for replica in [&a, &b] {
-        let (status, code, _) = crate::policy::get_as(replica, labs, &dana).await;
+        let (status, code, _) = crate::policy::get_as(replica, P1_LABS, &dana).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{code}");
     }
     for replica in [a, b] {
@@ -508,4 +517,113 @@ async fn migrate_moves_a_one_replica_gateway_into_postgresql() {
     let (status, _, _) = call(&replica, "/api/records/1", Some(&session), &[]).await;
     assert_eq!(status, StatusCode::OK);
     replica.binary.stop().await;
+}
+
+/// `wardgate audit ARGS…` on the config of the replica in `dir`: success, and what it printed.
+fn audit_cli(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .arg("audit")
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("cli.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// The records `wardgate audit query ARGS… --format json` prints on the config in `dir`.
+fn audit_query(dir: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let args = [&["query"], args, &["--format", "json"]].concat();
+    let (ok, text) = audit_cli(dir, &args);
+    assert!(ok, "{text}");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn both_replicas_append_to_one_audit_trail_in_a_database_of_its_own() {
+    let shared = Shared::start();
+    // Its own server: stopping it leaves the accounts' database answering.
+    let audit_db = PrivatePostgres::start();
+    let upstream = MockUpstream::recording().await;
+    let keys = shared.dir.path().display();
+    let trail = format!(
+        "audit:\n  key_file: \"{keys}/audit.key\"\n  signing_key: \"{keys}/audit-signing.key\"\n  \
+         dev_generate_key: true\n  checkpoint_every: 3\n  \
+         checkpoint_copies: [elsewhere/checkpoints.jsonl]\n  \
+         postgres: {{ url: \"{}\", password_file: \"{keys}/postgres.password\" }}\n",
+        audit_db.url_without_password()
+    );
+    let config = config_with(
+        &format!("  ehr: {{ url: \"{}\" }}", upstream.url()),
+        &format!("{ROUTES}\n  - {{ path: /public/**, upstream: ehr, auth: none }}"),
+        &format!("{POLICY}{trail}"),
+    );
+    let (a, b) = shared.two(config).await;
+    let dana = dana_reads_p1_labs_on_both(&a, &b).await;
+    // One trail: either replica's config answers who saw p1, with both reads.
+    for replica in [&a, &b] {
+        let reads = audit_query(
+            replica.dir.path(),
+            &["--patient", "p1", "--kind", "decision"],
+        );
+        assert_eq!(reads.len(), 2, "{reads:?}");
+        assert!(reads.iter().all(|r| r["decision"] == "allowed"));
+    }
+    let (ok, text) = audit_cli(b.dir.path(), &["verify"]);
+    assert!(ok && text.starts_with("ok:"), "{text}");
+    assert!(
+        !a.dir.path().join("audit").exists(),
+        "no segment files beside the replica"
+    );
+
+    // The audit database stops: patient data is refused on both, other routes go on.
+    audit_db.stop();
+    for replica in [&a, &b] {
+        eventually("patient data refused", async || {
+            let (status, code, _) = crate::policy::get_as(replica, P1_LABS, &dana).await;
+            status == StatusCode::SERVICE_UNAVAILABLE && code == "WG-AUDIT-001"
+        })
+        .await;
+        let (status, body) = readyz(replica).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("WG-AUDIT-001"), "{body}");
+        let (status, _, _) = call(replica, "/public/x", None, &[]).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "no patient data, no wait for the trail"
+        );
+    }
+    let forwarded = upstream.seen().len();
+    audit_db.start_again();
+    for replica in [&a, &b] {
+        eventually("patient data served again", async || {
+            crate::policy::get_as(replica, P1_LABS, &dana).await.0 == StatusCode::OK
+        })
+        .await;
+        assert_eq!(readyz(replica).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        upstream.seen().len(),
+        forwarded + 2,
+        "one read on each, after"
+    );
+    let dir = a.dir;
+    for binary in [a.binary, b.binary] {
+        binary.stop().await;
+    }
+    // Nothing was lost while the database was away: the refusals were recorded after.
+    let refusals = audit_query(dir.path(), &[]);
+    assert!(
+        refusals.iter().any(|r| r["code"] == "WG-AUDIT-001"),
+        "{refusals:?}"
+    );
+    let (ok, text) = audit_cli(dir.path(), &["verify"]);
+    assert!(ok, "{text}");
+    let copy = dir.path().join("elsewhere/checkpoints.jsonl");
+    assert!(std::fs::read_to_string(copy).unwrap().lines().count() > 0);
 }

@@ -77,19 +77,29 @@ impl PrivatePostgres {
             ],
         );
         server.start_again();
-        server.run(
+        server.create_database(Self::DATABASE);
+        server
+    }
+
+    /// Creates another database, `name`, beside [`Self::DATABASE`].
+    pub fn create_database(&self, name: &str) {
+        self.run(
             "createdb",
             &[
                 "--host",
-                &server.dir.path().display().to_string(),
+                &self.dir.path().display().to_string(),
                 "--port",
-                &server.port.to_string(),
+                &self.port.to_string(),
                 "--username",
                 Self::USER,
-                Self::DATABASE,
+                name,
             ],
         );
-        server
+    }
+
+    /// The URL of database `name`, without the password.
+    pub fn url_of(&self, name: &str) -> String {
+        format!("postgres://{}@127.0.0.1:{}/{name}", Self::USER, self.port)
     }
 
     /// A URL with the user and its password, for [`Self::DATABASE`] over TCP.

@@ -36,8 +36,8 @@ impl Postgres {
         sql: &'static str,
         value: Box<dyn ToSql + Send + Sync>,
     ) -> Pending<'a, ()> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client.prepare_cached(sql).await?;
             match client
                 .execute(&statement, &[&id.as_bytes().as_slice(), &*value])
@@ -52,8 +52,8 @@ impl Postgres {
 
 impl Accounts for Postgres {
     fn create(&self, user: User) -> Pending<'_, ()> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "INSERT INTO users (id, name, folded_name, email, roles, disabled, \
@@ -94,8 +94,8 @@ impl Accounts for Postgres {
     }
 
     fn user(&self, id: UserId) -> Pending<'_, User> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
                 .await?;
@@ -111,8 +111,8 @@ impl Accounts for Postgres {
 
     fn user_by_name(&self, name: &str) -> Pending<'_, User> {
         let folded = fold_name(name);
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM users WHERE folded_name = $1"
@@ -126,8 +126,8 @@ impl Accounts for Postgres {
     }
 
     fn users(&self) -> Pending<'_, Vec<User>> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM users ORDER BY id"))
                 .await?;
@@ -158,10 +158,10 @@ impl Accounts for Postgres {
 
     fn create_enrollment_token(&self, id: UserId, token: &[u8], expires: u64) -> Pending<'_, ()> {
         let hash = self.keyring.token_hash(token);
-        self.run(async move {
+        self.db.run(async move {
             let expires = bigint(expires)?;
             let id = id.as_bytes().as_slice();
-            let mut client = self.client().await?;
+            let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
             // The user's row lock orders two token issues for one user.
             Postgres::lock_user(&tx, id).await?;
@@ -186,9 +186,9 @@ impl Accounts for Postgres {
 
     fn enrollment_token_user(&self, token: &[u8], now: u64) -> Pending<'_, Option<UserId>> {
         let hashes = token_hashes(self, token);
-        self.run(async move {
+        self.db.run(async move {
             let now = bigint(now)?;
-            let client = self.client().await?;
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "SELECT user_id FROM enrollment_tokens WHERE hash = ANY($1) AND expires > $2",
@@ -203,8 +203,8 @@ impl Accounts for Postgres {
 
     fn consume_enrollment_token(&self, token: &[u8], now: u64) -> Pending<'_, Option<UserId>> {
         let hashes = token_hashes(self, token);
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             // Deleted whether valid or expired: a token works once, and an expired one never.
             let statement = client
                 .prepare_cached(

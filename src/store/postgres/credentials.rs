@@ -43,9 +43,9 @@ impl Credentials for Postgres {
         last_used_step: u64,
     ) -> Pending<'_, ()> {
         let sealed = self.keyring.seal(Purpose::TotpSeed, id.as_bytes(), &seed);
-        self.run(async move {
+        self.db.run(async move {
             let (sealed, step) = (sealed?, bigint(last_used_step)?);
-            let client = self.client().await?;
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "INSERT INTO totp (user_id, seed, params, last_used_step) \
@@ -64,8 +64,8 @@ impl Credentials for Postgres {
     }
 
     fn totp(&self, id: UserId) -> Pending<'_, Option<Totp>> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached("SELECT seed, params, last_used_step FROM totp WHERE user_id = $1")
                 .await?;
@@ -88,9 +88,9 @@ impl Credentials for Postgres {
     }
 
     fn advance_totp_step(&self, id: UserId, step: u64) -> Pending<'_, bool> {
-        self.run(async move {
+        self.db.run(async move {
             let step = bigint(step)?;
-            let client = self.client().await?;
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "WITH advanced AS (UPDATE totp SET last_used_step = $2 \
@@ -110,8 +110,8 @@ impl Credentials for Postgres {
     }
 
     fn delete_totp(&self, id: UserId) -> Pending<'_, ()> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached("DELETE FROM totp WHERE user_id = $1")
                 .await?;
@@ -130,12 +130,12 @@ impl Credentials for Postgres {
         let sealed = self
             .keyring
             .seal(Purpose::WebAuthnCredential, &owner, &credential.credential);
-        self.run(async move {
+        self.db.run(async move {
             let sealed = sealed?;
             let created = bigint(credential.created)?;
             let last_used = credential.last_used.map(bigint).transpose()?;
             let sign_count = i64::from(credential.sign_count);
-            let client = self.client().await?;
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "INSERT INTO webauthn (user_id, credential_id, credential, created, \
@@ -171,8 +171,8 @@ impl Credentials for Postgres {
     }
 
     fn webauthn_credentials(&self, id: UserId) -> Pending<'_, Vec<WebAuthnCredential>> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "SELECT credential_id, credential, created, last_used, sign_count, \
@@ -194,9 +194,9 @@ impl Credentials for Postgres {
         used: WebAuthnUse,
         now: u64,
     ) -> Pending<'_, bool> {
-        self.run(async move {
+        self.db.run(async move {
             let (now, count) = (bigint(now)?, i64::from(used.sign_count));
-            let client = self.client().await?;
+            let client = self.db.client().await?;
             // Forward only, unless both sides are 0 (an authenticator without a counter).
             let statement = client
                 .prepare_cached(
@@ -230,8 +230,8 @@ impl Credentials for Postgres {
     }
 
     fn delete_webauthn(&self, id: UserId, credential_id: Vec<u8>) -> Pending<'_, ()> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached("DELETE FROM webauthn WHERE user_id = $1 AND credential_id = $2")
                 .await?;
@@ -246,10 +246,10 @@ impl Credentials for Postgres {
     }
 
     fn set_recovery_codes(&self, id: UserId, hashes: Vec<String>) -> Pending<'_, ()> {
-        self.run(async move {
+        self.db.run(async move {
             let positions: Vec<i32> = (0..).take(hashes.len()).collect();
             let id = id.as_bytes().as_slice();
-            let mut client = self.client().await?;
+            let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
             Postgres::lock_user(&tx, id).await?;
             tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&id])
@@ -267,8 +267,8 @@ impl Credentials for Postgres {
     }
 
     fn recovery_codes(&self, id: UserId) -> Pending<'_, Vec<RecoveryCode>> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "SELECT hash, used FROM recovery_codes WHERE user_id = $1 ORDER BY position",
@@ -289,8 +289,8 @@ impl Credentials for Postgres {
     }
 
     fn use_recovery_code(&self, id: UserId, hash: String) -> Pending<'_, bool> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             // The first code with this hash, as the embedded store finds it; spent only if
             // unused, re-checked on the locked row.
             let statement = client
@@ -453,7 +453,7 @@ mod tests {
             .await
             .unwrap();
         // Every column of every table, as a DBA (or a dump) sees it.
-        let client = store.client().await.unwrap();
+        let client = store.db.client().await.unwrap();
         let mut raw = Vec::new();
         for table in ["users", "totp", "webauthn", "enrollment_tokens"] {
             let sql = format!("SELECT convert_to(t::text, 'UTF8') FROM {table} t");

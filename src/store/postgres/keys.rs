@@ -23,7 +23,7 @@ impl Postgres {
         name: &'static str,
         fresh: impl FnOnce() -> Result<Zeroizing<Vec<u8>>, StoreError> + Send,
     ) -> Result<(Zeroizing<Vec<u8>>, bool), StoreError> {
-        let client = self.client().await?;
+        let client = self.db.client().await?;
         let read = "SELECT sealed FROM shared_keys WHERE name = $1";
         let mut created = false;
         let row = match client.query_opt(read, &[&name]).await? {
@@ -62,7 +62,7 @@ impl Postgres {
     ) -> Result<(), StoreError> {
         let mut keys = vec![(ASSERTION, assertion)];
         keys.extend(admin_token.map(|token| (ADMIN_TOKEN, token.expose().as_bytes())));
-        let client = self.client().await?;
+        let client = self.db.client().await?;
         for (name, secret) in keys {
             let sealed = self
                 .keyring
@@ -88,6 +88,7 @@ impl SharedKeys for Postgres {
             let shared = |error: StoreError| AssertionKeyError::Shared(error.to_string());
             let generated = |_| StoreError::Storage("the key could not be generated".into());
             let (der, created) = self
+                .db
                 .run(self.shared_secret(ASSERTION, || {
                     AssertionKey::generate()
                         .map(|(_, der)| der)
@@ -105,6 +106,7 @@ impl SharedKeys for Postgres {
         Box::pin(async move {
             let shared = |error: StoreError| AdminTokenError::Shared(error.to_string());
             let (text, _) = self
+                .db
                 .run(self.shared_secret(ADMIN_TOKEN, || {
                     let token = AdminToken::generate(&mut rand::rng());
                     Ok(Zeroizing::new(token.expose().as_bytes().to_vec()))
@@ -144,7 +146,7 @@ mod tests {
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.expose(), b.expose());
         assert!(b.matches(a.expose().as_bytes()));
-        let client = first.client().await.unwrap();
+        let client = first.db.client().await.unwrap();
         let rows = client
             .query("SELECT name, sealed FROM shared_keys ORDER BY name", &[])
             .await
@@ -165,7 +167,7 @@ mod tests {
         let (_server, store) = fresh().await;
         store.assertion_key().await.unwrap();
         store.admin_token().await.unwrap();
-        let client = store.client().await.unwrap();
+        let client = store.db.client().await.unwrap();
         // Each row sealed under the other's name: neither opens as what it claims to be.
         client
             .batch_execute(

@@ -10,8 +10,31 @@ use deadpool_postgres::Client;
 
 use crate::identity::StoreError;
 
-/// Migration `n` (from 1) is `MIGRATIONS[n - 1]`.
-pub(super) const MIGRATIONS: &[&str] = &[
+/// One database's schema: the table that records which of its migrations were applied, the
+/// advisory lock that serializes them across replicas, and the migrations (`n`, from 1, is
+/// `migrations[n - 1]`).
+pub struct Schema {
+    pub table: &'static str,
+    pub lock: i64,
+    pub migrations: &'static [&'static str],
+}
+
+impl Schema {
+    /// The version this binary brings a database to.
+    pub const fn known(&self) -> i32 {
+        self.migrations.len() as i32
+    }
+}
+
+/// The identity side: accounts, credentials, relations, shared keys ("wardgate" in ASCII for
+/// the lock).
+pub const IDENTITY: Schema = Schema {
+    table: "wardgate_schema",
+    lock: 0x7761_7264_6761_7465,
+    migrations: MIGRATIONS,
+};
+
+const MIGRATIONS: &[&str] = &[
     // 1: the identity side of the state layer.
     r#"
     CREATE TABLE users (
@@ -83,36 +106,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The advisory lock that serializes migrations across replicas ("wardgate" in ASCII).
-const LOCK: i64 = 0x7761_7264_6761_7465;
-
-/// The version this binary brings a database to.
-pub(super) const KNOWN: i32 = MIGRATIONS.len() as i32;
-
-/// Brings the schema up to [`KNOWN`], or refuses a newer one.
-pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+/// Brings `schema` up to its last migration, or refuses a newer one.
+pub(super) async fn migrate(client: &mut Client, schema: &Schema) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema.lock])
         .await?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS wardgate_schema (version integer PRIMARY KEY)")
-        .await?;
+    // The table name is one of this binary's constants, never input.
+    let table = schema.table;
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (version integer PRIMARY KEY)"
+    ))
+    .await?;
     let found: i32 = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM wardgate_schema", &[])
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {table}"),
+            &[],
+        )
         .await?
         .get(0);
-    if found > KNOWN {
+    let known = schema.known();
+    if found > known {
         return Err(StoreError::Storage(format!(
-            "the PostgreSQL schema is at version {found}, newer than this binary knows (version \
-             {KNOWN}): run a Wardgate release that knows it"
+            "the PostgreSQL schema ({table}) is at version {found}, newer than this binary knows \
+             (version {known}): run a Wardgate release that knows it"
         )));
     }
-    for (version, migration) in (1..).zip(MIGRATIONS).filter(|(v, _)| *v > found) {
+    let insert = format!("INSERT INTO {table} (version) VALUES ($1)");
+    for (version, migration) in (1..).zip(schema.migrations).filter(|(v, _)| *v > found) {
         tx.batch_execute(migration).await?;
-        tx.execute(
-            "INSERT INTO wardgate_schema (version) VALUES ($1)",
-            &[&version],
-        )
-        .await?;
+        tx.execute(&insert, &[&version]).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -46,7 +46,7 @@
 mod accounts;
 mod credentials;
 mod keys;
-mod migrations;
+pub mod migrations;
 mod relations;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,9 +103,8 @@ pub struct Options {
 
 /// Accounts, credentials and relations in PostgreSQL.
 pub struct Postgres {
-    pool: Pool,
+    db: Database,
     keyring: Arc<Keyring>,
-    call_timeout: Duration,
 }
 
 impl Postgres {
@@ -118,12 +117,7 @@ impl Postgres {
         keyring: Arc<Keyring>,
     ) -> Result<Self, StoreError> {
         let store = Self::open(url, options, keyring)?;
-        store
-            .run(async {
-                let mut client = store.client().await?;
-                migrations::migrate(&mut client).await
-            })
-            .await?;
+        store.db.migrate(&migrations::IDENTITY).await?;
         Ok(store)
     }
 
@@ -131,6 +125,46 @@ impl Postgres {
     /// (`wardgate user` reading the admin token): a command of another release must not
     /// migrate the database under running replicas. Nothing is sent before the first call.
     pub fn open(url: &str, options: Options, keyring: Arc<Keyring>) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: Database::open(url, options)?,
+            keyring,
+        })
+    }
+
+    /// Whether the database holds no account, relation or shared key: what `wardgate migrate`
+    /// writes into.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        let client = self.db.client().await?;
+        let row = client
+            .query_one(
+                "SELECT NOT (EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM care_team) \
+                 OR EXISTS (SELECT 1 FROM access_requests) OR EXISTS (SELECT 1 FROM shared_keys))",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Locks the user's row for the rest of `tx`, ordering two writes of that user's
+    /// records; `NotFound` when there is no such user.
+    async fn lock_user(tx: &Transaction<'_>, id: &[u8]) -> Result<(), StoreError> {
+        let found = tx
+            .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&id])
+            .await?;
+        found.map(drop).ok_or(StoreError::NotFound("user"))
+    }
+}
+
+/// A pool of connections to one database, every call bounded: what the identity backend and
+/// the audit trail's (`audit::postgres`, in a database of its own) are built on.
+pub struct Database {
+    pool: Pool,
+    call_timeout: Duration,
+}
+
+impl Database {
+    /// A pool for `url`; nothing is sent before the first call.
+    pub fn open(url: &str, options: Options) -> Result<Self, StoreError> {
         let verified = url
             .replace("sslmode=verify-full", "sslmode=require")
             .replace("sslmode=verify-ca", "sslmode=require");
@@ -192,17 +226,33 @@ impl Postgres {
             .map_err(|error| StoreError::Storage(format!("PostgreSQL pool: {error}")))?;
         Ok(Self {
             pool,
-            keyring,
             call_timeout: timeouts.call,
         })
     }
 
+    /// Brings `schema` up to date, or refuses a newer one ([`migrations::migrate`]).
+    pub async fn migrate(&self, schema: &migrations::Schema) -> Result<(), StoreError> {
+        self.run(async {
+            let mut client = self.client().await?;
+            migrations::migrate(&mut client, schema).await
+        })
+        .await
+    }
+
     /// Runs `work` within the call timeout.
-    fn run<'a, T: Send + 'a>(
+    pub fn run<'a, T: Send + 'a>(
         &'a self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'a,
     ) -> Pending<'a, T> {
-        let limit = self.call_timeout;
+        self.run_within(self.call_timeout, work)
+    }
+
+    /// Runs `work` within `limit` (a long read: the whole audit trail).
+    pub fn run_within<'a, T: Send + 'a>(
+        &'a self,
+        limit: Duration,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> Pending<'a, T> {
         Box::pin(async move {
             tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
                 Err(StoreError::Storage(format!(
@@ -213,30 +263,7 @@ impl Postgres {
         })
     }
 
-    /// Whether the database holds no account, relation or shared key: what `wardgate migrate`
-    /// writes into.
-    pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT NOT (EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM care_team) \
-                 OR EXISTS (SELECT 1 FROM access_requests) OR EXISTS (SELECT 1 FROM shared_keys))",
-                &[],
-            )
-            .await?;
-        Ok(row.try_get(0)?)
-    }
-
-    /// Locks the user's row for the rest of `tx`, ordering two writes of that user's
-    /// records; `NotFound` when there is no such user.
-    async fn lock_user(tx: &Transaction<'_>, id: &[u8]) -> Result<(), StoreError> {
-        let found = tx
-            .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&id])
-            .await?;
-        found.map(drop).ok_or(StoreError::NotFound("user"))
-    }
-
-    async fn client(&self) -> Result<Client, StoreError> {
+    pub async fn client(&self) -> Result<Client, StoreError> {
         self.pool.get().await.map_err(|error| match error {
             PoolError::Backend(error) => error.into(),
             other => StoreError::Storage(format!("PostgreSQL connection: {other}")),
@@ -250,8 +277,8 @@ impl crate::store::reachable::Remote for Postgres {
     }
 
     fn ping(&self) -> Pending<'_, ()> {
-        self.run(async {
-            let client = self.client().await?;
+        self.db.run(async {
+            let client = self.db.client().await?;
             client.simple_query("SELECT 1").await?;
             Ok(())
         })
@@ -329,12 +356,12 @@ fn violation(error: &tokio_postgres::Error) -> Option<Violation<'_>> {
 
 /// Unix seconds, steps and counters fit PostgreSQL's `bigint`; anything else is refused rather
 /// than wrapped (a wrapped step would compare as older and let a replay through).
-fn bigint(value: u64) -> Result<i64, StoreError> {
+pub(crate) fn bigint(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value)
         .map_err(|_| StoreError::Storage(format!("{value} does not fit a PostgreSQL bigint")))
 }
 
-fn unsigned(column: &str, value: i64) -> Result<u64, StoreError> {
+pub(crate) fn unsigned(column: &str, value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: negative")))
 }
 

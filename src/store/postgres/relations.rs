@@ -38,7 +38,7 @@ impl Postgres {
     /// Adds or replaces `links` in one statement; of two links for one (user, patient), the
     /// later one counts, as if they were written one after the other.
     fn upsert_links(&self, links: Vec<CareTeamLink>) -> Pending<'_, usize> {
-        self.run(async move {
+        self.db.run(async move {
             let count = links.len();
             let mut last = BTreeMap::new();
             for link in links {
@@ -50,7 +50,7 @@ impl Postgres {
                 patients.push(patient);
                 untils.push(until.map(bigint).transpose()?);
             }
-            let client = self.client().await?;
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "INSERT INTO care_team (user_id, patient, until) \
@@ -71,8 +71,8 @@ impl Postgres {
         sql: &'static str,
         user: Option<UserId>,
     ) -> Pending<'_, Vec<AccessRequest>> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client.prepare_cached(sql).await?;
             let rows = match user {
                 Some(user) => {
@@ -99,8 +99,8 @@ impl Relations for Postgres {
 
     fn unlink(&self, user: UserId, patient: &str) -> Pending<'_, bool> {
         let patient = patient.to_owned();
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached("DELETE FROM care_team WHERE user_id = $1 AND patient = $2")
                 .await?;
@@ -112,8 +112,8 @@ impl Relations for Postgres {
     }
 
     fn links(&self, user: Option<UserId>) -> Pending<'_, Vec<CareTeamLink>> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let rows = match user {
                 Some(user) => {
                     let statement = client
@@ -142,9 +142,9 @@ impl Relations for Postgres {
 
     fn on_care_team(&self, user: UserId, patient: &str, now: u64) -> Pending<'_, Option<Holds>> {
         let patient = patient.to_owned();
-        self.run(async move {
+        self.db.run(async move {
             let now = bigint(now)?;
-            let client = self.client().await?;
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "SELECT until FROM care_team WHERE user_id = $1 AND patient = $2 \
@@ -165,9 +165,9 @@ impl Relations for Postgres {
     }
 
     fn create_request(&self, request: AccessRequest) -> Pending<'_, ()> {
-        self.run(async move {
+        self.db.run(async move {
             let created = bigint(request.created)?;
-            let client = self.client().await?;
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached(
                     "INSERT INTO access_requests (id, requester, patient, created, request) \
@@ -199,8 +199,8 @@ impl Relations for Postgres {
     }
 
     fn request(&self, id: GrantId) -> Pending<'_, Option<AccessRequest>> {
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             let statement = client
                 .prepare_cached("SELECT request FROM access_requests WHERE id = $1")
                 .await?;
@@ -226,9 +226,9 @@ impl Relations for Postgres {
         id: GrantId,
         change: Change,
     ) -> Pending<'_, Result<AccessRequest, GrantError>> {
-        self.run(async move {
+        self.db.run(async move {
             let key = id.as_bytes().as_slice();
-            let mut client = self.client().await?;
+            let mut client = self.db.client().await?;
             let tx = client.transaction().await?;
             let row = tx
                 .query_opt(
@@ -269,8 +269,8 @@ impl Relations for Postgres {
         now: u64,
     ) -> Pending<'_, Option<GrantUse>> {
         let (patient, category) = (patient.to_owned(), category.to_owned());
-        self.run(async move {
-            let client = self.client().await?;
+        self.db.run(async move {
+            let client = self.db.client().await?;
             // The index narrows to the user's requests for this patient; the request itself
             // decides whether it is a grant that covers the category now.
             let statement = client

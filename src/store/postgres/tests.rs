@@ -42,7 +42,7 @@ pub(crate) async fn fresh() -> (PrivatePostgres, Postgres) {
 }
 
 async fn versions(store: &Postgres) -> Vec<i32> {
-    let client = store.client().await.unwrap();
+    let client = store.db.client().await.unwrap();
     let rows = client
         .query("SELECT version FROM wardgate_schema ORDER BY version", &[])
         .await
@@ -55,7 +55,7 @@ async fn migrations_run_once_also_when_two_replicas_start_together() {
     let server = PrivatePostgres::start();
     let (first, second) = tokio::join!(connect(&server), connect(&server));
     let (first, _second) = (first.unwrap(), second.unwrap());
-    let every: Vec<i32> = (1..=migrations::KNOWN).collect();
+    let every: Vec<i32> = (1..=migrations::IDENTITY.known()).collect();
     assert_eq!(versions(&first).await, every);
     let again = connect(&server).await.unwrap();
     assert_eq!(versions(&again).await, every, "a second start is a no-op");
@@ -67,7 +67,7 @@ async fn migrations_run_once_also_when_two_replicas_start_together() {
 async fn a_pool_opened_for_a_command_leaves_the_schema_alone() {
     let server = PrivatePostgres::start();
     let opened = Postgres::open(&server.url(), quick(), keyring()).unwrap();
-    let client = opened.client().await.unwrap();
+    let client = opened.db.client().await.unwrap();
     let schema = client
         .query_opt(
             "SELECT 1 FROM pg_tables WHERE tablename = 'wardgate_schema'",
@@ -81,8 +81,8 @@ async fn a_pool_opened_for_a_command_leaves_the_schema_alone() {
 #[tokio::test]
 async fn a_schema_newer_than_the_binary_is_refused_by_both_versions() {
     let (server, store) = fresh().await;
-    let newer = migrations::KNOWN + 1;
-    let client = store.client().await.unwrap();
+    let newer = migrations::IDENTITY.known() + 1;
+    let client = store.db.client().await.unwrap();
     client
         .execute(
             "INSERT INTO wardgate_schema (version) VALUES ($1)",
@@ -97,7 +97,7 @@ async fn a_schema_newer_than_the_binary_is_refused_by_both_versions() {
     assert!(matches!(refused, StoreError::Storage(_)), "{text}");
     assert!(
         text.contains(&format!("version {newer}"))
-            && text.contains(&format!("version {}", migrations::KNOWN)),
+            && text.contains(&format!("version {}", migrations::IDENTITY.known())),
         "{text}"
     );
 }
@@ -189,7 +189,7 @@ async fn a_server_that_accepts_and_never_answers_fails_the_start_in_bounded_time
 #[tokio::test]
 async fn a_statement_that_waits_on_a_lock_gives_up_at_the_statement_timeout() {
     let (_server, store) = fresh().await;
-    let mut holder = store.client().await.unwrap();
+    let mut holder = store.db.client().await.unwrap();
     let tx = holder.transaction().await.unwrap();
     tx.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         .await
