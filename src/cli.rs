@@ -87,7 +87,16 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Add a new master key and re-seal every stored secret under it. Stop the gateway first.
+    /// With `store.kind: postgres`, only add the key: copy the key file to every replica,
+    /// restart them, then run `keys reseal`.
     Rotate {
+        #[arg(long, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Re-seal the secrets in PostgreSQL (`store.kind: postgres`) under the key file's current
+    /// key, once every replica holds that file.
+    #[cfg(feature = "postgres")]
+    Reseal {
         #[arg(long, default_value = "gateway.yaml")]
         config: PathBuf,
     },
@@ -105,6 +114,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate { config },
         } => rotate_keys(&config),
+        #[cfg(feature = "postgres")]
+        Command::Keys {
+            command: KeysCommand::Reseal { config },
+        } => reseal(&config),
         Command::User { config, command } => crate::cli_user::run(&config, &command),
         Command::CareTeam { config, command } => cli_relations::care_team(&config, &command),
         Command::Grants { config, command } => cli_relations::grants(&config, &command),
@@ -116,7 +129,13 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 #[cfg(feature = "postgres")]
-fn migrate(file: &Path) -> ExitCode {
+/// Loads `file` and runs `command` on it in a runtime of its own, as the commands beside the
+/// replicas do (`migrate`, `keys reseal`); `report` prints what it did.
+fn on_postgres<T, E: std::fmt::Display + From<crate::identity::StoreError>>(
+    file: &Path,
+    command: impl AsyncFnOnce(&config::Loaded) -> Result<T, E>,
+    report: impl FnOnce(T),
+) -> ExitCode {
     let loaded = match config::load(file) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -127,24 +146,13 @@ fn migrate(file: &Path) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
-    let copied = match runtime {
-        Ok(runtime) => runtime.block_on(crate::server::migrate(&loaded)),
+    let done = match runtime {
+        Ok(runtime) => runtime.block_on(command(&loaded)),
         Err(error) => Err(crate::identity::StoreError::Storage(error.to_string()).into()),
     };
-    match copied {
-        Ok(copied) => {
-            println!(
-                "copied {} account(s), {} TOTP seed(s), {} passkey(s), {} recovery code(s), {} care-team link(s), {} access request(s), the assertion key, and the admin token where there was one",
-                copied.users,
-                copied.totp,
-                copied.passkeys,
-                copied.recovery_codes,
-                copied.links,
-                copied.requests
-            );
-            println!(
-                "not copied: sessions (people log in again) and pending enrollment links (issue them again)"
-            );
+    match done {
+        Ok(done) => {
+            report(done);
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -152,6 +160,31 @@ fn migrate(file: &Path) -> ExitCode {
             ExitCode::from(EXIT_START)
         }
     }
+}
+
+#[cfg(feature = "postgres")]
+fn reseal(file: &Path) -> ExitCode {
+    on_postgres(file, crate::server::reseal_shared, |count| {
+        println!("{count} secret(s) in PostgreSQL re-sealed under the current key");
+    })
+}
+
+#[cfg(feature = "postgres")]
+fn migrate(file: &Path) -> ExitCode {
+    on_postgres(file, crate::server::migrate, |copied| {
+        println!(
+            "copied {} account(s), {} TOTP seed(s), {} passkey(s), {} recovery code(s), {} care-team link(s), {} access request(s), the assertion key, and the admin token where there was one",
+            copied.users,
+            copied.totp,
+            copied.passkeys,
+            copied.recovery_codes,
+            copied.links,
+            copied.requests
+        );
+        println!(
+            "not copied: sessions (people log in again) and pending enrollment links (issue them again)"
+        );
+    })
 }
 
 fn rotate_keys(file: &Path) -> ExitCode {
@@ -174,7 +207,19 @@ fn rotate_keys(file: &Path) -> ExitCode {
         loaded.resolve(&store.path),
         loaded.resolve(&store.key_file()),
     );
-    match identity::rotate_master_key(&dir, &key_file, &mut rand::rng()) {
+    let shared = store.kind == config::StoreKind::Postgres;
+    let rotated = match shared {
+        true => identity::add_master_key(&key_file, &mut rand::rng()),
+        false => identity::rotate_master_key(&dir, &key_file, &mut rand::rng()),
+    };
+    match rotated {
+        Ok(rotation) if shared => {
+            println!(
+                "{}: key {} is now current. Copy this file to every replica and restart them one by one, then run `wardgate keys reseal`: until then the secrets in PostgreSQL stay sealed under the older keys, which the file keeps. Sessions keep their seals and end with their lifetime",
+                key_file.display(),
+                rotation.new_key_id
+            );
+        }
         Ok(rotation) => {
             println!(
                 "{}: key {} is now current; {} secret(s) re-sealed",

@@ -557,6 +557,17 @@ pub async fn audit_in_postgres(loaded: &Loaded) -> Result<crate::audit::trail::S
 }
 
 #[cfg(feature = "postgres")]
+/// `wardgate keys reseal`: every secret in the PostgreSQL store of `loaded` sealed again under
+/// the key file's current key; how many were. The schema is left as it is.
+pub async fn reseal_shared(loaded: &Loaded) -> Result<usize, StartError> {
+    let (_, postgres, keyring) = for_postgres(loaded)?;
+    let options = postgres_options(&postgres)?;
+    let database = crate::store::postgres::Postgres::open(&postgres.url, options, keyring)
+        .map_err(postgres_failed)?;
+    database.reseal_all().await.map_err(postgres_failed)
+}
+
+#[cfg(feature = "postgres")]
 /// The admin token that the replicas of `loaded` share in PostgreSQL, for `wardgate user`:
 /// read with the identity keyring, as a replica reads it, the schema left as it is.
 pub async fn shared_admin_token(loaded: &Loaded) -> Result<AdminToken, StartError> {

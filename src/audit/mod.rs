@@ -26,7 +26,7 @@ use std::path::Path;
 use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{KeyError, Keyring, MasterKey};
+use crate::identity::KeyError;
 
 /// Puts a new current key into the audit key file (`wardgate keys rotate`): records written
 /// from the next start on are sealed under it. Records already written stay sealed under the
@@ -37,11 +37,8 @@ pub fn rotate_key<R: CryptoRng + ?Sized>(
     key_file: &Path,
     rng: &mut R,
 ) -> Result<(u32, Vec<u32>), KeyError> {
-    let keyring = Keyring::read_file(key_file)?;
-    let older = keyring.key_ids();
-    let key = MasterKey::generate(keyring.next_id(), rng);
-    let id = key.id();
-    keyring.with_current(key)?.replace_file(key_file)?;
+    let (keyring, id, older) = crate::identity::with_new_key(key_file, rng)?;
+    keyring.replace_file(key_file)?;
     Ok((id, older))
 }
 

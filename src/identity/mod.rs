@@ -70,17 +70,44 @@ pub fn rotate_master_key<R: CryptoRng + ?Sized>(
     key_file: &Path,
     rng: &mut R,
 ) -> Result<Rotation, RotateError> {
-    let keyring = Keyring::read_file(key_file)?;
-    let older_key_ids = keyring.key_ids();
-    let new_key = MasterKey::generate(keyring.next_id(), rng);
-    let new_key_id = new_key.id();
-    let keyring = Arc::new(keyring.with_current(new_key)?);
+    let (keyring, new_key_id, older_key_ids) = with_new_key(key_file, rng)?;
+    let keyring = Arc::new(keyring);
     let store = EmbeddedStore::open(store_dir, Arc::clone(&keyring))?;
     keyring.replace_file(key_file)?;
     let resealed = store.reseal_all()?;
     Ok(Rotation {
         new_key_id,
         resealed,
+        older_key_ids,
+    })
+}
+
+/// The keys of `key_file` with a new current one generated from `rng`, not written yet: the
+/// keyring, the new key's id and the ids of the keys before it (which stay, to open what they
+/// sealed).
+pub fn with_new_key<R: CryptoRng + ?Sized>(
+    key_file: &Path,
+    rng: &mut R,
+) -> Result<(Keyring, u32, Vec<u32>), KeyError> {
+    let keyring = Keyring::read_file(key_file)?;
+    let older = keyring.key_ids();
+    let key = MasterKey::generate(keyring.next_id(), rng);
+    let id = key.id();
+    Ok((keyring.with_current(key)?, id, older))
+}
+
+/// Adds a new current key to `key_file` and re-seals nothing: for a store that several
+/// replicas share (PostgreSQL), whose values are re-sealed (`wardgate keys reseal`) only once
+/// every replica holds the new file.
+pub fn add_master_key<R: CryptoRng + ?Sized>(
+    key_file: &Path,
+    rng: &mut R,
+) -> Result<Rotation, RotateError> {
+    let (keyring, new_key_id, older_key_ids) = with_new_key(key_file, rng)?;
+    keyring.replace_file(key_file)?;
+    Ok(Rotation {
+        new_key_id,
+        resealed: 0,
         older_key_ids,
     })
 }

@@ -519,18 +519,9 @@ async fn migrate_moves_a_one_replica_gateway_into_postgresql() {
     replica.binary.stop().await;
 }
 
-/// `wardgate audit ARGS…` on the config of the replica in `dir`: success, and what it printed.
+/// `wardgate audit ARGS…` on the config of the replica in `dir`.
 fn audit_cli(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
-        .arg("audit")
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("cli.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
+    wardgate(dir, &[&["audit"], args].concat())
 }
 
 /// The records `wardgate audit query ARGS… --format json` prints on the config in `dir`.
@@ -626,4 +617,42 @@ async fn both_replicas_append_to_one_audit_trail_in_a_database_of_its_own() {
     assert!(ok, "{text}");
     let copy = dir.path().join("elsewhere/checkpoints.jsonl");
     assert!(std::fs::read_to_string(copy).unwrap().lines().count() > 0);
+}
+
+/// `wardgate ARGS… --config` on the config of the replica in `dir`: success, and what it printed.
+fn wardgate(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wardgate"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("cli.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_new_master_key_reseals_postgresql_once_every_replica_holds_it() {
+    let shared = Shared::start();
+    let upstream = MockUpstream::recording().await;
+    let config = shared.config(config(&upstream.url()));
+    let a = shared.replica(&config).await;
+    let (secret, _) = enroll(&a, "rita").await;
+    a.binary.stop().await;
+    let (ok, text) = wardgate(a.dir.path(), &["keys", "rotate"]);
+    assert!(ok && text.contains("wardgate keys reseal"), "{text}");
+    // A replica started on the new file still opens what the older key sealed.
+    let b = shared.replica(&config).await;
+    let (ok, text) = wardgate(b.dir.path(), &["keys", "reseal"]);
+    assert!(
+        ok && text.contains("3 secret(s) in PostgreSQL re-sealed"),
+        "the TOTP seed, the assertion key, the admin token: {text}"
+    );
+    let (ok, text) = wardgate(b.dir.path(), &["keys", "reseal"]);
+    assert!(ok && text.contains("0 secret(s)"), "{text}");
+    let token = totp_login(&b, "rita", &secret).await;
+    let (status, _, body) = call(&b, "/api/records/1", Some(&token), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    b.binary.stop().await;
 }

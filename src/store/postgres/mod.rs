@@ -48,6 +48,7 @@ mod credentials;
 mod keys;
 pub mod migrations;
 mod relations;
+mod reseal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
