@@ -72,6 +72,10 @@ pub enum StartError {
     HashPool(std::io::Error),
     #[error("audit trail: {0}")]
     Audit(#[from] crate::audit::trail::TrailError),
+    #[error(
+        "audit trail: it holds {records} records but the checkpoint signing key {key} is missing: a new key could not verify their checkpoints; restore the key (every replica needs the same file)"
+    )]
+    AuditKeyMissing { records: u64, key: String },
     #[error("cannot start the audit writer: {0}")]
     AuditThread(std::io::Error),
     #[error("identity assertion key: {0}")]
@@ -674,11 +678,9 @@ async fn open_audit_trail(
         "AUDIT KEY (audit.dev_generate_key). Back it up: without it the audit records cannot be read",
     )?;
     let (signer, created) = AssertionKey::load_or_create(&files.signing_key)?;
-    if created {
-        tracing::warn!(key = %files.signing_key.display(), kid = signer.kid(), "created a new audit checkpoint signing key");
-    }
+    let kid = signer.kid().to_owned();
     let keyring = Arc::new(keyring);
-    let trail = match &files.postgres {
+    let (trail, records) = match &files.postgres {
         #[cfg(feature = "postgres")]
         Some(postgres) => {
             let options = postgres_options(postgres)?;
@@ -693,7 +695,7 @@ async fn open_audit_trail(
             )
             .await?;
             tracing::info!(target: "wardgate::audit", records, "the audit trail is in PostgreSQL");
-            Backend::Postgres(trail)
+            (Backend::Postgres(trail), records)
         }
         #[cfg(not(feature = "postgres"))]
         Some(_) => {
@@ -717,9 +719,20 @@ async fn open_audit_trail(
                     "the audit trail ended in a half-written record (a crash): it was cut off; no request waited on it"
                 );
             }
-            Backend::Files(trail)
+            (Backend::Files(trail), opened.records)
         }
     };
+    if created && records > 0 {
+        // The key was made just now, by this start: nothing was signed with it.
+        let _ = std::fs::remove_file(&files.signing_key);
+        return Err(StartError::AuditKeyMissing {
+            records,
+            key: files.signing_key.display().to_string(),
+        });
+    }
+    if created {
+        tracing::warn!(key = %files.signing_key.display(), kid, "created a new audit checkpoint signing key");
+    }
     let webhook = files
         .webhook
         .clone()

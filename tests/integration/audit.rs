@@ -722,3 +722,21 @@ async fn an_upstream_failure_and_a_client_gone_early_leave_one_record_each() {
     assert_eq!(cut[0]["complete"], false, "{:?}", cut[0]);
     assert_eq!(cut[0]["status"], 200);
 }
+
+#[tokio::test]
+async fn a_trail_with_records_whose_signing_key_is_gone_stops_the_start_and_makes_no_new_key() {
+    let upstream = MockUpstream::recording().await;
+    let (gateway, _) = dana_read_the_notes(&upstream).await;
+    let dir = gateway.stop().await;
+    let key = dir.path().join("audit-signing.key");
+    std::fs::remove_file(&key).unwrap();
+    let error = start_error(&dir.path().join("gateway.yaml")).await;
+    assert!(
+        error.contains("checkpoint signing key") && error.contains("restore the key"),
+        "{error}"
+    );
+    assert!(
+        !key.exists(),
+        "no key that would sign a history it cannot verify"
+    );
+}
